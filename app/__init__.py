@@ -1,0 +1,1 @@
+"""crmwatch: keeps a sales team's CRM honest."""

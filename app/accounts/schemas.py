@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from integrations.registry import CRM_ADAPTERS
+
+
+class OAuthIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    client_id: str = Field(min_length=1, max_length=200)
+    client_secret: SecretStr = Field(min_length=1)
+    redirect_uri: str = Field(min_length=1, max_length=500)
+    code: SecretStr | None = None
+    refresh_token: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _one_grant(self) -> OAuthIn:
+        if (self.code is None) == (self.refresh_token is None):
+            raise ValueError("give exactly one of code or refresh_token")
+        return self
+
+
+def _check_timezone(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Moscow)") from None
+    return value
+
+
+class _AccountFields(BaseModel):
+    @field_validator("timezone", check_fields=False)
+    @classmethod
+    def _tz(cls, value: str | None) -> str | None:
+        return _check_timezone(value)
+
+    @field_validator("region", check_fields=False)
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        return value.upper() if value else value
+
+
+class AccountCreate(_AccountFields):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    crm: str
+    base_url: AnyHttpUrl
+    access_token: SecretStr | None = None
+    oauth: OAuthIn | None = None
+    timezone: str = "Europe/Moscow"
+    region: str = Field(default="RU", min_length=2, max_length=2)
+    language: Literal["ru", "en"] = "ru"
+
+    @field_validator("crm")
+    @classmethod
+    def _known_crm(cls, value: str) -> str:
+        if value not in CRM_ADAPTERS:
+            raise ValueError(f"unsupported crm {value!r}; supported: {', '.join(sorted(CRM_ADAPTERS))}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> AccountCreate:
+        if (self.access_token is None) == (self.oauth is None):
+            raise ValueError("give exactly one of access_token (long-lived token) or oauth")
+        return self
+
+
+class AccountPatch(_AccountFields):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    base_url: AnyHttpUrl | None = None
+    access_token: SecretStr | None = None
+    oauth: OAuthIn | None = None
+    timezone: str | None = None
+    region: str | None = Field(default=None, min_length=2, max_length=2)
+    language: Literal["ru", "en"] | None = None
+    rotate_key: bool = False
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> AccountPatch:
+        if self.access_token is not None and self.oauth is not None:
+            raise ValueError("give at most one of access_token or oauth")
+        return self
+
+
+class SyncOut(BaseModel):
+    state: str
+    section: str | None
+    counts: dict[str, Any]
+    error: str | None
+    requested_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class AccountOut(BaseModel):
+    id: int
+    key: str
+    name: str
+    crm: str
+    base_url: str
+    timezone: str
+    region: str
+    language: str
+    auth: str
+    external_id: str | None
+    subdomain: str | None
+    status: str
+    status_reason: str | None
+    hooks: dict[str, str]
+    sync: SyncOut
+    created_at: datetime

@@ -1,0 +1,116 @@
+"""Accounts: create, change, delete; credentials sealed before they touch the database."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import utcnow
+from app.runtime import Runtime
+from app.security import new_hook_key
+
+from .models import Account
+from .schemas import AccountCreate, AccountOut, AccountPatch, OAuthIn, SyncOut
+
+log = logging.getLogger(__name__)
+
+
+async def _credentials(rt: Runtime, crm: str, base_url: str, access_token: Any, oauth: OAuthIn | None
+                       ) -> tuple[str, dict[str, Any]]:
+    if access_token is not None:
+        return "token", {"access_token": access_token.get_secret_value()}
+    assert oauth is not None
+    creds: dict[str, Any] = {"client_id": oauth.client_id, "client_secret": oauth.client_secret.get_secret_value(),
+                             "redirect_uri": oauth.redirect_uri}
+    if oauth.code is not None:
+        # Codes live 20 minutes and work once: exchange now, while the operator is watching.
+        pair = await rt.crm_adapter(crm).oauth_exchange(
+            base_url, client_id=oauth.client_id, client_secret=creds["client_secret"],
+            redirect_uri=oauth.redirect_uri, code=oauth.code.get_secret_value(), transport=rt.http_transport)
+        creds |= {"access_token": pair.access_token, "refresh_token": pair.refresh_token,
+                  "expires_at": pair.expires_at.isoformat()}
+    else:
+        assert oauth.refresh_token is not None
+        creds |= {"refresh_token": oauth.refresh_token.get_secret_value(), "access_token": None, "expires_at": None}
+    return "oauth", creds
+
+
+async def create(rt: Runtime, s: AsyncSession, data: AccountCreate) -> Account:
+    base_url = str(data.base_url).rstrip("/")
+    kind, creds = await _credentials(rt, data.crm, base_url, data.access_token, data.oauth)
+    account = Account(
+        name=data.name, crm=data.crm, base_url=base_url, key=new_hook_key(), timezone=data.timezone,
+        region=data.region, language=data.language, auth_kind=kind, credentials=rt.box.seal(creds),
+        credentials_version=1, subdomain=rt.crm_adapter(data.crm).subdomain_of(base_url), status="active",
+        # Every new account is backfilled once, without anyone asking.
+        sync_state="queued", sync_requested_at=utcnow(), sync_counts={},
+    )
+    s.add(account)
+    await s.flush()
+    log.info("account.created", extra={"account_id": account.id, "crm": account.crm, "auth": kind})
+    return account
+
+
+async def patch(rt: Runtime, s: AsyncSession, account: Account, data: AccountPatch) -> Account:
+    for name in ("name", "timezone", "region", "language"):
+        value = getattr(data, name)
+        if value is not None:
+            setattr(account, name, value)
+    if data.base_url is not None:
+        account.base_url = str(data.base_url).rstrip("/")
+        account.subdomain = rt.crm_adapter(account.crm).subdomain_of(account.base_url) or account.subdomain
+    if data.access_token is not None or data.oauth is not None:
+        kind, creds = await _credentials(rt, account.crm, account.base_url, data.access_token, data.oauth)
+        account.auth_kind, account.credentials = kind, rt.box.seal(creds)
+        account.credentials_version += 1
+        account.status, account.status_reason = "active", None
+    if data.rotate_key:
+        account.key = new_hook_key()
+    return account
+
+
+async def request_sync(s: AsyncSession, account: Account) -> None:
+    account.sync_requested_at = utcnow()
+    # A running sync keeps going; sync_requested_at after its start makes it run once more.
+    if account.sync_state != "running":
+        account.sync_state = "queued"
+        account.sync_error = None
+
+
+async def get(s: AsyncSession, account_id: int) -> Account | None:
+    return await s.get(Account, account_id)
+
+
+async def by_key(s: AsyncSession, key: str) -> Account | None:
+    return await s.scalar(select(Account).where(Account.key == key))
+
+
+async def list_all(s: AsyncSession) -> list[Account]:
+    return list(await s.scalars(select(Account).order_by(Account.id)))
+
+
+async def learn_identity(s: AsyncSession, account_id: int, external_id: str | None, subdomain: str | None) -> None:
+    values: dict[str, Any] = {}
+    if external_id:
+        values["external_id"] = external_id
+    if subdomain:
+        values["subdomain"] = subdomain
+    if values:
+        await s.execute(update(Account).where(Account.id == account_id).values(**values))
+
+
+def to_out(rt: Runtime, account: Account) -> AccountOut:
+    return AccountOut(
+        id=account.id, key=account.key, name=account.name, crm=account.crm, base_url=account.base_url,
+        timezone=account.timezone, region=account.region, language=account.language, auth=account.auth_kind,
+        external_id=account.external_id, subdomain=account.subdomain, status=account.status,
+        status_reason=account.status_reason,
+        hooks=rt.crm_adapter(account.crm).hook_urls(rt.settings.public_url, account.key),
+        sync=SyncOut(state=account.sync_state, section=account.sync_section, counts=account.sync_counts or {},
+                     error=account.sync_error, requested_at=account.sync_requested_at,
+                     started_at=account.sync_started_at, finished_at=account.sync_finished_at),
+        created_at=account.created_at,
+    )

@@ -1,0 +1,111 @@
+"""The `crmwatch` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from app import logging as app_logging
+from app.settings import get_settings
+
+log = logging.getLogger("crmwatch.cli")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.main import create_app
+    from app.migrate import upgrade
+
+    settings = get_settings()
+    app_logging.configure(settings.log_level, settings.log_json)
+    if not args.no_migrate:
+        upgrade(settings.database_url)
+    app = create_app(settings, run_workers=not args.no_workers)
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False,
+                proxy_headers=True, forwarded_allow_ips=args.forwarded_allow_ips)
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from app.migrate import upgrade
+
+    settings = get_settings()
+    app_logging.configure(settings.log_level, settings.log_json)
+    upgrade(settings.database_url, args.revision)
+    log.info("migrate.done", extra={"revision": args.revision})
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    """Background roles only, for scale-out beside API-only processes (`serve --no-workers`)."""
+    from app.ingest.worker import run_forever as inbox_loop
+    from app.runtime import Runtime
+    from app.sync.service import run_forever as sync_loop
+
+    settings = get_settings()
+    app_logging.configure(settings.log_level, settings.log_json)
+
+    async def main() -> None:
+        rt = Runtime.build(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await asyncio.gather(inbox_loop(rt, stop), sync_loop(rt, stop))
+        finally:
+            await rt.dispose()
+
+    asyncio.run(main())
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from app.demo import run_demo
+
+    return asyncio.run(run_demo(host=args.host, port=args.port, emulator_port=args.emulator_port,
+                                database=args.database, once=args.once))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crmwatch", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the API, the workers and the scheduler in one process")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--no-migrate", action="store_true", help="do not upgrade the schema on start")
+    serve.add_argument("--no-workers", action="store_true", help="API only; run `crmwatch worker` elsewhere")
+    serve.add_argument("--forwarded-allow-ips", default="127.0.0.1",
+                       help="proxies trusted for X-Forwarded-* headers")
+    serve.set_defaults(func=_serve)
+
+    migrate = sub.add_parser("migrate", help="upgrade the database schema")
+    migrate.add_argument("--revision", default="head")
+    migrate.set_defaults(func=_migrate)
+
+    worker = sub.add_parser("worker", help="run the inbox and sync workers without the API")
+    worker.set_defaults(func=_worker)
+
+    demo = sub.add_parser("demo", help="run crmwatch against a built-in amoCRM emulator, no account needed")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--emulator-port", type=int, default=8100)
+    demo.add_argument("--database", default="sqlite+aiosqlite:///./crmwatch-demo.db",
+                      help="where the demo keeps its data (recreated on each run when SQLite)")
+    demo.add_argument("--once", action="store_true", help="run the scripted day, print the summary and exit")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Webhook intake: authenticate, check the shape, store the raw body, answer fast.
+
+The parsing into domain events happens later, in the inbox worker: a CRM waits ~2 s for us
+and switches a slow hook off, so nothing here may depend on the CRM or on the mirror.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from fastapi import APIRouter, Request, status
+from fastapi.responses import JSONResponse
+
+from app.db import utcnow
+from app.metrics import WEBHOOKS
+from integrations.base import WebhookMalformed
+from integrations.registry import CRM_ADAPTERS, crm_adapter
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["ingest"])
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing to buffer more than `limit` bytes whatever Content-Length claims."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _refuse(code: int, crm: str, outcome: str, detail: str) -> JSONResponse:
+    WEBHOOKS.labels(crm, outcome).inc()
+    return JSONResponse({"detail": detail}, status_code=code)
+
+
+def _crm_hook(crm: str) -> Callable[[Request, str], Awaitable[JSONResponse]]:
+    adapter = crm_adapter(crm)
+
+    async def receive(request: Request, key: str) -> JSONResponse:
+        rt = request.app.state.runtime
+        account = await request.app.state.keys.lookup(key)
+        if account is None or account.crm != crm:
+            return _refuse(status.HTTP_404_NOT_FOUND, crm, "unknown_key", "unknown webhook key")
+        try:
+            body = await read_body(request, rt.settings.max_webhook_bytes)
+        except BodyTooLarge:
+            return _refuse(status.HTTP_413_CONTENT_TOO_LARGE, crm, "too_large",
+                           f"body over {rt.settings.max_webhook_bytes} bytes")
+        try:
+            parsed = adapter.check_webhook(body, request.headers.get("content-type"))
+        except WebhookMalformed as exc:
+            return _refuse(status.HTTP_400_BAD_REQUEST, crm, "malformed", f"not a {crm} webhook: {exc}")
+        if ((parsed.external_account_id and account.external_id and parsed.external_account_id != account.external_id)
+                or (parsed.subdomain and account.subdomain and parsed.subdomain != account.subdomain)):
+            return _refuse(status.HTTP_401_UNAUTHORIZED, crm, "foreign_account",
+                           "the webhook names another CRM account")
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return _refuse(status.HTTP_400_BAD_REQUEST, crm, "malformed", "the body is not UTF-8")
+        now = utcnow()
+        await request.app.state.inbox_writer.write({
+            "account_id": account.id, "source": crm, "dedup_key": hashlib.sha256(body).hexdigest(),
+            "content_type": (request.headers.get("content-type") or "")[:100], "payload": text,
+            "received_at": now, "status": "pending", "attempts": 0, "next_attempt_at": now,
+        })
+        rt.inbox_wakeup.set()
+        WEBHOOKS.labels(crm, "accepted").inc()
+        return JSONResponse({"status": "accepted"})
+
+    receive.__name__ = f"receive_{crm}_webhook"
+    receive.__doc__ = (f"Receives {crm} webhooks. The key is the account's secret from POST /api/accounts. "
+                       "Answers 200 once the raw body is durably stored; a redelivery is a no-op.")
+    return receive
+
+
+for _crm in CRM_ADAPTERS:
+    router.add_api_route(f"/hooks/{_crm}/{{key}}", _crm_hook(_crm), methods=["POST"],
+                         responses={400: {}, 401: {}, 404: {}, 413: {}})

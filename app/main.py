@@ -1,0 +1,73 @@
+"""The FastAPI application and the background roles that run beside it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import errors
+from app.accounts.endpoints import router as accounts_router
+from app.ingest.endpoints import router as ingest_router
+from app.ingest.keys import KeyCache
+from app.ingest.writer import InboxWriter
+from app.middleware import RequestContext
+from app.ops.endpoints import router as ops_router
+from app.runtime import Runtime
+from app.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
+               run_workers: bool | None = None) -> FastAPI:
+    settings = settings or (runtime.settings if runtime else get_settings())
+    workers = settings.run_workers if run_workers is None else run_workers
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt = runtime or Runtime.build(settings)
+        app.state.runtime = rt
+        app.state.keys = KeyCache(rt.sessions)
+        app.state.inbox_writer = writer = InboxWriter(rt.sessions)
+        writer.start()
+        stop = asyncio.Event()
+        tasks: list[asyncio.Task[None]] = []
+        if workers:
+            from app.ingest.worker import run_forever as inbox_loop
+            from app.sync.service import run_forever as sync_loop
+
+            tasks = [asyncio.create_task(inbox_loop(rt, stop), name="inbox-worker"),
+                     asyncio.create_task(sync_loop(rt, stop), name="sync-worker")]
+        log.info("crmwatch.started", extra={"workers": workers, "database": rt.engine.dialect.name})
+        try:
+            yield
+        finally:
+            stop.set()
+            rt.inbox_wakeup.set()
+            rt.sync_wakeup.set()
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await writer.stop()
+            if runtime is None:
+                await rt.dispose()
+
+    app = FastAPI(
+        title="crmwatch",
+        version="0.1.0",
+        summary="Keeps a sales team's CRM honest: overdue tasks, deals without a next step, stuck deals, "
+                "unlogged calls.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.include_router(ops_router)
+    app.include_router(accounts_router)
+    app.include_router(ingest_router)
+    app.add_middleware(RequestContext)
+    return app

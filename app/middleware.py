@@ -1,0 +1,49 @@
+"""Request ids, an access log without secrets, and latency metrics, as one pure ASGI layer
+(BaseHTTPMiddleware would cost the webhook path a task switch per request)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+import structlog
+
+from app.logging import mask_path
+from app.metrics import HTTP_LATENCY
+
+log = logging.getLogger("crmwatch.access")
+
+
+class RequestContext:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")[:64]
+        request_id = incoming if incoming.replace("-", "").isalnum() else uuid.uuid4().hex
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            HTTP_LATENCY.labels(getattr(route, "path", "unmatched"), str(status)).observe(elapsed)
+            log.info("http.request", extra={"method": scope["method"], "path": mask_path(scope["path"]),
+                                            "status": status, "ms": round(elapsed * 1000, 2)})
+            structlog.contextvars.unbind_contextvars("request_id")

@@ -1,0 +1,161 @@
+"""The CRM-neutral mirror: just enough of each CRM to run the rules.
+
+Rows are keyed by (account_id, the CRM's own id as text). References between entities are
+CRM ids, not foreign keys: a task may arrive before its deal, and the mirror must take it.
+`source_updated_at` is the CRM's own modification time; a change older than it is stale.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base, BigId, UtcDateTime, utcnow
+
+ACCOUNT_FK = "accounts.id"
+
+
+def _account_pk() -> Mapped[int]:
+    return mapped_column(ForeignKey(ACCOUNT_FK, ondelete="CASCADE"), primary_key=True)
+
+
+class User(Base):
+    __tablename__ = "users"
+    account_id: Mapped[int] = _account_pk()
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(300))
+    email: Mapped[str | None] = mapped_column(String(300))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    synced_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class Pipeline(Base):
+    __tablename__ = "pipelines"
+    account_id: Mapped[int] = _account_pk()
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(300))
+    sort: Mapped[int] = mapped_column(Integer, default=0)
+    is_archived: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Stage(Base):
+    __tablename__ = "stages"
+    account_id: Mapped[int] = _account_pk()
+    pipeline_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # amoCRM's won/lost ids (142/143) repeat in every pipeline, hence the pipeline in the key.
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(300))
+    sort: Mapped[int] = mapped_column(Integer, default=0)
+    kind: Mapped[str] = mapped_column(String(8), default="open")  # open | won | lost
+
+
+class Deal(Base):
+    __tablename__ = "deals"
+    __table_args__ = (
+        Index("ix_deals_open", "account_id", "is_closed", "is_deleted"),
+        Index("ix_deals_responsible", "account_id", "responsible_user_id"),
+    )
+    account_id: Mapped[int] = _account_pk()
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(500))
+    pipeline_id: Mapped[str | None] = mapped_column(String(64))
+    stage_id: Mapped[str | None] = mapped_column(String(64))
+    stage_entered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # "event": from the CRM's own stage-change record; "estimate": from created_at or first sight.
+    stage_entered_source: Mapped[str | None] = mapped_column(String(16))
+    price: Mapped[float | None] = mapped_column(Float)
+    responsible_user_id: Mapped[str | None] = mapped_column(String(64))
+    is_closed: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    source_updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # A thin webhook told us only ids; the full record has not been read yet.
+    needs_fetch: Mapped[bool] = mapped_column(Boolean, default=False)
+    mirrored_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class DealContact(Base):
+    __tablename__ = "deal_contacts"
+    account_id: Mapped[int] = _account_pk()
+    deal_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    contact_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+class StageHistory(Base):
+    """Every stage entry we know of, from the CRM's event log and from status webhooks."""
+
+    __tablename__ = "stage_history"
+    __table_args__ = (Index("ix_stage_history_deal", "account_id", "deal_id", "entered_at"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey(ACCOUNT_FK, ondelete="CASCADE"))
+    deal_id: Mapped[str] = mapped_column(String(64))
+    pipeline_id: Mapped[str | None] = mapped_column(String(64))
+    stage_id: Mapped[str] = mapped_column(String(64))
+    from_stage_id: Mapped[str | None] = mapped_column(String(64))
+    entered_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    by_user_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    __table_args__ = (
+        Index("ix_tasks_deal", "account_id", "deal_id"),
+        Index("ix_tasks_open_due", "account_id", "is_completed", "due_at"),
+    )
+    account_id: Mapped[int] = _account_pk()
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    deal_id: Mapped[str | None] = mapped_column(String(64))
+    entity_type: Mapped[str | None] = mapped_column(String(16))
+    entity_id: Mapped[str | None] = mapped_column(String(64))
+    text: Mapped[str | None] = mapped_column(Text)
+    type_id: Mapped[str | None] = mapped_column(String(64))
+    responsible_user_id: Mapped[str | None] = mapped_column(String(64))
+    due_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # The due time before the latest move, and when it moved: the rescheduling rule reads these.
+    previous_due_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    due_moved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    is_completed: Mapped[bool] = mapped_column(Boolean, default=False)
+    completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    result_text: Mapped[str | None] = mapped_column(Text)
+    is_deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    source_updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class Note(Base):
+    __tablename__ = "notes"
+    __table_args__ = (Index("ix_notes_deal", "account_id", "deal_id", "created_at"),)
+    account_id: Mapped[int] = _account_pk()
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    entity_type: Mapped[str] = mapped_column(String(16))
+    entity_id: Mapped[str] = mapped_column(String(64))
+    deal_id: Mapped[str | None] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    text: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+    account_id: Mapped[int] = _account_pk()
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(500))
+    responsible_user_id: Mapped[str | None] = mapped_column(String(64))
+    is_deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    source_updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class ContactPhone(Base):
+    __tablename__ = "contact_phones"
+    __table_args__ = (Index("ix_contact_phones_phone", "account_id", "phone"),)
+    account_id: Mapped[int] = _account_pk()
+    contact_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    phone: Mapped[str] = mapped_column(String(32), primary_key=True)  # E.164

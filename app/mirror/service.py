@@ -1,0 +1,263 @@
+"""Applies CRM-neutral domain events to the mirror.
+
+Every apply is idempotent and out-of-order safe: a change carries the CRM's modification
+time, and one older than what the mirror holds is dropped. Deletions leave tombstones so a
+late update cannot bring a deleted record back. The caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import dialect_insert, utcnow
+from integrations.base import (
+    ContactDeleted,
+    ContactUpserted,
+    DealDeleted,
+    DealRestored,
+    DealUpserted,
+    DomainEvent,
+    NoteAdded,
+    PipelineUpserted,
+    StageEntered,
+    StageKind,
+    TaskDeleted,
+    TaskUpserted,
+    UnknownEntity,
+    UserUpserted,
+)
+
+from .models import Contact, ContactPhone, Deal, DealContact, Note, Pipeline, Stage, StageHistory, Task, User
+
+
+@dataclass
+class ApplyResult:
+    touched_deals: set[str] = field(default_factory=set)
+    thin_deals: set[str] = field(default_factory=set)
+    applied: int = 0
+    stale: int = 0
+    ignored: int = 0
+
+
+def _is_stale(incoming: datetime | None, stored: datetime | None) -> bool:
+    # Equal times win: amoCRM stamps whole seconds, and a second change in the same second
+    # must still land. Applying the same content twice is harmless.
+    return incoming is not None and stored is not None and incoming < stored
+
+
+def _set(row: Any, **values: Any) -> None:
+    """Assign only what the event said (None means "not said")."""
+    for name, value in values.items():
+        if value is not None:
+            setattr(row, name, value)
+
+
+class MirrorWriter:
+    def __init__(self, session: AsyncSession, account_id: int) -> None:
+        self.s = session
+        self.account_id = account_id
+        self._stage_kinds: dict[tuple[str, str], str] | None = None
+
+    async def apply(self, events: list[DomainEvent]) -> ApplyResult:
+        result = ApplyResult()
+        for ev in events:
+            handler = getattr(self, f"_on_{type(ev).__name__}", None)
+            if handler is None or isinstance(ev, UnknownEntity):
+                result.ignored += 1
+                continue
+            if await handler(ev, result) is False:
+                result.stale += 1
+            else:
+                result.applied += 1
+        return result
+
+    # -- account structure ------------------------------------------------------------------------
+
+    async def _on_PipelineUpserted(self, ev: PipelineUpserted, r: ApplyResult) -> None:
+        await self._merge(Pipeline, (ev.id,), name=ev.name, sort=ev.sort, is_archived=ev.is_archived)
+        await self.s.execute(delete(Stage).where(Stage.account_id == self.account_id, Stage.pipeline_id == ev.id,
+                                                 Stage.id.not_in([st.id for st in ev.stages])))
+        for st in ev.stages:
+            await self._merge(Stage, (ev.id, st.id), name=st.name, sort=st.sort, kind=st.kind.value)
+        self._stage_kinds = None
+
+    async def _on_UserUpserted(self, ev: UserUpserted, r: ApplyResult) -> None:
+        await self._merge(User, (ev.id,), name=ev.name, email=ev.email, is_active=ev.is_active, synced_at=utcnow())
+
+    async def _merge(self, model: type, key: tuple[str, ...], **values: Any) -> Any:
+        row = await self.s.get(model, (self.account_id, *key))
+        if row is None:
+            names = [c.name for c in model.__table__.primary_key.columns][1:]
+            row = model(account_id=self.account_id, **dict(zip(names, key, strict=True)))
+            self.s.add(row)
+        _set(row, **values)
+        return row
+
+    async def _known_user(self, user_id: str | None) -> None:
+        """Users referenced before the user list was read get a placeholder, filled by the next sync."""
+        if user_id is not None:
+            stmt = dialect_insert(self.s, User.__table__).values(account_id=self.account_id, id=user_id,
+                                                                  is_active=True)
+            await self.s.execute(stmt.on_conflict_do_nothing())
+
+    # -- deals -------------------------------------------------------------------------------------
+
+    async def _deal(self, deal_id: str) -> Deal | None:
+        return await self.s.get(Deal, (self.account_id, deal_id), with_for_update=True)
+
+    async def _stage_kind(self, pipeline_id: str | None, stage_id: str | None) -> str:
+        if self._stage_kinds is None:
+            rows = await self.s.execute(select(Stage.pipeline_id, Stage.id, Stage.kind)
+                                        .where(Stage.account_id == self.account_id))
+            self._stage_kinds = {(p, s): k for p, s, k in rows}
+        return self._stage_kinds.get((pipeline_id or "", stage_id or ""), StageKind.OPEN.value)
+
+    async def _on_DealUpserted(self, ev: DealUpserted, r: ApplyResult) -> bool:
+        deal = await self._deal(ev.id)
+        if deal is None:
+            deal = Deal(account_id=self.account_id, id=ev.id, is_deleted=False, is_closed=False)
+            self.s.add(deal)
+        elif _is_stale(ev.updated_at, deal.source_updated_at):
+            return False
+        new_stage = ev.stage_id is not None and ev.stage_id != deal.stage_id
+        if new_stage:
+            entered = ev.stage_changed_at or (ev.created_at if deal.stage_id is None else None) or ev.updated_at
+            deal.stage_entered_at = entered
+            deal.stage_entered_source = "event" if ev.stage_changed_at else "estimate"
+            if ev.stage_changed_at is not None:
+                self.s.add(StageHistory(account_id=self.account_id, deal_id=ev.id, pipeline_id=ev.pipeline_id,
+                                        stage_id=ev.stage_id, from_stage_id=deal.stage_id, entered_at=entered))
+        _set(deal, name=ev.name, pipeline_id=ev.pipeline_id, stage_id=ev.stage_id, price=ev.price,
+             responsible_user_id=ev.responsible_user_id, created_at=ev.created_at)
+        deal.source_updated_at = ev.updated_at
+        kind = ev.stage_kind.value if ev.stage_kind else await self._stage_kind(deal.pipeline_id, deal.stage_id)
+        closed = kind != StageKind.OPEN.value
+        if closed and not deal.is_closed:
+            deal.closed_at = ev.closed_at or ev.stage_changed_at or ev.updated_at
+        elif not closed:
+            deal.closed_at = None
+        deal.is_closed = closed
+        deal.needs_fetch = ev.is_thin and deal.name is None
+        if ev.is_thin:
+            r.thin_deals.add(ev.id)
+        if ev.contact_ids is not None:
+            await self.s.execute(delete(DealContact).where(DealContact.account_id == self.account_id,
+                                                           DealContact.deal_id == ev.id))
+            for cid in dict.fromkeys(ev.contact_ids):
+                self.s.add(DealContact(account_id=self.account_id, deal_id=ev.id, contact_id=cid))
+        await self._known_user(ev.responsible_user_id)
+        r.touched_deals.add(ev.id)
+        return True
+
+    async def _on_DealDeleted(self, ev: DealDeleted, r: ApplyResult) -> None:
+        deal = await self._deal(ev.id)
+        if deal is None:
+            deal = Deal(account_id=self.account_id, id=ev.id, is_closed=False)
+            self.s.add(deal)
+        now = utcnow()
+        deal.is_deleted = True
+        deal.deleted_at = now
+        # The tombstone's time: an update stamped before the deletion cannot resurrect it.
+        deal.source_updated_at = max(filter(None, [deal.source_updated_at, now]))
+        r.touched_deals.add(ev.id)
+
+    async def _on_DealRestored(self, ev: DealRestored, r: ApplyResult) -> None:
+        deal = await self._deal(ev.id)
+        if deal is not None:
+            deal.is_deleted = False
+            deal.deleted_at = None
+            # Let the restore post's own data (stamped before now) apply right after this.
+            deal.source_updated_at = None
+        r.touched_deals.add(ev.id)
+
+    async def _on_StageEntered(self, ev: StageEntered, r: ApplyResult) -> None:
+        exists = await self.s.scalar(select(StageHistory.id).where(
+            StageHistory.account_id == self.account_id, StageHistory.deal_id == ev.deal_id,
+            StageHistory.stage_id == ev.stage_id, StageHistory.entered_at == ev.at).limit(1))
+        if exists is None:
+            self.s.add(StageHistory(account_id=self.account_id, deal_id=ev.deal_id, pipeline_id=ev.pipeline_id,
+                                    stage_id=ev.stage_id, from_stage_id=ev.from_stage_id, entered_at=ev.at,
+                                    by_user_id=ev.by_user_id))
+        deal = await self._deal(ev.deal_id)
+        if deal is None or deal.stage_id != ev.stage_id:
+            return
+        # The latest recorded entry into the current stage is when the deal got there.
+        if deal.stage_entered_source != "event" or deal.stage_entered_at is None or ev.at > deal.stage_entered_at:
+            deal.stage_entered_at = ev.at
+            deal.stage_entered_source = "event"
+            r.touched_deals.add(ev.deal_id)
+
+    # -- tasks and notes ---------------------------------------------------------------------------
+
+    async def _on_TaskUpserted(self, ev: TaskUpserted, r: ApplyResult) -> bool:
+        task = await self.s.get(Task, (self.account_id, ev.id), with_for_update=True)
+        if task is None:
+            task = Task(account_id=self.account_id, id=ev.id, is_completed=False, is_deleted=False)
+            self.s.add(task)
+        elif task.is_deleted or _is_stale(ev.updated_at, task.source_updated_at):
+            return False
+        old_deal = task.deal_id
+        if ev.due_at is not None and task.due_at is not None and ev.due_at != task.due_at:
+            task.previous_due_at = task.due_at
+            task.due_moved_at = ev.updated_at
+        if ev.is_completed and not task.is_completed:
+            task.completed_at = ev.updated_at
+        elif ev.is_completed is False:
+            task.completed_at = None
+        _set(task, deal_id=ev.deal_id, entity_type=ev.entity_type, entity_id=ev.entity_id, text=ev.text,
+             type_id=ev.type_id, responsible_user_id=ev.responsible_user_id, due_at=ev.due_at,
+             is_completed=ev.is_completed, result_text=ev.result_text, created_at=ev.created_at,
+             created_by=ev.created_by)
+        task.source_updated_at = ev.updated_at
+        await self._known_user(ev.responsible_user_id)
+        r.touched_deals.update(d for d in (old_deal, task.deal_id) if d)
+        return True
+
+    async def _on_TaskDeleted(self, ev: TaskDeleted, r: ApplyResult) -> None:
+        task = await self.s.get(Task, (self.account_id, ev.id), with_for_update=True)
+        if task is None:
+            task = Task(account_id=self.account_id, id=ev.id, is_completed=False)
+            self.s.add(task)
+        task.is_deleted = True
+        if task.deal_id:
+            r.touched_deals.add(task.deal_id)
+
+    async def _on_NoteAdded(self, ev: NoteAdded, r: ApplyResult) -> None:
+        note = await self._merge(Note, (ev.id,), entity_type=ev.entity_type, entity_id=ev.entity_id,
+                                 deal_id=ev.deal_id, kind=ev.kind.value, text=ev.text, created_by=ev.created_by,
+                                 created_at=ev.created_at)
+        note.params = dict(ev.params)
+        if ev.deal_id:
+            r.touched_deals.add(ev.deal_id)
+
+    # -- contacts ----------------------------------------------------------------------------------
+
+    async def _on_ContactUpserted(self, ev: ContactUpserted, r: ApplyResult) -> bool:
+        contact = await self.s.get(Contact, (self.account_id, ev.id), with_for_update=True)
+        if contact is None:
+            contact = Contact(account_id=self.account_id, id=ev.id, is_deleted=False)
+            self.s.add(contact)
+        elif contact.is_deleted or _is_stale(ev.updated_at, contact.source_updated_at):
+            return False
+        _set(contact, name=ev.name, responsible_user_id=ev.responsible_user_id)
+        contact.source_updated_at = ev.updated_at
+        if ev.phones is not None:
+            await self.s.execute(delete(ContactPhone).where(ContactPhone.account_id == self.account_id,
+                                                            ContactPhone.contact_id == ev.id))
+            for phone in ev.phones:
+                self.s.add(ContactPhone(account_id=self.account_id, contact_id=ev.id, phone=phone))
+        return True
+
+    async def _on_ContactDeleted(self, ev: ContactDeleted, r: ApplyResult) -> None:
+        contact = await self.s.get(Contact, (self.account_id, ev.id), with_for_update=True)
+        if contact is None:
+            contact = Contact(account_id=self.account_id, id=ev.id)
+            self.s.add(contact)
+        contact.is_deleted = True
+        await self.s.execute(delete(ContactPhone).where(ContactPhone.account_id == self.account_id,
+                                                        ContactPhone.contact_id == ev.id))

@@ -1,0 +1,56 @@
+"""Everything a running crmwatch process shares: settings, database, crypto, CRM clients.
+
+One object, built once per process (and once per test), passed where it is needed, so
+tests can swap the HTTP transport for an emulator in a single place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.db import make_engine, make_sessionmaker
+from app.security import CredentialBox, load_secret
+from app.settings import Settings
+from integrations.base import CrmClient
+from integrations.ratelimit import LimiterRegistry
+from integrations.registry import crm_adapter
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    box: CredentialBox
+    # Tests and the demo route CRM traffic to an emulator here; None means the real network.
+    http_transport: httpx.AsyncBaseTransport | None = None
+    limiters: LimiterRegistry = field(default_factory=LimiterRegistry)
+    # Set when new inbox rows or sync requests exist, so workers wake without waiting a poll.
+    inbox_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    sync_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @classmethod
+    def build(cls, settings: Settings, http_transport: httpx.AsyncBaseTransport | None = None) -> Runtime:
+        engine = make_engine(settings.database_url)
+        return cls(settings=settings, engine=engine, sessions=make_sessionmaker(engine),
+                   box=CredentialBox(load_secret(settings)), http_transport=http_transport)
+
+    crm_adapter = staticmethod(crm_adapter)
+
+    def crm_client(self, account_id: int, crm: str, base_url: str) -> CrmClient:
+        from app.accounts.tokens import AccountTokens
+
+        s = self.settings
+        rate = s.amocrm_rate_per_second
+        return crm_adapter(crm).make_client(
+            base_url, AccountTokens(self, account_id), self.limiters.get(crm, account_id, rate),
+            max_retries=s.amocrm_max_retries, backoff_base=s.amocrm_backoff_base_seconds,
+            backoff_cap=s.amocrm_backoff_cap_seconds, timeout=s.amocrm_timeout_seconds,
+            transport=self.http_transport)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

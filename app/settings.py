@@ -1,0 +1,46 @@
+"""The one settings class. Every knob is an environment variable with the CRMWATCH_ prefix."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CRMWATCH_", env_file=".env", extra="ignore")
+
+    database_url: str = "sqlite+aiosqlite:///./crmwatch.db"
+    # Bearer token of the admin API. Unset means the admin API refuses every call.
+    admin_token: SecretStr | None = None
+    # Encrypts CRM credentials at rest. Unset: a random key is kept in `secret_key_file`
+    # so that a laptop run works with one command and survives restarts.
+    secret_key: SecretStr | None = None
+    secret_key_file: str = "./crmwatch.secret"
+    public_url: str = "http://localhost:8000"
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    # Webhook bodies above this are refused with 413 before they are read in full.
+    max_webhook_bytes: int = 1024 * 1024
+
+    # Background roles that `crmwatch serve` runs in-process.
+    run_workers: bool = True
+    inbox_poll_seconds: float = 1.0
+    inbox_batch_size: int = 100
+    inbox_max_attempts: int = 10
+
+    # amoCRM API limits (per account): 7 req/s is amoCRM's documented ceiling.
+    amocrm_rate_per_second: float = 7.0
+    amocrm_max_retries: int = 6
+    amocrm_backoff_base_seconds: float = 0.5
+    amocrm_backoff_cap_seconds: float = 60.0
+    amocrm_timeout_seconds: float = 20.0
+    # How far back the backfill reads stage-change events and notes.
+    backfill_history_days: int = Field(default=90, ge=1)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

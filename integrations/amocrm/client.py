@@ -1,0 +1,304 @@
+"""amoCRM API v4 client: HAL paging, 204-as-empty, a per-account rate limit and backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from integrations.base import (
+    ContactUpserted,
+    CrmAuthError,
+    CrmIdentity,
+    CrmRequestError,
+    CrmUnavailable,
+    DealUpserted,
+    DomainEvent,
+    NoteAdded,
+    NoteKind,
+    PipelineUpserted,
+    StageEntered,
+    StageInfo,
+    SyncSection,
+    TaskUpserted,
+    TokenSource,
+    UserUpserted,
+)
+from integrations.phones import normalize_all
+from integrations.ratelimit import SlidingWindowLimiter
+
+from .mapping import ENTITY_TYPES, NOTE_KINDS, money, sid, stage_kind, ts
+
+log = logging.getLogger(__name__)
+
+PAGE_LIMIT = 250
+EVENTS_PAGE_LIMIT = 100
+RETRY_STATUSES = {429, 500, 502, 503, 504}
+
+
+class AmoCrmClient:
+    def __init__(
+        self,
+        base_url: str,
+        tokens: TokenSource,
+        limiter: SlidingWindowLimiter,
+        *,
+        max_retries: int = 6,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 60.0,
+        timeout: float = 20.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._origin = _origin(self.base_url)
+        self._tokens = tokens
+        self._limiter = limiter
+        self._max_retries = max_retries
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._sleep = sleep
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, timeout=timeout, transport=transport,
+            headers={"User-Agent": "crmwatch/0.1", "Accept": "application/hal+json, application/json"},
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- transport ---------------------------------------------------------------------------
+
+    async def request(self, method: str, url: str, *, params: Any = None, json: Any = None) -> httpx.Response:
+        """One logical call: rate-limited, retried on 429/5xx/network errors, refreshed once on 401."""
+        token = await self._tokens.access_token()
+        refreshed = False
+        attempt = 0
+        while True:
+            await self._limiter.acquire()
+            try:
+                resp = await self._http.request(
+                    method, url, params=params, json=json, headers={"Authorization": f"Bearer {token}"})
+            except httpx.TransportError as exc:
+                reason, retry_after = f"{type(exc).__name__}", None
+            else:
+                if resp.status_code == 401 and not refreshed:
+                    refreshed = True
+                    new = await self._tokens.refresh_after_401(token)
+                    if new is None:
+                        raise CrmAuthError("amoCRM refused the access token")
+                    token = new
+                    continue
+                if resp.status_code == 401:
+                    raise CrmAuthError("amoCRM refused the access token after a refresh")
+                if resp.status_code not in RETRY_STATUSES:
+                    if resp.status_code >= 400:
+                        raise CrmRequestError(f"amoCRM answered {resp.status_code} to {method} {_path(url)}: "
+                                              f"{resp.text[:300]}")
+                    return resp
+                reason, retry_after = f"HTTP {resp.status_code}", _retry_after(resp)
+                if resp.status_code == 429:
+                    self._limiter.penalize(retry_after or 1.0)
+            attempt += 1
+            if attempt > self._max_retries:
+                raise CrmUnavailable(f"amoCRM {method} {_path(url)} failed {attempt} times, last: {reason}")
+            delay = retry_after if retry_after is not None else self._backoff(attempt)
+            log.warning("amocrm.retry", extra={"path": _path(url), "reason": reason, "attempt": attempt,
+                                               "delay_s": round(delay, 2)})
+            await self._sleep(delay)
+
+    def _backoff(self, attempt: int) -> float:
+        ceiling = min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    async def get_json(self, url: str, params: Any = None) -> dict[str, Any] | None:
+        resp = await self.request("GET", url, params=params)
+        if resp.status_code == 204 or not resp.content:
+            return None
+        return resp.json()
+
+    async def paginate(self, path: str, key: str, params: dict[str, Any] | None = None,
+                       limit: int = PAGE_LIMIT) -> AsyncIterator[list[dict[str, Any]]]:
+        """Pages of `_embedded[key]`, following `_links.next` until it is absent or a 204 arrives."""
+        url: str | None = path
+        query: Any = {**(params or {}), "limit": limit, "page": 1}
+        page = 1
+        while url is not None:
+            body = await self.get_json(url, query)
+            if body is None:
+                return
+            rows = (body.get("_embedded") or {}).get(key) or []
+            if rows:
+                yield rows
+            nxt = ((body.get("_links") or {}).get("next") or {}).get("href")
+            if not nxt or not rows:
+                return
+            page += 1
+            if _origin(nxt) == self._origin:
+                url, query = nxt, None
+            else:
+                # Never send our token to a host we were not configured with.
+                url, query = path, {**(params or {}), "limit": limit, "page": page}
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    async def identity(self) -> CrmIdentity:
+        body = await self.get_json("/api/v4/account") or {}
+        return CrmIdentity(
+            external_id=str(body.get("id", "")),
+            name=body.get("name"),
+            subdomain=body.get("subdomain"),
+            timezone=body.get("timezone"),
+            country=body.get("country"),
+        )
+
+    def backfill(self, *, history_days: int, region: str) -> list[SyncSection]:
+        since = int((datetime.now(UTC) - timedelta(days=history_days)).timestamp())
+        return [
+            SyncSection("pipelines", self._pipelines()),
+            SyncSection("users", self._mapped("/api/v4/users", "users", _user)),
+            SyncSection("contacts", self._mapped("/api/v4/contacts", "contacts", lambda r: _contact(r, region))),
+            SyncSection("deals", self._mapped("/api/v4/leads", "leads", _deal, {"with": "contacts"})),
+            SyncSection("tasks", self._mapped("/api/v4/tasks", "tasks", _task, {"filter[is_completed]": 0})),
+            SyncSection("stage_events", self._mapped(
+                "/api/v4/events", "events", _stage_event,
+                {"filter[type]": "lead_status_changed", "filter[created_at][from]": since}, EVENTS_PAGE_LIMIT)),
+            SyncSection("notes", self._mapped(
+                "/api/v4/leads/notes", "notes", _note, {"filter[updated_at][from]": since})),
+        ]
+
+    async def fetch_deals(self, ids: list[str], *, region: str) -> list[DomainEvent]:
+        """Full records of the given leads (for thin webhooks); unknown ids are simply absent."""
+        out: list[DomainEvent] = []
+        for start in range(0, len(ids), PAGE_LIMIT):
+            chunk = ids[start:start + PAGE_LIMIT]
+            query = [("with", "contacts"), *(("filter[id][]", i) for i in chunk), ("limit", PAGE_LIMIT)]
+            body = await self.get_json("/api/v4/leads", query)
+            rows = ((body or {}).get("_embedded") or {}).get("leads") or []
+            out.extend(_deal(r) for r in rows)
+        return out
+
+    async def _pipelines(self) -> AsyncIterator[list[DomainEvent]]:
+        body = await self.get_json("/api/v4/leads/pipelines")
+        if body:
+            yield [_pipeline(p) for p in (body.get("_embedded") or {}).get("pipelines") or []]
+
+    async def _mapped(self, path: str, key: str, convert: Callable[[dict[str, Any]], DomainEvent | None],
+                      params: dict[str, Any] | None = None, limit: int = PAGE_LIMIT
+                      ) -> AsyncIterator[list[DomainEvent]]:
+        async for rows in self.paginate(path, key, params, limit):
+            yield [ev for ev in map(convert, rows) if ev is not None]
+
+
+# -- API v4 records → domain events -------------------------------------------------------------
+
+def _pipeline(p: dict[str, Any]) -> PipelineUpserted:
+    statuses = (p.get("_embedded") or {}).get("statuses") or []
+    return PipelineUpserted(
+        id=str(p["id"]), name=p.get("name") or "", sort=int(p.get("sort") or 0),
+        is_archived=bool(p.get("is_archive")),
+        stages=tuple(StageInfo(id=str(s["id"]), name=s.get("name") or "", sort=int(s.get("sort") or 0),
+                               kind=stage_kind(s["id"])) for s in statuses),
+    )
+
+
+def _user(u: dict[str, Any]) -> UserUpserted:
+    rights = u.get("rights") or {}
+    return UserUpserted(id=str(u["id"]), name=u.get("name"), email=u.get("email"),
+                        is_active=rights.get("is_active", True))
+
+
+def _contact(c: dict[str, Any], region: str) -> DomainEvent:
+    phones = [v.get("value") for f in c.get("custom_fields_values") or []
+              if f.get("field_code") == "PHONE" for v in f.get("values") or [] if isinstance(v.get("value"), str)]
+    return ContactUpserted(
+        id=str(c["id"]), updated_at=ts(c.get("updated_at")) or datetime.now(UTC), name=c.get("name"),
+        responsible_user_id=sid(c.get("responsible_user_id")), phones=normalize_all(phones, region))
+
+
+def _deal(lead: dict[str, Any]) -> DealUpserted:
+    contacts = ((lead.get("_embedded") or {}).get("contacts")) or []
+    return DealUpserted(
+        id=str(lead["id"]),
+        updated_at=ts(lead.get("updated_at")) or datetime.now(UTC),
+        name=lead.get("name") or "",
+        pipeline_id=sid(lead.get("pipeline_id")),
+        stage_id=sid(lead.get("status_id")),
+        stage_kind=stage_kind(lead["status_id"]) if sid(lead.get("status_id")) else None,
+        price=money(lead.get("price")),
+        responsible_user_id=sid(lead.get("responsible_user_id")),
+        created_at=ts(lead.get("created_at")),
+        closed_at=ts(lead.get("closed_at")),
+        contact_ids=tuple(str(c["id"]) for c in contacts if "id" in c),
+    )
+
+
+def _task(t: dict[str, Any]) -> TaskUpserted:
+    entity_type = ENTITY_TYPES.get(str(t.get("entity_type")))
+    entity_id = sid(t.get("entity_id"))
+    result = t.get("result")
+    return TaskUpserted(
+        id=str(t["id"]),
+        updated_at=ts(t.get("updated_at")) or datetime.now(UTC),
+        deal_id=entity_id if entity_type == "deal" else None,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        text=t.get("text"),
+        type_id=sid(t.get("task_type_id")),
+        responsible_user_id=sid(t.get("responsible_user_id")),
+        due_at=ts(t.get("complete_till")),
+        is_completed=bool(t.get("is_completed")),
+        result_text=result.get("text") if isinstance(result, dict) else None,
+        created_at=ts(t.get("created_at")),
+        created_by=sid(t.get("created_by")),
+    )
+
+
+def _stage_event(e: dict[str, Any]) -> StageEntered | None:
+    after = [v.get("lead_status") for v in e.get("value_after") or [] if isinstance(v, dict)]
+    before = [v.get("lead_status") for v in e.get("value_before") or [] if isinstance(v, dict)]
+    at = ts(e.get("created_at"))
+    if not after or not after[0] or at is None or e.get("entity_id") is None:
+        return None
+    return StageEntered(
+        deal_id=str(e["entity_id"]), stage_id=str(after[0]["id"]), pipeline_id=sid(after[0].get("pipeline_id")),
+        at=at, from_stage_id=sid(before[0].get("id")) if before and before[0] else None,
+        by_user_id=sid(e.get("created_by")))
+
+
+def _note(n: dict[str, Any]) -> NoteAdded | None:
+    entity_id = sid(n.get("entity_id"))
+    if entity_id is None:
+        return None
+    params = n.get("params") if isinstance(n.get("params"), dict) else {}
+    return NoteAdded(
+        id=str(n["id"]), entity_type="deal", entity_id=entity_id, deal_id=entity_id,
+        kind=NOTE_KINDS.get(str(n.get("note_type")), NoteKind.OTHER),
+        text=params.get("text") if isinstance(params.get("text"), str) else None,
+        created_by=sid(n.get("created_by")),
+        created_at=ts(n.get("created_at")) or datetime.now(UTC),
+        params={k: v for k, v in params.items() if k != "text"})
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    value = resp.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, min(float(value), 3600.0))
+    except ValueError:
+        return None
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.netloc
+
+
+def _path(url: str) -> str:
+    return urlsplit(url).path or url

@@ -1,0 +1,258 @@
+"""The CRM-neutral vocabulary: domain events every adapter produces, and the protocols
+every CRM integration implements. app/ speaks only these words.
+
+Ids are strings: amoCRM and Bitrix24 both use integers today, but the mirror must not care.
+Times are aware UTC datetimes. A field left as None means "this event did not say", so
+thin webhooks (ids only) update what they know and keep the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+
+class StageKind(StrEnum):
+    OPEN = "open"
+    WON = "won"
+    LOST = "lost"
+
+
+class NoteKind(StrEnum):
+    COMMON = "common"
+    CALL_IN = "call_in"
+    CALL_OUT = "call_out"
+    SYSTEM = "system"
+    OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class StageInfo:
+    id: str
+    name: str
+    sort: int
+    kind: StageKind
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineUpserted:
+    id: str
+    name: str
+    sort: int
+    stages: tuple[StageInfo, ...]
+    is_archived: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UserUpserted:
+    id: str
+    name: str | None = None
+    email: str | None = None
+    is_active: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DealUpserted:
+    id: str
+    updated_at: datetime
+    name: str | None = None
+    pipeline_id: str | None = None
+    stage_id: str | None = None
+    # Won/lost/open when the adapter knows it from the stage id alone; else the mirror's stages decide.
+    stage_kind: StageKind | None = None
+    price: float | None = None
+    responsible_user_id: str | None = None
+    created_at: datetime | None = None
+    closed_at: datetime | None = None
+    # When the CRM says the deal entered stage_id (a status-change event); defaults to updated_at.
+    stage_changed_at: datetime | None = None
+    contact_ids: tuple[str, ...] | None = None
+    # A thin event (ids only): the worker fetches the full record when it can.
+    is_thin: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DealDeleted:
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class DealRestored:
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class StageEntered:
+    """A deal moved into a stage at a known time (from the CRM's event log)."""
+
+    deal_id: str
+    stage_id: str
+    pipeline_id: str | None
+    at: datetime
+    from_stage_id: str | None = None
+    by_user_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskUpserted:
+    id: str
+    updated_at: datetime
+    deal_id: str | None = None  # None when the task is bound to a contact/company or nothing
+    entity_type: str | None = None
+    entity_id: str | None = None
+    text: str | None = None
+    type_id: str | None = None
+    responsible_user_id: str | None = None
+    due_at: datetime | None = None
+    is_completed: bool | None = None
+    result_text: str | None = None
+    created_at: datetime | None = None
+    created_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDeleted:
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class NoteAdded:
+    id: str
+    entity_type: str
+    entity_id: str
+    kind: NoteKind
+    created_at: datetime
+    deal_id: str | None = None
+    text: str | None = None
+    created_by: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ContactUpserted:
+    id: str
+    updated_at: datetime
+    name: str | None = None
+    responsible_user_id: str | None = None
+    phones: tuple[str, ...] | None = None  # E.164, already normalized
+
+
+@dataclass(frozen=True, slots=True)
+class ContactDeleted:
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownEntity:
+    """Something the CRM sent that we do not model (yet). Kept in the inbox, ignored here."""
+
+    kind: str
+
+
+DomainEvent = (
+    PipelineUpserted
+    | UserUpserted
+    | DealUpserted
+    | DealDeleted
+    | DealRestored
+    | StageEntered
+    | TaskUpserted
+    | TaskDeleted
+    | NoteAdded
+    | ContactUpserted
+    | ContactDeleted
+    | UnknownEntity
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CrmIdentity:
+    """What the CRM says about the account behind a token."""
+
+    external_id: str
+    name: str | None = None
+    subdomain: str | None = None
+    timezone: str | None = None
+    country: str | None = None
+
+
+class WebhookRejected(Exception):
+    """The webhook is not for this account (or not from the CRM): 401, nothing stored."""
+
+
+class WebhookMalformed(Exception):
+    """The body cannot be a webhook of this CRM: 400, nothing stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedWebhook:
+    """What ingest learns from a body before storing it (the cheap, synchronous part)."""
+
+    external_account_id: str | None
+    subdomain: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SyncSection:
+    """One named stream of a backfill: its events come page by page."""
+
+    name: str
+    pages: AsyncIterator[list[DomainEvent]]
+
+
+@runtime_checkable
+class CrmClient(Protocol):
+    """An authenticated API client for one account."""
+
+    async def identity(self) -> CrmIdentity: ...
+
+    def backfill(self, *, history_days: int, region: str) -> list[SyncSection]: ...
+
+    async def fetch_deals(self, ids: list[str], *, region: str) -> list[DomainEvent]: ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class CrmAdapter(Protocol):
+    """Everything crmwatch knows about one CRM, behind one registry entry."""
+
+    name: str  # "amocrm"
+    content_types: tuple[str, ...]
+
+    def check_webhook(self, body: bytes, content_type: str | None) -> ParsedWebhook:
+        """Parse enough to authenticate; raise WebhookMalformed for garbage."""
+        ...
+
+    def parse_webhook(self, body: bytes, *, region: str) -> list[DomainEvent]:
+        """The full translation into domain events, run by the inbox worker."""
+        ...
+
+
+class TokenSource(Protocol):
+    """Hands a client a valid access token; owns refresh, persistence and its locking."""
+
+    async def access_token(self) -> str: ...
+
+    async def refresh_after_401(self, rejected: str) -> str | None:
+        """A fresh token after the CRM refused `rejected`, or None when none can be had."""
+        ...
+
+
+class CrmError(Exception):
+    """The CRM could not be used for this call."""
+
+
+class CrmAuthError(CrmError):
+    """The CRM refused our credentials even after a refresh: the account needs attention."""
+
+
+class CrmUnavailable(CrmError):
+    """Retries exhausted on 429/5xx/timeouts: try again later, nothing is lost."""
+
+
+class CrmRequestError(CrmError):
+    """The CRM refused the request itself (a 4xx other than 401/429)."""

@@ -1,0 +1,55 @@
+"""Client-side rate limiting shared by every outside API we call."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+
+
+class SlidingWindowLimiter:
+    """At most `rate` calls in any rolling window of `window` seconds.
+
+    A plain 1/rate spacing would still let rate+1 calls land inside one second at the
+    window's edges; a vendor counting per rolling second (amoCRM does) would answer 429.
+    """
+
+    def __init__(self, rate: float, window: float = 1.0, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], object] = asyncio.sleep) -> None:
+        self.capacity = max(1, int(rate * window)) if rate >= 1 else 1
+        self.window = window if rate >= 1 else 1.0 / rate
+        self._stamps: deque[float] = deque()
+        self._lock = asyncio.Lock()
+        self._clock = clock
+        self._sleep = sleep
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            while True:
+                now = self._clock()
+                while self._stamps and now - self._stamps[0] >= self.window:
+                    self._stamps.popleft()
+                if len(self._stamps) < self.capacity:
+                    self._stamps.append(now)
+                    return
+                await self._sleep(self.window - (now - self._stamps[0]) + 0.001)
+
+    def penalize(self, seconds: float) -> None:
+        """After a 429, hold every caller back: fill the window as if it were just used up."""
+        now = self._clock() + seconds - self.window
+        self._stamps = deque([now] * self.capacity)
+
+
+class LimiterRegistry:
+    """One limiter per (vendor, account) in this process, so every client of an account shares it."""
+
+    def __init__(self) -> None:
+        self._limiters: dict[tuple[str, object], SlidingWindowLimiter] = {}
+
+    def get(self, vendor: str, account: object, rate: float) -> SlidingWindowLimiter:
+        key = (vendor, account)
+        limiter = self._limiters.get(key)
+        if limiter is None:
+            limiter = self._limiters[key] = SlidingWindowLimiter(rate)
+        return limiter
