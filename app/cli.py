@@ -65,8 +65,9 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from app.demo import run_demo
+    from app.demo import reset_database, run_demo
 
+    reset_database(args.database)
     return asyncio.run(run_demo(host=args.host, port=args.port, emulator_port=args.emulator_port,
                                 database=args.database, once=args.once))
 

@@ -69,6 +69,16 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
+            # Take over transaction control from the driver (see _sqlite_begin).
+            dbapi_conn.isolation_level = None
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            # A deferred transaction that reads first and writes later cannot wait for the
+            # write lock: SQLite fails it at once with "database is locked" when another
+            # connection wrote in between. IMMEDIATE takes the lock up front, so the busy
+            # timeout applies and concurrent writers queue instead of failing.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, **kwargs)

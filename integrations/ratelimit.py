@@ -13,12 +13,15 @@ class SlidingWindowLimiter:
 
     A plain 1/rate spacing would still let rate+1 calls land inside one second at the
     window's edges; a vendor counting per rolling second (amoCRM does) would answer 429.
+    `margin` widens the window a little: a call sent at t can reach the vendor after one
+    sent at t + δ, and the vendor counts arrivals, not departures.
     """
 
-    def __init__(self, rate: float, window: float = 1.0, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, rate: float, window: float = 1.0, margin: float = 0.05,
+                 clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], object] = asyncio.sleep) -> None:
         self.capacity = max(1, int(rate * window)) if rate >= 1 else 1
-        self.window = window if rate >= 1 else 1.0 / rate
+        self.window = (window if rate >= 1 else 1.0 / rate) + margin
         self._stamps: deque[float] = deque()
         self._lock = asyncio.Lock()
         self._clock = clock

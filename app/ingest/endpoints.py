@@ -9,14 +9,20 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import JSONResponse
+from sqlalchemy import func, select
 
+from app.accounts.models import Account
 from app.db import utcnow
 from app.metrics import WEBHOOKS
+from app.security import require_admin
 from integrations.base import WebhookMalformed
 from integrations.registry import CRM_ADAPTERS, crm_adapter
+
+from .models import InboxEvent
 
 log = logging.getLogger(__name__)
 
@@ -91,3 +97,25 @@ def _crm_hook(crm: str) -> Callable[[Request, str], Awaitable[JSONResponse]]:
 for _crm in CRM_ADAPTERS:
     router.add_api_route(f"/hooks/{_crm}/{{key}}", _crm_hook(_crm), methods=["POST"],
                          responses={400: {}, 401: {}, 404: {}, 413: {}})
+
+
+admin_router = APIRouter(prefix="/api/accounts", tags=["ingest"], dependencies=[Depends(require_admin)])
+
+
+@admin_router.get("/{account_id}/inbox")
+async def inbox_state(account_id: int, request: Request) -> dict[str, Any]:
+    """Webhook deliveries by state, and the latest ones the worker could not apply."""
+    rt = request.app.state.runtime
+    async with rt.sessions() as s:
+        if await s.get(Account, account_id) is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"account {account_id} not found")
+        counts = dict((await s.execute(select(InboxEvent.status, func.count()).where(
+            InboxEvent.account_id == account_id).group_by(InboxEvent.status))).all())
+        failing = await s.scalars(select(InboxEvent).where(
+            InboxEvent.account_id == account_id, InboxEvent.attempts > 0, InboxEvent.status != "done")
+            .order_by(InboxEvent.id.desc()).limit(20))
+        return {
+            "counts": {state: counts.get(state, 0) for state in ("pending", "done", "failed")},
+            "failing": [{"id": r.id, "status": r.status, "received_at": r.received_at, "attempts": r.attempts,
+                         "last_error": r.last_error} for r in failing],
+        }

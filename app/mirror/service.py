@@ -122,7 +122,7 @@ class MirrorWriter:
         if deal is None:
             deal = Deal(account_id=self.account_id, id=ev.id, is_deleted=False, is_closed=False)
             self.s.add(deal)
-        elif _is_stale(ev.updated_at, deal.source_updated_at):
+        elif not ev.is_thin and _is_stale(ev.updated_at, deal.source_updated_at):
             return False
         new_stage = ev.stage_id is not None and ev.stage_id != deal.stage_id
         if new_stage:
@@ -134,7 +134,10 @@ class MirrorWriter:
                                         stage_id=ev.stage_id, from_stage_id=deal.stage_id, entered_at=entered))
         _set(deal, name=ev.name, pipeline_id=ev.pipeline_id, stage_id=ev.stage_id, price=ev.price,
              responsible_user_id=ev.responsible_user_id, created_at=ev.created_at)
-        deal.source_updated_at = ev.updated_at
+        if not ev.is_thin:
+            # A thin event's time is only when we received it; the full record read next
+            # (with the CRM's own time) must still be able to land.
+            deal.source_updated_at = ev.updated_at
         kind = ev.stage_kind.value if ev.stage_kind else await self._stage_kind(deal.pipeline_id, deal.stage_id)
         closed = kind != StageKind.OPEN.value
         if closed and not deal.is_closed:

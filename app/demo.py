@@ -1,0 +1,155 @@
+"""`crmwatch demo`: the whole product against a built-in amoCRM emulator, no CRM account needed.
+
+It starts the emulator and crmwatch side by side, fills the emulator with a small sales team,
+connects it as an account exactly as an operator would (POST /api/accounts), lets the backfill
+run, replays a scripted stretch of the team's day as amoCRM webhooks, and prints where to look.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import uvicorn
+from sqlalchemy.engine import make_url
+
+from app import logging as app_logging
+from app.main import create_app
+from app.migrate import upgrade_async
+from app.settings import Settings
+from integrations.amocrm.demo_data import DEMO_TOKEN, seed_demo, webhook_form
+from integrations.amocrm.emulator import EmulatorState, create_emulator_app
+
+DEMO_ADMIN_TOKEN = "demo-admin-token"
+HOUR = 3600
+
+
+def _server(app: Any, host: str, port: int) -> uvicorn.Server:
+    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
+                                         lifespan="on"))
+
+
+async def _wait_until(check: Any, seconds: float, what: str) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        result = await check()
+        if result:
+            return result
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"demo: timed out waiting for {what}")
+
+
+def _script(state: EmulatorState, now: int) -> list[tuple[str, str, list[tuple[str, str]]]]:
+    """A stretch of the team's day: what each manager does, and the webhook amoCRM would send."""
+    steps: list[tuple[str, str, list[tuple[str, str]]]] = []
+    lead = state.add_lead(31000100, "Заявка с сайта: кондиционеры в офис", 4100000, 41000001, price=260000,
+                          responsible_user_id=8100003, created_at=now - 600, updated_at=now - 600)
+    steps.append(("Новая заявка с сайта", "leads.add", webhook_form(state, "leads.add", lead)))
+    task = state.add_task(52000100, 31000100, "Позвонить, уточнить площадь помещений", now + 2 * HOUR,
+                          responsible_user_id=8100003, created_at=now - 300)
+    steps.append(("Менеджер поставил задачу", "task.add", webhook_form(state, "task.add", task)))
+    moved = state.move_lead(31000003, 41000003, at=now - 120, by_user=8100004)
+    old_stage = moved["value_before"][0]["lead_status"]["id"]
+    steps.append(("Сделка перешла на этап «КП отправлено»", "leads.status",
+                  webhook_form(state, "leads.status", state.leads[31000003], old_status_id=old_stage)))
+    open_task = next(t for t in state.tasks.values() if not t["is_completed"])
+    done = state.complete_task(open_task["id"], "Клиент ждёт КП до пятницы", at=now - 60)
+    steps.append(("Задача выполнена с результатом", "task.update", webhook_form(state, "task.update", done)))
+    note = state.add_note(61000100, 31000100, "common", text="ок", created_by=8100003, created_at=now - 30)
+    steps.append(("Пустой комментарий на карточке", "note.add", webhook_form(state, "note.add", note)))
+    # amoCRM retries a delivery it thinks failed: the same body again must change nothing.
+    steps.append(("Повторная доставка того же вебхука", "task.add", steps[1][2]))
+    return steps
+
+
+def reset_database(database: str) -> None:
+    """Every demo starts from the same clean day."""
+    url = make_url(database)
+    if url.drivername.startswith("sqlite") and url.database:
+        for suffix in ("", "-wal", "-shm"):
+            Path(url.database + suffix).unlink(missing_ok=True)
+
+
+async def run_demo(*, host: str, port: int, emulator_port: int, database: str, once: bool) -> int:
+    settings = Settings(database_url=database, admin_token=DEMO_ADMIN_TOKEN,
+                        secret_key=os.environ.get("CRMWATCH_SECRET_KEY", "demo-secret-key"),
+                        public_url=f"http://{host}:{port}", log_level="WARNING", log_json=False)
+    app_logging.configure(settings.log_level, settings.log_json)
+    await upgrade_async(database)
+
+    now = int(time.time())
+    state = EmulatorState()
+    state.add_token(DEMO_TOKEN)
+    seed_demo(state, now=now)
+    emulator = _server(create_emulator_app(state, rate_limit_per_s=7), host, emulator_port)
+    service = _server(create_app(settings), host, port)
+    tasks = [asyncio.create_task(emulator.serve()), asyncio.create_task(service.serve())]
+    base = f"http://{host}:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=10,
+                                     headers={"Authorization": f"Bearer {DEMO_ADMIN_TOKEN}"}) as http:
+            await _wait_until(lambda: _ok(http, "/healthz"), 30, "crmwatch to start")
+            print(f"crmwatch      {base}   (API docs: {base}/docs, admin token: {DEMO_ADMIN_TOKEN})")
+            print(f"amoCRM emulator http://{host}:{emulator_port}   (token: {DEMO_TOKEN})")
+            resp = await http.post("/api/accounts", json={
+                "name": "Демо-магазин", "crm": "amocrm", "base_url": f"http://{host}:{emulator_port}",
+                "access_token": DEMO_TOKEN, "timezone": "Europe/Moscow"})
+            resp.raise_for_status()
+            account = resp.json()
+            print(f"account {account['id']} created; webhook URL: {account['hooks']['amocrm']}")
+            synced = await _wait_until(lambda: _sync_finished(http, account["id"]), 120, "the backfill")
+            print(f"backfill {synced['state']}: {synced['counts']}")
+
+            for title, kind, form in _script(state, now):
+                r = await http.post(account["hooks"]["amocrm"].removeprefix(base), content=urlencode(form),
+                                    headers={"Content-Type": "application/x-www-form-urlencoded",
+                                             "User-Agent": "amoCRM-WebHook-client/1.0"})
+                print(f"  webhook {kind:<13} {r.status_code}  {title}")
+            inbox = await _wait_until(lambda: _inbox_drained(http, account["id"]), 30, "the inbox worker")
+            print(f"inbox: {inbox['counts']}")
+            mirror = (await http.get(f"/api/accounts/{account['id']}/mirror")).json()
+            print("what crmwatch sees now:")
+            for name, value in mirror.items():
+                print(f"  {name:<26} {value}")
+            print(f"\nLook at:  {base}/api/accounts/{account['id']}   {base}/api/accounts/{account['id']}/mirror"
+                  f"   {base}/metrics")
+            print(f"          (send 'Authorization: Bearer {DEMO_ADMIN_TOKEN}')")
+        if once:
+            return 0
+        print("\nRunning; Ctrl-C stops the demo.")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        return 0
+    finally:
+        emulator.should_exit = service.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 15)
+        logging.getLogger(__name__).info("demo.stopped")
+
+
+async def _ok(http: httpx.AsyncClient, path: str) -> bool:
+    try:
+        return (await http.get(path)).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+async def _sync_finished(http: httpx.AsyncClient, account_id: int) -> dict[str, Any] | None:
+    sync = (await http.get(f"/api/accounts/{account_id}")).json()["sync"]
+    return sync if sync["state"] in ("done", "failed") else None
+
+
+async def _inbox_drained(http: httpx.AsyncClient, account_id: int) -> dict[str, Any] | None:
+    inbox = (await http.get(f"/api/accounts/{account_id}/inbox")).json()
+    return inbox if inbox["counts"]["pending"] == 0 else None
