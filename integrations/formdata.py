@@ -26,6 +26,8 @@ def parse_bracket_form(body: bytes) -> dict[str, Any]:
         raise FormError(f"not a form-encoded body: {exc}") from None
     root: dict[str, Any] = {}
     for key, value in pairs:
+        if "\x00" in key or "\x00" in value:
+            raise FormError("a field contains a NUL character")
         match = _KEY.match(key)
         if not match:
             raise FormError(f"malformed field name: {key[:80]!r}")

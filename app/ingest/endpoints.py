@@ -78,6 +78,8 @@ def _crm_hook(crm: str) -> Callable[[Request, str], Awaitable[JSONResponse]]:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
             return _refuse(status.HTTP_400_BAD_REQUEST, crm, "malformed", "the body is not UTF-8")
+        if "\x00" in text:  # no text column (PostgreSQL's least of all) can hold a NUL
+            return _refuse(status.HTTP_400_BAD_REQUEST, crm, "malformed", "the body contains a NUL byte")
         now = utcnow()
         await request.app.state.inbox_writer.write({
             "account_id": account.id, "source": crm, "dedup_key": hashlib.sha256(body).hexdigest(),
