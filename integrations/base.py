@@ -216,20 +216,6 @@ class CrmClient(Protocol):
     async def aclose(self) -> None: ...
 
 
-@runtime_checkable
-class CrmAdapter(Protocol):
-    """Everything crmwatch knows about one CRM, behind one registry entry."""
-
-    name: str  # "amocrm"
-    content_types: tuple[str, ...]
-
-    def check_webhook(self, body: bytes, content_type: str | None) -> ParsedWebhook:
-        """Parse enough to authenticate; raise WebhookMalformed for garbage."""
-        ...
-
-    def parse_webhook(self, body: bytes, *, region: str) -> list[DomainEvent]:
-        """The full translation into domain events, run by the inbox worker."""
-        ...
 
 
 class TokenSource(Protocol):
@@ -240,6 +226,38 @@ class TokenSource(Protocol):
     async def refresh_after_401(self, rejected: str) -> str | None:
         """A fresh token after the CRM refused `rejected`, or None when none can be had."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_at: datetime
+
+
+class CrmAdapter(Protocol):
+    """Everything crmwatch knows about one CRM, behind one registry entry."""
+
+    name: str  # "amocrm"
+
+    def check_webhook(self, body: bytes, content_type: str | None) -> ParsedWebhook:
+        """Parse enough to authenticate, on the request path; raise WebhookMalformed for garbage."""
+        ...
+
+    def parse_webhook(self, body: bytes, *, region: str, received_at: datetime) -> list[DomainEvent]:
+        """The full translation into domain events, run by the inbox worker."""
+        ...
+
+    def subdomain_of(self, base_url: str) -> str | None: ...
+
+    def hook_urls(self, public_url: str, key: str) -> dict[str, str]: ...
+
+    def make_client(self, base_url: str, tokens: TokenSource, limiter: Any, *, max_retries: int,
+                    backoff_base: float, backoff_cap: float, timeout: float, transport: Any = None) -> CrmClient: ...
+
+    async def oauth_exchange(self, base_url: str, *, client_id: str, client_secret: str, redirect_uri: str,
+                             code: str | None = None, refresh_token: str | None = None,
+                             transport: Any = None) -> TokenPair: ...
 
 
 class CrmError(Exception):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from integrations.amocrm.adapter import AmoCrmAdapter
+from integrations.base import CrmAdapter
 
-CRM_ADAPTERS = {adapter.name: adapter for adapter in (AmoCrmAdapter(),)}
+CRM_ADAPTERS: dict[str, CrmAdapter] = {adapter.name: adapter for adapter in (AmoCrmAdapter(),)}
 
 
-def crm_adapter(name: str) -> AmoCrmAdapter:
+def crm_adapter(name: str) -> CrmAdapter:
     return CRM_ADAPTERS[name]

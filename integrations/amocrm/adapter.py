@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from integrations.base import DomainEvent, ParsedWebhook, TokenSource
+from integrations.base import DomainEvent, ParsedWebhook, TokenPair, TokenSource
 from integrations.ratelimit import SlidingWindowLimiter
 
 from . import oauth, webhook
@@ -16,7 +16,6 @@ from .client import AmoCrmClient
 
 class AmoCrmAdapter:
     name = "amocrm"
-    content_types = ("application/x-www-form-urlencoded",)
 
     def check_webhook(self, body: bytes, content_type: str | None) -> ParsedWebhook:
         return webhook.check(body)[1]
@@ -42,7 +41,7 @@ class AmoCrmAdapter:
 
     async def oauth_exchange(self, base_url: str, *, client_id: str, client_secret: str, redirect_uri: str,
                              code: str | None = None, refresh_token: str | None = None,
-                             transport: httpx.AsyncBaseTransport | None = None) -> oauth.TokenPair:
+                             transport: httpx.AsyncBaseTransport | None = None) -> TokenPair:
         return await oauth.exchange(base_url, client_id=client_id, client_secret=client_secret,
                                     redirect_uri=redirect_uri, code=code, refresh_token=refresh_token,
                                     transport=transport)

@@ -148,12 +148,14 @@ class AmoCrmClient:
     # -- reads ---------------------------------------------------------------------------------
 
     async def identity(self) -> CrmIdentity:
-        body = await self.get_json("/api/v4/account") or {}
+        # The time zone is only on the wire when asked for with `with=datetime_settings`.
+        body = await self.get_json("/api/v4/account", {"with": "datetime_settings"}) or {}
+        settings = (body.get("_embedded") or {}).get("datetime_settings") or {}
         return CrmIdentity(
             external_id=str(body.get("id", "")),
             name=body.get("name"),
             subdomain=body.get("subdomain"),
-            timezone=body.get("timezone"),
+            timezone=settings.get("timezone"),
             country=body.get("country"),
         )
 

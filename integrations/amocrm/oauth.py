@@ -6,19 +6,11 @@ new pair before anyone else may refresh (app/accounts/tokens.py serializes that)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from integrations.base import CrmAuthError, CrmUnavailable
-
-
-@dataclass(frozen=True, slots=True)
-class TokenPair:
-    access_token: str
-    refresh_token: str
-    expires_at: datetime
+from integrations.base import CrmAuthError, CrmUnavailable, TokenPair
 
 
 async def exchange(
