@@ -62,6 +62,7 @@ class MirrorWriter:
         self.s = session
         self.account_id = account_id
         self._stage_kinds: dict[tuple[str, str], str] | None = None
+        self._users_seen: set[str] = set()
 
     async def apply(self, events: list[DomainEvent]) -> ApplyResult:
         result = ApplyResult()
@@ -100,7 +101,8 @@ class MirrorWriter:
 
     async def _known_user(self, user_id: str | None) -> None:
         """Users referenced before the user list was read get a placeholder, filled by the next sync."""
-        if user_id is not None:
+        if user_id is not None and user_id not in self._users_seen:
+            self._users_seen.add(user_id)
             stmt = dialect_insert(self.s, User.__table__).values(account_id=self.account_id, id=user_id,
                                                                   is_active=True)
             await self.s.execute(stmt.on_conflict_do_nothing())
@@ -119,6 +121,7 @@ class MirrorWriter:
 
     async def _on_DealUpserted(self, ev: DealUpserted, r: ApplyResult) -> bool:
         deal = await self._deal(ev.id)
+        is_new = deal is None
         if deal is None:
             deal = Deal(account_id=self.account_id, id=ev.id, is_deleted=False, is_closed=False)
             self.s.add(deal)
@@ -149,8 +152,9 @@ class MirrorWriter:
         if ev.is_thin:
             r.thin_deals.add(ev.id)
         if ev.contact_ids is not None:
-            await self.s.execute(delete(DealContact).where(DealContact.account_id == self.account_id,
-                                                           DealContact.deal_id == ev.id))
+            if not is_new:
+                await self.s.execute(delete(DealContact).where(DealContact.account_id == self.account_id,
+                                                               DealContact.deal_id == ev.id))
             for cid in dict.fromkeys(ev.contact_ids):
                 self.s.add(DealContact(account_id=self.account_id, deal_id=ev.id, contact_id=cid))
         await self._known_user(ev.responsible_user_id)
@@ -242,6 +246,7 @@ class MirrorWriter:
 
     async def _on_ContactUpserted(self, ev: ContactUpserted, r: ApplyResult) -> bool:
         contact = await self.s.get(Contact, (self.account_id, ev.id), with_for_update=True)
+        is_new = contact is None
         if contact is None:
             contact = Contact(account_id=self.account_id, id=ev.id, is_deleted=False)
             self.s.add(contact)
@@ -250,8 +255,9 @@ class MirrorWriter:
         _set(contact, name=ev.name, responsible_user_id=ev.responsible_user_id)
         contact.source_updated_at = ev.updated_at
         if ev.phones is not None:
-            await self.s.execute(delete(ContactPhone).where(ContactPhone.account_id == self.account_id,
-                                                            ContactPhone.contact_id == ev.id))
+            if not is_new:  # a new contact has no phones to replace: skip the round trip
+                await self.s.execute(delete(ContactPhone).where(ContactPhone.account_id == self.account_id,
+                                                                ContactPhone.contact_id == ev.id))
             for phone in ev.phones:
                 self.s.add(ContactPhone(account_id=self.account_id, contact_id=ev.id, phone=phone))
         return True
