@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from app import errors
 from app.accounts.endpoints import router as accounts_router
+from app.findings.endpoints import router as findings_router
 from app.ingest.endpoints import admin_router as inbox_router
 from app.ingest.endpoints import router as ingest_router
 from app.ingest.keys import KeyCache
@@ -19,6 +20,7 @@ from app.ingest.writer import InboxWriter
 from app.middleware import RequestContext
 from app.mirror.endpoints import router as mirror_router
 from app.ops.endpoints import router as ops_router
+from app.rules.endpoints import router as rules_router
 from app.runtime import Runtime
 from app.settings import Settings, get_settings
 
@@ -71,6 +73,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
     app.include_router(ops_router)
     app.include_router(accounts_router)
     app.include_router(mirror_router)
+    app.include_router(rules_router)
+    app.include_router(findings_router)
     app.include_router(inbox_router)
     app.include_router(ingest_router)
     app.add_middleware(RequestContext)

@@ -45,5 +45,9 @@ class Account(Base):
     sync_heartbeat_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     sync_finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
+    # The scheduler sweeps the account when next_sweep_at has passed.
+    next_sweep_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_sweep_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)

@@ -138,6 +138,9 @@ class Note(Base):
     deal_id: Mapped[str | None] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(16))
     text: Mapped[str | None] = mapped_column(Text)
+    # Lower-cased, ё→е, whitespace and edge punctuation squeezed: what rules compare
+    # (SQLite's lower() only knows ASCII, so Cyrillic must be folded before it is stored).
+    text_norm: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

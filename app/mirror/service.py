@@ -33,6 +33,7 @@ from integrations.base import (
 )
 
 from .models import Contact, ContactPhone, Deal, DealContact, Note, Pipeline, Stage, StageHistory, Task, User
+from .text import fold
 
 
 @dataclass
@@ -236,8 +237,8 @@ class MirrorWriter:
 
     async def _on_NoteAdded(self, ev: NoteAdded, r: ApplyResult) -> None:
         note = await self._merge(Note, (ev.id,), entity_type=ev.entity_type, entity_id=ev.entity_id,
-                                 deal_id=ev.deal_id, kind=ev.kind.value, text=ev.text, created_by=ev.created_by,
-                                 created_at=ev.created_at)
+                                 deal_id=ev.deal_id, kind=ev.kind.value, text=ev.text, text_norm=fold(ev.text),
+                                 created_by=ev.created_by, created_at=ev.created_at)
         note.params = dict(ev.params)
         if ev.deal_id:
             r.touched_deals.add(ev.deal_id)

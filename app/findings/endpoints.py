@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, status
+
+from app.accounts.models import Account
+from app.deps import runtime
+from app.rules import engine
+from app.runtime import Runtime
+from app.security import require_admin
+
+from . import service
+from .models import Finding
+from .schemas import AckIn, FindingDetail, FindingPage, SnoozeIn, SweepOut
+
+router = APIRouter(prefix="/api", tags=["findings"], dependencies=[Depends(require_admin)])
+
+
+def _missing(what: str, ident: int) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"{what} {ident} not found")
+
+
+@router.post("/accounts/{account_id}/sweep", response_model=SweepOut)
+async def sweep(account_id: int, rt: Runtime = Depends(runtime)) -> SweepOut:
+    """Evaluates every rule over the whole account now (the scheduler does this every few minutes)."""
+    async with rt.sessions() as s, s.begin():
+        if await s.get(Account, account_id) is None:
+            raise _missing("account", account_id)
+        result = await engine.evaluate(s, account_id, actor="api")
+    return SweepOut(opened=result.opened, resolved=result.resolved, open=result.open)
+
+
+@router.get("/accounts/{account_id}/findings", response_model=FindingPage)
+async def list_findings(
+    account_id: int,
+    status_: Literal["pending", "open", "acknowledged", "snoozed", "resolved", "all"] = Query("open", alias="status"),
+    rule: str | None = None,
+    deal_id: str | None = Query(None, description="the CRM's own deal id"),
+    manager_id: str | None = Query(None, description="the CRM's own user id"),
+    lang: Literal["ru", "en"] | None = None,
+    limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0),
+    rt: Runtime = Depends(runtime),
+) -> FindingPage:
+    async with rt.sessions() as s:
+        account = await s.get(Account, account_id)
+        if account is None:
+            raise _missing("account", account_id)
+        rows, total = await service.search(s, account_id, status=status_, rule=rule, deal_id=deal_id,
+                                           manager_id=manager_id, limit=limit, offset=offset)
+        items = await service.render(s, account, rows, rt.settings.public_url, lang)
+    return FindingPage(items=items, total=total, limit=limit, offset=offset)
+
+
+async def _detail(rt: Runtime, finding_id: int, lang: str | None = None) -> FindingDetail:
+    async with rt.sessions() as s:
+        finding = await s.get(Finding, finding_id)
+        if finding is None:
+            raise _missing("finding", finding_id)
+        account = await s.get(Account, finding.account_id)
+        assert account is not None
+        [item] = await service.render(s, account, [finding], rt.settings.public_url, lang)
+        return FindingDetail(**item.model_dump(), history=await service.history(s, finding_id))
+
+
+@router.get("/findings/{finding_id}", response_model=FindingDetail)
+async def get_finding(finding_id: int, lang: Literal["ru", "en"] | None = None,
+                      rt: Runtime = Depends(runtime)) -> FindingDetail:
+    return await _detail(rt, finding_id, lang)
+
+
+@router.post("/findings/{finding_id}/ack", response_model=FindingDetail)
+async def acknowledge(finding_id: int, body: AckIn | None = None, rt: Runtime = Depends(runtime)) -> FindingDetail:
+    body = body or AckIn()
+    async with rt.sessions() as s, s.begin():
+        finding = await s.get(Finding, finding_id, with_for_update=True)
+        if finding is None:
+            raise _missing("finding", finding_id)
+        try:
+            await service.acknowledge(s, finding, _actor(body.by), body.reason)
+        except service.TransitionError as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    return await _detail(rt, finding_id)
+
+
+@router.post("/findings/{finding_id}/snooze", response_model=FindingDetail)
+async def snooze(finding_id: int, body: SnoozeIn, rt: Runtime = Depends(runtime)) -> FindingDetail:
+    if body.until.tzinfo is None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            "until needs a time zone, e.g. 2026-12-01T09:00:00+03:00")
+    async with rt.sessions() as s, s.begin():
+        finding = await s.get(Finding, finding_id, with_for_update=True)
+        if finding is None:
+            raise _missing("finding", finding_id)
+        try:
+            await service.snooze(s, finding, body.until, _actor(body.by), body.reason)
+        except service.TransitionError as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    return await _detail(rt, finding_id)
+
+
+def _actor(by: str | None) -> str:
+    return f"admin:{by}" if by else "admin"

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base, BigId, UtcDateTime, utcnow
+
+
+class Finding(Base):
+    """One problem on one CRM entity, for one rule: (account, rule, entity) is its identity.
+
+    A finding is never deleted or duplicated: when the condition clears it resolves, and when
+    it comes back the same row opens again, so its history stays in one place.
+    """
+
+    __tablename__ = "findings"
+    __table_args__ = (
+        UniqueConstraint("account_id", "rule", "entity_type", "entity_id", name="uq_findings_dedup"),
+        Index("ix_findings_account_status", "account_id", "status"),
+        Index("ix_findings_account_deal", "account_id", "deal_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    rule: Mapped[str] = mapped_column(String(64))
+    rule_version: Mapped[int] = mapped_column(Integer)
+    entity_type: Mapped[str] = mapped_column(String(16))  # deal | task | note
+    entity_id: Mapped[str] = mapped_column(String(64))
+    deal_id: Mapped[str | None] = mapped_column(String(64))
+    manager_id: Mapped[str | None] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(16))
+    # pending | open | acknowledged | snoozed | resolved
+    status: Mapped[str] = mapped_column(String(16))
+    # When the condition began, by the CRM's own clock (task due, stage entered, last task closed).
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    opened_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(100))
+    snoozed_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    snoozed_by: Mapped[str | None] = mapped_column(String(100))
+    snooze_reason: Mapped[str | None] = mapped_column(Text)
+    # Another open finding inhibits this one (Alertmanager-style): it stays, but stays quiet.
+    suppressed: Mapped[bool] = mapped_column(Boolean, default=False)
+    times_opened: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class FindingEvent(Base):
+    """Every transition of a finding: from what, to what, who or what did it, and when."""
+
+    __tablename__ = "finding_events"
+    __table_args__ = (Index("ix_finding_events_finding", "finding_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    finding_id: Mapped[int] = mapped_column(ForeignKey("findings.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    # "sweep", "incremental", "admin", "user:<crm user id>", …
+    actor: Mapped[str] = mapped_column(String(100))
+    reason: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)

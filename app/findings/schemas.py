@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Status = Literal["pending", "open", "acknowledged", "snoozed", "resolved"]
+
+
+class FindingOut(BaseModel):
+    id: int
+    rule: str
+    title: str
+    deal_id: str | None
+    manager_id: str | None
+    entity_type: str
+    entity_id: str
+    severity: str
+    message: str
+    details: dict[str, Any]
+    status: Status
+    suppressed: bool
+    started_at: datetime
+    opened_at: datetime | None
+    resolved_at: datetime | None
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    snoozed_until: datetime | None
+    snoozed_by: str | None
+    snooze_reason: str | None
+    times_opened: int
+    link: str
+
+
+class FindingPage(BaseModel):
+    items: list[FindingOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class HistoryOut(BaseModel):
+    at: datetime
+    from_status: str | None
+    to_status: str
+    actor: str
+    reason: str | None
+
+
+class FindingDetail(FindingOut):
+    history: list[HistoryOut]
+
+
+class AckIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    by: str | None = Field(default=None, max_length=100, description="who acknowledged (a CRM user id or a name)")
+    reason: str | None = Field(default=None, max_length=1000)
+
+
+class SnoozeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    until: datetime = Field(description="ISO 8601 with a time zone; must be in the future")
+    reason: str | None = Field(default=None, max_length=1000)
+    by: str | None = Field(default=None, max_length=100)
+
+
+class SweepOut(BaseModel):
+    opened: int
+    resolved: int
+    open: int

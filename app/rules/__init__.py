@@ -1,0 +1,1 @@
+"""The rules engine: one module per rule (see base.Rule), evaluated set-based over the mirror."""

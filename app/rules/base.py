@@ -1,0 +1,131 @@
+"""What a rule is, and the context it is evaluated in.
+
+A rule is a module in app/rules/ with a module-level `RULE`. Its `violations(ctx)` returns one
+SELECT over the mirror, streamed by the database and never loaded into Python, with exactly
+these labelled columns, one row per entity:
+
+    entity_id   the CRM id of what is wrong (the deal, the task, the note)
+    deal_id     the deal it belongs to
+    manager_id  who should act (the responsible manager)
+    started_at  when the condition began, by the CRM's own timestamps
+    opens       true once the grace period has passed (else the finding is "pending")
+
+Durations are in working time: a setting such as "3 working days" becomes a cutoff instant
+(BusinessCalendar.cutoff), and the SQL compares a timestamp with it, per pipeline and stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import ColumnElement, Select, and_, bindparam, case, false, not_, or_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.calendar.business import BusinessCalendar
+from app.db import UtcDateTime
+from app.mirror.models import Deal
+
+
+class RuleSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True, slots=True)
+class Exclusions:
+    pipelines: frozenset[str] = frozenset()
+    stages: frozenset[tuple[str, str]] = frozenset()
+    users: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedRuleConfig:
+    """A rule's settings for one account: the account level, and overrides by pipeline and stage."""
+
+    enabled: bool
+    settings: RuleSettings
+    pipelines: dict[str, RuleSettings] = field(default_factory=dict)
+    stages: dict[tuple[str, str], RuleSettings] = field(default_factory=dict)
+    exclude: Exclusions = field(default_factory=Exclusions)
+
+
+@dataclass(slots=True)
+class RuleContext:
+    account_id: int
+    now: datetime
+    calendar: BusinessCalendar
+    config: ResolvedRuleConfig
+    deal_ids: list[str] | None = None  # None: the whole account (a sweep); else only these deals
+
+    @property
+    def settings(self) -> Any:
+        return self.config.settings
+
+    def deal_scope(self) -> list[ColumnElement[bool]]:
+        """The account, the incremental scope, and the rule's exclusions, as WHERE clauses on Deal."""
+        clauses: list[ColumnElement[bool]] = [Deal.account_id == self.account_id]
+        if self.deal_ids is not None:
+            clauses.append(Deal.id.in_(self.deal_ids))
+        ex = self.config.exclude
+        if ex.pipelines:
+            clauses.append(or_(Deal.pipeline_id.is_(None), Deal.pipeline_id.not_in(sorted(ex.pipelines))))
+        if ex.stages:
+            clauses.append(not_(or_(*(and_(Deal.pipeline_id == p, Deal.stage_id == s) for p, s in sorted(ex.stages)))))
+        if ex.users:
+            clauses.append(or_(Deal.responsible_user_id.is_(None),
+                               Deal.responsible_user_id.not_in(sorted(ex.users))))
+        return clauses
+
+    def open_deal(self) -> list[ColumnElement[bool]]:
+        return [*self.deal_scope(), Deal.is_deleted == false(), Deal.is_closed == false()]
+
+    def cutoff(self, seconds_of: Callable[[Any], float]) -> ColumnElement[datetime]:
+        """The instant before which a condition has lasted long enough, per the deal's pipeline and stage.
+
+        `seconds_of(settings)` turns a settings object into a working-time span; the most specific
+        override wins (stage, then pipeline, then the account).
+        """
+        def instant(settings: RuleSettings) -> ColumnElement[datetime]:
+            return bindparam(None, self.calendar.cutoff(self.now, seconds_of(settings)), type_=UtcDateTime())
+
+        whens: list[tuple[ColumnElement[bool], ColumnElement[datetime]]] = []
+        for (pipeline, stage), st in sorted(self.config.stages.items()):
+            whens.append((and_(Deal.pipeline_id == pipeline, Deal.stage_id == stage), instant(st)))
+        for pipeline, st in sorted(self.config.pipelines.items()):
+            whens.append((Deal.pipeline_id == pipeline, instant(st)))
+        default = instant(self.config.settings)
+        return case(*whens, else_=default) if whens else default
+
+    def at(self, value: datetime) -> ColumnElement[datetime]:
+        return bindparam(None, value, type_=UtcDateTime())
+
+
+@dataclass(slots=True)
+class RenderContext:
+    """What a rule needs to phrase a finding for a person, preloaded for a page of findings."""
+
+    now: datetime
+    calendar: BusinessCalendar
+    lang: str
+    deals: dict[str, Any]
+    tasks: dict[str, Any]
+    notes: dict[str, Any]
+    stages: dict[tuple[str, str], Any]
+    users: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    version: int  # bump when the meaning changes: open findings are re-evaluated under the new one
+    entity_type: str  # deal | task | note
+    severity: str  # info | warning | critical
+    title: dict[str, str]
+    settings: type[RuleSettings]
+    violations: Callable[[RuleContext], Select[Any]]
+    render: Callable[[Any, RenderContext], tuple[str, dict[str, Any]]]
+    # Loads extra rows for rendering; most rules only need what RenderContext already has.
+    preload: Callable[[AsyncSession, int, list[Any]], Any] | None = None

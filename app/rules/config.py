@@ -1,0 +1,158 @@
+"""The per-account rules document: settings, overrides by pipeline and stage, exclusions,
+suppression and the business calendar. Validated as a whole, stored as one JSON row."""
+
+from __future__ import annotations
+
+from datetime import date, time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.calendar.business import BusinessCalendar, CalendarConfig
+
+from .base import Exclusions, ResolvedRuleConfig
+from .models import RuleConfig
+from .registry import RULES
+
+DEFAULT_SUPPRESS = {"stuck_stage": ["deal_without_task"]}
+
+
+def _stage_key(key: str) -> tuple[str, str]:
+    pipeline, sep, stage = key.partition("/")
+    if not sep or not pipeline or not stage:
+        raise ValueError(f"a stage is written 'pipeline_id/stage_id', got {key!r}")
+    return pipeline, stage
+
+
+class ExcludeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pipelines: list[str] = Field(default_factory=list)
+    stages: list[str] = Field(default_factory=list, description="'pipeline_id/stage_id'")
+    users: list[str] = Field(default_factory=list)
+
+    @field_validator("stages")
+    @classmethod
+    def _stages(cls, keys: list[str]) -> list[str]:
+        for key in keys:
+            _stage_key(key)
+        return keys
+
+
+class RuleEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    settings: dict[str, Any] = Field(default_factory=dict)
+    pipelines: dict[str, dict[str, Any]] = Field(default_factory=dict, description="overrides by pipeline id")
+    stages: dict[str, dict[str, Any]] = Field(default_factory=dict, description="overrides by 'pipeline_id/stage_id'")
+    exclude: ExcludeIn = Field(default_factory=ExcludeIn)
+
+
+class CalendarIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    country: str | None = Field(default="RU", description="public holidays and transferred working days; null: none")
+    work_start: time = time(9, 0)
+    work_end: time = time(18, 0)
+    work_days: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5], description="ISO weekdays, Monday = 1")
+    extra_holidays: list[date] = Field(default_factory=list)
+    extra_workdays: list[date] = Field(default_factory=list)
+
+    @field_validator("work_days")
+    @classmethod
+    def _days(cls, days: list[int]) -> list[int]:
+        if not days or any(d < 1 or d > 7 for d in days):
+            raise ValueError("work_days are ISO weekdays 1..7, at least one")
+        return sorted(set(days))
+
+    @model_validator(mode="after")
+    def _hours(self) -> CalendarIn:
+        if self.work_end <= self.work_start:
+            raise ValueError("work_end must be after work_start")
+        if self.country is not None:
+            import holidays
+
+            if self.country.upper() not in holidays.list_supported_countries():
+                raise ValueError(f"no public holiday calendar for country {self.country!r}")
+            self.country = self.country.upper()
+        return self
+
+
+class RulesDocument(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    calendar: CalendarIn = Field(default_factory=CalendarIn)
+    sweep_interval_minutes: int = Field(default=5, ge=1, le=1440)
+    rules: dict[str, RuleEntry] = Field(default_factory=dict)
+    # rule → the rules whose open finding on the same deal keeps it quiet
+    suppress: dict[str, list[str]] = Field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_SUPPRESS.items()})
+
+    @model_validator(mode="after")
+    def _check(self) -> RulesDocument:
+        for name, entry in self.rules.items():
+            if name not in RULES:
+                raise ValueError(f"unknown rule {name!r}; known: {', '.join(sorted(RULES))}")
+            model = RULES[name].settings
+            base = _validated(model, entry.settings, f"rules.{name}.settings")
+            for pid, override in entry.pipelines.items():
+                _validated(model, {**base.model_dump(), **override}, f"rules.{name}.pipelines.{pid}")
+            for key, override in entry.stages.items():
+                _stage_key(key)
+                _validated(model, {**base.model_dump(), **override}, f"rules.{name}.stages.{key}")
+        for target, inhibitors in self.suppress.items():
+            for name in [target, *inhibitors]:
+                if name not in RULES:
+                    raise ValueError(f"suppress names an unknown rule {name!r}")
+        return self
+
+    def with_defaults(self) -> RulesDocument:
+        """Every rule present, with its settings filled in: what GET shows."""
+        rules = {}
+        for name, rule in RULES.items():
+            entry = self.rules.get(name, RuleEntry())
+            rules[name] = entry.model_copy(update={"settings": rule.settings.model_validate(entry.settings)
+                                                   .model_dump(mode="json")})
+        return self.model_copy(update={"rules": rules})
+
+    def resolved(self, name: str) -> ResolvedRuleConfig:
+        model = RULES[name].settings
+        entry = self.rules.get(name, RuleEntry())
+        base = model.model_validate(entry.settings)
+        merged = base.model_dump()
+        return ResolvedRuleConfig(
+            enabled=entry.enabled,
+            settings=base,
+            pipelines={pid: model.model_validate({**merged, **o}) for pid, o in entry.pipelines.items()},
+            stages={_stage_key(k): model.model_validate({**merged, **o}) for k, o in entry.stages.items()},
+            exclude=Exclusions(pipelines=frozenset(entry.exclude.pipelines),
+                               stages=frozenset(_stage_key(k) for k in entry.exclude.stages),
+                               users=frozenset(entry.exclude.users)),
+        )
+
+    def business_calendar(self, timezone: str) -> BusinessCalendar:
+        c = self.calendar
+        return BusinessCalendar(CalendarConfig(
+            timezone=timezone, country=c.country, work_start=c.work_start, work_end=c.work_end,
+            work_days=frozenset(d - 1 for d in c.work_days), extra_holidays=frozenset(c.extra_holidays),
+            extra_workdays=frozenset(c.extra_workdays)))
+
+
+def _validated(model: type[BaseModel], data: dict[str, Any], where: str) -> BaseModel:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first.get("loc", ()))
+        raise ValueError(f"{where}{'.' + loc if loc else ''}: {first.get('msg')}") from None
+
+
+async def load(s: AsyncSession, account_id: int) -> RulesDocument:
+    row = await s.get(RuleConfig, account_id)
+    return RulesDocument.model_validate(row.document) if row else RulesDocument()
+
+
+async def save(s: AsyncSession, account_id: int, doc: RulesDocument) -> None:
+    row = await s.get(RuleConfig, account_id)
+    data = doc.model_dump(mode="json")
+    if row is None:
+        s.add(RuleConfig(account_id=account_id, document=data))
+    else:
+        row.document = data

@@ -1,0 +1,47 @@
+"""deal_without_task: an open deal with no open task, counted from when its last task closed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+from sqlalchemy import Select, false, func, select
+
+from app.calendar.business import humanize
+from app.mirror.models import Deal, Task
+
+from .base import RenderContext, Rule, RuleContext, RuleSettings
+
+
+class Settings(RuleSettings):
+    grace_minutes: int = Field(default=15, ge=0, le=43200, description="working minutes after the last task closed")
+
+
+def violations(ctx: RuleContext) -> Select[Any]:
+    open_task = (select(Task.id).where(Task.account_id == Deal.account_id, Task.deal_id == Deal.id,
+                                       Task.is_completed == false(), Task.is_deleted == false()).exists())
+    # When the deal lost its last task; a deal that never had one has lacked it since it was created.
+    last_closed = (select(func.max(func.coalesce(Task.completed_at, Task.source_updated_at)))
+                   .where(Task.account_id == Deal.account_id, Task.deal_id == Deal.id).scalar_subquery())
+    started = func.coalesce(last_closed, Deal.created_at, Deal.stage_entered_at, Deal.mirrored_at)
+    grace = ctx.cutoff(lambda st: st.grace_minutes * 60)
+    return (
+        select(Deal.id.label("entity_id"), Deal.id.label("deal_id"), Deal.responsible_user_id.label("manager_id"),
+               started.label("started_at"), (started <= grace).label("opens"))
+        .where(*ctx.open_deal(), ~open_task)
+    )
+
+
+def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:
+    idle = rc.calendar.working_seconds(finding.started_at, rc.now)
+    span = humanize(idle, rc.calendar.day_seconds, rc.lang)
+    message = (f"У сделки нет запланированной задачи уже {span}" if rc.lang == "ru"
+               else f"The deal has had no open task for {span}")
+    return message, {"since": finding.started_at.isoformat(), "idle_working_seconds": int(idle)}
+
+
+RULE = Rule(
+    name="deal_without_task", version=1, entity_type="deal", severity="warning",
+    title={"ru": "Сделка без задачи", "en": "Deal without a task"},
+    settings=Settings, violations=violations, render=render,
+)

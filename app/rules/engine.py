@@ -1,0 +1,219 @@
+"""Evaluation: every rule's violations against the findings, set-based, in the caller's transaction.
+
+Per rule, the violations are computed once into a temporary table, then a handful of
+INSERT/UPDATE statements move findings between states: new → pending or open; pending → open
+once the grace has passed; snoozed → open when the snooze ends; resolved → open again on a
+regression; anything active → resolved when its entity no longer violates. Each transition is
+written to finding_events by an INSERT … SELECT with the same predicate just before the UPDATE,
+so a sweep over a million deals never pulls a row into Python.
+
+The same code serves a sweep (the whole account) and incremental evaluation (the deals an
+event touched): the scope is a WHERE clause. Running it twice, or from two processes, is
+harmless: the dedup key (account, rule, entity) makes every step idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    MetaData,
+    String,
+    Table,
+    and_,
+    case,
+    delete,
+    exists,
+    false,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.schema import CreateIndex, CreateTable, Index
+
+from app.accounts.models import Account
+from app.db import UtcDateTime, dialect_insert, utcnow
+from app.findings.models import Finding, FindingEvent
+from app.mirror.models import Deal
+
+from . import config as rules_config
+from .base import Rule, RuleContext
+from .registry import RULES
+
+log = logging.getLogger(__name__)
+
+ACTIVE = ("pending", "open", "acknowledged", "snoozed")
+INHIBITING = ("open", "acknowledged", "snoozed")
+
+_temp = MetaData()
+violations_table = Table(
+    "crmwatch_violations", _temp,
+    Column("entity_id", String(64), primary_key=True),
+    Column("deal_id", String(64)),
+    Column("manager_id", String(64)),
+    Column("started_at", UtcDateTime()),
+    Column("opens", Boolean()),
+    prefixes=["TEMPORARY"],
+)
+_v = violations_table.c
+
+
+@dataclass
+class EvaluationResult:
+    opened: int = 0
+    resolved: int = 0
+    open: int = 0
+
+    def add(self, other: EvaluationResult) -> None:
+        self.opened += other.opened
+        self.resolved += other.resolved
+
+
+async def _ensure_temp_table(s: AsyncSession) -> None:
+    await s.execute(CreateTable(violations_table, if_not_exists=True))
+    await s.execute(CreateIndex(Index("crmwatch_violations_deal", _v.deal_id), if_not_exists=True))
+    await s.execute(delete(violations_table))
+
+
+async def evaluate(s: AsyncSession, account_id: int, *, deal_ids: list[str] | None = None,
+                   now: datetime | None = None, actor: str = "sweep") -> EvaluationResult:
+    """Brings the account's findings in line with its mirror. The caller commits."""
+    now = now or utcnow()
+    account = await s.get(Account, account_id)
+    if account is None:
+        return EvaluationResult()
+    if deal_ids is not None and not deal_ids:
+        return EvaluationResult(open=await count_open(s, account_id))
+    doc = await rules_config.load(s, account_id)
+    calendar = doc.business_calendar(account.timezone)
+    total = EvaluationResult()
+    await _ensure_temp_table(s)
+    for rule in RULES.values():
+        ctx = RuleContext(account_id=account_id, now=now, calendar=calendar, config=doc.resolved(rule.name),
+                          deal_ids=deal_ids)
+        total.add(await _evaluate_rule(s, rule, ctx, actor))
+    await _suppress(s, account_id, doc.suppress, deal_ids)
+    total.open = await count_open(s, account_id)
+    return total
+
+
+async def count_open(s: AsyncSession, account_id: int) -> int:
+    return await s.scalar(select(func.count()).select_from(Finding)
+                          .where(Finding.account_id == account_id, Finding.status == "open")) or 0
+
+
+def _key(rule: Rule, account_id: int) -> list[Any]:
+    return [Finding.account_id == account_id, Finding.rule == rule.name, Finding.entity_type == rule.entity_type]
+
+
+async def _history(s: AsyncSession, source: Any) -> None:
+    """Writes one finding_events row per finding that `source` selects: (id, from_status, to_status)."""
+    await s.execute(insert(FindingEvent).from_select(
+        ["finding_id", "at", "from_status", "to_status", "actor", "reason"], source))
+
+
+async def _evaluate_rule(s: AsyncSession, rule: Rule, ctx: RuleContext, actor: str) -> EvaluationResult:
+    now = ctx.at(ctx.now)
+    result = EvaluationResult()
+    await s.execute(delete(violations_table))
+    if ctx.config.enabled:
+        await s.execute(insert(violations_table).from_select(
+            ["entity_id", "deal_id", "manager_id", "started_at", "opens"], rule.violations(ctx)))
+    key = _key(rule, ctx.account_id)
+    matched = and_(*key, Finding.entity_id == _v.entity_id)
+    new_status = case((_v.opens == true(), literal("open")), else_=literal("pending"))
+
+    # 1. Findings seen for the first time.
+    fresh = (select(literal(ctx.account_id), literal(rule.name), literal(rule.version), literal(rule.entity_type),
+                    _v.entity_id, _v.deal_id, _v.manager_id, literal(rule.severity), new_status, _v.started_at,
+                    case((_v.opens == true(), now), else_=None), case((_v.opens == true(), 1), else_=0),
+                    false(), now, now)
+             .where(~exists().where(matched)))
+    inserted = await s.execute(
+        dialect_insert(s, Finding.__table__).from_select(
+            ["account_id", "rule", "rule_version", "entity_type", "entity_id", "deal_id", "manager_id", "severity",
+             "status", "started_at", "opened_at", "times_opened", "suppressed", "created_at", "updated_at"], fresh)
+        .on_conflict_do_nothing())
+    if inserted.rowcount:
+        await _history(s, select(Finding.id, now, literal(None), Finding.status, literal(actor),
+                                 literal("condition began"))
+                       .where(*key, Finding.created_at == now))
+        result.opened += await s.scalar(select(func.count()).select_from(Finding).where(
+            *key, Finding.created_at == now, Finding.status == "open")) or 0
+
+    # 2. Regressions: a resolved finding whose condition is back opens again, history kept.
+    regressed = and_(matched, Finding.status == "resolved")
+    await _history(s, select(Finding.id, now, Finding.status, new_status, literal(actor), literal("regression"))
+                   .select_from(Finding).join(violations_table, regressed))
+    reopened = await s.execute(update(Finding).where(regressed).values(
+        status=new_status, opened_at=case((_v.opens == true(), now), else_=None), resolved_at=None,
+        acknowledged_at=None, acknowledged_by=None, snoozed_until=None, snoozed_by=None, snooze_reason=None,
+        times_opened=Finding.times_opened + case((_v.opens == true(), 1), else_=0), started_at=_v.started_at,
+        deal_id=_v.deal_id, manager_id=_v.manager_id, rule_version=rule.version, updated_at=now))
+    result.opened += reopened.rowcount or 0
+
+    # 3. The grace period has passed.
+    due = and_(matched, Finding.status == "pending", _v.opens == true())
+    await _history(s, select(Finding.id, now, Finding.status, literal("open"), literal(actor),
+                             literal("grace period over")).select_from(Finding).join(violations_table, due))
+    promoted = await s.execute(update(Finding).where(due).values(
+        status="open", opened_at=now, times_opened=Finding.times_opened + 1, updated_at=now))
+    result.opened += promoted.rowcount or 0
+
+    # 4. A snooze ended and the problem is still there.
+    woke = and_(matched, Finding.status == "snoozed", Finding.snoozed_until <= now)
+    await _history(s, select(Finding.id, now, Finding.status, literal("open"), literal(actor),
+                             literal("snooze ended")).select_from(Finding).join(violations_table, woke))
+    await s.execute(update(Finding).where(woke).values(status="open", snoozed_until=None, updated_at=now))
+
+    # 5. Still violating: keep the facts current (a new manager, a moved due time, a new rule version).
+    changed = and_(matched, Finding.status.in_(ACTIVE), or_(
+        Finding.manager_id.is_distinct_from(_v.manager_id), Finding.deal_id.is_distinct_from(_v.deal_id),
+        Finding.started_at != _v.started_at, Finding.rule_version != rule.version))
+    await s.execute(update(Finding).where(changed).values(
+        manager_id=_v.manager_id, deal_id=_v.deal_id, started_at=_v.started_at, rule_version=rule.version,
+        updated_at=now))
+
+    # 6. Whatever no longer violates resolves, saying why.
+    gone = [*key, Finding.status.in_(ACTIVE),
+            ~exists().where(_v.entity_id == Finding.entity_id)]
+    if ctx.deal_ids is not None:
+        gone.append(Finding.deal_id.in_(ctx.deal_ids))
+    deal = select(Deal).where(Deal.account_id == Finding.account_id, Deal.id == Finding.deal_id)
+    why = case(
+        (literal(not ctx.config.enabled), literal("rule disabled")),
+        (deal.where(Deal.is_deleted == true()).exists(), literal("deal deleted")),
+        (deal.where(Deal.is_closed == true()).exists(), literal("deal closed")),
+        else_=literal("condition cleared"))
+    await _history(s, select(Finding.id, now, Finding.status, literal("resolved"), literal(actor), why)
+                   .where(*gone))
+    resolved = await s.execute(update(Finding).where(*gone).values(
+        status="resolved", resolved_at=now, snoozed_until=None, updated_at=now))
+    result.resolved += resolved.rowcount or 0
+    return result
+
+
+async def _suppress(s: AsyncSession, account_id: int, suppress: dict[str, list[str]],
+                    deal_ids: list[str] | None) -> None:
+    """Alertmanager-style inhibition: a finding stays quiet while an inhibiting one is open on its deal."""
+    inhibitor = Finding.__table__.alias("inhibitor")
+    for target in RULES:
+        scope = [Finding.account_id == account_id, Finding.rule == target, Finding.status.in_(ACTIVE)]
+        if deal_ids is not None:
+            scope.append(Finding.deal_id.in_(deal_ids))
+        inhibitors = suppress.get(target, [])
+        quiet = (exists().where(inhibitor.c.account_id == Finding.account_id, inhibitor.c.deal_id == Finding.deal_id,
+                                inhibitor.c.rule.in_(inhibitors), inhibitor.c.status.in_(INHIBITING))
+                 if inhibitors else false())
+        await s.execute(update(Finding).where(*scope, Finding.suppressed.is_distinct_from(quiet))
+                        .values(suppressed=quiet))

@@ -1,0 +1,47 @@
+"""overdue_task: an open task on an open deal whose due time has passed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+from sqlalchemy import Select, and_, false, func, select
+
+from app.calendar.business import humanize
+from app.mirror.models import Deal, Task
+
+from .base import RenderContext, Rule, RuleContext, RuleSettings
+
+
+class Settings(RuleSettings):
+    grace_minutes: int = Field(default=0, ge=0, le=43200, description="working minutes after the due time")
+
+
+def violations(ctx: RuleContext) -> Select[Any]:
+    grace = ctx.cutoff(lambda st: st.grace_minutes * 60)
+    return (
+        select(Task.id.label("entity_id"), Task.deal_id.label("deal_id"),
+               func.coalesce(Task.responsible_user_id, Deal.responsible_user_id).label("manager_id"),
+               Task.due_at.label("started_at"), (Task.due_at <= grace).label("opens"))
+        .join(Deal, and_(Deal.account_id == Task.account_id, Deal.id == Task.deal_id))
+        .where(*ctx.open_deal(), Task.account_id == ctx.account_id, Task.is_completed == false(),
+               Task.is_deleted == false(), Task.due_at <= ctx.at(ctx.now))
+    )
+
+
+def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:
+    task = rc.tasks.get(finding.entity_id)
+    text = (task.text if task and task.text else "").strip() or ("без названия" if rc.lang == "ru" else "untitled")
+    overdue = rc.calendar.working_seconds(finding.started_at, rc.now)
+    late = humanize(overdue, rc.calendar.day_seconds, rc.lang)
+    message = (f"Задача «{text}» просрочена на {late}" if rc.lang == "ru"
+               else f"Task “{text}” is overdue by {late}")
+    return message, {"task_id": finding.entity_id, "task_text": text, "due_at": finding.started_at.isoformat(),
+                     "overdue_working_seconds": int(overdue)}
+
+
+RULE = Rule(
+    name="overdue_task", version=1, entity_type="task", severity="warning",
+    title={"ru": "Просроченная задача", "en": "Overdue task"},
+    settings=Settings, violations=violations, render=render,
+)

@@ -1,0 +1,61 @@
+"""task_rescheduled_without_contact: an open task's due time was moved forward, and there has been
+no call or note on the deal since the task was set."""
+
+from __future__ import annotations
+
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pydantic import Field
+from sqlalchemy import Select, and_, false, func, select, true
+
+from app.db import epoch
+from app.mirror.models import Deal, Note, Task
+
+from .base import RenderContext, Rule, RuleContext, RuleSettings
+
+CONTACT_KINDS = ("common", "call_in", "call_out")
+
+
+class Settings(RuleSettings):
+    min_shift_minutes: int = Field(default=60, ge=1, le=525600,
+                                   description="smaller moves (a time fix within the hour) are not rescheduling")
+
+
+def violations(ctx: RuleContext) -> Select[Any]:
+    shift = ctx.settings.min_shift_minutes * 60
+    # Portable "due_at - previous_due_at >= shift": compare epoch seconds on both databases.
+    moved_enough = epoch(Task.due_at) - epoch(Task.previous_due_at) >= shift
+    contact = (select(Note.id).where(Note.account_id == Task.account_id, Note.deal_id == Task.deal_id,
+                                     Note.kind.in_(CONTACT_KINDS),
+                                     Note.created_at >= func.coalesce(Task.created_at, Task.previous_due_at))
+               .exists())
+    return (
+        select(Task.id.label("entity_id"), Task.deal_id.label("deal_id"),
+               func.coalesce(Task.responsible_user_id, Deal.responsible_user_id).label("manager_id"),
+               Task.due_moved_at.label("started_at"), true().label("opens"))
+        .join(Deal, and_(Deal.account_id == Task.account_id, Deal.id == Task.deal_id))
+        .where(*ctx.open_deal(), Task.account_id == ctx.account_id, Task.is_completed == false(),
+               Task.is_deleted == false(), Task.due_moved_at.is_not(None), Task.previous_due_at.is_not(None),
+               moved_enough, ~contact)
+    )
+
+
+def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:
+    task = rc.tasks.get(finding.entity_id)
+    text = (task.text if task and task.text else "").strip()
+    tz = ZoneInfo(rc.calendar.config.timezone)
+    old = task.previous_due_at.astimezone(tz).strftime("%d.%m %H:%M") if task and task.previous_due_at else "?"
+    new = task.due_at.astimezone(tz).strftime("%d.%m %H:%M") if task and task.due_at else "?"
+    message = (f"Срок задачи «{text}» перенесён с {old} на {new} без звонка и комментария" if rc.lang == "ru"
+               else f"Task “{text}” was moved from {old} to {new} with no call or note")
+    return message, {"task_id": finding.entity_id, "task_text": text, "moved_at": finding.started_at.isoformat(),
+                     "previous_due_at": task.previous_due_at.isoformat() if task and task.previous_due_at else None,
+                     "due_at": task.due_at.isoformat() if task and task.due_at else None}
+
+
+RULE = Rule(
+    name="task_rescheduled_without_contact", version=1, entity_type="task", severity="info",
+    title={"ru": "Перенос задачи без контакта", "en": "Task moved without contact"},
+    settings=Settings, violations=violations, render=render,
+)
