@@ -43,6 +43,7 @@ def _migrate(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     """Background roles only, for scale-out beside API-only processes (`serve --no-workers`)."""
     from app.ingest.worker import run_forever as inbox_loop
+    from app.rules.scheduler import SweepScheduler
     from app.runtime import Runtime
     from app.sync.service import run_forever as sync_loop
 
@@ -55,9 +56,38 @@ def _worker(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        scheduler = SweepScheduler(rt, settings.scheduler_tick_seconds)
+        scheduler.start()
         try:
             await asyncio.gather(inbox_loop(rt, stop), sync_loop(rt, stop))
         finally:
+            await scheduler.stop()
+            await rt.dispose()
+
+    asyncio.run(main())
+    return 0
+
+
+def _scheduler(args: argparse.Namespace) -> int:
+    """Only the sweep scheduler (one leader among many instances on PostgreSQL)."""
+    from app.rules.scheduler import SweepScheduler
+    from app.runtime import Runtime
+
+    settings = get_settings()
+    app_logging.configure(settings.log_level, settings.log_json)
+
+    async def main() -> None:
+        rt = Runtime.build(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        scheduler = SweepScheduler(rt, settings.scheduler_tick_seconds)
+        scheduler.start()
+        try:
+            await stop.wait()
+        finally:
+            await scheduler.stop()
             await rt.dispose()
 
     asyncio.run(main())
@@ -89,8 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--revision", default="head")
     migrate.set_defaults(func=_migrate)
 
-    worker = sub.add_parser("worker", help="run the inbox and sync workers without the API")
+    worker = sub.add_parser("worker", help="run the inbox and sync workers and the sweep scheduler without the API")
     worker.set_defaults(func=_worker)
+
+    scheduler = sub.add_parser("scheduler", help="run only the periodic sweeps")
+    scheduler.set_defaults(func=_scheduler)
 
     demo = sub.add_parser("demo", help="run crmwatch against a built-in amoCRM emulator, no account needed")
     demo.add_argument("--host", default="127.0.0.1")

@@ -119,8 +119,17 @@ async def run_demo(*, host: str, port: int, emulator_port: int, database: str, o
             print("what crmwatch sees now:")
             for name, value in mirror.items():
                 print(f"  {name:<26} {value}")
-            print(f"\nLook at:  {base}/api/accounts/{account['id']}   {base}/api/accounts/{account['id']}/mirror"
-                  f"   {base}/metrics")
+            sweep = (await http.post(f"/api/accounts/{account['id']}/sweep")).json()
+            print(f"sweep: {sweep}")
+            findings = (await http.get(f"/api/accounts/{account['id']}/findings",
+                                       params={"status": "open", "limit": 100})).json()
+            print(f"open findings ({findings['total']}):")
+            for item in findings["items"]:
+                quiet = "  (подавлено)" if item["suppressed"] else ""
+                manager = item["details"].get("manager_name", item["manager_id"])
+                print(f"  [{item['rule']}] сделка {item['deal_id']}, {manager}: {item['message']}{quiet}")
+            print(f"\nLook at:  {base}/api/accounts/{account['id']}/findings   "
+                  f"{base}/api/accounts/{account['id']}/mirror   {base}/metrics")
             print(f"          (send 'Authorization: Bearer {DEMO_ADMIN_TOKEN}')")
         if once:
             return 0

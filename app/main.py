@@ -41,16 +41,22 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
         writer.start()
         stop = asyncio.Event()
         tasks: list[asyncio.Task[None]] = []
+        scheduler = None
         if workers:
             from app.ingest.worker import run_forever as inbox_loop
+            from app.rules.scheduler import SweepScheduler
             from app.sync.service import run_forever as sync_loop
 
             tasks = [asyncio.create_task(inbox_loop(rt, stop), name="inbox-worker"),
                      asyncio.create_task(sync_loop(rt, stop), name="sync-worker")]
+            scheduler = SweepScheduler(rt, settings.scheduler_tick_seconds)
+            scheduler.start()
         log.info("crmwatch.started", extra={"workers": workers, "database": rt.engine.dialect.name})
         try:
             yield
         finally:
+            if scheduler is not None:
+                await scheduler.stop()
             stop.set()
             rt.inbox_wakeup.set()
             rt.sync_wakeup.set()

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     inbox_poll_seconds: float = 1.0
     inbox_batch_size: int = 100
     inbox_max_attempts: int = 10
+    # How often the scheduler looks for accounts due a sweep (each account's own interval is
+    # in its rules document, 5 minutes by default).
+    scheduler_tick_seconds: float = 15.0
 
     # amoCRM API limits (per account): 7 req/s is amoCRM's documented ceiling.
     amocrm_rate_per_second: float = 7.0

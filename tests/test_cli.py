@@ -32,6 +32,10 @@ def test_demo_runs_the_scripted_day_against_the_emulator(tmp_path):
     # Six deliveries, one of them a redelivery: five stored and applied, none failed.
     assert "inbox: {'pending': 0, 'done': 5, 'failed': 0}" in out.stdout
     assert "deals_open                 14" in out.stdout
+    # The scripted day's problems show up as findings, in Russian.
+    assert "[empty_comment] сделка 31000100" in out.stdout and "Пустой комментарий «ок»" in out.stdout
+    assert "[overdue_task]" in out.stdout and "просрочена на" in out.stdout
+    assert "[stuck_stage]" in out.stdout and "[deal_without_task]" in out.stdout
     assert "Traceback" not in out.stderr
 
 

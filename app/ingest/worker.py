@@ -20,6 +20,7 @@ from app.accounts.models import Account
 from app.db import is_postgres, utcnow
 from app.metrics import INBOX_PENDING, INBOX_PROCESSED
 from app.mirror.service import MirrorWriter
+from app.rules import engine
 from app.runtime import Runtime
 from integrations.base import CrmError
 
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 async def process_batch(rt: Runtime) -> int:
     """Processes up to inbox_batch_size due rows; returns how many it took."""
     thin: dict[int, set[str]] = defaultdict(set)
+    touched: dict[int, set[str]] = defaultdict(set)
     now = utcnow()
     async with rt.sessions() as s, s.begin():
         query = (select(InboxEvent).where(InboxEvent.status == "pending", InboxEvent.next_attempt_at <= now)
@@ -63,10 +65,23 @@ async def process_batch(rt: Runtime) -> int:
             row.status, row.processed_at = "done", utcnow()
             row.events, row.ignored = len(events), result.ignored
             thin[row.account_id] |= result.thin_deals
+            touched[row.account_id] |= result.touched_deals
             INBOX_PROCESSED.labels(row.source, "done").inc()
     for account_id, deal_ids in thin.items():
         await complete_thin_deals(rt, account_id, sorted(deal_ids))
+    for account_id, deal_ids in touched.items():
+        await reevaluate(rt, account_id, sorted(deal_ids))
     return len(rows)
+
+
+async def reevaluate(rt: Runtime, account_id: int, deal_ids: list[str]) -> None:
+    """Runs the rules over just the deals these events touched. If this fails or the process dies
+    first, nothing is lost: the next scheduled sweep evaluates the whole account anyway."""
+    try:
+        async with rt.sessions() as s, s.begin():
+            await engine.evaluate(s, account_id, deal_ids=deal_ids, actor="incremental")
+    except Exception:
+        log.exception("inbox.reevaluate_failed", extra={"account_id": account_id})
 
 
 async def complete_thin_deals(rt: Runtime, account_id: int, deal_ids: list[str]) -> None:

@@ -21,6 +21,7 @@ from app.accounts.service import learn_identity
 from app.db import is_postgres, utcnow
 from app.metrics import SYNC_ITEMS
 from app.mirror.service import MirrorWriter
+from app.rules.scheduler import sweep_account
 from app.runtime import Runtime
 from integrations.base import CrmAuthError, CrmError
 
@@ -102,6 +103,8 @@ async def run_sync(rt: Runtime, account_id: int) -> None:
         account.sync_counts = dict(counts)
     log.info("sync.finished", extra={"account_id": account_id, "counts": counts,
                                      "seconds": round(time.monotonic() - started, 2)})
+    # A newly connected account shows its existing problems at once, not at the next tick.
+    await sweep_account(rt, account_id, actor="sync")
 
 
 async def run_pending(rt: Runtime) -> int:
