@@ -1,0 +1,558 @@
+"""Webhook intake benchmark: crmwatch against a bare FastAPI endpoint, in one run.
+
+    python bench/ingest.py [--requests N] [--concurrency C] [--warmup W]
+                           [--database sqlite|URL] [--client raw|httpx] [--no-workers]
+
+Both servers run in their own subprocess with the same uvicorn settings (one process, the
+same host, loop="auto", http="auto", no access log). The load generator is a third process,
+the same for both targets, so the server under test gets a core of its own on a two-core
+machine and both targets are driven identically. Every request carries a distinct body:
+crmwatch deduplicates identical bodies, so repeats would be cheaper than real traffic.
+
+After the crmwatch run the server is stopped and the rows of the benchmark account in
+inbox_events are counted: every accepted (2xx) webhook must have been stored durably.
+
+It is a measurement, not a test: the exit code is 0 whatever the figures (2 only when a
+server cannot be started or the load generator fails). See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+# Module level: with postponed annotations FastAPI resolves `Request` in the module namespace.
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+HOST = "127.0.0.1"
+GOAL_RATIO = 0.5
+GOAL_P99_MS = 50.0
+REQUEST_TIMEOUT = 30.0
+STARTUP_TIMEOUT = 60.0
+STOP_TIMEOUT = 20.0
+# A port nothing listens on: the account's backfill fails at once, harmlessly.
+DEAD_CRM_URL = "http://127.0.0.1:9"
+
+# An amoCRM "lead changed stage" webhook, one key=value a line in wire order. The {lead},
+# {modified} placeholders make each body distinct (crmwatch drops repeated bodies).
+WEBHOOK_TEMPLATE = """\
+leads[status][0][id]={lead}
+leads[status][0][name]=Заказ #{lead}
+leads[status][0][status_id]=41000003
+leads[status][0][price]=15000
+leads[status][0][responsible_user_id]=8100001
+leads[status][0][last_modified]={modified}
+leads[status][0][modified_user_id]=8100001
+leads[status][0][created_user_id]=8100001
+leads[status][0][date_create]=1763913600
+leads[status][0][pipeline_id]=4100000
+leads[status][0][account_id]=29876543
+leads[status][0][created_at]=1763913600
+leads[status][0][updated_at]={modified}
+leads[status][0][old_status_id]=41000002
+leads[status][0][old_pipeline_id]=4100000
+account[subdomain]=demoshop
+account[id]=29876543
+account[_links][self]=https://demoshop.amocrm.ru"""
+
+
+def webhook_body(index: int, base: int) -> bytes:
+    """The form-encoded body of webhook number `index`; `base` separates runs."""
+    text = WEBHOOK_TEMPLATE.format(lead=31_000_001 + index, modified=base + index)
+    pairs = (line.split("=", 1) for line in text.splitlines())
+    return "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs).encode()
+
+
+# --------------------------------------------------------------------------- bare server
+
+def bare_app() -> FastAPI:
+    """The baseline: FastAPI doing nothing but reading the body and answering."""
+    app = FastAPI()
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    @app.post("/hooks/amocrm/{key}")
+    async def receive(request: Request, key: str) -> JSONResponse:
+        await request.body()
+        return JSONResponse({"status": "accepted"})
+
+    return app
+
+
+def serve_bare(host: str, port: int) -> None:
+    import uvicorn
+
+    # The settings `crmwatch serve` uses, spelled out.
+    uvicorn.run(bare_app(), host=host, port=port, loop="auto", http="auto", access_log=False, log_level="warning",
+                proxy_headers=True, forwarded_allow_ips="127.0.0.1")
+
+
+# --------------------------------------------------------------------------- load generator
+
+class RawConnection:
+    """A minimal HTTP/1.1 keep-alive client: far cheaper per request than a full client
+    library, so the load generator is less likely to be what limits the fast baseline."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, data: bytes) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        self.writer.write(data)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head[:-4].split(b"\r\n")
+        status = int(lines[0].split(b" ", 2)[1])
+        length: int | None = None
+        chunked = close = False
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            name, value = name.strip().lower(), value.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value
+            elif name == b"connection":
+                close = value == b"close"
+        if chunked:
+            while True:
+                size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                await self.reader.readexactly(size + 2)
+                if size == 0:
+                    break
+        elif length is not None:
+            await self.reader.readexactly(length)
+        else:
+            await self.reader.read()
+            close = True
+        if close:
+            self.close()
+        return status
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+def proc_cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system, all threads) of a process, from /proc; None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    if not ordered:
+        return float("nan")
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+async def run_phase(send: Callable[[int, int], Awaitable[int]], first: int, count: int, concurrency: int
+                    ) -> dict[str, Any]:
+    """Sends webhooks first..first+count-1 from `concurrency` senders; sender k sends with send(k, i)."""
+    cursor = iter(range(first, first + count))
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    errors: dict[str, int] = {}
+
+    async def sender(k: int) -> None:
+        for i in cursor:
+            started = time.perf_counter()
+            try:
+                async with asyncio.timeout(REQUEST_TIMEOUT):
+                    status = await send(k, i)
+            except Exception as exc:  # counted, never fatal: the figures must still come out
+                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                continue
+            latencies.append(time.perf_counter() - started)
+            statuses[status] = statuses.get(status, 0) + 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(sender(k) for k in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    ok = sum(n for s, n in statuses.items() if 200 <= s < 300)
+    return {
+        "elapsed": elapsed, "responses": len(latencies), "ok": ok, "non_2xx": len(latencies) - ok,
+        "statuses": {str(s): n for s, n in sorted(statuses.items())}, "errors": errors,
+        "rps": len(latencies) / elapsed if elapsed else 0.0,
+        "p50_ms": percentile(latencies, 50) * 1000, "p99_ms": percentile(latencies, 99) * 1000,
+        "max_ms": (latencies[-1] * 1000) if latencies else float("nan"),
+    }
+
+
+async def load(args: argparse.Namespace) -> dict[str, Any]:
+    total = args.warmup + args.requests
+    split = urlsplit(args.url)
+    host, port, path = split.hostname or HOST, split.port or 80, split.path
+    bodies = [webhook_body(i, args.base) for i in range(total)]
+    headers = {"content-type": "application/x-www-form-urlencoded", "user-agent": "crmwatch-bench"}
+
+    if args.client == "raw":
+        head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                + "".join(f"{k}: {v}\r\n" for k, v in headers.items())).encode()
+        wire = [head + b"content-length: %d\r\n\r\n" % len(b) + b for b in bodies]
+        conns = [RawConnection(host, port) for _ in range(args.concurrency)]
+
+        async def send(k: int, i: int) -> int:
+            try:
+                return await conns[k].request(wire[i])
+            except BaseException:
+                conns[k].close()  # a half-read response would desynchronise the connection
+                raise
+
+        cleanup: Callable[[], Awaitable[None]] | None = None
+    else:
+        import httpx
+
+        client = httpx.AsyncClient(limits=httpx.Limits(max_connections=args.concurrency,
+                                                       max_keepalive_connections=args.concurrency),
+                                   timeout=REQUEST_TIMEOUT)
+
+        async def send(k: int, i: int) -> int:
+            return (await client.post(args.url, content=bodies[i], headers=headers)).status_code
+
+        cleanup = client.aclose
+
+    try:
+        warm = await run_phase(send, 0, args.warmup, args.concurrency)
+        server_cpu0, client_cpu0 = proc_cpu_seconds(args.server_pid), time.process_time()
+        result = await run_phase(send, args.warmup, args.requests, args.concurrency)
+        server_cpu1, client_cpu1 = proc_cpu_seconds(args.server_pid), time.process_time()
+    finally:
+        if cleanup is not None:
+            await cleanup()
+        else:
+            for c in conns:
+                c.close()
+    if server_cpu0 is not None and server_cpu1 is not None:
+        result["server_cpu"] = (server_cpu1 - server_cpu0) / result["elapsed"]
+    result["client_cpu"] = (client_cpu1 - client_cpu0) / result["elapsed"]
+    result["warmup"] = {k: warm[k] for k in ("responses", "ok", "non_2xx", "errors")}
+    result["ok_total"] = warm["ok"] + result["ok"]
+    return result
+
+
+def load_main(args: argparse.Namespace) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        result = asyncio.run(load(args))
+        result["client_loop"] = "asyncio"
+    else:
+        result = uvloop.run(load(args))
+        result["client_loop"] = "uvloop"
+    print(json.dumps(result))
+
+
+# --------------------------------------------------------------------------- orchestration
+
+class BenchError(Exception):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def crmwatch_command() -> list[str]:
+    """The `crmwatch` console script of this interpreter's environment."""
+    beside = Path(sys.executable).with_name("crmwatch")
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("crmwatch")
+    return [found] if found else [sys.executable, "-m", "app.cli"]
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@contextlib.contextmanager
+def server(cmd: list[str], *, env: dict[str, str], cwd: Path, log: Path, ready_url: str) -> Iterator[int]:
+    """Runs a server subprocess until the block ends; yields its pid once ready_url answers 200."""
+    import httpx
+
+    with log.open("wb") as log_file:
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log_file,
+                                stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                raise BenchError(f"{cmd[-5:]} exited with {proc.returncode}:\n{log_tail(log)}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(ready_url, timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise BenchError(f"not ready after {STARTUP_TIMEOUT:.0f} s:\n{log_tail(log)}")
+            time.sleep(0.1)
+        yield proc.pid
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # graceful: crmwatch commits what it queued and stops
+            try:
+                proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def run_load(args: argparse.Namespace, url: str, server_pid: int, base: int) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "_load", "--url", url, "--requests", str(args.requests),
+           "--warmup", str(args.warmup), "--concurrency", str(args.concurrency), "--client", args.client,
+           "--server-pid", str(server_pid), "--base", str(base)]
+    budget = 120 + (args.requests + args.warmup) * REQUEST_TIMEOUT / max(1, args.concurrency)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=budget, check=False)
+    if done.returncode != 0:
+        raise BenchError(f"the load generator failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench_bare(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    port = free_port()
+    cmd = [sys.executable, str(Path(__file__).resolve()), "_bare", "--host", HOST, "--port", str(port)]
+    with server(cmd, env=dict(os.environ), cwd=workdir, log=workdir / "bare.log",
+                ready_url=f"http://{HOST}:{port}/healthz") as pid:
+        return run_load(args, f"http://{HOST}:{port}/hooks/amocrm/bare-benchmark-key", pid, base=1_764_000_000)
+
+
+def database_url(option: str, workdir: Path) -> str:
+    if option == "sqlite":
+        return f"sqlite+aiosqlite:///{workdir / 'crmwatch-bench.db'}"
+    for plain, driver in (("sqlite://", "sqlite+aiosqlite://"), ("postgresql://", "postgresql+asyncpg://"),
+                          ("postgres://", "postgresql+asyncpg://")):
+        if option.startswith(plain):
+            return driver + option.removeprefix(plain)
+    return option
+
+
+def sqlite_file(url: str) -> Path | None:
+    if not url.startswith("sqlite"):
+        return None
+    path = unquote(url.split(":///", 1)[1].split("?", 1)[0]) if ":///" in url else ""
+    return Path(path) if path and path != ":memory:" else None
+
+
+STATUS_QUERY = "SELECT status, count(*) FROM inbox_events WHERE account_id = :a GROUP BY status"
+
+
+async def _inbox_status_async(url: str, account_id: int) -> dict[str, int]:
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return {st: int(n) for st, n in await conn.execute(text(STATUS_QUERY), {"a": account_id})}
+    finally:
+        await engine.dispose()
+
+
+def inbox_status(url: str, account_id: int) -> tuple[dict[str, int] | None, str]:
+    """Rows of the benchmark account in inbox_events by status, read after the server stopped."""
+    path = sqlite_file(url)
+    if path is not None:
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            rows = db.execute(STATUS_QUERY.replace(":a", "?"), (account_id,)).fetchall()
+        return {st: n for st, n in rows}, "sqlite3 on the database file"
+    if url.startswith("postgresql"):
+        try:
+            return asyncio.run(_inbox_status_async(url, account_id)), "SQLAlchemy"
+        except Exception as exc:
+            return None, f"skipped ({type(exc).__name__}: {exc})"
+    return None, "skipped: unsupported database"
+
+
+def log_summary(path: Path) -> dict[str, int]:
+    """How many times each (level, event) appears in crmwatch's JSON log."""
+    counts: dict[str, int] = {}
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return counts
+    for line in lines:
+        try:
+            record = json.loads(line)
+            key = f"{record.get('level', '?')} {record.get('event', '?')}"
+        except (ValueError, AttributeError):
+            key = "unparsed line"
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def bench_crmwatch(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    import httpx
+
+    port = free_port()
+    url = database_url(args.database, workdir)
+    admin = secrets.token_urlsafe(24)
+    env = dict(os.environ, CRMWATCH_DATABASE_URL=url, CRMWATCH_ADMIN_TOKEN=admin,
+               CRMWATCH_SECRET_KEY=secrets.token_urlsafe(32), CRMWATCH_SECRET_KEY_FILE=str(workdir / "secret"),
+               CRMWATCH_LOG_LEVEL="WARNING", CRMWATCH_LOG_JSON="true", CRMWATCH_PUBLIC_URL=f"http://{HOST}:{port}")
+    cmd = [*crmwatch_command(), "serve", "--host", HOST, "--port", str(port)]
+    if args.no_workers:
+        cmd.append("--no-workers")
+    base = f"http://{HOST}:{port}"
+    log = workdir / "crmwatch.log"
+    with server(cmd, env=env, cwd=workdir, log=log, ready_url=f"{base}/healthz") as pid:
+        created = httpx.post(f"{base}/api/accounts", headers={"authorization": f"Bearer {admin}"}, timeout=30,
+                             json={"name": "ingest benchmark", "crm": "amocrm", "base_url": DEAD_CRM_URL,
+                                   "access_token": "benchmark", "timezone": "Europe/Moscow"})
+        if created.status_code != 201:
+            raise BenchError(f"POST /api/accounts answered {created.status_code}: {created.text[:500]}")
+        account = created.json()
+        # A per-run base keeps bodies distinct from earlier runs on a reused database.
+        result = run_load(args, f"{base}/hooks/amocrm/{account['key']}", pid, base=int(time.time()))
+    result["inbox"], result["inbox_how"] = inbox_status(url, account["id"])
+    result["log"] = log_summary(log)
+    return result
+
+
+def fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def report(bare: dict[str, Any], crm: dict[str, Any]) -> None:
+    def line(label: str, key: str, spec: str, scale: float | None = None) -> None:
+        values = [r.get(key) for r in (bare, crm)]
+        cells = [fmt(v * scale if v is not None and scale else v, spec) for v in values]
+        print(f"  {label:<30}{cells[0]:>14}{cells[1]:>14}")
+
+    print()
+    print(f"  {'':<30}{'bare FastAPI':>14}{'crmwatch':>14}")
+    line("requests/s", "rps", ".0f")
+    line("p50 latency, ms", "p50_ms", ".1f")
+    line("p99 latency, ms", "p99_ms", ".1f")
+    line("max latency, ms", "max_ms", ".1f")
+    line("responses", "responses", "d")
+    line("non-2xx responses", "non_2xx", "d")
+    print(f"  {'connection errors/timeouts':<30}{sum(bare['errors'].values()):>14}{sum(crm['errors'].values()):>14}")
+    line("server CPU, % of one core", "server_cpu", ".0f", 100)
+    line("load generator CPU, % of core", "client_cpu", ".0f", 100)
+    for name, r in (("bare", bare), ("crmwatch", crm)):
+        odd = {s: n for s, n in r["statuses"].items() if not s.startswith("2")}
+        if odd or r["errors"] or r["warmup"]["non_2xx"] or r["warmup"]["errors"]:
+            print(f"  ! {name}: statuses {r['statuses']}, errors {r['errors']}, warm-up {r['warmup']}")
+
+    ratio = crm["rps"] / bare["rps"] if bare["rps"] else float("nan")
+    print()
+    print(f"  throughput ratio crmwatch/bare: {ratio:.2f}")
+    if bare.get("client_cpu", 0) > 0.9:
+        print("  note: the load generator used a whole core against the bare app, so the bare figure is a floor"
+              " and the ratio flatters crmwatch")
+    inbox = crm["inbox"]
+    if inbox is None:
+        print(f"  durability: {crm['ok_total']} accepted (incl. warm-up); row count {crm['inbox_how']}")
+    else:
+        rows = sum(inbox.values())
+        verdict = "OK" if rows == crm["ok_total"] else "MISMATCH"
+        print(f"  durability: {crm['ok_total']} accepted (incl. warm-up), {rows} rows in inbox_events "
+              f"({crm['inbox_how']}) -> {verdict}")
+        by_status = ", ".join(f"{n} {st}" for st, n in sorted(inbox.items()))
+        print(f"  inbox worker at shutdown: {by_status}")
+    if crm["log"]:
+        events = ", ".join(f"{n}x {key}" for key, n in sorted(crm["log"].items(), key=lambda kv: -kv[1])[:6])
+        print(f"  crmwatch log (WARNING and up): {events}")
+    print()
+    print("  goals")
+    print(f"    throughput ratio >= {GOAL_RATIO}: {'MET' if ratio >= GOAL_RATIO else 'NOT MET'} ({ratio:.2f})")
+    print(f"    crmwatch p99 <= {GOAL_P99_MS:.0f} ms: {'MET' if crm['p99_ms'] <= GOAL_P99_MS else 'NOT MET'} "
+          f"({crm['p99_ms']:.1f} ms)")
+
+
+def orchestrate(args: argparse.Namespace) -> int:
+    db_label = "SQLite, fresh temporary file" if args.database == "sqlite" else "given database URL"
+    if args.no_workers:
+        db_label += ", crmwatch WITHOUT workers (not the production setup)"
+    print(f"crmwatch ingest benchmark: {args.requests} requests after {args.warmup} warm-up, "
+          f"{args.concurrency} concurrent senders, {args.client} client in its own process, {db_label}, "
+          f"{os.cpu_count()} CPUs")
+    with contextlib.suppress(OSError, AttributeError):
+        # Other work on the machine skews both figures; a high load before we start says so.
+        print(f"  load average before the run: {os.getloadavg()[0]:.2f}")
+    with tempfile.TemporaryDirectory(prefix="crmwatch-bench-") as tmp:
+        workdir = Path(tmp)
+        try:
+            print("  running the bare FastAPI endpoint ...", flush=True)
+            bare = bench_bare(args, workdir)
+            print(f"  running crmwatch (workers {'OFF' if args.no_workers else 'on'}) ...", flush=True)
+            crm = bench_crmwatch(args, workdir)
+        except (BenchError, subprocess.TimeoutExpired) as exc:
+            print(f"benchmark failed: {exc}", file=sys.stderr)
+            return 2
+    report(bare, crm)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["_bare"]:  # internal: the baseline server process
+        p = argparse.ArgumentParser(prog="ingest.py _bare")
+        p.add_argument("--host", default=HOST)
+        p.add_argument("--port", type=int, required=True)
+        a = p.parse_args(argv[1:])
+        serve_bare(a.host, a.port)
+        return 0
+    if argv[:1] == ["_load"]:  # internal: the load generator process
+        p = argparse.ArgumentParser(prog="ingest.py _load")
+        p.add_argument("--url", required=True)
+        p.add_argument("--requests", type=int, required=True)
+        p.add_argument("--warmup", type=int, required=True)
+        p.add_argument("--concurrency", type=int, required=True)
+        p.add_argument("--client", choices=("raw", "httpx"), default="raw")
+        p.add_argument("--server-pid", type=int, required=True)
+        p.add_argument("--base", type=int, required=True)
+        load_main(p.parse_args(argv[1:]))
+        return 0
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--requests", type=int, default=5000, help="measured requests per target (default 5000)")
+    p.add_argument("--warmup", type=int, default=200, help="unmeasured requests first (default 200)")
+    p.add_argument("--concurrency", type=int, default=50, help="concurrent senders/connections (default 50)")
+    p.add_argument("--database", default="sqlite",
+                   help="'sqlite' for a fresh temporary file (default) or a database URL for crmwatch")
+    p.add_argument("--client", choices=("raw", "httpx"), default="raw",
+                   help="load generator: a minimal keep-alive HTTP/1.1 client (default) or httpx")
+    p.add_argument("--no-workers", action="store_true",
+                   help="diagnosis only: run crmwatch without its in-process workers (intake alone)")
+    args = p.parse_args(argv)
+    if args.requests < 1 or args.concurrency < 1 or args.warmup < 0:
+        p.error("--requests and --concurrency must be positive, --warmup not negative")
+    return orchestrate(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
