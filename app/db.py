@@ -57,7 +57,9 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
+def make_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> AsyncEngine:
+    """An engine for `url`. On SQLite, `read_only` gives one whose transactions do not take the
+    write lock (see _sqlite_begin), so readers never queue behind a writer."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
 
@@ -73,6 +75,9 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
             cur.close()
             # Take over transaction control from the driver (see _sqlite_begin).
             dbapi_conn.isolation_level = None
+
+        if read_only:
+            return engine
 
         @event.listens_for(engine.sync_engine, "begin")
         def _sqlite_begin(conn: Any) -> None:

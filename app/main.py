@@ -36,8 +36,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt = runtime or Runtime.build(settings)
         app.state.runtime = rt
-        app.state.keys = KeyCache(rt.sessions)
-        app.state.inbox_writer = writer = InboxWriter(rt.sessions)
+        app.state.keys = KeyCache(rt.reads)
+        app.state.inbox_writer = writer = InboxWriter(rt.engine)
         writer.start()
         stop = asyncio.Event()
         tasks: list[asyncio.Task[None]] = []

@@ -26,6 +26,10 @@ class Runtime:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     box: CredentialBox
+    # For transactions that only read. On SQLite they skip the write lock (every `sessions`
+    # transaction takes it up front); on PostgreSQL this is the same engine.
+    reads: async_sessionmaker[AsyncSession]
+    read_engine: AsyncEngine
     # Tests and the demo route CRM traffic to an emulator here; None means the real network.
     http_transport: httpx.AsyncBaseTransport | None = None
     limiters: LimiterRegistry = field(default_factory=LimiterRegistry)
@@ -36,8 +40,11 @@ class Runtime:
     @classmethod
     def build(cls, settings: Settings, http_transport: httpx.AsyncBaseTransport | None = None) -> Runtime:
         engine = make_engine(settings.database_url)
+        read_engine = make_engine(settings.database_url, read_only=True) if engine.dialect.name == "sqlite" \
+            else engine
         return cls(settings=settings, engine=engine, sessions=make_sessionmaker(engine),
-                   box=CredentialBox(load_secret(settings)), http_transport=http_transport)
+                   box=CredentialBox(load_secret(settings)), http_transport=http_transport,
+                   reads=make_sessionmaker(read_engine), read_engine=read_engine)
 
     crm_adapter = staticmethod(crm_adapter)
 
@@ -54,3 +61,5 @@ class Runtime:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()

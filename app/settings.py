@@ -28,7 +28,8 @@ class Settings(BaseSettings):
     # Background roles that `crmwatch serve` runs in-process.
     run_workers: bool = True
     inbox_poll_seconds: float = 1.0
-    inbox_batch_size: int = 100
+    # Small batches keep each write transaction short: on SQLite, webhook intake waits for it.
+    inbox_batch_size: int = 25
     inbox_max_attempts: int = 10
     # How often the scheduler looks for accounts due a sweep (each account's own interval is
     # in its rules document, 5 minutes by default).

@@ -36,13 +36,13 @@ async def create_account(body: AccountCreate, rt: Runtime = Depends(runtime)) ->
 
 @router.get("", response_model=list[AccountOut])
 async def list_accounts(rt: Runtime = Depends(runtime)) -> list[AccountOut]:
-    async with rt.sessions() as s:
+    async with rt.reads() as s:
         return [service.to_out(rt, a) for a in await service.list_all(s)]
 
 
 @router.get("/{account_id}", response_model=AccountOut)
 async def get_account(account_id: int, rt: Runtime = Depends(runtime)) -> AccountOut:
-    async with rt.sessions() as s:
+    async with rt.reads() as s:
         account = await service.get(s, account_id)
         if account is None:
             raise _not_found(account_id)

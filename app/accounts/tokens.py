@@ -34,7 +34,7 @@ class AccountTokens:
         self.account_id = account_id
 
     async def _read(self) -> tuple[str, dict[str, Any]]:
-        async with self.rt.sessions() as s:
+        async with self.rt.reads() as s:
             row = (await s.execute(select(Account.auth_kind, Account.credentials)
                                    .where(Account.id == self.account_id))).one()
         return row.auth_kind, self.rt.box.open(row.credentials)

@@ -43,7 +43,7 @@ async def list_findings(
     offset: int = Query(0, ge=0),
     rt: Runtime = Depends(runtime),
 ) -> FindingPage:
-    async with rt.sessions() as s:
+    async with rt.reads() as s:
         account = await s.get(Account, account_id)
         if account is None:
             raise _missing("account", account_id)
@@ -54,7 +54,7 @@ async def list_findings(
 
 
 async def _detail(rt: Runtime, finding_id: int, lang: str | None = None) -> FindingDetail:
-    async with rt.sessions() as s:
+    async with rt.reads() as s:
         finding = await s.get(Finding, finding_id)
         if finding is None:
             raise _missing("finding", finding_id)

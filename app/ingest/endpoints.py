@@ -108,7 +108,7 @@ admin_router = APIRouter(prefix="/api/accounts", tags=["ingest"], dependencies=[
 async def inbox_state(account_id: int, request: Request) -> dict[str, Any]:
     """Webhook deliveries by state, and the latest ones the worker could not apply."""
     rt = request.app.state.runtime
-    async with rt.sessions() as s:
+    async with rt.reads() as s:
         if await s.get(Account, account_id) is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"account {account_id} not found")
         counts = dict((await s.execute(select(InboxEvent.status, func.count()).where(

@@ -64,8 +64,10 @@ async def process_batch(rt: Runtime) -> int:
                 continue
             row.status, row.processed_at = "done", utcnow()
             row.events, row.ignored = len(events), result.ignored
-            thin[row.account_id] |= result.thin_deals
-            touched[row.account_id] |= result.touched_deals
+            if result.thin_deals:
+                thin[row.account_id] |= result.thin_deals
+            if result.touched_deals:
+                touched[row.account_id] |= result.touched_deals
             INBOX_PROCESSED.labels(row.source, "done").inc()
     for account_id, deal_ids in thin.items():
         await complete_thin_deals(rt, account_id, sorted(deal_ids))
@@ -87,7 +89,7 @@ async def reevaluate(rt: Runtime, account_id: int, deal_ids: list[str]) -> None:
 async def complete_thin_deals(rt: Runtime, account_id: int, deal_ids: list[str]) -> None:
     """Reads the full record of deals a thin webhook named. Best effort: the next sync fills
     whatever this misses, and the thin event's own facts (the stage) are already applied."""
-    async with rt.sessions() as s:
+    async with rt.reads() as s:
         account = await s.get(Account, account_id)
     if account is None or account.status != "active":
         return
@@ -104,7 +106,7 @@ async def complete_thin_deals(rt: Runtime, account_id: int, deal_ids: list[str])
 
 
 async def pending_count(rt: Runtime) -> int:
-    async with rt.sessions() as s:
+    async with rt.reads() as s:
         return await s.scalar(select(func.count()).select_from(InboxEvent).where(InboxEvent.status == "pending")) or 0
 
 

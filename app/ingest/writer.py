@@ -15,9 +15,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-from app.db import dialect_insert
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .models import InboxEvent
 
@@ -33,8 +32,11 @@ class _Pending:
 
 
 class InboxWriter:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self._sessions = sessions
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+        self._statement = dialect.insert(InboxEvent.__table__).on_conflict_do_nothing(
+            index_elements=["account_id", "source", "dedup_key"])
         # None is the stop marker: everything queued before it is still committed.
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -90,10 +92,9 @@ class InboxWriter:
                     _resolve(p.done, None)
 
     async def _insert(self, rows: list[dict[str, Any]]) -> None:
-        async with self._sessions() as s, s.begin():
-            stmt = dialect_insert(s, InboxEvent.__table__).on_conflict_do_nothing(
-                index_elements=["account_id", "source", "dedup_key"])
-            await s.execute(stmt, rows)
+        # Core on a bare connection: the ORM session would add nothing here but overhead.
+        async with self._engine.begin() as conn:
+            await conn.execute(self._statement, rows)
 
 
 def _resolve(fut: asyncio.Future[None], exc: BaseException | None) -> None:

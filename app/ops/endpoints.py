@@ -13,7 +13,7 @@ async def healthz(request: Request) -> JSONResponse:
     """Liveness and readiness: 200 when the database answers, 503 when it does not."""
     rt = request.app.state.runtime
     try:
-        async with rt.sessions() as s:
+        async with rt.reads() as s:
             await s.execute(text("SELECT 1"))
     except Exception as exc:
         return JSONResponse({"status": "unavailable", "database": type(exc).__name__}, status_code=503)

@@ -20,7 +20,7 @@ router = APIRouter(prefix="/api/accounts", tags=["rules"], dependencies=[Depends
 @router.get("/{account_id}/rules", response_model=config.RulesDocument)
 async def get_rules(account_id: int, rt: Runtime = Depends(runtime)) -> config.RulesDocument:
     """The account's rule settings with every default filled in."""
-    async with rt.sessions() as s:
+    async with rt.reads() as s:
         if await s.get(Account, account_id) is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"account {account_id} not found")
         return (await config.load(s, account_id)).with_defaults()

@@ -45,7 +45,7 @@ async def sweep_account(rt: Runtime, account_id: int, now: datetime | None = Non
 async def sweep_due(rt: Runtime, now: datetime | None = None) -> int:
     """Sweeps every account whose turn has come; returns how many."""
     now = now or utcnow()
-    async with rt.sessions() as s:
+    async with rt.reads() as s:
         due = list(await s.scalars(select(Account.id).where(
             or_(Account.next_sweep_at.is_(None), Account.next_sweep_at <= now)).order_by(Account.id)))
     for account_id in due:

@@ -53,7 +53,7 @@ async def claim_next(rt: Runtime) -> int | None:
 
 
 async def run_sync(rt: Runtime, account_id: int) -> None:
-    async with rt.sessions() as s:
+    async with rt.reads() as s:
         account = await s.get(Account, account_id)
     if account is None:
         return
