@@ -36,6 +36,8 @@ class Runtime:
     # Set when new inbox rows or sync requests exist, so workers wake without waiting a poll.
     inbox_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     sync_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    # time.monotonic() of the last webhook accepted; background work yields to a busy intake.
+    last_intake: float = 0.0
 
     @classmethod
     def build(cls, settings: Settings, http_transport: httpx.AsyncBaseTransport | None = None) -> Runtime:

@@ -1,7 +1,7 @@
 """Webhook intake benchmark: crmwatch against a bare FastAPI endpoint, in one run.
 
     python bench/ingest.py [--requests N] [--concurrency C] [--warmup W]
-                           [--database sqlite|URL] [--client raw|httpx] [--no-workers]
+                           [--database sqlite|URL] [--client raw|httpx] [--no-workers | --split-worker]
 
 Both servers run in their own subprocess with the same uvicorn settings (one process, the
 same host, loop="auto", http="auto", no access log). The load generator is a third process,
@@ -330,6 +330,24 @@ def server(cmd: list[str], *, env: dict[str, str], cwd: Path, log: Path, ready_u
                 proc.wait()
 
 
+@contextlib.contextmanager
+def background(cmd: list[str], *, env: dict[str, str], cwd: Path, log: Path) -> Iterator[int]:
+    """A helper process (no port) for the duration of the block, stopped gracefully."""
+    with log.open("wb") as log_file:
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log_file,
+                                stderr=subprocess.STDOUT)
+    try:
+        yield proc.pid
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 def run_load(args: argparse.Namespace, url: str, server_pid: int, base: int) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "_load", "--url", url, "--requests", str(args.requests),
            "--warmup", str(args.warmup), "--concurrency", str(args.concurrency), "--client", args.client,
@@ -423,7 +441,7 @@ def bench_crmwatch(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                CRMWATCH_SECRET_KEY=secrets.token_urlsafe(32), CRMWATCH_SECRET_KEY_FILE=str(workdir / "secret"),
                CRMWATCH_LOG_LEVEL="WARNING", CRMWATCH_LOG_JSON="true", CRMWATCH_PUBLIC_URL=f"http://{HOST}:{port}")
     cmd = [*crmwatch_command(), "serve", "--host", HOST, "--port", str(port)]
-    if args.no_workers:
+    if args.no_workers or args.split_worker:
         cmd.append("--no-workers")
     base = f"http://{HOST}:{port}"
     log = workdir / "crmwatch.log"
@@ -434,8 +452,15 @@ def bench_crmwatch(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         if created.status_code != 201:
             raise BenchError(f"POST /api/accounts answered {created.status_code}: {created.text[:500]}")
         account = created.json()
-        # A per-run base keeps bodies distinct from earlier runs on a reused database.
-        result = run_load(args, f"{base}/hooks/amocrm/{account['key']}", pid, base=int(time.time()))
+        with contextlib.ExitStack() as stack:
+            if args.split_worker:
+                # The production layout for load: intake in one process, workers in another.
+                stack.enter_context(background([*crmwatch_command(), "worker"], env=env, cwd=workdir,
+                                               log=workdir / "worker.log"))
+            # A per-run base keeps bodies distinct from earlier runs on a reused database.
+            result = run_load(args, f"{base}/hooks/amocrm/{account['key']}", pid, base=int(time.time()))
+            if args.split_worker:
+                time.sleep(2)  # let the worker show it keeps up before the row count
     result["inbox"], result["inbox_how"] = inbox_status(url, account["id"])
     result["log"] = log_summary(log)
     return result
@@ -508,7 +533,9 @@ def orchestrate(args: argparse.Namespace) -> int:
         try:
             print("  running the bare FastAPI endpoint ...", flush=True)
             bare = bench_bare(args, workdir)
-            print(f"  running crmwatch (workers {'OFF' if args.no_workers else 'on'}) ...", flush=True)
+            layout = "workers OFF" if args.no_workers else "worker in its own process" if args.split_worker \
+                else "workers on, in-process"
+            print(f"  running crmwatch ({layout}) ...", flush=True)
             crm = bench_crmwatch(args, workdir)
         except (BenchError, subprocess.TimeoutExpired) as exc:
             print(f"benchmark failed: {exc}", file=sys.stderr)
@@ -548,6 +575,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="load generator: a minimal keep-alive HTTP/1.1 client (default) or httpx")
     p.add_argument("--no-workers", action="store_true",
                    help="diagnosis only: run crmwatch without its in-process workers (intake alone)")
+    p.add_argument("--split-worker", action="store_true",
+                   help="the scale-out layout: `serve --no-workers` for intake plus `crmwatch worker` beside it")
     args = p.parse_args(argv)
     if args.requests < 1 or args.concurrency < 1 or args.warmup < 0:
         p.error("--requests and --concurrency must be positive, --warmup not negative")

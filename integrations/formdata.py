@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_plus, unquote_to_bytes
 
 _KEY = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
 _PART = re.compile(r"\[([^\[\]]*)\]")
@@ -53,3 +54,56 @@ def items(node: Any) -> list[dict[str, Any]]:
     keyed = [(k, v) for k, v in node.items() if isinstance(v, dict)]
     keyed.sort(key=lambda kv: (0, int(kv[0])) if kv[0].isdigit() else (1, kv[0]))
     return [v for _, v in keyed]
+
+
+def scan_bracket_form(body: bytes, wanted: frozenset[str]) -> tuple[set[str], dict[str, str]]:
+    """The cheap half of parse_bracket_form, for the webhook request path: rejects everything it
+    rejects, but builds no tree. Returns the top-level names and the values of the `wanted` keys
+    (written as decoded paths, e.g. "account[id]").
+
+    About a third of the cost of a full parse on a typical amoCRM post: senders percent-encode
+    everything, so the body is ASCII and most of the work stays in C.
+    """
+    try:
+        text = body.decode("ascii")
+    except UnicodeDecodeError:
+        # Raw UTF-8 in a form is legal, just unusual: take the thorough path.
+        tree = parse_bracket_form(body)
+        return set(tree), {}
+    try:
+        # One pass validates every escape's UTF-8 at once; literal '&' and '=' are ASCII, so
+        # a valid whole means valid parts.
+        if "\x00" in unquote_to_bytes(text.replace("+", " ")).decode("utf-8"):
+            raise FormError("a field contains a NUL character")
+    except UnicodeDecodeError as exc:
+        raise FormError(f"not UTF-8: {exc}") from None
+    fields = text.split("&")
+    if len(fields) > MAX_FIELDS:
+        raise FormError("too many fields")
+    keys: list[str] = []
+    found: dict[str, str] = {}
+    roots: set[str] = set()
+    for field in fields:
+        raw_key, eq, raw_value = field.partition("=")
+        if not eq:
+            raise FormError(f"not a form-encoded body: bad query field: {field[:80]!r}")
+        # Keys are plain names and brackets; str.replace is C, unquote is not.
+        key = raw_key.replace("%5B", "[").replace("%5D", "]")
+        if "%" in key or "+" in key:
+            key = unquote_plus(raw_key)
+        match = _KEY.match(key)
+        if not match:
+            raise FormError(f"malformed field name: {key[:80]!r}")
+        if key.count("[") >= MAX_DEPTH:
+            raise FormError("field nested too deep")
+        roots.add(match.group(1))
+        keys.append(key)
+        if key in wanted:
+            found[key] = unquote_plus(raw_value)
+    # A name used both as a value and as a container ("a=1&a[b]=2") has no tree.
+    keys.sort()
+    for key in keys:
+        i = bisect_left(keys, key + "[")
+        if i < len(keys) and keys[i].startswith(key + "["):
+            raise FormError(f"field {key[:80]!r} clashes with a nested field")
+    return roots, found

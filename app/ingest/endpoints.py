@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -87,6 +88,7 @@ def _crm_hook(crm: str) -> Callable[[Request, str], Awaitable[JSONResponse]]:
             "received_at": now, "status": "pending", "attempts": 0, "next_attempt_at": now,
         })
         rt.inbox_wakeup.set()
+        rt.last_intake = time.monotonic()
         WEBHOOKS.labels(crm, "accepted").inc()
         return JSONResponse({"status": "accepted"})
 

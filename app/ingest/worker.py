@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
 from datetime import timedelta
 
@@ -29,14 +30,14 @@ from .models import InboxEvent
 log = logging.getLogger(__name__)
 
 
-async def process_batch(rt: Runtime) -> int:
-    """Processes up to inbox_batch_size due rows; returns how many it took."""
+async def process_batch(rt: Runtime, limit: int | None = None) -> int:
+    """Processes up to `limit` (default inbox_batch_size) due rows; returns how many it took."""
     thin: dict[int, set[str]] = defaultdict(set)
     touched: dict[int, set[str]] = defaultdict(set)
     now = utcnow()
     async with rt.sessions() as s, s.begin():
         query = (select(InboxEvent).where(InboxEvent.status == "pending", InboxEvent.next_attempt_at <= now)
-                 .order_by(InboxEvent.id).limit(rt.settings.inbox_batch_size))
+                 .order_by(InboxEvent.id).limit(limit or rt.settings.inbox_batch_size))
         if is_postgres(s):
             query = query.with_for_update(skip_locked=True)
         rows = list(await s.scalars(query))
@@ -121,15 +122,42 @@ async def drain(rt: Runtime, max_batches: int = 1000) -> int:
     return total
 
 
+# A burst of webhooks must be answered fast (amoCRM gives up on a hook that answers slowly),
+# and on SQLite every worker transaction makes intake wait for the one write lock. So while
+# webhooks keep arriving the worker stands back and the inbox absorbs the burst, unless its
+# oldest row has waited MAX_DEFER_S: then it takes small batches, resting between them.
+BUSY_WINDOW_S = 0.5
+MAX_DEFER_S = 30.0
+BUSY_BATCH = 5
+BUSY_REST_FACTOR = 3.0
+
+
+def intake_busy(rt: Runtime) -> bool:
+    return time.monotonic() - rt.last_intake < BUSY_WINDOW_S
+
+
+async def _oldest_pending_age(rt: Runtime) -> float:
+    async with rt.reads() as s:
+        oldest = await s.scalar(select(func.min(InboxEvent.received_at)).where(InboxEvent.status == "pending"))
+    return (utcnow() - oldest).total_seconds() if oldest else 0.0
+
+
 async def run_forever(rt: Runtime, stop: asyncio.Event) -> None:
     while not stop.is_set():
+        busy = intake_busy(rt)
+        if busy and await _oldest_pending_age(rt) < MAX_DEFER_S:
+            await asyncio.sleep(BUSY_WINDOW_S)
+            continue
+        started = time.monotonic()
         try:
-            n = await process_batch(rt)
+            n = await process_batch(rt, BUSY_BATCH if busy else None)
             if n == 0:
                 INBOX_PENDING.set(await pending_count(rt))
         except Exception:
             log.exception("inbox.worker_error")
             n = 0
+        if n and busy:
+            await asyncio.sleep((time.monotonic() - started) * BUSY_REST_FACTOR)
         if n == 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(rt.inbox_wakeup.wait(), rt.settings.inbox_poll_seconds)

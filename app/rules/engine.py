@@ -126,80 +126,98 @@ async def _evaluate_rule(s: AsyncSession, rule: Rule, ctx: RuleContext, actor: s
     now = ctx.at(ctx.now)
     result = EvaluationResult()
     await s.execute(delete(violations_table))
+    violating = 0
     if ctx.config.enabled:
-        await s.execute(insert(violations_table).from_select(
-            ["entity_id", "deal_id", "manager_id", "started_at", "opens"], rule.violations(ctx)))
+        violating = (await s.execute(insert(violations_table).from_select(
+            ["entity_id", "deal_id", "manager_id", "started_at", "opens"], rule.violations(ctx)))).rowcount or 0
     key = _key(rule, ctx.account_id)
     matched = and_(*key, Finding.entity_id == _v.entity_id)
     new_status = case((_v.opens == true(), literal("open")), else_=literal("pending"))
 
+    # Which steps can change anything? One cheap look saves most statements, which matters for
+    # incremental evaluation (a few deals, after every inbox batch) far more than for sweeps.
+    statuses: dict[str, int] = {}
+    if violating:
+        statuses = dict((await s.execute(select(Finding.status, func.count()).select_from(Finding)
+                                         .join(violations_table, matched).group_by(Finding.status))).all())
+    in_scope = [*key, Finding.status.in_(ACTIVE)]
+    if ctx.deal_ids is not None:
+        in_scope.append(Finding.deal_id.in_(ctx.deal_ids))
+    active = await s.scalar(select(func.count()).select_from(Finding).where(*in_scope)) or 0
+
     # 1. Findings seen for the first time.
-    fresh = (select(literal(ctx.account_id), literal(rule.name), literal(rule.version), literal(rule.entity_type),
-                    _v.entity_id, _v.deal_id, _v.manager_id, literal(rule.severity), new_status, _v.started_at,
-                    case((_v.opens == true(), now), else_=None), case((_v.opens == true(), 1), else_=0),
-                    false(), now, now)
-             .where(~exists().where(matched)))
-    inserted = await s.execute(
-        dialect_insert(s, Finding.__table__).from_select(
-            ["account_id", "rule", "rule_version", "entity_type", "entity_id", "deal_id", "manager_id", "severity",
-             "status", "started_at", "opened_at", "times_opened", "suppressed", "created_at", "updated_at"], fresh)
-        .on_conflict_do_nothing())
-    if inserted.rowcount:
-        await _history(s, select(Finding.id, now, literal(None), Finding.status, literal(actor),
-                                 literal("condition began"))
-                       .where(*key, Finding.created_at == now))
-        result.opened += await s.scalar(select(func.count()).select_from(Finding).where(
-            *key, Finding.created_at == now, Finding.status == "open")) or 0
+    if violating > sum(statuses.values()):
+        fresh = (select(literal(ctx.account_id), literal(rule.name), literal(rule.version),
+                        literal(rule.entity_type), _v.entity_id, _v.deal_id, _v.manager_id, literal(rule.severity),
+                        new_status, _v.started_at, case((_v.opens == true(), now), else_=None),
+                        case((_v.opens == true(), 1), else_=0), false(), now, now)
+                 .where(~exists().where(matched)))
+        inserted = await s.execute(
+            dialect_insert(s, Finding.__table__).from_select(
+                ["account_id", "rule", "rule_version", "entity_type", "entity_id", "deal_id", "manager_id",
+                 "severity", "status", "started_at", "opened_at", "times_opened", "suppressed", "created_at",
+                 "updated_at"], fresh)
+            .on_conflict_do_nothing())
+        if inserted.rowcount:
+            await _history(s, select(Finding.id, now, literal(None), Finding.status, literal(actor),
+                                     literal("condition began"))
+                           .where(*key, Finding.created_at == now))
+            result.opened += await s.scalar(select(func.count()).select_from(Finding).where(
+                *key, Finding.created_at == now, Finding.status == "open")) or 0
 
     # 2. Regressions: a resolved finding whose condition is back opens again, history kept.
-    regressed = and_(matched, Finding.status == "resolved")
-    await _history(s, select(Finding.id, now, Finding.status, new_status, literal(actor), literal("regression"))
-                   .select_from(Finding).join(violations_table, regressed))
-    reopened = await s.execute(update(Finding).where(regressed).values(
-        status=new_status, opened_at=case((_v.opens == true(), now), else_=None), resolved_at=None,
-        acknowledged_at=None, acknowledged_by=None, snoozed_until=None, snoozed_by=None, snooze_reason=None,
-        times_opened=Finding.times_opened + case((_v.opens == true(), 1), else_=0), started_at=_v.started_at,
-        deal_id=_v.deal_id, manager_id=_v.manager_id, rule_version=rule.version, updated_at=now))
-    result.opened += reopened.rowcount or 0
+    if statuses.get("resolved"):
+        regressed = and_(matched, Finding.status == "resolved")
+        result.opened += await s.scalar(select(func.count()).select_from(Finding).join(
+            violations_table, and_(regressed, _v.opens == true()))) or 0
+        await _history(s, select(Finding.id, now, Finding.status, new_status, literal(actor),
+                                 literal("regression")).select_from(Finding).join(violations_table, regressed))
+        await s.execute(update(Finding).where(regressed).values(
+            status=new_status, opened_at=case((_v.opens == true(), now), else_=None), resolved_at=None,
+            acknowledged_at=None, acknowledged_by=None, snoozed_until=None, snoozed_by=None, snooze_reason=None,
+            times_opened=Finding.times_opened + case((_v.opens == true(), 1), else_=0), started_at=_v.started_at,
+            deal_id=_v.deal_id, manager_id=_v.manager_id, rule_version=rule.version, updated_at=now))
 
     # 3. The grace period has passed.
-    due = and_(matched, Finding.status == "pending", _v.opens == true())
-    await _history(s, select(Finding.id, now, Finding.status, literal("open"), literal(actor),
-                             literal("grace period over")).select_from(Finding).join(violations_table, due))
-    promoted = await s.execute(update(Finding).where(due).values(
-        status="open", opened_at=now, times_opened=Finding.times_opened + 1, updated_at=now))
-    result.opened += promoted.rowcount or 0
+    if statuses.get("pending"):
+        due = and_(matched, Finding.status == "pending", _v.opens == true())
+        await _history(s, select(Finding.id, now, Finding.status, literal("open"), literal(actor),
+                                 literal("grace period over")).select_from(Finding).join(violations_table, due))
+        promoted = await s.execute(update(Finding).where(due).values(
+            status="open", opened_at=now, times_opened=Finding.times_opened + 1, updated_at=now))
+        result.opened += promoted.rowcount or 0
 
     # 4. A snooze ended and the problem is still there.
-    woke = and_(matched, Finding.status == "snoozed", Finding.snoozed_until <= now)
-    await _history(s, select(Finding.id, now, Finding.status, literal("open"), literal(actor),
-                             literal("snooze ended")).select_from(Finding).join(violations_table, woke))
-    await s.execute(update(Finding).where(woke).values(status="open", snoozed_until=None, updated_at=now))
+    if statuses.get("snoozed"):
+        woke = and_(matched, Finding.status == "snoozed", Finding.snoozed_until <= now)
+        await _history(s, select(Finding.id, now, Finding.status, literal("open"), literal(actor),
+                                 literal("snooze ended")).select_from(Finding).join(violations_table, woke))
+        await s.execute(update(Finding).where(woke).values(status="open", snoozed_until=None, updated_at=now))
 
     # 5. Still violating: keep the facts current (a new manager, a moved due time, a new rule version).
-    changed = and_(matched, Finding.status.in_(ACTIVE), or_(
-        Finding.manager_id.is_distinct_from(_v.manager_id), Finding.deal_id.is_distinct_from(_v.deal_id),
-        Finding.started_at != _v.started_at, Finding.rule_version != rule.version))
-    await s.execute(update(Finding).where(changed).values(
-        manager_id=_v.manager_id, deal_id=_v.deal_id, started_at=_v.started_at, rule_version=rule.version,
-        updated_at=now))
+    still = sum(statuses.get(st, 0) for st in ACTIVE)
+    if still:
+        changed = and_(matched, Finding.status.in_(ACTIVE), or_(
+            Finding.manager_id.is_distinct_from(_v.manager_id), Finding.deal_id.is_distinct_from(_v.deal_id),
+            Finding.started_at != _v.started_at, Finding.rule_version != rule.version))
+        await s.execute(update(Finding).where(changed).values(
+            manager_id=_v.manager_id, deal_id=_v.deal_id, started_at=_v.started_at, rule_version=rule.version,
+            updated_at=now))
 
     # 6. Whatever no longer violates resolves, saying why.
-    gone = [*key, Finding.status.in_(ACTIVE),
-            ~exists().where(_v.entity_id == Finding.entity_id)]
-    if ctx.deal_ids is not None:
-        gone.append(Finding.deal_id.in_(ctx.deal_ids))
-    deal = select(Deal).where(Deal.account_id == Finding.account_id, Deal.id == Finding.deal_id)
-    why = case(
-        (literal(not ctx.config.enabled), literal("rule disabled")),
-        (deal.where(Deal.is_deleted == true()).exists(), literal("deal deleted")),
-        (deal.where(Deal.is_closed == true()).exists(), literal("deal closed")),
-        else_=literal("condition cleared"))
-    await _history(s, select(Finding.id, now, Finding.status, literal("resolved"), literal(actor), why)
-                   .where(*gone))
-    resolved = await s.execute(update(Finding).where(*gone).values(
-        status="resolved", resolved_at=now, snoozed_until=None, updated_at=now))
-    result.resolved += resolved.rowcount or 0
+    if active > still:
+        gone = [*in_scope, ~exists().where(_v.entity_id == Finding.entity_id)]
+        deal = select(Deal).where(Deal.account_id == Finding.account_id, Deal.id == Finding.deal_id)
+        why = case(
+            (literal(not ctx.config.enabled), literal("rule disabled")),
+            (deal.where(Deal.is_deleted == true()).exists(), literal("deal deleted")),
+            (deal.where(Deal.is_closed == true()).exists(), literal("deal closed")),
+            else_=literal("condition cleared"))
+        await _history(s, select(Finding.id, now, Finding.status, literal("resolved"), literal(actor), why)
+                       .where(*gone))
+        resolved = await s.execute(update(Finding).where(*gone).values(
+            status="resolved", resolved_at=now, snoozed_until=None, updated_at=now))
+        result.resolved += resolved.rowcount or 0
     return result
 
 
@@ -207,13 +225,15 @@ async def _suppress(s: AsyncSession, account_id: int, suppress: dict[str, list[s
                     deal_ids: list[str] | None) -> None:
     """Alertmanager-style inhibition: a finding stays quiet while an inhibiting one is open on its deal."""
     inhibitor = Finding.__table__.alias("inhibitor")
-    for target in RULES:
-        scope = [Finding.account_id == account_id, Finding.rule == target, Finding.status.in_(ACTIVE)]
-        if deal_ids is not None:
-            scope.append(Finding.deal_id.in_(deal_ids))
-        inhibitors = suppress.get(target, [])
-        quiet = (exists().where(inhibitor.c.account_id == Finding.account_id, inhibitor.c.deal_id == Finding.deal_id,
-                                inhibitor.c.rule.in_(inhibitors), inhibitor.c.status.in_(INHIBITING))
-                 if inhibitors else false())
-        await s.execute(update(Finding).where(*scope, Finding.suppressed.is_distinct_from(quiet))
-                        .values(suppressed=quiet))
+    scope = [Finding.account_id == account_id, Finding.status.in_(ACTIVE)]
+    if deal_ids is not None:
+        scope.append(Finding.deal_id.in_(deal_ids))
+    targets = {target: inhibitors for target, inhibitors in suppress.items() if inhibitors}
+    for target, inhibitors in targets.items():
+        quiet = exists().where(inhibitor.c.account_id == Finding.account_id, inhibitor.c.deal_id == Finding.deal_id,
+                               inhibitor.c.rule.in_(inhibitors), inhibitor.c.status.in_(INHIBITING))
+        await s.execute(update(Finding).where(*scope, Finding.rule == target,
+                                              Finding.suppressed.is_distinct_from(quiet)).values(suppressed=quiet))
+    # Rules no longer suppressed by the settings speak again.
+    await s.execute(update(Finding).where(*scope, Finding.rule.not_in(list(targets)), Finding.suppressed == true())
+                    .values(suppressed=False))

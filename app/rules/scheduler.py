@@ -98,6 +98,10 @@ class SweepScheduler:
             self._lock_conn = None
 
     async def tick(self) -> None:
+        from app.ingest.worker import intake_busy
+
+        if intake_busy(self.rt):
+            return  # a webhook burst has the database; the next tick sweeps
         try:
             if await self._lead():
                 await sweep_due(self.rt)

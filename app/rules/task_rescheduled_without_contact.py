@@ -24,8 +24,9 @@ class Settings(RuleSettings):
 
 def violations(ctx: RuleContext) -> Select[Any]:
     shift = ctx.settings.min_shift_minutes * 60
-    # Portable "due_at - previous_due_at >= shift": compare epoch seconds on both databases.
-    moved_enough = epoch(Task.due_at) - epoch(Task.previous_due_at) >= shift
+    # Portable "due_at - previous_due_at >= shift" in epoch seconds; SQLite's julianday arithmetic
+    # is floating point, so exactly one hour can come out a hair short: allow half a second.
+    moved_enough = epoch(Task.due_at) - epoch(Task.previous_due_at) >= shift - 0.5
     contact = (select(Note.id).where(Note.account_id == Task.account_id, Note.deal_id == Task.deal_id,
                                      Note.kind.in_(CONTACT_KINDS),
                                      Note.created_at >= func.coalesce(Task.created_at, Task.previous_due_at))

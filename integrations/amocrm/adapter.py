@@ -18,7 +18,7 @@ class AmoCrmAdapter:
     name = "amocrm"
 
     def check_webhook(self, body: bytes, content_type: str | None) -> ParsedWebhook:
-        return webhook.check(body)[1]
+        return webhook.check(body)
 
     def parse_webhook(self, body: bytes, *, region: str, received_at: datetime) -> list[DomainEvent]:
         return webhook.parse(body, region=region, received_at=received_at)

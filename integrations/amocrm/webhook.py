@@ -24,7 +24,7 @@ from integrations.base import (
     UnknownEntity,
     WebhookMalformed,
 )
-from integrations.formdata import FormError, items, parse_bracket_form
+from integrations.formdata import FormError, items, parse_bracket_form, scan_bracket_form
 from integrations.phones import normalize_all
 
 from .mapping import ENTITY_TYPES, NOTE_KINDS, money, sid, stage_kind, ts
@@ -34,7 +34,24 @@ KNOWN_ROOTS = {"account", "leads", "contacts", "companies", "task", "customers",
                "talk", "message", "chats", "incoming_leads"}
 
 
-def check(body: bytes) -> tuple[dict[str, Any], ParsedWebhook]:
+ACCOUNT_KEYS = frozenset({"account[id]", "account[subdomain]"})
+
+
+def check(body: bytes) -> ParsedWebhook:
+    """The request-path check: is this an amoCRM webhook, and for which account? (No tree is built.)"""
+    if not body:
+        raise WebhookMalformed("empty body")
+    try:
+        roots, account = scan_bracket_form(body, ACCOUNT_KEYS)
+    except FormError as exc:
+        raise WebhookMalformed(str(exc)) from None
+    if not (roots & KNOWN_ROOTS):
+        raise WebhookMalformed("no amoCRM entity or account in the body")
+    return ParsedWebhook(external_account_id=account.get("account[id]") or None,
+                         subdomain=account.get("account[subdomain]") or None)
+
+
+def _tree(body: bytes) -> dict[str, Any]:
     if not body:
         raise WebhookMalformed("empty body")
     try:
@@ -43,18 +60,11 @@ def check(body: bytes) -> tuple[dict[str, Any], ParsedWebhook]:
         raise WebhookMalformed(str(exc)) from None
     if not (form.keys() & KNOWN_ROOTS):
         raise WebhookMalformed("no amoCRM entity or account in the body")
-    account = form.get("account")
-    account = account if isinstance(account, dict) else {}
-    acc_id = account.get("id")
-    sub = account.get("subdomain")
-    return form, ParsedWebhook(
-        external_account_id=str(acc_id) if isinstance(acc_id, str) and acc_id else None,
-        subdomain=sub if isinstance(sub, str) and sub else None,
-    )
+    return form
 
 
 def parse(body: bytes, *, region: str, received_at: datetime) -> list[DomainEvent]:
-    form, _ = check(body)
+    form = _tree(body)
     events: list[DomainEvent] = []
     for root, node in form.items():
         if root == "account":

@@ -51,3 +51,41 @@ def test_items_skips_scalars_and_non_dicts() -> None:
 def test_malformed_forms_raise(body: bytes) -> None:
     with pytest.raises(FormError):
         parse_bracket_form(body)
+
+
+def test_scan_accepts_and_refuses_exactly_what_the_full_parse_does():
+    """The request path uses the cheap scan, the worker the full parse: they must never disagree,
+    or a body would be accepted at intake and then fail in the worker (or the reverse)."""
+    import random
+    from pathlib import Path
+    from urllib.parse import quote
+
+    from integrations.formdata import FormError, parse_bracket_form, scan_bracket_form
+
+    rng = random.Random(11)
+    bodies = []
+    for fixture in sorted((Path(__file__).parent.parent / "fixtures" / "amocrm").glob("*.txt")):
+        lines = [ln for ln in fixture.read_text().splitlines() if ln and not ln.startswith("#")]
+        bodies.append("&".join(quote(k, safe="") + "=" + quote(v, safe="") for k, v in
+                               (ln.split("=", 1) for ln in lines)))
+    alphabet = "[]=&%+a0Z_%5B%5D%00%FF%D0"
+    checked = 0
+    for base in bodies:
+        for _ in range(150):
+            chars = list(base)
+            for _ in range(rng.randint(1, 4)):
+                chars.insert(rng.randrange(len(chars) + 1), rng.choice(alphabet))
+            body = "".join(chars).encode()
+            try:
+                parse_bracket_form(body)
+                full_ok = True
+            except FormError:
+                full_ok = False
+            try:
+                scan_bracket_form(body, frozenset())
+                scan_ok = True
+            except FormError:
+                scan_ok = False
+            assert scan_ok == full_ok, body
+            checked += 1
+    assert checked == 150 * len(bodies)

@@ -1,0 +1,466 @@
+"""Rules sweep benchmark: evaluate every rule over a million-deal account on PostgreSQL.
+
+    python bench/sweep.py [--deals 1000000] [--tasks-per-deal 3] [--notes-per-deal 1]
+                          [--database-url postgresql+asyncpg://postgres@127.0.0.1:5432/test]
+                          [--incremental 200] [--profile]
+
+One run:
+
+1. creates a throwaway database next to the one in --database-url, runs the migrations, and
+   fills one account's mirror on the server side (INSERT … SELECT … FROM generate_series):
+   one pipeline with six open stages plus won/lost, 50 users, the open deals, their tasks
+   and notes; then VACUUM ANALYZE;
+2. times a bare full read of deals, tasks and notes (best of 3): the sweep's lower bound;
+3. times two full sweeps, engine.evaluate(session, account_id) in one transaction each,
+   commit included: the first creates the findings, the second is the steady state;
+4. reads the process's peak RSS: the mirror must never be loaded into Python;
+5. times incremental evaluation of one touched deal, for random deals, each in its own
+   transaction (median and p95);
+6. prints the figures, the findings by rule and status, and whether each goal holds;
+7. drops the database, whatever happened.
+
+--profile also prints the slowest statements of the steady-state sweep (time per statement
+as seen by the client), to show where the time goes. The exit code is 0 whatever the
+figures: this is a measurement, not a test. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import resource
+import secrets
+import statistics
+import sys
+import time
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+import app.models_all  # noqa: F401  (registers every table)
+from app.accounts.models import Account
+from app.db import make_engine, make_sessionmaker
+from app.migrate import upgrade
+from app.rules import engine as rules_engine
+
+DEFAULT_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+GOAL_SWEEP_S = 10.0
+GOAL_RATIO = 3.0
+GOAL_RSS_MB = 300.0
+GOAL_INCREMENTAL_MS = 5.0
+BARE_RUNS = 3
+
+# CRM ids are text; these bases keep the kinds of ids apart and amoCRM-looking.
+USER_BASE = 9_000_000
+PIPELINE_ID = "7000000"
+DEAL_BASE = 30_000_000
+TASK_BASE = 50_000_000
+NOTE_BASE = 80_000_000
+USERS = 50
+STAGES = [  # (id, name, kind); amoCRM's won/lost ids are 142/143 in every pipeline
+    ("7000001", "Первичный контакт", "open"),
+    ("7000002", "Квалификация", "open"),
+    ("7000003", "Переговоры", "open"),
+    ("7000004", "Коммерческое предложение", "open"),
+    ("7000005", "Согласование договора", "open"),
+    ("7000006", "Счёт выставлен", "open"),
+    ("142", "Успешно реализовано", "won"),
+    ("143", "Закрыто и не реализовано", "lost"),
+]
+OPEN_STAGES = [s for s in STAGES if s[2] == "open"]
+
+# Generation, all on the server. Each random draw is made once per row in an inner query that
+# OFFSET 0 keeps from being flattened, so the outer CASEs see the same value in every column.
+SQL_USERS = """
+INSERT INTO users (account_id, id, name, email, is_active, synced_at)
+SELECT :account, (:user_base + u)::text, 'Менеджер ' || u, 'manager' || u || '@example.com', true, now()
+FROM generate_series(1, :users) AS u
+"""
+
+# ~90 % of deals sit in the first three stages; stage_entered_at is spread over 60 days.
+SQL_DEALS = """
+INSERT INTO deals (account_id, id, name, pipeline_id, stage_id, stage_entered_at, stage_entered_source, price,
+                   responsible_user_id, is_closed, is_deleted, created_at, closed_at, deleted_at, source_updated_at,
+                   needs_fetch, mirrored_at)
+SELECT :account, (:deal_base + g)::text, 'Сделка #' || g, :pipeline,
+       (:first_stage + floor(r_stage * r_stage * :open_stages)::int)::text,
+       now() - r_entered * interval '60 days', 'event', round((r_price * 500000)::numeric, -2)::float8,
+       (:user_base + 1 + floor(r_user * :users)::int)::text, false, false,
+       now() - r_entered * interval '60 days' - r_created * interval '30 days', NULL, NULL,
+       now() - r_entered * r_updated * interval '60 days', false, now()
+FROM (SELECT g, random() AS r_stage, random() AS r_entered, random() AS r_price, random() AS r_user,
+             random() AS r_created, random() AS r_updated
+      FROM generate_series(1, :deals) AS g OFFSET 0) AS s
+"""
+
+# Every tenth deal has only completed tasks (no open task). Elsewhere the first task of a deal
+# is open and the others are open 30 % of the time. 15 % of open tasks are overdue; 4 % of open
+# tasks were moved (mostly by an hour or more, a few by 20 minutes: below the rule's threshold).
+SQL_TASKS = """
+INSERT INTO tasks (account_id, id, deal_id, entity_type, entity_id, text, type_id, responsible_user_id, due_at,
+                   previous_due_at, due_moved_at, is_completed, completed_at, result_text, is_deleted, created_at,
+                   created_by, source_updated_at)
+SELECT :account, id, deal_id, 'leads', deal_id, task_text, type_id, responsible, due_at,
+       CASE WHEN moved THEN due_at - CASE WHEN r_shift < 0.1 THEN interval '20 minutes'
+                                          ELSE interval '1 hour' + r_shift * interval '71 hours' END END,
+       CASE WHEN moved THEN created_at + r_moved * (now() - created_at) END,
+       done, completed_at, CASE WHEN done THEN 'Выполнено' END, false, created_at, responsible,
+       coalesce(completed_at, CASE WHEN moved THEN created_at + r_moved * (now() - created_at) END, created_at)
+FROM (
+    SELECT *, least(due_at, now()) - r_created * interval '20 days' AS created_at,
+           CASE WHEN done THEN least(now(), due_at + r_created * interval '1 day') END AS completed_at
+    FROM (
+        SELECT (:task_base + (d - 1) * :per_deal + k)::text AS id, (:deal_base + d)::text AS deal_id,
+               (ARRAY['Позвонить клиенту', 'Отправить КП', 'Назначить встречу', 'Уточнить потребность',
+                      'Выставить счёт', 'Проконтролировать оплату'])[1 + floor(r_text * 6)::int] AS task_text,
+               CASE WHEN r_text < 0.5 THEN '1' ELSE '2' END AS type_id,
+               CASE WHEN r_user < 0.1 THEN NULL ELSE (:user_base + 1 + floor(r_user * :users)::int)::text END
+                   AS responsible,
+               done, NOT done AND r_moved < 0.04 AS moved, r_shift, r_moved / 0.04 AS r_moved, r_created,
+               CASE WHEN done THEN now() - r_due * interval '30 days'
+                    WHEN r_overdue < 0.15 THEN now() - interval '1 minute' - r_due * interval '10 days'
+                    ELSE now() + interval '1 hour' + r_due * interval '14 days' END AS due_at
+        FROM (SELECT d, k, d % 10 = 0 OR (k > 1 AND random() < 0.7) AS done, random() AS r_text,
+                     random() AS r_user, random() AS r_overdue, random() AS r_due, random() AS r_moved,
+                     random() AS r_shift, random() AS r_created
+              FROM generate_series(1, :deals) AS d CROSS JOIN generate_series(1, :per_deal) AS k OFFSET 0) AS r
+    ) AS t
+) AS u
+"""
+
+# Notes land on random deals (some deals get none, some several), written in the last 14 days.
+# Text: 12 % stock phrases ("Ок", "Перезвонить"), 8 % short remarks, the rest longer and of varied
+# length. text_norm is what app.mirror.text.fold() makes of text.
+NOTE_STOCK = [("Ок", "ок"), ("ок!", "ок"), ("Перезвонить", "перезвонить"), ("Не дозвонился", "не дозвонился"),
+              ("Нет ответа", "нет ответа"), ("Связался.", "связался"), ("+", "+"), ("Недозвон", "недозвон")]
+NOTE_SHORT = [("Отправил КП", "отправил кп"), ("Клиент думает", "клиент думает"), ("Ждём оплату", "ждем оплату"),
+              ("Счёт отправлен", "счет отправлен")]
+NOTE_LONG = [("Обсудили условия поставки, клиент ждёт счёт до пятницы",
+              "обсудили условия поставки, клиент ждет счет до пятницы"),
+             ("Клиент попросил перенести встречу на следующую неделю",
+              "клиент попросил перенести встречу на следующую неделю"),
+             ("Созвонились, согласовали скидку 5% при оплате до конца месяца",
+              "созвонились, согласовали скидку 5% при оплате до конца месяца"),
+             ("Отправил коммерческое предложение на почту, перезвонить в четверг",
+              "отправил коммерческое предложение на почту, перезвонить в четверг")]
+NOTE_SUFFIX = (" Детали в письме", " детали в письме")
+
+SQL_NOTES = """
+INSERT INTO notes (account_id, id, entity_type, entity_id, deal_id, kind, text, text_norm, created_by, created_at,
+                   params)
+SELECT :account, (:note_base + i)::text, 'leads', deal_id, deal_id, 'common',
+       CASE WHEN r_kind < 0.12 THEN (CAST(:stock_text AS text[]))[1 + floor(r_pick * :n_stock)::int]
+            WHEN r_kind < 0.20 THEN (CAST(:short_text AS text[]))[1 + floor(r_pick * :n_short)::int]
+            ELSE (CAST(:long_text AS text[]))[1 + floor(r_pick * :n_long)::int]
+                 || repeat(:suffix_text, floor(r_len * 6)::int) END,
+       CASE WHEN r_kind < 0.12 THEN (CAST(:stock_norm AS text[]))[1 + floor(r_pick * :n_stock)::int]
+            WHEN r_kind < 0.20 THEN (CAST(:short_norm AS text[]))[1 + floor(r_pick * :n_short)::int]
+            ELSE (CAST(:long_norm AS text[]))[1 + floor(r_pick * :n_long)::int]
+                 || repeat(:suffix_norm, floor(r_len * 6)::int) END,
+       (:user_base + 1 + floor(r_user * :users)::int)::text, now() - r_at * interval '14 days', '{}'::json
+FROM (SELECT i, (:deal_base + 1 + floor(random() * :deals)::int)::text AS deal_id, random() AS r_kind,
+             random() AS r_pick, random() AS r_len, random() AS r_user, random() AS r_at
+      FROM generate_series(1, :notes) AS i OFFSET 0) AS s
+"""
+
+BARE_SCAN = [
+    "SELECT count(*), max(stage_entered_at) FROM deals WHERE account_id = :account",
+    "SELECT count(*), max(due_at) FROM tasks WHERE account_id = :account",
+    "SELECT count(*), max(created_at) FROM notes WHERE account_id = :account",
+]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Rules sweep benchmark on PostgreSQL (see bench/README.md).")
+    p.add_argument("--deals", type=int, default=1_000_000, help="open deals (default 1,000,000)")
+    p.add_argument("--tasks-per-deal", type=int, default=3, help="tasks per deal (default 3)")
+    p.add_argument("--notes-per-deal", type=float, default=1.0, help="notes per deal on average (default 1)")
+    p.add_argument("--database-url", default=DEFAULT_URL,
+                   help="an existing PostgreSQL database; the benchmark creates and drops its own next to it")
+    p.add_argument("--incremental", type=int, default=200, help="deals re-evaluated one by one (default 200)")
+    p.add_argument("--incremental-budget", type=float, default=300.0,
+                   help="stop re-evaluating single deals after this many seconds (default 300)")
+    p.add_argument("--no-analyze", action="store_true",
+                   help="do not ANALYZE findings between the sweeps (as if autovacuum had not run yet)")
+    p.add_argument("--profile", action="store_true", help="print the slowest statements of the steady sweep")
+    p.add_argument("--seed", type=int, default=42, help="seed of the generated data and the sampled deals")
+    args = p.parse_args(argv)
+    if args.deals < 10 or args.tasks_per_deal < 1 or args.notes_per_deal < 0:
+        p.error("need --deals >= 10, --tasks-per-deal >= 1, --notes-per-deal >= 0")
+    return args
+
+
+def async_url(raw: str) -> URL:
+    url = make_url(raw)
+    if url.get_backend_name() != "postgresql":
+        raise SystemExit("this benchmark needs PostgreSQL (generate_series, VACUUM, CREATE DATABASE)")
+    return url.set(drivername="postgresql+asyncpg")
+
+
+def url_text(url: URL) -> str:
+    return url.render_as_string(hide_password=False)
+
+
+async def admin(url: URL, statement: str) -> None:
+    engine = create_async_engine(url_text(url), isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def generate(engine: AsyncEngine, args: argparse.Namespace) -> tuple[int, dict[str, float]]:
+    """Creates the account and fills its mirror; returns the account id and the seconds per step."""
+    notes = round(args.deals * args.notes_per_deal)
+    common = {"account": 0, "user_base": USER_BASE, "users": USERS, "deal_base": DEAL_BASE,
+              "deals": args.deals}
+    timings: dict[str, float] = {}
+    maker = make_sessionmaker(engine)
+    async with maker() as s, s.begin():
+        account = Account(name="sweep benchmark", crm="amocrm", base_url="https://bench.amocrm.ru",
+                          key=secrets.token_hex(16), auth_kind="token", credentials=b"x", sync_counts={})
+        s.add(account)
+        await s.flush()
+        common["account"] = account.id
+        await s.execute(text("SELECT setseed(:seed)"), {"seed": (args.seed % 1000) / 1000})
+        await s.execute(text(SQL_USERS), common)
+        await s.execute(text("INSERT INTO pipelines (account_id, id, name, sort, is_archived) "
+                             "VALUES (:account, :pipeline, 'Продажи', 0, false)"),
+                        {"account": account.id, "pipeline": PIPELINE_ID})
+        await s.execute(text("INSERT INTO stages (account_id, pipeline_id, id, name, sort, kind) "
+                             "VALUES (:account, :pipeline, :id, :name, :sort, :kind)"),
+                        [{"account": account.id, "pipeline": PIPELINE_ID, "id": sid, "name": name,
+                          "sort": 10 * (i + 1), "kind": kind} for i, (sid, name, kind) in enumerate(STAGES)])
+        started = time.perf_counter()
+        await s.execute(text(SQL_DEALS), {**common, "pipeline": PIPELINE_ID, "first_stage": int(OPEN_STAGES[0][0]),
+                                          "open_stages": len(OPEN_STAGES)})
+        timings["deals"] = time.perf_counter() - started
+        started = time.perf_counter()
+        await s.execute(text(SQL_TASKS), {**common, "task_base": TASK_BASE, "per_deal": args.tasks_per_deal})
+        timings["tasks"] = time.perf_counter() - started
+        started = time.perf_counter()
+        if notes:
+            await s.execute(text(SQL_NOTES), {
+                **common, "note_base": NOTE_BASE, "notes": notes,
+                "stock_text": [t for t, _ in NOTE_STOCK], "stock_norm": [n for _, n in NOTE_STOCK],
+                "short_text": [t for t, _ in NOTE_SHORT], "short_norm": [n for _, n in NOTE_SHORT],
+                "long_text": [t for t, _ in NOTE_LONG], "long_norm": [n for _, n in NOTE_LONG],
+                "n_stock": len(NOTE_STOCK), "n_short": len(NOTE_SHORT), "n_long": len(NOTE_LONG),
+                "suffix_text": NOTE_SUFFIX[0], "suffix_norm": NOTE_SUFFIX[1]})
+        timings["notes"] = time.perf_counter() - started
+        started = time.perf_counter()
+    timings["commit"] = time.perf_counter() - started
+    started = time.perf_counter()
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(text("VACUUM ANALYZE users, pipelines, stages, deals, tasks, notes"))
+    timings["vacuum analyze"] = time.perf_counter() - started
+    return common["account"], timings
+
+
+async def data_profile(engine: AsyncEngine, account_id: int) -> dict[str, Any]:
+    """What was generated, as the rules see it."""
+    queries = {
+        "deals": "SELECT count(*) FROM deals WHERE account_id = :a",
+        "deals without an open task": """
+            SELECT count(*) FROM deals d WHERE d.account_id = :a AND NOT EXISTS (
+                SELECT 1 FROM tasks t WHERE t.account_id = d.account_id AND t.deal_id = d.id
+                AND NOT t.is_completed AND NOT t.is_deleted)""",
+        "tasks": "SELECT count(*) FROM tasks WHERE account_id = :a",
+        "open tasks": "SELECT count(*) FROM tasks WHERE account_id = :a AND NOT is_completed",
+        "overdue open tasks": """SELECT count(*) FROM tasks WHERE account_id = :a AND NOT is_completed
+                                 AND due_at <= now()""",
+        "rescheduled open tasks": """SELECT count(*) FROM tasks WHERE account_id = :a AND NOT is_completed
+                                     AND due_moved_at IS NOT NULL""",
+        "notes": "SELECT count(*) FROM notes WHERE account_id = :a",
+        "notes shorter than 20 chars": "SELECT count(*) FROM notes WHERE account_id = :a AND length(text_norm) < 20",
+        "database size MB": "SELECT pg_database_size(current_database()) / 1048576",
+    }
+    out: dict[str, Any] = {}
+    async with engine.connect() as conn:
+        for label, sql in queries.items():
+            out[label] = (await conn.execute(text(sql), {"a": account_id})).scalar_one()
+    return out
+
+
+async def bare_scan(engine: AsyncEngine, account_id: int) -> float:
+    best = float("inf")
+    async with engine.connect() as conn:
+        for _ in range(BARE_RUNS):
+            started = time.perf_counter()
+            for sql in BARE_SCAN:
+                (await conn.execute(text(sql), {"account": account_id})).all()
+            best = min(best, time.perf_counter() - started)
+    return best
+
+
+async def sweep(engine: AsyncEngine, account_id: int) -> tuple[float, rules_engine.EvaluationResult]:
+    maker = make_sessionmaker(engine)
+    started = time.perf_counter()
+    async with maker() as s, s.begin():
+        result = await rules_engine.evaluate(s, account_id)
+    return time.perf_counter() - started, result
+
+
+async def incremental(engine: AsyncEngine, account_id: int, deal_ids: list[str], budget: float) -> list[float]:
+    maker = make_sessionmaker(engine)
+    deadline = time.perf_counter() + budget
+    # One untimed call first: the connection's temporary table and the statement caches.
+    async with maker() as s, s.begin():
+        await rules_engine.evaluate(s, account_id, deal_ids=[deal_ids[0]], actor="incremental")
+    times = []
+    for deal_id in deal_ids:
+        started = time.perf_counter()
+        async with maker() as s, s.begin():
+            await rules_engine.evaluate(s, account_id, deal_ids=[deal_id], actor="incremental")
+        times.append((time.perf_counter() - started) * 1000)
+        if time.perf_counter() > deadline:
+            break
+    return times
+
+
+async def findings_by_rule(engine: AsyncEngine, account_id: int) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = defaultdict(dict)
+    async with engine.connect() as conn:
+        rows = await conn.execute(text(
+            "SELECT rule, CASE WHEN suppressed AND status = 'open' THEN 'open (suppressed)' ELSE status END, "
+            "count(*) FROM findings WHERE account_id = :a GROUP BY 1, 2 ORDER BY 1, 2"), {"a": account_id})
+        for rule, status, count in rows:
+            out[rule][status] = count
+    return out
+
+
+class StatementProfile:
+    """Client-side time of every statement, keyed by its SQL text, while attached."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine.sync_engine
+        self.totals: dict[str, list[float]] = defaultdict(list)
+
+    def _before(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        conn.info.setdefault("bench_started", []).append(time.perf_counter())
+
+    def _after(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        self.totals[statement].append(time.perf_counter() - conn.info["bench_started"].pop())
+
+    def __enter__(self) -> StatementProfile:
+        event.listen(self.engine, "before_cursor_execute", self._before)
+        event.listen(self.engine, "after_cursor_execute", self._after)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._before)
+        event.remove(self.engine, "after_cursor_execute", self._after)
+
+    def report(self, top: int = 10) -> None:
+        ranked = sorted(self.totals.items(), key=lambda item: -sum(item[1]))
+        total = sum(sum(t) for t in self.totals.values())
+        print(f"\nslowest statements of the steady sweep ({len(self.totals)} distinct, {total:.2f} s in all):")
+        for statement, times in ranked[:top]:
+            flat = " ".join(statement.split())
+            print(f"  {sum(times):7.3f} s  x{len(times):<3} {flat[:220]}{'…' if len(flat) > 220 else ''}")
+
+
+async def run(url: URL, args: argparse.Namespace) -> None:
+    engine = make_engine(url_text(url))
+    try:
+        started = time.perf_counter()
+        account_id, timings = await generate(engine, args)
+        total = time.perf_counter() - started
+        steps = ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())
+        print(f"generated in {total:.1f} s ({steps})")
+        for label, value in (await data_profile(engine, account_id)).items():
+            print(f"  {label:<30} {value:>12,}")
+
+        async with engine.connect() as conn:
+            settings = {name: (await conn.execute(text(f"SHOW {name}"))).scalar_one()
+                        for name in ("server_version", "autovacuum", "shared_buffers", "work_mem", "jit",
+                                     "max_parallel_workers_per_gather")}
+        print("server: " + ", ".join(f"{k} {v}" for k, v in settings.items()))
+
+        bare = await bare_scan(engine, account_id)
+        print(f"\nbare scan of deals+tasks+notes (best of {BARE_RUNS}): {bare:.2f} s")
+        first, first_result = await sweep(engine, account_id)
+        print(f"first sweep:  {first:.2f} s  (opened {first_result.opened:,}, open {first_result.open:,})")
+        if not args.no_analyze:
+            # What autovacuum's autoanalyze does after the first sweep's bulk insert in production.
+            # Without it the planner still believes the findings table empty (see --no-analyze).
+            started = time.perf_counter()
+            async with engine.connect() as conn:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                await conn.execute(text("ANALYZE findings, finding_events"))
+            print(f"ANALYZE findings, finding_events: {time.perf_counter() - started:.2f} s")
+        if args.profile:
+            with StatementProfile(engine) as profile:
+                steady, steady_result = await sweep(engine, account_id)
+        else:
+            steady, steady_result = await sweep(engine, account_id)
+        print(f"steady sweep: {steady:.2f} s  (opened {steady_result.opened:,}, resolved {steady_result.resolved:,}, "
+              f"open {steady_result.open:,})")
+        peak = rss_mb()
+
+        sample = random.Random(args.seed).sample(range(1, args.deals + 1), min(args.incremental, args.deals))
+        times = await incremental(engine, account_id, [str(DEAL_BASE + d) for d in sample], args.incremental_budget)
+        median, p95 = statistics.median(times), pct(times, 0.95)
+
+        ratio = steady / bare if bare > 0 else float("inf")
+        print("\nfindings by rule:")
+        for rule, counts in (await findings_by_rule(engine, account_id)).items():
+            print(f"  {rule:<34} " + ", ".join(f"{status} {n:,}" for status, n in counts.items()))
+        print("\nresults:")
+        print(f"  bare scan                 {bare:8.2f} s")
+        print(f"  sweep, first              {first:8.2f} s")
+        print(f"  sweep, steady             {steady:8.2f} s")
+        print(f"  steady sweep / bare scan  {ratio:8.2f} x")
+        print(f"  peak RSS after sweeps     {peak:8.1f} MB")
+        print(f"  incremental, one deal     {median:8.2f} ms median, {p95:.2f} ms p95 "
+              f"({len(times)} deals)")
+        print("\ngoals:")
+        for label, ok in (
+            (f"steady sweep <= {GOAL_SWEEP_S:g} s", steady <= GOAL_SWEEP_S),
+            (f"steady sweep <= {GOAL_RATIO:g} x bare scan", ratio <= GOAL_RATIO),
+            (f"peak RSS <= {GOAL_RSS_MB:g} MB", peak <= GOAL_RSS_MB),
+            (f"incremental median <= {GOAL_INCREMENTAL_MS:g} ms", median <= GOAL_INCREMENTAL_MS),
+        ):
+            print(f"  {'MET    ' if ok else 'NOT MET'}  {label}")
+        if args.profile:
+            profile.report()
+    finally:
+        await engine.dispose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    base = async_url(args.database_url)
+    name = f"crmwatch_bench_{secrets.token_hex(4)}"
+    url = base.set(database=name)
+    print(f"database {name}: {args.deals:,} deals, {args.tasks_per_deal} tasks and {args.notes_per_deal:g} notes "
+          f"per deal")
+    asyncio.run(admin(base, f'CREATE DATABASE "{name}"'))
+    try:
+        started = time.perf_counter()
+        upgrade(url_text(url))  # outside any event loop: Alembic's env.py runs its own
+        print(f"migrated in {time.perf_counter() - started:.1f} s")
+        asyncio.run(run(url, args))
+    finally:
+        asyncio.run(admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        print(f"dropped database {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
