@@ -330,6 +330,20 @@ def server(cmd: list[str], *, env: dict[str, str], cwd: Path, log: Path, ready_u
                 proc.wait()
 
 
+def wait_for_drain(base: str, admin: str, account_id: int, limit_s: float = 120.0) -> float | None:
+    """Seconds until the worker has applied the whole burst (None if it did not within limit_s)."""
+    import httpx
+
+    started = time.monotonic()
+    while time.monotonic() - started < limit_s:
+        counts = httpx.get(f"{base}/api/accounts/{account_id}/inbox", timeout=10,
+                           headers={"authorization": f"Bearer {admin}"}).json()["counts"]
+        if counts["pending"] == 0:
+            return time.monotonic() - started
+        time.sleep(0.5)
+    return None
+
+
 @contextlib.contextmanager
 def background(cmd: list[str], *, env: dict[str, str], cwd: Path, log: Path) -> Iterator[int]:
     """A helper process (no port) for the duration of the block, stopped gracefully."""
@@ -459,8 +473,8 @@ def bench_crmwatch(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                                                log=workdir / "worker.log"))
             # A per-run base keeps bodies distinct from earlier runs on a reused database.
             result = run_load(args, f"{base}/hooks/amocrm/{account['key']}", pid, base=int(time.time()))
-            if args.split_worker:
-                time.sleep(2)  # let the worker show it keeps up before the row count
+            if not args.no_workers:
+                result["drain_s"] = wait_for_drain(base, admin, account["id"])
     result["inbox"], result["inbox_how"] = inbox_status(url, account["id"])
     result["log"] = log_summary(log)
     return result
@@ -508,6 +522,10 @@ def report(bare: dict[str, Any], crm: dict[str, Any]) -> None:
               f"({crm['inbox_how']}) -> {verdict}")
         by_status = ", ".join(f"{n} {st}" for st, n in sorted(inbox.items()))
         print(f"  inbox worker at shutdown: {by_status}")
+    if "drain_s" in crm:
+        drain = crm["drain_s"]
+        print("  worker after the burst: " + (f"applied every row within {drain:.1f} s" if drain is not None
+                                               else "had not applied every row after 120 s"))
     if crm["log"]:
         events = ", ".join(f"{n}x {key}" for key, n in sorted(crm["log"].items(), key=lambda kv: -kv[1])[:6])
         print(f"  crmwatch log (WARNING and up): {events}")

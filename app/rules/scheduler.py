@@ -90,12 +90,20 @@ class SweepScheduler:
         return False
 
     async def _drop_lock_conn(self) -> None:
-        if self._lock_conn is not None:
-            try:
-                await self._lock_conn.close()
-            except Exception:
-                log.debug("scheduler.lock_close_failed")
-            self._lock_conn = None
+        """Gives the leadership up. The lock belongs to the database session, and a closed pooled
+        connection keeps its session alive: unlock, then discard the connection from the pool."""
+        conn, self._lock_conn = self._lock_conn, None
+        if conn is None:
+            return
+        try:
+            await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": SCHEDULER_LOCK_KEY})
+        except Exception:
+            log.debug("scheduler.unlock_failed")
+        try:
+            await conn.invalidate()
+            await conn.close()
+        except Exception:
+            log.debug("scheduler.lock_close_failed")
 
     async def tick(self) -> None:
         from app.ingest.worker import intake_busy
