@@ -82,22 +82,23 @@ class RuleContext:
     def open_deal(self) -> list[ColumnElement[bool]]:
         return [*self.deal_scope(), Deal.is_deleted == false(), Deal.is_closed == false()]
 
-    def cutoff(self, seconds_of: Callable[[Any], float]) -> ColumnElement[datetime]:
-        """The instant before which a condition has lasted long enough, per the deal's pipeline and stage.
+    def per_stage(self, value_of: Callable[[Any], Any], type_: Any = None) -> ColumnElement[Any]:
+        """A setting's value for each deal, honouring overrides: the stage's, else the pipeline's,
+        else the account's. `value_of(settings)` picks (or derives) the value from a settings object."""
+        def value(settings: RuleSettings) -> ColumnElement[Any]:
+            return bindparam(None, value_of(settings), type_=type_)
 
-        `seconds_of(settings)` turns a settings object into a working-time span; the most specific
-        override wins (stage, then pipeline, then the account).
-        """
-        def instant(settings: RuleSettings) -> ColumnElement[datetime]:
-            return bindparam(None, self.calendar.cutoff(self.now, seconds_of(settings)), type_=UtcDateTime())
-
-        whens: list[tuple[ColumnElement[bool], ColumnElement[datetime]]] = []
+        whens: list[tuple[ColumnElement[bool], ColumnElement[Any]]] = []
         for (pipeline, stage), st in sorted(self.config.stages.items()):
-            whens.append((and_(Deal.pipeline_id == pipeline, Deal.stage_id == stage), instant(st)))
+            whens.append((and_(Deal.pipeline_id == pipeline, Deal.stage_id == stage), value(st)))
         for pipeline, st in sorted(self.config.pipelines.items()):
-            whens.append((Deal.pipeline_id == pipeline, instant(st)))
-        default = instant(self.config.settings)
+            whens.append((Deal.pipeline_id == pipeline, value(st)))
+        default = value(self.config.settings)
         return case(*whens, else_=default) if whens else default
+
+    def cutoff(self, seconds_of: Callable[[Any], float]) -> ColumnElement[datetime]:
+        """The instant before which a condition has lasted long enough (working time), per deal."""
+        return self.per_stage(lambda st: self.calendar.cutoff(self.now, seconds_of(st)), UtcDateTime())
 
     def at(self, value: datetime) -> ColumnElement[datetime]:
         return bindparam(None, value, type_=UtcDateTime())

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import Field, field_validator
 from sqlalchemy import Select, and_, func, or_, select, true
 
+from app.db import UtcDateTime
 from app.mirror.models import Deal, Note
 from app.mirror.text import fold
 
@@ -28,25 +29,28 @@ class Settings(RuleSettings):
         return sorted({fold(p) or "" for p in phrases})
 
 
-def _empty(note: Any, st: Settings) -> Any:
-    return or_(note.text_norm.is_(None), func.length(note.text_norm) < st.min_chars,
-               note.text_norm.in_(st.stock_phrases))
+def _empty(note: Any, min_chars: Any, stock: list[str]) -> Any:
+    return or_(note.text_norm.is_(None), func.length(note.text_norm) < min_chars, note.text_norm.in_(stock))
 
 
 def violations(ctx: RuleContext) -> Select[Any]:
-    st: Settings = ctx.settings
+    # Length and look-back follow pipeline and stage overrides; the stock phrases are one list
+    # per account (a phrase that says nothing says nothing in any stage).
+    min_chars = ctx.per_stage(lambda st: st.min_chars)
+    since = ctx.per_stage(lambda st: ctx.now - timedelta(days=st.lookback_days), UtcDateTime())
+    stock = ctx.settings.stock_phrases
     later = Note.__table__.alias("later")
     # A proper comment written after the empty one answers it.
     answered = (select(later.c.id).where(later.c.account_id == Note.account_id, later.c.deal_id == Note.deal_id,
                                          later.c.kind == "common", later.c.created_at > Note.created_at,
-                                         ~_empty(later.c, st)).exists())
+                                         ~_empty(later.c, min_chars, stock)).exists())
     return (
         select(Note.id.label("entity_id"), Note.deal_id.label("deal_id"),
                func.coalesce(Note.created_by, Deal.responsible_user_id).label("manager_id"),
                Note.created_at.label("started_at"), true().label("opens"))
         .join(Deal, and_(Deal.account_id == Note.account_id, Deal.id == Note.deal_id))
         .where(*ctx.open_deal(), Note.account_id == ctx.account_id, Note.kind == "common",
-               Note.created_at >= ctx.at(ctx.now - timedelta(days=st.lookback_days)), _empty(Note, st), ~answered)
+               Note.created_at >= since, _empty(Note, min_chars, stock), ~answered)
     )
 
 

@@ -159,11 +159,13 @@ async def _evaluate_rule(s: AsyncSession, rule: Rule, ctx: RuleContext, actor: s
                  "updated_at"], fresh)
             .on_conflict_do_nothing())
         if inserted.rowcount:
-            await _history(s, select(Finding.id, now, literal(None), Finding.status, literal(actor),
-                                     literal("condition began"))
-                           .where(*key, Finding.created_at == now))
+            # The rows just inserted are the ones with no history yet.
+            new = [*key, Finding.created_at == now,
+                   ~exists().where(FindingEvent.finding_id == Finding.id)]
             result.opened += await s.scalar(select(func.count()).select_from(Finding).where(
-                *key, Finding.created_at == now, Finding.status == "open")) or 0
+                *new, Finding.status == "open")) or 0
+            await _history(s, select(Finding.id, now, literal(None), Finding.status, literal(actor),
+                                     literal("condition began")).where(*new))
 
     # 2. Regressions: a resolved finding whose condition is back opens again, history kept.
     if statuses.get("resolved"):
@@ -189,10 +191,17 @@ async def _evaluate_rule(s: AsyncSession, rule: Rule, ctx: RuleContext, actor: s
 
     # 4. A snooze ended and the problem is still there.
     if statuses.get("snoozed"):
+        # Back to where it would be without the snooze: open, or still pending if snoozed in its grace.
         woke = and_(matched, Finding.status == "snoozed", Finding.snoozed_until <= now)
-        await _history(s, select(Finding.id, now, Finding.status, literal("open"), literal(actor),
+        first_open = and_(_v.opens == true(), Finding.opened_at.is_(None))
+        result.opened += await s.scalar(select(func.count()).select_from(Finding).join(
+            violations_table, and_(woke, _v.opens == true()))) or 0
+        await _history(s, select(Finding.id, now, Finding.status, new_status, literal(actor),
                                  literal("snooze ended")).select_from(Finding).join(violations_table, woke))
-        await s.execute(update(Finding).where(woke).values(status="open", snoozed_until=None, updated_at=now))
+        await s.execute(update(Finding).where(woke).values(
+            status=new_status, snoozed_until=None, updated_at=now,
+            opened_at=case((first_open, now), else_=Finding.opened_at),
+            times_opened=Finding.times_opened + case((first_open, 1), else_=0)))
 
     # 5. Still violating: keep the facts current (a new manager, a moved due time, a new rule version).
     still = sum(statuses.get(st, 0) for st in ACTIVE)

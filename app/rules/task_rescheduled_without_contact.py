@@ -23,7 +23,7 @@ class Settings(RuleSettings):
 
 
 def violations(ctx: RuleContext) -> Select[Any]:
-    shift = ctx.settings.min_shift_minutes * 60
+    shift = ctx.per_stage(lambda st: st.min_shift_minutes * 60.0)
     # Portable "due_at - previous_due_at >= shift" in epoch seconds; SQLite's julianday arithmetic
     # is floating point, so exactly one hour can come out a hair short: allow half a second.
     moved_enough = epoch(Task.due_at) - epoch(Task.previous_due_at) >= shift - 0.5

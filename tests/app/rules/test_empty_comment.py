@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
-
 from app.mirror.models import Note
 from app.mirror.text import fold
 from tests.app.rules.mirror_builder import (
@@ -42,21 +40,27 @@ async def _flagged(rt, aid) -> list[str]:
     return sorted(f.entity_id for f in await findings(rt, aid, RULE) if f.status == "open")
 
 
-@pytest.mark.parametrize("text", ["ок", "Ок!!", "Перезвонить.", "  перезвонить  ", "Думает ещё", "", None],
-                         ids=["ok", "ok-shouted", "stock-phrase", "stock-padded", "ten-chars", "empty", "null"])
-async def test_empty_or_stock_notes_are_findings(rt, text):
+EMPTY_NOTES = {"OK": "ок", "OK_SHOUTED": "Ок!!", "STOCK": "Перезвонить.", "STOCK_PADDED": "  перезвонить  ",
+               "TEN_CHARS": "Думает ещё", "EMPTY": "", "NULL": None}
+
+
+async def test_empty_or_stock_notes_are_findings(rt):
     aid = await _deal(rt)
     async with rt.sessions() as s, s.begin():
-        note = add_note(s, aid, "N1", "D1", text, created_at=WRITTEN, created_by=OTHER_MANAGER)
-        assert note.text_norm == fold(text)
+        for note_id, text in EMPTY_NOTES.items():
+            add_deal(s, aid, f"D_{note_id}", created_at=DEAL_CREATED)
+            note = add_note(s, aid, note_id, f"D_{note_id}", text, created_at=WRITTEN, created_by=OTHER_MANAGER)
+            assert note.text_norm == fold(text)
+    assert len(fold(EMPTY_NOTES["TEN_CHARS"]) or "") == 10
 
     await evaluate(rt, aid, NOW)
 
-    f = await finding(rt, aid, RULE, "N1")
-    assert f is not None
-    assert (f.status, f.entity_type, f.deal_id, f.manager_id, f.started_at) == ("open", "note", "D1", OTHER_MANAGER,
-                                                                                WRITTEN)
-    assert await history(rt, f.id) == [Event(None, "open", "sweep", "condition began")]
+    rows = await findings(rt, aid, RULE)
+    assert sorted(f.entity_id for f in rows) == sorted(EMPTY_NOTES)
+    for f in rows:
+        assert (f.status, f.entity_type, f.deal_id, f.manager_id, f.started_at) == (
+            "open", "note", f"D_{f.entity_id}", OTHER_MANAGER, WRITTEN)
+        assert await history(rt, f.id) == [Event(None, "open", "sweep", "condition began")]
 
 
 async def test_a_meaningful_note_is_not_a_finding(rt):
@@ -191,3 +195,16 @@ async def test_editing_a_note_into_a_proper_one_resolves_it(rt):
 
     f = await finding(rt, aid, RULE, "N1")
     assert f is not None and f.status == "resolved"
+
+
+async def test_min_chars_follows_a_stage_override(rt):
+    aid = await new_account(rt)
+    async with rt.sessions() as s, s.begin():
+        add_deal(s, aid, "D1", created_at=DEAL_CREATED, pipeline_id="P1", stage_id="S1")
+        add_deal(s, aid, "D2", created_at=DEAL_CREATED, pipeline_id="P1", stage_id="S2")
+        add_note(s, aid, "N1", "D1", "Выставили счёт", created_at=WRITTEN)  # 14 characters
+        add_note(s, aid, "N2", "D2", "Выставили счёт", created_at=WRITTEN)
+    # Short notes are fine in S1 (a 10-character minimum there), not elsewhere.
+    await save_rules(rt, aid, {"rules": {RULE: {"stages": {"P1/S1": {"min_chars": 10}}}}})
+    await evaluate(rt, aid, NOW)
+    assert await _flagged(rt, aid) == ["N2"]

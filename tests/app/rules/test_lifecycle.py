@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import select
 
 from app.db import utcnow
@@ -168,9 +167,6 @@ async def test_a_snoozed_finding_resolves_when_its_condition_clears(rt):
     assert (await history(rt, f.id))[-1] == Event("snoozed", "resolved", "sweep", "condition cleared")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: engine step 4 wakes a snoozed finding straight to 'open' without checking the grace period, "
-    "and without setting opened_at or counting times_opened"))
 async def test_a_snooze_of_a_pending_finding_ends_back_in_pending(rt):
     aid = await new_account(rt)
     due = msk(2025, 12, 8, 12, 0)
@@ -281,10 +277,6 @@ async def test_findings_are_per_account(rt):
     assert accounts == {first}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: engine step 1 finds the rows it just inserted by created_at == now, so a second evaluation at "
-    "the same instant that inserts anything re-logs 'condition began' for every finding of that rule "
-    "created at that instant and over-counts EvaluationResult.opened"))
 async def test_two_evaluations_at_the_same_instant_log_each_finding_once(rt):
     aid = await new_account(rt)
     async with rt.sessions() as s, s.begin():
@@ -301,4 +293,7 @@ async def test_two_evaluations_at_the_same_instant_log_each_finding_once(rt):
     t1 = await finding(rt, aid, "overdue_task", "T1")
     assert t1 is not None
     assert [e.reason for e in await history(rt, t1.id)] == ["condition began"]
-    assert result.opened == 1
+    # Only what opened on D2 counts (its overdue task, and the deal itself if it is also stuck).
+    opened_on_d2 = [f for f in await findings(rt, aid) if f.deal_id == "D2" and f.status == "open"]
+    assert any(f.entity_id == "T2" for f in opened_on_d2)
+    assert result.opened == len(opened_on_d2)
