@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REFRESH_MARGIN = timedelta(minutes=5)
-_process_locks: dict[int, asyncio.Lock] = {}
 
 
 class AccountTokens:
@@ -61,7 +60,8 @@ class AccountTokens:
             return None
 
     async def _refresh(self, seen_refresh_token: str | None) -> str:
-        lock = _process_locks.setdefault(self.account_id, asyncio.Lock())
+        # The database lock serializes processes; this one spares a process's own tasks the wait.
+        lock = self.rt.refresh_locks.setdefault(self.account_id, asyncio.Lock())
         async with lock, self.rt.sessions() as s, s.begin():
             await s.execute(update(Account).where(Account.id == self.account_id)
                             .values(credentials_version=Account.credentials_version))
