@@ -47,6 +47,7 @@ def _migrate(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     """Background roles only, for scale-out beside API-only processes (`serve --no-workers`)."""
     from app.ingest.worker import run_forever as inbox_loop
+    from app.outbox.delivery import run_forever as outbox_loop
     from app.rules.scheduler import SweepScheduler
     from app.runtime import Runtime
     from app.sync.service import run_forever as sync_loop
@@ -63,7 +64,7 @@ def _worker(args: argparse.Namespace) -> int:
         scheduler = SweepScheduler(rt, settings.scheduler_tick_seconds)
         scheduler.start()
         try:
-            await asyncio.gather(inbox_loop(rt, stop), sync_loop(rt, stop))
+            await asyncio.gather(inbox_loop(rt, stop), sync_loop(rt, stop), outbox_loop(rt, stop))
         finally:
             await scheduler.stop()
             await rt.dispose()
@@ -123,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--revision", default="head")
     migrate.set_defaults(func=_migrate)
 
-    worker = sub.add_parser("worker", help="run the inbox and sync workers and the sweep scheduler without the API")
+    worker = sub.add_parser("worker", help="the inbox, sync and outbox workers and the scheduler, without the API")
     worker.set_defaults(func=_worker)
 
     scheduler = sub.add_parser("scheduler", help="run only the periodic sweeps")

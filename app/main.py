@@ -20,6 +20,7 @@ from app.ingest.writer import InboxWriter
 from app.middleware import RequestContext
 from app.mirror.endpoints import router as mirror_router
 from app.ops.endpoints import router as ops_router
+from app.outbox.endpoints import router as outbox_router
 from app.rules.endpoints import router as rules_router
 from app.runtime import Runtime
 from app.settings import Settings, get_settings
@@ -44,11 +45,13 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
         scheduler = None
         if workers:
             from app.ingest.worker import run_forever as inbox_loop
+            from app.outbox.delivery import run_forever as outbox_loop
             from app.rules.scheduler import SweepScheduler
             from app.sync.service import run_forever as sync_loop
 
             tasks = [asyncio.create_task(inbox_loop(rt, stop), name="inbox-worker"),
-                     asyncio.create_task(sync_loop(rt, stop), name="sync-worker")]
+                     asyncio.create_task(sync_loop(rt, stop), name="sync-worker"),
+                     asyncio.create_task(outbox_loop(rt, stop), name="outbox-worker")]
             scheduler = SweepScheduler(rt, settings.scheduler_tick_seconds)
             scheduler.start()
         log.info("crmwatch.started", extra={"workers": workers, "database": rt.engine.dialect.name})
@@ -60,6 +63,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
             stop.set()
             rt.inbox_wakeup.set()
             rt.sync_wakeup.set()
+            rt.outbox_wakeup.set()
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -81,6 +85,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
     app.include_router(mirror_router)
     app.include_router(rules_router)
     app.include_router(findings_router)
+    app.include_router(outbox_router)
     app.include_router(inbox_router)
     app.include_router(ingest_router)
     app.add_middleware(RequestContext)

@@ -4,7 +4,8 @@ from app.accounts.models import Account
 from app.findings.models import Finding, FindingEvent
 from app.ingest.models import InboxEvent
 from app.mirror.models import Contact, ContactPhone, Deal, DealContact, Note, Pipeline, Stage, StageHistory, Task, User
+from app.outbox.models import OutboxAction
 from app.rules.models import RuleConfig
 
 __all__ = ["Account", "Contact", "ContactPhone", "Deal", "DealContact", "Finding", "FindingEvent", "InboxEvent", "Note",
-           "Pipeline", "RuleConfig", "Stage", "StageHistory", "Task", "User"]
+           "OutboxAction", "Pipeline", "RuleConfig", "Stage", "StageHistory", "Task", "User"]

@@ -36,6 +36,7 @@ class Runtime:
     # Set when new inbox rows or sync requests exist, so workers wake without waiting a poll.
     inbox_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     sync_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    outbox_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     # One OAuth refresh at a time per account within this process (app/accounts/tokens.py).
     refresh_locks: dict[int, asyncio.Lock] = field(default_factory=dict)
     # time.monotonic() of the last webhook accepted; background work yields to a busy intake.

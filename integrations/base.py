@@ -213,6 +213,21 @@ class CrmClient(Protocol):
 
     async def fetch_deals(self, ids: list[str], *, region: str) -> list[DomainEvent]: ...
 
+    async def create_tasks(self, tasks: list[NewTask]) -> dict[str, str]:
+        """Creates tasks in one request; returns request_id → the CRM's task id."""
+        ...
+
+    async def add_notes(self, notes: list[NewNote]) -> dict[str, str]:
+        """Adds notes to deals in one request; returns request_id → the CRM's note id."""
+        ...
+
+    async def close_tasks(self, closures: list[TaskClosure]) -> None: ...
+
+    async def find_marked(self, kind: str, deal_ids: list[str], markers: list[str]) -> dict[str, str]:
+        """Reads back what a lost answer may have created: marker → CRM id, for tasks or notes
+        on these deals whose text carries one of the markers."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -272,5 +287,33 @@ class CrmUnavailable(CrmError):
     """Retries exhausted on 429/5xx/timeouts: try again later, nothing is lost."""
 
 
+class CrmAmbiguous(CrmUnavailable):
+    """A write may or may not have reached the CRM (a timeout or 5xx after sending): read back
+    before sending it again."""
+
+
 class CrmRequestError(CrmError):
     """The CRM refused the request itself (a 4xx other than 401/429)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    request_id: str
+    deal_id: str
+    responsible_user_id: str | None
+    text: str
+    due_at: datetime
+    type_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewNote:
+    request_id: str
+    deal_id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskClosure:
+    task_id: str
+    result_text: str

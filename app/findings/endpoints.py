@@ -28,6 +28,8 @@ async def sweep(account_id: int, rt: Runtime = Depends(runtime)) -> SweepOut:
         if await s.get(Account, account_id) is None:
             raise _missing("account", account_id)
         result = await engine.evaluate(s, account_id, actor="api")
+    if result.enqueued:
+        rt.outbox_wakeup.set()
     return SweepOut(opened=result.opened, resolved=result.resolved, open=result.open)
 
 

@@ -82,7 +82,9 @@ async def reevaluate(rt: Runtime, account_id: int, deal_ids: list[str]) -> None:
     first, nothing is lost: the next scheduled sweep evaluates the whole account anyway."""
     try:
         async with rt.sessions() as s, s.begin():
-            await engine.evaluate(s, account_id, deal_ids=deal_ids, actor="incremental")
+            result = await engine.evaluate(s, account_id, deal_ids=deal_ids, actor="incremental")
+        if result.enqueued:
+            rt.outbox_wakeup.set()
     except Exception:
         log.exception("inbox.reevaluate_failed", extra={"account_id": account_id})
 

@@ -39,9 +39,26 @@ class ExcludeIn(BaseModel):
         return keys
 
 
+class NotifyIn(BaseModel):
+    """What a finding of this rule does in the CRM. Hours are working hours."""
+
+    model_config = ConfigDict(extra="forbid")
+    task: bool = Field(default=True, description="a task for the responsible manager when the finding opens")
+    task_due_hours: float = Field(default=4, gt=0, le=720)
+    task_type_id: str | None = Field(default=None, description="the CRM's task type; null: its default (a call)")
+    note: bool = Field(default=True, description="a note on the deal card when the finding opens")
+    close_on_resolve: bool = Field(default=True, description="close the task when the finding resolves")
+    note_on_resolve: bool = False
+    escalate_after_hours: float | None = Field(default=8, gt=0, le=2000,
+                                               description="a task for the head of sales if still open; null: never")
+    repeat_hours: float | None = Field(default=24, gt=0, le=2000,
+                                       description="remind on the card while still open, in working hours; null: never")
+
+
 class RuleEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
+    notify: NotifyIn = Field(default_factory=NotifyIn)
     settings: dict[str, Any] = Field(default_factory=dict)
     pipelines: dict[str, dict[str, Any]] = Field(default_factory=dict, description="overrides by pipeline id")
     stages: dict[str, dict[str, Any]] = Field(default_factory=dict, description="overrides by 'pipeline_id/stage_id'")
@@ -82,6 +99,10 @@ class RulesDocument(BaseModel):
     calendar: CalendarIn = Field(default_factory=CalendarIn)
     sweep_interval_minutes: int = Field(default=5, ge=1, le=1440)
     rules: dict[str, RuleEntry] = Field(default_factory=dict)
+    # Escalations go to the team's head of sales (team_supervisors: manager id → supervisor id),
+    # else to supervisor_user_id; with neither, nothing escalates.
+    supervisor_user_id: str | None = None
+    team_supervisors: dict[str, str] = Field(default_factory=dict)
     # rule → the rules whose open finding on the same deal keeps it quiet
     suppress: dict[str, list[str]] = Field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_SUPPRESS.items()})
 
@@ -111,6 +132,9 @@ class RulesDocument(BaseModel):
             rules[name] = entry.model_copy(update={"settings": rule.settings.model_validate(entry.settings)
                                                    .model_dump(mode="json")})
         return self.model_copy(update={"rules": rules})
+
+    def notify(self, name: str) -> NotifyIn:
+        return self.rules.get(name, RuleEntry()).notify
 
     def resolved(self, name: str) -> ResolvedRuleConfig:
         model = RULES[name].settings

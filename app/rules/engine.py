@@ -45,6 +45,7 @@ from app.accounts.models import Account
 from app.db import UtcDateTime, dialect_insert, utcnow
 from app.findings.models import Finding, FindingEvent
 from app.mirror.models import Deal
+from app.outbox.enqueue import enqueue
 
 from . import config as rules_config
 from .base import Rule, RuleContext
@@ -73,6 +74,7 @@ class EvaluationResult:
     opened: int = 0
     resolved: int = 0
     open: int = 0
+    enqueued: int = 0
 
     def add(self, other: EvaluationResult) -> None:
         self.opened += other.opened
@@ -103,6 +105,8 @@ async def evaluate(s: AsyncSession, account_id: int, *, deal_ids: list[str] | No
                           deal_ids=deal_ids)
         total.add(await _evaluate_rule(s, rule, ctx, actor))
     await _suppress(s, account_id, doc.suppress, deal_ids)
+    # What the CRM must hear about this, written in this same transaction.
+    total.enqueued = await enqueue(s, account_id, now, doc, calendar)
     total.open = await count_open(s, account_id)
     return total
 

@@ -37,6 +37,8 @@ async def sweep_account(rt: Runtime, account_id: int, now: datetime | None = Non
         doc = await rules_config.load(s, account_id)
         await s.execute(update(Account).where(Account.id == account_id).values(
             last_sweep_at=now, next_sweep_at=now + timedelta(minutes=doc.sweep_interval_minutes)))
+    if result.enqueued:
+        rt.outbox_wakeup.set()
     log.info("sweep.done", extra={"account_id": account_id, "opened": result.opened, "resolved": result.resolved,
                                   "open": result.open})
     return result

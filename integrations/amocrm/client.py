@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,18 +15,22 @@ import httpx
 
 from integrations.base import (
     ContactUpserted,
+    CrmAmbiguous,
     CrmAuthError,
     CrmIdentity,
     CrmRequestError,
     CrmUnavailable,
     DealUpserted,
     DomainEvent,
+    NewNote,
+    NewTask,
     NoteAdded,
     NoteKind,
     PipelineUpserted,
     StageEntered,
     StageInfo,
     SyncSection,
+    TaskClosure,
     TaskUpserted,
     TokenSource,
     UserUpserted,
@@ -74,8 +79,12 @@ class AmoCrmClient:
 
     # -- transport ---------------------------------------------------------------------------
 
-    async def request(self, method: str, url: str, *, params: Any = None, json: Any = None) -> httpx.Response:
-        """One logical call: rate-limited, retried on 429/5xx/network errors, refreshed once on 401."""
+    async def request(self, method: str, url: str, *, params: Any = None, json: Any = None,
+                      idempotent: bool = True) -> httpx.Response:
+        """One logical call: rate-limited, retried on 429/5xx/network errors, refreshed once on 401.
+
+        A non-idempotent write is retried only when it surely did not land (429, a refused
+        connection); after a timeout or a 5xx it raises CrmAmbiguous, and the caller reads back."""
         token = await self._tokens.access_token()
         refreshed = False
         attempt = 0
@@ -85,6 +94,8 @@ class AmoCrmClient:
                 resp = await self._http.request(
                     method, url, params=params, json=json, headers={"Authorization": f"Bearer {token}"})
             except httpx.TransportError as exc:
+                if not idempotent and not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+                    raise CrmAmbiguous(f"amoCRM {method} {_path(url)}: {type(exc).__name__}") from None
                 reason, retry_after = f"{type(exc).__name__}", None
             else:
                 if resp.status_code == 401 and not refreshed:
@@ -104,6 +115,8 @@ class AmoCrmClient:
                 reason, retry_after = f"HTTP {resp.status_code}", _retry_after(resp)
                 if resp.status_code == 429:
                     self._limiter.penalize(retry_after or 1.0)
+                elif not idempotent:
+                    raise CrmAmbiguous(f"amoCRM answered {resp.status_code} to {method} {_path(url)}")
             attempt += 1
             if attempt > self._max_retries:
                 raise CrmUnavailable(f"amoCRM {method} {_path(url)} failed {attempt} times, last: {reason}")
@@ -184,6 +197,41 @@ class AmoCrmClient:
             rows = ((body or {}).get("_embedded") or {}).get("leads") or []
             out.extend(_deal(r) for r in rows)
         return out
+
+    # -- writes ------------------------------------------------------------------------------------
+
+    async def create_tasks(self, tasks: list[NewTask]) -> dict[str, str]:
+        body = [{"text": t.text, "complete_till": int(t.due_at.timestamp()), "entity_id": int(t.deal_id),
+                 "entity_type": "leads", "task_type_id": int(t.type_id or 1), "request_id": t.request_id,
+                 **({"responsible_user_id": int(t.responsible_user_id)} if t.responsible_user_id else {})}
+                for t in tasks]
+        resp = await self.request("POST", "/api/v4/tasks", json=body, idempotent=False)
+        return _created(resp, "tasks")
+
+    async def add_notes(self, notes: list[NewNote]) -> dict[str, str]:
+        body = [{"entity_id": int(n.deal_id), "note_type": "common", "params": {"text": n.text},
+                 "request_id": n.request_id} for n in notes]
+        resp = await self.request("POST", "/api/v4/leads/notes", json=body, idempotent=False)
+        return _created(resp, "notes")
+
+    async def close_tasks(self, closures: list[TaskClosure]) -> None:
+        # Completing a completed task changes nothing: safe to retry.
+        body = [{"id": int(c.task_id), "is_completed": True, "result": {"text": c.result_text}} for c in closures]
+        await self.request("PATCH", "/api/v4/tasks", json=body)
+
+    async def find_marked(self, kind: str, deal_ids: list[str], markers: list[str]) -> dict[str, str]:
+        path, key = ("/api/v4/tasks", "tasks") if kind == "task" else ("/api/v4/leads/notes", "notes")
+        params: dict[str, Any] = {"filter[entity_id][]": sorted(set(deal_ids))}
+        if kind == "task":
+            params["filter[entity_type]"] = "leads"
+        found: dict[str, str] = {}
+        wanted = set(markers)
+        async for rows in self.paginate(path, key, params):
+            for row in rows:
+                text = row.get("text") if kind == "task" else (row.get("params") or {}).get("text")
+                for marker in wanted & set(_MARKER.findall(text or "")):
+                    found[marker] = str(row["id"])
+        return found
 
     async def _pipelines(self) -> AsyncIterator[list[DomainEvent]]:
         body = await self.get_json("/api/v4/leads/pipelines")
@@ -285,6 +333,14 @@ def _note(n: dict[str, Any]) -> NoteAdded | None:
         created_by=sid(n.get("created_by")),
         created_at=ts(n.get("created_at")) or datetime.now(UTC),
         params={k: v for k, v in params.items() if k != "text"})
+
+
+_MARKER = re.compile(r"#cw\d+")
+
+
+def _created(resp: httpx.Response, key: str) -> dict[str, str]:
+    rows = ((resp.json() if resp.content else {}).get("_embedded") or {}).get(key) or []
+    return {str(r["request_id"]): str(r["id"]) for r in rows if r.get("request_id") is not None and "id" in r}
 
 
 def _retry_after(resp: httpx.Response) -> float | None:
