@@ -91,7 +91,7 @@ async def run_demo(*, host: str, port: int, emulator_port: int, database: str, o
     seed_demo(state, now=now)
     emulator = _server(create_emulator_app(state, rate_limit_per_s=7), host, emulator_port)
     service = _server(create_app(settings), host, port)
-    tasks = [asyncio.create_task(emulator.serve()), asyncio.create_task(service.serve())]
+    servers = [asyncio.create_task(emulator.serve()), asyncio.create_task(service.serve())]
     base = f"http://{host}:{port}"
     try:
         async with httpx.AsyncClient(base_url=base, timeout=10,
@@ -128,8 +128,17 @@ async def run_demo(*, host: str, port: int, emulator_port: int, database: str, o
                 quiet = "  (подавлено)" if item["suppressed"] else ""
                 manager = item["details"].get("manager_name", item["manager_id"])
                 print(f"  [{item['rule']}] сделка {item['deal_id']}, {manager}: {item['message']}{quiet}")
+            await _wait_until(lambda: _outbox_drained(http, account["id"]), 60, "the outbox")
+            crm_tasks = [t for t in state.tasks.values() if "#cw" in (t.get("text") or "")]
+            notes = [n for n in state.notes.values() if "#cw" in ((n.get("params") or {}).get("text") or "")]
+            print(f"written into the CRM: {len(crm_tasks)} tasks, {len(notes)} notes; for example:")
+            for task in crm_tasks[:3]:
+                owner = state.users.get(task.get("responsible_user_id") or 0, {}).get("name", "?")
+                print(f"  задача для {owner}, сделка {task['entity_id']}: {task['text'].splitlines()[0]}")
+            for note in notes[:2]:
+                print(f"  примечание, сделка {note['entity_id']}: {note['params']['text'].splitlines()[0]}")
             print(f"\nLook at:  {base}/api/accounts/{account['id']}/findings   "
-                  f"{base}/api/accounts/{account['id']}/mirror   {base}/metrics")
+                  f"{base}/api/accounts/{account['id']}/outbox?status=sent   {base}/metrics")
             print(f"          (send 'Authorization: Bearer {DEMO_ADMIN_TOKEN}')")
         if once:
             return 0
@@ -143,7 +152,7 @@ async def run_demo(*, host: str, port: int, emulator_port: int, database: str, o
     finally:
         emulator.should_exit = service.should_exit = True
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 15)
+            await asyncio.wait_for(asyncio.gather(*servers, return_exceptions=True), 15)
         logging.getLogger(__name__).info("demo.stopped")
 
 
@@ -157,6 +166,11 @@ async def _ok(http: httpx.AsyncClient, path: str) -> bool:
 async def _sync_finished(http: httpx.AsyncClient, account_id: int) -> dict[str, Any] | None:
     sync = (await http.get(f"/api/accounts/{account_id}")).json()["sync"]
     return sync if sync["state"] in ("done", "failed") else None
+
+
+async def _outbox_drained(http: httpx.AsyncClient, account_id: int) -> bool:
+    outbox = (await http.get(f"/api/accounts/{account_id}/outbox", params={"status": "pending"})).json()
+    return outbox["total"] == 0
 
 
 async def _inbox_drained(http: httpx.AsyncClient, account_id: int) -> dict[str, Any] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -36,6 +37,10 @@ def test_demo_runs_the_scripted_day_against_the_emulator(tmp_path):
     assert "[empty_comment] сделка 31000100" in out.stdout and "Пустой комментарий «ок»" in out.stdout
     assert "[overdue_task]" in out.stdout and "просрочена на" in out.stdout
     assert "[stuck_stage]" in out.stdout and "[deal_without_task]" in out.stdout
+    # ...and reach the emulated CRM as tasks and notes.
+    written = re.search(r"written into the CRM: (\d+) tasks, (\d+) notes", out.stdout)
+    assert written and int(written.group(1)) >= 15 and int(written.group(2)) >= 15
+    assert "задача для" in out.stdout
     assert "Traceback" not in out.stderr
 
 
