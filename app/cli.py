@@ -44,13 +44,10 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _worker(args: argparse.Namespace) -> int:
-    """Background roles only, for scale-out beside API-only processes (`serve --no-workers`)."""
-    from app.ingest.worker import run_forever as inbox_loop
-    from app.outbox.delivery import run_forever as outbox_loop
+def _run_background(*, workers: bool) -> int:
+    """The scheduler, and with `workers` the inbox, sync and outbox loops, until SIGINT/SIGTERM."""
     from app.rules.scheduler import SweepScheduler
     from app.runtime import Runtime
-    from app.sync.service import run_forever as sync_loop
 
     settings = get_settings()
     app_logging.configure(settings.log_level, settings.log_json)
@@ -64,39 +61,30 @@ def _worker(args: argparse.Namespace) -> int:
         scheduler = SweepScheduler(rt, settings.scheduler_tick_seconds)
         scheduler.start()
         try:
-            await asyncio.gather(inbox_loop(rt, stop), sync_loop(rt, stop), outbox_loop(rt, stop))
+            if workers:
+                from app.ingest.worker import run_forever as inbox_loop
+                from app.outbox.delivery import run_forever as outbox_loop
+                from app.sync.service import run_forever as sync_loop
+
+                await asyncio.gather(inbox_loop(rt, stop), sync_loop(rt, stop), outbox_loop(rt, stop))
+            else:
+                await stop.wait()
         finally:
             await scheduler.stop()
             await rt.dispose()
 
     asyncio.run(main())
     return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    """Background roles only, for scale-out beside API-only processes (`serve --no-workers`)."""
+    return _run_background(workers=True)
 
 
 def _scheduler(args: argparse.Namespace) -> int:
     """Only the sweep scheduler (one leader among many instances on PostgreSQL)."""
-    from app.rules.scheduler import SweepScheduler
-    from app.runtime import Runtime
-
-    settings = get_settings()
-    app_logging.configure(settings.log_level, settings.log_json)
-
-    async def main() -> None:
-        rt = Runtime.build(settings)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        scheduler = SweepScheduler(rt, settings.scheduler_tick_seconds)
-        scheduler.start()
-        try:
-            await stop.wait()
-        finally:
-            await scheduler.stop()
-            await rt.dispose()
-
-    asyncio.run(main())
-    return 0
+    return _run_background(workers=False)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -87,9 +88,17 @@ async def claim(rt: Runtime, now: datetime | None = None) -> list[OutboxAction]:
     return rows
 
 
+@dataclass(frozen=True, slots=True)
+class Wording:
+    text: str
+    due_at: datetime
+    task_type_id: str | None
+    finding_resolved: bool
+
+
 async def _words(rt: Runtime, account: Account, rows: Sequence[OutboxAction], now: datetime
-                 ) -> dict[int, tuple[str, datetime]]:
-    """Text (and, for tasks, the due time) of each row, in the account's language."""
+                 ) -> dict[int, Wording]:
+    """Text (and, for tasks, due time and type) of each row, in the account's language."""
     async with rt.reads() as s:
         ids = {r.finding_id for r in rows if r.finding_id is not None}
         findings = {f.id: f for f in await s.scalars(select(Finding).where(Finding.id.in_(ids)))}
@@ -99,7 +108,7 @@ async def _words(rt: Runtime, account: Account, rows: Sequence[OutboxAction], no
     calendar = doc.business_calendar(account.timezone)
     tz = ZoneInfo(account.timezone)
     ru = account.language == "ru"
-    out: dict[int, tuple[str, datetime]] = {}
+    out: dict[int, Wording] = {}
     for row in rows:
         item = rendered.get(row.finding_id or -1)
         finding = findings.get(row.finding_id or -1)
@@ -119,10 +128,10 @@ async def _words(rt: Runtime, account: Account, rows: Sequence[OutboxAction], no
         link = item.link if item else ""
         notify = doc.notify(finding.rule) if finding else rules_config.NotifyIn()
         due = calendar.add_working(now, notify.task_due_hours * 3600)
-        if row.kind == "close_task":
-            out[row.id] = (text, due)
-        else:
-            out[row.id] = (f"{text}\n{link} {marker(row.id)}".strip(), due)
+        if row.kind != "close_task":
+            text = f"{text}\n{link} {marker(row.id)}".strip()
+        out[row.id] = Wording(text=text, due_at=due, task_type_id=notify.task_type_id,
+                              finding_resolved=finding is not None and finding.status == "resolved")
     return out
 
 
@@ -145,14 +154,16 @@ async def deliver(rt: Runtime, rows: list[OutboxAction]) -> None:
         if kind == "close_task":
             await _close(rt, client, rows, words, done, postponed, cancelled)
         else:
-            await _create(client, kind, rows, words, done)
+            await _create(client, kind, rows, words, done, cancelled)
     except CrmRequestError as exc:
         if len(rows) > 1:
             # One bad item fails the whole request: send each alone to find it.
             await _record(rt, rows, done, words, postponed, cancelled, retry_now=True)
             for row in rows:
                 if row.id not in done and row not in postponed and row not in cancelled:
-                    await deliver(rt, [await _reclaim(rt, row.id)])
+                    alone = await _reclaim(rt, row.id)
+                    if alone is not None:
+                        await deliver(rt, [alone])
             return
         await _record(rt, rows, done, words, postponed, cancelled, dead_error=str(exc))
         return
@@ -167,7 +178,8 @@ async def deliver(rt: Runtime, rows: list[OutboxAction]) -> None:
     await _record(rt, rows, done, words, postponed, cancelled)
 
 
-async def _create(client, kind: str, rows: list[OutboxAction], words, done: dict[int, str | None]) -> None:
+async def _create(client, kind: str, rows: list[OutboxAction], words: dict[int, Wording],
+                  done: dict[int, str | None], cancelled: list[OutboxAction]) -> None:
     # Tried before and the answer was lost? Then it may already be in the CRM: look first.
     retried = [r for r in rows if r.attempts > 1]
     if retried:
@@ -176,15 +188,17 @@ async def _create(client, kind: str, rows: list[OutboxAction], words, done: dict
         for r in retried:
             if marker(r.id) in found:
                 done[r.id] = found[marker(r.id)]
-    todo = [r for r in rows if r.id not in done]
+            elif words[r.id].finding_resolved:
+                cancelled.append(r)  # not in the CRM, and nothing left to say: do not send it now
+    todo = [r for r in rows if r.id not in done and r not in cancelled]
     if not todo:
         return
     if kind == "create_task":
         created = await client.create_tasks([
-            NewTask(request_id=str(r.id), deal_id=r.deal_id, responsible_user_id=r.user_id, text=words[r.id][0],
-                    due_at=words[r.id][1]) for r in todo])
+            NewTask(request_id=str(r.id), deal_id=r.deal_id, responsible_user_id=r.user_id, text=words[r.id].text,
+                    due_at=words[r.id].due_at, type_id=words[r.id].task_type_id) for r in todo])
     else:
-        created = await client.add_notes([NewNote(request_id=str(r.id), deal_id=r.deal_id, text=words[r.id][0])
+        created = await client.add_notes([NewNote(request_id=str(r.id), deal_id=r.deal_id, text=words[r.id].text)
                                           for r in todo])
     for r in todo:
         if str(r.id) in created:
@@ -203,17 +217,19 @@ async def _close(rt: Runtime, client, rows, words, done, postponed, cancelled) -
         elif task.status != "sent" or not task.external_id:
             postponed.append(row)  # the task itself is still on its way
         else:
-            closures.append((row, TaskClosure(task_id=task.external_id, result_text=words[row.id][0])))
+            closures.append((row, TaskClosure(task_id=task.external_id, result_text=words[row.id].text)))
     if closures:
         await client.close_tasks([c for _, c in closures])
         for row, _ in closures:
             done[row.id] = None
 
 
-async def _reclaim(rt: Runtime, row_id: int) -> OutboxAction:
+async def _reclaim(rt: Runtime, row_id: int) -> OutboxAction | None:
+    """Takes one row back for a solo send; None if another worker got to it first."""
     async with rt.sessions() as s, s.begin():
         row = await s.get(OutboxAction, row_id, with_for_update=True)
-        assert row is not None
+        if row is None or row.status != "pending":
+            return None
         row.status, row.attempts, row.next_attempt_at = "sending", row.attempts + 1, utcnow() + LEASE
     return row
 
@@ -226,13 +242,13 @@ async def _record(rt: Runtime, rows, done, words, postponed, cancelled, *, error
             values: dict = {}
             if row.id in done:
                 values = {"status": "sent", "external_id": done[row.id], "sent_at": now, "last_error": None,
-                          "text": words[row.id][0]}
+                          "text": words[row.id].text}
             elif row in cancelled:
                 values = {"status": "cancelled", "last_error": "nothing left to close"}
             elif row in postponed:
                 values = {"status": "pending", "next_attempt_at": now + WAIT_FOR_TASK}
             elif dead_error is not None:
-                values = {"status": "dead", "last_error": dead_error[:2000], "text": words[row.id][0]}
+                values = {"status": "dead", "last_error": dead_error[:2000], "text": words[row.id].text}
             elif retry_now:
                 values = {"status": "pending", "next_attempt_at": now}
             else:

@@ -51,8 +51,9 @@ async def enqueue(s: AsyncSession, account_id: int, now: datetime, doc: RulesDoc
             return select(literal(account_id), Finding.id, literal(kind), literal(purpose), key, Finding.deal_id,
                           user, ref if ref is not None else literal(None), literal("pending"), literal(0), at, at)
 
-        # Opened in this evaluation (first time, after the grace period, after a regression).
-        opened = [*speaking, Finding.opened_at == at]
+        # Opened in this evaluation (first time, after the grace period, after a regression), or
+        # allowed to speak again in it (its suppression lifted). The dedup key keeps it to once.
+        opened = [*speaking, or_(Finding.opened_at == at, Finding.updated_at == at)]
         if notify.task:
             added += await _insert(s, row("create_task", "open", _key("f", Finding.id, ":open:",
                                                                        Finding.times_opened, ":task"))
@@ -104,12 +105,14 @@ async def _close_tasks(s: AsyncSession, account_id: int, resolved: list[Any], at
     task = OutboxAction.__table__.alias("task")
     of_resolved = and_(task.c.account_id == account_id, task.c.kind == "create_task",
                        task.c.finding_id.in_(select(Finding.id).where(*resolved)))
-    # Not sent yet: nothing to close in the CRM, just do not send it.
+    # Never tried: nothing to close in the CRM, just do not send it. A row tried before may
+    # already be there (its answer was lost): it gets a close, which waits for the read-back.
     await s.execute(update(OutboxAction).where(
-        OutboxAction.id.in_(select(task.c.id).where(of_resolved, task.c.status == "pending")))
+        OutboxAction.id.in_(select(task.c.id).where(of_resolved, task.c.status == "pending", task.c.attempts == 0)))
         .values(status="cancelled", last_error="the finding resolved before delivery"))
     source = (select(literal(account_id), task.c.finding_id, literal("close_task"), literal("resolve"),
                      _key("close:", task.c.id), task.c.deal_id, task.c.user_id, task.c.id, literal("pending"),
                      literal(0), at, at)
-              .where(of_resolved, or_(task.c.status == "sent", task.c.status == "sending")))
+              .where(of_resolved, or_(task.c.status.in_(("sent", "sending")),
+                                      and_(task.c.status == "pending", task.c.attempts > 0))))
     return await _insert(s, source)

@@ -104,7 +104,7 @@ async def evaluate(s: AsyncSession, account_id: int, *, deal_ids: list[str] | No
         ctx = RuleContext(account_id=account_id, now=now, calendar=calendar, config=doc.resolved(rule.name),
                           deal_ids=deal_ids)
         total.add(await _evaluate_rule(s, rule, ctx, actor))
-    await _suppress(s, account_id, doc.suppress, deal_ids)
+    await _suppress(s, account_id, doc.suppress, deal_ids, now)
     # What the CRM must hear about this, written in this same transaction.
     total.enqueued = await enqueue(s, account_id, now, doc, calendar)
     total.open = await count_open(s, account_id)
@@ -235,7 +235,7 @@ async def _evaluate_rule(s: AsyncSession, rule: Rule, ctx: RuleContext, actor: s
 
 
 async def _suppress(s: AsyncSession, account_id: int, suppress: dict[str, list[str]],
-                    deal_ids: list[str] | None) -> None:
+                    deal_ids: list[str] | None, now: datetime) -> None:
     """Alertmanager-style inhibition: a finding stays quiet while an inhibiting one is open on its deal."""
     inhibitor = Finding.__table__.alias("inhibitor")
     scope = [Finding.account_id == account_id, Finding.status.in_(ACTIVE)]
@@ -246,7 +246,8 @@ async def _suppress(s: AsyncSession, account_id: int, suppress: dict[str, list[s
         quiet = exists().where(inhibitor.c.account_id == Finding.account_id, inhibitor.c.deal_id == Finding.deal_id,
                                inhibitor.c.rule.in_(inhibitors), inhibitor.c.status.in_(INHIBITING))
         await s.execute(update(Finding).where(*scope, Finding.rule == target,
-                                              Finding.suppressed.is_distinct_from(quiet)).values(suppressed=quiet))
+                                              Finding.suppressed.is_distinct_from(quiet))
+                        .values(suppressed=quiet, updated_at=literal(now, UtcDateTime())))
     # Rules no longer suppressed by the settings speak again.
     await s.execute(update(Finding).where(*scope, Finding.rule.not_in(list(targets)), Finding.suppressed == true())
-                    .values(suppressed=False))
+                    .values(suppressed=False, updated_at=literal(now, UtcDateTime())))

@@ -114,7 +114,7 @@ class AmoCrmClient:
                     return resp
                 reason, retry_after = f"HTTP {resp.status_code}", _retry_after(resp)
                 if resp.status_code == 429:
-                    self._limiter.penalize(retry_after or 1.0)
+                    self._limiter.penalize(1.0 if retry_after is None else retry_after)
                 elif not idempotent:
                     raise CrmAmbiguous(f"amoCRM answered {resp.status_code} to {method} {_path(url)}")
             attempt += 1
