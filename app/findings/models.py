@@ -21,6 +21,8 @@ class Finding(Base):
         UniqueConstraint("account_id", "rule", "entity_type", "entity_id", name="uq_findings_dedup"),
         Index("ix_findings_account_status", "account_id", "status"),
         Index("ix_findings_account_deal", "account_id", "deal_id"),
+        # What one evaluation changed carries its timestamp: the outbox step finds it by this.
+        Index("ix_findings_changed", "account_id", "rule", "updated_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

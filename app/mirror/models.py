@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, BigId, UtcDateTime, utcnow
@@ -106,6 +106,10 @@ class Task(Base):
     __table_args__ = (
         Index("ix_tasks_deal", "account_id", "deal_id"),
         Index("ix_tasks_open_due", "account_id", "is_completed", "due_at"),
+        # "Does this deal have an open task?" is asked of every open deal in every sweep.
+        Index("ix_tasks_open_by_deal", "account_id", "deal_id",
+              postgresql_where=text("NOT is_completed AND NOT is_deleted"),
+              sqlite_where=text("NOT is_completed AND NOT is_deleted")),
     )
     account_id: Mapped[int] = _account_pk()
     id: Mapped[str] = mapped_column(String(64), primary_key=True)

@@ -53,7 +53,8 @@ async def enqueue(s: AsyncSession, account_id: int, now: datetime, doc: RulesDoc
 
         # Opened in this evaluation (first time, after the grace period, after a regression), or
         # allowed to speak again in it (its suppression lifted). The dedup key keeps it to once.
-        opened = [*speaking, or_(Finding.opened_at == at, Finding.updated_at == at)]
+        # (Every such change stamps updated_at with this evaluation's time, which an index finds.)
+        opened = [*speaking, Finding.updated_at == at]
         if notify.task:
             added += await _insert(s, row("create_task", "open", _key("f", Finding.id, ":open:",
                                                                        Finding.times_opened, ":task"))
@@ -82,7 +83,7 @@ async def enqueue(s: AsyncSession, account_id: int, now: datetime, doc: RulesDoc
                                    .where(*speaking, Finding.opened_at <= since, ~recent))
 
         # Resolved in this evaluation: close what was opened for it.
-        resolved = [*mine, Finding.status == "resolved", Finding.resolved_at == at]
+        resolved = [*mine, Finding.updated_at == at, Finding.status == "resolved", Finding.resolved_at == at]
         if notify.close_on_resolve:
             added += await _close_tasks(s, account_id, resolved, at)
         if notify.note_on_resolve:

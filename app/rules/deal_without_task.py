@@ -25,11 +25,13 @@ def violations(ctx: RuleContext) -> Select[Any]:
                    .where(Task.account_id == Deal.account_id, Task.deal_id == Deal.id).scalar_subquery())
     started = func.coalesce(last_closed, Deal.created_at, Deal.stage_entered_at, Deal.mirrored_at)
     grace = ctx.cutoff(lambda st: st.grace_minutes * 60)
-    return (
-        select(Deal.id.label("entity_id"), Deal.id.label("deal_id"), Deal.responsible_user_id.label("manager_id"),
-               started.label("started_at"), (started <= grace).label("opens"))
-        .where(*ctx.open_deal(), ~open_task)
-    )
+    # Computed once per deal in a subquery: written twice in one SELECT, the correlated
+    # max() would run twice.
+    deals = (select(Deal.id, Deal.responsible_user_id, started.label("started"), grace.label("grace"))
+             .where(*ctx.open_deal(), ~open_task).subquery())
+    return select(deals.c.id.label("entity_id"), deals.c.id.label("deal_id"),
+                  deals.c.responsible_user_id.label("manager_id"), deals.c.started.label("started_at"),
+                  (deals.c.started <= deals.c.grace).label("opens"))
 
 
 def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:

@@ -43,6 +43,7 @@ def violations(ctx: RuleContext) -> Select[Any]:
     # A proper comment written after the empty one answers it.
     answered = (select(later.c.id).where(later.c.account_id == Note.account_id, later.c.deal_id == Note.deal_id,
                                          later.c.kind == "common", later.c.created_at > Note.created_at,
+                                         later.c.created_at >= since,  # implied; lets an index bound it
                                          ~_empty(later.c, min_chars, stock)).exists())
     return (
         select(Note.id.label("entity_id"), Note.deal_id.label("deal_id"),
