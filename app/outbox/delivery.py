@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from app.accounts.models import Account
 from app.db import is_postgres, utcnow
@@ -238,11 +238,16 @@ async def _record(rt: Runtime, rows, done, words, postponed, cancelled, *, error
                   dead_error: str | None = None, delay: timedelta | None = None, retry_now: bool = False) -> None:
     now = utcnow()
     async with rt.sessions() as s, s.begin():
+        sent = [{"row_id": r.id, "ext": done[r.id], "text": words[r.id].text} for r in rows if r.id in done]
+        if sent:
+            # The usual outcome, a whole batch sent: one statement for all of it.
+            await s.execute(update(OutboxAction.__table__).where(OutboxAction.id == bindparam("row_id")).values(
+                status="sent", external_id=bindparam("ext"), text=bindparam("text"), sent_at=now, last_error=None),
+                sent)
         for row in rows:
             values: dict = {}
             if row.id in done:
-                values = {"status": "sent", "external_id": done[row.id], "sent_at": now, "last_error": None,
-                          "text": words[row.id].text}
+                continue
             elif row in cancelled:
                 values = {"status": "cancelled", "last_error": "nothing left to close"}
             elif row in postponed:
@@ -275,23 +280,22 @@ async def deliver_pending(rt: Runtime, max_batches: int = 1000) -> int:
 
 
 async def run_forever(rt: Runtime, stop: asyncio.Event, poll_seconds: float = 2.0) -> None:
+    """IN_FLIGHT lanes, each claiming and sending on its own: the rate limiter spaces their
+    requests, and one lane's database work overlaps another's wait for a request slot."""
     from app.ingest.worker import intake_busy
 
-    async def lane() -> int:
-        rows = await claim(rt)
-        await deliver(rt, rows)
-        return len(rows)
+    async def lane() -> None:
+        while not stop.is_set():
+            rows: list[OutboxAction] = []
+            if not intake_busy(rt):
+                try:
+                    rows = await claim(rt)
+                    await deliver(rt, rows)
+                except Exception:
+                    log.exception("outbox.worker_error")
+            if not rows:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(rt.outbox_wakeup.wait(), poll_seconds)
+                rt.outbox_wakeup.clear()
 
-    while not stop.is_set():
-        sent = 0
-        if not intake_busy(rt):
-            try:
-                # Several batches at once: the rate limiter spaces the requests, and the database
-                # work of one batch overlaps the wait of the next.
-                sent = sum(await asyncio.gather(*(lane() for _ in range(IN_FLIGHT))))
-            except Exception:
-                log.exception("outbox.worker_error")
-        if not sent:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(rt.outbox_wakeup.wait(), poll_seconds)
-            rt.outbox_wakeup.clear()
+    await asyncio.gather(*(lane() for _ in range(IN_FLIGHT)))

@@ -35,6 +35,7 @@ from integrations.base import (
     TokenSource,
     UserUpserted,
 )
+from integrations.http import tls_context
 from integrations.phones import normalize_all
 from integrations.ratelimit import SlidingWindowLimiter
 
@@ -70,7 +71,7 @@ class AmoCrmClient:
         self._backoff_cap = backoff_cap
         self._sleep = sleep
         self._http = httpx.AsyncClient(
-            base_url=self.base_url, timeout=timeout, transport=transport,
+            base_url=self.base_url, timeout=timeout, transport=transport, verify=tls_context(),
             headers={"User-Agent": "crmwatch/0.1", "Accept": "application/hal+json, application/json"},
         )
 
