@@ -191,6 +191,10 @@ async def _evaluate_rule(s: AsyncSession, rule: Rule, ctx: RuleContext, actor: s
                  "updated_at"], fresh)
             .on_conflict_do_nothing())
         result.changed += inserted.rowcount or 0
+        if (inserted.rowcount or 0) > 10_000 and is_postgres(s):
+            # A first sweep of a big account inserts most of the table in this transaction;
+            # without fresh statistics the next statements are planned for an empty table.
+            await s.execute(text("ANALYZE findings"))
         if inserted.rowcount:
             # The rows just inserted are the ones with no history yet.
             new = [*key, Finding.created_at == now,
@@ -270,20 +274,28 @@ async def _suppress(s: AsyncSession, account_id: int, suppress: dict[str, list[s
                     deal_ids: list[str] | None, now: datetime) -> int:
     """Alertmanager-style inhibition: a finding stays quiet while an inhibiting one is open on its deal.
     Returns how many findings changed their voice."""
-    inhibitor = Finding.__table__.alias("inhibitor")
+    at = literal(now, UtcDateTime())
     scope = [Finding.account_id == account_id, Finding.status.in_(ACTIVE)]
     if deal_ids is not None:
         scope.append(Finding.deal_id.in_(deal_ids))
     targets = {target: inhibitors for target, inhibitors in suppress.items() if inhibitors}
     changed = 0
     for target, inhibitors in targets.items():
-        quiet = exists().where(inhibitor.c.account_id == Finding.account_id, inhibitor.c.deal_id == Finding.deal_id,
-                               inhibitor.c.rule.in_(inhibitors), inhibitor.c.status.in_(INHIBITING))
-        changed += (await s.execute(update(Finding).where(*scope, Finding.rule == target,
-                                                          Finding.suppressed.is_distinct_from(quiet))
-                                    .values(suppressed=quiet, updated_at=literal(now, UtcDateTime())))).rowcount or 0
+        inhibitor = Finding.__table__.alias("inhibitor")
+        # The deals with an inhibiting finding, as one set (the database hashes it once) rather
+        # than a lookup per finding.
+        loud_deals = select(inhibitor.c.deal_id).where(
+            inhibitor.c.account_id == account_id, inhibitor.c.rule.in_(inhibitors),
+            inhibitor.c.status.in_(INHIBITING), inhibitor.c.deal_id.is_not(None))
+        mine = [*scope, Finding.rule == target]
+        changed += (await s.execute(update(Finding).where(
+            *mine, Finding.suppressed.is_(False), Finding.deal_id.in_(loud_deals))
+            .values(suppressed=True, updated_at=at))).rowcount or 0
+        changed += (await s.execute(update(Finding).where(
+            *mine, Finding.suppressed.is_(True), or_(Finding.deal_id.is_(None), Finding.deal_id.not_in(loud_deals)))
+            .values(suppressed=False, updated_at=at))).rowcount or 0
     # Rules no longer suppressed by the settings speak again.
     changed += (await s.execute(update(Finding).where(*scope, Finding.rule.not_in(list(targets)),
-                                                      Finding.suppressed == true())
-                                .values(suppressed=False, updated_at=literal(now, UtcDateTime())))).rowcount or 0
+                                                      Finding.suppressed.is_(True))
+                                .values(suppressed=False, updated_at=at))).rowcount or 0
     return changed
