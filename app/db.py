@@ -5,7 +5,6 @@ Services never commit: the caller (an endpoint, a worker loop) owns the transact
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -104,11 +103,6 @@ def dialect_insert(session: AsyncSession, table: Any) -> Any:
     """An INSERT that knows ON CONFLICT on both supported databases."""
     return (postgresql.insert if is_postgres(session) else sqlite.insert)(table)
 
-
-async def session_scope(maker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
-    """One transaction: committed on success, rolled back on any error."""
-    async with maker() as session, session.begin():
-        yield session
 
 
 class epoch(FunctionElement[float]):

@@ -23,7 +23,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import ColumnElement, Select, and_, bindparam, case, false, not_, or_
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.calendar.business import BusinessCalendar
 from app.db import UtcDateTime
@@ -128,5 +127,3 @@ class Rule:
     settings: type[RuleSettings]
     violations: Callable[[RuleContext], Select[Any]]
     render: Callable[[Any, RenderContext], tuple[str, dict[str, Any]]]
-    # Loads extra rows for rendering; most rules only need what RenderContext already has.
-    preload: Callable[[AsyncSession, int, list[Any]], Any] | None = None
