@@ -80,6 +80,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
         lifespan=lifespan,
     )
     errors.install(app)
+    # The webhook route first: routes are matched in order, and it takes most of the traffic.
+    app.include_router(ingest_router)
     app.include_router(ops_router)
     app.include_router(accounts_router)
     app.include_router(mirror_router)
@@ -87,6 +89,5 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
     app.include_router(findings_router)
     app.include_router(outbox_router)
     app.include_router(inbox_router)
-    app.include_router(ingest_router)
     app.add_middleware(RequestContext)
     return app

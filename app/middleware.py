@@ -44,6 +44,10 @@ class RequestContext:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             HTTP_LATENCY.labels(getattr(route, "path", "unmatched"), str(status)).observe(elapsed)
-            log.info("http.request", extra={"method": scope["method"], "path": mask_path(scope["path"]),
-                                            "status": status, "ms": round(elapsed * 1000, 2)})
+            # An accepted webhook is the one line per request a busy CRM would flood the log
+            # with; /metrics counts those, and DEBUG shows them when wanted.
+            level = logging.DEBUG if status < 300 and scope["path"].startswith("/hooks/") else logging.INFO
+            if log.isEnabledFor(level):
+                log.log(level, "http.request", extra={"method": scope["method"], "path": mask_path(scope["path"]),
+                                                      "status": status, "ms": round(elapsed * 1000, 2)})
             structlog.contextvars.unbind_contextvars("request_id")

@@ -17,13 +17,13 @@ def json_logs(capsys):
     logging.getLogger().handlers.clear()
 
 
-def start_json_logs() -> None:
+def start_json_logs(level: str = "INFO") -> None:
     # Configured inside the test: pytest resets the root logger's handlers between phases.
-    app_logging.configure("INFO", json_output=True)
+    app_logging.configure(level, json_output=True)
 
 
 async def test_access_log_masks_the_webhook_key_and_carries_a_request_id(client, json_logs):
-    start_json_logs()
+    start_json_logs("DEBUG")  # accepted webhooks are logged at DEBUG (see the next test)
     acc = await create_account(client, access_token="tok-should-not-appear")
     resp = await client.post(f"/hooks/amocrm/{acc['key']}", content=form_body("lead_add"),
                              headers={**FORM, "X-Request-ID": "req-123"})
@@ -43,3 +43,13 @@ def test_secret_fields_are_redacted(json_logs):
     line = json.loads(json_logs.readouterr().err.strip().splitlines()[-1])
     assert line["access_token"] == "***" and line["client_secret"] == "***" and line["count"] == 3
     assert line["url"] == "https://h/hooks/telephony/mango/***/events/call"
+
+
+async def test_accepted_webhooks_stay_out_of_the_info_log_but_refusals_do_not(client, json_logs):
+    acc = await create_account(client)
+    start_json_logs("INFO")
+    await client.post(f"/hooks/amocrm/{acc['key']}", content=form_body("lead_add"), headers=FORM)
+    await client.post(f"/hooks/amocrm/{acc['key']}", content=b"%%%", headers=FORM)
+    lines = [json.loads(line) for line in json_logs.readouterr().err.splitlines() if line.startswith("{")]
+    hooks = [ln for ln in lines if ln.get("event") == "http.request" and ln["path"].startswith("/hooks/")]
+    assert [ln["status"] for ln in hooks] == [400]
