@@ -4,6 +4,7 @@ suppression and the business calendar. Validated as a whole, stored as one JSON 
 from __future__ import annotations
 
 from datetime import date, time
+from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -153,10 +154,17 @@ class RulesDocument(BaseModel):
 
     def business_calendar(self, timezone: str) -> BusinessCalendar:
         c = self.calendar
-        return BusinessCalendar(CalendarConfig(
+        return _calendar(CalendarConfig(
             timezone=timezone, country=c.country, work_start=c.work_start, work_end=c.work_end,
             work_days=frozenset(d - 1 for d in c.work_days), extra_holidays=frozenset(c.extra_holidays),
             extra_workdays=frozenset(c.extra_workdays)))
+
+
+@lru_cache(maxsize=256)
+def _calendar(config: CalendarConfig) -> BusinessCalendar:
+    # Shared per configuration: a calendar caches its days and each year's holidays (building
+    # one year of `holidays` costs about a millisecond), and every evaluation needs one.
+    return BusinessCalendar(config)
 
 
 def _validated(model: type[BaseModel], data: dict[str, Any], where: str) -> BaseModel:
