@@ -8,6 +8,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, BigId, UtcDateTime, utcnow
 
+# States in which a finding is still alive (not resolved).
+ACTIVE = ("pending", "open", "acknowledged", "snoozed")
+
 
 class Finding(Base):
     """One problem on one CRM entity, for one rule: (account, rule, entity) is its identity.

@@ -18,8 +18,6 @@ from app.rules.registry import RULES
 from .models import Finding, FindingEvent
 from .schemas import FindingOut, HistoryOut
 
-ACTIVE = ("pending", "open", "acknowledged", "snoozed")
-
 
 class TransitionError(Exception):
     """The finding is not in a state that allows this."""

@@ -44,7 +44,7 @@ from sqlalchemy.schema import CreateTable
 
 from app.accounts.models import Account
 from app.db import UtcDateTime, dialect_insert, is_postgres, utcnow
-from app.findings.models import Finding, FindingEvent
+from app.findings.models import ACTIVE, Finding, FindingEvent
 from app.mirror.models import Deal
 from app.outbox.enqueue import enqueue
 
@@ -54,7 +54,6 @@ from .registry import RULES
 
 log = logging.getLogger(__name__)
 
-ACTIVE = ("pending", "open", "acknowledged", "snoozed")
 INHIBITING = ("open", "acknowledged", "snoozed")
 
 _temp = MetaData()
