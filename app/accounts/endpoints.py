@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 
-from app.deps import runtime
+from app.deps import account_or_404, runtime
 from app.runtime import Runtime
 from app.security import require_admin
 from integrations.base import CrmAuthError, CrmUnavailable
@@ -11,10 +11,6 @@ from . import service
 from .schemas import AccountCreate, AccountOut, AccountPatch, SyncOut
 
 router = APIRouter(prefix="/api/accounts", tags=["accounts"], dependencies=[Depends(require_admin)])
-
-
-def _not_found(account_id: int) -> HTTPException:
-    return HTTPException(status.HTTP_404_NOT_FOUND, f"account {account_id} not found")
 
 
 def _crm_error(exc: Exception) -> HTTPException:
@@ -43,9 +39,7 @@ async def list_accounts(rt: Runtime = Depends(runtime)) -> list[AccountOut]:
 @router.get("/{account_id}", response_model=AccountOut)
 async def get_account(account_id: int, rt: Runtime = Depends(runtime)) -> AccountOut:
     async with rt.reads() as s:
-        account = await service.get(s, account_id)
-        if account is None:
-            raise _not_found(account_id)
+        account = await account_or_404(s, account_id)
         return service.to_out(rt, account)
 
 
@@ -54,9 +48,7 @@ async def patch_account(account_id: int, body: AccountPatch, request: Request,
                         rt: Runtime = Depends(runtime)) -> AccountOut:
     try:
         async with rt.sessions() as s, s.begin():
-            account = await service.get(s, account_id)
-            if account is None:
-                raise _not_found(account_id)
+            account = await account_or_404(s, account_id)
             await service.patch(rt, s, account, body)
     except (CrmAuthError, CrmUnavailable) as exc:
         raise _crm_error(exc) from None
@@ -67,9 +59,7 @@ async def patch_account(account_id: int, body: AccountPatch, request: Request,
 @router.delete("/{account_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_account(account_id: int, request: Request, rt: Runtime = Depends(runtime)) -> Response:
     async with rt.sessions() as s, s.begin():
-        account = await service.get(s, account_id)
-        if account is None:
-            raise _not_found(account_id)
+        account = await account_or_404(s, account_id)
         await s.delete(account)
     request.app.state.keys.invalidate()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -78,9 +68,7 @@ async def delete_account(account_id: int, request: Request, rt: Runtime = Depend
 @router.post("/{account_id}/sync", status_code=status.HTTP_202_ACCEPTED, response_model=SyncOut)
 async def sync_account(account_id: int, rt: Runtime = Depends(runtime)) -> SyncOut:
     async with rt.sessions() as s, s.begin():
-        account = await service.get(s, account_id)
-        if account is None:
-            raise _not_found(account_id)
+        account = await account_or_404(s, account_id)
         await service.request_sync(s, account)
     rt.sync_wakeup.set()
     return service.to_out(rt, account).sync

@@ -80,10 +80,6 @@ async def request_sync(s: AsyncSession, account: Account) -> None:
         account.sync_error = None
 
 
-async def get(s: AsyncSession, account_id: int) -> Account | None:
-    return await s.get(Account, account_id)
-
-
 async def by_key(s: AsyncSession, key: str) -> Account | None:
     return await s.scalar(select(Account).where(Account.key == key))
 

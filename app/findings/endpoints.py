@@ -5,7 +5,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 
 from app.accounts.models import Account
-from app.deps import runtime
+from app.deps import account_or_404, runtime
 from app.rules import engine
 from app.runtime import Runtime
 from app.security import require_admin
@@ -25,8 +25,7 @@ def _missing(what: str, ident: int) -> HTTPException:
 async def sweep(account_id: int, rt: Runtime = Depends(runtime)) -> SweepOut:
     """Evaluates every rule over the whole account now (the scheduler does this every few minutes)."""
     async with rt.sessions() as s, s.begin():
-        if await s.get(Account, account_id) is None:
-            raise _missing("account", account_id)
+        await account_or_404(s, account_id)
         result = await engine.evaluate(s, account_id, actor="api")
     if result.enqueued:
         rt.outbox_wakeup.set()
@@ -46,9 +45,7 @@ async def list_findings(
     rt: Runtime = Depends(runtime),
 ) -> FindingPage:
     async with rt.reads() as s:
-        account = await s.get(Account, account_id)
-        if account is None:
-            raise _missing("account", account_id)
+        account = await account_or_404(s, account_id)
         rows, total = await service.search(s, account_id, status=status_, rule=rule, deal_id=deal_id,
                                            manager_id=manager_id, limit=limit, offset=offset)
         items = await service.render(s, account, rows, rt.settings.public_url, lang)

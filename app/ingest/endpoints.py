@@ -12,12 +12,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, Request, status
 from fastapi.responses import JSONResponse
 from sqlalchemy import func, select
 
-from app.accounts.models import Account
 from app.db import utcnow
+from app.deps import account_or_404
 from app.metrics import WEBHOOKS
 from app.security import require_admin
 from integrations.base import WebhookMalformed
@@ -111,8 +111,7 @@ async def inbox_state(account_id: int, request: Request) -> dict[str, Any]:
     """Webhook deliveries by state, and the latest ones the worker could not apply."""
     rt = request.app.state.runtime
     async with rt.reads() as s:
-        if await s.get(Account, account_id) is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"account {account_id} not found")
+        await account_or_404(s, account_id)
         counts = dict((await s.execute(select(InboxEvent.status, func.count()).where(
             InboxEvent.account_id == account_id).group_by(InboxEvent.status))).all())
         failing = await s.scalars(select(InboxEvent).where(

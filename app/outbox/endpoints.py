@@ -7,9 +7,8 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 from pydantic import BaseModel
 from sqlalchemy import func, select
 
-from app.accounts.models import Account
 from app.db import utcnow
-from app.deps import runtime
+from app.deps import account_or_404, runtime
 from app.runtime import Runtime
 from app.security import require_admin
 
@@ -54,8 +53,7 @@ async def list_outbox(
 ) -> OutboxPage:
     """What crmwatch has written, or will write, into the CRM, with attempts and the last error."""
     async with rt.reads() as s:
-        if await s.get(Account, account_id) is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"account {account_id} not found")
+        await account_or_404(s, account_id)
         where = [OutboxAction.account_id == account_id]
         if status_ != "all":
             where.append(OutboxAction.status == status_)

@@ -2,13 +2,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException, status
+from fastapi import APIRouter, Body, Depends, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from app.accounts.models import Account
-from app.deps import runtime
+from app.deps import account_or_404, runtime
 from app.runtime import Runtime
 from app.security import require_admin
 
@@ -21,8 +20,7 @@ router = APIRouter(prefix="/api/accounts", tags=["rules"], dependencies=[Depends
 async def get_rules(account_id: int, rt: Runtime = Depends(runtime)) -> config.RulesDocument:
     """The account's rule settings with every default filled in."""
     async with rt.reads() as s:
-        if await s.get(Account, account_id) is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"account {account_id} not found")
+        await account_or_404(s, account_id)
         return (await config.load(s, account_id)).with_defaults()
 
 
@@ -39,9 +37,7 @@ async def put_rules(account_id: int, document: dict[str, Any] = Body(...),
         return JSONResponse({"detail": "invalid rules document", "errors": jsonable_encoder(errors)},
                             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
     async with rt.sessions() as s, s.begin():
-        account = await s.get(Account, account_id)
-        if account is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"account {account_id} not found")
+        account = await account_or_404(s, account_id)
         await config.save(s, account_id, doc)
         account.next_sweep_at = None  # new settings: sweep at the scheduler's next tick
     return doc.with_defaults()
