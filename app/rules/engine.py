@@ -1,11 +1,17 @@
 """Evaluation: every rule's violations against the findings, set-based, in the caller's transaction.
 
-Per rule, the violations are computed once into a temporary table, then a handful of
-INSERT/UPDATE statements move findings between states: new → pending or open; pending → open
-once the grace has passed; snoozed → open when the snooze ends; resolved → open again on a
-regression; anything active → resolved when its entity no longer violates. Each transition is
-written to finding_events by an INSERT … SELECT with the same predicate just before the UPDATE,
-so a sweep over a million deals never pulls a row into Python.
+The violations of all rules are computed into one temporary table by one INSERT … SELECT
+(a UNION ALL of the rules' queries, each row tagged with its rule), then a handful of
+INSERT/UPDATE statements move findings between states, for all rules at once: new → pending
+or open; pending → open once the grace has passed; snoozed → open when the snooze ends;
+resolved → open again on a regression; anything active → resolved when its entity no longer
+violates. Each transition is written to finding_events by an INSERT … SELECT with the same
+predicate just before the UPDATE, so a sweep over a million deals never pulls a row into Python.
+
+The statement count matters more than the work per statement for incremental evaluation (a few
+deals, after every inbox batch): one look at the findings the violations match says which steps
+can change anything, and the others are skipped. A typical re-evaluation that changes nothing
+costs four statements after the account's settings are loaded.
 
 The same code serves a sweep (the whole account) and incremental evaluation (the deals an
 event touched): the scope is a WHERE clause. Running it twice, or from two processes, is
@@ -22,6 +28,7 @@ from typing import Any
 from sqlalchemy import (
     Boolean,
     Column,
+    Integer,
     MetaData,
     String,
     Table,
@@ -37,19 +44,22 @@ from sqlalchemy import (
     select,
     text,
     true,
+    union_all,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.schema import CreateTable
 
 from app.accounts.models import Account
+from app.calendar.business import BusinessCalendar
 from app.db import UtcDateTime, dialect_insert, is_postgres, utcnow
 from app.findings.models import ACTIVE, Finding, FindingEvent
 from app.mirror.models import Deal
 from app.outbox.enqueue import enqueue
 
 from . import config as rules_config
-from .base import Rule, RuleContext
+from .base import ResolvedRuleConfig, Rule, RuleContext
+from .models import RuleConfig
 from .registry import RULES
 
 log = logging.getLogger(__name__)
@@ -58,8 +68,12 @@ INHIBITING = ("open", "acknowledged", "snoozed")
 
 _temp = MetaData()
 violations_table = Table(
-    "crmwatch_violations", _temp,
+    "crmwatch_rule_violations", _temp,
+    Column("rule", String(64), primary_key=True),
     Column("entity_id", String(64), primary_key=True),
+    Column("entity_type", String(16)),
+    Column("rule_version", Integer()),
+    Column("severity", String(16)),
     Column("deal_id", String(64)),
     Column("manager_id", String(64)),
     Column("started_at", UtcDateTime()),
@@ -67,6 +81,8 @@ violations_table = Table(
     prefixes=["TEMPORARY"],
 )
 _v = violations_table.c
+_RULE_COLUMNS = ["entity_id", "deal_id", "manager_id", "started_at", "opens",
+                 "rule", "entity_type", "rule_version", "severity"]
 
 
 @dataclass
@@ -81,6 +97,33 @@ class EvaluationResult:
         self.opened += other.opened
         self.resolved += other.resolved
         self.changed += other.changed
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """An account's rules document, validated and resolved per rule, with its calendar."""
+
+    document: rules_config.RulesDocument
+    resolved: dict[str, ResolvedRuleConfig]
+
+    def calendar(self, timezone: str) -> BusinessCalendar:
+        return self.document.business_calendar(timezone)
+
+
+# Validating and resolving the rules document costs more than the query that reads it; it
+# changes rarely, so each process keeps the last one it parsed per account, keyed by its
+# content (a change made by any process is seen on the next evaluation).
+_settings_cache: dict[int, tuple[dict[str, Any] | None, _Settings]] = {}
+
+
+def _settings(account_id: int, raw: dict[str, Any] | None) -> _Settings:
+    cached = _settings_cache.get(account_id)
+    if cached is not None and cached[0] == raw:
+        return cached[1]
+    doc = rules_config.RulesDocument.model_validate(raw) if raw else rules_config.RulesDocument()
+    settings = _Settings(doc, {name: doc.resolved(name) for name in RULES})
+    _settings_cache[account_id] = (raw, settings)
+    return settings
 
 
 async def _prepare(s: AsyncSession, whole_account: bool) -> None:
@@ -114,18 +157,23 @@ async def evaluate(s: AsyncSession, account_id: int, *, deal_ids: list[str] | No
     whole = deal_ids is None
     if not whole and not deal_ids:
         return EvaluationResult()
-    account = await s.get(Account, account_id)
-    if account is None:
+    row = (await s.execute(select(Account.timezone, RuleConfig.document)
+                           .outerjoin(RuleConfig, RuleConfig.account_id == Account.id)
+                           .where(Account.id == account_id))).first()
+    if row is None:
         return EvaluationResult()
-    doc = await rules_config.load(s, account_id)
-    calendar = doc.business_calendar(account.timezone)
-    total = EvaluationResult()
+    settings = _settings(account_id, row.document)
+    calendar = settings.calendar(row.timezone)
+    contexts = [(rule, RuleContext(account_id=account_id, now=now, calendar=calendar,
+                                   config=settings.resolved[rule.name], deal_ids=deal_ids))
+                for rule in RULES.values()]
     await _prepare(s, whole)
-    for rule in RULES.values():
-        ctx = RuleContext(account_id=account_id, now=now, calendar=calendar, config=doc.resolved(rule.name),
-                          deal_ids=deal_ids)
-        total.add(await _evaluate_rule(s, rule, ctx, actor))
-    total.changed += await _suppress(s, account_id, doc.suppress, deal_ids, now)
+    total = await _evaluate_rules(s, account_id, contexts, deal_ids, now, actor)
+    doc = settings.document
+    if whole or total.changed:
+        # Inhibition follows the findings' states and deals, so it can only change when a
+        # finding did (or on a sweep, which also picks up changed settings).
+        total.changed += await _suppress(s, account_id, doc.suppress, deal_ids, now)
     if whole or total.changed:
         # What the CRM must hear about this, written in this same transaction. (A sweep also
         # runs it unchanged: escalations and reminders come due with time alone.)
@@ -141,46 +189,62 @@ async def count_open(s: AsyncSession, account_id: int) -> int:
                           .where(Finding.account_id == account_id, Finding.status == "open")) or 0
 
 
-def _key(rule: Rule, account_id: int) -> list[Any]:
-    return [Finding.account_id == account_id, Finding.rule == rule.name, Finding.entity_type == rule.entity_type]
-
-
 async def _history(s: AsyncSession, source: Any) -> None:
     """Writes one finding_events row per finding that `source` selects: (id, from_status, to_status)."""
     await s.execute(insert(FindingEvent).from_select(
         ["finding_id", "at", "from_status", "to_status", "actor", "reason"], source))
 
 
-async def _evaluate_rule(s: AsyncSession, rule: Rule, ctx: RuleContext, actor: str) -> EvaluationResult:
-    now = ctx.at(ctx.now)
+def _tagged(rule: Rule, ctx: RuleContext) -> Any:
+    """The rule's violations, each row tagged with the rule (its name, entity type, version, severity)."""
+    return rule.violations(ctx).add_columns(
+        literal(rule.name, String()), literal(rule.entity_type, String()),
+        literal(rule.version, Integer()), literal(rule.severity, String()))
+
+
+async def _evaluate_rules(s: AsyncSession, account_id: int, contexts: list[tuple[Rule, RuleContext]],
+                          deal_ids: list[str] | None, now_: datetime, actor: str) -> EvaluationResult:
+    now = literal(now_, UtcDateTime())
     result = EvaluationResult()
-    await _empty_violations(s, ctx.deal_ids is None)
+    enabled = [_tagged(rule, ctx) for rule, ctx in contexts if ctx.config.enabled]
+    disabled = [rule.name for rule, ctx in contexts if not ctx.config.enabled]
     violating = 0
-    if ctx.config.enabled:
-        violating = (await s.execute(insert(violations_table).from_select(
-            ["entity_id", "deal_id", "manager_id", "started_at", "opens"], rule.violations(ctx)))).rowcount or 0
+    if enabled:
+        source = enabled[0] if len(enabled) == 1 else union_all(*enabled)
+        violating = (await s.execute(insert(violations_table).from_select(_RULE_COLUMNS, source))).rowcount or 0
         if violating > 10_000 and is_postgres(s):
             await s.execute(text(f"ANALYZE {violations_table.name}"))  # temporary tables get no autovacuum
-    key = _key(rule, ctx.account_id)
-    matched = and_(*key, Finding.entity_id == _v.entity_id)
+    matched = and_(Finding.account_id == account_id, Finding.rule == _v.rule,
+                   Finding.entity_type == _v.entity_type, Finding.entity_id == _v.entity_id)
     new_status = case((_v.opens == true(), literal("open")), else_=literal("pending"))
+    facts_differ = or_(
+        Finding.manager_id.is_distinct_from(_v.manager_id), Finding.deal_id.is_distinct_from(_v.deal_id),
+        Finding.started_at != _v.started_at, Finding.rule_version != _v.rule_version)
+    in_scope = [Finding.account_id == account_id, Finding.rule.in_([rule.name for rule, _ in contexts]),
+                Finding.status.in_(ACTIVE)]
+    if deal_ids is not None:
+        in_scope.append(Finding.deal_id.in_(deal_ids))
 
-    # Which steps can change anything? One cheap look saves most statements, which matters for
-    # incremental evaluation (a few deals, after every inbox batch) far more than for sweeps.
-    statuses: dict[str, int] = {}
+    # Which steps can change anything? One look (the findings the violations match, by state,
+    # with how many have stale facts; and how many are active in scope) saves most statements.
+    looks = [select(literal("active", String()), func.count(), literal(0)).select_from(Finding).where(*in_scope)]
     if violating:
-        statuses = dict((await s.execute(select(Finding.status, func.count()).select_from(Finding)
-                                         .join(violations_table, matched).group_by(Finding.status))).all())
-    in_scope = [*key, Finding.status.in_(ACTIVE)]
-    if ctx.deal_ids is not None:
-        in_scope.append(Finding.deal_id.in_(ctx.deal_ids))
-    active = await s.scalar(select(func.count()).select_from(Finding).where(*in_scope)) or 0
+        looks.append(select(Finding.status, func.count(), func.sum(case((facts_differ, 1), else_=0)))
+                     .select_from(Finding).join(violations_table, matched).group_by(Finding.status))
+    statuses: dict[str, int] = {}
+    stale = 0
+    for key, count, stale_count in (await s.execute(union_all(*looks) if len(looks) > 1 else looks[0])).all():
+        statuses[key] = count
+        if key in ACTIVE:
+            stale += stale_count or 0
+    active = statuses.pop("active", 0)
+    matched_total = sum(statuses.values())
 
     # 1. Findings seen for the first time.
-    if violating > sum(statuses.values()):
-        fresh = (select(literal(ctx.account_id), literal(rule.name), literal(rule.version),
-                        literal(rule.entity_type), _v.entity_id, _v.deal_id, _v.manager_id, literal(rule.severity),
-                        new_status, _v.started_at, case((_v.opens == true(), now), else_=None),
+    if violating > matched_total:
+        fresh = (select(literal(account_id), _v.rule, _v.rule_version, _v.entity_type, _v.entity_id, _v.deal_id,
+                        _v.manager_id, _v.severity, new_status, _v.started_at,
+                        case((_v.opens == true(), now), else_=None),
                         case((_v.opens == true(), 1), else_=0), false(), now, now)
                  .where(~exists().where(matched)))
         inserted = await s.execute(
@@ -196,7 +260,8 @@ async def _evaluate_rule(s: AsyncSession, rule: Rule, ctx: RuleContext, actor: s
             await s.execute(text("ANALYZE findings"))
         if inserted.rowcount:
             # The rows just inserted are the ones with no history yet.
-            new = [*key, Finding.created_at == now,
+            new = [Finding.account_id == account_id, Finding.rule.in_([rule.name for rule, _ in contexts]),
+                   Finding.updated_at == now, Finding.created_at == now,
                    ~exists().where(FindingEvent.finding_id == Finding.id)]
             result.opened += await s.scalar(select(func.count()).select_from(Finding).where(
                 *new, Finding.status == "open")) or 0
@@ -215,7 +280,7 @@ async def _evaluate_rule(s: AsyncSession, rule: Rule, ctx: RuleContext, actor: s
             status=new_status, opened_at=case((_v.opens == true(), now), else_=None), resolved_at=None,
             acknowledged_at=None, acknowledged_by=None, snoozed_until=None, snoozed_by=None, snooze_reason=None,
             times_opened=Finding.times_opened + case((_v.opens == true(), 1), else_=0), started_at=_v.started_at,
-            deal_id=_v.deal_id, manager_id=_v.manager_id, rule_version=rule.version, updated_at=now))
+            deal_id=_v.deal_id, manager_id=_v.manager_id, rule_version=_v.rule_version, updated_at=now))
 
     # 3. The grace period has passed.
     if statuses.get("pending"):
@@ -242,21 +307,19 @@ async def _evaluate_rule(s: AsyncSession, rule: Rule, ctx: RuleContext, actor: s
             times_opened=Finding.times_opened + case((first_open, 1), else_=0)))).rowcount or 0
 
     # 5. Still violating: keep the facts current (a new manager, a moved due time, a new rule version).
-    still = sum(statuses.get(st, 0) for st in ACTIVE)
-    if still:
-        stale_facts = and_(matched, Finding.status.in_(ACTIVE), or_(
-            Finding.manager_id.is_distinct_from(_v.manager_id), Finding.deal_id.is_distinct_from(_v.deal_id),
-            Finding.started_at != _v.started_at, Finding.rule_version != rule.version))
-        result.changed += (await s.execute(update(Finding).where(stale_facts).values(
-            manager_id=_v.manager_id, deal_id=_v.deal_id, started_at=_v.started_at, rule_version=rule.version,
-            updated_at=now))).rowcount or 0
+    if stale:
+        result.changed += (await s.execute(update(Finding).where(matched, Finding.status.in_(ACTIVE), facts_differ)
+                                           .values(manager_id=_v.manager_id, deal_id=_v.deal_id,
+                                                   started_at=_v.started_at, rule_version=_v.rule_version,
+                                                   updated_at=now))).rowcount or 0
 
     # 6. Whatever no longer violates resolves, saying why.
+    still = sum(statuses.get(st, 0) for st in ACTIVE)
     if active > still:
-        gone = [*in_scope, ~exists().where(_v.entity_id == Finding.entity_id)]
+        gone = [*in_scope, ~exists().where(_v.rule == Finding.rule, _v.entity_id == Finding.entity_id)]
         deal = select(Deal).where(Deal.account_id == Finding.account_id, Deal.id == Finding.deal_id)
         why = case(
-            (literal(not ctx.config.enabled), literal("rule disabled")),
+            *([(Finding.rule.in_(disabled), literal("rule disabled"))] if disabled else []),
             (deal.where(Deal.is_deleted == true()).exists(), literal("deal deleted")),
             (deal.where(Deal.is_closed == true()).exists(), literal("deal closed")),
             else_=literal("condition cleared"))
