@@ -12,6 +12,12 @@ these labelled columns, one row per entity:
 
 Durations are in working time: a setting such as "3 working days" becomes a cutoff instant
 (BusinessCalendar.cutoff), and the SQL compares a timestamp with it, per pipeline and stage.
+
+A rule's statement is built once per account and settings and then re-executed: every value
+that depends on the moment or the scope must come from the context's helpers (`now_param`,
+`cutoff`, `per_stage`, `deal_scope`), which bind it as a parameter computed afresh at each
+execution. A value computed from `ctx.now` in the rule's own code would be frozen at the
+first evaluation.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import ColumnElement, Select, and_, bindparam, case, false, not_, or_
+from sqlalchemy import ColumnElement, Select, String, and_, bindparam, case, false, not_, or_
 
 from app.calendar.business import BusinessCalendar
 from app.db import UtcDateTime
@@ -58,16 +64,32 @@ class RuleContext:
     calendar: BusinessCalendar
     config: ResolvedRuleConfig
     deal_ids: list[str] | None = None  # None: the whole account (a sweep); else only these deals
+    # Bound parameters of the rule's statement: name → how to compute its value for this evaluation.
+    prefix: str = "rule"
+    params: dict[str, Callable[[], Any]] = field(default_factory=dict)
 
     @property
     def settings(self) -> Any:
         return self.config.settings
 
+    def bind(self, compute: Callable[[], Any], type_: Any = None, *, expanding: bool = False) -> Any:
+        """A parameter whose value `compute()` gives at each execution of the statement."""
+        name = f"{self.prefix}_{len(self.params)}"
+        self.params[name] = compute
+        # Built with its current value too, so that its SQL type follows the value when none is given.
+        return bindparam(name, compute(), type_=type_, expanding=expanding)
+
+    def values(self) -> dict[str, Any]:
+        return {name: compute() for name, compute in self.params.items()}
+
+    def now_param(self) -> ColumnElement[datetime]:
+        return self.bind(lambda: self.now, UtcDateTime())
+
     def deal_scope(self) -> list[ColumnElement[bool]]:
         """The account, the incremental scope, and the rule's exclusions, as WHERE clauses on Deal."""
         clauses: list[ColumnElement[bool]] = [Deal.account_id == self.account_id]
         if self.deal_ids is not None:
-            clauses.append(Deal.id.in_(self.deal_ids))
+            clauses.append(Deal.id.in_(self.bind(lambda: self.deal_ids, String(), expanding=True)))
         ex = self.config.exclude
         if ex.pipelines:
             clauses.append(or_(Deal.pipeline_id.is_(None), Deal.pipeline_id.not_in(sorted(ex.pipelines))))
@@ -85,7 +107,7 @@ class RuleContext:
         """A setting's value for each deal, honouring overrides: the stage's, else the pipeline's,
         else the account's. `value_of(settings)` picks (or derives) the value from a settings object."""
         def value(settings: RuleSettings) -> ColumnElement[Any]:
-            return bindparam(None, value_of(settings), type_=type_)
+            return self.bind(lambda: value_of(settings), type_)
 
         whens: list[tuple[ColumnElement[bool], ColumnElement[Any]]] = []
         for (pipeline, stage), st in sorted(self.config.stages.items()):
@@ -99,8 +121,6 @@ class RuleContext:
         """The instant before which a condition has lasted long enough (working time), per deal."""
         return self.per_stage(lambda st: self.calendar.cutoff(self.now, seconds_of(st)), UtcDateTime())
 
-    def at(self, value: datetime) -> ColumnElement[datetime]:
-        return bindparam(None, value, type_=UtcDateTime())
 
 
 @dataclass(slots=True)

@@ -126,6 +126,46 @@ def _settings(account_id: int, raw: dict[str, Any] | None) -> _Settings:
     return settings
 
 
+@dataclass(frozen=True)
+class _Template:
+    """The INSERT of every enabled rule's violations for one account, settings and scope kind,
+    built once; each evaluation only computes its parameters (the moment, the deals)."""
+
+    settings: _Settings
+    rules: tuple[Rule, ...]
+    contexts: list[tuple[Rule, RuleContext]]
+    insert: Any  # None when every rule is disabled
+    disabled: list[str]
+
+
+_templates: dict[tuple[int, str, bool], _Template] = {}
+
+
+def _template(account_id: int, settings: _Settings, timezone: str, whole: bool) -> _Template:
+    key = (account_id, timezone, whole)
+    cached = _templates.get(key)
+    rules = tuple(RULES.values())
+    if cached is not None and cached.settings is settings and cached.rules == rules:
+        return cached
+    calendar = settings.calendar(timezone)
+    now = utcnow()
+    contexts = [(rule, RuleContext(account_id=account_id, now=now, calendar=calendar,
+                                   config=settings.resolved[rule.name], deal_ids=None if whole else [""],
+                                   prefix=f"r{i}"))
+                for i, rule in enumerate(rules)]
+    enabled = [_tagged(rule, ctx) for rule, ctx in contexts if ctx.config.enabled]
+    insert_ = None
+    if enabled:
+        insert_ = insert(violations_table).from_select(
+            _RULE_COLUMNS, enabled[0] if len(enabled) == 1 else union_all(*enabled))
+    if len(_templates) > 10_000:
+        _templates.clear()
+    disabled = [rule.name for rule, ctx in contexts if not ctx.config.enabled]
+    template = _Template(settings, rules, contexts, insert_, disabled)
+    _templates[key] = template
+    return template
+
+
 async def _prepare(s: AsyncSession, whole_account: bool) -> None:
     """The temporary table of violations, empty; on PostgreSQL, settings for a big sweep."""
     await s.execute(CreateTable(violations_table, if_not_exists=True))
@@ -164,11 +204,14 @@ async def evaluate(s: AsyncSession, account_id: int, *, deal_ids: list[str] | No
         return EvaluationResult()
     settings = _settings(account_id, row.document)
     calendar = settings.calendar(row.timezone)
-    contexts = [(rule, RuleContext(account_id=account_id, now=now, calendar=calendar,
-                                   config=settings.resolved[rule.name], deal_ids=deal_ids))
-                for rule in RULES.values()]
+    template = _template(account_id, settings, row.timezone, whole)
+    # No await between setting the moment and scope and computing the parameters from them: the
+    # template is shared by every evaluation of this account in this process.
+    for _, ctx in template.contexts:
+        ctx.now, ctx.deal_ids = now, deal_ids
+    params = {name: value for _, ctx in template.contexts for name, value in ctx.values().items()}
     await _prepare(s, whole)
-    total = await _evaluate_rules(s, account_id, contexts, deal_ids, now, actor)
+    total = await _evaluate_rules(s, account_id, template, params, deal_ids, now, actor)
     doc = settings.document
     if whole or total.changed:
         # Inhibition follows the findings' states and deals, so it can only change when a
@@ -202,16 +245,14 @@ def _tagged(rule: Rule, ctx: RuleContext) -> Any:
         literal(rule.version, Integer()), literal(rule.severity, String()))
 
 
-async def _evaluate_rules(s: AsyncSession, account_id: int, contexts: list[tuple[Rule, RuleContext]],
+async def _evaluate_rules(s: AsyncSession, account_id: int, template: _Template, params: dict[str, Any],
                           deal_ids: list[str] | None, now_: datetime, actor: str) -> EvaluationResult:
     now = literal(now_, UtcDateTime())
     result = EvaluationResult()
-    enabled = [_tagged(rule, ctx) for rule, ctx in contexts if ctx.config.enabled]
-    disabled = [rule.name for rule, ctx in contexts if not ctx.config.enabled]
+    contexts, disabled = template.contexts, template.disabled
     violating = 0
-    if enabled:
-        source = enabled[0] if len(enabled) == 1 else union_all(*enabled)
-        violating = (await s.execute(insert(violations_table).from_select(_RULE_COLUMNS, source))).rowcount or 0
+    if template.insert is not None:
+        violating = (await s.execute(template.insert, params)).rowcount or 0
         if violating > 10_000 and is_postgres(s):
             await s.execute(text(f"ANALYZE {violations_table.name}"))  # temporary tables get no autovacuum
     matched = and_(Finding.account_id == account_id, Finding.rule == _v.rule,

@@ -25,7 +25,7 @@ def violations(ctx: RuleContext) -> Select[Any]:
                Task.due_at.label("started_at"), (Task.due_at <= grace).label("opens"))
         .join(Deal, and_(Deal.account_id == Task.account_id, Deal.id == Task.deal_id))
         .where(*ctx.open_deal(), Task.account_id == ctx.account_id, Task.is_completed == false(),
-               Task.is_deleted == false(), Task.due_at <= ctx.at(ctx.now))
+               Task.is_deleted == false(), Task.due_at <= ctx.now_param())
     )
 
 

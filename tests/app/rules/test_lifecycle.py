@@ -297,3 +297,27 @@ async def test_two_evaluations_at_the_same_instant_log_each_finding_once(rt):
     opened_on_d2 = [f for f in await findings(rt, aid) if f.deal_id == "D2" and f.status == "open"]
     assert any(f.entity_id == "T2" for f in opened_on_d2)
     assert result.opened == len(opened_on_d2)
+
+
+async def test_a_reused_statement_takes_each_evaluations_moment_and_deals(rt):
+    # The engine builds an account's rule statement once and re-executes it: the moment and the
+    # deals in scope must be parameters of each execution, never the first evaluation's values.
+    aid = await new_account(rt)
+    due = NOW + timedelta(hours=1)
+    async with rt.sessions() as s, s.begin():
+        for n in ("1", "2", "3"):
+            add_deal(s, aid, f"D{n}", created_at=CREATED)
+            add_task(s, aid, f"T{n}", f"D{n}", due_at=due, created_at=CREATED)
+
+    await evaluate(rt, aid, NOW, deal_ids=["D1"], actor="incremental")
+    assert await finding(rt, aid, "overdue_task", "T1") is None  # not yet due
+
+    await evaluate(rt, aid, due + timedelta(hours=1), deal_ids=["D2"], actor="incremental")
+    assert (await finding(rt, aid, "overdue_task", "T2")).status == "open"
+    assert await finding(rt, aid, "overdue_task", "T1") is None  # out of scope this time
+
+    await evaluate(rt, aid, due + timedelta(hours=1), deal_ids=["D1", "D3"], actor="incremental")
+    assert {f.entity_id for f in await findings(rt, aid, "overdue_task")} == {"T1", "T2", "T3"}
+
+    await evaluate(rt, aid, NOW)  # a sweep back before the due time: the condition has not begun
+    assert {f.status for f in await findings(rt, aid, "overdue_task")} == {"resolved"}
