@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import func, select
 
 from app.db import utcnow
@@ -54,10 +54,14 @@ def _refuse(code: int, crm: str, outcome: str, detail: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=code)
 
 
-def _crm_hook(crm: str) -> Callable[[Request, str], Awaitable[JSONResponse]]:
-    adapter = crm_adapter(crm)
+ACCEPTED = b'{"status":"accepted"}'
 
-    async def receive(request: Request, key: str) -> JSONResponse:
+
+def _crm_hook(crm: str) -> Callable[[Request, str], Awaitable[Response]]:
+    adapter = crm_adapter(crm)
+    accepted = WEBHOOKS.labels(crm, "accepted")  # the hot path's counter, looked up once
+
+    async def receive(request: Request, key: str) -> Response:
         rt = request.app.state.runtime
         account = await request.app.state.keys.lookup(key)
         if account is None or account.crm != crm:
@@ -89,8 +93,8 @@ def _crm_hook(crm: str) -> Callable[[Request, str], Awaitable[JSONResponse]]:
         })
         rt.inbox_wakeup.set()
         rt.last_intake = time.monotonic()
-        WEBHOOKS.labels(crm, "accepted").inc()
-        return JSONResponse({"status": "accepted"})
+        accepted.inc()
+        return Response(ACCEPTED, media_type="application/json")
 
     receive.__name__ = f"receive_{crm}_webhook"
     receive.__doc__ = (f"Receives {crm} webhooks. The key is the account's secret from POST /api/accounts. "
