@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -128,40 +128,85 @@ def _settings(account_id: int, raw: dict[str, Any] | None) -> _Settings:
 
 @dataclass(frozen=True)
 class _Template:
-    """The INSERT of every enabled rule's violations for one account, settings and scope kind,
-    built once; each evaluation only computes its parameters (the moment, the deals)."""
+    """Every enabled rule's violations query for one account, settings and scope kind, built once
+    where that is safe; each evaluation then only computes the parameters (the moment, the deals).
+
+    A rule whose query is not a pure function of its parameters (it computed a value from
+    `ctx.now` or `ctx.deal_ids` in its own code) is rebuilt at every evaluation instead: the
+    template finds out by building each query twice, for two moments and two scopes."""
 
     settings: _Settings
     rules: tuple[Rule, ...]
-    contexts: list[tuple[Rule, RuleContext]]
-    insert: Any  # None when every rule is disabled
+    timezone: str
+    whole: bool
+    cached: dict[str, tuple[RuleContext, Any]]  # rule → its context and tagged query, reused
+    enabled: list[Rule]
     disabled: list[str]
+    insert: Any  # the whole INSERT when every enabled rule is cached, else None
+
+    def contexts(self) -> list[RuleContext]:
+        return [ctx for ctx, _ in self.cached.values()]
+
+    def statement(self, account_id: int, now: datetime, deal_ids: list[str] | None) -> Any:
+        if self.insert is not None:
+            return self.insert
+        queries = []
+        for i, rule in enumerate(self.enabled):
+            if rule.name in self.cached:
+                queries.append(self.cached[rule.name][1])
+            else:
+                ctx = _context(self, account_id, rule, i, now, deal_ids)
+                queries.append(_tagged(rule, ctx))
+        return insert(violations_table).from_select(
+            _RULE_COLUMNS, queries[0] if len(queries) == 1 else union_all(*queries))
 
 
 _templates: dict[tuple[int, str, bool], _Template] = {}
+_warned: set[str] = set()
+# Two probes far apart in working time and with different deals: a value frozen at build time
+# differs between them, a parameter does not.
+_PROBE_SHIFT = timedelta(days=9, hours=3, minutes=17)
 
 
-def _template(account_id: int, settings: _Settings, timezone: str, whole: bool) -> _Template:
+def _context(t: _Template, account_id: int, rule: Rule, i: int, now: datetime,
+             deal_ids: list[str] | None) -> RuleContext:
+    return RuleContext(account_id=account_id, now=now, calendar=t.settings.calendar(t.timezone),
+                       config=t.settings.resolved[rule.name], deal_ids=deal_ids, prefix=f"r{i}")
+
+
+def _template(account_id: int, settings: _Settings, timezone: str, whole: bool, dialect: Any) -> _Template:
     key = (account_id, timezone, whole)
     cached = _templates.get(key)
     rules = tuple(RULES.values())
     if cached is not None and cached.settings is settings and cached.rules == rules:
         return cached
-    calendar = settings.calendar(timezone)
+    enabled = [rule for rule in rules if settings.resolved[rule.name].enabled]
+    disabled = [rule.name for rule in rules if not settings.resolved[rule.name].enabled]
+    template = _Template(settings, rules, timezone, whole, {}, enabled, disabled, None)
     now = utcnow()
-    contexts = [(rule, RuleContext(account_id=account_id, now=now, calendar=calendar,
-                                   config=settings.resolved[rule.name], deal_ids=None if whole else [""],
-                                   prefix=f"r{i}"))
-                for i, rule in enumerate(rules)]
-    enabled = [_tagged(rule, ctx) for rule, ctx in contexts if ctx.config.enabled]
-    insert_ = None
-    if enabled:
-        insert_ = insert(violations_table).from_select(
-            _RULE_COLUMNS, enabled[0] if len(enabled) == 1 else union_all(*enabled))
+    for i, rule in enumerate(enabled):
+        probes = []
+        for moment, deals in ((now, None if whole else ["probe-a"]),
+                              (now - _PROBE_SHIFT, None if whole else ["probe-b", "probe-c"])):
+            ctx = _context(template, account_id, rule, i, moment, deals)
+            query = _tagged(rule, ctx)
+            compiled = query.compile(dialect=dialect)
+            fixed = {name: value for name, value in compiled.params.items() if name not in ctx.params}
+            probes.append((ctx, query, str(compiled), fixed))
+        (ctx, query, sql_a, fixed_a), (_, _, sql_b, fixed_b) = probes
+        if sql_a == sql_b and fixed_a == fixed_b:
+            template.cached[rule.name] = (ctx, query)
+        elif rule.name not in _warned:
+            _warned.add(rule.name)
+            log.warning("rules.query_not_parametrized", extra={"rule": rule.name, "hint": (
+                "the rule computes a value from ctx.now or ctx.deal_ids itself; use ctx.now_param(), "
+                "ctx.cutoff(), ctx.per_stage() or ctx.bind() so its query can be reused")})
+    if enabled and len(template.cached) == len(enabled):
+        queries = [template.cached[rule.name][1] for rule in enabled]
+        object.__setattr__(template, "insert", insert(violations_table).from_select(
+            _RULE_COLUMNS, queries[0] if len(queries) == 1 else union_all(*queries)))
     if len(_templates) > 10_000:
         _templates.clear()
-    disabled = [rule.name for rule, ctx in contexts if not ctx.config.enabled]
-    template = _Template(settings, rules, contexts, insert_, disabled)
     _templates[key] = template
     return template
 
@@ -204,14 +249,15 @@ async def evaluate(s: AsyncSession, account_id: int, *, deal_ids: list[str] | No
         return EvaluationResult()
     settings = _settings(account_id, row.document)
     calendar = settings.calendar(row.timezone)
-    template = _template(account_id, settings, row.timezone, whole)
+    template = _template(account_id, settings, row.timezone, whole, s.bind.dialect)
     # No await between setting the moment and scope and computing the parameters from them: the
     # template is shared by every evaluation of this account in this process.
-    for _, ctx in template.contexts:
+    for ctx in template.contexts():
         ctx.now, ctx.deal_ids = now, deal_ids
-    params = {name: value for _, ctx in template.contexts for name, value in ctx.values().items()}
+    params = {name: value for ctx in template.contexts() for name, value in ctx.values().items()}
+    statement = template.statement(account_id, now, deal_ids) if template.enabled else None
     await _prepare(s, whole)
-    total = await _evaluate_rules(s, account_id, template, params, deal_ids, now, actor)
+    total = await _evaluate_rules(s, account_id, template, statement, params, deal_ids, now, actor)
     doc = settings.document
     if whole or total.changed:
         # Inhibition follows the findings' states and deals, so it can only change when a
@@ -245,14 +291,15 @@ def _tagged(rule: Rule, ctx: RuleContext) -> Any:
         literal(rule.version, Integer()), literal(rule.severity, String()))
 
 
-async def _evaluate_rules(s: AsyncSession, account_id: int, template: _Template, params: dict[str, Any],
-                          deal_ids: list[str] | None, now_: datetime, actor: str) -> EvaluationResult:
+async def _evaluate_rules(s: AsyncSession, account_id: int, template: _Template, statement: Any,
+                          params: dict[str, Any], deal_ids: list[str] | None, now_: datetime,
+                          actor: str) -> EvaluationResult:
     now = literal(now_, UtcDateTime())
     result = EvaluationResult()
-    contexts, disabled = template.contexts, template.disabled
+    names, disabled = [rule.name for rule in template.rules], template.disabled
     violating = 0
-    if template.insert is not None:
-        violating = (await s.execute(template.insert, params)).rowcount or 0
+    if statement is not None:
+        violating = (await s.execute(statement, params)).rowcount or 0
         if violating > 10_000 and is_postgres(s):
             await s.execute(text(f"ANALYZE {violations_table.name}"))  # temporary tables get no autovacuum
     matched = and_(Finding.account_id == account_id, Finding.rule == _v.rule,
@@ -261,7 +308,7 @@ async def _evaluate_rules(s: AsyncSession, account_id: int, template: _Template,
     facts_differ = or_(
         Finding.manager_id.is_distinct_from(_v.manager_id), Finding.deal_id.is_distinct_from(_v.deal_id),
         Finding.started_at != _v.started_at, Finding.rule_version != _v.rule_version)
-    in_scope = [Finding.account_id == account_id, Finding.rule.in_([rule.name for rule, _ in contexts]),
+    in_scope = [Finding.account_id == account_id, Finding.rule.in_(names),
                 Finding.status.in_(ACTIVE)]
     if deal_ids is not None:
         in_scope.append(Finding.deal_id.in_(deal_ids))
@@ -301,7 +348,7 @@ async def _evaluate_rules(s: AsyncSession, account_id: int, template: _Template,
             await s.execute(text("ANALYZE findings"))
         if inserted.rowcount:
             # The rows just inserted are the ones with no history yet.
-            new = [Finding.account_id == account_id, Finding.rule.in_([rule.name for rule, _ in contexts]),
+            new = [Finding.account_id == account_id, Finding.rule.in_(names),
                    Finding.updated_at == now, Finding.created_at == now,
                    ~exists().where(FindingEvent.finding_id == Finding.id)]
             result.opened += await s.scalar(select(func.count()).select_from(Finding).where(

@@ -321,3 +321,40 @@ async def test_a_reused_statement_takes_each_evaluations_moment_and_deals(rt):
 
     await evaluate(rt, aid, NOW)  # a sweep back before the due time: the condition has not begun
     assert {f.status for f in await findings(rt, aid, "overdue_task")} == {"resolved"}
+
+
+async def test_a_rule_that_computes_from_now_itself_is_still_evaluated_at_each_moment(rt, monkeypatch, caplog):
+    # A rule author may well write `Task.due_at <= ctx.now` instead of ctx.now_param(): the engine
+    # must notice that such a query cannot be reused, and rebuild it at each evaluation.
+    from sqlalchemy import and_, false, literal
+    from sqlalchemy import select as sa_select
+
+    from app.db import UtcDateTime
+    from app.mirror.models import Deal
+
+    def naive(ctx):
+        return (sa_select(Task.id.label("entity_id"), Task.deal_id.label("deal_id"),
+                          Deal.responsible_user_id.label("manager_id"), Task.due_at.label("started_at"),
+                          literal(True).label("opens"))
+                .join(Deal, and_(Deal.account_id == Task.account_id, Deal.id == Task.deal_id))
+                .where(Task.account_id == ctx.account_id, Task.is_completed == false(),
+                       Task.due_at <= literal(ctx.now, UtcDateTime()),
+                       *([Deal.id.in_(ctx.deal_ids)] if ctx.deal_ids is not None else [])))
+
+    from app.rules import engine
+
+    monkeypatch.setitem(RULES, "overdue_task", dataclasses.replace(RULES["overdue_task"], violations=naive))
+    monkeypatch.setattr(engine, "_warned", set())  # warned once per process: make this test's own
+    aid = await new_account(rt)
+    due = NOW + timedelta(hours=1)
+    async with rt.sessions() as s, s.begin():
+        for n in ("1", "2"):
+            add_deal(s, aid, f"D{n}", created_at=CREATED)
+            add_task(s, aid, f"T{n}", f"D{n}", due_at=due, created_at=CREATED)
+
+    await evaluate(rt, aid, NOW, deal_ids=["D1"], actor="incremental")
+    await evaluate(rt, aid, due + timedelta(hours=1), deal_ids=["D2"], actor="incremental")
+    assert [f.entity_id for f in await findings(rt, aid, "overdue_task")] == ["T2"]
+    await evaluate(rt, aid, due + timedelta(hours=1))
+    assert {f.entity_id for f in await findings(rt, aid, "overdue_task")} == {"T1", "T2"}
+    assert "rules.query_not_parametrized" in caplog.text  # and the rule's author hears why it is slower
