@@ -94,7 +94,8 @@ async def amocrm_preflight(request: Request, rt: Runtime = Depends(runtime)) -> 
         return Response(status_code=status.HTTP_403_FORBIDDEN, headers={"Vary": "Origin"})
     return Response(status_code=status.HTTP_204_NO_CONTENT, headers={
         **_cors(origin, True), "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-        "Access-Control-Allow-Headers": "X-Auth-Token, Content-Type", "Access-Control-Max-Age": "600"})
+        "Access-Control-Allow-Headers": "X-Auth-Token, Content-Type, X-Requested-With",
+        "Access-Control-Max-Age": "600"})
 
 
 async def _amocrm_call(request: Request, rt: Runtime, token: str | None,
@@ -153,6 +154,7 @@ async def amocrm_snooze(request: Request, finding_id: int, body: CardSnoozeIn, x
 # --- Bitrix24: the CRM_DEAL_DETAIL_TAB placement ----------------------------------------------
 
 SESSION_MAX = timedelta(hours=1)
+SESSION_MIN = timedelta(minutes=5)
 
 
 def _page_lang(value: str | None, account: Account | None) -> str:
@@ -192,7 +194,8 @@ async def bitrix24_deal_tab(request: Request, rt: Runtime = Depends(runtime)) ->
     except bitrix24_portal.PortalUnavailable:
         return deal_tab.refusal(lang, "portal_down", status.HTTP_503_SERVICE_UNAVAILABLE, account.base_url)
     try:
-        lifetime = min(SESSION_MAX, timedelta(seconds=int(field.get("AUTH_EXPIRES") or 3600)))
+        # The page lives as long as Bitrix24's own AUTH_ID (an hour), within sane bounds.
+        lifetime = min(SESSION_MAX, max(SESSION_MIN, timedelta(seconds=int(field.get("AUTH_EXPIRES") or 3600))))
     except ValueError:
         lifetime = SESSION_MAX
     token = session_token.issue(load_secret(rt.settings), session_token.CardSession(

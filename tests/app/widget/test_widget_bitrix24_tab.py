@@ -84,6 +84,8 @@ async def test_a_verified_placement_renders_the_deal_tab(client, rt, portal):
     assert "http://" not in html.replace("http://crmwatch.test", "") and "https://" not in html  # no CDN
     assert f"frame-ancestors {PORTAL}" in resp.headers["content-security-policy"]
     tok = page_token(html)
+    claims = session_token.jwt.decode(tok, options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == 3600 and claims["deal"] == DEAL and claims["uid"] == "7"
     items = await client.get("/widget/bitrix24/findings", headers={"Authorization": f"Bearer {tok}"})
     assert items.status_code == 200
     assert {i["id"] for i in items.json()["items"]} == set(ids[:2])  # this deal's, not deal 9999's
@@ -140,6 +142,14 @@ async def test_a_portal_that_does_not_answer_decides_nothing(client, rt):
         mock.route().pass_through()
         resp = await client.post("/widget/bitrix24/deal-tab", data=placement_form())
     assert resp.status_code == 503 and "Битрикс24 не ответил" in resp.text
+
+
+async def test_the_tab_session_lives_as_long_as_the_portals_auth_within_bounds(client, rt, portal):
+    await bitrix_account(rt)
+    for sent, lives in (("-5", 300), ("600", 600), ("86400", 3600), ("soon", 3600)):
+        html = (await client.post("/widget/bitrix24/deal-tab", data=placement_form(AUTH_EXPIRES=sent))).text
+        claims = session_token.jwt.decode(page_token(html), options={"verify_signature": False})
+        assert claims["exp"] - claims["iat"] == lives, sent
 
 
 async def test_the_tab_session_token_is_checked(client, rt, portal):
