@@ -17,6 +17,7 @@ from app.db import utcnow
 from app.findings.models import Finding, FindingEvent
 from app.security import load_secret
 from app.widget import session_token
+from app.widget.models import WidgetConfig
 
 PORTAL = "https://acme.bitrix24.ru"
 MEMBER_ID = "da45a03b265edd8787f8a258d793cc5d"
@@ -167,3 +168,11 @@ async def test_the_tab_session_token_is_checked(client, rt, portal):
     assert resp.status_code == 401
     async with rt.reads() as s:
         assert (await s.get(Finding, ids[0])).status == "open"
+
+
+async def test_the_amocrm_widget_secret_is_refused_for_a_bitrix24_portal(client, rt):
+    account_id, _ = await bitrix_account(rt)
+    resp = await client.put(f"/api/accounts/{account_id}/widget", json={"client_secret": "x" * 32})
+    assert resp.status_code == 422 and "amoCRM" in resp.json()["detail"]
+    async with rt.reads() as s:
+        assert await s.get(WidgetConfig, account_id) is None
