@@ -95,6 +95,21 @@ def _demo(args: argparse.Namespace) -> int:
                                 database=args.database, once=args.once))
 
 
+def _widget_build(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from app.widget.bundle import build_widget
+
+    url = args.url or get_settings().public_url
+    try:
+        names = build_widget(args.crm, Path(args.out), url)
+    except KeyError as exc:
+        print(f"crmwatch widget build: {exc.args[0]}", file=sys.stderr)
+        return 2
+    print(f"{args.out}: {len(names)} files, talks to {url}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crmwatch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -126,6 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help="where the demo keeps its data (recreated on each run when SQLite)")
     demo.add_argument("--once", action="store_true", help="run the scripted day, print the summary and exit")
     demo.set_defaults(func=_demo)
+
+    widget = sub.add_parser("widget", help="the in-card widget")
+    widget_sub = widget.add_subparsers(dest="widget_command", required=True)
+    wbuild = widget_sub.add_parser("build", help="write the widget archive to upload into the CRM")
+    wbuild.add_argument("--crm", choices=["amocrm"], default="amocrm")
+    wbuild.add_argument("--out", default="widget.zip")
+    wbuild.add_argument("--url", default=None,
+                        help="the crmwatch address the widget calls (default: CRMWATCH_PUBLIC_URL)")
+    wbuild.set_defaults(func=_widget_build)
     return parser
 
 

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,11 @@ from app.migrate import upgrade_async
 from app.settings import Settings
 from integrations.amocrm.demo_data import DEMO_TOKEN, seed_demo, webhook_form
 from integrations.amocrm.emulator import EmulatorState, create_emulator_app
+from integrations.amocrm.widget_host import CardHost, create_card_host_app
 
 DEMO_ADMIN_TOKEN = "demo-admin-token"
+# The demo's amoCRM integration secret: the emulator signs the widget's disposable tokens with it.
+DEMO_WIDGET_SECRET = "demo-widget-secret-0123456789abcdef"
 HOUR = 3600
 
 
@@ -70,6 +74,37 @@ def _script(state: EmulatorState, now: int) -> list[tuple[str, str, list[tuple[s
     return steps
 
 
+def _widget_card(state: EmulatorState, crmwatch_url: str, emulator_url: str) -> CardHost:
+    """The real widget, built now, in a lead card served by the emulator (the demo account's address)."""
+    from app.widget.bundle import build_widget
+
+    out = Path(tempfile.mkdtemp(prefix="crmwatch-demo-widget-")) / "widget.zip"
+    build_widget("amocrm", out, crmwatch_url)
+    manager = min(state.users) if state.users else 1
+    return CardHost(widget_zip=out, secret=DEMO_WIDGET_SECRET, base_url=emulator_url, audience=crmwatch_url,
+                    account_id=state.account["id"], subdomain=state.account["subdomain"], user_id=manager,
+                    crmwatch_url=crmwatch_url)
+
+
+async def _show_widget(http: httpx.AsyncClient, card: CardHost, account_id: int, findings: list[dict[str, Any]]
+                       ) -> None:
+    await http.put(f"/api/accounts/{account_id}/widget", json={"client_secret": DEMO_WIDGET_SECRET,
+                                                                "audience": card.audience})
+    per_deal: dict[str, int] = {}
+    for item in findings:
+        if not item["suppressed"]:
+            per_deal[item["deal_id"]] = per_deal.get(item["deal_id"], 0) + 1
+    if not per_deal:
+        return
+    lead = max(per_deal, key=lambda d: per_deal[d])
+    # One call the way the widget makes it, to show the path works end to end.
+    resp = await http.get("/widget/amocrm/findings", params={"lead_id": lead},
+                          headers={"X-Auth-Token": card.token(), "Origin": card.base_url, "Authorization": ""})
+    shown = len(resp.json().get("items", [])) if resp.status_code == 200 else f"error {resp.status_code}"
+    print(f"widget card:  {card.base_url}/card?lead_id={lead}   ({shown} warnings in the panel; "
+          f"open it in a browser, acknowledge one, watch /api/findings)")
+
+
 def reset_database(database: str) -> None:
     """Every demo starts from the same clean day."""
     url = make_url(database)
@@ -89,7 +124,10 @@ async def run_demo(*, host: str, port: int, emulator_port: int, database: str, o
     state = EmulatorState()
     state.add_token(DEMO_TOKEN)
     seed_demo(state, now=now)
-    emulator = _server(create_emulator_app(state, rate_limit_per_s=7), host, emulator_port)
+    emulator_app = create_emulator_app(state, rate_limit_per_s=7)
+    card = _widget_card(state, f"http://{host}:{port}", f"http://{host}:{emulator_port}")
+    emulator_app.router.routes.extend(create_card_host_app(card).router.routes)
+    emulator = _server(emulator_app, host, emulator_port)
     service = _server(create_app(settings), host, port)
     servers = [asyncio.create_task(emulator.serve()), asyncio.create_task(service.serve())]
     base = f"http://{host}:{port}"
@@ -128,6 +166,7 @@ async def run_demo(*, host: str, port: int, emulator_port: int, database: str, o
                 quiet = "  (подавлено)" if item["suppressed"] else ""
                 manager = item["details"].get("manager_name", item["manager_id"])
                 print(f"  [{item['rule']}] сделка {item['deal_id']}, {manager}: {item['message']}{quiet}")
+            await _show_widget(http, card, account["id"], findings["items"])
             await _wait_until(lambda: _outbox_drained(http, account["id"]), 60, "the outbox")
             crm_tasks = [t for t in state.tasks.values() if "#cw" in (t.get("text") or "")]
             notes = [n for n in state.notes.values() if "#cw" in ((n.get("params") or {}).get("text") or "")]

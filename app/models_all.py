@@ -6,6 +6,8 @@ from app.ingest.models import InboxEvent
 from app.mirror.models import Contact, ContactPhone, Deal, DealContact, Note, Pipeline, Stage, StageHistory, Task, User
 from app.outbox.models import OutboxAction
 from app.rules.models import RuleConfig
+from app.widget.models import WidgetConfig, WidgetTokenUse
 
 __all__ = ["Account", "Contact", "ContactPhone", "Deal", "DealContact", "Finding", "FindingEvent", "InboxEvent", "Note",
-           "OutboxAction", "Pipeline", "RuleConfig", "Stage", "StageHistory", "Task", "User"]
+           "OutboxAction", "Pipeline", "RuleConfig", "Stage", "StageHistory", "Task", "User",
+           "WidgetConfig", "WidgetTokenUse"]

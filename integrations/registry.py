@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from integrations.amocrm.adapter import AmoCrmAdapter
 from integrations.base import CrmAdapter
 
@@ -10,3 +12,12 @@ CRM_ADAPTERS: dict[str, CrmAdapter] = {adapter.name: adapter for adapter in (Amo
 
 def crm_adapter(name: str) -> CrmAdapter:
     return CRM_ADAPTERS[name]
+
+
+def widget_builder(name: str) -> Callable[..., list[str]]:
+    """The builder of a CRM's in-card widget archive: build(out, crmwatch_url=, card_core_js=)."""
+    if name == "amocrm":
+        from integrations.amocrm.widget_bundle import build
+
+        return build
+    raise KeyError(f"no card widget to build for {name!r}")

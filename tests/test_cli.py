@@ -41,6 +41,9 @@ def test_demo_runs_the_scripted_day_against_the_emulator(tmp_path):
     written = re.search(r"written into the CRM: (\d+) tasks, (\d+) notes", out.stdout)
     assert written and int(written.group(1)) >= 15 and int(written.group(2)) >= 15
     assert "задача для" in out.stdout
+    # The widget is built and shown in a card the emulator serves, with live findings in it.
+    card = re.search(rf"widget card:  http://127.0.0.1:{emu}/card\?lead_id=(\d+)   \((\d+) warnings", out.stdout)
+    assert card and int(card.group(2)) >= 1, out.stdout[-2000:]
     assert "Traceback" not in out.stderr
 
 

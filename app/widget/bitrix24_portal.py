@@ -1,0 +1,55 @@
+"""Asks the Bitrix24 portal whether a placement's AUTH_ID is real, and whose it is.
+
+A placement POST is only a form in the manager's browser: anyone can post one. `member_id` picks
+the installed portal; the portal itself then confirms the AUTH_ID by answering a REST call made
+with it (`user.current`, which also names the acting user). The call goes to the address stored
+at install time, never to the DOMAIN the form claims, so a forged form cannot point the check at
+a server of its own.
+
+Kept apart from integrations/bitrix24/ (built separately) so that it can move there as is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+
+
+class PortalRefused(Exception):
+    """The portal does not know this AUTH_ID (forged, expired, or from another portal)."""
+
+
+class PortalUnavailable(Exception):
+    """The portal could not be asked (network, 5xx): nothing is decided."""
+
+
+@dataclass(frozen=True)
+class PortalUser:
+    id: str
+    name: str
+
+
+async def current_user(base_url: str, auth_id: str, *, transport: httpx.AsyncBaseTransport | None = None,
+                       http_timeout: float = 10.0) -> PortalUser:
+    url = f"{base_url.rstrip('/')}/rest/user.current.json"
+    try:
+        async with httpx.AsyncClient(transport=transport, timeout=http_timeout) as http:
+            resp = await http.post(url, data={"auth": auth_id})
+    except httpx.HTTPError as exc:
+        raise PortalUnavailable(f"the portal did not answer: {type(exc).__name__}") from None
+    if resp.status_code >= 500:
+        raise PortalUnavailable(f"the portal answered {resp.status_code}")
+    try:
+        body = resp.json()
+    except ValueError:
+        raise PortalUnavailable("the portal answered something that is not JSON") from None
+    # Bitrix24 answers a bad token with 401 and {"error": "invalid_token" | "expired_token", ...}.
+    if resp.status_code != 200 or not isinstance(body, dict) or "error" in body:
+        error = body.get("error") if isinstance(body, dict) else None
+        raise PortalRefused(f"the portal refused AUTH_ID ({error or resp.status_code})")
+    result = body.get("result")
+    if not isinstance(result, dict) or not str(result.get("ID") or "").isdigit():
+        raise PortalRefused("the portal's answer names no user")
+    name = " ".join(p for p in (result.get("NAME"), result.get("LAST_NAME")) if p) or str(result["ID"])
+    return PortalUser(id=str(result["ID"]), name=name)

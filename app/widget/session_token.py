@@ -1,0 +1,67 @@
+"""The short-lived token crmwatch signs itself for a page it served (the Bitrix24 deal tab).
+
+The placement POST is verified with the portal once; the page's own calls afterwards carry this
+token, bound to one account, one deal and one user, so they need no further round trip.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import timedelta
+
+import jwt
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from app.db import utcnow
+
+ISSUER = "crmwatch"
+AUDIENCE = "crmwatch:card"
+
+
+class SessionRejected(Exception):
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class CardSession:
+    account_id: int
+    deal_id: str
+    user_id: str
+    crm: str
+
+    @property
+    def actor(self) -> str:
+        return f"user:{self.user_id}"
+
+
+def _key(server_secret: str) -> str:
+    # Its own key, derived from the server secret, so a page token can never open credentials.
+    raw = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"crmwatch", info=b"card-session-v1").derive(
+        server_secret.encode())
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def issue(server_secret: str, session: CardSession, lifetime: timedelta) -> str:
+    now = utcnow()
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + lifetime, "sub": str(session.account_id),
+              "deal": session.deal_id, "uid": session.user_id, "crm": session.crm}
+    return jwt.encode(claims, _key(server_secret), algorithm="HS256")
+
+
+def check(server_secret: str, token: str | None) -> CardSession:
+    if not token:
+        raise SessionRejected("token_missing", "the page's session token is missing")
+    try:
+        claims = jwt.decode(token, _key(server_secret), algorithms=["HS256"], audience=AUDIENCE, issuer=ISSUER,
+                            options={"require": ["exp", "iat", "sub", "aud", "iss"]})
+    except jwt.ExpiredSignatureError:
+        raise SessionRejected("token_expired", "the card session has expired: reopen the tab") from None
+    except jwt.PyJWTError:
+        raise SessionRejected("token_invalid", "the card session token is not valid") from None
+    return CardSession(account_id=int(claims["sub"]), deal_id=str(claims["deal"]), user_id=str(claims["uid"]),
+                       crm=str(claims["crm"]))
