@@ -7,14 +7,17 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
 from app import errors
 from app.accounts.endpoints import router as accounts_router
 from app.findings.endpoints import router as findings_router
+from app.ingest.endpoints import HOOK_HANDLERS
 from app.ingest.endpoints import admin_router as inbox_router
 from app.ingest.endpoints import router as ingest_router
+from app.ingest.fastpath import HookFastPath
 from app.ingest.keys import KeyCache
 from app.ingest.writer import InboxWriter
 from app.middleware import RequestContext
@@ -29,6 +32,19 @@ from app.widget.endpoints import amocrm_router as widget_amocrm_router
 from app.widget.endpoints import bitrix24_router as widget_bitrix24_router
 
 log = logging.getLogger(__name__)
+
+
+class CrmwatchApp(FastAPI):
+    """FastAPI, with the webhook intake dispatched before FastAPI's own stack (see app/ingest/fastpath.py)."""
+
+    hooks: HookFastPath
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.hooks.match(scope):
+            scope["app"] = self  # what Request.app reads, as Starlette would set it
+            await self.hooks(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
@@ -75,7 +91,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
             if runtime is None:
                 await rt.dispose()
 
-    app = FastAPI(
+    app = CrmwatchApp(
         title="crmwatch",
         version="0.1.0",
         summary="Keeps a sales team's CRM honest: overdue tasks, deals without a next step, stuck deals, "
@@ -96,4 +112,5 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
     app.include_router(widget_amocrm_router)
     app.include_router(widget_bitrix24_router)
     app.add_middleware(RequestContext)
+    app.hooks = HookFastPath(HOOK_HANDLERS)
     return app

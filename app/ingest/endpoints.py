@@ -102,8 +102,10 @@ def _crm_hook(crm: str) -> Callable[[Request, str], Awaitable[Response]]:
     return receive
 
 
-for _crm in CRM_ADAPTERS:
-    router.add_api_route(f"/hooks/{_crm}/{{key}}", _crm_hook(_crm), methods=["POST"],
+# The handlers by CRM, for the fast path (app/ingest/fastpath.py) as well as for FastAPI.
+HOOK_HANDLERS = {crm: _crm_hook(crm) for crm in CRM_ADAPTERS}
+for _crm, _handler in HOOK_HANDLERS.items():
+    router.add_api_route(f"/hooks/{_crm}/{{key}}", _handler, methods=["POST"],
                          responses={400: {}, 401: {}, 404: {}, 413: {}})
 
 
