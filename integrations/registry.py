@@ -10,3 +10,16 @@ CRM_ADAPTERS: dict[str, CrmAdapter] = {adapter.name: adapter for adapter in (Amo
 
 def crm_adapter(name: str) -> CrmAdapter:
     return CRM_ADAPTERS[name]
+
+
+# PBXs: app/ finds them by the provider name in the hook URL and the telephony settings.
+from integrations.telephony.base import TelephonyAdapter  # noqa: E402
+from integrations.telephony.mango import MangoAdapter  # noqa: E402
+
+TELEPHONY_ADAPTERS: dict[str, TelephonyAdapter] = {adapter.name: adapter for adapter in (MangoAdapter(),)}
+# The inbox `source` of a PBX callback: "telephony.mango".
+TELEPHONY_SOURCE = "telephony."
+
+
+def telephony_adapter(name: str) -> TelephonyAdapter:
+    return TELEPHONY_ADAPTERS[name]

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import phonenumbers
 
 from integrations.base import (
     ContactUpserted,
@@ -26,6 +27,7 @@ from integrations.base import (
     NewTask,
     NoteAdded,
     NoteKind,
+    PhoneLookup,
     PipelineUpserted,
     StageEntered,
     StageInfo,
@@ -234,6 +236,32 @@ class AmoCrmClient:
                     found[marker] = str(row["id"])
         return found
 
+    async def search_phone(self, phone: str, *, region: str) -> PhoneLookup:
+        """amoCRM's `query` is a full-text search over filled fields, so it is given the number's
+        national digits (how people type it into a card) and every hit is checked against the
+        normalized phones: a number that only appears in a note or a name is no match."""
+        parsed = phonenumbers.parse(phone, region)
+        query = str(parsed.national_number)
+        contacts: list[DomainEvent] = []
+        contact_ids: list[str] = []
+        deal_ids: list[str] = []
+        async for rows in self.paginate("/api/v4/contacts", "contacts", {"query": query, "with": "leads"}):
+            for row in rows:
+                contact = _contact(row, region)
+                if isinstance(contact, ContactUpserted) and phone in (contact.phones or ()):
+                    contacts.append(contact)
+                    contact_ids.append(contact.id)
+                    deal_ids.extend(str(lead["id"]) for lead in (row.get("_embedded") or {}).get("leads") or []
+                                    if "id" in lead)
+        async for rows in self.paginate("/api/v4/companies", "companies", {"query": query, "with": "leads"}):
+            for row in rows:
+                if phone in _phones(row, region):
+                    deal_ids.extend(str(lead["id"]) for lead in (row.get("_embedded") or {}).get("leads") or []
+                                    if "id" in lead)
+        deal_ids = list(dict.fromkeys(deal_ids))
+        deals = await self.fetch_deals(deal_ids, region=region) if deal_ids else []
+        return PhoneLookup(events=(*contacts, *deals), contact_ids=tuple(contact_ids), deal_ids=tuple(deal_ids))
+
     async def _pipelines(self) -> AsyncIterator[list[DomainEvent]]:
         body = await self.get_json("/api/v4/leads/pipelines")
         if body:
@@ -264,12 +292,16 @@ def _user(u: dict[str, Any]) -> UserUpserted:
                         is_active=rights.get("is_active", True))
 
 
-def _contact(c: dict[str, Any], region: str) -> DomainEvent:
+def _phones(c: dict[str, Any], region: str) -> tuple[str, ...]:
     phones = [v.get("value") for f in c.get("custom_fields_values") or []
               if f.get("field_code") == "PHONE" for v in f.get("values") or [] if isinstance(v.get("value"), str)]
+    return normalize_all(phones, region)
+
+
+def _contact(c: dict[str, Any], region: str) -> DomainEvent:
     return ContactUpserted(
         id=str(c["id"]), updated_at=ts(c.get("updated_at")) or datetime.now(UTC), name=c.get("name"),
-        responsible_user_id=sid(c.get("responsible_user_id")), phones=normalize_all(phones, region))
+        responsible_user_id=sid(c.get("responsible_user_id")), phones=_phones(c, region))
 
 
 def _deal(lead: dict[str, Any]) -> DealUpserted:
