@@ -115,13 +115,15 @@ class RenderContext:
     notes: dict[str, Any]
     stages: dict[tuple[str, str], Any]
     users: dict[str, Any]
+    # Calls by finding entity id: the call itself ("call" findings) or a number's latest call ("phone").
+    calls: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
     name: str
     version: int  # bump when the meaning changes: open findings are re-evaluated under the new one
-    entity_type: str  # deal | task | note
+    entity_type: str  # deal | task | note | call | phone
     severity: str  # info | warning | critical
     title: dict[str, str]
     settings: type[RuleSettings]

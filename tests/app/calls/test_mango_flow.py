@@ -247,3 +247,25 @@ async def test_daily_stats_per_manager(client, rt):
     assert resp.status_code == 200
     assert {(r["manager_id"], r["calls"], r["talk_seconds"]) for r in resp.json()} == {
         ("5512345", 1, 95), ("5512346", 1, 0)}
+
+
+async def test_findings_from_mango_calls_carry_the_deal_and_the_number(client, rt):
+    from app.rules import engine
+
+    acc = await connect(client)
+    await seed(rt, acc["id"], contact("C1", "+79991234567"), deal("D1", ("C1",)))
+    hook = f"/hooks/telephony/mango/{acc['key']}/events/summary"
+    for name in ("mango_summary_outbound_answered", "mango_summary_inbound_missed"):
+        await client.post(hook, content=fixture(name), headers=FORM)
+    await worker.drain(rt)
+    # The calls came at 19:00 Moscow time on a Monday: the windows run from 09:00 on Tuesday.
+    async with rt.sessions() as s, s.begin():
+        await engine.evaluate(s, acc["id"], now=datetime(2025, 11, 25, 7, 0, tzinfo=UTC))
+    resp = await client.get(f"/api/accounts/{acc['id']}/findings", params={"status": "open"})
+    assert resp.status_code == 200
+    items = resp.json()["items"] if isinstance(resp.json(), dict) else resp.json()
+    by_rule = {f["rule"]: f for f in items}
+    assert by_rule["call_not_logged"]["deal_id"] == "D1"
+    assert by_rule["call_not_logged"]["details"]["talk_seconds"] == 95
+    assert "+74957654321" in json.dumps(by_rule["unknown_number"], ensure_ascii=False)
+    assert by_rule["missed_call_not_returned"]["details"]["number"] == "+74957654321"
