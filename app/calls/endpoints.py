@@ -18,6 +18,7 @@ from app.ingest.endpoints import BodyTooLarge, read_body
 from app.metrics import WEBHOOKS
 from app.runtime import Runtime
 from app.security import require_admin
+from integrations.phones import to_e164
 from integrations.registry import TELEPHONY_ADAPTERS, TELEPHONY_SOURCE, telephony_adapter
 from integrations.telephony.base import HookRequest, StoredHook, WebhookMalformed, WebhookRejected
 
@@ -74,7 +75,7 @@ async def _receive(request: Request, provider: str, key: str, path: str) -> Resp
         await request.app.state.inbox_writer.write({
             "account_id": account.id, "source": source, "dedup_key": verdict.dedup_key,
             "content_type": (hook.content_type or "")[:100],
-            "payload": StoredHook(path=path, body=text, content_type=hook.content_type).dumps(),
+            "payload": StoredHook(path=path, body=text, content_type=hook.content_type, meta=verdict.meta).dumps(),
             "received_at": now, "status": "pending", "attempts": 0, "next_attempt_at": now,
         })
         rt.inbox_wakeup.set()
@@ -82,8 +83,11 @@ async def _receive(request: Request, provider: str, key: str, path: str) -> Resp
     WEBHOOKS.labels(source, "accepted").inc()
     answer = verdict.response
     if verdict.lookup_number is not None:
-        async with rt.reads() as s:
-            answer = await lookup.who_is(s, account.id, verdict.lookup_number)
+        number = to_e164(verdict.lookup_number, account.region)
+        answer = {}
+        if number is not None:
+            async with rt.reads() as s:
+                answer = await lookup.who_is(s, account.id, number, provider)
     if verdict.media_type == "text/plain":
         return PlainTextResponse(str(answer))
     return JSONResponse(answer)
@@ -128,7 +132,11 @@ def _provider_or_404(provider: str) -> Any:
 def _out(rt: Runtime, key: str, config: TelephonyConfig, secrets: dict[str, Any]) -> TelephonyOut:
     adapter = TELEPHONY_ADAPTERS[config.provider]
     suffix = "/events/" if getattr(adapter, "event_paths", False) else ""
-    return TelephonyOut(provider=config.provider, secrets_set=sorted(k for k, v in secrets.items() if v),
+    # Options (a time zone) are not secret; secrets are only ever named.
+    options = {k: str(v) for k, v in secrets.items() if k in getattr(adapter, "option_fields", ())
+               and k not in ("secondary_secret",)}
+    return TelephonyOut(provider=config.provider, options=options,
+                        secrets_set=sorted(k for k, v in secrets.items() if v and k not in options),
                         extensions={k: str(v) for k, v in (config.extensions or {}).items()},
                         log_calls=config.log_calls, updated_at=config.updated_at,
                         hook_url=f"{rt.settings.public_url.rstrip('/')}/hooks/telephony/{config.provider}/{key}{suffix}")
@@ -141,11 +149,12 @@ async def put_telephony(account_id: int, provider: str, body: TelephonyIn,
     extensions or logins to CRM users. Secrets left out keep their stored values."""
     adapter = _provider_or_404(provider)
     given = body.secrets()
-    unknown = sorted(set(given) - set(adapter.secret_fields))
+    allowed = (*adapter.secret_fields, *getattr(adapter, "option_fields", ()))
+    unknown = sorted(set(given) - set(allowed))
     if unknown:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                             f"unknown fields for {provider}: {', '.join(unknown)}; "
-                            f"its secrets are: {', '.join(adapter.secret_fields)}")
+                            f"it takes: {', '.join(allowed)}")
     bad = sorted(k for k, v in given.items() if not isinstance(v, str) or not v.strip() or len(v) > 500)
     if bad:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,

@@ -30,6 +30,7 @@ class TelephonyIn(BaseModel):
 class TelephonyOut(BaseModel):
     provider: str
     secrets_set: list[str] = Field(description="which secrets are stored; their values are never shown")
+    options: dict[str, str] = Field(default_factory=dict, description="settings that are not secret (a time zone)")
     extensions: dict[str, str]
     log_calls: bool
     hook_url: str

@@ -38,6 +38,8 @@ class HookVerdict:
     media_type: str = "application/json"
     # A synchronous question the PBX waits on (MegaFon's "who is this number?"), answered from the mirror.
     lookup_number: str | None = None
+    # Settings the later parse needs (a time zone), stored with the callback.
+    meta: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,15 +49,17 @@ class StoredHook:
     path: str
     body: str
     content_type: str | None = None
+    meta: Mapping[str, str] = field(default_factory=dict)
 
     def dumps(self) -> str:
-        return json.dumps({"path": self.path, "body": self.body, "content_type": self.content_type},
-                          ensure_ascii=False, separators=(",", ":"))
+        return json.dumps({"path": self.path, "body": self.body, "content_type": self.content_type,
+                           "meta": dict(self.meta)}, ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
     def loads(cls, text: str) -> StoredHook:
         data = json.loads(text)
-        return cls(path=data.get("path") or "", body=data["body"], content_type=data.get("content_type"))
+        return cls(path=data.get("path") or "", body=data["body"], content_type=data.get("content_type"),
+                   meta=data.get("meta") or {})
 
 
 class TelephonyAdapter(Protocol):
