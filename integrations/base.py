@@ -274,6 +274,11 @@ class CrmClient(Protocol):
         on these deals whose text carries one of the markers."""
         ...
 
+    async def log_calls(self, calls: list[NewCall]) -> dict[str, str]:
+        """Writes finished calls into the cards of the contacts with their numbers, in one request;
+        returns request_id → the CRM's id for those it took (a number it knows no one with is dropped)."""
+        ...
+
     async def search_phone(self, phone: str, *, region: str) -> PhoneLookup:
         """Contacts and companies carrying this E.164 number, and the deals linked to them: the
         fallback when the mirror knows no contact with the number."""
@@ -377,3 +382,17 @@ class NewNote:
 class TaskClosure:
     task_id: str
     result_text: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewCall:
+    request_id: str
+    direction: CallDirection
+    phone: str  # E.164
+    status: CallStatus
+    talk_seconds: int
+    started_at: datetime
+    uniq: str
+    responsible_user_id: str | None = None
+    recording_url: str | None = None
+    source: str = "crmwatch"

@@ -16,6 +16,7 @@ from app.mirror.models import Contact, ContactPhone, Deal, DealContact
 from app.runtime import Runtime
 from integrations.base import CrmError
 
+from . import calllog
 from .models import Call
 
 log = logging.getLogger(__name__)
@@ -63,21 +64,24 @@ async def match_call(s: AsyncSession, call: Call, source: str = "mirror", among_
     return True
 
 
-async def rematch_contacts(s: AsyncSession, account_id: int, contact_ids: set[str]) -> set[str]:
+async def rematch_contacts(s: AsyncSession, account_id: int, contact_ids: set[str]) -> tuple[set[str], set[int]]:
     """Matches calls still without a deal against contacts that just gained phones or deals.
-    Returns the deals that gained calls."""
+    Returns the deals that gained calls, and the calls that changed."""
     phones = list(await s.scalars(select(ContactPhone.phone).where(
         ContactPhone.account_id == account_id, ContactPhone.contact_id.in_(sorted(contact_ids))).distinct()))
     if not phones:
-        return set()
+        return set(), set()
     calls = await s.scalars(select(Call).where(
         Call.account_id == account_id, Call.client_number.in_(phones), Call.deal_id.is_(None),
         Call.created_at >= utcnow() - REMATCH_WINDOW).order_by(Call.id))
     touched: set[str] = set()
+    changed: set[int] = set()
     for call in calls:
-        if await match_call(s, call) and call.deal_id:
-            touched.add(call.deal_id)
-    return touched
+        if await match_call(s, call):
+            changed.add(call.id)
+            if call.deal_id:
+                touched.add(call.deal_id)
+    return touched, changed
 
 
 async def search_crm(rt: Runtime, account_id: int, call_ids: list[int]) -> set[str]:
@@ -110,9 +114,9 @@ async def search_crm(rt: Runtime, account_id: int, call_ids: list[int]) -> set[s
             touched |= result.touched_deals
             calls = list(await s.scalars(select(Call).where(
                 Call.account_id == account_id, Call.client_number == number, Call.deal_id.is_(None))))
-            for call in calls:
-                if await match_call(s, call, "crm_search", list(lookup.deal_ids)) and call.deal_id:
-                    touched.add(call.deal_id)
+            matched = [c for c in calls if await match_call(s, c, "crm_search", list(lookup.deal_ids))]
+            touched |= {c.deal_id for c in matched if c.deal_id}
+            await calllog.enqueue(s, account_id, [c.id for c in matched])
             await s.execute(update(Call).where(Call.account_id == account_id, Call.client_number == number,
                                                Call.crm_searched_at.is_(None)).values(crm_searched_at=utcnow()))
     return touched

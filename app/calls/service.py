@@ -16,6 +16,10 @@ from .models import Call, TelephonyConfig
 # The articles' "successful contact": a conversation of at least this many seconds.
 SUCCESSFUL_TALK_SECONDS = 40
 
+# Calls a CRM reports itself (its call notes, its own telephony). When a PBX is connected to
+# crmwatch directly, its widget usually writes the same calls into the CRM: count them once.
+CRM_SOURCES = frozenset({"amocrm", "bitrix24"})
+
 _FIELDS = ("client_number", "line_number", "manager_ref", "started_at", "answered_at", "ended_at",
            "talk_seconds", "duration_seconds", "recording_url")
 
@@ -25,6 +29,7 @@ class CallWriter:
         self.s = session
         self.account_id = account_id
         self._extensions: dict[str, dict[str, Any]] = {}
+        self._pbx: bool | None = None
 
     async def extension_map(self, provider: str) -> dict[str, Any]:
         if provider not in self._extensions:
@@ -44,8 +49,17 @@ class CallWriter:
         return await self.s.scalar(select(Call).where(*key).with_for_update().execution_options(
             populate_existing=True))
 
+    async def pbx_connected(self) -> bool:
+        if self._pbx is None:
+            self._pbx = await self.s.scalar(select(TelephonyConfig.provider).where(
+                TelephonyConfig.account_id == self.account_id).limit(1)) is not None
+        return self._pbx
+
     async def apply(self, ev: CallEvent) -> Call | None:
-        """The merged call, or None when the event was stale (a lower seq than one already seen)."""
+        """The merged call, or None when the event was stale (a lower seq than one already seen)
+        or is a CRM's copy of calls a connected PBX reports itself."""
+        if ev.provider in CRM_SOURCES and await self.pbx_connected():
+            return None
         row = await self._row(ev)
         if ev.seq is not None and row.last_seq is not None and ev.seq < row.last_seq:
             return None

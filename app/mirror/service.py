@@ -83,8 +83,15 @@ class MirrorWriter:
         if self._rematch:
             from app.calls.matching import rematch_contacts
 
-            result.touched_deals |= await rematch_contacts(self.s, self.account_id, self._rematch)
+            deals, calls = await rematch_contacts(self.s, self.account_id, self._rematch)
+            result.touched_deals |= deals
+            result.calls |= calls
             self._rematch.clear()
+        if result.calls:
+            from app.calls.calllog import enqueue
+
+            # In this same transaction: a call applied is a call that will be written to the card.
+            await enqueue(self.s, self.account_id, sorted(result.calls))
         return result
 
     async def _on_CallEvent(self, ev: CallEvent, r: ApplyResult) -> bool:

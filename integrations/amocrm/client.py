@@ -15,6 +15,8 @@ import httpx
 import phonenumbers
 
 from integrations.base import (
+    CallDirection,
+    CallStatus,
     ContactUpserted,
     CrmAmbiguous,
     CrmAuthError,
@@ -23,6 +25,7 @@ from integrations.base import (
     CrmUnavailable,
     DealUpserted,
     DomainEvent,
+    NewCall,
     NewNote,
     NewTask,
     NoteAdded,
@@ -41,7 +44,7 @@ from integrations.http import tls_context
 from integrations.phones import normalize_all
 from integrations.ratelimit import SlidingWindowLimiter
 
-from .mapping import ENTITY_TYPES, NOTE_KINDS, money, sid, stage_kind, ts
+from .mapping import ENTITY_TYPES, NOTE_KINDS, call_from_note, money, sid, stage_kind, ts
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +191,10 @@ class AmoCrmClient:
                 {"filter[type]": "lead_status_changed", "filter[created_at][from]": since}, EVENTS_PAGE_LIMIT)),
             SyncSection("notes", self._mapped(
                 "/api/v4/leads/notes", "notes", _note, {"filter[updated_at][from]": since})),
+            # Call notes read again as calls (their own section, so the counts say what they hold).
+            SyncSection("calls", self._mapped(
+                "/api/v4/leads/notes", "notes", lambda n: _call_note(n, region),
+                {"filter[updated_at][from]": since, "filter[note_type][]": ["call_in", "call_out"]})),
         ]
 
     async def fetch_deals(self, ids: list[str], *, region: str) -> list[DomainEvent]:
@@ -216,6 +223,19 @@ class AmoCrmClient:
                  "request_id": n.request_id} for n in notes]
         resp = await self.request("POST", "/api/v4/leads/notes", json=body, idempotent=False)
         return _created(resp, "notes")
+
+    async def log_calls(self, calls: list[NewCall]) -> dict[str, str]:
+        # POST /api/v4/calls files each call on the card of the contact or company with the number
+        # (and its single open deal); a number amoCRM knows no one with is dropped.
+        body = [{"direction": "inbound" if c.direction is CallDirection.IN else "outbound", "uniq": c.uniq,
+                 "duration": c.talk_seconds, "source": c.source, "phone": c.phone,
+                 "call_status": CALL_STATUS_CODES.get(c.status, 6), "created_at": int(c.started_at.timestamp()),
+                 "request_id": c.request_id,
+                 **({"link": c.recording_url} if c.recording_url else {}),
+                 **({"responsible_user_id": int(c.responsible_user_id)} if c.responsible_user_id else {})}
+                for c in calls]
+        resp = await self.request("POST", "/api/v4/calls", json=body, idempotent=False)
+        return _created(resp, "calls")
 
     async def close_tasks(self, closures: list[TaskClosure]) -> None:
         # Completing a completed task changes nothing: safe to retry.
@@ -275,6 +295,11 @@ class AmoCrmClient:
 
 
 # -- API v4 records → domain events -------------------------------------------------------------
+
+def _call_note(n: dict[str, Any], region: str) -> DomainEvent | None:
+    note = _note(n)
+    return call_from_note(note, region) if isinstance(note, NoteAdded) else None
+
 
 def _pipeline(p: dict[str, Any]) -> PipelineUpserted:
     statuses = (p.get("_embedded") or {}).get("statuses") or []
@@ -369,6 +394,8 @@ def _note(n: dict[str, Any]) -> NoteAdded | None:
 
 
 _MARKER = re.compile(r"#cw\d+")
+# call_status of POST /api/v4/calls: 4 talked, 6 no answer, 7 busy.
+CALL_STATUS_CODES = {CallStatus.ANSWERED: 4, CallStatus.MISSED: 6, CallStatus.BUSY: 7, CallStatus.FAILED: 6}
 
 
 def _created(resp: httpx.Response, key: str) -> dict[str, str]:

@@ -573,6 +573,37 @@ def _create_notes(state: EmulatorState, items: list[dict]) -> list[tuple[dict, s
     return created
 
 
+def _log_calls(state: EmulatorState, items: list[dict]) -> list[tuple[dict, str]]:
+    """POST /api/v4/calls: a call lands on the open lead of the contact with its number (as a call
+    note); a number no contact has is dropped."""
+    for i, item in enumerate(items):
+        if item.get("direction") not in ("inbound", "outbound"):
+            raise _validation_error(i, "direction", "direction must be inbound or outbound")
+        if not isinstance(item.get("phone"), str) or not item["phone"]:
+            raise _validation_error(i, "phone", "phone is required")
+        _req_int(item, i, "duration")
+        if not isinstance(item.get("source"), str) or not item["source"]:
+            raise _validation_error(i, "source", "source is required")
+    created = []
+    for i, item in enumerate(items):
+        contact = next((c for c in sorted(state.contacts.values(), key=lambda r: r["id"])
+                        if _matches_query(c, item["phone"]) and "".join(ch for ch in item["phone"] if ch.isdigit())),
+                       None)
+        if contact is None:
+            continue
+        leads = [lead for lead in state.leads.values() if contact["id"] in lead["contact_ids"]
+                 and not lead["is_deleted"] and lead["status_id"] not in CLOSED_STATUS_IDS]
+        if len(leads) != 1:
+            continue
+        params = {k: item[k] for k in ("uniq", "duration", "source", "link", "phone", "call_status") if k in item}
+        note = state.add_note(state.next_id(state.notes, 61000000), leads[0]["id"],
+                              "call_in" if item["direction"] == "inbound" else "call_out", params=params,
+                              created_by=item.get("responsible_user_id") or state.account["current_user_id"],
+                              created_at=state.unix_now())
+        created.append((note, str(item.get("request_id", i))))
+    return created
+
+
 # -- the app ---------------------------------------------------------------------------------------
 
 def create_emulator_app(state: EmulatorState, rate_limit_per_s: int | None = 7) -> FastAPI:
@@ -722,5 +753,10 @@ def create_emulator_app(state: EmulatorState, rate_limit_per_s: int | None = 7) 
     async def create_notes(request: Request) -> JSONResponse:
         done = _create_notes(state, await _batch(request))
         return write_answer(request, "notes", done, _render_note, ("entity_id",))
+
+    @app.post("/api/v4/calls")
+    async def log_calls(request: Request) -> JSONResponse:
+        done = _log_calls(state, await _batch(request))
+        return write_answer(request, "calls", done, _render_note, ("entity_id",))
 
     return app
