@@ -23,6 +23,7 @@ import uvicorn
 from sqlalchemy.engine import make_url
 
 from app import logging as app_logging
+from app.calls import demo_pbx
 from app.main import create_app
 from app.migrate import upgrade_async
 from app.settings import Settings
@@ -151,6 +152,7 @@ async def run_demo(*, host: str, port: int, emulator_port: int, database: str, o
                                     headers={"Content-Type": "application/x-www-form-urlencoded",
                                              "User-Agent": "amoCRM-WebHook-client/1.0"})
                 print(f"  webhook {kind:<13} {r.status_code}  {title}")
+            await demo_pbx.feed(http, account, "Europe/Moscow")
             inbox = await _wait_until(lambda: _inbox_drained(http, account["id"]), 30, "the inbox worker")
             print(f"inbox: {inbox['counts']}")
             mirror = (await http.get(f"/api/accounts/{account['id']}/mirror")).json()
@@ -165,7 +167,8 @@ async def run_demo(*, host: str, port: int, emulator_port: int, database: str, o
             for item in findings["items"]:
                 quiet = "  (подавлено)" if item["suppressed"] else ""
                 manager = item["details"].get("manager_name", item["manager_id"])
-                print(f"  [{item['rule']}] сделка {item['deal_id']}, {manager}: {item['message']}{quiet}")
+                where = f"сделка {item['deal_id']}" if item["deal_id"] else item["entity_id"]
+                print(f"  [{item['rule']}] {where}, {manager}: {item['message']}{quiet}")
             await _show_widget(http, card, account["id"], findings["items"])
             await _wait_until(lambda: _outbox_drained(http, account["id"]), 60, "the outbox")
             crm_tasks = [t for t in state.tasks.values() if "#cw" in (t.get("text") or "")]

@@ -13,6 +13,8 @@ from fastapi import FastAPI
 
 from app import errors
 from app.accounts.endpoints import router as accounts_router
+from app.calls.endpoints import hooks_router as telephony_hooks_router
+from app.calls.endpoints import router as telephony_router
 from app.findings.endpoints import router as findings_router
 from app.ingest.endpoints import HOOK_HANDLERS
 from app.ingest.endpoints import admin_router as inbox_router
@@ -101,6 +103,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
     errors.install(app)
     # The webhook route first: routes are matched in order, and it takes most of the traffic.
     app.include_router(ingest_router)
+    app.include_router(telephony_hooks_router)
     app.include_router(ops_router)
     app.include_router(accounts_router)
     app.include_router(mirror_router)
@@ -111,6 +114,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
     app.include_router(widget_admin_router)
     app.include_router(widget_amocrm_router)
     app.include_router(widget_bitrix24_router)
+    app.include_router(telephony_router)
     app.add_middleware(RequestContext)
     app.hooks = HookFastPath(HOOK_HANDLERS)
     return app

@@ -1,6 +1,7 @@
 """Imports every model module so Base.metadata knows all tables (Alembic, tests)."""
 
 from app.accounts.models import Account
+from app.calls.models import Call, CallStatsDaily, TelephonyConfig
 from app.findings.models import Finding, FindingEvent
 from app.ingest.models import InboxEvent
 from app.mirror.models import Contact, ContactPhone, Deal, DealContact, Note, Pipeline, Stage, StageHistory, Task, User
@@ -8,6 +9,26 @@ from app.outbox.models import OutboxAction
 from app.rules.models import RuleConfig
 from app.widget.models import WidgetConfig, WidgetTokenUse
 
-__all__ = ["Account", "Contact", "ContactPhone", "Deal", "DealContact", "Finding", "FindingEvent", "InboxEvent", "Note",
-           "OutboxAction", "Pipeline", "RuleConfig", "Stage", "StageHistory", "Task", "User",
-           "WidgetConfig", "WidgetTokenUse"]
+__all__ = [
+           "Account",
+           "Call",
+           "CallStatsDaily",
+           "Contact",
+           "ContactPhone",
+           "Deal",
+           "DealContact",
+           "Finding",
+           "FindingEvent",
+           "InboxEvent",
+           "Note",
+           "OutboxAction",
+           "Pipeline",
+           "RuleConfig",
+           "Stage",
+           "StageHistory",
+           "Task",
+           "TelephonyConfig",
+           "User",
+           "WidgetConfig",
+           "WidgetTokenUse",
+]

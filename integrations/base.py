@@ -145,6 +145,51 @@ class ContactDeleted:
     id: str
 
 
+class CallDirection(StrEnum):
+    IN = "in"
+    OUT = "out"
+    INTERNAL = "internal"
+
+
+class CallStatus(StrEnum):
+    ANSWERED = "answered"
+    MISSED = "missed"
+    BUSY = "busy"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class CallEvent:
+    """One thing a PBX (or a CRM's own telephony) said about one call. Events with the same
+    (provider, call_id) merge into one call: a start event, an answer, the final summary.
+
+    Numbers are E.164 already. `manager_ref` is the PBX's extension or login, mapped to a CRM
+    user through the account's telephony settings; `manager_id` is set when the source already
+    speaks in CRM user ids (a call note, Bitrix24's telephony). `is_final` marks the event that
+    closes the call (Mango's summary, Zadarma's NOTIFY_END): only it decides the status.
+    """
+
+    provider: str
+    call_id: str
+    direction: CallDirection | None = None
+    client_number: str | None = None
+    line_number: str | None = None
+    manager_ref: str | None = None
+    manager_id: str | None = None
+    started_at: datetime | None = None
+    answered_at: datetime | None = None
+    ended_at: datetime | None = None
+    talk_seconds: int | None = None
+    duration_seconds: int | None = None
+    status: CallStatus | None = None
+    recording_url: str | None = None
+    is_final: bool = False
+    # The provider's ordering of events within a call (Mango's seq): a lower one than seen is stale.
+    seq: int | None = None
+    # The card the source already tied the call to (a call note on a deal).
+    deal_id: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class UnknownEntity:
     """Something the CRM sent that we do not model (yet). Kept in the inbox, ignored here."""
@@ -164,6 +209,7 @@ DomainEvent = (
     | NoteAdded
     | ContactUpserted
     | ContactDeleted
+    | CallEvent
     | UnknownEntity
 )
 
@@ -228,9 +274,28 @@ class CrmClient(Protocol):
         on these deals whose text carries one of the markers."""
         ...
 
+    async def log_calls(self, calls: list[NewCall]) -> dict[str, str]:
+        """Writes finished calls into the cards of the contacts with their numbers, in one request;
+        returns request_id → the CRM's id for those it took (a number it knows no one with is dropped)."""
+        ...
+
+    async def search_phone(self, phone: str, *, region: str) -> PhoneLookup:
+        """Contacts and companies carrying this E.164 number, and the deals linked to them: the
+        fallback when the mirror knows no contact with the number."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class PhoneLookup:
+    """What a CRM search by phone found: events to apply to the mirror (the contacts and their
+    deals, in full), the contacts that carry the number, and every deal linked to the number
+    through a contact or a company."""
+
+    events: tuple[DomainEvent, ...] = ()
+    contact_ids: tuple[str, ...] = ()
+    deal_ids: tuple[str, ...] = ()
 
 
 class TokenSource(Protocol):
@@ -317,3 +382,17 @@ class NewNote:
 class TaskClosure:
     task_id: str
     result_text: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewCall:
+    request_id: str
+    direction: CallDirection
+    phone: str  # E.164
+    status: CallStatus
+    talk_seconds: int
+    started_at: datetime
+    uniq: str
+    responsible_user_id: str | None = None
+    recording_url: str | None = None
+    source: str = "crmwatch"

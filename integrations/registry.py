@@ -21,3 +21,20 @@ def widget_builder(name: str) -> Callable[..., list[str]]:
 
         return build
     raise KeyError(f"no card widget to build for {name!r}")
+
+
+# PBXs: app/ finds them by the provider name in the hook URL and the telephony settings.
+from integrations.telephony.base import TelephonyAdapter  # noqa: E402
+from integrations.telephony.generic import GenericAdapter  # noqa: E402
+from integrations.telephony.mango import MangoAdapter  # noqa: E402
+from integrations.telephony.megafon import MegafonAdapter  # noqa: E402
+from integrations.telephony.zadarma import ZadarmaAdapter  # noqa: E402
+
+TELEPHONY_ADAPTERS: dict[str, TelephonyAdapter] = {
+    adapter.name: adapter for adapter in (MangoAdapter(), ZadarmaAdapter(), MegafonAdapter(), GenericAdapter())}
+# The inbox `source` of a PBX callback: "telephony.mango".
+TELEPHONY_SOURCE = "telephony."
+
+
+def telephony_adapter(name: str) -> TelephonyAdapter:
+    return TELEPHONY_ADAPTERS[name]

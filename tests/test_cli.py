@@ -30,13 +30,16 @@ def test_demo_runs_the_scripted_day_against_the_emulator(tmp_path):
                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "backfill done" in out.stdout and "'deals': 15" in out.stdout
-    # Six deliveries, one of them a redelivery: five stored and applied, none failed.
-    assert "inbox: {'pending': 0, 'done': 5, 'failed': 0}" in out.stdout
+    # Six amoCRM deliveries, one of them a redelivery, and three PBX calls: eight stored and applied.
+    assert "inbox: {'pending': 0, 'done': 8, 'failed': 0}" in out.stdout
     assert "deals_open                 14" in out.stdout
     # The scripted day's problems show up as findings, in Russian.
     assert "[empty_comment] сделка 31000100" in out.stdout and "Пустой комментарий «ок»" in out.stdout
     assert "[overdue_task]" in out.stdout and "просрочена на" in out.stdout
     assert "[stuck_stage]" in out.stdout and "[deal_without_task]" in out.stdout
+    # The demo PBX's calls: a talk nobody wrote down, a missed call, a number the CRM does not know.
+    assert "[call_not_logged] сделка 31000004" in out.stdout and "+7 912 345-67-04" in out.stdout
+    assert "[missed_call_not_returned]" in out.stdout and "[unknown_number] +79161234599" in out.stdout
     # ...and reach the emulated CRM as tasks and notes.
     written = re.search(r"written into the CRM: (\d+) tasks, (\d+) notes", out.stdout)
     assert written and int(written.group(1)) >= 15 and int(written.group(2)) >= 15

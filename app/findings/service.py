@@ -27,6 +27,24 @@ def _by_id(rows: Any) -> dict[str, Any]:
     return {r.id: r for r in rows}
 
 
+async def _calls(s: AsyncSession, account_id: int, findings: list[Finding]) -> dict[str, Any]:
+    """The calls that call and phone findings speak of, by the finding's entity id."""
+    from app.calls.models import Call
+
+    ids = [int(f.entity_id) for f in findings if f.entity_type == "call" and f.entity_id.isdigit()]
+    numbers = [f.entity_id for f in findings if f.entity_type == "phone"]
+    out: dict[str, Any] = {}
+    if ids:
+        out |= {str(c.id): c for c in await s.scalars(select(Call).where(Call.account_id == account_id,
+                                                                           Call.id.in_(ids)))}
+    for number in numbers:
+        latest = await s.scalar(select(Call).where(Call.account_id == account_id, Call.client_number == number)
+                                .order_by(Call.started_at.desc(), Call.id.desc()).limit(1))
+        if latest is not None:
+            out[number] = latest
+    return out
+
+
 async def render(s: AsyncSession, account: Account, findings: list[Finding], public_url: str, lang: str | None = None,
                  now: datetime | None = None) -> list[FindingOut]:
     """Phrases a page of findings in the account's language, loading what the messages need in a few queries."""
@@ -50,6 +68,7 @@ async def render(s: AsyncSession, account: Account, findings: list[Finding], pub
         users=_by_id(await s.scalars(select(User).where(
             User.account_id == aid, User.id.in_({f.manager_id for f in findings if f.manager_id})))),
     )
+    rc.calls = await _calls(s, aid, findings)
     out = []
     for f in findings:
         rule = RULES.get(f.rule)

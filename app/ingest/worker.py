@@ -18,12 +18,15 @@ from datetime import timedelta
 from sqlalchemy import func, select
 
 from app.accounts.models import Account
+from app.calls import followup as calls_followup
 from app.db import is_postgres, utcnow
 from app.metrics import INBOX_PENDING, INBOX_PROCESSED
 from app.mirror.service import MirrorWriter
 from app.rules import engine
 from app.runtime import Runtime
-from integrations.base import CrmError
+from integrations.base import CrmError, DomainEvent
+from integrations.registry import TELEPHONY_SOURCE, telephony_adapter
+from integrations.telephony.base import StoredHook
 
 from .models import InboxEvent
 
@@ -34,6 +37,7 @@ async def process_batch(rt: Runtime, limit: int | None = None) -> int:
     """Processes up to `limit` (default inbox_batch_size) due rows; returns how many it took."""
     thin: dict[int, set[str]] = defaultdict(set)
     touched: dict[int, set[str]] = defaultdict(set)
+    calls: dict[int, set[int]] = defaultdict(set)
     now = utcnow()
     async with rt.sessions() as s, s.begin():
         query = (select(InboxEvent).where(InboxEvent.status == "pending", InboxEvent.next_attempt_at <= now)
@@ -48,8 +52,7 @@ async def process_batch(rt: Runtime, limit: int | None = None) -> int:
                     select(Account.region).where(Account.id == row.account_id)) or "RU"
             try:
                 async with s.begin_nested():
-                    events = rt.crm_adapter(row.source).parse_webhook(
-                        row.payload.encode("utf-8"), region=regions[row.account_id], received_at=row.received_at)
+                    events = _parse(rt, row, regions[row.account_id])
                     result = await MirrorWriter(s, row.account_id).apply(events)
             except Exception as exc:
                 row.attempts += 1
@@ -69,12 +72,24 @@ async def process_batch(rt: Runtime, limit: int | None = None) -> int:
                 thin[row.account_id] |= result.thin_deals
             if result.touched_deals:
                 touched[row.account_id] |= result.touched_deals
+            if result.calls:
+                calls[row.account_id] |= result.calls
             INBOX_PROCESSED.labels(row.source, "done").inc()
     for account_id, deal_ids in thin.items():
         await complete_thin_deals(rt, account_id, sorted(deal_ids))
+    for account_id, call_ids in calls.items():
+        touched[account_id] |= await calls_followup.after_calls(rt, account_id, sorted(call_ids))
     for account_id, deal_ids in touched.items():
         await reevaluate(rt, account_id, sorted(deal_ids))
     return len(rows)
+
+
+def _parse(rt: Runtime, row: InboxEvent, region: str) -> list[DomainEvent]:
+    if row.source.startswith(TELEPHONY_SOURCE):
+        adapter = telephony_adapter(row.source[len(TELEPHONY_SOURCE):])
+        return adapter.parse(StoredHook.loads(row.payload), region=region, received_at=row.received_at)
+    return rt.crm_adapter(row.source).parse_webhook(row.payload.encode("utf-8"), region=region,
+                                                    received_at=row.received_at)
 
 
 async def reevaluate(rt: Runtime, account_id: int, deal_ids: list[str]) -> None:

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect_insert, utcnow
 from integrations.base import (
+    CallEvent,
     ContactDeleted,
     ContactUpserted,
     DealDeleted,
@@ -43,6 +44,7 @@ class ApplyResult:
     applied: int = 0
     stale: int = 0
     ignored: int = 0
+    calls: set[int] = field(default_factory=set)  # calls this apply created or changed
 
 
 def _is_stale(incoming: datetime | None, stored: datetime | None) -> bool:
@@ -64,6 +66,8 @@ class MirrorWriter:
         self.account_id = account_id
         self._stage_kinds: dict[tuple[str, str], str] | None = None
         self._users_seen: set[str] = set()
+        # Contacts that gained phones or deals: calls without a card may match them now.
+        self._rematch: set[str] = set()
 
     async def apply(self, events: list[DomainEvent]) -> ApplyResult:
         result = ApplyResult()
@@ -76,7 +80,30 @@ class MirrorWriter:
                 result.stale += 1
             else:
                 result.applied += 1
+        if self._rematch:
+            from app.calls.matching import rematch_contacts
+
+            deals, calls = await rematch_contacts(self.s, self.account_id, self._rematch)
+            result.touched_deals |= deals
+            result.calls |= calls
+            self._rematch.clear()
+        if result.calls:
+            from app.calls.calllog import enqueue
+
+            # In this same transaction: a call applied is a call that will be written to the card.
+            await enqueue(self.s, self.account_id, sorted(result.calls))
         return result
+
+    async def _on_CallEvent(self, ev: CallEvent, r: ApplyResult) -> bool:
+        from app.calls.service import CallWriter
+
+        call = await CallWriter(self.s, self.account_id).apply(ev)
+        if call is None:
+            return False
+        r.calls.add(call.id)
+        if call.deal_id:
+            r.touched_deals.add(call.deal_id)
+        return True
 
     # -- account structure ------------------------------------------------------------------------
 
@@ -158,6 +185,7 @@ class MirrorWriter:
                                                                DealContact.deal_id == ev.id))
             for cid in dict.fromkeys(ev.contact_ids):
                 self.s.add(DealContact(account_id=self.account_id, deal_id=ev.id, contact_id=cid))
+            self._rematch.update(ev.contact_ids)
         await self._known_user(ev.responsible_user_id)
         r.touched_deals.add(ev.id)
         return True
@@ -261,6 +289,8 @@ class MirrorWriter:
                                                                 ContactPhone.contact_id == ev.id))
             for phone in ev.phones:
                 self.s.add(ContactPhone(account_id=self.account_id, contact_id=ev.id, phone=phone))
+            if ev.phones:
+                self._rematch.add(ev.id)
         return True
 
     async def _on_ContactDeleted(self, ev: ContactDeleted, r: ApplyResult) -> None:

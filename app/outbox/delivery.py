@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import bindparam, select, update
 
 from app.accounts.models import Account
+from app.calls import calllog
 from app.db import is_postgres, utcnow
 from app.findings import service as findings_service
 from app.findings.models import Finding
@@ -145,7 +146,7 @@ async def deliver(rt: Runtime, rows: list[OutboxAction]) -> None:
     if account is None:
         return
     kind = rows[0].kind
-    words = await _words(rt, account, rows, now)
+    words = await _words(rt, account, rows, now) if kind != calllog.KIND else {}
     client = rt.crm_client(account.id, account.crm, account.base_url)
     done: dict[int, str | None] = {}  # row id → CRM id (None for a closed task)
     postponed: list[OutboxAction] = []
@@ -153,6 +154,13 @@ async def deliver(rt: Runtime, rows: list[OutboxAction]) -> None:
     try:
         if kind == "close_task":
             await _close(rt, client, rows, words, done, postponed, cancelled)
+        elif kind == calllog.KIND:
+            texts: dict[int, str] = {}
+            try:
+                await calllog.send(rt, client, account, rows, marker, done, texts, cancelled)
+            finally:
+                words.update({r.id: Wording(text=texts.get(r.id, ""), due_at=now, task_type_id=None,
+                                            finding_resolved=False) for r in rows})
         else:
             await _create(client, kind, rows, words, done, cancelled)
     except CrmRequestError as exc:

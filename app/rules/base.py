@@ -15,7 +15,8 @@ Durations are in working time: a setting such as "3 working days" becomes a cuto
 
 A rule's statement is built once per account and settings and then re-executed: every value
 that depends on the moment or the scope must come from the context's helpers (`now_param`,
-`cutoff`, `per_stage`, `deal_scope`), which bind it as a parameter computed afresh at each
+`ago`, `cutoff`, `account_cutoff`, `per_stage`, `deal_scope`,
+`deals_param`), which bind it as a parameter computed afresh at each
 execution. A value computed from `ctx.now` in the rule's own code would be frozen at the
 first evaluation.
 """
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -85,11 +86,23 @@ class RuleContext:
     def now_param(self) -> ColumnElement[datetime]:
         return self.bind(lambda: self.now, UtcDateTime())
 
+    def ago(self, delta: timedelta) -> ColumnElement[datetime]:
+        """The instant `delta` (calendar time) before now: a look-back horizon."""
+        return self.bind(lambda: self.now - delta, UtcDateTime())
+
+    def account_cutoff(self, seconds: float) -> ColumnElement[datetime]:
+        """Like cutoff(), for rules over entities without a deal's pipeline and stage (calls)."""
+        return self.bind(lambda: self.calendar.cutoff(self.now, seconds), UtcDateTime())
+
+    def deals_param(self) -> Any:
+        """The deals in scope of an incremental evaluation, as an IN-list parameter."""
+        return self.bind(lambda: self.deal_ids, String(), expanding=True)
+
     def deal_scope(self) -> list[ColumnElement[bool]]:
         """The account, the incremental scope, and the rule's exclusions, as WHERE clauses on Deal."""
         clauses: list[ColumnElement[bool]] = [Deal.account_id == self.account_id]
         if self.deal_ids is not None:
-            clauses.append(Deal.id.in_(self.bind(lambda: self.deal_ids, String(), expanding=True)))
+            clauses.append(Deal.id.in_(self.deals_param()))
         ex = self.config.exclude
         if ex.pipelines:
             clauses.append(or_(Deal.pipeline_id.is_(None), Deal.pipeline_id.not_in(sorted(ex.pipelines))))
@@ -135,13 +148,15 @@ class RenderContext:
     notes: dict[str, Any]
     stages: dict[tuple[str, str], Any]
     users: dict[str, Any]
+    # Calls by finding entity id: the call itself ("call" findings) or a number's latest call ("phone").
+    calls: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
     name: str
     version: int  # bump when the meaning changes: open findings are re-evaluated under the new one
-    entity_type: str  # deal | task | note
+    entity_type: str  # deal | task | note | call | phone
     severity: str  # info | warning | critical
     title: dict[str, str]
     settings: type[RuleSettings]

@@ -12,8 +12,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import phonenumbers
 
 from integrations.base import (
+    CallDirection,
+    CallStatus,
     ContactUpserted,
     CrmAmbiguous,
     CrmAuthError,
@@ -22,10 +25,12 @@ from integrations.base import (
     CrmUnavailable,
     DealUpserted,
     DomainEvent,
+    NewCall,
     NewNote,
     NewTask,
     NoteAdded,
     NoteKind,
+    PhoneLookup,
     PipelineUpserted,
     StageEntered,
     StageInfo,
@@ -39,7 +44,7 @@ from integrations.http import tls_context
 from integrations.phones import normalize_all
 from integrations.ratelimit import SlidingWindowLimiter
 
-from .mapping import ENTITY_TYPES, NOTE_KINDS, money, sid, stage_kind, ts
+from .mapping import ENTITY_TYPES, NOTE_KINDS, call_from_note, money, sid, stage_kind, ts
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +191,10 @@ class AmoCrmClient:
                 {"filter[type]": "lead_status_changed", "filter[created_at][from]": since}, EVENTS_PAGE_LIMIT)),
             SyncSection("notes", self._mapped(
                 "/api/v4/leads/notes", "notes", _note, {"filter[updated_at][from]": since})),
+            # Call notes read again as calls (their own section, so the counts say what they hold).
+            SyncSection("calls", self._mapped(
+                "/api/v4/leads/notes", "notes", lambda n: _call_note(n, region),
+                {"filter[updated_at][from]": since, "filter[note_type][]": ["call_in", "call_out"]})),
         ]
 
     async def fetch_deals(self, ids: list[str], *, region: str) -> list[DomainEvent]:
@@ -215,6 +224,19 @@ class AmoCrmClient:
         resp = await self.request("POST", "/api/v4/leads/notes", json=body, idempotent=False)
         return _created(resp, "notes")
 
+    async def log_calls(self, calls: list[NewCall]) -> dict[str, str]:
+        # POST /api/v4/calls files each call on the card of the contact or company with the number
+        # (and its single open deal); a number amoCRM knows no one with is dropped.
+        body = [{"direction": "inbound" if c.direction is CallDirection.IN else "outbound", "uniq": c.uniq,
+                 "duration": c.talk_seconds, "source": c.source, "phone": c.phone,
+                 "call_status": CALL_STATUS_CODES.get(c.status, 6), "created_at": int(c.started_at.timestamp()),
+                 "request_id": c.request_id,
+                 **({"link": c.recording_url} if c.recording_url else {}),
+                 **({"responsible_user_id": int(c.responsible_user_id)} if c.responsible_user_id else {})}
+                for c in calls]
+        resp = await self.request("POST", "/api/v4/calls", json=body, idempotent=False)
+        return _created(resp, "calls")
+
     async def close_tasks(self, closures: list[TaskClosure]) -> None:
         # Completing a completed task changes nothing: safe to retry.
         body = [{"id": int(c.task_id), "is_completed": True, "result": {"text": c.result_text}} for c in closures]
@@ -234,6 +256,32 @@ class AmoCrmClient:
                     found[marker] = str(row["id"])
         return found
 
+    async def search_phone(self, phone: str, *, region: str) -> PhoneLookup:
+        """amoCRM's `query` is a full-text search over filled fields, so it is given the number's
+        national digits (how people type it into a card) and every hit is checked against the
+        normalized phones: a number that only appears in a note or a name is no match."""
+        parsed = phonenumbers.parse(phone, region)
+        query = str(parsed.national_number)
+        contacts: list[DomainEvent] = []
+        contact_ids: list[str] = []
+        deal_ids: list[str] = []
+        async for rows in self.paginate("/api/v4/contacts", "contacts", {"query": query, "with": "leads"}):
+            for row in rows:
+                contact = _contact(row, region)
+                if isinstance(contact, ContactUpserted) and phone in (contact.phones or ()):
+                    contacts.append(contact)
+                    contact_ids.append(contact.id)
+                    deal_ids.extend(str(lead["id"]) for lead in (row.get("_embedded") or {}).get("leads") or []
+                                    if "id" in lead)
+        async for rows in self.paginate("/api/v4/companies", "companies", {"query": query, "with": "leads"}):
+            for row in rows:
+                if phone in _phones(row, region):
+                    deal_ids.extend(str(lead["id"]) for lead in (row.get("_embedded") or {}).get("leads") or []
+                                    if "id" in lead)
+        deal_ids = list(dict.fromkeys(deal_ids))
+        deals = await self.fetch_deals(deal_ids, region=region) if deal_ids else []
+        return PhoneLookup(events=(*contacts, *deals), contact_ids=tuple(contact_ids), deal_ids=tuple(deal_ids))
+
     async def _pipelines(self) -> AsyncIterator[list[DomainEvent]]:
         body = await self.get_json("/api/v4/leads/pipelines")
         if body:
@@ -247,6 +295,11 @@ class AmoCrmClient:
 
 
 # -- API v4 records → domain events -------------------------------------------------------------
+
+def _call_note(n: dict[str, Any], region: str) -> DomainEvent | None:
+    note = _note(n)
+    return call_from_note(note, region) if isinstance(note, NoteAdded) else None
+
 
 def _pipeline(p: dict[str, Any]) -> PipelineUpserted:
     statuses = (p.get("_embedded") or {}).get("statuses") or []
@@ -264,12 +317,16 @@ def _user(u: dict[str, Any]) -> UserUpserted:
                         is_active=rights.get("is_active", True))
 
 
-def _contact(c: dict[str, Any], region: str) -> DomainEvent:
+def _phones(c: dict[str, Any], region: str) -> tuple[str, ...]:
     phones = [v.get("value") for f in c.get("custom_fields_values") or []
               if f.get("field_code") == "PHONE" for v in f.get("values") or [] if isinstance(v.get("value"), str)]
+    return normalize_all(phones, region)
+
+
+def _contact(c: dict[str, Any], region: str) -> DomainEvent:
     return ContactUpserted(
         id=str(c["id"]), updated_at=ts(c.get("updated_at")) or datetime.now(UTC), name=c.get("name"),
-        responsible_user_id=sid(c.get("responsible_user_id")), phones=normalize_all(phones, region))
+        responsible_user_id=sid(c.get("responsible_user_id")), phones=_phones(c, region))
 
 
 def _deal(lead: dict[str, Any]) -> DealUpserted:
@@ -337,6 +394,8 @@ def _note(n: dict[str, Any]) -> NoteAdded | None:
 
 
 _MARKER = re.compile(r"#cw\d+")
+# call_status of POST /api/v4/calls: 4 talked, 6 no answer, 7 busy.
+CALL_STATUS_CODES = {CallStatus.ANSWERED: 4, CallStatus.MISSED: 6, CallStatus.BUSY: 7, CallStatus.FAILED: 6}
 
 
 def _created(resp: httpx.Response, key: str) -> dict[str, str]:

@@ -70,6 +70,7 @@ class EmulatorState:
         self.users: dict[int, dict[str, Any]] = {}
         self.pipelines: dict[int, dict[str, Any]] = {}
         self.contacts: dict[int, dict[str, Any]] = {}
+        self.companies: dict[int, dict[str, Any]] = {}
         self.leads: dict[int, dict[str, Any]] = {}
         self.tasks: dict[int, dict[str, Any]] = {}
         self.notes: dict[int, dict[str, Any]] = {}
@@ -140,6 +141,16 @@ class EmulatorState:
                    "account_id": self.account["id"]}
         self.contacts[id] = contact
         return contact
+
+    def add_company(self, id: int, name: str, phones: Iterable[str] = (), lead_ids: Iterable[int] = (),
+                    responsible_user_id: int | None = None) -> dict:
+        user = self._user_or_default(responsible_user_id)
+        now = self.unix_now()
+        company = {"id": id, "name": name, "responsible_user_id": user, "group_id": 0, "created_by": user,
+                   "updated_by": user, "created_at": now, "updated_at": now, "phones": list(phones),
+                   "lead_ids": list(lead_ids), "account_id": self.account["id"]}
+        self.companies[id] = company
+        return company
 
     def add_lead(self, id: int, name: str, pipeline_id: int, status_id: int, price: int = 0,
                  responsible_user_id: int | None = None, contact_ids: Iterable[int] = (),
@@ -412,6 +423,32 @@ def _render_lead(base: str, lead: dict, with_contacts: bool, due: dict[int, int]
     return body
 
 
+def _matches_query(row: dict, query: str | None) -> bool:
+    """amoCRM's `query` searches the filled fields; phones are compared by their digits."""
+    if not query:
+        return True
+    digits = "".join(ch for ch in query if ch.isdigit())
+    if query.lower() in (row.get("name") or "").lower():
+        return True
+    return bool(digits) and any(digits in "".join(ch for ch in p if ch.isdigit()) for p in row.get("phones", ()))
+
+
+def _leads_of(state: EmulatorState, base: str, contact_id: int) -> list[dict]:
+    return [{"id": lead["id"], "_links": _link(base, f"/api/v4/leads/{lead['id']}")}
+            for lead in sorted(state.leads.values(), key=lambda r: r["id"])
+            if contact_id in lead["contact_ids"] and not lead["is_deleted"]]
+
+
+def _render_company(base: str, company: dict, with_leads: bool) -> dict:
+    body = {k: v for k, v in company.items() if k not in ("phones", "lead_ids")}
+    phones = [{"value": p, "enum_id": PHONE_ENUM_WORK, "enum_code": "WORK"} for p in company["phones"]]
+    body.update(closest_task_at=None, is_deleted=False, custom_fields_values=[
+        {"field_id": PHONE_FIELD_ID, "field_name": "Телефон", "field_code": "PHONE", "field_type": "multitext",
+         "values": phones}] if phones else None, _links=_link(base, f"/api/v4/companies/{company['id']}"),
+        _embedded={"tags": [], **({"leads": [{"id": i} for i in company["lead_ids"]]} if with_leads else {})})
+    return body
+
+
 def _render_contact(base: str, contact: dict) -> dict:
     body = {k: v for k, v in contact.items() if k != "phones"}
     phones = [{"value": p, "enum_id": PHONE_ENUM_WORK, "enum_code": "WORK"} for p in contact["phones"]]
@@ -536,6 +573,37 @@ def _create_notes(state: EmulatorState, items: list[dict]) -> list[tuple[dict, s
     return created
 
 
+def _log_calls(state: EmulatorState, items: list[dict]) -> list[tuple[dict, str]]:
+    """POST /api/v4/calls: a call lands on the open lead of the contact with its number (as a call
+    note); a number no contact has is dropped."""
+    for i, item in enumerate(items):
+        if item.get("direction") not in ("inbound", "outbound"):
+            raise _validation_error(i, "direction", "direction must be inbound or outbound")
+        if not isinstance(item.get("phone"), str) or not item["phone"]:
+            raise _validation_error(i, "phone", "phone is required")
+        _req_int(item, i, "duration")
+        if not isinstance(item.get("source"), str) or not item["source"]:
+            raise _validation_error(i, "source", "source is required")
+    created = []
+    for i, item in enumerate(items):
+        contact = next((c for c in sorted(state.contacts.values(), key=lambda r: r["id"])
+                        if _matches_query(c, item["phone"]) and "".join(ch for ch in item["phone"] if ch.isdigit())),
+                       None)
+        if contact is None:
+            continue
+        leads = [lead for lead in state.leads.values() if contact["id"] in lead["contact_ids"]
+                 and not lead["is_deleted"] and lead["status_id"] not in CLOSED_STATUS_IDS]
+        if len(leads) != 1:
+            continue
+        params = {k: item[k] for k in ("uniq", "duration", "source", "link", "phone", "call_status") if k in item}
+        note = state.add_note(state.next_id(state.notes, 61000000), leads[0]["id"],
+                              "call_in" if item["direction"] == "inbound" else "call_out", params=params,
+                              created_by=item.get("responsible_user_id") or state.account["current_user_id"],
+                              created_at=state.unix_now())
+        created.append((note, str(item.get("request_id", i))))
+    return created
+
+
 # -- the app ---------------------------------------------------------------------------------------
 
 def create_emulator_app(state: EmulatorState, rate_limit_per_s: int | None = 7) -> FastAPI:
@@ -616,7 +684,21 @@ def create_emulator_app(state: EmulatorState, rate_limit_per_s: int | None = 7) 
     async def contacts(request: Request) -> Response:
         rows = _filtered(request, state.contacts.values(), ids=("id", "responsible_user_id"),
                          ranges=("created_at", "updated_at"))
-        return _paged(request, _by_id(rows), "contacts", lambda c: _render_contact(base(request), c))
+        rows = [r for r in rows if _matches_query(r, request.query_params.get("query"))]
+        with_leads = "leads" in _multi(request, "with")
+
+        def render(c: dict) -> dict:
+            body = _render_contact(base(request), c)
+            if with_leads:
+                body["_embedded"]["leads"] = _leads_of(state, base(request), c["id"])
+            return body
+        return _paged(request, _by_id(rows), "contacts", render)
+
+    @app.get("/api/v4/companies")
+    async def companies(request: Request) -> Response:
+        rows = [r for r in state.companies.values() if _matches_query(r, request.query_params.get("query"))]
+        with_leads = "leads" in _multi(request, "with")
+        return _paged(request, _by_id(rows), "companies", lambda c: _render_company(base(request), c, with_leads))
 
     @app.get("/api/v4/tasks")
     async def tasks(request: Request) -> Response:
@@ -671,5 +753,10 @@ def create_emulator_app(state: EmulatorState, rate_limit_per_s: int | None = 7) 
     async def create_notes(request: Request) -> JSONResponse:
         done = _create_notes(state, await _batch(request))
         return write_answer(request, "notes", done, _render_note, ("entity_id",))
+
+    @app.post("/api/v4/calls")
+    async def log_calls(request: Request) -> JSONResponse:
+        done = _log_calls(state, await _batch(request))
+        return write_answer(request, "calls", done, _render_note, ("entity_id",))
 
     return app

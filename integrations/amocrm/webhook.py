@@ -27,7 +27,7 @@ from integrations.base import (
 from integrations.formdata import FormError, items, parse_bracket_form, scan_bracket_form
 from integrations.phones import normalize_all
 
-from .mapping import ENTITY_TYPES, NOTE_KINDS, money, sid, stage_kind, ts
+from .mapping import ENTITY_TYPES, NOTE_KINDS, money, sid, stage_kind, ts, with_calls
 
 # Top-level keys amoCRM uses; anything else in a post means it is not an amoCRM webhook.
 KNOWN_ROOTS = {"account", "leads", "contacts", "companies", "task", "customers", "catalogs", "unsorted",
@@ -77,7 +77,7 @@ def parse(body: bytes, *, region: str, received_at: datetime) -> list[DomainEven
             events.extend(_contacts(node, region, received_at))
         else:
             events.append(UnknownEntity(kind=root))
-    return events
+    return with_calls(events, region)
 
 
 def _leads(node: Any, region: str, received_at: datetime) -> list[DomainEvent]:

@@ -111,7 +111,8 @@ async def test_rules_document_round_trip_and_validation(client, rt, amo):
     url = f"/api/accounts/{acc['id']}/rules"
     defaults = (await client.get(url)).json()
     assert set(defaults["rules"]) == {"overdue_task", "deal_without_task", "stuck_stage",
-                                      "task_rescheduled_without_contact", "empty_comment"}
+                                      "task_rescheduled_without_contact", "empty_comment",
+                                      "call_not_logged", "unknown_number", "missed_call_not_returned"}
     assert defaults["rules"]["stuck_stage"]["settings"] == {"limit_days": 3.0}
     assert defaults["calendar"]["country"] == "RU" and defaults["sweep_interval_minutes"] == 5
 

@@ -10,6 +10,8 @@ import pytest
 
 from integrations.amocrm.webhook import check, parse
 from integrations.base import (
+    CallDirection,
+    CallEvent,
     ContactUpserted,
     DealDeleted,
     DealUpserted,
@@ -134,7 +136,12 @@ def test_lead_note_common() -> None:
 
 
 def test_lead_note_call_out_keeps_call_params() -> None:
-    note = one(parse_fixture("lead_note_call_out.txt"), NoteAdded)
+    note, call = parse_fixture("lead_note_call_out.txt")
+    assert isinstance(note, NoteAdded)
+    # A call note is also a call, for the telephony rules (app/calls).
+    assert isinstance(call, CallEvent) and call.provider == "amocrm" and call.call_id == "call-7788"
+    assert (call.direction, call.client_number, call.talk_seconds, call.deal_id) == (
+        CallDirection.OUT, "+79991234567", 95, "31000001")
     assert note.id == "61000002"
     assert note.kind is NoteKind.CALL_OUT
     assert note.deal_id == "31000001"

@@ -1,0 +1,62 @@
+"""The demo's PBX: a Mango Office VPBX that posts signed call summaries into the scripted day.
+
+Three calls, placed a couple of working hours back so that their windows have passed: a long
+talk nobody wrote down, a client's call nobody answered or returned, and a number the CRM does
+not know.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+
+from app.rules.config import RulesDocument
+from integrations.amocrm.demo_data import LEBEDEV, MOROZOVA, VOLKOV
+from integrations.telephony.mango import sign
+
+API_KEY, API_SALT = "demo-mango-api-key", "demo-mango-api-salt"
+LINE = "74951234567"
+EXTENSIONS = {"102": str(VOLKOV), "103": str(MOROZOVA), "104": str(LEBEDEV)}
+
+
+def _summary(entry: str, direction: int, ext: str, client: str, start: int, talk: int) -> dict[str, Any]:
+    manager = {"extension": ext, "number": f"sip:{ext}@demoshop.mangosip.ru"}
+    outside = {"number": client}
+    return {"entry_id": entry, "call_direction": direction,
+            "from": manager if direction == 2 else outside,
+            "to": outside if direction == 2 else {**manager, "number": LINE},
+            "line_number": LINE, "create_time": start, "forward_time": start + 2,
+            "talk_time": start + 8 if talk else 0, "end_time": start + 8 + talk if talk else start + 35,
+            "entry_result": 1 if talk else 0, "disconnect_reason": 1110}
+
+
+def script(now: datetime, timezone: str) -> list[tuple[str, dict[str, Any]]]:
+    calendar = RulesDocument().business_calendar(timezone)
+    # Two working hours back (whatever the hour the demo runs at): every window has passed.
+    anchor = int(calendar.cutoff(now, 2 * 3600).timestamp())
+    return [
+        ("Разговор 3 мин с Алексеем Соколовым, в карточке ничего", _summary(
+            "ZGVtby1jYWxsLTE=", 2, "102", "79123456704", anchor - 900, 180)),
+        ("Пропущенный от Павла Новикова, не перезвонили", _summary(
+            "ZGVtby1jYWxsLTI=", 1, "104", "79123456706", anchor - 600, 0)),
+        ("Звонок с номера, которого нет в CRM", _summary(
+            "ZGVtby1jYWxsLTM=", 1, "103", "79161234599", anchor - 300, 75)),
+    ]
+
+
+async def feed(http: httpx.AsyncClient, account: dict[str, Any], timezone: str) -> None:
+    resp = await http.put(f"/api/accounts/{account['id']}/telephony/mango",
+                          json={"api_key": API_KEY, "api_salt": API_SALT, "extensions": EXTENSIONS})
+    resp.raise_for_status()
+    hook = resp.json()["hook_url"]
+    print(f"PBX (Mango Office) connected; its callbacks go to {hook}summary")
+    path = "/hooks/telephony/mango/" + account["key"] + "/events/summary"
+    for title, summary in script(datetime.now(UTC), timezone):
+        payload = json.dumps(summary, separators=(",", ":"))
+        body = urlencode({"vpbx_api_key": API_KEY, "sign": sign(API_KEY, payload, API_SALT), "json": payload})
+        r = await http.post(path, content=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
+        print(f"  call    events/summary {r.status_code}  {title}")

@@ -1,0 +1,122 @@
+"""Which card a call belongs to: client number → contact (mirror) → that contact's open deal,
+the most recently active one when there are several. When the mirror knows no contact with the
+number, the CRM is asked once (outside any transaction, after the inbox batch)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from sqlalchemy import and_, false, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.accounts.models import Account
+from app.db import utcnow
+from app.mirror.models import Contact, ContactPhone, Deal, DealContact
+from app.runtime import Runtime
+from integrations.base import CrmError
+
+from . import calllog
+from .models import Call
+
+log = logging.getLogger(__name__)
+
+# A contact created long after we saw a call does not make that call "about" it any more.
+REMATCH_WINDOW = timedelta(days=30)
+# CRM look-ups per inbox batch and account: the fallback must not eat the CRM's rate limit.
+MAX_SEARCHES = 20
+
+
+async def best_match(s: AsyncSession, account_id: int, number: str,
+                     among_deals: list[str] | None = None) -> tuple[str | None, str | None]:
+    """(contact id, deal id) for a number; either may be None."""
+    contacts = list(await s.scalars(
+        select(ContactPhone.contact_id).join(Contact, and_(Contact.account_id == ContactPhone.account_id,
+                                                           Contact.id == ContactPhone.contact_id))
+        .where(ContactPhone.account_id == account_id, ContactPhone.phone == number, Contact.is_deleted == false())
+        .order_by(ContactPhone.contact_id)))
+    open_deal = [Deal.account_id == account_id, Deal.is_deleted == false(), Deal.is_closed == false()]
+    recent = (func.coalesce(Deal.source_updated_at, Deal.mirrored_at).desc(), Deal.id.desc())
+    if contacts:
+        row = (await s.execute(
+            select(Deal.id, DealContact.contact_id)
+            .join(DealContact, and_(DealContact.account_id == Deal.account_id, DealContact.deal_id == Deal.id))
+            .where(*open_deal, DealContact.contact_id.in_(contacts)).order_by(*recent).limit(1))).first()
+        if row is not None:
+            return row.contact_id, row.id
+    if among_deals:
+        deal = await s.scalar(select(Deal.id).where(*open_deal, Deal.id.in_(among_deals)).order_by(*recent).limit(1))
+        return (contacts[0] if contacts else None), deal
+    return (contacts[0] if contacts else None), None
+
+
+async def match_call(s: AsyncSession, call: Call, source: str = "mirror", among_deals: list[str] | None = None) -> bool:
+    """Fills the call's contact and deal when they can be found; True when anything changed.
+    A deal already on the call stays: the call was about it, even if it closed since."""
+    if call.client_number is None or call.deal_id is not None:
+        return False
+    contact_id, deal_id = await best_match(s, call.account_id, call.client_number, among_deals)
+    if (contact_id, deal_id) == (None, None) or (contact_id == call.contact_id and deal_id is None):
+        return False
+    call.contact_id = contact_id or call.contact_id
+    call.deal_id = deal_id
+    call.match_source, call.matched_at = source, utcnow()
+    return True
+
+
+async def rematch_contacts(s: AsyncSession, account_id: int, contact_ids: set[str]) -> tuple[set[str], set[int]]:
+    """Matches calls still without a deal against contacts that just gained phones or deals.
+    Returns the deals that gained calls, and the calls that changed."""
+    phones = list(await s.scalars(select(ContactPhone.phone).where(
+        ContactPhone.account_id == account_id, ContactPhone.contact_id.in_(sorted(contact_ids))).distinct()))
+    if not phones:
+        return set(), set()
+    calls = await s.scalars(select(Call).where(
+        Call.account_id == account_id, Call.client_number.in_(phones), Call.deal_id.is_(None),
+        Call.created_at >= utcnow() - REMATCH_WINDOW).order_by(Call.id))
+    touched: set[str] = set()
+    changed: set[int] = set()
+    for call in calls:
+        if await match_call(s, call):
+            changed.add(call.id)
+            if call.deal_id:
+                touched.add(call.deal_id)
+    return touched, changed
+
+
+async def search_crm(rt: Runtime, account_id: int, call_ids: list[int]) -> set[str]:
+    """Asks the CRM about numbers the mirror does not know. Best effort: a CRM outage leaves the
+    calls unsearched, and a later call from the number asks again. Returns the deals matched."""
+    from app.mirror.service import MirrorWriter
+
+    async with rt.reads() as s:
+        account = await s.get(Account, account_id)
+        numbers = list(await s.scalars(select(Call.client_number).where(
+            Call.account_id == account_id, Call.id.in_(call_ids), Call.client_number.is_not(None),
+            Call.deal_id.is_(None), Call.contact_id.is_(None), Call.crm_searched_at.is_(None)).distinct()))
+    if account is None or account.status != "active" or not numbers:
+        return set()
+    client = rt.crm_client(account.id, account.crm, account.base_url)
+    found = {}
+    try:
+        for number in sorted(numbers)[:MAX_SEARCHES]:
+            found[number] = await client.search_phone(number, region=account.region)
+    except (CrmError, NotImplementedError, AttributeError) as exc:
+        log.warning("calls.crm_search_failed", extra={"account_id": account_id, "error": str(exc)})
+    finally:
+        await client.aclose()
+    if not found:
+        return set()
+    touched: set[str] = set()
+    async with rt.sessions() as s, s.begin():
+        for number, lookup in found.items():
+            result = await MirrorWriter(s, account_id).apply(list(lookup.events))
+            touched |= result.touched_deals
+            calls = list(await s.scalars(select(Call).where(
+                Call.account_id == account_id, Call.client_number == number, Call.deal_id.is_(None))))
+            matched = [c for c in calls if await match_call(s, c, "crm_search", list(lookup.deal_ids))]
+            touched |= {c.deal_id for c in matched if c.deal_id}
+            await calllog.enqueue(s, account_id, [c.id for c in matched])
+            await s.execute(update(Call).where(Call.account_id == account_id, Call.client_number == number,
+                                               Call.crm_searched_at.is_(None)).values(crm_searched_at=utcnow()))
+    return touched

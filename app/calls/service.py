@@ -1,0 +1,91 @@
+"""Applies CallEvents: every event of one call merges into one row, in the caller's transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import dialect_insert, utcnow
+from integrations.base import CallEvent
+
+from .matching import match_call
+from .models import Call, TelephonyConfig
+
+# The articles' "successful contact": a conversation of at least this many seconds.
+SUCCESSFUL_TALK_SECONDS = 40
+
+# Calls a CRM reports itself (its call notes, its own telephony). When a PBX is connected to
+# crmwatch directly, its widget usually writes the same calls into the CRM: count them once.
+CRM_SOURCES = frozenset({"amocrm", "bitrix24"})
+
+_FIELDS = ("client_number", "line_number", "manager_ref", "started_at", "answered_at", "ended_at",
+           "talk_seconds", "duration_seconds", "recording_url")
+
+
+class CallWriter:
+    def __init__(self, session: AsyncSession, account_id: int) -> None:
+        self.s = session
+        self.account_id = account_id
+        self._extensions: dict[str, dict[str, Any]] = {}
+        self._pbx: bool | None = None
+
+    async def extension_map(self, provider: str) -> dict[str, Any]:
+        if provider not in self._extensions:
+            self._extensions[provider] = (await self.s.scalar(select(TelephonyConfig.extensions).where(
+                TelephonyConfig.account_id == self.account_id, TelephonyConfig.provider == provider))) or {}
+        return self._extensions[provider]
+
+    async def _row(self, ev: CallEvent) -> Call:
+        key = (Call.account_id == self.account_id, Call.provider == ev.provider, Call.provider_call_id == ev.call_id)
+        row = await self.s.scalar(select(Call).where(*key).with_for_update())
+        if row is not None:
+            return row
+        now = utcnow()
+        await self.s.execute(dialect_insert(self.s, Call.__table__).values(
+            account_id=self.account_id, provider=ev.provider, provider_call_id=ev.call_id, is_final=False,
+            created_at=now, updated_at=now).on_conflict_do_nothing())
+        return await self.s.scalar(select(Call).where(*key).with_for_update().execution_options(
+            populate_existing=True))
+
+    async def pbx_connected(self) -> bool:
+        if self._pbx is None:
+            self._pbx = await self.s.scalar(select(TelephonyConfig.provider).where(
+                TelephonyConfig.account_id == self.account_id).limit(1)) is not None
+        return self._pbx
+
+    async def apply(self, ev: CallEvent) -> Call | None:
+        """The merged call, or None when the event was stale (a lower seq than one already seen)
+        or is a CRM's copy of calls a connected PBX reports itself."""
+        if ev.provider in CRM_SOURCES and await self.pbx_connected():
+            return None
+        row = await self._row(ev)
+        if ev.seq is not None and row.last_seq is not None and ev.seq < row.last_seq:
+            return None
+        if ev.seq is not None:
+            row.last_seq = ev.seq
+        # After the final event, a late progress event may only fill what is still unknown.
+        late = row.is_final and not ev.is_final
+        for name in _FIELDS:
+            value = getattr(ev, name)
+            if value is not None and not (late and getattr(row, name) is not None):
+                setattr(row, name, value)
+        if ev.direction is not None and not (late and row.direction is not None):
+            row.direction = ev.direction.value
+        if ev.is_final:
+            row.is_final = True
+            if ev.status is not None:
+                row.status = ev.status.value
+        manager = ev.manager_id
+        if manager is None and row.manager_ref:
+            mapped = (await self.extension_map(ev.provider)).get(row.manager_ref)
+            manager = str(mapped) if mapped not in (None, "") else None
+        if manager is not None and not (late and row.manager_id is not None):
+            row.manager_id = manager
+        if ev.deal_id is not None:
+            row.deal_id, row.match_source, row.matched_at = ev.deal_id, "source", utcnow()
+        elif row.deal_id is None and row.client_number and row.direction != "internal":
+            await match_call(self.s, row)
+        row.updated_at = utcnow()
+        return row

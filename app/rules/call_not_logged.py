@@ -1,0 +1,82 @@
+"""call_not_logged: an answered call with a client (talk ≥ 40 s, the articles' "successful
+contact") that the manager did not write down on the matched card within N working minutes:
+no note, no stage move, no task set or closed by them on that deal since the call ended.
+
+Something written later still counts: the finding opens when the window has passed with
+nothing, and resolves as soon as the card says something.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from pydantic import Field
+from sqlalchemy import Select, String, and_, cast, false, or_, select, true
+
+from app.calls import facts
+from app.calls.models import Call
+from app.mirror.models import Deal, Note, StageHistory, Task
+
+from .base import RenderContext, Rule, RuleContext, RuleSettings
+
+# Notes crmwatch itself writes carry this marker (app/outbox): they are not the manager's words.
+OWN_MARKER = "#cw"
+
+
+class Settings(RuleSettings):
+    minutes: int = Field(default=30, ge=1, le=43200, description="working minutes after the call ended")
+    min_talk_seconds: int = Field(default=40, ge=1, le=3600, description="a shorter call is not a conversation")
+    lookback_days: int = Field(default=3, ge=1, le=30, description="older calls are not judged")
+
+
+def _by_manager(author: Any) -> Any:
+    # An author the CRM did not name is given the benefit of the doubt.
+    return or_(author == Call.manager_id, author.is_(None))
+
+
+def violations(ctx: RuleContext) -> Select[Any]:
+    st = ctx.settings
+    since = Call.ended_at
+    note = select(Note.id).where(
+        Note.account_id == Call.account_id, Note.deal_id == Call.deal_id, Note.kind == "common",
+        Note.created_at >= since, _by_manager(Note.created_by),
+        or_(Note.text.is_(None), ~Note.text.contains(OWN_MARKER))).exists()
+    moved = select(StageHistory.id).where(
+        StageHistory.account_id == Call.account_id, StageHistory.deal_id == Call.deal_id,
+        StageHistory.entered_at >= since, _by_manager(StageHistory.by_user_id)).exists()
+    task = select(Task.id).where(
+        Task.account_id == Call.account_id, Task.deal_id == Call.deal_id, Task.is_deleted == false(),
+        or_(and_(Task.created_at >= since, _by_manager(Task.created_by)),
+            and_(Task.is_completed == true(), Task.completed_at >= since,
+                 _by_manager(Task.responsible_user_id)))).exists()
+    window = ctx.cutoff(lambda s: s.minutes * 60)
+    return (
+        select(cast(Call.id, String(64)).label("entity_id"), Call.deal_id.label("deal_id"),
+               Call.manager_id.label("manager_id"), Call.ended_at.label("started_at"),
+               (Call.ended_at <= window).label("opens"))
+        .join(Deal, and_(Deal.account_id == Call.account_id, Deal.id == Call.deal_id))
+        .where(*ctx.deal_scope(), Deal.is_deleted == false(), Call.account_id == ctx.account_id,
+               Call.is_final == true(), Call.status == "answered", Call.direction != "internal",
+               Call.talk_seconds >= st.min_talk_seconds, Call.manager_id.is_not(None),
+               Call.ended_at >= ctx.ago(timedelta(days=st.lookback_days)),
+               ~note, ~moved, ~task)
+    )
+
+
+def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:
+    call = rc.calls.get(finding.entity_id)
+    number = facts.pretty_number(call.client_number if call else None)
+    when = facts.local_time(call, rc.calendar.config.timezone) if call else "?"
+    talk = facts.duration(call.talk_seconds if call else 0, rc.lang)
+    message = (f"Зафиксируйте итоги звонка с {number} от {when} ({talk}): в карточке нет ни комментария, ни задачи"
+               if rc.lang == "ru" else
+               f"Write down the call with {number} at {when} ({talk}): the card has no note or task since")
+    return message, facts.details(call)
+
+
+RULE = Rule(
+    name="call_not_logged", version=1, entity_type="call", severity="warning",
+    title={"ru": "Звонок не зафиксирован", "en": "Call not logged"},
+    settings=Settings, violations=violations, render=render,
+)

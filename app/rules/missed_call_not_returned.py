@@ -1,0 +1,78 @@
+"""missed_call_not_returned: an incoming call nobody answered, and no answered call with that
+number (either direction) followed within N working minutes.
+
+Several missed calls from one number before anyone talks to it are one problem: the finding is
+on the first of them, and an answered call with the number resolves it.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from pydantic import Field
+from sqlalchemy import Select, String, cast, func, select, true
+
+from app.calendar.business import humanize
+from app.calls import facts
+from app.calls.models import Call
+from app.mirror.models import Deal
+
+from .base import RenderContext, Rule, RuleContext, RuleSettings
+
+
+class Settings(RuleSettings):
+    minutes: int = Field(default=30, ge=1, le=43200, description="working minutes to call back")
+    lookback_days: int = Field(default=3, ge=1, le=30, description="older missed calls are not judged")
+
+
+def violations(ctx: RuleContext) -> Select[Any]:
+    st = ctx.settings
+    missed = Call.__table__.alias("missed")
+    other = Call.__table__.alias("other")
+    answered = Call.__table__.alias("answered")
+    same = [other.c.account_id == missed.c.account_id, other.c.client_number == missed.c.client_number]
+    returned = select(answered.c.id).where(
+        answered.c.account_id == missed.c.account_id, answered.c.client_number == missed.c.client_number,
+        answered.c.status == "answered", answered.c.started_at > missed.c.started_at).exists()
+    # The last conversation with the number before this missed call: earlier misses after it
+    # make this one a repeat of the same problem.
+    last_talk = (select(func.max(answered.c.started_at)).where(
+        answered.c.account_id == missed.c.account_id, answered.c.client_number == missed.c.client_number,
+        answered.c.status == "answered", answered.c.started_at < missed.c.started_at).scalar_subquery())
+    since = ctx.ago(timedelta(days=st.lookback_days))
+    repeat = select(other.c.id).where(
+        *same, other.c.direction == "in", other.c.is_final == true(), other.c.status != "answered",
+        other.c.started_at < missed.c.started_at, other.c.started_at >= since,
+        other.c.started_at > func.coalesce(last_talk, since)).exists()
+    owner = select(Deal.responsible_user_id).where(Deal.account_id == missed.c.account_id,
+                                                   Deal.id == missed.c.deal_id).scalar_subquery()
+    ended = func.coalesce(missed.c.ended_at, missed.c.started_at)
+    window = ctx.account_cutoff(st.minutes * 60)
+    query = select(cast(missed.c.id, String(64)).label("entity_id"), missed.c.deal_id.label("deal_id"),
+                   func.coalesce(missed.c.manager_id, owner).label("manager_id"), ended.label("started_at"),
+                   (ended <= window).label("opens")).where(
+        missed.c.account_id == ctx.account_id, missed.c.direction == "in", missed.c.is_final == true(),
+        missed.c.status != "answered", missed.c.client_number.is_not(None),
+        missed.c.started_at >= since, ~returned, ~repeat)
+    if ctx.deal_ids is not None:
+        query = query.where(missed.c.deal_id.in_(ctx.deals_param()))
+    return query
+
+
+def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:
+    call = rc.calls.get(finding.entity_id)
+    number = facts.pretty_number(call.client_number if call else None)
+    when = facts.local_time(call, rc.calendar.config.timezone) if call else "?"
+    waited = humanize(rc.calendar.working_seconds(finding.started_at, rc.now), rc.calendar.day_seconds, rc.lang)
+    message = (f"Пропущенный звонок с {number} в {when}: клиенту не перезвонили ({waited} рабочего времени)"
+               if rc.lang == "ru" else
+               f"Missed call from {number} at {when}: nobody called back ({waited} of working time)")
+    return message, facts.details(call)
+
+
+RULE = Rule(
+    name="missed_call_not_returned", version=1, entity_type="call", severity="critical",
+    title={"ru": "Пропущенный звонок без перезвона", "en": "Missed call not returned"},
+    settings=Settings, violations=violations, render=render,
+)

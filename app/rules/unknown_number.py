@@ -1,0 +1,67 @@
+"""unknown_number: calls with a number the CRM knows nothing about, no contact and no deal.
+That is a lost lead. One finding per number (however often it called), from its first call;
+it resolves when a contact with the number appears (the calls are re-matched then).
+
+Unmatched calls belong to no deal, so this rule runs in sweeps only.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from pydantic import Field
+from sqlalchemy import Select, String, and_, cast, false, func, null, select, true
+
+from app.calls import facts
+from app.calls.models import Call
+from app.mirror.models import ContactPhone
+
+from .base import RenderContext, Rule, RuleContext, RuleSettings
+
+
+class Settings(RuleSettings):
+    grace_minutes: int = Field(default=15, ge=0, le=43200,
+                               description="working minutes for the manager to create the contact after the call")
+    lookback_days: int = Field(default=7, ge=1, le=90, description="older calls are not judged")
+
+
+def violations(ctx: RuleContext) -> Select[Any]:
+    st = ctx.settings
+    unknown = (
+        select(Call.client_number.label("number"), func.min(Call.started_at).label("first_at"),
+               func.max(Call.id).label("last_id"))
+        .where(Call.account_id == ctx.account_id, Call.is_final == true(), Call.direction != "internal",
+               Call.client_number.is_not(None), Call.contact_id.is_(None), Call.deal_id.is_(None),
+               Call.started_at >= ctx.ago(timedelta(days=st.lookback_days)),
+               ~select(ContactPhone.phone).where(ContactPhone.account_id == Call.account_id,
+                                                 ContactPhone.phone == Call.client_number).exists())
+        .group_by(Call.client_number).subquery())
+    last = Call.__table__.alias("last_call")
+    grace = ctx.account_cutoff(st.grace_minutes * 60)
+    query = (select(unknown.c.number.label("entity_id"), cast(null(), String(64)).label("deal_id"),
+                    last.c.manager_id.label("manager_id"), unknown.c.first_at.label("started_at"),
+                    (unknown.c.first_at <= grace).label("opens"))
+             .join(last, and_(last.c.id == unknown.c.last_id)))
+    if ctx.deal_ids is not None:
+        return query.where(false())
+    if ctx.config.exclude.users:
+        query = query.where(func.coalesce(last.c.manager_id, "").not_in(sorted(ctx.config.exclude.users)))
+    return query
+
+
+def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:
+    call = rc.calls.get(finding.entity_id)
+    number = facts.pretty_number(finding.entity_id)
+    when = facts.local_time(call, rc.calendar.config.timezone) if call else "?"
+    message = (f"Звонок с номера {number} ({when}), которого нет в CRM: заведите контакт и сделку, это новый клиент"
+               if rc.lang == "ru" else
+               f"A call from {number} ({when}) that the CRM does not know: create the contact and deal, it is a lead")
+    return message, {**facts.details(call), "number": finding.entity_id}
+
+
+RULE = Rule(
+    name="unknown_number", version=1, entity_type="phone", severity="critical",
+    title={"ru": "Звонок с неизвестного номера", "en": "Call from an unknown number"},
+    settings=Settings, violations=violations, render=render,
+)
