@@ -86,7 +86,8 @@ class AccountCreate(_AccountFields):
 
 
 class AccountPatch(_AccountFields):
-    model_config = ConfigDict(extra="forbid")
+    # Fields beyond these belong to the account's CRM (its adapter's `connect` checks them).
+    model_config = ConfigDict(extra="allow")
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     base_url: AnyHttpUrl | None = None

@@ -65,11 +65,29 @@ async def create(rt: Runtime, s: AsyncSession, data: AccountCreate) -> Account:
 
 
 async def patch(rt: Runtime, s: AsyncSession, account: Account, data: AccountPatch) -> Account:
+    """Raises ValueError (for a 422) when the CRM's own fields do not fit."""
+    adapter = rt.crm_adapter(account.crm)
+    extras = dict(data.model_extra or {})
+    connection = None
+    if extras or data.base_url is not None:
+        # A CRM whose connection lives in its URL (a Bitrix24 inbound webhook) re-derives it, so a
+        # new URL's secret is sealed like the first one, never stored in base_url.
+        connection = adapter.connect(str(data.base_url or account.base_url), extras)
+        if connection is not None and (data.access_token is not None or data.oauth is not None):
+            raise ValueError(f"{account.crm} connects with its own fields, not access_token or oauth")
     for name in ("name", "timezone", "region", "language"):
         value = getattr(data, name)
         if value is not None:
             setattr(account, name, value)
-    if data.base_url is not None:
+    if connection is not None:
+        account.base_url = connection.base_url.rstrip("/")
+        account.subdomain = adapter.subdomain_of(account.base_url) or account.subdomain
+        account.auth_kind = connection.auth_kind
+        account.credentials = rt.box.seal(connection.credentials)
+        account.credentials_version += 1
+        account.webhook_secret_hash = webhook_secret_hash(connection.webhook_secret)
+        account.status, account.status_reason = "active", None
+    elif data.base_url is not None:
         account.base_url = str(data.base_url).rstrip("/")
         account.subdomain = rt.crm_adapter(account.crm).subdomain_of(account.base_url) or account.subdomain
     if data.access_token is not None or data.oauth is not None:

@@ -27,7 +27,15 @@ from app.mirror.service import MirrorWriter
 from app.rules import engine
 from app.runtime import Runtime
 from app.security import webhook_secret_hash
-from integrations.base import CredentialsIssued, CrmError, DomainEvent, RecordNamed
+from integrations.base import (
+    CredentialsIssued,
+    CrmAuthError,
+    CrmError,
+    CrmUnavailable,
+    DomainEvent,
+    RecordNamed,
+    WebhookMalformed,
+)
 
 from .models import InboxEvent
 
@@ -37,10 +45,10 @@ log = logging.getLogger(__name__)
 FETCH_LEASE = timedelta(minutes=2)
 
 
-def _failed(rt: Runtime, row: InboxEvent, exc: BaseException, now: datetime) -> None:
+def _failed(rt: Runtime, row: InboxEvent, exc: BaseException, now: datetime, *, may_park: bool = True) -> None:
     row.attempts += 1
     row.last_error = f"{type(exc).__name__}: {exc}"[:2000]
-    if row.attempts >= rt.settings.inbox_max_attempts:
+    if may_park and row.attempts >= rt.settings.inbox_max_attempts:
         row.status = "failed"
         INBOX_PROCESSED.labels(row.source, "failed").inc()
         log.error("inbox.parked", extra={"inbox_id": row.id, "error": row.last_error})
@@ -127,11 +135,16 @@ async def process_batch(rt: Runtime, limit: int | None = None) -> int:
 
 async def _account_facts(rt: Runtime, s: AsyncSession, account: Account, adapter: Any, row: InboxEvent,
                          events: list[DomainEvent]) -> None:
-    """What an authenticated delivery teaches about its account: the CRM's own account id, and
-    the credentials an app install hands over."""
+    """What a delivery teaches about its account: the CRM's own account id (when the delivery is
+    signed), and the credentials an app install hands over."""
+    parsed = None
     if account.external_id is None:
-        parsed = adapter.check_webhook(row.payload.encode("utf-8"), row.content_type)
-        if parsed.external_account_id:
+        # A row drained from the CRM's own queue is no webhook: it says nothing of its account.
+        with contextlib.suppress(WebhookMalformed):
+            parsed = adapter.check_webhook(row.payload.encode("utf-8"), row.content_type)
+        # Only a delivery signed with the account's secret (checked at intake) may say whose it is;
+        # an unsigned one (amoCRM) leaves that to the CRM's API.
+        if parsed and parsed.external_account_id and parsed.secret and account.webhook_secret_hash:
             account.external_id = parsed.external_account_id
     for ev in events:
         if not isinstance(ev, CredentialsIssued):
@@ -189,8 +202,11 @@ async def apply_named(rt: Runtime, account_id: int, batch: _Named) -> set[str]:
                                     .with_for_update()))
         if error is not None:
             log.warning("inbox.fetch_failed", extra={"account_id": account_id, "error": str(error)})
+            # The CRM being down or refusing our credentials says nothing about the event: it waits
+            # (backoff up to an hour) for as long as that lasts, instead of being parked.
+            outage = isinstance(error, CrmUnavailable | CrmAuthError)
             for row in rows:
-                _failed(rt, row, error, now)
+                _failed(rt, row, error, now, may_park=not outage)
             return touched
         adapter = rt.crm_adapter(account.crm)
         live = await s.get(Account, account_id)

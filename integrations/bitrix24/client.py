@@ -118,9 +118,10 @@ class Bitrix24Client:
                     self.limiter.pause_method(method, reset)
                     log.warning("bitrix24.method_paused", extra={"method": method, "until": reset})
                     reason = OPERATION_LIMIT  # the write did not run: retrying after the pause is safe
-                elif error == QUERY_LIMIT or resp.status_code == 503:
+                elif error == QUERY_LIMIT:
+                    # Refused before it ran: a write may be sent again.
                     self.limiter.penalize()
-                    reason = QUERY_LIMIT if error == QUERY_LIMIT else "HTTP 503"
+                    reason = QUERY_LIMIT
                 elif resp.status_code >= 500:
                     if not idempotent:
                         raise CrmAmbiguous(f"Bitrix24 answered {resp.status_code} to {method}")

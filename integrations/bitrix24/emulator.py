@@ -26,6 +26,8 @@ from .wire import MAX_BATCH, PAGE_SIZE
 MEMBER_ID = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
 APP_TOKEN = "f0e1d2c3b4a5968778695a4b3c2d1e0f"
 WEBHOOK_USER, WEBHOOK_SECRET = 1, "abc123secret"
+OPERATING_WINDOW_S = 600
+OPERATING_LIMIT_S = 480
 
 
 class RestError(Exception):
@@ -131,6 +133,9 @@ class Bitrix24Emulator:
         self.clock: Callable[[], float] = time.monotonic
         self.unix_now: Callable[[], float] = time.time
         self.blocked: dict[str, float] = {}  # method → unix time it runs again
+        # Seconds of "execution time" a method costs; over 480 s within 10 minutes Bitrix24 blocks it.
+        self.operating_cost: dict[str, float] = {}
+        self._operating: dict[str, list[tuple[float, float]]] = {}
         self.faults: list[tuple[int, str]] = []
         self.refused_503 = 0
         # Requests that are carried out but whose answer is "lost" (a 502 after the work).
@@ -156,6 +161,21 @@ class Bitrix24Emulator:
 
     def block_method(self, method: str, until_unix: float) -> None:
         self.blocked[method.lower()] = until_unix
+
+    def _spend(self, method: str) -> dict[str, float]:
+        """Counts a method's operating time; blocks the method once its 10-minute sum passes 480 s."""
+        m = method.lower()
+        now = self.unix_now()
+        spent = [(t, c) for t, c in self._operating.get(m, []) if t > now - OPERATING_WINDOW_S]
+        cost = self.operating_cost.get(m, 0.0)
+        if cost:
+            spent.append((now, cost))
+        self._operating[m] = spent
+        total = sum(c for _, c in spent)
+        reset = (spent[0][0] + OPERATING_WINDOW_S) if spent else now
+        if total > OPERATING_LIMIT_S:
+            self.blocked[m] = reset
+        return {"operating": total, "operating_reset_at": int(reset)}
 
     def _admit(self) -> bool:
         now = self.clock()
@@ -561,13 +581,11 @@ class Bitrix24Emulator:
 def create_bitrix24_app(state: Bitrix24Emulator) -> FastAPI:
     app = FastAPI(title="Bitrix24 REST emulator", docs_url=None, redoc_url=None, openapi_url=None)
 
-    def answer(body: dict[str, Any], status: int = 200) -> JSONResponse:
+    def answer(body: dict[str, Any], operating: dict[str, float]) -> JSONResponse:
         now = state.unix_now()
-        if status == 200:
-            body = {**body, "time": {"start": now, "finish": now, "duration": 0.0, "processing": 0.0,
-                                     "date_start": _iso(now), "date_finish": _iso(now), "operating": 0,
-                                     "operating_reset_at": int(now) + 600}}
-        return JSONResponse(body, status_code=status)
+        body = {**body, "time": {"start": now, "finish": now, "duration": 0.0, "processing": 0.0,
+                                 "date_start": _iso(now), "date_finish": _iso(now), **operating}}
+        return JSONResponse(body)
 
     def error(exc: RestError) -> JSONResponse:
         return JSONResponse({"error": exc.error, "error_description": exc.description}, status_code=exc.status)
@@ -609,7 +627,10 @@ def create_bitrix24_app(state: Bitrix24Emulator) -> FastAPI:
         if not state._admit():
             return error(RestError(503, "QUERY_LIMIT_EXCEEDED", "Too many requests"))
         if state.blocked.get(method.lower(), 0) > state.unix_now():
-            return error(RestError(429, "OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit."))
+            return JSONResponse({"error": "OPERATION_TIME_LIMIT",
+                                 "error_description": "Method is blocked due to operation time limit.",
+                                 "time": {"operating_reset_at": int(state.blocked[method.lower()])}}, status_code=429)
+        operating = state._spend(method)
         try:
             if method.lower() == "batch":
                 body = state.m_batch(params, app_mode)
@@ -620,6 +641,6 @@ def create_bitrix24_app(state: Bitrix24Emulator) -> FastAPI:
         if state.lose_answers:
             state.lose_answers -= 1
             return JSONResponse({"error": "BAD_GATEWAY"}, status_code=502)
-        return answer(body)
+        return answer(body, operating)
 
     return app

@@ -150,3 +150,20 @@ async def test_a_webhook_account_has_no_offline_queue_and_asks_for_none(client, 
     b24.request_log.clear()
     assert await catchup.drain_account(rt, acc["id"]) == 0
     assert b24.request_log == []
+
+
+async def test_a_queued_deletion_applies_without_a_read(client, rt, b24):
+    seed(b24)
+    acc = await install(client, rt, b24)
+    await worker.drain(rt)
+    async with rt.sessions() as s, s.begin():
+        (await s.get(Account, acc["id"])).external_id = None  # as if the install had not said it
+    b24.offline.clear()
+    b24.delete_deal(4521)
+    assert await catchup.drain_account(rt, acc["id"]) == 1
+    b24.request_log.clear()
+    await worker.drain(rt)
+    assert b24.request_log == []
+    row = (await inbox(rt))[-1]
+    assert row.status == "done" and row.content_type == "application/json"
+    assert (await deals(rt, acc["id"]))["4521"].is_deleted

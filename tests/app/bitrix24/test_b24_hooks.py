@@ -51,6 +51,25 @@ async def test_bad_account_fields_get_422_and_store_nothing(client):
     assert (await client.get("/api/accounts")).json() == []
 
 
+async def test_a_new_webhook_url_is_sealed_like_the_first(client, rt):
+    acc = await create_b24_account(client)
+    url = f"/api/accounts/{acc['id']}"
+    alone = await client.patch(url, json={"base_url": "https://demoshop.bitrix24.ru/rest/1/newsecret9/"})
+    assert alone.status_code == 422 and "application_token" in alone.text
+    token = "a" * 32
+    resp = await client.patch(url, json={"base_url": "https://demoshop.bitrix24.ru/rest/1/newsecret9/",
+                                         "application_token": token})
+    assert resp.status_code == 200 and resp.json()["base_url"] == "https://demoshop.bitrix24.ru"
+    async with rt.sessions() as s:
+        account = await s.get(Account, acc["id"])
+        assert rt.box.open(account.credentials) == {"access_token": "webhook:1/newsecret9"}
+    client._transport.app.state.keys.invalidate()
+    old = await post(client, acc["key"], b24_form("ONCRMDEALADD"))
+    new = await post(client, acc["key"], b24_form("ONCRMDEALADD", **{"auth[application_token]": token}))
+    assert old.status_code == 401 and new.status_code == 200
+    assert (await client.patch(url, json={"surprise": 1})).status_code == 422
+
+
 async def test_amocrm_still_refuses_bitrix24_fields(client):
     resp = await client.post("/api/accounts", json={"name": "A", "crm": "amocrm", "base_url": "https://x.amocrm.ru",
                                                     "access_token": "t", "application_token": "f0e1d2c3b4a59687"})
@@ -145,6 +164,25 @@ async def test_a_failed_read_keeps_the_event_and_retries_it(client, rt, b24):
     row = (await inbox(rt))[0]
     assert row.status == "pending" and row.attempts == 1 and "QUERY_LIMIT_EXCEEDED" in row.last_error
     assert "4521" not in await deals(rt, acc["id"])
+    b24.faults.clear()
+    async with rt.sessions() as s, s.begin():
+        (await s.get(type(row), row.id)).next_attempt_at = row.received_at
+    await worker.drain(rt)
+    assert (await deals(rt, acc["id"]))["4521"].stage_id == "PREPARATION"
+
+
+async def test_a_long_outage_never_parks_the_event(client, rt, b24):
+    seed(b24)
+    acc = await create_b24_account(client)
+    await post(client, acc["key"], b24_form("ONCRMDEALUPDATE"))
+    b24.fail_next(10_000, 503, "QUERY_LIMIT_EXCEEDED")
+    for _ in range(rt.settings.inbox_max_attempts + 2):
+        async with rt.sessions() as s, s.begin():
+            row = (await inbox(rt))[0]
+            (await s.get(type(row), row.id)).next_attempt_at = row.received_at
+        await worker.process_batch(rt)
+    row = (await inbox(rt))[0]
+    assert row.status == "pending" and row.attempts == rt.settings.inbox_max_attempts + 2
     b24.faults.clear()
     async with rt.sessions() as s, s.begin():
         (await s.get(type(row), row.id)).next_attempt_at = row.received_at
