@@ -62,11 +62,13 @@ def _run_background(*, workers: bool) -> int:
         scheduler.start()
         try:
             if workers:
+                from app.ingest.catchup import run_forever as catchup_loop
                 from app.ingest.worker import run_forever as inbox_loop
                 from app.outbox.delivery import run_forever as outbox_loop
                 from app.sync.service import run_forever as sync_loop
 
-                await asyncio.gather(inbox_loop(rt, stop), sync_loop(rt, stop), outbox_loop(rt, stop))
+                await asyncio.gather(inbox_loop(rt, stop), sync_loop(rt, stop), outbox_loop(rt, stop),
+                                     catchup_loop(rt, stop))
             else:
                 await stop.wait()
         finally:
@@ -133,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     scheduler = sub.add_parser("scheduler", help="run only the periodic sweeps")
     scheduler.set_defaults(func=_scheduler)
 
-    demo = sub.add_parser("demo", help="run crmwatch against a built-in amoCRM emulator, no account needed")
+    demo = sub.add_parser("demo", help="run crmwatch against built-in amoCRM and Bitrix24 emulators, no account needed")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
     demo.add_argument("--emulator-port", type=int, default=8100)

@@ -30,6 +30,14 @@ from app.settings import Settings
 from integrations.amocrm.demo_data import DEMO_TOKEN, seed_demo, webhook_form
 from integrations.amocrm.emulator import EmulatorState, create_emulator_app
 from integrations.amocrm.widget_host import CardHost, create_card_host_app
+from integrations.bitrix24 import demo_data as b24_demo
+from integrations.bitrix24.emulator import (
+    APP_TOKEN,
+    WEBHOOK_SECRET,
+    WEBHOOK_USER,
+    Bitrix24Emulator,
+    create_bitrix24_app,
+)
 
 DEMO_ADMIN_TOKEN = "demo-admin-token"
 # The demo's amoCRM integration secret: the emulator signs the widget's disposable tokens with it.
@@ -129,8 +137,12 @@ async def run_demo(*, host: str, port: int, emulator_port: int, database: str, o
     card = _widget_card(state, f"http://{host}:{port}", f"http://{host}:{emulator_port}")
     emulator_app.router.routes.extend(create_card_host_app(card).router.routes)
     emulator = _server(emulator_app, host, emulator_port)
+    portal = Bitrix24Emulator()  # Bitrix24's own limits: 2 requests/s, a burst of 50
+    b24_demo.seed_portal(portal, now)
+    portal_server = _server(create_bitrix24_app(portal), host, emulator_port + 1)
     service = _server(create_app(settings), host, port)
-    servers = [asyncio.create_task(emulator.serve()), asyncio.create_task(service.serve())]
+    servers = [asyncio.create_task(emulator.serve()), asyncio.create_task(portal_server.serve()),
+               asyncio.create_task(service.serve())]
     base = f"http://{host}:{port}"
     try:
         async with httpx.AsyncClient(base_url=base, timeout=10,
@@ -179,6 +191,7 @@ async def run_demo(*, host: str, port: int, emulator_port: int, database: str, o
                 print(f"  задача для {owner}, сделка {task['entity_id']}: {task['text'].splitlines()[0]}")
             for note in notes[:2]:
                 print(f"  примечание, сделка {note['entity_id']}: {note['params']['text'].splitlines()[0]}")
+            await _bitrix24_portal(http, base, portal, f"http://{host}:{emulator_port + 1}", now)
             print(f"\nLook at:  {base}/api/accounts/{account['id']}/findings   "
                   f"{base}/api/accounts/{account['id']}/outbox?status=sent   {base}/metrics")
             print(f"          (send 'Authorization: Bearer {DEMO_ADMIN_TOKEN}')")
@@ -192,10 +205,44 @@ async def run_demo(*, host: str, port: int, emulator_port: int, database: str, o
         await stop.wait()
         return 0
     finally:
-        emulator.should_exit = service.should_exit = True
+        emulator.should_exit = portal_server.should_exit = service.should_exit = True
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.gather(*servers, return_exceptions=True), 15)
         logging.getLogger(__name__).info("demo.stopped")
+
+
+async def _bitrix24_portal(http: httpx.AsyncClient, base: str, portal: Bitrix24Emulator, portal_url: str,
+                           now: float) -> None:
+    """The same product on a Bitrix24 portal, connected by its inbound webhook."""
+    print(f"\nBitrix24 emulator {portal_url}   (inbound webhook /rest/{WEBHOOK_USER}/{WEBHOOK_SECRET}/)")
+    resp = await http.post("/api/accounts", json={
+        "name": "Демо-портал Битрикс24", "crm": "bitrix24",
+        "base_url": f"{portal_url}/rest/{WEBHOOK_USER}/{WEBHOOK_SECRET}/", "application_token": APP_TOKEN,
+        "timezone": "Europe/Moscow"})
+    resp.raise_for_status()
+    account = resp.json()
+    print(f"account {account['id']} created; event handler URL: {account['hooks']['bitrix24']}")
+    synced = await _wait_until(lambda: _sync_finished(http, account["id"]), 120, "the Bitrix24 backfill")
+    print(f"backfill {synced['state']}: {synced['counts']}")
+    for title, form in b24_demo.script(portal, now):
+        r = await http.post(account["hooks"]["bitrix24"].removeprefix(base), content=form,
+                            headers={"Content-Type": "application/x-www-form-urlencoded"})
+        print(f"  event {r.status_code}  {title}")
+    await _wait_until(lambda: _inbox_drained(http, account["id"]), 30, "the inbox worker")
+    await http.post(f"/api/accounts/{account['id']}/sweep")
+    findings = (await http.get(f"/api/accounts/{account['id']}/findings",
+                               params={"status": "open", "limit": 100})).json()
+    print(f"open findings on the portal ({findings['total']}):")
+    for item in findings["items"]:
+        manager = item["details"].get("manager_name", item["manager_id"])
+        print(f"  [{item['rule']}] сделка {item['deal_id']}, {manager}: {item['message']}")
+    await _wait_until(lambda: _outbox_drained(http, account["id"]), 60, "the Bitrix24 outbox")
+    todos = [a for a in portal.activities.values() if "#cw" in a["DESCRIPTION"]]
+    comments = [c for c in portal.comments.values() if "#cw" in c["COMMENT"]]
+    print(f"written into the portal: {len(todos)} дел (crm.activity.todo.add), {len(comments)} комментариев")
+    for todo in todos[:3]:
+        print(f"  дело, сделка {todo['OWNER_ID']}: {todo['SUBJECT']}")
+    print(f"portal requests refused for the rate limit: {portal.refused_503}")
 
 
 async def _ok(http: httpx.AsyncClient, path: str) -> bool:

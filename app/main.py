@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
         tasks: list[asyncio.Task[None]] = []
         scheduler = None
         if workers:
+            from app.ingest.catchup import run_forever as catchup_loop
             from app.ingest.worker import run_forever as inbox_loop
             from app.outbox.delivery import run_forever as outbox_loop
             from app.rules.scheduler import SweepScheduler
@@ -72,7 +73,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
 
             tasks = [asyncio.create_task(inbox_loop(rt, stop), name="inbox-worker"),
                      asyncio.create_task(sync_loop(rt, stop), name="sync-worker"),
-                     asyncio.create_task(outbox_loop(rt, stop), name="outbox-worker")]
+                     asyncio.create_task(outbox_loop(rt, stop), name="outbox-worker"),
+                     asyncio.create_task(catchup_loop(rt, stop), name="catchup-worker")]
             scheduler = SweepScheduler(rt, settings.scheduler_tick_seconds)
             scheduler.start()
         log.info("crmwatch.started", extra={"workers": workers, "database": rt.engine.dialect.name})

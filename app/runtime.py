@@ -57,9 +57,10 @@ class Runtime:
         from app.accounts.tokens import AccountTokens
 
         s = self.settings
-        rate = s.amocrm_rate_per_second
-        return crm_adapter(crm).make_client(
-            base_url, AccountTokens(self, account_id), self.limiters.get(crm, account_id, rate),
+        adapter = crm_adapter(crm)
+        return adapter.make_client(
+            base_url, AccountTokens(self, account_id),
+            self.limiters.get(crm, account_id, factory=lambda: adapter.make_limiter(s)),
             max_retries=s.amocrm_max_retries, backoff_base=s.amocrm_backoff_base_seconds,
             backoff_cap=s.amocrm_backoff_cap_seconds, timeout=s.amocrm_timeout_seconds,
             transport=self.http_transport)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import json
 import logging
@@ -73,3 +74,14 @@ async def require_admin(request: Request) -> None:
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a valid admin bearer token is required",
                             headers={"WWW-Authenticate": "Bearer"})
+
+
+def webhook_secret_hash(secret: str | None) -> str | None:
+    """What is stored of a secret the CRM puts into each delivery: enough to check it, not to forge it."""
+    return hashlib.sha256(secret.encode()).hexdigest() if secret else None
+
+
+def webhook_secret_matches(secret: str | None, stored_hash: str | None) -> bool:
+    if not secret or not stored_hash:
+        return False
+    return hmac.compare_digest(hashlib.sha256(secret.encode()).hexdigest(), stored_hash)

@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     amocrm_backoff_base_seconds: float = 0.5
     amocrm_backoff_cap_seconds: float = 60.0
     amocrm_timeout_seconds: float = 20.0
+    # Bitrix24's leaky bucket per portal: drains `rate` requests a second, refuses above `burst`
+    # (2/50 on most plans; Enterprise 5/250).
+    bitrix24_rate_per_second: float = Field(default=2.0, gt=0)
+    bitrix24_burst: int = Field(default=50, ge=1)
+    # Deliveries a CRM queued for us (Bitrix24 offline events, app mode) are drained this often,
+    # and once at start-up.
+    queued_drain_seconds: float = Field(default=60.0, gt=0)
     # How far back the backfill reads stage-change events and notes.
     backfill_history_days: int = Field(default=90, ge=1)
 

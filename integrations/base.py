@@ -191,6 +191,26 @@ class CallEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordNamed:
+    """An event that only names a record (Bitrix24 sends ids, never content): the inbox worker
+    reads the record through CrmClient.fetch_named and applies what it reads. `kind` is the
+    adapter's own word for the record ("deal", "task", …); app/ passes it through untouched."""
+
+    kind: str
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialsIssued:
+    """The CRM handed over credentials in a delivery (an app install): merged into the account's
+    sealed credentials; `webhook_secret` becomes what later deliveries must carry."""
+
+    credentials: Mapping[str, Any]
+    external_id: str | None = None
+    webhook_secret: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class UnknownEntity:
     """Something the CRM sent that we do not model (yet). Kept in the inbox, ignored here."""
 
@@ -210,6 +230,8 @@ DomainEvent = (
     | ContactUpserted
     | ContactDeleted
     | CallEvent
+    | RecordNamed
+    | CredentialsIssued
     | UnknownEntity
 )
 
@@ -239,6 +261,23 @@ class ParsedWebhook:
 
     external_account_id: str | None
     subdomain: str | None
+    # A shared secret the body itself carries (Bitrix24's auth[application_token]); checked
+    # against the account's saved one when the account has one.
+    secret: str | None = None
+    # The delivery may set the account's first secret (an app install on an account that has none yet).
+    issues_secret: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AccountConnection:
+    """How an account of this CRM is connected, worked out from POST /api/accounts fields the
+    generic schema does not know (CrmAdapter.connect)."""
+
+    base_url: str  # stored and shown: never holds a secret
+    auth_kind: str  # "token" | "oauth"
+    credentials: dict[str, Any]  # sealed before storage
+    webhook_secret: str | None = None
+    external_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +297,11 @@ class CrmClient(Protocol):
     def backfill(self, *, history_days: int, region: str) -> list[SyncSection]: ...
 
     async def fetch_deals(self, ids: list[str], *, region: str) -> list[DomainEvent]: ...
+
+    async def fetch_named(self, refs: list[RecordNamed], *, region: str) -> list[DomainEvent]:
+        """The current state of records an event only named; a record that no longer exists comes
+        back as its deletion. Raises CrmError when it cannot tell (the event is retried)."""
+        ...
 
     async def create_tasks(self, tasks: list[NewTask]) -> dict[str, str]:
         """Creates tasks in one request; returns request_id → the CRM's task id."""
@@ -284,6 +328,16 @@ class CrmClient(Protocol):
         fallback when the mirror knows no contact with the number."""
         ...
 
+    async def subscribe(self, hook_url: str, public_url: str) -> None:
+        """After an app install: subscribe to the CRM's events and bind what the app shows.
+        A CRM whose subscriptions are set up by hand does nothing here."""
+        ...
+
+    def queued_deliveries(self) -> AsyncIterator[QueuedBatch]:
+        """Deliveries the CRM queued for us (while we were down, or instead of posting them),
+        batch by batch; each batch is acknowledged once stored. Empty for a CRM without a queue."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -296,6 +350,25 @@ class PhoneLookup:
     events: tuple[DomainEvent, ...] = ()
     contact_ids: tuple[str, ...] = ()
     deal_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedDelivery:
+    dedup_key: str
+    payload: str
+    content_type: str
+
+
+class QueuedBatch(Protocol):
+    deliveries: list[QueuedDelivery]
+
+    async def ack(self, dedup_keys: list[str] | None = None) -> None:
+        """These deliveries (default: all) are durably stored: the CRM may forget them."""
+        ...
+
+    async def reject(self, dedup_keys: list[str]) -> None:
+        """These could not be stored (malformed): the CRM keeps them aside as failed."""
+        ...
 
 
 class TokenSource(Protocol):
@@ -338,6 +411,16 @@ class CrmAdapter(Protocol):
     async def oauth_exchange(self, base_url: str, *, client_id: str, client_secret: str, redirect_uri: str,
                              code: str | None = None, refresh_token: str | None = None,
                              transport: Any = None) -> TokenPair: ...
+
+    def connect(self, base_url: str, fields: Mapping[str, Any]) -> AccountConnection | None:
+        """The account's connection from the CRM's own creation fields (those beyond the generic
+        access_token / oauth); None when this CRM has none and the generic fields apply.
+        Raises ValueError with a message for the operator when the fields do not fit."""
+        ...
+
+    def make_limiter(self, settings: Any) -> Any:
+        """A fresh per-account request limiter for this CRM's clients (one per account and process)."""
+        ...
 
 
 class CrmError(Exception):

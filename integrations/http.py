@@ -5,9 +5,24 @@ from __future__ import annotations
 import ssl
 from functools import cache
 
+import httpx
+
 
 @cache
 def tls_context() -> ssl.SSLContext:
     """One TLS context for the process: building one loads the CA bundle (~30 ms), and clients
     are made per batch of work."""
     return ssl.create_default_context()
+
+
+class HostRouter(httpx.AsyncBaseTransport):
+    """Sends each request to the transport registered for its host (tests and the demo run
+    several emulated CRMs behind one Runtime)."""
+
+    def __init__(self, routes: dict[str, httpx.AsyncBaseTransport], default: httpx.AsyncBaseTransport) -> None:
+        self.routes = routes
+        self.default = default
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        transport = self.routes.get(request.url.host, self.default)
+        return await transport.handle_async_request(request)

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 
 class SlidingWindowLimiter:
@@ -50,9 +51,13 @@ class LimiterRegistry:
     def __init__(self) -> None:
         self._limiters: dict[tuple[str, object], SlidingWindowLimiter] = {}
 
-    def get(self, vendor: str, account: object, rate: float) -> SlidingWindowLimiter:
+    def get(self, vendor: str, account: object, rate: float | None = None,
+            factory: Callable[[], Any] | None = None) -> Any:
+        """The account's limiter, made by `factory` (a vendor's own kind) or as a sliding window of `rate`."""
         key = (vendor, account)
         limiter = self._limiters.get(key)
         if limiter is None:
-            limiter = self._limiters[key] = SlidingWindowLimiter(rate)
+            if factory is None and rate is None:
+                raise ValueError("give a rate or a factory")
+            limiter = self._limiters[key] = factory() if factory is not None else SlidingWindowLimiter(rate or 1.0)
         return limiter

@@ -6,8 +6,9 @@ from collections.abc import Callable
 
 from integrations.amocrm.adapter import AmoCrmAdapter
 from integrations.base import CrmAdapter
+from integrations.bitrix24.adapter import Bitrix24Adapter
 
-CRM_ADAPTERS: dict[str, CrmAdapter] = {adapter.name: adapter for adapter in (AmoCrmAdapter(),)}
+CRM_ADAPTERS: dict[str, CrmAdapter] = {adapter.name: adapter for adapter in (AmoCrmAdapter(), Bitrix24Adapter())}
 
 
 def crm_adapter(name: str) -> CrmAdapter:

@@ -27,11 +27,14 @@ from app.runtime import Runtime
 from app.settings import Settings
 from integrations.amocrm.demo_data import DEMO_TOKEN
 from integrations.amocrm.emulator import EmulatorState, create_emulator_app
+from integrations.bitrix24.emulator import Bitrix24Emulator, create_bitrix24_app
+from integrations.http import HostRouter
 
 PG_URL = os.environ.get("CRMWATCH_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite", *(["postgres"] if PG_URL else [])]
 ADMIN_TOKEN = "test-admin-token"
 AMO_BASE = "https://demoshop.amocrm.ru"
+B24_HOST = "demoshop.bitrix24.ru"
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
@@ -81,7 +84,7 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
         secret_key_file=str(tmp_path / "unused.secret"), public_url="http://crmwatch.test", run_workers=False,
         log_json=False, amocrm_backoff_base_seconds=0.01, amocrm_backoff_cap_seconds=0.05,
         # Tests that measure the rate limit set it back to amoCRM's 7/s.
-        amocrm_rate_per_second=1000,
+        amocrm_rate_per_second=1000, bitrix24_rate_per_second=1000, bitrix24_burst=1000,
     )
 
 
@@ -100,8 +103,17 @@ def amo_rate_limit() -> int | None:
 
 
 @pytest.fixture
-async def rt(settings: Settings, amo: EmulatorState, amo_rate_limit: int | None) -> AsyncIterator[Runtime]:
-    transport = httpx.ASGITransport(create_emulator_app(amo, rate_limit_per_s=amo_rate_limit))
+def b24() -> Bitrix24Emulator:
+    """An empty Bitrix24 portal (one deal category, no stages); tests seed what they need."""
+    return Bitrix24Emulator()
+
+
+@pytest.fixture
+async def rt(settings: Settings, amo: EmulatorState, amo_rate_limit: int | None,
+             b24: Bitrix24Emulator) -> AsyncIterator[Runtime]:
+    portal = httpx.ASGITransport(create_bitrix24_app(b24))
+    transport = HostRouter({B24_HOST: portal, "oauth.bitrix.info": portal},
+                           httpx.ASGITransport(create_emulator_app(amo, rate_limit_per_s=amo_rate_limit)))
     runtime = Runtime.build(settings, http_transport=transport)
     if runtime.engine.dialect.name == "postgresql":
         async with runtime.engine.begin() as conn:
@@ -139,6 +151,29 @@ FORM = {"Content-Type": "application/x-www-form-urlencoded", "User-Agent": "amoC
 
 async def create_account(client: httpx.AsyncClient, **extra: object) -> dict:
     body = {"name": "Демо", "crm": "amocrm", "base_url": AMO_BASE, "access_token": DEMO_TOKEN,
+            "timezone": "Europe/Moscow", **extra}
+    resp = await client.post("/api/accounts", json=body)
+    assert resp.status_code == 201, resp.text
+    return resp.json()
+
+
+B24_WEBHOOK_URL = f"https://{B24_HOST}/rest/1/abc123secret/"
+B24_FORM = {"Content-Type": "application/x-www-form-urlencoded", "User-Agent": "Bitrix24 Webhook Engine"}
+
+
+def b24_form(name: str, **overrides: str) -> str:
+    """A fixture event as Bitrix24 posts it (keys as written in the file, e.g. "auth[member_id]")."""
+    lines = [ln for ln in (FIXTURES / "bitrix24" / f"{name}.txt").read_text().splitlines()
+             if ln and not ln.startswith("#")]
+    pairs = [ln.split("=", 1) for ln in lines]
+    pairs = [(k, overrides.get(k, v)) for k, v in pairs]
+    return "&".join(quote(k, safe="") + "=" + quote(v, safe="") for k, v in pairs)
+
+
+async def create_b24_account(client: httpx.AsyncClient, **extra: object) -> dict:
+    from integrations.bitrix24.emulator import APP_TOKEN
+
+    body = {"name": "Портал", "crm": "bitrix24", "base_url": B24_WEBHOOK_URL, "application_token": APP_TOKEN,
             "timezone": "Europe/Moscow", **extra}
     resp = await client.post("/api/accounts", json=body)
     assert resp.status_code == 201, resp.text

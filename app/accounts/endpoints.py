@@ -52,6 +52,8 @@ async def patch_account(account_id: int, body: AccountPatch, request: Request,
             await service.patch(rt, s, account, body)
     except (CrmAuthError, CrmUnavailable) as exc:
         raise _crm_error(exc) from None
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     request.app.state.keys.invalidate()
     return service.to_out(rt, account)
 

@@ -26,6 +26,8 @@ class Account(Base):
     # What the CRM says its own id/subdomain is; webhooks must match once known.
     external_id: Mapped[str | None] = mapped_column(String(64))
     subdomain: Mapped[str | None] = mapped_column(String(200))
+    # SHA-256 of a secret the CRM puts into each delivery (Bitrix24's application_token), if it has one.
+    webhook_secret_hash: Mapped[str | None] = mapped_column(String(64))
     auth_kind: Mapped[str] = mapped_column(String(16))  # "token" | "oauth"
     # Fernet ciphertext of the credentials JSON; never leaves the process in clear text.
     credentials: Mapped[bytes] = mapped_column(LargeBinary)

@@ -6,6 +6,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from integrations.base import AccountConnection
 from integrations.registry import CRM_ADAPTERS
 
 
@@ -48,7 +49,8 @@ class _AccountFields(BaseModel):
 
 
 class AccountCreate(_AccountFields):
-    model_config = ConfigDict(extra="forbid")
+    # Fields beyond these belong to the CRM (its adapter's `connect` checks them).
+    model_config = ConfigDict(extra="allow")
 
     name: str = Field(min_length=1, max_length=200)
     crm: str
@@ -66,15 +68,26 @@ class AccountCreate(_AccountFields):
             raise ValueError(f"unsupported crm {value!r}; supported: {', '.join(sorted(CRM_ADAPTERS))}")
         return value
 
+    def connection(self) -> AccountConnection | None:
+        """The CRM's own way of connecting, from the fields only it knows; None: the generic fields."""
+        return CRM_ADAPTERS[self.crm].connect(str(self.base_url), dict(self.model_extra or {}))
+
     @model_validator(mode="after")
     def _one_credential(self) -> AccountCreate:
+        if self.crm not in CRM_ADAPTERS:
+            return self  # _known_crm has said so
+        if self.connection() is not None:
+            if self.access_token is not None or self.oauth is not None:
+                raise ValueError(f"{self.crm} connects with its own fields, not access_token or oauth")
+            return self
         if (self.access_token is None) == (self.oauth is None):
             raise ValueError("give exactly one of access_token (long-lived token) or oauth")
         return self
 
 
 class AccountPatch(_AccountFields):
-    model_config = ConfigDict(extra="forbid")
+    # Fields beyond these belong to the account's CRM (its adapter's `connect` checks them).
+    model_config = ConfigDict(extra="allow")
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     base_url: AnyHttpUrl | None = None

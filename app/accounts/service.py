@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import utcnow
 from app.runtime import Runtime
-from app.security import new_hook_key
+from app.security import new_hook_key, webhook_secret_hash
 
 from .models import Account
 from .schemas import AccountCreate, AccountOut, AccountPatch, OAuthIn, SyncOut
@@ -40,13 +40,23 @@ async def _credentials(rt: Runtime, crm: str, base_url: str, access_token: Any, 
 
 async def create(rt: Runtime, s: AsyncSession, data: AccountCreate) -> Account:
     base_url = str(data.base_url).rstrip("/")
-    kind, creds = await _credentials(rt, data.crm, base_url, data.access_token, data.oauth)
+    connection = data.connection()
+    secret_hash = None
+    if connection is not None:
+        base_url, kind, creds = connection.base_url.rstrip("/"), connection.auth_kind, connection.credentials
+        secret_hash = webhook_secret_hash(connection.webhook_secret)
+        ready = bool(creds.get("access_token"))
+    else:
+        ready = True
+        kind, creds = await _credentials(rt, data.crm, base_url, data.access_token, data.oauth)
     account = Account(
+        webhook_secret_hash=secret_hash, external_id=connection.external_id if connection else None,
         name=data.name, crm=data.crm, base_url=base_url, key=new_hook_key(), timezone=data.timezone,
         region=data.region, language=data.language, auth_kind=kind, credentials=rt.box.seal(creds),
         credentials_version=1, subdomain=rt.crm_adapter(data.crm).subdomain_of(base_url), status="active",
-        # Every new account is backfilled once, without anyone asking.
-        sync_state="queued", sync_requested_at=utcnow(), sync_counts={},
+        # Every new account is backfilled once, without anyone asking; one whose tokens the CRM
+        # has yet to hand over (an app before its install) is backfilled when they arrive.
+        sync_state="queued" if ready else "never", sync_requested_at=utcnow() if ready else None, sync_counts={},
     )
     s.add(account)
     await s.flush()
@@ -55,11 +65,29 @@ async def create(rt: Runtime, s: AsyncSession, data: AccountCreate) -> Account:
 
 
 async def patch(rt: Runtime, s: AsyncSession, account: Account, data: AccountPatch) -> Account:
+    """Raises ValueError (for a 422) when the CRM's own fields do not fit."""
+    adapter = rt.crm_adapter(account.crm)
+    extras = dict(data.model_extra or {})
+    connection = None
+    if extras or data.base_url is not None:
+        # A CRM whose connection lives in its URL (a Bitrix24 inbound webhook) re-derives it, so a
+        # new URL's secret is sealed like the first one, never stored in base_url.
+        connection = adapter.connect(str(data.base_url or account.base_url), extras)
+        if connection is not None and (data.access_token is not None or data.oauth is not None):
+            raise ValueError(f"{account.crm} connects with its own fields, not access_token or oauth")
     for name in ("name", "timezone", "region", "language"):
         value = getattr(data, name)
         if value is not None:
             setattr(account, name, value)
-    if data.base_url is not None:
+    if connection is not None:
+        account.base_url = connection.base_url.rstrip("/")
+        account.subdomain = adapter.subdomain_of(account.base_url) or account.subdomain
+        account.auth_kind = connection.auth_kind
+        account.credentials = rt.box.seal(connection.credentials)
+        account.credentials_version += 1
+        account.webhook_secret_hash = webhook_secret_hash(connection.webhook_secret)
+        account.status, account.status_reason = "active", None
+    elif data.base_url is not None:
         account.base_url = str(data.base_url).rstrip("/")
         account.subdomain = rt.crm_adapter(account.crm).subdomain_of(account.base_url) or account.subdomain
     if data.access_token is not None or data.oauth is not None:

@@ -50,7 +50,7 @@ class AccountTokens:
     async def refresh_after_401(self, rejected: str) -> str | None:
         kind, creds = await self._read()
         if kind == "token":
-            await self.mark_needs_attention("amoCRM refused the long-lived token")
+            await self.mark_needs_attention("the CRM refused the long-lived token")
             return None
         if creds.get("access_token") != rejected:
             return creds["access_token"]  # another worker already refreshed

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from app.db import utcnow
 from app.deps import account_or_404
 from app.metrics import WEBHOOKS
-from app.security import require_admin
+from app.security import require_admin, webhook_secret_matches
 from integrations.base import WebhookMalformed
 from integrations.registry import CRM_ADAPTERS, crm_adapter
 
@@ -75,6 +75,13 @@ def _crm_hook(crm: str) -> Callable[[Request, str], Awaitable[Response]]:
             parsed = adapter.check_webhook(body, request.headers.get("content-type"))
         except WebhookMalformed as exc:
             return _refuse(status.HTTP_400_BAD_REQUEST, crm, "malformed", f"not a {crm} webhook: {exc}")
+        if parsed.secret is not None or account.webhook_secret_hash is not None:
+            # The CRM signs deliveries with a shared secret: it must match the saved one. Only a
+            # delivery that issues the first secret (an app install) may come before one is saved.
+            first = account.webhook_secret_hash is None and parsed.issues_secret and parsed.secret
+            if not first and not webhook_secret_matches(parsed.secret, account.webhook_secret_hash):
+                return _refuse(status.HTTP_401_UNAUTHORIZED, crm, "bad_secret",
+                               "the webhook's token does not match the account's")
         if ((parsed.external_account_id and account.external_id and parsed.external_account_id != account.external_id)
                 or (parsed.subdomain and account.subdomain and parsed.subdomain != account.subdomain)):
             return _refuse(status.HTTP_401_UNAUTHORIZED, crm, "foreign_account",

@@ -24,6 +24,7 @@ class HookAccount:
     region: str
     external_id: str | None
     subdomain: str | None
+    webhook_secret_hash: str | None = None
 
 
 class KeyCache:
@@ -39,7 +40,8 @@ class KeyCache:
             return hit[1]
         async with self._sessions() as s:
             row = (await s.execute(
-                select(Account.id, Account.crm, Account.region, Account.external_id, Account.subdomain)
+                select(Account.id, Account.crm, Account.region, Account.external_id, Account.subdomain,
+                       Account.webhook_secret_hash)
                 .where(Account.key == key))).first()
         found = HookAccount(*row) if row else None
         if len(self._entries) > 10_000:

@@ -13,9 +13,12 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account
 from app.calls import followup as calls_followup
@@ -24,7 +27,16 @@ from app.metrics import INBOX_PENDING, INBOX_PROCESSED
 from app.mirror.service import MirrorWriter
 from app.rules import engine
 from app.runtime import Runtime
-from integrations.base import CrmError, DomainEvent
+from app.security import webhook_secret_hash
+from integrations.base import (
+    CredentialsIssued,
+    CrmAuthError,
+    CrmError,
+    CrmUnavailable,
+    DomainEvent,
+    RecordNamed,
+    WebhookMalformed,
+)
 from integrations.registry import TELEPHONY_SOURCE, telephony_adapter
 from integrations.telephony.base import StoredHook
 
@@ -32,12 +44,50 @@ from .models import InboxEvent
 
 log = logging.getLogger(__name__)
 
+# How long a row waits for the records it names to be read before another pass takes it again.
+FETCH_LEASE = timedelta(minutes=2)
+
+
+def _failed(rt: Runtime, row: InboxEvent, exc: BaseException, now: datetime, *, may_park: bool = True) -> None:
+    row.attempts += 1
+    row.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+    if may_park and row.attempts >= rt.settings.inbox_max_attempts:
+        row.status = "failed"
+        INBOX_PROCESSED.labels(row.source, "failed").inc()
+        log.error("inbox.parked", extra={"inbox_id": row.id, "error": row.last_error})
+    else:
+        row.next_attempt_at = now + timedelta(seconds=min(3600, 2 ** row.attempts))
+        INBOX_PROCESSED.labels(row.source, "retry").inc()
+        log.warning("inbox.retry", extra={"inbox_id": row.id, "error": row.last_error})
+
+
+def _done(row: InboxEvent, events: list[DomainEvent], ignored: int) -> None:
+    row.status, row.processed_at = "done", utcnow()
+    row.events, row.ignored = len(events), ignored
+    INBOX_PROCESSED.labels(row.source, "done").inc()
+
+
+@dataclass
+class _Named:
+    """Rows whose events only name records: fetched from the CRM outside any transaction."""
+
+    rows: list[int] = field(default_factory=list)
+    refs: list[RecordNamed] = field(default_factory=list)
+    region: str = "RU"
+
 
 async def process_batch(rt: Runtime, limit: int | None = None) -> int:
-    """Processes up to `limit` (default inbox_batch_size) due rows; returns how many it took."""
+    """Processes up to `limit` (default inbox_batch_size) due rows; returns how many it took.
+
+    A row whose events only name records (RecordNamed) is applied in a second step: the records
+    are read through the CRM API with no transaction open, while the row stays pending under a
+    lease (next_attempt_at moved ahead). If the read fails or the process dies, the lease runs
+    out and the row is taken again: nothing is lost, and applying it twice changes nothing."""
     thin: dict[int, set[str]] = defaultdict(set)
     touched: dict[int, set[str]] = defaultdict(set)
     calls: dict[int, set[int]] = defaultdict(set)
+    named: dict[int, _Named] = defaultdict(_Named)
+    installed: set[int] = set()
     now = utcnow()
     async with rt.sessions() as s, s.begin():
         query = (select(InboxEvent).where(InboxEvent.status == "pending", InboxEvent.next_attempt_at <= now)
@@ -45,36 +95,47 @@ async def process_batch(rt: Runtime, limit: int | None = None) -> int:
         if is_postgres(s):
             query = query.with_for_update(skip_locked=True)
         rows = list(await s.scalars(query))
-        regions: dict[int, str] = {}
+        accounts: dict[int, Account | None] = {}
         for row in rows:
-            if row.account_id not in regions:
-                regions[row.account_id] = await s.scalar(
-                    select(Account.region).where(Account.id == row.account_id)) or "RU"
+            if row.account_id not in accounts:
+                accounts[row.account_id] = await s.get(Account, row.account_id)
+            account = accounts[row.account_id]
+            region = account.region if account is not None else "RU"
             try:
                 async with s.begin_nested():
-                    events = _parse(rt, row, regions[row.account_id])
+                    if row.source.startswith(TELEPHONY_SOURCE):
+                        pbx = telephony_adapter(row.source[len(TELEPHONY_SOURCE):])
+                        events = pbx.parse(StoredHook.loads(row.payload), region=region, received_at=row.received_at)
+                    else:
+                        adapter = rt.crm_adapter(row.source)
+                        events = adapter.parse_webhook(row.payload.encode("utf-8"), region=region,
+                                                       received_at=row.received_at)
+                        refs = [ev for ev in events if isinstance(ev, RecordNamed)]
+                        if refs:
+                            named[row.account_id].rows.append(row.id)
+                            named[row.account_id].refs.extend(refs)
+                            named[row.account_id].region = region
+                            row.next_attempt_at = now + FETCH_LEASE
+                            continue
+                        if account is not None:
+                            if any(isinstance(ev, CredentialsIssued) for ev in events):
+                                installed.add(account.id)
+                            await _account_facts(rt, s, account, adapter, row, events)
                     result = await MirrorWriter(s, row.account_id).apply(events)
             except Exception as exc:
-                row.attempts += 1
-                row.last_error = f"{type(exc).__name__}: {exc}"[:2000]
-                if row.attempts >= rt.settings.inbox_max_attempts:
-                    row.status = "failed"
-                    INBOX_PROCESSED.labels(row.source, "failed").inc()
-                    log.error("inbox.parked", extra={"inbox_id": row.id, "error": row.last_error})
-                else:
-                    row.next_attempt_at = now + timedelta(seconds=min(3600, 2 ** row.attempts))
-                    INBOX_PROCESSED.labels(row.source, "retry").inc()
-                    log.warning("inbox.retry", extra={"inbox_id": row.id, "error": row.last_error})
+                _failed(rt, row, exc, now)
                 continue
-            row.status, row.processed_at = "done", utcnow()
-            row.events, row.ignored = len(events), result.ignored
+            _done(row, events, result.ignored)
             if result.thin_deals:
                 thin[row.account_id] |= result.thin_deals
             if result.touched_deals:
                 touched[row.account_id] |= result.touched_deals
             if result.calls:
                 calls[row.account_id] |= result.calls
-            INBOX_PROCESSED.labels(row.source, "done").inc()
+    for account_id in installed:
+        await subscribe_after_install(rt, account_id)
+    for account_id, batch in named.items():
+        touched[account_id] |= await apply_named(rt, account_id, batch)
     for account_id, deal_ids in thin.items():
         await complete_thin_deals(rt, account_id, sorted(deal_ids))
     for account_id, call_ids in calls.items():
@@ -84,12 +145,96 @@ async def process_batch(rt: Runtime, limit: int | None = None) -> int:
     return len(rows)
 
 
-def _parse(rt: Runtime, row: InboxEvent, region: str) -> list[DomainEvent]:
-    if row.source.startswith(TELEPHONY_SOURCE):
-        adapter = telephony_adapter(row.source[len(TELEPHONY_SOURCE):])
-        return adapter.parse(StoredHook.loads(row.payload), region=region, received_at=row.received_at)
-    return rt.crm_adapter(row.source).parse_webhook(row.payload.encode("utf-8"), region=region,
-                                                    received_at=row.received_at)
+async def _account_facts(rt: Runtime, s: AsyncSession, account: Account, adapter: Any, row: InboxEvent,
+                         events: list[DomainEvent]) -> None:
+    """What a delivery teaches about its account: the CRM's own account id (when the delivery is
+    signed), and the credentials an app install hands over."""
+    parsed = None
+    if account.external_id is None:
+        # A row drained from the CRM's own queue is no webhook: it says nothing of its account.
+        with contextlib.suppress(WebhookMalformed):
+            parsed = adapter.check_webhook(row.payload.encode("utf-8"), row.content_type)
+        # Only a delivery signed with the account's secret (checked at intake) may say whose it is;
+        # an unsigned one (amoCRM) leaves that to the CRM's API.
+        if parsed and parsed.external_account_id and parsed.secret and account.webhook_secret_hash:
+            account.external_id = parsed.external_account_id
+    for ev in events:
+        if not isinstance(ev, CredentialsIssued):
+            continue
+        creds = rt.box.open(account.credentials) | dict(ev.credentials)
+        account.credentials = rt.box.seal(creds)
+        account.credentials_version += 1
+        account.status, account.status_reason = "active", None
+        if ev.external_id and account.external_id in (None, ev.external_id):
+            account.external_id = ev.external_id
+        if ev.webhook_secret and account.webhook_secret_hash is None:
+            account.webhook_secret_hash = webhook_secret_hash(ev.webhook_secret)
+        # A fresh install has data the backfill has not read yet.
+        account.sync_state, account.sync_requested_at = "queued", utcnow()
+        log.info("account.installed", extra={"account_id": account.id})
+        rt.sync_wakeup.set()
+
+
+async def subscribe_after_install(rt: Runtime, account_id: int) -> None:
+    """Event subscriptions and placements of a freshly installed app. Best effort: a failure is
+    logged and the next install event (or `crmwatch` restart drain) tries again."""
+    async with rt.reads() as s:
+        account = await s.get(Account, account_id)
+    if account is None:
+        return
+    client = rt.crm_client(account.id, account.crm, account.base_url)
+    try:
+        hook = rt.crm_adapter(account.crm).hook_urls(rt.settings.public_url, account.key)[account.crm]
+        await client.subscribe(hook, rt.settings.public_url)
+    except CrmError as exc:
+        log.warning("account.subscribe_failed", extra={"account_id": account_id, "error": str(exc)})
+    finally:
+        await client.aclose()
+
+
+async def apply_named(rt: Runtime, account_id: int, batch: _Named) -> set[str]:
+    """Reads the records the rows named and applies them with the rows' other events."""
+    async with rt.reads() as s:
+        account = await s.get(Account, account_id)
+    if account is None:
+        return set()
+    client = rt.crm_client(account.id, account.crm, account.base_url)
+    try:
+        fetched = await client.fetch_named(list(dict.fromkeys(batch.refs)), region=batch.region)
+        error: Exception | None = None
+    except CrmError as exc:
+        fetched, error = [], exc
+    finally:
+        await client.aclose()
+    now = utcnow()
+    touched: set[str] = set()
+    async with rt.sessions() as s, s.begin():
+        rows = list(await s.scalars(select(InboxEvent).where(InboxEvent.id.in_(batch.rows),
+                                                             InboxEvent.status == "pending")
+                                    .with_for_update()))
+        if error is not None:
+            log.warning("inbox.fetch_failed", extra={"account_id": account_id, "error": str(error)})
+            # The CRM being down or refusing our credentials says nothing about the event: it waits
+            # (backoff up to an hour) for as long as that lasts, instead of being parked.
+            outage = isinstance(error, CrmUnavailable | CrmAuthError)
+            for row in rows:
+                _failed(rt, row, error, now, may_park=not outage)
+            return touched
+        adapter = rt.crm_adapter(account.crm)
+        live = await s.get(Account, account_id)
+        if live is not None and rows:
+            await _account_facts(rt, s, live, adapter, rows[0], [])
+        result = await MirrorWriter(s, account_id).apply(fetched)
+        for row in rows:
+            events = adapter.parse_webhook(row.payload.encode("utf-8"), region=batch.region,
+                                           received_at=row.received_at)
+            rest = [ev for ev in events if not isinstance(ev, RecordNamed)]
+            if rest:
+                result_rest = await MirrorWriter(s, account_id).apply(rest)
+                touched |= result_rest.touched_deals
+            _done(row, events, 0)
+        touched |= result.touched_deals
+    return touched
 
 
 async def reevaluate(rt: Runtime, account_id: int, deal_ids: list[str]) -> None:

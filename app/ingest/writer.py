@@ -96,6 +96,11 @@ class InboxWriter:
                 for p in group:
                     _resolve(p.done, None)
 
+    async def write_many(self, rows: list[dict[str, Any]]) -> None:
+        """Commits rows in one transaction, bypassing the group-commit queue (a drain of queued deliveries)."""
+        if rows:
+            await self._insert(rows)
+
     async def _insert(self, rows: list[dict[str, Any]]) -> None:
         if self._task is None:  # not started (tests, one-off use): no connection to keep
             async with self._engine.begin() as conn:

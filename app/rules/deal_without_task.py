@@ -15,14 +15,20 @@ from .base import RenderContext, Rule, RuleContext, RuleSettings
 
 class Settings(RuleSettings):
     grace_minutes: int = Field(default=15, ge=0, le=43200, description="working minutes after the last task closed")
+    task_types: list[str] | None = Field(
+        default=None, max_length=50,
+        description="which of the CRM's task types count (amoCRM: task type ids; Bitrix24: 'activity' for "
+                    "дела, 'task' for tasks bound to the deal); null: every type. Account level only")
 
 
 def violations(ctx: RuleContext) -> Select[Any]:
+    types = ctx.settings.task_types
+    counted = [Task.type_id.in_(types)] if types is not None else []
     open_task = (select(Task.id).where(Task.account_id == Deal.account_id, Task.deal_id == Deal.id,
-                                       Task.is_completed == false(), Task.is_deleted == false()).exists())
+                                       Task.is_completed == false(), Task.is_deleted == false(), *counted).exists())
     # When the deal lost its last task; a deal that never had one has lacked it since it was created.
     last_closed = (select(func.max(func.coalesce(Task.completed_at, Task.source_updated_at)))
-                   .where(Task.account_id == Deal.account_id, Task.deal_id == Deal.id).scalar_subquery())
+                   .where(Task.account_id == Deal.account_id, Task.deal_id == Deal.id, *counted).scalar_subquery())
     started = func.coalesce(last_closed, Deal.created_at, Deal.stage_entered_at, Deal.mirrored_at)
     grace = ctx.cutoff(lambda st: st.grace_minutes * 60)
     # Computed once per deal in a subquery: written twice in one SELECT, the correlated

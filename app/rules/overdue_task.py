@@ -15,17 +15,23 @@ from .base import RenderContext, Rule, RuleContext, RuleSettings
 
 class Settings(RuleSettings):
     grace_minutes: int = Field(default=0, ge=0, le=43200, description="working minutes after the due time")
+    task_types: list[str] | None = Field(
+        default=None, max_length=50,
+        description="which of the CRM's task types count (amoCRM: task type ids; Bitrix24: 'activity' for "
+                    "дела, 'task' for tasks bound to the deal); null: every type. Account level only")
 
 
 def violations(ctx: RuleContext) -> Select[Any]:
     grace = ctx.cutoff(lambda st: st.grace_minutes * 60)
+    types = ctx.settings.task_types
     return (
         select(Task.id.label("entity_id"), Task.deal_id.label("deal_id"),
                func.coalesce(Task.responsible_user_id, Deal.responsible_user_id).label("manager_id"),
                Task.due_at.label("started_at"), (Task.due_at <= grace).label("opens"))
         .join(Deal, and_(Deal.account_id == Task.account_id, Deal.id == Task.deal_id))
         .where(*ctx.open_deal(), Task.account_id == ctx.account_id, Task.is_completed == false(),
-               Task.is_deleted == false(), Task.due_at <= ctx.now_param())
+               Task.is_deleted == false(), Task.due_at <= ctx.now_param(),
+               *([Task.type_id.in_(types)] if types is not None else []))
     )
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from integrations.base import DomainEvent, ParsedWebhook, TokenPair, TokenSource
+from integrations.base import AccountConnection, DomainEvent, ParsedWebhook, TokenPair, TokenSource
 from integrations.ratelimit import SlidingWindowLimiter
 
 from . import oauth, webhook
@@ -32,6 +34,14 @@ class AmoCrmAdapter:
 
     def hook_urls(self, public_url: str, key: str) -> dict[str, str]:
         return {"amocrm": f"{public_url.rstrip('/')}/hooks/amocrm/{key}"}
+
+    def connect(self, base_url: str, fields: Mapping[str, Any]) -> AccountConnection | None:
+        if fields:
+            raise ValueError(f"unknown fields for amocrm: {', '.join(sorted(fields))}")
+        return None
+
+    def make_limiter(self, settings: Any) -> SlidingWindowLimiter:
+        return SlidingWindowLimiter(settings.amocrm_rate_per_second)
 
     def make_client(self, base_url: str, tokens: TokenSource, limiter: SlidingWindowLimiter, *,
                     max_retries: int, backoff_base: float, backoff_cap: float, timeout: float,

@@ -32,6 +32,7 @@ from integrations.base import (
     NoteKind,
     PhoneLookup,
     PipelineUpserted,
+    RecordNamed,
     StageEntered,
     StageInfo,
     SyncSection,
@@ -82,6 +83,13 @@ class AmoCrmClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    async def subscribe(self, hook_url: str, public_url: str) -> None:
+        return None  # amoCRM webhooks are set up in the account's settings
+
+    async def queued_deliveries(self) -> AsyncIterator[Any]:
+        return
+        yield  # amoCRM retries failed deliveries itself and keeps no queue for us
 
     # -- transport ---------------------------------------------------------------------------
 
@@ -207,6 +215,10 @@ class AmoCrmClient:
             rows = ((body or {}).get("_embedded") or {}).get("leads") or []
             out.extend(_deal(r) for r in rows)
         return out
+
+    async def fetch_named(self, refs: list[RecordNamed], *, region: str) -> list[DomainEvent]:
+        # amoCRM webhooks carry the record itself; only a thin deal is ever named.
+        return await self.fetch_deals([r.id for r in refs if r.kind == "deal"], region=region)
 
     # -- writes ------------------------------------------------------------------------------------
 

@@ -33,6 +33,25 @@ MANAGER = "u1"
 OTHER_MANAGER = "u2"
 
 
+@dataclass(frozen=True, slots=True)
+class CrmProfile:
+    """What differs between CRMs in a mirror the rules read: the account, and the kind of a task."""
+
+    crm: str
+    base_url: str
+    task_type_id: str
+    task_entity_type: str
+
+
+PROFILES = {
+    "amocrm": CrmProfile("amocrm", "https://demoshop.amocrm.ru", "1", "lead"),
+    # A Bitrix24 portal's "tasks" are to-do activities (дела) on the deal.
+    "bitrix24": CrmProfile("bitrix24", "https://demoshop.bitrix24.ru", "activity", "deal"),
+}
+# The rule tests run once per profile (tests/app/rules/conftest.py swaps this).
+PROFILE = PROFILES["amocrm"]
+
+
 def msk(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
     """A Moscow wall-clock moment as an aware UTC datetime."""
     return datetime(year, month, day, hour, minute, second, tzinfo=MOSCOW).astimezone(UTC)
@@ -49,7 +68,7 @@ def default_calendar() -> BusinessCalendar:
 async def new_account(rt: Runtime, *, timezone: str = "Europe/Moscow") -> int:
     """An account row with the mirror's reference data (pipeline, stages, managers); returns its id."""
     async with rt.sessions() as s, s.begin():
-        account = Account(name="Демо", crm="amocrm", base_url="https://demoshop.amocrm.ru",
+        account = Account(name="Демо", crm=PROFILE.crm, base_url=PROFILE.base_url,
                           key=uuid.uuid4().hex, timezone=timezone, auth_kind="token",
                           credentials=rt.box.seal({"access_token": "unused"}), sync_counts={})
         s.add(account)
@@ -89,8 +108,9 @@ def add_task(s: AsyncSession, account_id: int, task_id: str, deal_id: str, *, du
              previous_due_at: datetime | None = None, due_moved_at: datetime | None = None,
              text: str = "Позвонить клиенту") -> Task:
     created = created_at or due_at
-    task = Task(account_id=account_id, id=task_id, deal_id=deal_id, entity_type="lead", entity_id=deal_id,
-                text=text, type_id="1", responsible_user_id=responsible_user_id, due_at=due_at,
+    task = Task(account_id=account_id, id=task_id, deal_id=deal_id, entity_type=PROFILE.task_entity_type,
+                entity_id=deal_id, text=text, type_id=PROFILE.task_type_id,
+                responsible_user_id=responsible_user_id, due_at=due_at,
                 previous_due_at=previous_due_at, due_moved_at=due_moved_at, is_completed=is_completed,
                 completed_at=completed_at, is_deleted=is_deleted, created_at=created,
                 created_by=responsible_user_id,

@@ -1,0 +1,143 @@
+"""Bitrix24 event deliveries → domain events.
+
+Bitrix24 posts a PHP-style form: `event`, `data[FIELDS][ID]` (tasks: `data[FIELDS_AFTER][ID]`),
+`ts`, `auth[domain]`, `auth[member_id]`, `auth[application_token]`, … Events carry ids only,
+so most become RecordNamed and the worker reads the record. Offline events drained through
+event.offline.get are stored as JSON ({"event", "data", "offline": {…}}) and parse the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from integrations.base import (
+    ContactDeleted,
+    CredentialsIssued,
+    DealDeleted,
+    DomainEvent,
+    ParsedWebhook,
+    RecordNamed,
+    TaskDeleted,
+    UnknownEntity,
+    WebhookMalformed,
+)
+from integrations.formdata import FormError, parse_bracket_form, scan_bracket_form
+
+from .wire import ACTIVITY_PREFIX, TASK_PREFIX
+
+_WANTED = frozenset({"event", "auth[member_id]", "auth[application_token]"})
+INSTALL_EVENT = "ONAPPINSTALL"
+CALL_END_EVENT = "ONVOXIMPLANTCALLEND"
+
+# What crmwatch subscribes to (event.bind), online and offline.
+SUBSCRIBED = (
+    "ONCRMDEALADD", "ONCRMDEALUPDATE", "ONCRMDEALDELETE",
+    "ONTASKADD", "ONTASKUPDATE", "ONTASKDELETE",
+    "ONCRMACTIVITYADD", "ONCRMACTIVITYUPDATE", "ONCRMACTIVITYDELETE",
+    "ONCRMTIMELINECOMMENTADD",
+    "ONCRMCONTACTADD", "ONCRMCONTACTUPDATE", "ONCRMCONTACTDELETE",
+)
+# Telephony is wired to the call model elsewhere; the delivery is kept in the inbox as it came.
+ONLINE_ONLY = (CALL_END_EVENT,)
+
+_NAMED = {
+    "ONCRMDEALADD": "deal", "ONCRMDEALUPDATE": "deal",
+    "ONCRMACTIVITYADD": "activity", "ONCRMACTIVITYUPDATE": "activity",
+    "ONTASKADD": "task", "ONTASKUPDATE": "task",
+    "ONCRMTIMELINECOMMENTADD": "comment",
+    "ONCRMCONTACTADD": "contact", "ONCRMCONTACTUPDATE": "contact",
+}
+
+
+def _is_json(body: bytes) -> bool:
+    return body.lstrip()[:1] == b"{"
+
+
+def check(body: bytes) -> ParsedWebhook:
+    if _is_json(body):
+        raise WebhookMalformed("Bitrix24 posts events as a form, not JSON")
+    try:
+        roots, found = scan_bracket_form(body, _WANTED)
+    except FormError as exc:
+        raise WebhookMalformed(str(exc)) from None
+    if "event" not in roots or "auth" not in roots:
+        raise WebhookMalformed("no event or auth fields")
+    if not found:  # raw UTF-8 took the thorough path, which returns no values
+        tree = parse_bracket_form(body)
+        auth = tree.get("auth") if isinstance(tree.get("auth"), dict) else {}
+        found = {"event": str(tree.get("event") or ""), "auth[member_id]": str(auth.get("member_id") or ""),
+                 "auth[application_token]": str(auth.get("application_token") or "")}
+    event = (found.get("event") or "").upper()
+    if not event:
+        raise WebhookMalformed("empty event name")
+    return ParsedWebhook(external_account_id=found.get("auth[member_id]") or None, subdomain=None,
+                         secret=found.get("auth[application_token]") or None, issues_secret=event == INSTALL_EVENT)
+
+
+def _record_id(data: Any, event: str) -> str | None:
+    if not isinstance(data, dict):
+        return None
+    for section in (("FIELDS_AFTER", "FIELDS_BEFORE") if event.startswith("ONTASK") else ("FIELDS",)):
+        fields = data.get(section)
+        if isinstance(fields, dict) and fields.get("ID") not in (None, ""):
+            return str(fields["ID"])
+    # Timeline comment events carry the id directly: data[ID].
+    if data.get("ID") not in (None, "") and not isinstance(data.get("ID"), dict):
+        return str(data["ID"])
+    return None
+
+
+def _tree(body: bytes) -> dict[str, Any]:
+    if _is_json(body):
+        try:
+            tree = json.loads(body)
+        except ValueError as exc:
+            raise WebhookMalformed(f"bad JSON: {exc}") from None
+        if not isinstance(tree, dict):
+            raise WebhookMalformed("not an object")
+        return tree
+    try:
+        return parse_bracket_form(body)
+    except FormError as exc:
+        raise WebhookMalformed(str(exc)) from None
+
+
+def parse(body: bytes, *, region: str, received_at: datetime) -> list[DomainEvent]:
+    tree = _tree(body)
+    event = str(tree.get("event") or "").upper()
+    data = tree.get("data")
+    if event == INSTALL_EVENT:
+        return [_install(tree, received_at)]
+    rid = _record_id(data, event)
+    if event in _NAMED:
+        return [RecordNamed(_NAMED[event], rid)] if rid else []
+    if rid and event == "ONCRMDEALDELETE":
+        return [DealDeleted(rid)]
+    if rid and event == "ONCRMACTIVITYDELETE":
+        return [TaskDeleted(ACTIVITY_PREFIX + rid)]
+    if rid and event == "ONTASKDELETE":
+        return [TaskDeleted(TASK_PREFIX + rid)]
+    if rid and event == "ONCRMCONTACTDELETE":
+        return [ContactDeleted(rid)]
+    return [UnknownEntity(event.lower() or "unknown")]
+
+
+def _install(tree: dict[str, Any], received_at: datetime) -> CredentialsIssued:
+    auth = tree.get("auth") if isinstance(tree.get("auth"), dict) else {}
+    data = tree.get("data") if isinstance(tree.get("data"), dict) else {}
+    creds: dict[str, Any] = {}
+    for key in ("access_token", "refresh_token", "client_endpoint", "server_endpoint", "domain"):
+        if auth.get(key):
+            creds[key] = auth[key]
+    expires = None
+    if str(auth.get("expires") or "").isdigit():
+        expires = datetime.fromtimestamp(int(auth["expires"]), UTC)
+    elif str(auth.get("expires_in") or "").isdigit():
+        expires = received_at + timedelta(seconds=int(auth["expires_in"]))
+    if creds.get("access_token"):
+        creds["expires_at"] = (expires or received_at + timedelta(hours=1)).isoformat()
+    creds["installed"] = str(data.get("INSTALLED") or "Y")
+    return CredentialsIssued(credentials=creds, external_id=auth.get("member_id") or None,
+                             webhook_secret=auth.get("application_token") or None)
