@@ -66,7 +66,7 @@ async def _receive(request: Request, provider: str, key: str, path: str) -> Resp
         return _refuse(status.HTTP_400_BAD_REQUEST, source, "malformed", f"not a {provider} callback: {exc}")
     if verdict.store:
         try:
-            text = body.decode("utf-8")
+            text = verdict.stored_body if verdict.stored_body is not None else body.decode("utf-8")
         except UnicodeDecodeError:
             return _refuse(status.HTTP_400_BAD_REQUEST, source, "malformed", "the body is not UTF-8")
         if "\x00" in text:
@@ -115,9 +115,10 @@ for _name, _adapter in TELEPHONY_ADAPTERS.items():
                                    _route(_name, True), methods=["POST"],
                                    responses={400: {}, 401: {}, 404: {}, 413: {}})
     else:
-        hooks_router.add_api_route(f"/hooks/telephony/{_name}/{{key}}", _route(_name, False),
-                                   methods=list(getattr(_adapter, "methods", ("POST",))),
-                                   responses={400: {}, 401: {}, 404: {}, 413: {}})
+        for _method in getattr(_adapter, "methods", ("POST",)):
+            hooks_router.add_api_route(f"/hooks/telephony/{_name}/{{key}}", _route(_name, False),
+                                       methods=[_method], operation_id=f"receive_{_name}_telephony_{_method.lower()}",
+                                       responses={400: {}, 401: {}, 404: {}, 413: {}})
 
 
 # -- admin ----------------------------------------------------------------------------------------
