@@ -269,3 +269,14 @@ async def test_findings_from_mango_calls_carry_the_deal_and_the_number(client, r
     assert by_rule["call_not_logged"]["details"]["talk_seconds"] == 95
     assert "+74957654321" in json.dumps(by_rule["unknown_number"], ensure_ascii=False)
     assert by_rule["missed_call_not_returned"]["details"]["number"] == "+74957654321"
+
+
+async def test_changed_or_removed_settings_take_effect_at_once(client, rt):
+    acc = await connect(client)
+    url = f"/hooks/telephony/mango/{acc['key']}/events/summary"
+    assert (await client.post(url, content=fixture("mango_summary_ivr_only"), headers=FORM)).status_code == 200
+    await client.put(f"/api/accounts/{acc['id']}/telephony/mango", json={"api_salt": "a-new-salt"})
+    assert (await client.post(url, content=fixture("mango_summary_inbound_missed"), headers=FORM)).status_code == 401
+    assert (await client.delete(f"/api/accounts/{acc['id']}/telephony/mango")).status_code == 204
+    assert (await client.post(url, content=fixture("mango_summary_inbound_missed"), headers=FORM)).status_code == 404
+    assert len(await inbox(rt)) == 1
