@@ -8,24 +8,6 @@ from app.mirror.models import Contact, ContactPhone, Deal, DealContact, Note, Pi
 from app.outbox.models import OutboxAction
 from app.rules.models import RuleConfig
 
-__all__ = [
-           "Account",
-           "Call",
-           "CallStatsDaily",
-           "Contact",
-           "ContactPhone",
-           "Deal",
-           "DealContact",
-           "Finding",
-           "FindingEvent",
-           "InboxEvent",
-           "Note",
-           "OutboxAction",
-           "Pipeline",
-           "RuleConfig",
-           "Stage",
-           "StageHistory",
-           "Task",
-           "TelephonyConfig",
-           "User",
-]
+__all__ = ["Account", "Contact", "ContactPhone", "Deal", "DealContact", "Finding", "FindingEvent", "InboxEvent", "Note",
+           "OutboxAction", "Pipeline", "RuleConfig", "Stage", "StageHistory", "Task", "User"]
+__all__ += ["Call", "CallStatsDaily", "TelephonyConfig"]

@@ -212,7 +212,7 @@ async def test_unknown_to_the_mirror_the_crm_is_searched_by_phone(client, rt, am
                       content=fixture("mango_summary_outbound_answered"), headers=FORM)
     await worker.drain(rt)
     [call] = await calls(rt)
-    assert (call.contact_id, call.deal_id) == ("9001", "8001")
+    assert (call.contact_id, call.deal_id, call.match_source) == ("9001", "8001", "crm_search")
     # The national digits are searched; the contact whose number only shares a prefix is no match.
     searches = [q for _, p, q in amo.request_log if p == "/api/v4/contacts"]
     assert searches == ["query=9991234567&with=leads&limit=250&page=1"]
