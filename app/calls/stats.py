@@ -66,7 +66,7 @@ async def refresh(s: AsyncSession, account_id: int, timezone: str, pairs: set[tu
             count(Call.direction == "out").label("outgoing"),
             count(and_(Call.direction == "in", Call.status != "answered")).label("missed"),
         ).where(Call.account_id == account_id, Call.manager_id == manager_id, Call.is_final.is_(True),
-                Call.direction != "internal", Call.started_at >= start, Call.started_at < end))).one()
+                Call.direction.is_distinct_from("internal"), Call.started_at >= start, Call.started_at < end))).one()
         values = {"calls": row.calls, "talk_seconds": int(row.talk), "successful": int(row.successful),
                   "incoming": int(row.incoming), "outgoing": int(row.outgoing), "missed": int(row.missed),
                   "cards_changed": await cards_changed(s, account_id, manager_id, start, end),

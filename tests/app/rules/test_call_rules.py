@@ -28,7 +28,7 @@ _ids = iter(range(1, 10_000))
 
 
 def add_call(s, account_id: int, *, started: datetime, talk: int = 95, status: str = "answered",
-             direction: str = "out", number: str | None = CLIENT, deal_id: str | None = "D1",
+             direction: str | None = "out", number: str | None = CLIENT, deal_id: str | None = "D1",
              contact_id: str | None = "C1", manager: str | None = MANAGER, final: bool = True) -> Call:
     from datetime import timedelta
 
@@ -189,3 +189,9 @@ async def test_rules_settings_change_the_windows(rt):
     await save_rules(rt, aid, {"rules": {"call_not_logged": {"settings": {"minutes": 90}}}})
     await evaluate(rt, aid, msk(2025, 12, 8, 13, 0))
     assert (await finding(rt, aid, "call_not_logged", cid)).status == "pending"
+
+
+async def test_a_call_whose_direction_the_pbx_did_not_say_is_still_judged(rt):
+    aid, cid = await one_call(rt, started=msk(2025, 12, 8, 12, 0), direction=None)
+    await evaluate(rt, aid, msk(2025, 12, 8, 13, 0))
+    assert (await finding(rt, aid, "call_not_logged", cid)).status == "open"
