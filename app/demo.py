@@ -258,8 +258,12 @@ async def _sync_finished(http: httpx.AsyncClient, account_id: int) -> dict[str, 
 
 
 async def _outbox_drained(http: httpx.AsyncClient, account_id: int) -> bool:
-    outbox = (await http.get(f"/api/accounts/{account_id}/outbox", params={"status": "pending"})).json()
-    return outbox["total"] == 0
+    # A batch being sent is no longer "pending": count it too, or the demo reports too early.
+    for state in ("pending", "sending"):
+        outbox = (await http.get(f"/api/accounts/{account_id}/outbox", params={"status": state})).json()
+        if outbox["total"]:
+            return False
+    return True
 
 
 async def _inbox_drained(http: httpx.AsyncClient, account_id: int) -> dict[str, Any] | None:

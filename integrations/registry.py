@@ -29,10 +29,12 @@ from integrations.telephony.base import TelephonyAdapter  # noqa: E402
 from integrations.telephony.generic import GenericAdapter  # noqa: E402
 from integrations.telephony.mango import MangoAdapter  # noqa: E402
 from integrations.telephony.megafon import MegafonAdapter  # noqa: E402
+from integrations.telephony.sipuni import SipuniAdapter  # noqa: E402
 from integrations.telephony.zadarma import ZadarmaAdapter  # noqa: E402
 
 TELEPHONY_ADAPTERS: dict[str, TelephonyAdapter] = {
-    adapter.name: adapter for adapter in (MangoAdapter(), ZadarmaAdapter(), MegafonAdapter(), GenericAdapter())}
+    adapter.name: adapter
+    for adapter in (MangoAdapter(), ZadarmaAdapter(), MegafonAdapter(), SipuniAdapter(), GenericAdapter())}
 # The inbox `source` of a PBX callback: "telephony.mango".
 TELEPHONY_SOURCE = "telephony."
 

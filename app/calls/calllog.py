@@ -34,7 +34,7 @@ async def enqueue(s: AsyncSession, account_id: int, call_ids: list[int]) -> int:
         return 0
     calls = await s.scalars(select(Call).where(
         Call.account_id == account_id, Call.id.in_(call_ids), Call.provider.in_(sorted(logging_pbx)),
-        Call.is_final.is_(True), Call.deal_id.is_not(None), Call.direction != "internal",
+        Call.is_final.is_(True), Call.deal_id.is_not(None), Call.direction.is_distinct_from("internal"),
         Call.client_number.is_not(None)))
     now = utcnow()
     rows = [{"account_id": account_id, "finding_id": None, "kind": KIND, "purpose": "log",
@@ -78,6 +78,9 @@ async def send(rt: Any, client: Any, account: Any, rows: list[Any], marker: Any,
             as_note.append((row, call))
         if call is not None:
             texts[row.id] = note_text(call, account.language, account.timezone, marker(row.id))
+    if by_number and not hasattr(client, "log_calls"):
+        # A CRM client that cannot file calls by number still takes notes.
+        as_note, by_number = [*as_note, *by_number], []
     if by_number:
         created = await client.log_calls([NewCall(
             request_id=str(row.id), direction=CallDirection(call.direction or "out"), phone=call.client_number,

@@ -23,6 +23,7 @@ from integrations.registry import TELEPHONY_ADAPTERS, TELEPHONY_SOURCE, telephon
 from integrations.telephony.base import HookRequest, StoredHook, WebhookMalformed, WebhookRejected
 
 from . import lookup, stats
+from .hookconfig import SecretsCache
 from .models import Call, TelephonyConfig
 from .schemas import CallOut, CallStatsOut, TelephonyIn, TelephonyOut
 
@@ -37,6 +38,14 @@ def _refuse(code: int, source: str, outcome: str, detail: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=code)
 
 
+def _secrets(request: Request) -> SecretsCache:
+    cache = getattr(request.app.state, "telephony_secrets", None)
+    if cache is None:
+        rt: Runtime = request.app.state.runtime
+        cache = request.app.state.telephony_secrets = SecretsCache(rt.reads, rt.box)
+    return cache
+
+
 async def _receive(request: Request, provider: str, key: str, path: str) -> Response:
     source = TELEPHONY_SOURCE + provider
     adapter = telephony_adapter(provider)
@@ -49,24 +58,22 @@ async def _receive(request: Request, provider: str, key: str, path: str) -> Resp
     except BodyTooLarge:
         return _refuse(status.HTTP_413_CONTENT_TOO_LARGE, source, "too_large",
                        f"body over {rt.settings.max_webhook_bytes} bytes")
-    async with rt.reads() as s:
-        sealed = await s.scalar(select(TelephonyConfig.credentials).where(
-            TelephonyConfig.account_id == account.id, TelephonyConfig.provider == provider))
-    if sealed is None:
+    secrets = await _secrets(request).lookup(account.id, provider)
+    if secrets is None:
         return _refuse(status.HTTP_404_NOT_FOUND, source, "not_configured",
                        f"{provider} is not configured for this account")
     hook = HookRequest(method=request.method, path=path, query=dict(request.query_params),
                        headers={k.lower(): v for k, v in request.headers.items()}, body=body,
                        content_type=request.headers.get("content-type"))
     try:
-        verdict = adapter.verify(hook, rt.box.open(sealed), utcnow())
+        verdict = adapter.verify(hook, secrets, utcnow())
     except WebhookRejected as exc:
         return _refuse(status.HTTP_401_UNAUTHORIZED, source, "rejected", f"not signed by {provider}: {exc}")
     except WebhookMalformed as exc:
         return _refuse(status.HTTP_400_BAD_REQUEST, source, "malformed", f"not a {provider} callback: {exc}")
     if verdict.store:
         try:
-            text = body.decode("utf-8")
+            text = verdict.stored_body if verdict.stored_body is not None else body.decode("utf-8")
         except UnicodeDecodeError:
             return _refuse(status.HTTP_400_BAD_REQUEST, source, "malformed", "the body is not UTF-8")
         if "\x00" in text:
@@ -115,9 +122,10 @@ for _name, _adapter in TELEPHONY_ADAPTERS.items():
                                    _route(_name, True), methods=["POST"],
                                    responses={400: {}, 401: {}, 404: {}, 413: {}})
     else:
-        hooks_router.add_api_route(f"/hooks/telephony/{_name}/{{key}}", _route(_name, False),
-                                   methods=list(getattr(_adapter, "methods", ("POST",))),
-                                   responses={400: {}, 401: {}, 404: {}, 413: {}})
+        for _method in getattr(_adapter, "methods", ("POST",)):
+            hooks_router.add_api_route(f"/hooks/telephony/{_name}/{{key}}", _route(_name, False),
+                                       methods=[_method], operation_id=f"receive_{_name}_telephony_{_method.lower()}",
+                                       responses={400: {}, 401: {}, 404: {}, 413: {}})
 
 
 # -- admin ----------------------------------------------------------------------------------------
@@ -143,7 +151,7 @@ def _out(rt: Runtime, key: str, config: TelephonyConfig, secrets: dict[str, Any]
 
 
 @router.put("/{account_id}/telephony/{provider}", response_model=TelephonyOut)
-async def put_telephony(account_id: int, provider: str, body: TelephonyIn,
+async def put_telephony(account_id: int, provider: str, body: TelephonyIn, request: Request,
                         rt: Runtime = Depends(runtime)) -> TelephonyOut:
     """Connects a PBX: its secrets (stored encrypted, never shown again) and the map of PBX
     extensions or logins to CRM users. Secrets left out keep their stored values."""
@@ -174,7 +182,9 @@ async def put_telephony(account_id: int, provider: str, body: TelephonyIn,
         config.log_calls = body.log_calls
         config.updated_at = utcnow()
         await s.flush()
-        return _out(rt, account.key, config, secrets)
+        out = _out(rt, account.key, config, secrets)
+    _secrets(request).invalidate()
+    return out
 
 
 @router.get("/{account_id}/telephony/{provider}", response_model=TelephonyOut)
@@ -189,13 +199,15 @@ async def get_telephony(account_id: int, provider: str, rt: Runtime = Depends(ru
 
 
 @router.delete("/{account_id}/telephony/{provider}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_telephony(account_id: int, provider: str, rt: Runtime = Depends(runtime)) -> Response:
+async def delete_telephony(account_id: int, provider: str, request: Request,
+                           rt: Runtime = Depends(runtime)) -> Response:
     _provider_or_404(provider)
     async with rt.sessions() as s, s.begin():
         await account_or_404(s, account_id)
         config = await s.get(TelephonyConfig, (account_id, provider))
         if config is not None:
             await s.delete(config)
+    _secrets(request).invalidate()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -112,6 +112,10 @@ async def search_crm(rt: Runtime, account_id: int, call_ids: list[int]) -> set[s
         for number, lookup in found.items():
             result = await MirrorWriter(s, account_id).apply(list(lookup.events))
             touched |= result.touched_deals
+            if result.calls:
+                # Matched while the found contacts were applied: through the search all the same.
+                await s.execute(update(Call).where(Call.id.in_(sorted(result.calls)), Call.client_number == number,
+                                                   Call.match_source == "mirror").values(match_source="crm_search"))
             calls = list(await s.scalars(select(Call).where(
                 Call.account_id == account_id, Call.client_number == number, Call.deal_id.is_(None))))
             matched = [c for c in calls if await match_call(s, c, "crm_search", list(lookup.deal_ids))]

@@ -66,7 +66,7 @@ async def refresh(s: AsyncSession, account_id: int, timezone: str, pairs: set[tu
             count(Call.direction == "out").label("outgoing"),
             count(and_(Call.direction == "in", Call.status != "answered")).label("missed"),
         ).where(Call.account_id == account_id, Call.manager_id == manager_id, Call.is_final.is_(True),
-                Call.direction != "internal", Call.started_at >= start, Call.started_at < end))).one()
+                Call.direction.is_distinct_from("internal"), Call.started_at >= start, Call.started_at < end))).one()
         values = {"calls": row.calls, "talk_seconds": int(row.talk), "successful": int(row.successful),
                   "incoming": int(row.incoming), "outgoing": int(row.outgoing), "missed": int(row.missed),
                   "cards_changed": await cards_changed(s, account_id, manager_id, start, end),
@@ -75,6 +75,23 @@ async def refresh(s: AsyncSession, account_id: int, timezone: str, pairs: set[tu
             account_id=account_id, manager_id=manager_id, day=day, **values)
         await s.execute(stmt.on_conflict_do_update(
             index_elements=["account_id", "manager_id", "day"], set_=values))
+
+
+async def refresh_day(s: AsyncSession, account_id: int, now: datetime) -> None:
+    """Recomputes the account's local day of `now` for every manager with calls in it: notes and
+    card changes made after the last call of the day count too (the scheduler runs this with
+    each sweep)."""
+    from app.accounts.models import Account
+
+    timezone = await s.scalar(select(Account.timezone).where(Account.id == account_id))
+    if timezone is None:
+        return
+    day = local_day(now, timezone)
+    start, end = day_bounds(day, timezone)
+    managers = await s.scalars(select(Call.manager_id).where(
+        Call.account_id == account_id, Call.manager_id.is_not(None), Call.started_at >= start,
+        Call.started_at < end).distinct())
+    await refresh(s, account_id, timezone, {(m, day) for m in managers})
 
 
 async def read(s: AsyncSession, account_id: int, day_from: date, day_to: date,
@@ -86,4 +103,4 @@ async def read(s: AsyncSession, account_id: int, day_from: date, day_to: date,
         CallStatsDaily.day, CallStatsDaily.manager_id)))
 
 
-__all__ = ["cards_changed", "day_bounds", "local_day", "read", "refresh"]
+__all__ = ["cards_changed", "day_bounds", "local_day", "read", "refresh", "refresh_day"]

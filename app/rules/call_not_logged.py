@@ -57,7 +57,7 @@ def violations(ctx: RuleContext) -> Select[Any]:
                (Call.ended_at <= window).label("opens"))
         .join(Deal, and_(Deal.account_id == Call.account_id, Deal.id == Call.deal_id))
         .where(*ctx.deal_scope(), Deal.is_deleted == false(), Call.account_id == ctx.account_id,
-               Call.is_final == true(), Call.status == "answered", Call.direction != "internal",
+               Call.is_final == true(), Call.status == "answered", Call.direction.is_distinct_from("internal"),
                Call.talk_seconds >= st.min_talk_seconds, Call.manager_id.is_not(None),
                Call.ended_at >= ctx.ago(timedelta(days=st.lookback_days)),
                ~note, ~moved, ~task)

@@ -65,9 +65,9 @@ def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:
     number = facts.pretty_number(call.client_number if call else None)
     when = facts.local_time(call, rc.calendar.config.timezone) if call else "?"
     waited = humanize(rc.calendar.working_seconds(finding.started_at, rc.now), rc.calendar.day_seconds, rc.lang)
-    message = (f"Пропущенный звонок с {number} в {when}: клиенту не перезвонили ({waited} рабочего времени)"
+    message = (f"Пропущенный звонок с {number} в {when}: клиенту не перезвонили уже {waited}"
                if rc.lang == "ru" else
-               f"Missed call from {number} at {when}: nobody called back ({waited} of working time)")
+               f"Missed call from {number} at {when}: nobody has called back for {waited}")
     return message, facts.details(call)
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.accounts.models import Account
+from app.calls import stats as call_stats
 from app.db import utcnow
 from app.runtime import Runtime
 
@@ -39,6 +40,12 @@ async def sweep_account(rt: Runtime, account_id: int, now: datetime | None = Non
             last_sweep_at=now, next_sweep_at=now + timedelta(minutes=doc.sweep_interval_minutes)))
     if result.enqueued:
         rt.outbox_wakeup.set()
+    try:
+        async with rt.sessions() as s, s.begin():
+            await call_stats.refresh_day(s, account_id, now)
+    except Exception:
+        # Derived figures: the next sweep recomputes them.
+        log.exception("sweep.call_stats_failed", extra={"account_id": account_id})
     log.info("sweep.done", extra={"account_id": account_id, "opened": result.opened, "resolved": result.resolved,
                                   "open": result.open})
     return result

@@ -31,7 +31,7 @@ def violations(ctx: RuleContext) -> Select[Any]:
     unknown = (
         select(Call.client_number.label("number"), func.min(Call.started_at).label("first_at"),
                func.max(Call.id).label("last_id"))
-        .where(Call.account_id == ctx.account_id, Call.is_final == true(), Call.direction != "internal",
+        .where(Call.account_id == ctx.account_id, Call.is_final == true(), Call.direction.is_distinct_from("internal"),
                Call.client_number.is_not(None), Call.contact_id.is_(None), Call.deal_id.is_(None),
                Call.started_at >= ctx.ago(timedelta(days=st.lookback_days)),
                ~select(ContactPhone.phone).where(ContactPhone.account_id == Call.account_id,

@@ -40,6 +40,8 @@ class HookVerdict:
     lookup_number: str | None = None
     # Settings the later parse needs (a time zone), stored with the callback.
     meta: Mapping[str, str] = field(default_factory=dict)
+    # What to keep instead of the raw body (fields sent in the query; a secret left out).
+    stored_body: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

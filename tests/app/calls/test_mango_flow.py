@@ -212,7 +212,7 @@ async def test_unknown_to_the_mirror_the_crm_is_searched_by_phone(client, rt, am
                       content=fixture("mango_summary_outbound_answered"), headers=FORM)
     await worker.drain(rt)
     [call] = await calls(rt)
-    assert (call.contact_id, call.deal_id) == ("9001", "8001")
+    assert (call.contact_id, call.deal_id, call.match_source) == ("9001", "8001", "crm_search")
     # The national digits are searched; the contact whose number only shares a prefix is no match.
     searches = [q for _, p, q in amo.request_log if p == "/api/v4/contacts"]
     assert searches == ["query=9991234567&with=leads&limit=250&page=1"]
@@ -269,3 +269,38 @@ async def test_findings_from_mango_calls_carry_the_deal_and_the_number(client, r
     assert by_rule["call_not_logged"]["details"]["talk_seconds"] == 95
     assert "+74957654321" in json.dumps(by_rule["unknown_number"], ensure_ascii=False)
     assert by_rule["missed_call_not_returned"]["details"]["number"] == "+74957654321"
+
+
+async def test_changed_or_removed_settings_take_effect_at_once(client, rt):
+    acc = await connect(client)
+    url = f"/hooks/telephony/mango/{acc['key']}/events/summary"
+    assert (await client.post(url, content=fixture("mango_summary_ivr_only"), headers=FORM)).status_code == 200
+    await client.put(f"/api/accounts/{acc['id']}/telephony/mango", json={"api_salt": "a-new-salt"})
+    assert (await client.post(url, content=fixture("mango_summary_inbound_missed"), headers=FORM)).status_code == 401
+    assert (await client.delete(f"/api/accounts/{acc['id']}/telephony/mango")).status_code == 204
+    assert (await client.post(url, content=fixture("mango_summary_inbound_missed"), headers=FORM)).status_code == 404
+    assert len(await inbox(rt)) == 1
+
+
+async def test_cards_changed_counts_what_the_manager_did_that_day_and_a_sweep_refreshes_it(client, rt):
+    from app.calls import stats
+    from app.rules.scheduler import sweep_account
+    from integrations.base import NoteAdded, NoteKind
+
+    acc = await connect(client)
+    await seed(rt, acc["id"], contact("C1", "+79991234567"), deal("D1", ("C1",)))
+    await client.post(f"/hooks/telephony/mango/{acc['key']}/events/summary",
+                      content=fixture("mango_summary_outbound_answered"), headers=FORM)
+    await worker.drain(rt)
+
+    async def row():
+        async with rt.sessions() as s:
+            return await s.scalar(select(CallStatsDaily).where(CallStatsDaily.manager_id == "5512345"))
+
+    assert (await row()).cards_changed == 0
+    # Written after the call (19:05 Moscow time, the same local day), by that manager.
+    await seed(rt, acc["id"], NoteAdded(id="N1", entity_type="deal", entity_id="D1", deal_id="D1",
+                                        kind=NoteKind.COMMON, text="Договорились о поставке в декабре",
+                                        created_by="5512345", created_at=datetime(2025, 11, 24, 16, 5, tzinfo=UTC)))
+    await sweep_account(rt, acc["id"], now=datetime(2025, 11, 24, 20, 0, tzinfo=UTC))
+    assert (await row()).cards_changed == 1 and stats.local_day(T0, "Europe/Moscow").isoformat() == "2025-11-24"

@@ -97,3 +97,30 @@ async def test_generic_replays_are_stored_once_and_stale_ones_refused(client, rt
     await worker.drain(rt)
     [call] = await calls(rt)
     assert call.provider == "generic" and call.status == "missed" and call.is_final
+
+
+async def test_sipuni_events_by_get_and_post_are_one_call_answered_with_success(client, rt):
+    acc = await create_account(client)
+    await client.put(f"/api/accounts/{acc['id']}/telephony/sipuni",
+                     json={"token": "sip-secret", "extensions": {"201": "5512345"}})
+    url = f"/hooks/telephony/sipuni/{acc['key']}"
+    start = {"event": "1", "call_id": "1774372584.533596", "src_type": "1", "src_num": "79991234567",
+             "dst_type": "2", "dst_num": "070196201", "short_dst_num": "201", "timestamp": "1764000000"}
+    resp = await client.get(url, params={**start, "token": "sip-secret"})
+    assert resp.status_code == 200 and resp.json() == {"success": True}
+    end = {**start, "event": "2", "status": "ANSWER", "call_start_timestamp": "1764000000",
+           "call_answer_timestamp": "1764000005", "timestamp": "1764000125",
+           "call_record_link": "https://sipuni.example.test/r/1.mp3"}
+    from urllib.parse import urlencode
+
+    resp = await client.post(url, params={"token": "sip-secret"}, content=urlencode(end), headers=FORM)
+    assert resp.status_code == 200 and resp.json() == {"success": True}
+    assert (await client.get(url, params={**start, "token": "wrong"})).status_code == 401
+    assert (await client.get(url, params={"event": "9", "call_id": "x", "token": "sip-secret"})).status_code == 400
+    rows = await inbox(rt)
+    assert len(rows) == 2 and all("sip-secret" not in r.payload for r in rows)
+    await worker.drain(rt)
+    [call] = await calls(rt)
+    assert (call.direction, call.client_number, call.manager_id) == ("in", "+79991234567", "5512345")
+    assert (call.status, call.talk_seconds, call.duration_seconds) == ("answered", 120, 125)
+    assert call.recording_url == "https://sipuni.example.test/r/1.mp3"

@@ -28,7 +28,7 @@ _ids = iter(range(1, 10_000))
 
 
 def add_call(s, account_id: int, *, started: datetime, talk: int = 95, status: str = "answered",
-             direction: str = "out", number: str | None = CLIENT, deal_id: str | None = "D1",
+             direction: str | None = "out", number: str | None = CLIENT, deal_id: str | None = "D1",
              contact_id: str | None = "C1", manager: str | None = MANAGER, final: bool = True) -> Call:
     from datetime import timedelta
 
@@ -189,3 +189,28 @@ async def test_rules_settings_change_the_windows(rt):
     await save_rules(rt, aid, {"rules": {"call_not_logged": {"settings": {"minutes": 90}}}})
     await evaluate(rt, aid, msk(2025, 12, 8, 13, 0))
     assert (await finding(rt, aid, "call_not_logged", cid)).status == "pending"
+
+
+async def test_a_call_whose_direction_the_pbx_did_not_say_is_still_judged(rt):
+    aid, cid = await one_call(rt, started=msk(2025, 12, 8, 12, 0), direction=None)
+    await evaluate(rt, aid, msk(2025, 12, 8, 13, 0))
+    assert (await finding(rt, aid, "call_not_logged", cid)).status == "open"
+
+
+async def test_the_missed_call_finding_says_how_long_the_client_has_waited(rt):
+    aid = await new_account(rt)
+    async with rt.sessions() as s, s.begin():
+        missed = add_call(s, aid, started=msk(2025, 12, 8, 11), status="missed", direction="in")
+        await s.flush()
+        mid = str(missed.id)
+    await evaluate(rt, aid, msk(2025, 12, 8, 13, 0, 30))
+    f = await finding(rt, aid, "missed_call_not_returned", mid)
+    async with rt.sessions() as s:
+        account = await s.get(Account, aid)
+        [ru] = await findings_service.render(s, account, [f], "http://x", now=msk(2025, 12, 8, 13, 0, 30))
+        [en] = await findings_service.render(s, account, [f], "http://x", lang="en", now=msk(2025, 12, 8, 13, 0, 30))
+    assert ru.message == ("Пропущенный звонок с +7 999 123-45-67 в 08.12 11:00: "
+                          "клиенту не перезвонили уже 2 рабочих часа")
+    assert en.message == ("Missed call from +7 999 123-45-67 at 08.12 11:00: "
+                          "nobody has called back for 2 working hours")
+    assert ru.details["number"] == CLIENT and ru.details["status"] == "missed"
