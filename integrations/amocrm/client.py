@@ -44,8 +44,9 @@ from integrations.base import (
 from integrations.http import tls_context
 from integrations.phones import normalize_all
 from integrations.ratelimit import SlidingWindowLimiter
+from integrations.timestamps import from_unix as ts
 
-from .mapping import ENTITY_TYPES, NOTE_KINDS, call_from_note, money, sid, stage_kind, ts
+from .mapping import ENTITY_TYPES, NOTE_KINDS, call_from_note, money, sid, stage_kind
 
 log = logging.getLogger(__name__)
 

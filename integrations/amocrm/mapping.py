@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from integrations.base import CallDirection, CallEvent, CallStatus, DomainEvent, NoteAdded, NoteKind, StageKind
@@ -49,14 +49,6 @@ def stage_kind(status_id: int | str) -> StageKind:
     return StageKind.OPEN
 
 
-def ts(value: Any) -> datetime | None:
-    """amoCRM timestamps are unix seconds, as int or string; 0 and blanks mean "none"."""
-    if value in (None, "", 0, "0"):
-        return None
-    try:
-        return datetime.fromtimestamp(int(float(value)), UTC)
-    except (TypeError, ValueError, OverflowError, OSError):
-        return None
 
 
 def sid(value: Any) -> str | None:

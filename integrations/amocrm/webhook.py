@@ -26,8 +26,9 @@ from integrations.base import (
 )
 from integrations.formdata import FormError, items, parse_bracket_form, scan_bracket_form
 from integrations.phones import normalize_all
+from integrations.timestamps import from_unix as ts
 
-from .mapping import ENTITY_TYPES, NOTE_KINDS, money, sid, stage_kind, ts, with_calls
+from .mapping import ENTITY_TYPES, NOTE_KINDS, money, sid, stage_kind, with_calls
 
 # Top-level keys amoCRM uses; anything else in a post means it is not an amoCRM webhook.
 KNOWN_ROOTS = {"account", "leads", "contacts", "companies", "task", "customers", "catalogs", "unsorted",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -27,14 +26,6 @@ def digest(*parts: str) -> str:
     return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
 
 
-def unix(value: Any) -> datetime | None:
-    """Unix seconds (int or string); 0 and blanks mean "none"."""
-    if value in (None, "", 0, "0"):
-        return None
-    try:
-        return datetime.fromtimestamp(int(float(value)), UTC)
-    except (TypeError, ValueError, OverflowError, OSError):
-        return None
 
 
 def as_int(value: Any) -> int | None:

@@ -17,9 +17,10 @@ from typing import Any
 
 from integrations.base import CallDirection, CallEvent, CallStatus, DomainEvent, UnknownEntity
 from integrations.phones import to_e164
+from integrations.timestamps import from_unix as unix
 
 from .base import HookRequest, HookVerdict, StoredHook, WebhookMalformed, WebhookRejected
-from .common import as_int, digest, form_fields, text, unix
+from .common import as_int, digest, form_fields, text
 
 EVENTS = ("events/call", "events/summary", "events/recording", "events/record/added")
 DIRECTIONS = {0: CallDirection.INTERNAL, 1: CallDirection.IN, 2: CallDirection.OUT}

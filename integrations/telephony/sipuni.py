@@ -21,9 +21,10 @@ from urllib.parse import urlencode
 
 from integrations.base import CallDirection, CallEvent, CallStatus, DomainEvent, UnknownEntity
 from integrations.phones import to_e164
+from integrations.timestamps import from_unix as unix
 
 from .base import HookRequest, HookVerdict, StoredHook, WebhookMalformed, WebhookRejected
-from .common import digest, form_fields, text, unix
+from .common import digest, form_fields, text
 
 STATUSES = {"ANSWER": CallStatus.ANSWERED, "BUSY": CallStatus.BUSY, "NOANSWER": CallStatus.MISSED,
             "CANCEL": CallStatus.MISSED, "CONGESTION": CallStatus.FAILED, "CHANUNAVAIL": CallStatus.FAILED}
