@@ -49,8 +49,6 @@ def stage_kind(status_id: int | str) -> StageKind:
     return StageKind.OPEN
 
 
-
-
 def sid(value: Any) -> str | None:
     """An id as a string; amoCRM uses 0 for "nobody"."""
     if value in (None, "", 0, "0"):
