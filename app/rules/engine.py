@@ -411,12 +411,24 @@ async def _evaluate_rules(s: AsyncSession, account_id: int, template: _Template,
             (deal.where(Deal.is_deleted == true()).exists(), literal("deal deleted")),
             (deal.where(Deal.is_closed == true()).exists(), literal("deal closed")),
             else_=literal("condition cleared"))
-        await _history(s, select(Finding.id, now, Finding.status, literal("resolved"), literal(actor), why)
-                       .where(*gone))
-        resolved = await s.execute(update(Finding).where(*gone).values(
-            status="resolved", resolved_at=now, snoozed_until=None, updated_at=now))
-        result.resolved += resolved.rowcount or 0
-        result.changed += resolved.rowcount or 0
+        if is_postgres(s):
+            # One anti-join over the account's findings instead of two: the UPDATE hands the rows
+            # it resolved, with their previous state, straight to the history INSERT.
+            old = select(Finding.id, Finding.status, why.label("why")).where(*gone).cte("gone")
+            moved = (update(Finding).where(Finding.id == old.c.id)
+                     .values(status="resolved", resolved_at=now, snoozed_until=None, updated_at=now)
+                     .returning(Finding.id, old.c.status, old.c.why).cte("moved"))
+            count = (await s.execute(insert(FindingEvent).from_select(
+                ["finding_id", "at", "from_status", "to_status", "actor", "reason"],
+                select(moved.c.id, now, moved.c.status, literal("resolved"), literal(actor), moved.c.why))
+                .add_cte(moved))).rowcount or 0
+        else:
+            await _history(s, select(Finding.id, now, Finding.status, literal("resolved"), literal(actor), why)
+                           .where(*gone))
+            count = (await s.execute(update(Finding).where(*gone).values(
+                status="resolved", resolved_at=now, snoozed_until=None, updated_at=now))).rowcount or 0
+        result.resolved += count
+        result.changed += count
     return result
 
 
