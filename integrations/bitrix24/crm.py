@@ -184,20 +184,21 @@ class Bitrix24Crm(Bitrix24Client):
 
     async def _call_bindings(self, refs: list[RecordNamed]) -> list[DomainEvent]:
         """The deal each call of Bitrix24's telephony is bound to (through its activity), and its
-        recording. A call whose activity or statistics row is gone simply stays unbound."""
+        recording. The event itself holds the call: a binding the portal will not give (the
+        activity is gone, the webhook's user may not read it, the statistics need a scope it
+        lacks) leaves the call to the number matching instead of holding the call back, since a
+        refusal would refuse again on every retry. Limits and outages raise from `batch`: the
+        event waits for the portal, as every named record does."""
         out: list[DomainEvent] = []
         refs = list(dict.fromkeys(refs))
         # Two commands a call: a batch of 50 holds 25 calls.
         for start in range(0, len(refs), MAX_BATCH // 2):
             commands, call_ids = calls_wire.binding_commands(refs[start:start + MAX_BATCH // 2])
             found = await self.batch(commands)
-            # The statistics only add the recording (and need the telephony scope an inbound webhook
-            # may lack): their errors leave the recording out. The binding decides the card.
-            refused = {k: e for k, e in found.errors.items()
-                       if k.startswith("b") and not _not_found(e) and not _no_activity(e)}
+            refused = {k: e for k, e in found.errors.items() if not _not_found(e) and not _no_activity(e)}
             if refused:
-                key = next(iter(refused))
-                raise CrmRequestError(f"Bitrix24 could not read call {call_ids['c' + key[1:]]}: {refused[key]}")
+                log.warning("bitrix24.call_binding_unread", extra={"count": len(refused),
+                                                                    "error": str(next(iter(refused.values())))})
             for ckey, call_id in call_ids.items():
                 i = ckey[1:]
                 ev = calls_wire.binding_event(call_id, found.result.get(f"s{i}"), found.result.get(f"b{i}"))

@@ -18,6 +18,7 @@ from integrations.base import (
     ContactUpserted,
     CrmAmbiguous,
     CrmRequestError,
+    CrmUnavailable,
     DealUpserted,
     NewCall,
     RecordNamed,
@@ -101,15 +102,22 @@ async def test_the_call_deal_comes_from_its_activity_bindings_in_one_batch():
 
 
 @respx.mock
-async def test_a_call_without_activity_or_statistics_access_stays_unbound_but_other_errors_retry():
-    respx.post(f"{HOOK}/batch.json").respond(json={"result": {"result": [], "result_error": {
+async def test_a_binding_the_portal_will_not_give_leaves_the_call_to_the_number_matching():
+    respx.post(f"{HOOK}/batch.json").respond(json={"result": {"result": {"s1": [{"CALL_RECORD_URL": ""}]},
+                                                              "result_error": {
         "s0": {"error": "insufficient_scope", "error_description": "The request requires higher privileges"},
-        "b0": {"error": "100", "error_description": "Required fields are missing"}}}})
-    assert await client().fetch_named([RecordNamed("call", ":externalCall.x.1")], region="RU") == []
-    respx.post(f"{HOOK}/batch.json").respond(json={"result": {"result": [], "result_error": {
-        "b0": {"error": "ACCESS_DENIED", "error_description": "Access denied"}}}})
-    with pytest.raises(CrmRequestError):
-        await client().fetch_named([RecordNamed("call", "5:externalCall.x.1")], region="RU")
+        "b0": {"error": "100", "error_description": "Required fields are missing"},
+        "b1": {"error": "ACCESS_DENIED", "error_description": "Access denied"}}}})
+    refs = [RecordNamed("call", ":externalCall.x.1"), RecordNamed("call", "5:externalCall.y.2")]
+    assert await client().fetch_named(refs, region="RU") == []
+
+
+@respx.mock
+async def test_a_portal_over_its_limit_keeps_the_call_event_waiting():
+    respx.post(f"{HOOK}/batch.json").respond(503, json={"error": "QUERY_LIMIT_EXCEEDED",
+                                                        "error_description": "Too many requests"})
+    with pytest.raises(CrmUnavailable):
+        await client(max_retries=1).fetch_named([RecordNamed("call", "5:externalCall.y.2")], region="RU")
 
 
 CONTACT_311 = {"ID": "311", "NAME": "Иван", "LAST_NAME": "Клиентов", "ASSIGNED_BY_ID": "7",
