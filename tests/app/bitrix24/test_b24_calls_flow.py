@@ -84,6 +84,19 @@ async def test_a_finished_call_is_bound_to_its_deal_and_opens_call_not_logged(cl
     assert found["call_not_logged"]["details"]["talk_seconds"] == 95
 
 
+async def test_an_event_without_its_activity_id_finds_it_through_the_call_statistics(client, rt, b24):
+    acc = await portal_with_deal(client, rt, b24)
+    row = b24.add_call("externalCall.t5.1", user=7, phone="+79123456789", duration=40, start=CALL_AT.timestamp(),
+                       contact_id=311, deal_id=4521)
+    form = b24.call_end_form("externalCall.t5.1").replace(
+        f"data%5BCRM_ACTIVITY_ID%5D={row['CRM_ACTIVITY_ID']}", "data%5BCRM_ACTIVITY_ID%5D=")
+    assert "CRM_ACTIVITY_ID%5D=&" in form
+    await post(client, acc["key"], form)
+    await worker.drain(rt)
+    [call] = await calls(rt)
+    assert (call.deal_id, call.match_source) == ("4521", "source")
+
+
 async def test_a_missed_incoming_call_nobody_returned_is_flagged(client, rt, b24):
     acc = await portal_with_deal(client, rt, b24)
     b24.add_call("externalCall.t2.1764000500", user=7, phone="+79123456789", call_type=2, duration=0, code="304",
