@@ -14,6 +14,7 @@ import os
 import signal
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -26,6 +27,7 @@ from app import logging as app_logging
 from app.calls import demo_pbx
 from app.main import create_app
 from app.migrate import upgrade_async
+from app.rules.config import RulesDocument
 from app.settings import Settings
 from integrations.amocrm.demo_data import DEMO_TOKEN, seed_demo, webhook_form
 from integrations.amocrm.emulator import EmulatorState, create_emulator_app
@@ -224,7 +226,10 @@ async def _bitrix24_portal(http: httpx.AsyncClient, base: str, portal: Bitrix24E
     print(f"account {account['id']} created; event handler URL: {account['hooks']['bitrix24']}")
     synced = await _wait_until(lambda: _sync_finished(http, account["id"]), 120, "the Bitrix24 backfill")
     print(f"backfill {synced['state']}: {synced['counts']}")
-    for title, form in b24_demo.script(portal, now):
+    # The portal's own call goes two working hours back, like the demo PBX's, so its window has passed.
+    calendar = RulesDocument().business_calendar("Europe/Moscow")
+    call_at = calendar.cutoff(datetime.now(UTC), 2 * 3600).timestamp()
+    for title, form in b24_demo.script(portal, now, call_at=call_at):
         r = await http.post(account["hooks"]["bitrix24"].removeprefix(base), content=form,
                             headers={"Content-Type": "application/x-www-form-urlencoded"})
         print(f"  event {r.status_code}  {title}")

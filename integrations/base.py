@@ -479,3 +479,5 @@ class NewCall:
     responsible_user_id: str | None = None
     recording_url: str | None = None
     source: str = "crmwatch"
+    # The CRM contact the call was matched to, for CRMs that file a call on a given card.
+    contact_id: str | None = None

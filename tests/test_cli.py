@@ -40,6 +40,8 @@ def test_demo_runs_the_scripted_day_against_the_emulator(tmp_path):
     # The demo PBX's calls: a talk nobody wrote down, a missed call, a number the CRM does not know.
     assert "[call_not_logged] сделка 31000004" in out.stdout and "+7 912 345-67-04" in out.stdout
     assert "[missed_call_not_returned]" in out.stdout and "[unknown_number] +79161234599" in out.stdout
+    # The Bitrix24 portal's own telephony: a missed call, bound to its deal through the call's activity.
+    assert "[missed_call_not_returned] сделка 4521" in out.stdout
     # ...and reach the emulated CRM as tasks and notes.
     written = re.search(r"written into the CRM: (\d+) tasks, (\d+) notes", out.stdout)
     assert written and int(written.group(1)) >= 15 and int(written.group(2)) >= 15

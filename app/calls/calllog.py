@@ -86,7 +86,8 @@ async def send(rt: Any, client: Any, account: Any, rows: list[Any], marker: Any,
             request_id=str(row.id), direction=CallDirection(call.direction or "out"), phone=call.client_number,
             status=CallStatus(call.status or "missed"), talk_seconds=call.talk_seconds or 0,
             started_at=call.started_at or call.created_at, uniq=f"{UNIQ_PREFIX}{call.provider}:{call.provider_call_id}",
-            responsible_user_id=call.manager_id, recording_url=call.recording_url) for row, call in by_number])
+            responsible_user_id=call.manager_id, recording_url=call.recording_url, contact_id=call.contact_id)
+            for row, call in by_number])
         for row, _ in by_number:
             if str(row.id) in created:
                 done[row.id] = created[str(row.id)]

@@ -135,7 +135,10 @@ async def process_batch(rt: Runtime, limit: int | None = None) -> int:
     for account_id in installed:
         await subscribe_after_install(rt, account_id)
     for account_id, batch in named.items():
-        touched[account_id] |= await apply_named(rt, account_id, batch)
+        named_touched, named_calls = await apply_named(rt, account_id, batch)
+        touched[account_id] |= named_touched
+        if named_calls:
+            calls[account_id] |= named_calls
     for account_id, deal_ids in thin.items():
         await complete_thin_deals(rt, account_id, sorted(deal_ids))
     for account_id, call_ids in calls.items():
@@ -192,12 +195,13 @@ async def subscribe_after_install(rt: Runtime, account_id: int) -> None:
         await client.aclose()
 
 
-async def apply_named(rt: Runtime, account_id: int, batch: _Named) -> set[str]:
-    """Reads the records the rows named and applies them with the rows' other events."""
+async def apply_named(rt: Runtime, account_id: int, batch: _Named) -> tuple[set[str], set[int]]:
+    """Reads the records the rows named and applies them with the rows' other events. Returns the
+    deals touched and the calls changed, for the same follow-ups as rows applied directly."""
     async with rt.reads() as s:
         account = await s.get(Account, account_id)
     if account is None:
-        return set()
+        return set(), set()
     client = rt.crm_client(account.id, account.crm, account.base_url)
     try:
         fetched = await client.fetch_named(list(dict.fromkeys(batch.refs)), region=batch.region)
@@ -208,6 +212,7 @@ async def apply_named(rt: Runtime, account_id: int, batch: _Named) -> set[str]:
         await client.aclose()
     now = utcnow()
     touched: set[str] = set()
+    calls: set[int] = set()
     async with rt.sessions() as s, s.begin():
         rows = list(await s.scalars(select(InboxEvent).where(InboxEvent.id.in_(batch.rows),
                                                              InboxEvent.status == "pending")
@@ -219,7 +224,7 @@ async def apply_named(rt: Runtime, account_id: int, batch: _Named) -> set[str]:
             outage = isinstance(error, CrmUnavailable | CrmAuthError)
             for row in rows:
                 _failed(rt, row, error, now, may_park=not outage)
-            return touched
+            return touched, calls
         adapter = rt.crm_adapter(account.crm)
         live = await s.get(Account, account_id)
         if live is not None and rows:
@@ -232,9 +237,11 @@ async def apply_named(rt: Runtime, account_id: int, batch: _Named) -> set[str]:
             if rest:
                 result_rest = await MirrorWriter(s, account_id).apply(rest)
                 touched |= result_rest.touched_deals
+                calls |= result_rest.calls
             _done(row, events, 0)
         touched |= result.touched_deals
-    return touched
+        calls |= result.calls
+    return touched, calls
 
 
 async def reevaluate(rt: Runtime, account_id: int, deal_ids: list[str]) -> None:

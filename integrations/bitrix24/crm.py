@@ -15,8 +15,10 @@ from integrations.base import (
     CrmRequestError,
     DealDeleted,
     DomainEvent,
+    NewCall,
     NewNote,
     NewTask,
+    PhoneLookup,
     QueuedDelivery,
     RecordNamed,
     SyncSection,
@@ -24,10 +26,11 @@ from integrations.base import (
     TaskDeleted,
 )
 
+from . import calls as calls_wire
 from . import mapping
 from .client import WEBHOOK_TOKEN_PREFIX, BatchResult, Bitrix24Client
 from .webhook import ONLINE_ONLY, SUBSCRIBED
-from .wire import ACTIVITY_PREFIX, DEAL_TYPE_ID, TASK_PREFIX, iso
+from .wire import ACTIVITY_PREFIX, DEAL_TYPE_ID, MAX_BATCH, TASK_PREFIX, iso
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,11 @@ def _not_found(error: Any) -> bool:
     code = str(error.get("error") or "")
     text = str(error.get("error_description") or "").lower()
     return code in NOT_FOUND or "not found" in text or "не найден" in text
+
+
+class ExternalCallsNeedApp(CrmRequestError):
+    """telephony.externalcall.* work only in an app's context: an inbound webhook cannot log calls.
+    A refusal by the request itself, so the outbox gives the call up instead of retrying it."""
 
 
 class Bitrix24Crm(Bitrix24Client):
@@ -144,8 +152,10 @@ class Bitrix24Crm(Bitrix24Client):
         return await self.fetch_named([RecordNamed("deal", i) for i in ids], region=region)
 
     async def fetch_named(self, refs: list[RecordNamed], *, region: str) -> list[DomainEvent]:
+        calls = [r for r in refs if r.kind == calls_wire.CALL_REF]
+        out = await self._call_bindings(calls) if calls else []
         commands: dict[str, tuple[str, dict[str, Any]]] = {}
-        for ref in dict.fromkeys(refs):
+        for ref in dict.fromkeys(r for r in refs if r.kind != calls_wire.CALL_REF):
             key = f"{ref.kind}_{ref.id}"
             if ref.kind == "deal":
                 commands[key] = ("crm.item.get", {"entityTypeId": DEAL_TYPE_ID, "id": ref.id})
@@ -158,9 +168,8 @@ class Bitrix24Crm(Bitrix24Client):
             elif ref.kind == "contact":
                 commands[key] = ("crm.contact.get", {"id": ref.id})
         if not commands:
-            return []
+            return out
         found = await self.batch_all(commands)
-        out: list[DomainEvent] = []
         for key in commands:
             kind, _, rid = key.partition("_")
             if key in found.errors:
@@ -171,6 +180,30 @@ class Bitrix24Crm(Bitrix24Client):
                     out.append(gone)
                 continue
             out.extend(_convert(kind, found.result.get(key), region))
+        return out
+
+    async def _call_bindings(self, refs: list[RecordNamed]) -> list[DomainEvent]:
+        """The deal each call of Bitrix24's telephony is bound to (through its activity), and its
+        recording. The event itself holds the call: a binding the portal will not give (the
+        activity is gone, the webhook's user may not read it, the statistics need a scope it
+        lacks) leaves the call to the number matching instead of holding the call back, since a
+        refusal would refuse again on every retry. Limits and outages raise from `batch`: the
+        event waits for the portal, as every named record does."""
+        out: list[DomainEvent] = []
+        refs = list(dict.fromkeys(refs))
+        # Two commands a call: a batch of 50 holds 25 calls.
+        for start in range(0, len(refs), MAX_BATCH // 2):
+            commands, call_ids = calls_wire.binding_commands(refs[start:start + MAX_BATCH // 2])
+            found = await self.batch(commands)
+            refused = {k: e for k, e in found.errors.items() if not _not_found(e) and not _no_activity(e)}
+            if refused:
+                log.warning("bitrix24.call_binding_unread", extra={"count": len(refused),
+                                                                    "error": str(next(iter(refused.values())))})
+            for ckey, call_id in call_ids.items():
+                i = ckey[1:]
+                ev = calls_wire.binding_event(call_id, found.result.get(f"s{i}"), found.result.get(f"b{i}"))
+                if ev is not None:
+                    out.append(ev)
         return out
 
     # -- writes ------------------------------------------------------------------------------------
@@ -259,6 +292,93 @@ class Bitrix24Crm(Bitrix24Client):
                     for marker in wanted & set(MARKER.findall(text_of(row))):
                         found[marker] = prefix + str(id_of(row))
         return found
+
+    async def search_phone(self, phone: str, *, region: str) -> PhoneLookup:
+        """Contacts and companies whose phones hold the number (crm.duplicate.findbycomm, which
+        matches phones by digits and ignores extensions), then the open deals whose contact or
+        company is one of them. Each contact found is read in full and checked against the
+        normalized number: the duplicate index also matches partial digit runs."""
+        values = _phone_variants(phone)
+        found = await self.batch({
+            "contacts": ("crm.duplicate.findbycomm", {"entity_type": "CONTACT", "type": "PHONE", "values": values}),
+            "companies": ("crm.duplicate.findbycomm", {"entity_type": "COMPANY", "type": "PHONE", "values": values}),
+        })
+        if found.errors:
+            raise CrmRequestError(f"Bitrix24 refused crm.duplicate.findbycomm: {next(iter(found.errors.values()))}")
+        contact_ids = _ids_of(found.result.get("contacts"), "CONTACT")
+        company_ids = _ids_of(found.result.get("companies"), "COMPANY")
+        if not contact_ids and not company_ids:
+            return PhoneLookup()
+        commands: dict[str, tuple[str, dict[str, Any]]] = {
+            f"contact_{cid}": ("crm.contact.get", {"id": cid}) for cid in contact_ids[:MAX_BATCH - 2]}
+        # crm.item.list filters by the deal's (primary) contact or company; "@" is IN.
+        for name, ids in (("contactId", contact_ids), ("companyId", company_ids)):
+            if ids:
+                commands[f"deals_{name}"] = ("crm.item.list", {
+                    "entityTypeId": DEAL_TYPE_ID, "filter": {f"@{name}": ids, "closed": "N"}, "select": DEAL_SELECT,
+                    "order": {"id": "DESC"}})
+        read = await self.batch(commands)
+        refused = {k: e for k, e in read.errors.items() if not _not_found(e)}
+        if refused:
+            raise CrmRequestError(f"Bitrix24 could not read what carries {phone}: {next(iter(refused.values()))}")
+        contacts = [mapping.contact(v, region) for k, v in read.result.items()
+                    if k.startswith("contact_") and isinstance(v, dict) and v.get("ID")]
+        contacts = [c for c in contacts if phone in (c.phones or ())]
+        carriers = {c.id for c in contacts}
+        deal_events: list[DomainEvent] = []
+        deal_ids: list[str] = []
+        for key in ("deals_contactId", "deals_companyId"):
+            value = read.result.get(key)
+            items = value.get("items") if isinstance(value, dict) else None
+            for item in items or []:
+                if not isinstance(item, dict) or str(item.get("id")) in deal_ids:
+                    continue
+                if key == "deals_contactId" and not carriers & {str(c) for c in
+                                                                (item.get("contactIds") or [item.get("contactId")])}:
+                    continue  # its contact matched only a part of the number
+                deal_ids.append(str(item["id"]))
+                deal_events.extend(mapping.deal(item))
+        return PhoneLookup(events=(*contacts, *deal_events), contact_ids=tuple(c.id for c in contacts),
+                           deal_ids=tuple(deal_ids))
+
+    async def log_calls(self, calls: list[NewCall]) -> dict[str, str]:
+        """An outside PBX's calls into the portal's telephony (and the contact's timeline):
+        telephony.externalcall.register, then .finish with the CALL_ID register answered, both in
+        one batch. Each call carries its own EXTERNAL_CALL_ID, which Bitrix24 keeps in its
+        statistics: before sending, calls already there are read back (a lost answer), and a
+        register repeated within 30 minutes returns the same CALL_ID rather than a new call.
+        Returns request_id → the statistics record id."""
+        if (await self._tokens.access_token()).startswith(WEBHOOK_TOKEN_PREFIX):
+            raise ExternalCallsNeedApp("Bitrix24 registers external calls only for an app, not for an inbound "
+                                       "webhook: connect the portal as an app to log calls into cards")
+        external = {c.request_id: calls_wire.external_call_id(c.uniq) for c in calls}
+        done: dict[str, str] = {}
+        keyed = {f"x{i}": c for i, c in enumerate(calls)}
+        seen = await self.batch_all({k: ("voximplant.statistic.get", {"FILTER": {"EXTERNAL_CALL_ID": external[
+            c.request_id]}}) for k, c in keyed.items()})
+        for k, c in keyed.items():
+            rows = seen.result.get(k)
+            if isinstance(rows, list) and rows and isinstance(rows[0], dict) and rows[0].get("ID"):
+                done[c.request_id] = str(rows[0]["ID"])
+        todo = [c for c in calls if c.request_id not in done and c.responsible_user_id]
+        for start in range(0, len(todo), MAX_BATCH // 2):
+            commands: dict[str, tuple[str, dict[str, Any]]] = {}
+            part = {f"{i}": c for i, c in enumerate(todo[start:start + MAX_BATCH // 2])}
+            for i, c in part.items():
+                commands[f"r{i}"] = ("telephony.externalcall.register",
+                                     calls_wire.register_params(c, external[c.request_id]))
+                commands[f"f{i}"] = ("telephony.externalcall.finish", calls_wire.finish_params(c, f"r{i}"))
+            result = await self.batch(commands, idempotent=False)
+            if any(str((e or {}).get("error")) == "WRONG_AUTH_TYPE" for e in result.errors.values()):
+                raise ExternalCallsNeedApp("Bitrix24 refused to register external calls for this connection "
+                                           "(WRONG_AUTH_TYPE): only an app may")
+            for i, c in part.items():
+                row = result.result.get(f"f{i}")
+                if isinstance(row, dict) and row.get("ID"):
+                    done[c.request_id] = str(row["ID"])
+            if not any(c.request_id in done for c in part.values()):
+                _raise_refused(result, "log a call")
+        return done
 
     # -- events ------------------------------------------------------------------------------------
 
@@ -355,6 +475,27 @@ class OfflineBatch:
     async def reject(self, dedup_keys: list[str]) -> None:
         if dedup_keys:
             await self._client.offline_error(self.process_id, [self._ids[k] for k in dedup_keys])
+
+
+def _phone_variants(phone: str) -> list[str]:
+    """How the number may be typed into a card: E.164, its digits, and the national form."""
+    digits = phone.lstrip("+")
+    variants = [phone, digits]
+    if phone.startswith("+7") and len(digits) == 11:
+        variants.append("8" + digits[1:])
+    return list(dict.fromkeys(variants))
+
+
+def _ids_of(value: Any, key: str) -> list[str]:
+    # PHP answers "nothing found" as [] rather than {}.
+    ids = value.get(key) if isinstance(value, dict) else None
+    return [str(i) for i in ids or [] if str(i).isdigit()]
+
+
+def _no_activity(error: Any) -> bool:
+    # A call without an activity: the $result reference comes out empty and Bitrix24 answers that
+    # the required activityId is missing (error 100), which means "no binding", not a failure.
+    return isinstance(error, dict) and str(error.get("error") or "") in {"100", "ERROR_ARGUMENT"}
 
 
 def _stage_entity(category_id: Any) -> str:

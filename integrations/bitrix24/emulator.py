@@ -9,6 +9,7 @@ offline events with clear=0 / process_id / event.offline.clear, single-use refre
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -60,7 +61,7 @@ def _matches(row: dict[str, Any], flt: dict[str, Any]) -> bool:
     for raw_key, expected in (flt or {}).items():
         op = ""
         key = raw_key
-        for prefix in (">=", "<=", "!=", ">", "<", "!", "%", "="):
+        for prefix in (">=", "<=", "!=", "!@", ">", "<", "!", "%", "=", "@"):
             if key.startswith(prefix):
                 op, key = prefix, key[len(prefix):]
                 break
@@ -73,7 +74,7 @@ def _matches(row: dict[str, Any], flt: dict[str, Any]) -> bool:
         if isinstance(expected, list):
             hit = str(actual) in {str(e) for e in expected} if not isinstance(actual, list) else bool(
                 {str(a) for a in actual} & {str(e) for e in expected})
-            if (op in ("!", "!=")) == hit:
+            if (op in ("!", "!=", "!@")) == hit:
                 return False
             continue
         a, e = _num(actual), _num(expected)
@@ -94,6 +95,35 @@ def _matches(row: dict[str, Any], flt: dict[str, Any]) -> bool:
         if not ok:
             return False
     return True
+
+
+_RESULT_REF = re.compile(r"^\$result\[([^\]]+)\]((?:\[[^\]]*\])*)$")
+
+
+def _substitute(value: Any, results: dict[str, Any]) -> Any:
+    """`$result[cmd][0][FIELD]` in a batch command: the answer of an earlier command of the batch;
+    empty when that command failed or has no such field."""
+    if isinstance(value, dict):
+        return {k: _substitute(v, results) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, results) for v in value]
+    match = _RESULT_REF.match(value) if isinstance(value, str) else None
+    if match is None:
+        return value
+    found: Any = results.get(match[1])
+    for step in re.findall(r"\[([^\]]*)\]", match[2]):
+        if isinstance(found, list) and step.isdigit() and int(step) < len(found):
+            found = found[int(step)]
+        elif isinstance(found, dict):
+            found = found.get(step)
+        else:
+            found = None
+    return "" if found is None else found if isinstance(found, list | dict) else str(found)
+
+
+def _digits(value: Any) -> str:
+    # The last ten digits: enough to make "8 912…" and "+7 912…" one Russian number here.
+    return "".join(ch for ch in str(value or "") if ch.isdigit())[-10:]
 
 
 def _param(params: dict[str, Any], *names: str, default: Any = None) -> Any:
@@ -123,6 +153,12 @@ class Bitrix24Emulator:
         self.tasks: dict[int, dict[str, Any]] = {}
         self.comments: dict[int, dict[str, Any]] = {}
         self.contacts: dict[int, dict[str, Any]] = {}
+        self.companies: dict[int, dict[str, Any]] = {}
+        # Telephony: the call statistics (voximplant.statistic.get), activity bindings beyond the
+        # owner, and external calls registered but not finished yet (CALL_ID → its registration).
+        self.call_stats: list[dict[str, Any]] = []
+        self.bindings: dict[int, list[dict[str, int]]] = {}
+        self.registered: dict[str, dict[str, Any]] = {}
         self.bound: set[tuple[str, str]] = set()  # (event, handler or "offline")
         self.placements: list[dict[str, Any]] = []
         self.offline: list[dict[str, Any]] = []
@@ -227,13 +263,15 @@ class Bitrix24Emulator:
         return "P"
 
     def add_deal(self, id: int, title: str, stage_id: str, *, category_id: int = 0, assigned_by: int = 1,
-                 opportunity: float = 0, contact_id: int | None = None, at: float | None = None) -> dict:
+                 opportunity: float = 0, contact_id: int | None = None, company_id: int | None = None,
+                 at: float | None = None) -> dict:
         at = self.unix_now() if at is None else at
         sem = self._semantic(stage_id)
         self.deals[id] = {"id": id, "title": title, "categoryId": category_id, "stageId": stage_id,
                           "stageSemanticId": sem, "closed": "Y" if sem in ("S", "F") else "N",
                           "assignedById": assigned_by, "opportunity": opportunity, "currencyId": "RUB",
                           "contactId": contact_id, "contactIds": [contact_id] if contact_id else [],
+                          "companyId": company_id,
                           "createdTime": _iso(at), "updatedTime": _iso(at), "movedTime": _iso(at),
                           "movedBy": assigned_by}
         self.stage_history.append({"ID": self.next_id(), "TYPE_ID": 1, "OWNER_ID": id, "CREATED_TIME": _iso(at),
@@ -309,6 +347,62 @@ class Bitrix24Emulator:
         self._offline("ONCRMCONTACTADD", id)
         return self.contacts[id]
 
+    def add_company(self, id: int, title: str, phones: list[str], assigned_by: int = 1) -> dict:
+        self.companies[id] = {"ID": str(id), "TITLE": title, "ASSIGNED_BY_ID": str(assigned_by),
+                              "PHONE": [{"ID": str(i), "VALUE_TYPE": "WORK", "VALUE": p, "TYPE_ID": "PHONE"}
+                                        for i, p in enumerate(phones, 1)]}
+        return self.companies[id]
+
+    def _bind_call(self, activity_id: int, contact_id: int | None, deal_id: int | None) -> None:
+        # Bitrix24 files a call activity on the contact and on that contact's open deal.
+        self.bindings[activity_id] = ([{"entityTypeId": 3, "entityId": contact_id}] if contact_id else []) + (
+            [{"entityTypeId": 2, "entityId": deal_id}] if deal_id else [])
+
+    def _call_activity(self, *, user: int, phone: str, incoming: bool, start: float, duration: int,
+                       contact_id: int | None, deal_id: int | None, completed: bool) -> int:
+        id = self.next_id()
+        owner_type, owner = (3, contact_id) if contact_id else ((2, deal_id) if deal_id else (0, 0))
+        self.activities[id] = {"ID": str(id), "OWNER_TYPE_ID": str(owner_type), "OWNER_ID": str(owner or 0),
+                               "TYPE_ID": "2", "PROVIDER_ID": "VOXIMPLANT_CALL", "DIRECTION": "1" if incoming else "2",
+                               "SUBJECT": ("Входящий звонок " if incoming else "Исходящий звонок ") + phone,
+                               "DESCRIPTION": "", "RESPONSIBLE_ID": str(user), "DEADLINE": _iso(start),
+                               "END_TIME": _iso(start + duration), "COMPLETED": "Y" if completed else "N",
+                               "CREATED": _iso(start + duration), "LAST_UPDATED": _iso(start + duration),
+                               "AUTHOR_ID": str(user)}
+        self._bind_call(id, contact_id, deal_id)
+        return id
+
+    def add_call(self, call_id: str, *, user: int, phone: str, call_type: int = 1, duration: int = 0,
+                 code: str = "200", start: float | None = None, contact_id: int | None = None,
+                 deal_id: int | None = None, record_url: str | None = None) -> dict:
+        """A call of the portal's own telephony that just ended: its statistics row and its activity."""
+        start = self.unix_now() - duration if start is None else start
+        activity = self._call_activity(user=user, phone=phone, incoming=call_type in (2, 3), start=start,
+                                       duration=duration, contact_id=contact_id, deal_id=deal_id,
+                                       completed=code == "200")
+        row = {"ID": str(self.next_id()), "PORTAL_USER_ID": str(user), "PORTAL_NUMBER": "reg12345",
+               "PHONE_NUMBER": phone, "CALL_ID": call_id, "EXTERNAL_CALL_ID": None, "CALL_CATEGORY": "external",
+               "CALL_DURATION": str(duration), "CALL_START_DATE": _iso(start), "CALL_RECORD_URL": record_url or "",
+               "COST": "0.0000", "COST_CURRENCY": "RUR", "CALL_FAILED_CODE": code, "CALL_FAILED_REASON": "",
+               "CRM_ENTITY_TYPE": "CONTACT" if contact_id else "", "CRM_ENTITY_ID": str(contact_id or ""),
+               "CRM_ACTIVITY_ID": str(activity), "REST_APP_ID": None, "REST_APP_NAME": None,
+               "CALL_TYPE": str(call_type)}
+        self.call_stats.append(row)
+        return row
+
+    def call_end_form(self, call_id: str, *, token: str | None = None) -> str:
+        """ONVOXIMPLANTCALLEND as Bitrix24 posts it for a call added with add_call."""
+        row = next(r for r in self.call_stats if r["CALL_ID"] == call_id)
+        pairs = [("event", "ONVOXIMPLANTCALLEND"), ("event_handler_id", "31")]
+        pairs += [(f"data[{k}]", str(row[k])) for k in (
+            "CALL_ID", "CALL_TYPE", "PHONE_NUMBER", "PORTAL_NUMBER", "PORTAL_USER_ID", "CALL_DURATION",
+            "CALL_START_DATE", "COST", "COST_CURRENCY", "CALL_FAILED_CODE", "CALL_FAILED_REASON", "CRM_ACTIVITY_ID")]
+        pairs += [("ts", str(int(self.unix_now()))), ("auth[domain]", self.domain),
+                  ("auth[client_endpoint]", f"https://{self.domain}/rest/"),
+                  ("auth[server_endpoint]", "https://oauth.bitrix.info/rest/"), ("auth[member_id]", self.member_id),
+                  ("auth[application_token]", token or self.application_token)]
+        return "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs)
+
     def event_form(self, event: str, record_id: int | str, *, token: str | None = None,
                    member_id: str | None = None) -> str:
         """The body Bitrix24 posts to a handler for this event, urlencoded in wire order."""
@@ -362,6 +456,8 @@ class Bitrix24Emulator:
         if m.startswith("event.") or m.startswith("placement.") or m == "app.info":
             if not app_mode:
                 raise RestError(400, "ACCESS_DENIED", "Access denied! Application context required")
+        if m.startswith("telephony.externalcall.") and not app_mode:
+            raise RestError(400, "WRONG_AUTH_TYPE", "Current authorization type is denied for this method")
         return handler(params)
 
     def m_profile(self, p: dict) -> dict:
@@ -487,6 +583,98 @@ class Bitrix24Emulator:
             raise RestError(400, "NOT_FOUND", "Not found")
         return {"result": dict(c)}
 
+    def m_crm_duplicate_findbycomm(self, p: dict) -> dict:
+        if str(_param(p, "type", default="")).upper() != "PHONE":
+            raise RestError(400, "Communication type is not defined", "Parameter 'type' is required.")
+        values = _param(p, "values", default=[]) or []
+        if not isinstance(values, list) or not values or len(values) > 20:
+            raise RestError(400, "Communication values is not defined", "Parameter 'values' is required.")
+        # Bitrix24 compares digits, ignoring formatting and the extension; so does this.
+        wanted = {_digits(v) for v in values}
+        found: dict[str, list[int]] = {}
+        entity = str(_param(p, "entity_type", default="")).upper()
+        for name, rows in (("CONTACT", self.contacts), ("COMPANY", self.companies)):
+            if entity and entity != name:
+                continue
+            ids = [id for id, row in rows.items() if any(_digits(ph["VALUE"]) in wanted for ph in row["PHONE"])]
+            if ids:
+                found[name] = ids
+        return {"result": found or []}
+
+    def m_crm_activity_binding_list(self, p: dict) -> dict:
+        raw = str(_param(p, "activityId", default="") or "")
+        if not raw.isdigit():
+            raise RestError(400, "100", "Required fields are missing")
+        act = self.activities.get(int(raw))
+        if act is None:
+            raise RestError(400, "NOT_FOUND", "Element not found")
+        bindings = self.bindings.get(int(raw)) or [{"entityTypeId": int(act["OWNER_TYPE_ID"]),
+                                                    "entityId": int(act["OWNER_ID"])}]
+        return {"result": [dict(b) for b in bindings]}
+
+    def m_voximplant_statistic_get(self, p: dict) -> dict:
+        p = {**p, "filter": _param(p, "FILTER", default={}) or {}}
+        return self._page([dict(r) for r in self.call_stats], p)
+
+    def m_telephony_externalcall_register(self, p: dict) -> dict:
+        user, phone, kind = (str(_param(p, n, default="") or "") for n in ("USER_ID", "PHONE_NUMBER", "TYPE"))
+        if not user:
+            raise RestError(400, "ERROR_CORE", "USER_ID or USER_PHONE_INNER should be set")
+        if kind not in {"1", "2", "3", "4", "5"}:
+            raise RestError(400, "ERROR_CORE", "Unknown TYPE")
+        external = _param(p, "EXTERNAL_CALL_ID")
+        now = self.unix_now()
+        # A repeat within 30 minutes with the same number, type, user and EXTERNAL_CALL_ID is the same call.
+        for call_id, reg in self.registered.items():
+            if (reg["USER_ID"], reg["PHONE_NUMBER"], reg["TYPE"], reg["EXTERNAL_CALL_ID"]) == (
+                    user, phone, kind, external) and now - reg["at"] < 1800:
+                return {"result": self._registration(call_id)}
+        call_id = f"externalCall.{secrets.token_hex(16)}.{int(now)}"
+        entity_type, entity_id = _param(p, "CRM_ENTITY_TYPE"), _param(p, "CRM_ENTITY_ID")
+        if not entity_type:
+            digits = _digits(phone)
+            match = next((id for id, c in self.contacts.items() if any(_digits(x["VALUE"]) == digits
+                                                                      for x in c["PHONE"])), None)
+            entity_type, entity_id = ("CONTACT", match) if match else (None, None)
+        self.registered[call_id] = {"USER_ID": user, "PHONE_NUMBER": phone, "TYPE": kind, "EXTERNAL_CALL_ID": external,
+                                    "CALL_START_DATE": _param(p, "CALL_START_DATE") or _iso(now), "at": now,
+                                    "CRM_ENTITY_TYPE": entity_type, "CRM_ENTITY_ID": entity_id, "finished": False}
+        return {"result": self._registration(call_id)}
+
+    def _registration(self, call_id: str) -> dict:
+        reg = self.registered[call_id]
+        return {"CALL_ID": call_id, "CRM_CREATED_LEAD": None, "CRM_CREATED_ENTITIES": [],
+                "CRM_ENTITY_TYPE": reg["CRM_ENTITY_TYPE"],
+                "CRM_ENTITY_ID": _num(str(reg["CRM_ENTITY_ID"] or "")) or None}
+
+    def m_telephony_externalcall_finish(self, p: dict) -> dict:
+        call_id = _param(p, "CALL_ID")
+        if not isinstance(call_id, str) or not call_id:
+            raise RestError(400, "INVALID_ARGUMENT", "CALL_ID must be a string")
+        reg = self.registered.get(call_id)
+        if reg is None:
+            raise RestError(400, "ERROR_CORE", "Call is not found (call should be registered prior to finishing)")
+        existing = next((r for r in self.call_stats if r["CALL_ID"] == call_id), None)
+        if existing is not None:
+            return {"result": dict(existing)}
+        duration = int(_param(p, "DURATION", default=0) or 0)
+        code = str(_param(p, "STATUS_CODE", default="") or ("200" if duration > 0 else "304"))
+        contact = int(reg["CRM_ENTITY_ID"]) if reg["CRM_ENTITY_TYPE"] == "CONTACT" and reg["CRM_ENTITY_ID"] else None
+        deal = next((d["id"] for d in self.deals.values() if contact and d.get("contactId") == contact
+                     and d["closed"] == "N"), None)
+        start = datetime.fromisoformat(reg["CALL_START_DATE"]).timestamp()
+        activity = self._call_activity(user=int(reg["USER_ID"]), phone=reg["PHONE_NUMBER"],
+                                       incoming=reg["TYPE"] in ("2", "3"), start=start, duration=duration,
+                                       contact_id=contact, deal_id=deal, completed=True)
+        row = {"ID": str(self.next_id()), "CALL_ID": call_id, "EXTERNAL_CALL_ID": reg["EXTERNAL_CALL_ID"],
+               "PORTAL_USER_ID": reg["USER_ID"], "PHONE_NUMBER": reg["PHONE_NUMBER"], "PORTAL_NUMBER": "",
+               "CALL_TYPE": reg["TYPE"], "CALL_DURATION": str(duration), "CALL_START_DATE": reg["CALL_START_DATE"],
+               "CALL_RECORD_URL": _param(p, "RECORD_URL") or "", "CALL_FAILED_CODE": code, "CALL_FAILED_REASON": "",
+               "COST": "0.0000", "COST_CURRENCY": "", "CRM_ENTITY_TYPE": reg["CRM_ENTITY_TYPE"] or "",
+               "CRM_ENTITY_ID": str(reg["CRM_ENTITY_ID"] or ""), "CRM_ACTIVITY_ID": str(activity)}
+        self.call_stats.append(row)
+        return {"result": dict(row)}
+
     def m_event_bind(self, p: dict) -> dict:
         event = str(_param(p, "event", default="")).upper()
         kind = "offline" if _param(p, "event_type") == "offline" else _param(p, "handler", default="")
@@ -551,6 +739,7 @@ class Bitrix24Emulator:
         for key, line in cmd.items():
             method, _, query = str(line).partition("?")
             params = _listify(parse_bracket_form(query.encode())) if query else {}
+            params = _substitute(params, out["result"])
             try:
                 if self.blocked.get(method.lower(), 0) > self.unix_now():
                     raise RestError(429, "OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit.")

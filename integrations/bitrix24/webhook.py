@@ -25,6 +25,7 @@ from integrations.base import (
 )
 from integrations.formdata import FormError, parse_bracket_form, scan_bracket_form
 
+from .calls import call_end
 from .wire import ACTIVITY_PREFIX, TASK_PREFIX
 
 _WANTED = frozenset({"event", "auth[member_id]", "auth[application_token]"})
@@ -39,7 +40,7 @@ SUBSCRIBED = (
     "ONCRMTIMELINECOMMENTADD",
     "ONCRMCONTACTADD", "ONCRMCONTACTUPDATE", "ONCRMCONTACTDELETE",
 )
-# Telephony is wired to the call model elsewhere; the delivery is kept in the inbox as it came.
+# Bitrix24 offers no offline copy of telephony events: a call missed while we were down is not replayed.
 ONLINE_ONLY = (CALL_END_EVENT,)
 
 _NAMED = {
@@ -110,6 +111,8 @@ def parse(body: bytes, *, region: str, received_at: datetime) -> list[DomainEven
     data = tree.get("data")
     if event == INSTALL_EVENT:
         return [_install(tree, received_at)]
+    if event == CALL_END_EVENT:
+        return call_end(data, region=region)
     rid = _record_id(data, event)
     if event in _NAMED:
         return [RecordNamed(_NAMED[event], rid)] if rid else []

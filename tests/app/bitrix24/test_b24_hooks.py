@@ -148,12 +148,19 @@ async def test_forged_token_foreign_portal_and_garbage_store_nothing(client, rt,
     assert (await post(client, acc["key"], install.replace(b24.application_token, "9" * 32))).status_code == 401
 
 
-async def test_a_call_end_event_is_kept_in_the_inbox_for_the_call_model(client, rt):
+async def test_a_call_end_event_becomes_a_call_even_when_its_activity_is_gone(client, rt):
+    from app.calls.models import Call
+
     acc = await create_b24_account(client)
     assert (await post(client, acc["key"], b24_form("ONVOXIMPLANTCALLEND"))).status_code == 200
     await worker.drain(rt)
     row = (await inbox(rt))[0]
-    assert row.status == "done" and row.ignored == 1 and "CALL_ID" in row.payload
+    assert row.status == "done" and "CALL_ID" in row.payload
+    async with rt.sessions() as s:
+        [call] = await s.scalars(select(Call))
+    # The portal no longer knows activity 10240: the call stays, unbound, for the number matching.
+    assert (call.provider, call.provider_call_id, call.status, call.deal_id) == (
+        "bitrix24", "externalCall.7c1e0f2a.1764000400", "answered", None)
 
 
 async def test_a_failed_read_keeps_the_event_and_retries_it(client, rt, b24):

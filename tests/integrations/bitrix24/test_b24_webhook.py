@@ -12,7 +12,6 @@ from integrations.base import (
     CredentialsIssued,
     RecordNamed,
     TaskDeleted,
-    UnknownEntity,
     WebhookMalformed,
 )
 from integrations.bitrix24 import webhook
@@ -37,10 +36,14 @@ def test_check_reads_the_portal_and_its_token_without_building_the_tree():
     ("ONCRMDEALUPDATE", [RecordNamed("deal", "4521")]),
     ("ONTASKUPDATE", [RecordNamed("task", "881")]),
     ("ONCRMACTIVITYADD", [RecordNamed("activity", "10233")]),
-    ("ONVOXIMPLANTCALLEND", [UnknownEntity("onvoximplantcallend")]),
 ])
 def test_fixtures_name_their_records(name, expected):
     assert parse(b24_form(name)) == expected
+
+
+def test_the_call_end_fixture_names_the_calls_activity():
+    # The call's own facts are covered in test_b24_calls; here: the record it names for the worker.
+    assert parse(b24_form("ONVOXIMPLANTCALLEND"))[-1] == RecordNamed("call", "10240:externalCall.7c1e0f2a.1764000400")
 
 
 def test_deletions_need_no_read():
