@@ -38,8 +38,8 @@ DEAL_SELECT = ["id", "title", "categoryId", "stageId", "stageSemanticId", "close
                "contactId", "contactIds", "createdTime", "updatedTime", "movedTime", "movedBy", "closedate"]
 TASK_SELECT = ["ID", "TITLE", "STATUS", "DEADLINE", "RESPONSIBLE_ID", "UF_CRM_TASK", "CHANGED_DATE", "CREATED_DATE",
                "CREATED_BY"]
-ACTIVITY_SELECT = ["ID", "OWNER_TYPE_ID", "OWNER_ID", "TYPE_ID", "SUBJECT", "RESPONSIBLE_ID", "DEADLINE", "END_TIME",
-                   "COMPLETED", "CREATED", "LAST_UPDATED", "AUTHOR_ID"]
+ACTIVITY_SELECT = ["ID", "OWNER_TYPE_ID", "OWNER_ID", "TYPE_ID", "PROVIDER_ID", "SUBJECT", "RESPONSIBLE_ID",
+                   "DEADLINE", "END_TIME", "COMPLETED", "CREATED", "LAST_UPDATED", "AUTHOR_ID"]
 # New, pending, in progress, deferred: a task the responsible person still has to do.
 OPEN_TASK_STATUSES = [1, 2, 3, 6]
 NOT_FOUND = {"NOT_FOUND", "ERROR_NOT_FOUND"}

@@ -15,6 +15,7 @@ from integrations.base import (
     StageEntered,
     StageInfo,
     StageKind,
+    TaskDeleted,
     TaskUpserted,
     UserUpserted,
 )
@@ -86,7 +87,17 @@ def stage_history(row: dict[str, Any]) -> StageEntered | None:
                         pipeline_id=sid(row.get("CATEGORY_ID")) or "0", at=at)
 
 
-def activity(a: dict[str, Any]) -> TaskUpserted:
+# Providers whose activities record a call that happened (Bitrix24's own telephony, and calls
+# registered with telephony.externalcall.*): the portal completes them when the call ends.
+CALL_RECORD_PROVIDERS = frozenset({"VOXIMPLANT_CALL"})
+
+
+def activity(a: dict[str, Any]) -> TaskUpserted | TaskDeleted:
+    if a.get("PROVIDER_ID") in CALL_RECORD_PROVIDERS and a.get("COMPLETED") in ("Y", True):
+        # A completed call record is not a task anybody did: mirrored as one, it would count as
+        # the manager's "task completed" after the call (silencing call_not_logged) and as the
+        # deal's last closed task. Any earlier copy of it goes.
+        return TaskDeleted(ACTIVITY_PREFIX + str(a["ID"]))
     owner = sid(a.get("OWNER_ID"))
     is_deal = str(a.get("OWNER_TYPE_ID")) == str(DEAL_TYPE_ID)
     return TaskUpserted(

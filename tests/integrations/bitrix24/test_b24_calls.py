@@ -236,3 +236,22 @@ async def test_an_inbound_webhook_cannot_log_calls_and_says_so():
             "f0": {"error": "ERROR_CORE", "error_description": "Call is not found"}}}})])
     with pytest.raises(ExternalCallsNeedApp):
         await client(Tokens("oauth-token-1")).log_calls([CALL])
+
+
+def test_a_completed_call_record_activity_is_not_mirrored_as_a_task():
+    # Bitrix24's telephony files each call as an activity and completes it when the call ends.
+    # Mirrored as a task, it would read as "the manager completed a task on the deal after the
+    # call" and silence call_not_logged; a planned call the manager set up is still a task.
+    from integrations.base import TaskDeleted, TaskUpserted
+    from integrations.bitrix24 import mapping
+
+    record = {"ID": "10240", "OWNER_TYPE_ID": "2", "OWNER_ID": "4521", "TYPE_ID": "2",
+              "PROVIDER_ID": "VOXIMPLANT_CALL", "SUBJECT": "Исходящий звонок +79991234567", "RESPONSIBLE_ID": "7",
+              "DEADLINE": "2025-11-24T19:06:40+03:00", "END_TIME": "2025-11-24T19:08:15+03:00", "COMPLETED": "Y",
+              "CREATED": "2025-11-24T19:08:15+03:00", "LAST_UPDATED": "2025-11-24T19:08:15+03:00", "AUTHOR_ID": "7"}
+    assert mapping.activity(record) == TaskDeleted("act:10240")
+    planned = {**record, "PROVIDER_ID": "CRM_TODO", "COMPLETED": "N"}
+    ev = mapping.activity(planned)
+    assert isinstance(ev, TaskUpserted) and ev.deal_id == "4521" and not ev.is_completed
+    still_open_call = {**record, "COMPLETED": "N"}
+    assert isinstance(mapping.activity(still_open_call), TaskUpserted)
