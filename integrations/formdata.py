@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_left
 from typing import Any
-from urllib.parse import parse_qsl, unquote_plus, unquote_to_bytes
+from urllib.parse import parse_qsl, unquote_plus
 
 _KEY = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
 _PART = re.compile(r"\[([^\[\]]*)\]")
@@ -56,6 +56,54 @@ def items(node: Any) -> list[dict[str, Any]]:
     return [v for _, v in keyed]
 
 
+# A run of percent escapes from its first non-ASCII byte (only those can be bad UTF-8): a
+# multi-byte character is always written as one unbroken run.
+_ESCAPE_RUN = re.compile(r"%[89A-Fa-f][0-9A-Fa-f](?:%[0-9A-Fa-f]{2})*")
+
+
+def _check_escapes(text: str) -> None:
+    """What decoding the whole form would reject: a NUL, or escapes that are not UTF-8. Run by run,
+    in C: a literal character between escapes ends any multi-byte sequence, so checking each run
+    of escapes on its own accepts and refuses exactly what decoding the whole text would."""
+    if "%00" in text:
+        raise FormError("a field contains a NUL character")
+    for run in _ESCAPE_RUN.findall(text):
+        try:
+            bytes.fromhex(run.replace("%", "")).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise FormError(f"not UTF-8: {exc}") from None
+
+
+# A whole form of plain fields: a name without escapes, brackets, "=", a value.
+_PLAIN_FIELD = r"[^\[\]&=%+]+(?:\[[^\[\]&=%+]*\])*=[^&]*"
+_PLAIN_FORM = re.compile(rf"{_PLAIN_FIELD}(?:&{_PLAIN_FIELD})*")
+# Each field's name, in "&" + the form (a literal first character keeps the scan fast).
+_KEY_OF_FIELD = re.compile(r"&([^&=]*)=")
+
+
+def _scan_fields(text: str, wanted: frozenset[str]) -> tuple[list[str], set[str], dict[str, str]]:
+    keys: list[str] = []
+    found: dict[str, str] = {}
+    roots: set[str] = set()
+    for field in text.split("&"):
+        raw_key, eq, raw_value = field.partition("=")
+        if not eq:
+            raise FormError(f"not a form-encoded body: bad query field: {field[:80]!r}")
+        key = raw_key.replace("%5B", "[").replace("%5D", "]")
+        if "%" in key or "+" in key:
+            key = unquote_plus(raw_key)
+        match = _KEY.match(key)
+        if not match:
+            raise FormError(f"malformed field name: {key[:80]!r}")
+        if key.count("[") >= MAX_DEPTH:
+            raise FormError("field nested too deep")
+        roots.add(match.group(1))
+        keys.append(key)
+        if key in wanted:
+            found[key] = unquote_plus(raw_value)
+    return keys, roots, found
+
+
 def scan_bracket_form(body: bytes, wanted: frozenset[str]) -> tuple[set[str], dict[str, str]]:
     """The cheap half of parse_bracket_form, for the webhook request path: rejects everything it
     rejects, but builds no tree. Returns the top-level names and the values of the `wanted` keys
@@ -70,36 +118,30 @@ def scan_bracket_form(body: bytes, wanted: frozenset[str]) -> tuple[set[str], di
         # Raw UTF-8 in a form is legal, just unusual: take the thorough path.
         tree = parse_bracket_form(body)
         return set(tree), {}
-    try:
-        # One pass validates every escape's UTF-8 at once; literal '&' and '=' are ASCII, so
-        # a valid whole means valid parts.
-        if "\x00" in unquote_to_bytes(text.replace("+", " ")).decode("utf-8"):
-            raise FormError("a field contains a NUL character")
-    except UnicodeDecodeError as exc:
-        raise FormError(f"not UTF-8: {exc}") from None
-    fields = text.split("&")
-    if len(fields) > MAX_FIELDS:
+    _check_escapes(text)
+    if text.count("&") >= MAX_FIELDS:
         raise FormError("too many fields")
-    keys: list[str] = []
-    found: dict[str, str] = {}
-    roots: set[str] = set()
-    for field in fields:
-        raw_key, eq, raw_value = field.partition("=")
-        if not eq:
-            raise FormError(f"not a form-encoded body: bad query field: {field[:80]!r}")
-        # Keys are plain names and brackets; str.replace is C, unquote is not.
-        key = raw_key.replace("%5B", "[").replace("%5D", "]")
-        if "%" in key or "+" in key:
-            key = unquote_plus(raw_key)
-        match = _KEY.match(key)
-        if not match:
-            raise FormError(f"malformed field name: {key[:80]!r}")
-        if key.count("[") >= MAX_DEPTH:
+    # Keys are plain names and brackets; str.replace is C, unquote is not. (Values are only read
+    # for the wanted keys, through unquote_plus, which decodes "[" and "%5B" alike.)
+    norm = text.replace("%5B", "[").replace("%5D", "]")
+    if _PLAIN_FORM.fullmatch(norm) is None:
+        # Something unusual (an escaped or malformed name, a field without "="): field by field,
+        # which also says exactly what is wrong.
+        keys, roots, found = _scan_fields(text, wanted)
+    else:
+        # The usual post: one regular expression has checked every name; the rest is str methods.
+        fields = "&" + norm
+        keys = _KEY_OF_FIELD.findall(fields)
+        if max(key.count("[") for key in keys) >= MAX_DEPTH:
             raise FormError("field nested too deep")
-        roots.add(match.group(1))
-        keys.append(key)
-        if key in wanted:
-            found[key] = unquote_plus(raw_value)
+        roots = {key.partition("[")[0] for key in keys}
+        found = {}
+        for key in wanted:
+            at = fields.rfind(f"&{key}=")  # the last one wins, as in a full parse
+            if at >= 0:
+                start = at + len(key) + 2
+                end = fields.find("&", start)
+                found[key] = unquote_plus(fields[start:] if end < 0 else fields[start:end])
     # A name used both as a value and as a container ("a=1&a[b]=2") has no tree.
     keys.sort()
     for key in keys:

@@ -68,24 +68,35 @@ def test_scan_accepts_and_refuses_exactly_what_the_full_parse_does():
         lines = [ln for ln in fixture.read_text().splitlines() if ln and not ln.startswith("#")]
         bodies.append("&".join(quote(k, safe="") + "=" + quote(v, safe="") for k, v in
                                (ln.split("=", 1) for ln in lines)))
-    alphabet = "[]=&%+a0Z_%5B%5D%00%FF%D0"
+    alphabet = ["[", "]", "=", "&", "%", "+", "a", "0", "Z", "_", "%5B", "%5D", "%5b", "%00", "%FF", "%D0", "%97",
+                "&account%5Bid%5D=7", "&account[subdomain]=x", "[x]" * 10]
     checked = 0
     for base in bodies:
         for _ in range(150):
             chars = list(base)
             for _ in range(rng.randint(1, 4)):
-                chars.insert(rng.randrange(len(chars) + 1), rng.choice(alphabet))
+                at = rng.randrange(len(chars) + 1)
+                if rng.random() < 0.3 and chars:
+                    del chars[at:at + rng.randint(1, 3)]
+                else:
+                    chars.insert(at, rng.choice(alphabet))
             body = "".join(chars).encode()
             try:
-                parse_bracket_form(body)
+                tree = parse_bracket_form(body)
                 full_ok = True
             except FormError:
                 full_ok = False
             try:
-                scan_bracket_form(body, frozenset())
+                roots, found = scan_bracket_form(body, frozenset({"account[id]", "account[subdomain]"}))
                 scan_ok = True
             except FormError:
                 scan_ok = False
             assert scan_ok == full_ok, body
+            if scan_ok and body.isascii():
+                # And it reads the same: the top-level names, and the values it was asked for.
+                assert roots == set(tree), body
+                account = tree.get("account") if isinstance(tree.get("account"), dict) else {}
+                assert found == {f"account[{k}]": v for k, v in account.items()
+                                 if k in ("id", "subdomain") and isinstance(v, str)}, body
             checked += 1
     assert checked == 150 * len(bodies)
