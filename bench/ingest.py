@@ -391,6 +391,36 @@ def database_url(option: str, workdir: Path) -> str:
     return option
 
 
+async def _admin(url: str, statement: str) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+@contextlib.contextmanager
+def throwaway_database(url: str) -> Iterator[str]:
+    """On PostgreSQL, a fresh database beside the given one for this run, dropped afterwards:
+    a round must not start on the previous round's rows (or on someone else's schema)."""
+    if not url.startswith("postgresql"):
+        yield url
+        return
+    from sqlalchemy.engine import make_url
+
+    given = make_url(url)
+    name = f"crmwatch_ingest_{secrets.token_hex(4)}"
+    asyncio.run(_admin(url, f'CREATE DATABASE "{name}"'))
+    try:
+        yield given.set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(_admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 def sqlite_file(url: str) -> Path | None:
     if not url.startswith("sqlite"):
         return None
@@ -446,10 +476,15 @@ def log_summary(path: Path) -> dict[str, int]:
 
 
 def bench_crmwatch(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+
+    with throwaway_database(database_url(args.database, workdir)) as url:
+        return _bench_crmwatch(args, workdir, url)
+
+
+def _bench_crmwatch(args: argparse.Namespace, workdir: Path, url: str) -> dict[str, Any]:
     import httpx
 
     port = free_port()
-    url = database_url(args.database, workdir)
     admin = secrets.token_urlsafe(24)
     env = dict(os.environ, CRMWATCH_DATABASE_URL=url, CRMWATCH_ADMIN_TOKEN=admin,
                CRMWATCH_SECRET_KEY=secrets.token_urlsafe(32), CRMWATCH_SECRET_KEY_FILE=str(workdir / "secret"),
