@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from app.db import utcnow
 from app.deps import account_or_404, runtime
-from app.ingest.endpoints import BodyTooLarge, read_body
+from app.ingest.endpoints import BodyTooLarge, read_body, refuse
 from app.metrics import WEBHOOKS
 from app.runtime import Runtime
 from app.security import require_admin
@@ -33,11 +33,6 @@ hooks_router = APIRouter(tags=["telephony"])
 router = APIRouter(prefix="/api/accounts", tags=["telephony"], dependencies=[Depends(require_admin)])
 
 
-def _refuse(code: int, source: str, outcome: str, detail: str) -> JSONResponse:
-    WEBHOOKS.labels(source, outcome).inc()
-    return JSONResponse({"detail": detail}, status_code=code)
-
-
 def _secrets(request: Request) -> SecretsCache:
     cache = getattr(request.app.state, "telephony_secrets", None)
     if cache is None:
@@ -52,15 +47,15 @@ async def _receive(request: Request, provider: str, key: str, path: str) -> Resp
     rt: Runtime = request.app.state.runtime
     account = await request.app.state.keys.lookup(key)
     if account is None:
-        return _refuse(status.HTTP_404_NOT_FOUND, source, "unknown_key", "unknown webhook key")
+        return refuse(status.HTTP_404_NOT_FOUND, source, "unknown_key", "unknown webhook key")
     try:
         body = await read_body(request, rt.settings.max_webhook_bytes)
     except BodyTooLarge:
-        return _refuse(status.HTTP_413_CONTENT_TOO_LARGE, source, "too_large",
+        return refuse(status.HTTP_413_CONTENT_TOO_LARGE, source, "too_large",
                        f"body over {rt.settings.max_webhook_bytes} bytes")
     secrets = await _secrets(request).lookup(account.id, provider)
     if secrets is None:
-        return _refuse(status.HTTP_404_NOT_FOUND, source, "not_configured",
+        return refuse(status.HTTP_404_NOT_FOUND, source, "not_configured",
                        f"{provider} is not configured for this account")
     hook = HookRequest(method=request.method, path=path, query=dict(request.query_params),
                        headers={k.lower(): v for k, v in request.headers.items()}, body=body,
@@ -68,16 +63,16 @@ async def _receive(request: Request, provider: str, key: str, path: str) -> Resp
     try:
         verdict = adapter.verify(hook, secrets, utcnow())
     except WebhookRejected as exc:
-        return _refuse(status.HTTP_401_UNAUTHORIZED, source, "rejected", f"not signed by {provider}: {exc}")
+        return refuse(status.HTTP_401_UNAUTHORIZED, source, "rejected", f"not signed by {provider}: {exc}")
     except WebhookMalformed as exc:
-        return _refuse(status.HTTP_400_BAD_REQUEST, source, "malformed", f"not a {provider} callback: {exc}")
+        return refuse(status.HTTP_400_BAD_REQUEST, source, "malformed", f"not a {provider} callback: {exc}")
     if verdict.store:
         try:
             text = verdict.stored_body if verdict.stored_body is not None else body.decode("utf-8")
         except UnicodeDecodeError:
-            return _refuse(status.HTTP_400_BAD_REQUEST, source, "malformed", "the body is not UTF-8")
+            return refuse(status.HTTP_400_BAD_REQUEST, source, "malformed", "the body is not UTF-8")
         if "\x00" in text:
-            return _refuse(status.HTTP_400_BAD_REQUEST, source, "malformed", "the body contains a NUL byte")
+            return refuse(status.HTTP_400_BAD_REQUEST, source, "malformed", "the body contains a NUL byte")
         now = utcnow()
         await request.app.state.inbox_writer.write({
             "account_id": account.id, "source": source, "dedup_key": verdict.dedup_key,

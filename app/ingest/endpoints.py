@@ -49,8 +49,9 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _refuse(code: int, crm: str, outcome: str, detail: str) -> JSONResponse:
-    WEBHOOKS.labels(crm, outcome).inc()
+def refuse(code: int, source: str, outcome: str, detail: str) -> JSONResponse:
+    """A refused delivery: counted by source and outcome, answered with what was wrong."""
+    WEBHOOKS.labels(source, outcome).inc()
     return JSONResponse({"detail": detail}, status_code=code)
 
 
@@ -65,33 +66,33 @@ def _crm_hook(crm: str) -> Callable[[Request, str], Awaitable[Response]]:
         rt = request.app.state.runtime
         account = await request.app.state.keys.lookup(key)
         if account is None or account.crm != crm:
-            return _refuse(status.HTTP_404_NOT_FOUND, crm, "unknown_key", "unknown webhook key")
+            return refuse(status.HTTP_404_NOT_FOUND, crm, "unknown_key", "unknown webhook key")
         try:
             body = await read_body(request, rt.settings.max_webhook_bytes)
         except BodyTooLarge:
-            return _refuse(status.HTTP_413_CONTENT_TOO_LARGE, crm, "too_large",
+            return refuse(status.HTTP_413_CONTENT_TOO_LARGE, crm, "too_large",
                            f"body over {rt.settings.max_webhook_bytes} bytes")
         try:
             parsed = adapter.check_webhook(body, request.headers.get("content-type"))
         except WebhookMalformed as exc:
-            return _refuse(status.HTTP_400_BAD_REQUEST, crm, "malformed", f"not a {crm} webhook: {exc}")
+            return refuse(status.HTTP_400_BAD_REQUEST, crm, "malformed", f"not a {crm} webhook: {exc}")
         if parsed.secret is not None or account.webhook_secret_hash is not None:
             # The CRM signs deliveries with a shared secret: it must match the saved one. Only a
             # delivery that issues the first secret (an app install) may come before one is saved.
             first = account.webhook_secret_hash is None and parsed.issues_secret and parsed.secret
             if not first and not webhook_secret_matches(parsed.secret, account.webhook_secret_hash):
-                return _refuse(status.HTTP_401_UNAUTHORIZED, crm, "bad_secret",
+                return refuse(status.HTTP_401_UNAUTHORIZED, crm, "bad_secret",
                                "the webhook's token does not match the account's")
         if ((parsed.external_account_id and account.external_id and parsed.external_account_id != account.external_id)
                 or (parsed.subdomain and account.subdomain and parsed.subdomain != account.subdomain)):
-            return _refuse(status.HTTP_401_UNAUTHORIZED, crm, "foreign_account",
+            return refuse(status.HTTP_401_UNAUTHORIZED, crm, "foreign_account",
                            "the webhook names another CRM account")
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
-            return _refuse(status.HTTP_400_BAD_REQUEST, crm, "malformed", "the body is not UTF-8")
+            return refuse(status.HTTP_400_BAD_REQUEST, crm, "malformed", "the body is not UTF-8")
         if "\x00" in text:  # no text column (PostgreSQL's least of all) can hold a NUL
-            return _refuse(status.HTTP_400_BAD_REQUEST, crm, "malformed", "the body contains a NUL byte")
+            return refuse(status.HTTP_400_BAD_REQUEST, crm, "malformed", "the body contains a NUL byte")
         now = utcnow()
         await request.app.state.inbox_writer.write({
             "account_id": account.id, "source": crm, "dedup_key": hashlib.sha256(body).hexdigest(),
