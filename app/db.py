@@ -5,11 +5,16 @@ Services never commit: the caller (an endpoint, a worker loop) owns the transact
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import secrets
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Float, Integer, MetaData, event
+from sqlalchemy import BigInteger, DateTime, Float, Integer, MetaData, event, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase
@@ -121,3 +126,24 @@ def _epoch_sqlite(element: epoch, compiler: Any, **kw: Any) -> str:
 @compiles(epoch, "postgresql")
 def _epoch_pg(element: epoch, compiler: Any, **kw: Any) -> str:
     return f"EXTRACT(EPOCH FROM {compiler.process(element.clauses, **kw)})"
+
+
+async def _run_outside_transaction(url: str, statement: str) -> None:
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+@contextlib.contextmanager
+def scratch_database(url: str, prefix: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database beside the one `url` names, dropped afterwards whatever
+    happened: what the test suite and the benchmarks run in. Yields its URL."""
+    name = f"{prefix}_{secrets.token_hex(5)}"
+    asyncio.run(_run_outside_transaction(url, f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(_run_outside_transaction(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -391,34 +391,17 @@ def database_url(option: str, workdir: Path) -> str:
     return option
 
 
-async def _admin(url: str, statement: str) -> None:
-    from sqlalchemy import text
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
 @contextlib.contextmanager
 def throwaway_database(url: str) -> Iterator[str]:
-    """On PostgreSQL, a fresh database beside the given one for this run, dropped afterwards:
+    """On PostgreSQL, a fresh database beside the given one for this round, dropped afterwards:
     a round must not start on the previous round's rows (or on someone else's schema)."""
     if not url.startswith("postgresql"):
         yield url
         return
-    from sqlalchemy.engine import make_url
+    from app.db import scratch_database
 
-    given = make_url(url)
-    name = f"crmwatch_ingest_{secrets.token_hex(4)}"
-    asyncio.run(_admin(url, f'CREATE DATABASE "{name}"'))
-    try:
-        yield given.set(database=name).render_as_string(hide_password=False)
-    finally:
-        asyncio.run(_admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with scratch_database(url, "crmwatch_ingest") as scratch:
+        yield scratch
 
 
 def sqlite_file(url: str) -> Path | None:

@@ -40,11 +40,11 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 import app.models_all  # noqa: F401  (registers every table)
 from app.accounts.models import Account
-from app.db import make_engine, make_sessionmaker
+from app.db import make_engine, make_sessionmaker, scratch_database
 from app.migrate import upgrade
 from app.rules import engine as rules_engine
 
@@ -204,15 +204,6 @@ def async_url(raw: str) -> URL:
 
 def url_text(url: URL) -> str:
     return url.render_as_string(hide_password=False)
-
-
-async def admin(url: URL, statement: str) -> None:
-    engine = create_async_engine(url_text(url), isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text(statement))
-    finally:
-        await engine.dispose()
 
 
 def rss_mb() -> float:
@@ -471,19 +462,15 @@ async def run(url: URL, args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     base = async_url(args.database_url)
-    name = f"crmwatch_bench_{secrets.token_hex(4)}"
-    url = base.set(database=name)
-    print(f"database {name}: {args.deals:,} deals, {args.tasks_per_deal} tasks and {args.notes_per_deal:g} notes "
-          f"per deal")
-    asyncio.run(admin(base, f'CREATE DATABASE "{name}"'))
-    try:
+    with scratch_database(url_text(base), "crmwatch_bench") as scratch:
+        url = make_url(scratch)
+        print(f"database {url.database}: {args.deals:,} deals, {args.tasks_per_deal} tasks and "
+              f"{args.notes_per_deal:g} notes per deal")
         started = time.perf_counter()
-        upgrade(url_text(url))  # outside any event loop: Alembic's env.py runs its own
+        upgrade(scratch)  # outside any event loop: Alembic's env.py runs its own
         print(f"migrated in {time.perf_counter() - started:.1f} s")
         asyncio.run(run(url, args))
-    finally:
-        asyncio.run(admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        print(f"dropped database {name}")
+    print(f"dropped database {url.database}")
     return 0
 
 

@@ -7,10 +7,8 @@ PostgreSQL migrates one throwaway database per run and truncates it between test
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -18,9 +16,8 @@ from urllib.parse import quote
 import httpx
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
-from app.db import Base
+from app.db import Base, scratch_database
 from app.main import create_app
 from app.migrate import upgrade
 from app.runtime import Runtime
@@ -48,24 +45,9 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def postgres_database() -> Iterator[str]:
     assert PG_URL, "only requested when CRMWATCH_TEST_POSTGRES_URL is set"
-    import asyncpg
-
-    admin = make_url(PG_URL)
-    name = f"crmwatch_test_{uuid.uuid4().hex[:10]}"
-    dsn = admin.set(drivername="postgresql").render_as_string(hide_password=False)
-
-    async def run(sql: str) -> None:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run(f'CREATE DATABASE "{name}"'))
-    url = admin.set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    yield url
-    asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with scratch_database(PG_URL, "crmwatch_test") as url:
+        upgrade(url)
+        yield url
 
 
 @pytest.fixture(params=BACKENDS)
