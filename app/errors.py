@@ -21,5 +21,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("http.unhandled", extra={"method": request.method})
-        return JSONResponse({"detail": "internal error; see the server log by request id"}, status_code=500)
+        return crash_response(request.method)
+
+
+def crash_response(method: str) -> JSONResponse:
+    """Logs the exception being handled, with its traceback, and answers 500 without internals."""
+    log.exception("http.unhandled", extra={"method": method})
+    return JSONResponse({"detail": "internal error; see the server log by request id"}, status_code=500)

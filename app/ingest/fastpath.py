@@ -11,17 +11,15 @@ other method.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
+from app.errors import crash_response
 from app.middleware import RequestContext
-
-log = logging.getLogger(__name__)
 
 Handler = Callable[[Request, str], Awaitable[Response]]
 
@@ -49,7 +47,5 @@ class HookFastPath:
         try:
             response = await self._handlers[crm](Request(scope, receive), key)
         except Exception:
-            log.exception("http.unhandled", extra={"method": "POST"})
-            response = JSONResponse({"detail": "internal error; see the server log by request id"},
-                                    status_code=500)
+            response = crash_response("POST")
         await response(scope, receive, send)
