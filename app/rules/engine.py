@@ -252,9 +252,10 @@ async def evaluate(s: AsyncSession, account_id: int, *, deal_ids: list[str] | No
     template = _template(account_id, settings, row.timezone, whole, s.bind.dialect)
     # No await between setting the moment and scope and computing the parameters from them: the
     # template is shared by every evaluation of this account in this process.
+    params: dict[str, Any] = {}
     for ctx in template.contexts():
         ctx.now, ctx.deal_ids = now, deal_ids
-    params = {name: value for ctx in template.contexts() for name, value in ctx.values().items()}
+        params.update(ctx.values())
     statement = template.statement(account_id, now, deal_ids) if template.enabled else None
     await _prepare(s, whole)
     total = await _evaluate_rules(s, account_id, template, statement, params, deal_ids, now, actor)
