@@ -36,10 +36,13 @@ def violations(ctx: RuleContext) -> Select[Any]:
         answered.c.account_id == missed.c.account_id, answered.c.client_number == missed.c.client_number,
         answered.c.status == "answered", answered.c.started_at > missed.c.started_at).exists()
     # The last conversation with the number before this missed call: earlier misses after it
-    # make this one a repeat of the same problem.
+    # make this one a repeat of the same problem. It sits two levels below `missed` (inside the
+    # `repeat` EXISTS), where SQLAlchemy would not correlate it by itself: it would read every
+    # call's last talk instead of this number's.
     last_talk = (select(func.max(answered.c.started_at)).where(
         answered.c.account_id == missed.c.account_id, answered.c.client_number == missed.c.client_number,
-        answered.c.status == "answered", answered.c.started_at < missed.c.started_at).scalar_subquery())
+        answered.c.status == "answered", answered.c.started_at < missed.c.started_at)
+        .correlate_except(answered).scalar_subquery())
     since = ctx.ago(timedelta(days=st.lookback_days))
     repeat = select(other.c.id).where(
         *same, other.c.direction == "in", other.c.is_final == true(), other.c.status != "answered",

@@ -173,6 +173,23 @@ async def test_a_missed_call_nobody_returned_opens_after_30_working_minutes(rt):
     assert (await finding(rt, aid, "missed_call_not_returned", first_id)).status == "resolved"
 
 
+async def test_a_talk_with_another_number_does_not_split_a_clients_misses(rt):
+    """The last talk before a miss is the last talk with that number, not with anybody."""
+    other = "+79990000001"
+    aid = await new_account(rt)
+    async with rt.sessions() as s, s.begin():
+        add_deal(s, aid, "D1", created_at=msk(2025, 12, 1, 10))
+        first = add_call(s, aid, started=msk(2025, 12, 8, 17, 40), status="missed", direction="in", manager=None)
+        add_call(s, aid, started=msk(2025, 12, 8, 17, 45), status="missed", direction="in", manager=None)
+        add_call(s, aid, started=msk(2025, 12, 8, 17, 42), number=other, deal_id=None, contact_id=None)
+        theirs = add_call(s, aid, started=msk(2025, 12, 8, 17, 50), status="missed", direction="in", manager=None,
+                          number=other, deal_id=None, contact_id=None)
+        await s.flush()
+        expected = {str(first.id), str(theirs.id)}
+    await evaluate(rt, aid, msk(2025, 12, 9, 12))
+    assert {f.entity_id for f in await findings(rt, aid, "missed_call_not_returned")} == expected
+
+
 async def test_an_unanswered_call_back_does_not_return_the_call(rt):
     aid = await new_account(rt)
     async with rt.sessions() as s, s.begin():
