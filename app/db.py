@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -61,6 +61,33 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# What every new connection runs once, outside any transaction, before its first use: the
+# temporary tables of code that would otherwise create them again in every transaction (where a
+# rollback would also take them away). A module registers a function of the dialect that
+# returns its statements; `connection.info[CONNECTION_SETUP_DONE]` tells that they ran.
+CONNECTION_SETUP: list[Callable[[Any], list[str]]] = []
+CONNECTION_SETUP_DONE = "crmwatch_connection_setup"
+
+
+def _install_connection_setup(engine: AsyncEngine) -> None:
+    dialect = engine.sync_engine.dialect
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _setup(dbapi_conn: Any, record: Any) -> None:
+        statements = [sql for build in CONNECTION_SETUP for sql in build(dialect)]
+        if dialect.name == "postgresql":
+            async def run(driver_conn: Any) -> None:
+                for sql in statements:  # asyncpg outside a transaction: each commits at once
+                    await driver_conn.execute(sql)
+            dbapi_conn.run_async(run)
+        else:
+            cur = dbapi_conn.cursor()
+            for sql in statements:
+                cur.execute(sql)
+            cur.close()
+        record.info[CONNECTION_SETUP_DONE] = True
+
+
 def make_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> AsyncEngine:
     """An engine for `url`. On SQLite, `read_only` gives one whose transactions do not take the
     write lock (see _sqlite_begin), so readers never queue behind a writer."""
@@ -80,6 +107,7 @@ def make_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> AsyncEng
             # Take over transaction control from the driver (see _sqlite_begin).
             dbapi_conn.isolation_level = None
 
+        _install_connection_setup(engine)
         if read_only:
             return engine
 
@@ -92,7 +120,9 @@ def make_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> AsyncEng
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, **kwargs)
+    engine = create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, **kwargs)
+    _install_connection_setup(engine)
+    return engine
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

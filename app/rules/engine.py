@@ -1,21 +1,23 @@
 """Evaluation: every rule's violations against the findings, set-based, in the caller's transaction.
 
-The violations of all rules are computed into one temporary table by one INSERT … SELECT
-(a UNION ALL of the rules' queries, each row tagged with its rule), then a handful of
-INSERT/UPDATE statements move findings between states, for all rules at once: new → pending
-or open; pending → open once the grace has passed; snoozed → open when the snooze ends;
+One statement compares what the rules find now with the findings recorded so far: the rules'
+queries (a UNION ALL, each row tagged with its rule) FULL JOINed with the account's findings on
+the dedup key (rule, entity). Only the differences are kept, in a temporary table: a violation
+with no finding, a finding whose violation is gone, a pending finding whose grace has passed, a
+snooze that ended, a resolved finding whose condition is back, facts that moved. A steady sweep
+over a million deals writes a handful of rows there instead of materializing every violation.
+
+Then a few INSERT/UPDATE statements, joined to the differences by finding id, move findings
+between states for all rules at once: new → pending or open; pending → open; snoozed → open;
 resolved → open again on a regression; anything active → resolved when its entity no longer
 violates. Each transition is written to finding_events by an INSERT … SELECT with the same
-predicate just before the UPDATE, so a sweep over a million deals never pulls a row into Python.
-
-The statement count matters more than the work per statement for incremental evaluation (a few
-deals, after every inbox batch): one look at the findings the violations match says which steps
-can change anything, and the others are skipped. A typical re-evaluation that changes nothing
-costs four statements after the account's settings are loaded.
+predicate just before the UPDATE, so no finding is ever pulled into Python. Re-evaluating a deal
+where nothing changed is one statement after the account's settings are read.
 
 The same code serves a sweep (the whole account) and incremental evaluation (the deals an
 event touched): the scope is a WHERE clause. Running it twice, or from two processes, is
-harmless: the dedup key (account, rule, entity) makes every step idempotent.
+harmless: the dedup key (account, rule, entity) makes every step idempotent, and every UPDATE
+re-checks the state it expects.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ from sqlalchemy import (
     and_,
     case,
     delete,
-    exists,
     false,
     func,
     insert,
@@ -44,6 +45,7 @@ from sqlalchemy import (
     select,
     text,
     true,
+    union,
     union_all,
     update,
 )
@@ -52,13 +54,13 @@ from sqlalchemy.schema import CreateTable
 
 from app.accounts.models import Account
 from app.calendar.business import BusinessCalendar
-from app.db import UtcDateTime, dialect_insert, is_postgres, utcnow
+from app.db import CONNECTION_SETUP, CONNECTION_SETUP_DONE, BigId, UtcDateTime, dialect_insert, is_postgres, utcnow
 from app.findings.models import ACTIVE, Finding, FindingEvent
 from app.mirror.models import Deal
 from app.outbox.enqueue import enqueue
 
 from . import config as rules_config
-from .base import ResolvedRuleConfig, Rule, RuleContext
+from .base import ResolvedRuleConfig, Rule, RuleContext, RuleSettings
 from .models import RuleConfig
 from .registry import RULES
 
@@ -67,22 +69,37 @@ log = logging.getLogger(__name__)
 INHIBITING = ("open", "acknowledged", "snoozed")
 
 _temp = MetaData()
-violations_table = Table(
-    "crmwatch_rule_violations", _temp,
-    Column("rule", String(64), primary_key=True),
-    Column("entity_id", String(64), primary_key=True),
+# The differences between the rules' violations and the findings, for one evaluation. Empty
+# between evaluations: each one deletes what it wrote (a rollback does too).
+diff_table = Table(
+    "crmwatch_rule_diff", _temp,
+    Column("rule", String(64)),
+    Column("entity_id", String(64)),
     Column("entity_type", String(16)),
+    Column("present", Boolean()),  # false: the finding's violation is gone
     Column("rule_version", Integer()),
     Column("severity", String(16)),
     Column("deal_id", String(64)),
     Column("manager_id", String(64)),
     Column("started_at", UtcDateTime()),
     Column("opens", Boolean()),
+    Column("finding_id", BigId),  # null: no finding yet
+    Column("finding_status", String(16)),
     prefixes=["TEMPORARY"],
 )
-_v = violations_table.c
-_RULE_COLUMNS = ["entity_id", "deal_id", "manager_id", "started_at", "opens",
-                 "rule", "entity_type", "rule_version", "severity"]
+_d = diff_table.c
+_DIFF_COLUMNS = ["rule", "entity_id", "entity_type", "present", "rule_version", "severity", "deal_id",
+                 "manager_id", "started_at", "opens", "finding_id", "finding_status"]
+# Above this many differences PostgreSQL gets fresh statistics on them (temporary tables get no
+# autovacuum) and they are emptied by TRUNCATE, which leaves no dead rows behind.
+_MANY = 10_000
+
+
+def _create_diff_table(dialect: Any) -> list[str]:
+    return [str(CreateTable(diff_table, if_not_exists=True).compile(dialect=dialect))]
+
+
+CONNECTION_SETUP.append(_create_diff_table)
 
 
 @dataclass
@@ -128,8 +145,8 @@ def _settings(account_id: int, raw: dict[str, Any] | None) -> _Settings:
 
 @dataclass(frozen=True)
 class _Template:
-    """Every enabled rule's violations query for one account, settings and scope kind, built once
-    where that is safe; each evaluation then only computes the parameters (the moment, the deals).
+    """The comparison statement for one account, settings and scope kind, built once where that
+    is safe; each evaluation then only computes the parameters (the moment, the deals).
 
     A rule whose query is not a pure function of its parameters (it computed a value from
     `ctx.now` or `ctx.deal_ids` in its own code) is rebuilt at every evaluation instead: the
@@ -139,13 +156,14 @@ class _Template:
     rules: tuple[Rule, ...]
     timezone: str
     whole: bool
+    own: RuleContext  # the engine's own parameters: the moment and the deals
     cached: dict[str, tuple[RuleContext, Any]]  # rule → its context and tagged query, reused
     enabled: list[Rule]
     disabled: list[str]
-    insert: Any  # the whole INSERT when every enabled rule is cached, else None
+    insert: Any  # the whole statement when every enabled rule is cached, else None
 
     def contexts(self) -> list[RuleContext]:
-        return [ctx for ctx, _ in self.cached.values()]
+        return [self.own, *(ctx for ctx, _ in self.cached.values())]
 
     def statement(self, account_id: int, now: datetime, deal_ids: list[str] | None) -> Any:
         if self.insert is not None:
@@ -157,8 +175,7 @@ class _Template:
             else:
                 ctx = _context(self, account_id, rule, i, now, deal_ids)
                 queries.append(_tagged(rule, ctx))
-        return insert(violations_table).from_select(
-            _RULE_COLUMNS, queries[0] if len(queries) == 1 else union_all(*queries))
+        return _compare(self, account_id, queries)
 
 
 _templates: dict[tuple[int, str, bool], _Template] = {}
@@ -182,8 +199,11 @@ def _template(account_id: int, settings: _Settings, timezone: str, whole: bool, 
         return cached
     enabled = [rule for rule in rules if settings.resolved[rule.name].enabled]
     disabled = [rule.name for rule in rules if not settings.resolved[rule.name].enabled]
-    template = _Template(settings, rules, timezone, whole, {}, enabled, disabled, None)
     now = utcnow()
+    own = RuleContext(account_id=account_id, now=now, calendar=settings.calendar(timezone),
+                      config=ResolvedRuleConfig(enabled=True, settings=RuleSettings()),
+                      deal_ids=None if whole else ["probe-a"], prefix="eval")
+    template = _Template(settings, rules, timezone, whole, own, {}, enabled, disabled, None)
     for i, rule in enumerate(enabled):
         probes = []
         for moment, deals in ((now, None if whole else ["probe-a"]),
@@ -202,34 +222,82 @@ def _template(account_id: int, settings: _Settings, timezone: str, whole: bool, 
                 "the rule computes a value from ctx.now or ctx.deal_ids itself; use ctx.now_param(), "
                 "ctx.cutoff(), ctx.per_stage() or ctx.bind() so its query can be reused")})
     if enabled and len(template.cached) == len(enabled):
-        queries = [template.cached[rule.name][1] for rule in enabled]
-        object.__setattr__(template, "insert", insert(violations_table).from_select(
-            _RULE_COLUMNS, queries[0] if len(queries) == 1 else union_all(*queries)))
+        object.__setattr__(template, "insert", _compare(
+            template, account_id, [template.cached[rule.name][1] for rule in enabled]))
     if len(_templates) > 10_000:
         _templates.clear()
     _templates[key] = template
     return template
 
 
+def _compare(t: _Template, account_id: int, queries: list[Any]) -> Any:
+    """INSERT INTO the differences: the violations FULL JOIN the findings they would be, keeping
+    the rows where something has to change."""
+    names = [rule.name for rule in t.rules]
+    cte = union_all(*queries).cte("v") if len(queries) > 1 else queries[0].cte("v")
+    v = cte.c
+    found = [Finding.account_id == account_id, Finding.rule.in_(names)]
+    columns = [Finding.id, Finding.rule, Finding.entity_type, Finding.entity_id, Finding.status,
+               Finding.deal_id, Finding.manager_id, Finding.started_at, Finding.rule_version,
+               Finding.snoozed_until]
+    if t.whole:
+        findings = select(*columns).where(*found).subquery("f")
+    else:
+        # The findings on the touched deals (to see what is gone), and those the violations
+        # name wherever the findings say they are (a task moved to another deal keeps its finding).
+        findings = union(
+            select(*columns).where(*found, Finding.deal_id.in_(t.own.deals_param())),
+            select(*columns).join(cte, and_(Finding.rule == v.rule, Finding.entity_type == v.entity_type,
+                                            Finding.entity_id == v.entity_id)).where(*found),
+        ).subquery("f")
+    f = findings.c
+    now = t.own.now_param()
+    facts_differ = or_(
+        f.manager_id.is_distinct_from(v.manager_id), f.deal_id.is_distinct_from(v.deal_id),
+        f.started_at != v.started_at, f.rule_version != v.rule_version)
+    changes = or_(
+        f.id.is_(None),
+        and_(v.rule.is_(None), f.status.in_(ACTIVE)),
+        and_(v.rule.is_not(None), or_(
+            f.status == "resolved",
+            and_(f.status == "pending", v.opens == true()),
+            and_(f.status == "snoozed", f.snoozed_until <= now),
+            and_(f.status.in_(ACTIVE), facts_differ))))
+    compared = select(
+        func.coalesce(v.rule, f.rule), func.coalesce(v.entity_id, f.entity_id),
+        func.coalesce(v.entity_type, f.entity_type), v.rule.is_not(None), v.rule_version, v.severity,
+        v.deal_id, v.manager_id, v.started_at, v.opens, f.id, f.status,
+    ).select_from(cte.join(findings, and_(f.rule == v.rule, f.entity_type == v.entity_type,
+                                           f.entity_id == v.entity_id), full=True)).where(changes)
+    return insert(diff_table).from_select(_DIFF_COLUMNS, compared)
+
+
 async def _prepare(s: AsyncSession, whole_account: bool) -> None:
-    """The temporary table of violations, empty; on PostgreSQL, settings for a big sweep."""
-    await s.execute(CreateTable(violations_table, if_not_exists=True))
+    """The temporary table of differences (made once per connection where the engine was made by
+    app.db.make_engine); on PostgreSQL, settings for a big sweep."""
+    conn = await s.connection()
+    if not conn.info.get(CONNECTION_SETUP_DONE):
+        await s.execute(CreateTable(diff_table, if_not_exists=True))
     if is_postgres(s) and whole_account:
-        # A sweep joins against up to a million violations: let the hash joins stay in memory,
-        # and skip JIT compilation, which costs more than it saves on these short plans.
+        # A sweep joins a million violations with as many findings: let the hash joins stay in
+        # memory, and skip JIT compilation, which costs more than it saves on these plans.
         await s.execute(text("SET LOCAL work_mem = '64MB'"))
         await s.execute(text("SET LOCAL jit = off"))
-    await _empty_violations(s, whole_account)
 
 
-async def _empty_violations(s: AsyncSession, whole_account: bool) -> None:
-    # PostgreSQL never vacuums temporary tables: after a sweep's million rows, DELETE would leave
-    # every later evaluation on this pooled connection reading through them. TRUNCATE does not
-    # (but costs a millisecond or two, too much for one deal's re-evaluation).
-    if is_postgres(s) and whole_account:
-        await s.execute(text(f"TRUNCATE {violations_table.name}"))
+async def _empty_diff(s: AsyncSession, rows: int) -> None:
+    # PostgreSQL never vacuums temporary tables: after a first sweep's million rows, DELETE would
+    # leave every later evaluation on this pooled connection reading through them. TRUNCATE does
+    # not (but costs a millisecond or two, too much for one deal's re-evaluation).
+    if is_postgres(s) and rows > _MANY:
+        await s.execute(text(f"TRUNCATE {diff_table.name}"))
     else:
-        await s.execute(delete(violations_table))
+        await s.execute(delete(diff_table))
+
+
+# The rules documents each process last ran inhibition with, per account: a sweep re-applies
+# inhibition when a finding changed or when the settings did.
+_suppressed_with: dict[int, Any] = {}
 
 
 async def evaluate(s: AsyncSession, account_id: int, *, deal_ids: list[str] | None = None,
@@ -256,20 +324,21 @@ async def evaluate(s: AsyncSession, account_id: int, *, deal_ids: list[str] | No
     for ctx in template.contexts():
         ctx.now, ctx.deal_ids = now, deal_ids
         params.update(ctx.values())
-    statement = template.statement(account_id, now, deal_ids) if template.enabled else None
+    statement = template.statement(account_id, now, deal_ids)
     await _prepare(s, whole)
-    total = await _evaluate_rules(s, account_id, template, statement, params, deal_ids, now, actor)
+    total = await _evaluate_rules(s, account_id, template, statement, params, now, actor)
     doc = settings.document
-    if whole or total.changed:
+    if total.changed or (whole and _suppressed_with.get(account_id) is not doc):
         # Inhibition follows the findings' states and deals, so it can only change when a
-        # finding did (or on a sweep, which also picks up changed settings).
+        # finding did, or when the settings did (seen by the next sweep).
         total.changed += await _suppress(s, account_id, doc.suppress, deal_ids, now)
+        if whole:
+            _suppressed_with[account_id] = doc
     if whole or total.changed:
         # What the CRM must hear about this, written in this same transaction. (A sweep also
         # runs it unchanged: escalations and reminders come due with time alone.)
         total.enqueued = await enqueue(s, account_id, now, doc, calendar)
     if whole:
-        await _empty_violations(s, whole)
         total.open = await count_open(s, account_id)
     return total
 
@@ -288,124 +357,124 @@ async def _history(s: AsyncSession, source: Any) -> None:
 def _tagged(rule: Rule, ctx: RuleContext) -> Any:
     """The rule's violations, each row tagged with the rule (its name, entity type, version, severity)."""
     return rule.violations(ctx).add_columns(
-        literal(rule.name, String()), literal(rule.entity_type, String()),
-        literal(rule.version, Integer()), literal(rule.severity, String()))
+        literal(rule.name, String()).label("rule"), literal(rule.entity_type, String()).label("entity_type"),
+        literal(rule.version, Integer()).label("rule_version"), literal(rule.severity, String()).label("severity"))
 
 
 async def _evaluate_rules(s: AsyncSession, account_id: int, template: _Template, statement: Any,
-                          params: dict[str, Any], deal_ids: list[str] | None, now_: datetime,
-                          actor: str) -> EvaluationResult:
-    now = literal(now_, UtcDateTime())
+                          params: dict[str, Any], now_: datetime, actor: str) -> EvaluationResult:
     result = EvaluationResult()
-    names, disabled = [rule.name for rule in template.rules], template.disabled
-    violating = 0
-    if statement is not None:
-        violating = (await s.execute(statement, params)).rowcount or 0
-        if violating > 10_000 and is_postgres(s):
-            await s.execute(text(f"ANALYZE {violations_table.name}"))  # temporary tables get no autovacuum
-    matched = and_(Finding.account_id == account_id, Finding.rule == _v.rule,
-                   Finding.entity_type == _v.entity_type, Finding.entity_id == _v.entity_id)
-    new_status = case((_v.opens == true(), literal("open")), else_=literal("pending"))
-    facts_differ = or_(
-        Finding.manager_id.is_distinct_from(_v.manager_id), Finding.deal_id.is_distinct_from(_v.deal_id),
-        Finding.started_at != _v.started_at, Finding.rule_version != _v.rule_version)
-    in_scope = [Finding.account_id == account_id, Finding.rule.in_(names),
-                Finding.status.in_(ACTIVE)]
-    if deal_ids is not None:
-        in_scope.append(Finding.deal_id.in_(deal_ids))
+    differences = (await s.execute(statement, params)).rowcount or 0
+    if not differences:
+        return result
+    await _apply(s, account_id, template, differences, now_, actor, result)
+    await _empty_diff(s, differences)
+    return result
 
-    # Which steps can change anything? One look (the findings the violations match, by state,
-    # with how many have stale facts; and how many are active in scope) saves most statements.
-    looks = [select(literal("active", String()), func.count(), literal(0)).select_from(Finding).where(*in_scope)]
-    if violating:
-        looks.append(select(Finding.status, func.count(), func.sum(case((facts_differ, 1), else_=0)))
-                     .select_from(Finding).join(violations_table, matched).group_by(Finding.status))
-    statuses: dict[str, int] = {}
-    stale = 0
-    for key, count, stale_count in (await s.execute(union_all(*looks) if len(looks) > 1 else looks[0])).all():
-        statuses[key] = count
-        if key in ACTIVE:
-            stale += stale_count or 0
-    active = statuses.pop("active", 0)
-    matched_total = sum(statuses.values())
+
+async def _apply(s: AsyncSession, account_id: int, template: _Template, differences: int, now_: datetime,
+                 actor: str, result: EvaluationResult) -> None:
+    """Moves the findings the differences name, step by step, each step for all rules at once."""
+    if differences > _MANY and is_postgres(s):
+        await s.execute(text(f"ANALYZE {diff_table.name}"))
+    now = literal(now_, UtcDateTime())
+    names, disabled = [rule.name for rule in template.rules], template.disabled
+    # What kinds of difference there are says which steps can change anything.
+    kinds: dict[tuple[str | None, bool, bool], int] = {}
+    for status, present, opens, count in (await s.execute(
+            select(_d.finding_status, _d.present, _d.opens, func.count())
+            .group_by(_d.finding_status, _d.present, _d.opens))).all():
+        kinds[(status, bool(present), bool(opens))] = count
+
+    def have(status: str | None, present: bool = True) -> int:
+        return sum(n for (st, pr, _), n in kinds.items() if st == status and pr == present)
+
+    new_status = case((_d.opens == true(), literal("open")), else_=literal("pending"))
+    by_id = Finding.id == _d.finding_id
 
     # 1. Findings seen for the first time.
-    if violating > matched_total:
-        fresh = (select(literal(account_id), _v.rule, _v.rule_version, _v.entity_type, _v.entity_id, _v.deal_id,
-                        _v.manager_id, _v.severity, new_status, _v.started_at,
-                        case((_v.opens == true(), now), else_=None),
-                        case((_v.opens == true(), 1), else_=0), false(), now, now)
-                 .where(~exists().where(matched)))
+    if have(None):
+        fresh = (select(literal(account_id), _d.rule, _d.rule_version, _d.entity_type, _d.entity_id, _d.deal_id,
+                        _d.manager_id, _d.severity, new_status, _d.started_at,
+                        case((_d.opens == true(), now), else_=None),
+                        case((_d.opens == true(), 1), else_=0), false(), now, now)
+                 .where(_d.finding_id.is_(None)))
         inserted = await s.execute(
             dialect_insert(s, Finding.__table__).from_select(
                 ["account_id", "rule", "rule_version", "entity_type", "entity_id", "deal_id", "manager_id",
                  "severity", "status", "started_at", "opened_at", "times_opened", "suppressed", "created_at",
                  "updated_at"], fresh)
             .on_conflict_do_nothing())
-        result.changed += inserted.rowcount or 0
-        if (inserted.rowcount or 0) > 10_000 and is_postgres(s):
+        count = inserted.rowcount or 0
+        result.changed += count
+        if count > _MANY and is_postgres(s):
             # A first sweep of a big account inserts most of the table in this transaction;
             # without fresh statistics the next statements are planned for an empty table.
             await s.execute(text("ANALYZE findings"))
-        if inserted.rowcount:
-            # The rows just inserted are the ones with no history yet.
-            new = [Finding.account_id == account_id, Finding.rule.in_(names),
-                   Finding.updated_at == now, Finding.created_at == now,
-                   ~exists().where(FindingEvent.finding_id == Finding.id)]
-            result.opened += await s.scalar(select(func.count()).select_from(Finding).where(
-                *new, Finding.status == "open")) or 0
+        if count:
+            # The rows just inserted: created at this moment by this statement (a conflicting
+            # row another process inserted keeps its own history).
+            new = and_(Finding.account_id == account_id, Finding.rule == _d.rule,
+                       Finding.entity_type == _d.entity_type, Finding.entity_id == _d.entity_id,
+                       _d.finding_id.is_(None), Finding.created_at == now, Finding.updated_at == now)
+            result.opened += await s.scalar(select(func.count()).select_from(Finding).join(
+                diff_table, and_(new, Finding.status == "open"))) or 0
             await _history(s, select(Finding.id, now, literal(None), Finding.status, literal(actor),
-                                     literal("condition began")).where(*new))
+                                     literal("condition began")).select_from(Finding).join(diff_table, new))
 
     # 2. Regressions: a resolved finding whose condition is back opens again, history kept.
-    if statuses.get("resolved"):
-        regressed = and_(matched, Finding.status == "resolved")
+    if have("resolved"):
+        regressed = and_(by_id, _d.finding_status == "resolved", _d.present == true(),
+                         Finding.status == "resolved")
         result.opened += await s.scalar(select(func.count()).select_from(Finding).join(
-            violations_table, and_(regressed, _v.opens == true()))) or 0
+            diff_table, and_(regressed, _d.opens == true()))) or 0
         await _history(s, select(Finding.id, now, Finding.status, new_status, literal(actor),
-                                 literal("regression")).select_from(Finding).join(violations_table, regressed))
-        result.changed += statuses["resolved"]
-        await s.execute(update(Finding).where(regressed).values(
-            status=new_status, opened_at=case((_v.opens == true(), now), else_=None), resolved_at=None,
+                                 literal("regression")).select_from(Finding).join(diff_table, regressed))
+        result.changed += (await s.execute(update(Finding).where(regressed).values(
+            status=new_status, opened_at=case((_d.opens == true(), now), else_=None), resolved_at=None,
             acknowledged_at=None, acknowledged_by=None, snoozed_until=None, snoozed_by=None, snooze_reason=None,
-            times_opened=Finding.times_opened + case((_v.opens == true(), 1), else_=0), started_at=_v.started_at,
-            deal_id=_v.deal_id, manager_id=_v.manager_id, rule_version=_v.rule_version, updated_at=now))
+            times_opened=Finding.times_opened + case((_d.opens == true(), 1), else_=0), started_at=_d.started_at,
+            deal_id=_d.deal_id, manager_id=_d.manager_id, rule_version=_d.rule_version,
+            updated_at=now))).rowcount or 0
 
     # 3. The grace period has passed.
-    if statuses.get("pending"):
-        due = and_(matched, Finding.status == "pending", _v.opens == true())
+    if kinds.get(("pending", True, True)):
+        due = and_(by_id, _d.present == true(), _d.opens == true(), Finding.status == "pending")
         await _history(s, select(Finding.id, now, Finding.status, literal("open"), literal(actor),
-                                 literal("grace period over")).select_from(Finding).join(violations_table, due))
-        promoted = await s.execute(update(Finding).where(due).values(
-            status="open", opened_at=now, times_opened=Finding.times_opened + 1, updated_at=now))
-        result.opened += promoted.rowcount or 0
-        result.changed += promoted.rowcount or 0
+                                 literal("grace period over")).select_from(Finding).join(diff_table, due))
+        promoted = (await s.execute(update(Finding).where(due).values(
+            status="open", opened_at=now, times_opened=Finding.times_opened + 1, updated_at=now))).rowcount or 0
+        result.opened += promoted
+        result.changed += promoted
 
     # 4. A snooze ended and the problem is still there.
-    if statuses.get("snoozed"):
+    if have("snoozed"):
         # Back to where it would be without the snooze: open, or still pending if snoozed in its grace.
-        woke = and_(matched, Finding.status == "snoozed", Finding.snoozed_until <= now)
-        first_open = and_(_v.opens == true(), Finding.opened_at.is_(None))
+        woke = and_(by_id, _d.present == true(), Finding.status == "snoozed", Finding.snoozed_until <= now)
+        first_open = and_(_d.opens == true(), Finding.opened_at.is_(None))
         result.opened += await s.scalar(select(func.count()).select_from(Finding).join(
-            violations_table, and_(woke, _v.opens == true()))) or 0
+            diff_table, and_(woke, _d.opens == true()))) or 0
         await _history(s, select(Finding.id, now, Finding.status, new_status, literal(actor),
-                                 literal("snooze ended")).select_from(Finding).join(violations_table, woke))
+                                 literal("snooze ended")).select_from(Finding).join(diff_table, woke))
         result.changed += (await s.execute(update(Finding).where(woke).values(
             status=new_status, snoozed_until=None, updated_at=now,
             opened_at=case((first_open, now), else_=Finding.opened_at),
             times_opened=Finding.times_opened + case((first_open, 1), else_=0)))).rowcount or 0
 
     # 5. Still violating: keep the facts current (a new manager, a moved due time, a new rule version).
-    if stale:
-        result.changed += (await s.execute(update(Finding).where(matched, Finding.status.in_(ACTIVE), facts_differ)
-                                           .values(manager_id=_v.manager_id, deal_id=_v.deal_id,
-                                                   started_at=_v.started_at, rule_version=_v.rule_version,
-                                                   updated_at=now))).rowcount or 0
+    if sum(have(status) for status in ACTIVE):
+        facts_differ = or_(
+            Finding.manager_id.is_distinct_from(_d.manager_id), Finding.deal_id.is_distinct_from(_d.deal_id),
+            Finding.started_at != _d.started_at, Finding.rule_version != _d.rule_version)
+        result.changed += (await s.execute(update(Finding).where(
+            by_id, _d.present == true(), Finding.status.in_(ACTIVE), facts_differ).values(
+            manager_id=_d.manager_id, deal_id=_d.deal_id, started_at=_d.started_at,
+            rule_version=_d.rule_version, updated_at=now))).rowcount or 0
 
     # 6. Whatever no longer violates resolves, saying why.
-    still = sum(statuses.get(st, 0) for st in ACTIVE)
-    if active > still:
-        gone = [*in_scope, ~exists().where(_v.rule == Finding.rule, _v.entity_id == Finding.entity_id)]
+    if sum(have(status, present=False) for status in ACTIVE):
+        gone = [Finding.id.in_(select(_d.finding_id).where(_d.present == false())),
+                Finding.account_id == account_id, Finding.rule.in_(names), Finding.status.in_(ACTIVE)]
         deal = select(Deal).where(Deal.account_id == Finding.account_id, Deal.id == Finding.deal_id)
         why = case(
             *([(Finding.rule.in_(disabled), literal("rule disabled"))] if disabled else []),
@@ -413,8 +482,8 @@ async def _evaluate_rules(s: AsyncSession, account_id: int, template: _Template,
             (deal.where(Deal.is_closed == true()).exists(), literal("deal closed")),
             else_=literal("condition cleared"))
         if is_postgres(s):
-            # One anti-join over the account's findings instead of two: the UPDATE hands the rows
-            # it resolved, with their previous state, straight to the history INSERT.
+            # One pass instead of two: the UPDATE hands the rows it resolved, with their previous
+            # state, straight to the history INSERT.
             old = select(Finding.id, Finding.status, why.label("why")).where(*gone).cte("gone")
             moved = (update(Finding).where(Finding.id == old.c.id)
                      .values(status="resolved", resolved_at=now, snoozed_until=None, updated_at=now)
@@ -430,7 +499,6 @@ async def _evaluate_rules(s: AsyncSession, account_id: int, template: _Template,
                 status="resolved", resolved_at=now, snoozed_until=None, updated_at=now))).rowcount or 0
         result.resolved += count
         result.changed += count
-    return result
 
 
 async def _suppress(s: AsyncSession, account_id: int, suppress: dict[str, list[str]],
