@@ -32,9 +32,10 @@ def violations(ctx: RuleContext) -> Select[Any]:
     started = func.coalesce(last_closed, Deal.created_at, Deal.stage_entered_at, Deal.mirrored_at)
     grace = ctx.cutoff(lambda st: st.grace_minutes * 60)
     # Computed once per deal in a subquery: written twice in one SELECT, the correlated
-    # max() would run twice.
+    # max() would run twice. OFFSET 0 keeps PostgreSQL from pulling the subquery up into the
+    # outer SELECT, which would bring the second run back.
     deals = (select(Deal.id, Deal.responsible_user_id, started.label("started"), grace.label("grace"))
-             .where(*ctx.open_deal(), ~open_task).subquery())
+             .where(*ctx.open_deal(), ~open_task).offset(0).subquery())
     return select(deals.c.id.label("entity_id"), deals.c.id.label("deal_id"),
                   deals.c.responsible_user_id.label("manager_id"), deals.c.started.label("started_at"),
                   (deals.c.started <= deals.c.grace).label("opens"))

@@ -80,6 +80,7 @@ diff_table = Table(
     Column("rule_version", Integer()),
     Column("severity", String(16)),
     Column("deal_id", String(64)),
+    Column("old_deal_id", String(64)),  # the finding's deal before this evaluation
     Column("manager_id", String(64)),
     Column("started_at", UtcDateTime()),
     Column("opens", Boolean()),
@@ -89,7 +90,7 @@ diff_table = Table(
 )
 _d = diff_table.c
 _DIFF_COLUMNS = ["rule", "entity_id", "entity_type", "present", "rule_version", "severity", "deal_id",
-                 "manager_id", "started_at", "opens", "finding_id", "finding_status"]
+                 "old_deal_id", "manager_id", "started_at", "opens", "finding_id", "finding_status"]
 # Above this many differences PostgreSQL gets fresh statistics on them (temporary tables get no
 # autovacuum) and they are emptied by TRUNCATE, which leaves no dead rows behind.
 _MANY = 10_000
@@ -266,7 +267,7 @@ def _compare(t: _Template, account_id: int, queries: list[Any]) -> Any:
     compared = select(
         func.coalesce(v.rule, f.rule), func.coalesce(v.entity_id, f.entity_id),
         func.coalesce(v.entity_type, f.entity_type), v.rule.is_not(None), v.rule_version, v.severity,
-        v.deal_id, v.manager_id, v.started_at, v.opens, f.id, f.status,
+        v.deal_id, f.deal_id, v.manager_id, v.started_at, v.opens, f.id, f.status,
     ).select_from(cte.join(findings, and_(f.rule == v.rule, f.entity_type == v.entity_type,
                                            f.entity_id == v.entity_id), full=True)).where(changes)
     return insert(diff_table).from_select(_DIFF_COLUMNS, compared)
@@ -281,7 +282,7 @@ async def _prepare(s: AsyncSession, whole_account: bool) -> None:
     if is_postgres(s) and whole_account:
         # A sweep joins a million violations with as many findings: let the hash joins stay in
         # memory, and skip JIT compilation, which costs more than it saves on these plans.
-        await s.execute(text("SET LOCAL work_mem = '64MB'"))
+        await s.execute(text("SET LOCAL work_mem = '128MB'"))
         await s.execute(text("SET LOCAL jit = off"))
 
 
@@ -326,14 +327,20 @@ async def evaluate(s: AsyncSession, account_id: int, *, deal_ids: list[str] | No
         params.update(ctx.values())
     statement = template.statement(account_id, now, deal_ids)
     await _prepare(s, whole)
-    total = await _evaluate_rules(s, account_id, template, statement, params, now, actor)
+    total = EvaluationResult()
+    differences = (await s.execute(statement, params)).rowcount or 0
+    if differences:
+        await _apply(s, account_id, template, differences, now, actor, total)
     doc = settings.document
-    if total.changed or (whole and _suppressed_with.get(account_id) is not doc):
-        # Inhibition follows the findings' states and deals, so it can only change when a
-        # finding did, or when the settings did (seen by the next sweep).
-        total.changed += await _suppress(s, account_id, doc.suppress, deal_ids, now)
-        if whole:
-            _suppressed_with[account_id] = doc
+    # Inhibition follows the findings' states and deals, so it can only change on the deals
+    # whose findings changed, or anywhere when the settings did (seen by the next sweep).
+    if whole and _suppressed_with.get(account_id) is not doc:
+        total.changed += await _suppress(s, account_id, doc.suppress, None, now)
+        _suppressed_with[account_id] = doc
+    elif total.changed:
+        total.changed += await _suppress(s, account_id, doc.suppress, _changed_deals(), now)
+    if differences:
+        await _empty_diff(s, differences)
     if whole or total.changed:
         # What the CRM must hear about this, written in this same transaction. (A sweep also
         # runs it unchanged: escalations and reminders come due with time alone.)
@@ -361,15 +368,10 @@ def _tagged(rule: Rule, ctx: RuleContext) -> Any:
         literal(rule.version, Integer()).label("rule_version"), literal(rule.severity, String()).label("severity"))
 
 
-async def _evaluate_rules(s: AsyncSession, account_id: int, template: _Template, statement: Any,
-                          params: dict[str, Any], now_: datetime, actor: str) -> EvaluationResult:
-    result = EvaluationResult()
-    differences = (await s.execute(statement, params)).rowcount or 0
-    if not differences:
-        return result
-    await _apply(s, account_id, template, differences, now_, actor, result)
-    await _empty_diff(s, differences)
-    return result
+def _changed_deals() -> Any:
+    """The deals this evaluation's differences name, before and after."""
+    return union(select(_d.deal_id).where(_d.deal_id.is_not(None)),
+                 select(_d.old_deal_id).where(_d.old_deal_id.is_not(None)))
 
 
 async def _apply(s: AsyncSession, account_id: int, template: _Template, differences: int, now_: datetime,
@@ -502,13 +504,14 @@ async def _apply(s: AsyncSession, account_id: int, template: _Template, differen
 
 
 async def _suppress(s: AsyncSession, account_id: int, suppress: dict[str, list[str]],
-                    deal_ids: list[str] | None, now: datetime) -> int:
+                    deals: Any, now: datetime) -> int:
     """Alertmanager-style inhibition: a finding stays quiet while an inhibiting one is open on its deal.
+    `deals` (a SELECT of deal ids) limits it to those deals; None: the whole account.
     Returns how many findings changed their voice."""
     at = literal(now, UtcDateTime())
     scope = [Finding.account_id == account_id, Finding.status.in_(ACTIVE)]
-    if deal_ids is not None:
-        scope.append(Finding.deal_id.in_(deal_ids))
+    if deals is not None:
+        scope.append(Finding.deal_id.in_(deals))
     targets = {target: inhibitors for target, inhibitors in suppress.items() if inhibitors}
     changed = 0
     for target, inhibitors in targets.items():
@@ -518,6 +521,8 @@ async def _suppress(s: AsyncSession, account_id: int, suppress: dict[str, list[s
         loud_deals = select(inhibitor.c.deal_id).where(
             inhibitor.c.account_id == account_id, inhibitor.c.rule.in_(inhibitors),
             inhibitor.c.status.in_(INHIBITING), inhibitor.c.deal_id.is_not(None))
+        if deals is not None:
+            loud_deals = loud_deals.where(inhibitor.c.deal_id.in_(deals))
         mine = [*scope, Finding.rule == target]
         changed += (await s.execute(update(Finding).where(
             *mine, Finding.suppressed.is_(False), Finding.deal_id.in_(loud_deals))
