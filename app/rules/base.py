@@ -29,11 +29,19 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import ColumnElement, Select, String, and_, bindparam, case, false, not_, or_
+from sqlalchemy import ColumnElement, Select, String, and_, bindparam, case, false, literal, not_, or_
 
 from app.calendar.business import BusinessCalendar
 from app.db import UtcDateTime
 from app.mirror.models import Deal
+
+
+def one_of(column: Any, values: Any) -> ColumnElement[bool]:
+    """`column IN (…)` for a list fixed by the settings, one plain parameter per value. The
+    list in_() binds is an "expanding" parameter, rendered into the SQL text again at every
+    execution: a cost a statement re-run for every touched deal can do without."""
+    items = list(values)
+    return column.in_([literal(v, column.type) for v in items]) if items else false()
 
 
 class RuleSettings(BaseModel):

@@ -10,7 +10,7 @@ from sqlalchemy import Select, false, func, select
 from app.calendar.business import humanize
 from app.mirror.models import Deal, Task
 
-from .base import RenderContext, Rule, RuleContext, RuleSettings
+from .base import RenderContext, Rule, RuleContext, RuleSettings, one_of
 
 
 class Settings(RuleSettings):
@@ -23,7 +23,7 @@ class Settings(RuleSettings):
 
 def violations(ctx: RuleContext) -> Select[Any]:
     types = ctx.settings.task_types
-    counted = [Task.type_id.in_(types)] if types is not None else []
+    counted = [one_of(Task.type_id, types)] if types is not None else []
     open_task = (select(Task.id).where(Task.account_id == Deal.account_id, Task.deal_id == Deal.id,
                                        Task.is_completed == false(), Task.is_deleted == false(), *counted).exists())
     # When the deal lost its last task; a deal that never had one has lacked it since it was created.

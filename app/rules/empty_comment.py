@@ -12,7 +12,7 @@ from app.db import UtcDateTime
 from app.mirror.models import Deal, Note
 from app.mirror.text import fold
 
-from .base import RenderContext, Rule, RuleContext, RuleSettings
+from .base import RenderContext, Rule, RuleContext, RuleSettings, one_of
 
 STOCK_PHRASES = ["связался", "связались", "перезвонить", "перезвоню", "позвонить", "созвонились", "ок", "ok",
                  "нет ответа", "не дозвонился", "не берет трубку", "недозвон", "+", "-", "."]
@@ -30,7 +30,7 @@ class Settings(RuleSettings):
 
 
 def _empty(note: Any, min_chars: Any, stock: list[str]) -> Any:
-    return or_(note.text_norm.is_(None), func.length(note.text_norm) < min_chars, note.text_norm.in_(stock))
+    return or_(note.text_norm.is_(None), func.length(note.text_norm) < min_chars, one_of(note.text_norm, stock))
 
 
 def violations(ctx: RuleContext) -> Select[Any]:

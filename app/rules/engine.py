@@ -60,7 +60,7 @@ from app.mirror.models import Deal
 from app.outbox.enqueue import enqueue
 
 from . import config as rules_config
-from .base import ResolvedRuleConfig, Rule, RuleContext, RuleSettings
+from .base import ResolvedRuleConfig, Rule, RuleContext, RuleSettings, one_of
 from .models import RuleConfig
 from .registry import RULES
 
@@ -237,7 +237,7 @@ def _compare(t: _Template, account_id: int, queries: list[Any]) -> Any:
     names = [rule.name for rule in t.rules]
     cte = union_all(*queries).cte("v") if len(queries) > 1 else queries[0].cte("v")
     v = cte.c
-    found = [Finding.account_id == account_id, Finding.rule.in_(names)]
+    found = [Finding.account_id == account_id, one_of(Finding.rule, names)]
     columns = [Finding.id, Finding.rule, Finding.entity_type, Finding.entity_id, Finding.status,
                Finding.deal_id, Finding.manager_id, Finding.started_at, Finding.rule_version,
                Finding.snoozed_until]
@@ -258,12 +258,12 @@ def _compare(t: _Template, account_id: int, queries: list[Any]) -> Any:
         f.started_at != v.started_at, f.rule_version != v.rule_version)
     changes = or_(
         f.id.is_(None),
-        and_(v.rule.is_(None), f.status.in_(ACTIVE)),
+        and_(v.rule.is_(None), one_of(f.status, ACTIVE)),
         and_(v.rule.is_not(None), or_(
             f.status == "resolved",
             and_(f.status == "pending", v.opens == true()),
             and_(f.status == "snoozed", f.snoozed_until <= now),
-            and_(f.status.in_(ACTIVE), facts_differ))))
+            and_(one_of(f.status, ACTIVE), facts_differ))))
     compared = select(
         func.coalesce(v.rule, f.rule), func.coalesce(v.entity_id, f.entity_id),
         func.coalesce(v.entity_type, f.entity_type), v.rule.is_not(None), v.rule_version, v.severity,

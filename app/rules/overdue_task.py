@@ -10,7 +10,7 @@ from sqlalchemy import Select, and_, false, func, select
 from app.calendar.business import humanize
 from app.mirror.models import Deal, Task
 
-from .base import RenderContext, Rule, RuleContext, RuleSettings
+from .base import RenderContext, Rule, RuleContext, RuleSettings, one_of
 
 
 class Settings(RuleSettings):
@@ -31,7 +31,7 @@ def violations(ctx: RuleContext) -> Select[Any]:
         .join(Deal, and_(Deal.account_id == Task.account_id, Deal.id == Task.deal_id))
         .where(*ctx.open_deal(), Task.account_id == ctx.account_id, Task.is_completed == false(),
                Task.is_deleted == false(), Task.due_at <= ctx.now_param(),
-               *([Task.type_id.in_(types)] if types is not None else []))
+               *([one_of(Task.type_id, types)] if types is not None else []))
     )
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import Select, and_, false, func, select, true
 from app.db import epoch
 from app.mirror.models import Deal, Note, Task
 
-from .base import RenderContext, Rule, RuleContext, RuleSettings
+from .base import RenderContext, Rule, RuleContext, RuleSettings, one_of
 
 CONTACT_KINDS = ("common", "call_in", "call_out")
 
@@ -28,7 +28,7 @@ def violations(ctx: RuleContext) -> Select[Any]:
     # is floating point, so exactly one hour can come out a hair short: allow half a second.
     moved_enough = epoch(Task.due_at) - epoch(Task.previous_due_at) >= shift - 0.5
     contact = (select(Note.id).where(Note.account_id == Task.account_id, Note.deal_id == Task.deal_id,
-                                     Note.kind.in_(CONTACT_KINDS),
+                                     one_of(Note.kind, CONTACT_KINDS),
                                      Note.created_at >= func.coalesce(Task.created_at, Task.previous_due_at))
                .exists())
     return (

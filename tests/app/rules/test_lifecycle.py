@@ -6,12 +6,13 @@ from __future__ import annotations
 import dataclasses
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 
 from app.db import utcnow
 from app.findings import service
 from app.findings.models import Finding
 from app.mirror.models import Task
+from app.rules import engine
 from app.rules.registry import RULES
 from tests.app.rules.mirror_builder import (
     Event,
@@ -297,6 +298,52 @@ async def test_two_evaluations_at_the_same_instant_log_each_finding_once(rt):
     opened_on_d2 = [f for f in await findings(rt, aid) if f.deal_id == "D2" and f.status == "open"]
     assert any(f.entity_id == "T2" for f in opened_on_d2)
     assert result.opened == len(opened_on_d2)
+
+
+async def test_a_task_moved_to_another_deal_takes_its_finding_along(rt):
+    aid = await _two_overdue_deals(rt)
+    await evaluate(rt, aid, NOW)
+    t1 = await finding(rt, aid, "overdue_task", "T1")
+    assert t1 is not None and t1.deal_id == "D1"
+    async with rt.sessions() as s, s.begin():
+        await s.execute(update(Task).where(Task.account_id == aid, Task.id == "T1").values(deal_id="D2",
+                                                                                           entity_id="D2"))
+
+    # The event names the deal the task is on now; the finding is found by its entity.
+    await evaluate(rt, aid, NOW + timedelta(minutes=1), deal_ids=["D2"], actor="incremental")
+
+    moved = await finding(rt, aid, "overdue_task", "T1")
+    assert (moved.id, moved.status, moved.deal_id) == (t1.id, "open", "D2")
+    assert [e.reason for e in await history(rt, t1.id)] == ["condition began"]
+    # Re-evaluating the deal it left finds nothing gone there.
+    result = await evaluate(rt, aid, NOW + timedelta(minutes=2), deal_ids=["D1"], actor="incremental")
+    assert result.resolved == 0
+    assert (await finding(rt, aid, "overdue_task", "T1")).status == "open"
+
+
+async def test_a_rolled_back_evaluation_leaves_the_connection_ready_for_the_next(rt):
+    """The differences live in a temporary table made once per connection: neither a rollback nor
+    a finished evaluation may leave it missing or holding rows."""
+    aid = await _two_overdue_deals(rt)
+
+    class Abort(Exception):
+        pass
+
+    for _ in range(2):
+        try:
+            async with rt.sessions() as s, s.begin():
+                result = await engine.evaluate(s, aid, now=NOW)
+                assert result.opened > 0
+                raise Abort
+        except Abort:
+            pass
+    assert await findings(rt, aid) == []
+
+    result = await evaluate(rt, aid, NOW)
+
+    assert result.opened == len([f for f in await findings(rt, aid) if f.status == "open"]) > 0
+    async with rt.sessions() as s:
+        assert await s.scalar(select(func.count()).select_from(engine.diff_table)) == 0
 
 
 async def test_a_reused_statement_takes_each_evaluations_moment_and_deals(rt):
