@@ -36,6 +36,7 @@ from sqlalchemy import (
     Table,
     and_,
     case,
+    cast,
     delete,
     false,
     func,
@@ -50,7 +51,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.schema import CreateTable
+from sqlalchemy.sql.base import Executable
+from sqlalchemy.sql.elements import ClauseElement
 
 from app.accounts.models import Account
 from app.calendar.business import BusinessCalendar
@@ -162,6 +166,7 @@ class _Template:
     enabled: list[Rule]
     disabled: list[str]
     insert: Any  # the whole statement when every enabled rule is cached, else None
+    dialect: str
 
     def contexts(self) -> list[RuleContext]:
         return [self.own, *(ctx for ctx, _ in self.cached.values())]
@@ -179,7 +184,7 @@ class _Template:
         return _compare(self, account_id, queries)
 
 
-_templates: dict[tuple[int, str, bool], _Template] = {}
+_templates: dict[tuple[int, str, bool, str], _Template] = {}
 _warned: set[str] = set()
 # Two probes far apart in working time and with different deals: a value frozen at build time
 # differs between them, a parameter does not.
@@ -193,7 +198,7 @@ def _context(t: _Template, account_id: int, rule: Rule, i: int, now: datetime,
 
 
 def _template(account_id: int, settings: _Settings, timezone: str, whole: bool, dialect: Any) -> _Template:
-    key = (account_id, timezone, whole)
+    key = (account_id, timezone, whole, dialect.name)
     cached = _templates.get(key)
     rules = tuple(RULES.values())
     if cached is not None and cached.settings is settings and cached.rules == rules:
@@ -204,7 +209,7 @@ def _template(account_id: int, settings: _Settings, timezone: str, whole: bool, 
     own = RuleContext(account_id=account_id, now=now, calendar=settings.calendar(timezone),
                       config=ResolvedRuleConfig(enabled=True, settings=RuleSettings()),
                       deal_ids=None if whole else ["probe-a"], prefix="eval")
-    template = _Template(settings, rules, timezone, whole, own, {}, enabled, disabled, None)
+    template = _Template(settings, rules, timezone, whole, own, {}, enabled, disabled, None, dialect.name)
     for i, rule in enumerate(enabled):
         probes = []
         for moment, deals in ((now, None if whole else ["probe-a"]),
@@ -264,12 +269,17 @@ def _compare(t: _Template, account_id: int, queries: list[Any]) -> Any:
             and_(f.status == "pending", v.opens == true()),
             and_(f.status == "snoozed", f.snoozed_until <= now),
             and_(one_of(f.status, ACTIVE), facts_differ))))
-    compared = select(
+    values = [
         func.coalesce(v.rule, f.rule), func.coalesce(v.entity_id, f.entity_id),
         func.coalesce(v.entity_type, f.entity_type), v.rule.is_not(None), v.rule_version, v.severity,
-        v.deal_id, f.deal_id, v.manager_id, v.started_at, v.opens, f.id, f.status,
-    ).select_from(cte.join(findings, and_(f.rule == v.rule, f.entity_type == v.entity_type,
-                                           f.entity_id == v.entity_id), full=True)).where(changes)
+        v.deal_id, f.deal_id, v.manager_id, v.started_at, v.opens, f.id, f.status]
+    if t.dialect == "postgresql":
+        # Named and typed exactly as the table: a sweep re-creates it from this SELECT (see
+        # _compare_whole), and statements prepared on this connection must find the same columns.
+        values = [cast(value, diff_table.c[name].type).label(name)
+                  for name, value in zip(_DIFF_COLUMNS, values, strict=True)]
+    compared = select(*values).select_from(cte.join(findings, and_(
+        f.rule == v.rule, f.entity_type == v.entity_type, f.entity_id == v.entity_id), full=True)).where(changes)
     return insert(diff_table).from_select(_DIFF_COLUMNS, compared)
 
 
@@ -284,6 +294,30 @@ async def _prepare(s: AsyncSession, whole_account: bool) -> None:
         # memory, and skip JIT compilation, which costs more than it saves on these plans.
         await s.execute(text("SET LOCAL work_mem = '128MB'"))
         await s.execute(text("SET LOCAL jit = off"))
+
+
+class _CreateTempTableAs(Executable, ClauseElement):
+    """CREATE TEMPORARY TABLE name AS SELECT …"""
+
+    inherit_cache = False  # built once per sweep; not worth a cache key
+
+    def __init__(self, name: str, query: Any) -> None:
+        self.name, self.query = name, query
+
+
+@compiles(_CreateTempTableAs)
+def _create_temp_table_as(element: _CreateTempTableAs, compiler: Any, **kw: Any) -> str:
+    return f"CREATE TEMPORARY TABLE {element.name} AS {compiler.process(element.query, **kw)}"
+
+
+async def _compare_whole(s: AsyncSession, statement: Any, params: dict[str, Any]) -> int:
+    """A sweep's comparison on PostgreSQL, run in parallel: the database never runs an INSERT …
+    SELECT in parallel, but it does run CREATE TABLE … AS SELECT (about a sixth faster on a
+    million deals, on two cores). The connection's table of differences is re-created from the
+    SELECT, with the same columns; a rollback brings the old one back."""
+    await s.execute(text(f"DROP TABLE IF EXISTS {diff_table.name}"))
+    await s.execute(_CreateTempTableAs(diff_table.name, statement.select), params)
+    return await s.scalar(select(func.count()).select_from(diff_table)) or 0
 
 
 async def _empty_diff(s: AsyncSession, rows: int) -> None:
@@ -328,7 +362,10 @@ async def evaluate(s: AsyncSession, account_id: int, *, deal_ids: list[str] | No
     statement = template.statement(account_id, now, deal_ids)
     await _prepare(s, whole)
     total = EvaluationResult()
-    differences = (await s.execute(statement, params)).rowcount or 0
+    if is_postgres(s) and whole:
+        differences = await _compare_whole(s, statement, params)
+    else:
+        differences = (await s.execute(statement, params)).rowcount or 0
     if differences:
         await _apply(s, account_id, template, differences, now, actor, total)
     doc = settings.document
