@@ -414,7 +414,10 @@ def _changed_deals() -> Any:
 async def _apply(s: AsyncSession, account_id: int, template: _Template, differences: int, now_: datetime,
                  actor: str, result: EvaluationResult) -> None:
     """Moves the findings the differences name, step by step, each step for all rules at once."""
-    if differences > _MANY and is_postgres(s):
+    if is_postgres(s) and (differences > _MANY or template.whole):
+        # Temporary tables get no autovacuum, and a sweep's table is new: without statistics the
+        # planner guesses its size and may join a handful of differences with a million findings
+        # by scanning them all. (A few rows analyze in a millisecond.)
         await s.execute(text(f"ANALYZE {diff_table.name}"))
     now = literal(now_, UtcDateTime())
     names, disabled = [rule.name for rule in template.rules], template.disabled
