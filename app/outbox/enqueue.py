@@ -37,59 +37,79 @@ async def _insert(s: AsyncSession, source: Any) -> int:
     return (await s.execute(stmt)).rowcount or 0
 
 
+def _rules_where(doc: RulesDocument, wants: Any) -> dict[Any, list[str]]:
+    """The rules grouped by what `wants(notify settings)` gives, leaving out those it gives a
+    falsy value: one statement per group serves every rule in it."""
+    groups: dict[Any, list[str]] = {}
+    for name in RULES:
+        value = wants(doc.notify(name))
+        if value:
+            groups.setdefault(value, []).append(name)
+    return groups
+
+
 async def enqueue(s: AsyncSession, account_id: int, now: datetime, doc: RulesDocument,
                   calendar: BusinessCalendar) -> int:
-    """Outbox rows for what this evaluation changed; returns how many were added."""
+    """Outbox rows for what this evaluation changed; returns how many were added.
+
+    Each kind of action is one statement for all the rules that ask for it (grouped by their
+    setting where it has a value, such as the escalation delay): an evaluation that changed a
+    finding runs a handful of statements, not a handful per rule."""
     at = literal(now, UtcDateTime())
     added = 0
-    for name in RULES:
-        notify = doc.notify(name)
-        mine = [Finding.account_id == account_id, Finding.rule == name, Finding.deal_id.is_not(None)]
-        speaking = [*mine, Finding.status == "open", Finding.suppressed.is_(False)]
 
-        def row(kind: str, purpose: str, key: Any, user: Any = Finding.manager_id, ref: Any = None) -> Any:
-            return select(literal(account_id), Finding.id, literal(kind), literal(purpose), key, Finding.deal_id,
-                          user, ref if ref is not None else literal(None), literal("pending"), literal(0), at, at)
+    def mine(names: list[str]) -> list[Any]:
+        return [Finding.account_id == account_id, Finding.rule.in_(names), Finding.deal_id.is_not(None)]
 
-        # Opened in this evaluation (first time, after the grace period, after a regression), or
-        # allowed to speak again in it (its suppression lifted). The dedup key keeps it to once.
-        # (Every such change stamps updated_at with this evaluation's time, which an index finds.)
-        opened = [*speaking, Finding.updated_at == at]
-        if notify.task:
-            added += await _insert(s, row("create_task", "open", _key("f", Finding.id, ":open:",
-                                                                       Finding.times_opened, ":task"))
-                                   .where(*opened))
-        if notify.note:
-            added += await _insert(s, row("add_note", "open", _key("f", Finding.id, ":open:",
-                                                                    Finding.times_opened, ":note"))
-                                   .where(*opened))
+    def speaking(names: list[str]) -> list[Any]:
+        return [*mine(names), Finding.status == "open", Finding.suppressed.is_(False)]
 
-        # Escalation: still open (not acknowledged, snoozed or suppressed) past the limit.
-        supervisor = _supervisor(doc)
-        if notify.escalate_after_hours and supervisor is not None:
-            late = literal(calendar.cutoff(now, notify.escalate_after_hours * 3600), UtcDateTime())
+    def row(kind: str, purpose: str, key: Any, user: Any = Finding.manager_id, ref: Any = None) -> Any:
+        return select(literal(account_id), Finding.id, literal(kind), literal(purpose), key, Finding.deal_id,
+                      user, ref if ref is not None else literal(None), literal("pending"), literal(0), at, at)
+
+    # Opened in this evaluation (first time, after the grace period, after a regression), or
+    # allowed to speak again in it (its suppression lifted). The dedup key keeps it to once.
+    # (Every such change stamps updated_at with this evaluation's time, which an index finds.)
+    for names in _rules_where(doc, lambda n: n.task).values():
+        added += await _insert(s, row("create_task", "open", _key("f", Finding.id, ":open:",
+                                                                   Finding.times_opened, ":task"))
+                               .where(*speaking(names), Finding.updated_at == at))
+    for names in _rules_where(doc, lambda n: n.note).values():
+        added += await _insert(s, row("add_note", "open", _key("f", Finding.id, ":open:",
+                                                                Finding.times_opened, ":note"))
+                               .where(*speaking(names), Finding.updated_at == at))
+
+    # Escalation: still open (not acknowledged, snoozed or suppressed) past the limit.
+    supervisor = _supervisor(doc)
+    if supervisor is not None:
+        for hours, names in _rules_where(doc, lambda n: n.escalate_after_hours).items():
+            late = literal(calendar.cutoff(now, hours * 3600), UtcDateTime())
             added += await _insert(s, row("create_task", "escalate",
                                           _key("f", Finding.id, ":escalate:", Finding.times_opened),
-                                          user=supervisor).where(*speaking, Finding.opened_at <= late,
+                                          user=supervisor).where(*speaking(names), Finding.opened_at <= late,
                                                                  supervisor.is_not(None)))
 
-        # Reminder on the card, only in working hours, spaced by the repeat interval.
-        if notify.repeat_hours and calendar.is_working_time(now):
-            since = literal(calendar.cutoff(now, notify.repeat_hours * 3600), UtcDateTime())
+    # Reminder on the card, only in working hours, spaced by the repeat interval.
+    if calendar.is_working_time(now):
+        for hours, names in _rules_where(doc, lambda n: n.repeat_hours).items():
+            since = literal(calendar.cutoff(now, hours * 3600), UtcDateTime())
             recent = exists().where(OutboxAction.finding_id == Finding.id, OutboxAction.created_at > since,
                                     OutboxAction.purpose.in_(("open", "repeat")))
             added += await _insert(s, row("add_note", "repeat", _key("f", Finding.id, ":repeat:",
                                                                       literal(now.isoformat())))
-                                   .where(*speaking, Finding.opened_at <= since, ~recent))
+                                   .where(*speaking(names), Finding.opened_at <= since, ~recent))
 
-        # Resolved in this evaluation: close what was opened for it.
-        resolved = [*mine, Finding.updated_at == at, Finding.status == "resolved", Finding.resolved_at == at]
-        if notify.close_on_resolve:
-            added += await _close_tasks(s, account_id, resolved, at)
-        if notify.note_on_resolve:
-            added += await _insert(s, row("add_note", "resolve", _key("f", Finding.id, ":resolve:",
-                                                                       Finding.times_opened))
-                                   .where(*resolved))
+    # Resolved in this evaluation: close what was opened for it.
+    def resolved(names: list[str]) -> list[Any]:
+        return [*mine(names), Finding.updated_at == at, Finding.status == "resolved", Finding.resolved_at == at]
+
+    for names in _rules_where(doc, lambda n: n.close_on_resolve).values():
+        added += await _close_tasks(s, account_id, resolved(names), at)
+    for names in _rules_where(doc, lambda n: n.note_on_resolve).values():
+        added += await _insert(s, row("add_note", "resolve", _key("f", Finding.id, ":resolve:",
+                                                                   Finding.times_opened))
+                               .where(*resolved(names)))
     return added
 
 

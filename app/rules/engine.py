@@ -375,7 +375,7 @@ async def evaluate(s: AsyncSession, account_id: int, *, deal_ids: list[str] | No
         total.changed += await _suppress(s, account_id, doc.suppress, None, now)
         _suppressed_with[account_id] = doc
     elif total.changed:
-        total.changed += await _suppress(s, account_id, doc.suppress, _changed_deals(), now)
+        total.changed += await _suppress(s, account_id, doc.suppress, await _changed_deals(s, differences), now)
     if differences:
         await _empty_diff(s, differences)
     if whole or total.changed:
@@ -405,10 +405,15 @@ def _tagged(rule: Rule, ctx: RuleContext) -> Any:
         literal(rule.version, Integer()).label("rule_version"), literal(rule.severity, String()).label("severity"))
 
 
-def _changed_deals() -> Any:
-    """The deals this evaluation's differences name, before and after."""
-    return union(select(_d.deal_id).where(_d.deal_id.is_not(None)),
-                 select(_d.old_deal_id).where(_d.old_deal_id.is_not(None)))
+async def _changed_deals(s: AsyncSession, differences: int) -> Any:
+    """The deals this evaluation's differences name, before and after: as a list when there are
+    a few (the planner then looks them up by index; handed the subquery instead, it cannot know
+    how few rows a temporary table holds and scans a big account's findings), else as a SELECT."""
+    deals = union(select(_d.deal_id).where(_d.deal_id.is_not(None)),
+                  select(_d.old_deal_id).where(_d.old_deal_id.is_not(None)))
+    if differences > _MANY:
+        return deals
+    return sorted(await s.scalars(deals))
 
 
 async def _apply(s: AsyncSession, account_id: int, template: _Template, differences: int, now_: datetime,
@@ -546,7 +551,7 @@ async def _apply(s: AsyncSession, account_id: int, template: _Template, differen
 async def _suppress(s: AsyncSession, account_id: int, suppress: dict[str, list[str]],
                     deals: Any, now: datetime) -> int:
     """Alertmanager-style inhibition: a finding stays quiet while an inhibiting one is open on its deal.
-    `deals` (a SELECT of deal ids) limits it to those deals; None: the whole account.
+    `deals` (deal ids, or a SELECT of them) limits it to those deals; None: the whole account.
     Returns how many findings changed their voice."""
     at = literal(now, UtcDateTime())
     scope = [Finding.account_id == account_id, Finding.status.in_(ACTIVE)]

@@ -71,6 +71,25 @@ async def test_an_open_finding_escalates_once_to_the_supervisor_after_the_limit(
     assert task["text"].endswith(f"#cw{escalation.id}")
 
 
+async def test_each_rule_escalates_after_its_own_limit(rt):
+    """Rules asking for the same action with different settings are enqueued by one statement per
+    setting: each keeps its own limit."""
+    rules = rules_doc("deal_without_task", "stuck_stage", supervisor_user_id=HEAD, suppress={})
+    rules["rules"]["deal_without_task"]["notify"] = {"escalate_after_hours": 1, **NO_REPEAT}
+    rules["rules"]["stuck_stage"]["notify"] = {"escalate_after_hours": 4, **NO_REPEAT}
+    aid = await new_account(rt, rules=rules)
+    await add_deals(rt, aid, [31000001])
+    await evaluate(rt, aid, T0)
+    rule_of = {f.id: f.rule for f in await findings(rt, aid)}
+    assert sorted(rule_of.values()) == ["deal_without_task", "stuck_stage"]
+
+    await evaluate(rt, aid, T0 + timedelta(hours=2))
+    assert [rule_of[r.finding_id] for r in await purposes(rt, "escalate")] == ["deal_without_task"]
+    await evaluate(rt, aid, T0 + timedelta(hours=4, minutes=1))
+    assert sorted(rule_of[r.finding_id] for r in await purposes(rt, "escalate")) == ["deal_without_task",
+                                                                                      "stuck_stage"]
+
+
 async def test_without_a_supervisor_nothing_escalates(rt):
     aid = await new_account(rt, rules=rules_doc("deal_without_task", notify={"escalate_after_hours": 1}))
     await add_deals(rt, aid, [31000001])
