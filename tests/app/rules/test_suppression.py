@@ -107,3 +107,22 @@ async def test_an_empty_suppress_map_suppresses_nothing(rt):
     assert inhibitor is not None and inhibitor.status == "open"
     assert stuck is not None and stuck.status == "open"
     assert stuck.suppressed is False
+
+
+async def test_inhibition_is_the_same_when_the_differences_are_many(rt, monkeypatch):
+    """Past _MANY differences the engine takes its bulk paths (statistics on the differences,
+    the changed deals as a subquery, TRUNCATE): same outcome as the few-rows paths above."""
+    from app.rules import engine
+
+    monkeypatch.setattr(engine, "_MANY", 0)
+    aid = await _stuck_deal_without_task(rt)
+    await evaluate(rt, aid, THURSDAY)
+    assert (await finding(rt, aid, "stuck_stage", "D1")).suppressed is True
+
+    async with rt.sessions() as s, s.begin():
+        add_task(s, aid, "T1", "D1", due_at=msk(2025, 12, 12, 12), created_at=THURSDAY + timedelta(minutes=1))
+    await evaluate(rt, aid, THURSDAY + timedelta(minutes=5), deal_ids=["D1"], actor="incremental")
+
+    assert (await finding(rt, aid, "deal_without_task", "D1")).status == "resolved"
+    stuck = await finding(rt, aid, "stuck_stage", "D1")
+    assert stuck.status == "open" and stuck.suppressed is False
