@@ -2,7 +2,7 @@
 
     python bench/sweep.py [--deals 1000000] [--tasks-per-deal 3] [--notes-per-deal 1]
                           [--database-url postgresql+asyncpg://postgres@127.0.0.1:5432/test]
-                          [--incremental 200] [--profile]
+                          [--incremental 200] [--changed 100] [--profile]
 
 One run:
 
@@ -15,8 +15,12 @@ One run:
    commit included: the first creates the findings, the second is the steady state (with
    a VACUUM ANALYZE in between, as autovacuum would do after such a bulk insert);
 4. reads the process's peak RSS: the mirror must never be loaded into Python;
+   and times the comparison floor: the findings matched with themselves on their dedup key,
+   what any full sweep pays on top of reading the mirror;
 5. times incremental evaluation of one touched deal, for random deals, each in its own
-   transaction (median and p95);
+   transaction (median and p95): first where nothing changed (the goal), then right after an
+   event changed the deal (its first task completed or reopened, so findings open, resolve,
+   change their voice and enqueue CRM writes);
 6. prints the figures, the findings by rule and status, and whether each goal holds;
 7. drops the database, whatever happened.
 
@@ -168,6 +172,15 @@ FROM (SELECT i, (:deal_base + 1 + floor(random() * :deals)::int)::text AS deal_i
       FROM generate_series(1, :notes) AS i OFFSET 0) AS s
 """
 
+# The floor of any full comparison: the account's findings matched on their dedup key with a set
+# as large as themselves (here, themselves), under the sweep's own settings. Whatever the rules
+# compute, a sweep that compares it with the findings pays at least this on top of reading the mirror.
+COMPARISON_FLOOR = """
+SELECT count(*) FROM findings a JOIN findings b
+  ON b.account_id = a.account_id AND b.rule = a.rule AND b.entity_type = a.entity_type AND b.entity_id = a.entity_id
+WHERE a.account_id = :account
+"""
+
 BARE_SCAN = [
     "SELECT count(*), max(stage_entered_at) FROM deals WHERE account_id = :account",
     "SELECT count(*), max(due_at) FROM tasks WHERE account_id = :account",
@@ -183,6 +196,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--database-url", default=DEFAULT_URL,
                    help="an existing PostgreSQL database; the benchmark creates and drops its own next to it")
     p.add_argument("--incremental", type=int, default=200, help="deals re-evaluated one by one (default 200)")
+    p.add_argument("--changed", type=int, default=100,
+                   help="deals re-evaluated one by one right after a change to one of their tasks (default 100)")
     p.add_argument("--incremental-budget", type=float, default=300.0,
                    help="stop re-evaluating single deals after this many seconds (default 300)")
     p.add_argument("--no-analyze", action="store_true",
@@ -316,6 +331,18 @@ async def bare_scan(engine: AsyncEngine, account_id: int, parallel: bool = True)
     return best
 
 
+async def comparison_floor(engine: AsyncEngine, account_id: int) -> float:
+    best = float("inf")
+    async with engine.connect() as conn:
+        await conn.execute(text("SET work_mem = '128MB'"))
+        await conn.execute(text("SET jit = off"))
+        for _ in range(BARE_RUNS):
+            started = time.perf_counter()
+            (await conn.execute(text(COMPARISON_FLOOR), {"account": account_id})).all()
+            best = min(best, time.perf_counter() - started)
+    return best
+
+
 async def sweep(engine: AsyncEngine, account_id: int) -> tuple[float, rules_engine.EvaluationResult]:
     maker = make_sessionmaker(engine)
     started = time.perf_counter()
@@ -339,6 +366,35 @@ async def incremental(engine: AsyncEngine, account_id: int, deal_ids: list[str],
         if time.perf_counter() > deadline:
             break
     return times
+
+
+# The deal's first task flips: completed now, or open again. Either way some finding changes
+# (overdue resolves or comes back, the deal gains or loses its open task), as after a real event.
+SQL_FLIP_TASK = """
+UPDATE tasks SET is_completed = NOT is_completed,
+                 completed_at = CASE WHEN is_completed THEN NULL ELSE now() END, source_updated_at = now()
+WHERE account_id = :account AND id = (SELECT min(id) FROM tasks WHERE account_id = :account AND deal_id = :deal)
+"""
+
+
+async def incremental_after_change(engine: AsyncEngine, account_id: int, deal_ids: list[str],
+                                   budget: float) -> tuple[list[float], int]:
+    """Times the re-evaluation of each deal right after one of its tasks changed; returns the
+    times and how many of the evaluations changed a finding."""
+    maker = make_sessionmaker(engine)
+    deadline = time.perf_counter() + budget
+    times, changed = [], 0
+    for deal_id in deal_ids:
+        async with maker() as s, s.begin():
+            await s.execute(text(SQL_FLIP_TASK), {"account": account_id, "deal": deal_id})
+        started = time.perf_counter()
+        async with maker() as s, s.begin():
+            result = await rules_engine.evaluate(s, account_id, deal_ids=[deal_id], actor="incremental")
+        times.append((time.perf_counter() - started) * 1000)
+        changed += result.changed > 0
+        if time.perf_counter() > deadline:
+            break
+    return times, changed
 
 
 async def findings_by_rule(engine: AsyncEngine, account_id: int) -> dict[str, dict[str, int]]:
@@ -422,6 +478,7 @@ async def run(url: URL, args: argparse.Namespace) -> None:
         print(f"steady sweep: {steady:.2f} s  (opened {steady_result.opened:,}, resolved {steady_result.resolved:,}, "
               f"open {steady_result.open:,})")
         peak = rss_mb()
+        floor = await comparison_floor(engine, account_id)
 
         sample = random.Random(args.seed).sample(range(1, args.deals + 1), min(args.incremental, args.deals))
         deal_ids = [str(DEAL_BASE + d) for d in sample]
@@ -431,6 +488,12 @@ async def run(url: URL, args: argparse.Namespace) -> None:
             with StatementProfile(engine) as incremental_profile:
                 await incremental(engine, account_id, deal_ids[:50], args.incremental_budget)
         median, p95 = statistics.median(times), pct(times, 0.95)
+        changed_times, changed_count = [], 0
+        if args.changed:
+            flipped = [str(DEAL_BASE + d) for d in
+                       random.Random(args.seed + 1).sample(range(1, args.deals + 1), min(args.changed, args.deals))]
+            changed_times, changed_count = await incremental_after_change(engine, account_id, flipped,
+                                                                          args.incremental_budget)
 
         ratio = steady / bare if bare > 0 else float("inf")
         print("\nfindings by rule:")
@@ -441,9 +504,15 @@ async def run(url: URL, args: argparse.Namespace) -> None:
         print(f"  sweep, first              {first:8.2f} s")
         print(f"  sweep, steady             {steady:8.2f} s")
         print(f"  steady sweep / bare scan  {ratio:8.2f} x   ({steady / serial:.2f} x the serial scan)")
+        print(f"  comparison floor          {floor:8.2f} s   (findings matched with as many rows on their key, "
+              f"best of {BARE_RUNS}: {(bare + floor) / bare:.2f} x the bare scan with it)")
         print(f"  peak RSS after sweeps     {peak:8.1f} MB")
         print(f"  incremental, one deal     {median:8.2f} ms median, {p95:.2f} ms p95 "
               f"({len(times)} deals)")
+        if changed_times:
+            print(f"  … right after a change    {statistics.median(changed_times):8.2f} ms median, "
+                  f"{pct(changed_times, 0.95):.2f} ms p95 ({len(changed_times)} deals, {changed_count} "
+                  f"with a finding changed; no goal)")
         print("\ngoals:")
         for label, ok in (
             (f"steady sweep <= {GOAL_SWEEP_S:g} s", steady <= GOAL_SWEEP_S),
