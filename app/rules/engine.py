@@ -42,6 +42,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    null,
     or_,
     select,
     text,
@@ -93,6 +94,9 @@ diff_table = Table(
     prefixes=["TEMPORARY"],
 )
 _d = diff_table.c
+# What a tagged rule query yields (see base.py and _tagged).
+_TAGGED_COLUMNS = ["entity_id", "deal_id", "manager_id", "started_at", "opens", "rule", "entity_type", "rule_version",
+                   "severity"]
 _DIFF_COLUMNS = ["rule", "entity_id", "entity_type", "present", "rule_version", "severity", "deal_id",
                  "old_deal_id", "manager_id", "started_at", "opens", "finding_id", "finding_status"]
 # Above this many differences PostgreSQL gets fresh statistics on them (temporary tables get no
@@ -240,6 +244,9 @@ def _compare(t: _Template, account_id: int, queries: list[Any]) -> Any:
     """INSERT INTO the differences: the violations FULL JOIN the findings they would be, keeping
     the rows where something has to change."""
     names = [rule.name for rule in t.rules]
+    if not queries:  # every rule disabled: nothing violates, and every active finding resolves
+        queries = [select(*(cast(null(), diff_table.c[name].type).label(name) for name in _TAGGED_COLUMNS))
+                   .where(false())]
     cte = union_all(*queries).cte("v") if len(queries) > 1 else queries[0].cte("v")
     v = cte.c
     found = [Finding.account_id == account_id, one_of(Finding.rule, names)]

@@ -265,6 +265,21 @@ async def test_disabling_a_rule_resolves_its_findings(rt):
         ("T1", "open"), ("T2", "open"), ("T3", "open")}
 
 
+async def test_disabling_every_rule_resolves_every_finding(rt):
+    aid = await _two_overdue_deals(rt)
+    await evaluate(rt, aid, NOW)
+    assert any(f.status == "open" for f in await findings(rt, aid))
+
+    await save_rules(rt, aid, {"rules": {name: {"enabled": False} for name in RULES}})
+    for deal_ids in (["D1"], None):  # an incremental evaluation, then a sweep
+        await evaluate(rt, aid, NOW + timedelta(minutes=5), deal_ids=deal_ids)
+
+    rows = await findings(rt, aid)
+    assert rows and {f.status for f in rows} == {"resolved"}
+    for f in rows:
+        assert (await history(rt, f.id))[-1].reason == "rule disabled"
+
+
 async def test_findings_are_per_account(rt):
     first = await _two_overdue_deals(rt)
     second = await _two_overdue_deals(rt)
