@@ -38,6 +38,7 @@ from sqlalchemy import (
     case,
     cast,
     delete,
+    event,
     false,
     func,
     insert,
@@ -342,6 +343,23 @@ async def _empty_diff(s: AsyncSession, rows: int) -> None:
 _suppressed_with: dict[int, Any] = {}
 
 
+def _remember_on_commit(s: AsyncSession, account_id: int, doc: Any) -> None:
+    """Records that the account's inhibition follows `doc` once the caller commits; a rollback
+    takes the work back, so the next sweep does it again."""
+    outcome: list[str] = []
+
+    def committed(_session: Any) -> None:
+        if not outcome:
+            outcome.append("commit")
+            _suppressed_with[account_id] = doc
+
+    def rolled_back(_session: Any) -> None:
+        outcome.append("rollback")
+
+    event.listen(s.sync_session, "after_commit", committed, once=True)
+    event.listen(s.sync_session, "after_rollback", rolled_back, once=True)
+
+
 async def evaluate(s: AsyncSession, account_id: int, *, deal_ids: list[str] | None = None,
                    now: datetime | None = None, actor: str = "sweep") -> EvaluationResult:
     """Brings the account's findings in line with its mirror. The caller commits.
@@ -380,7 +398,7 @@ async def evaluate(s: AsyncSession, account_id: int, *, deal_ids: list[str] | No
     # whose findings changed, or anywhere when the settings did (seen by the next sweep).
     if whole and _suppressed_with.get(account_id) is not doc:
         total.changed += await _suppress(s, account_id, doc.suppress, None, now)
-        _suppressed_with[account_id] = doc
+        _remember_on_commit(s, account_id, doc)
     elif total.changed:
         total.changed += await _suppress(s, account_id, doc.suppress, await _changed_deals(s, differences), now)
     if differences:

@@ -126,3 +126,28 @@ async def test_inhibition_is_the_same_when_the_differences_are_many(rt, monkeypa
     assert (await finding(rt, aid, "deal_without_task", "D1")).status == "resolved"
     stuck = await finding(rt, aid, "stuck_stage", "D1")
     assert stuck.status == "open" and stuck.suppressed is False
+
+
+async def test_a_settings_change_is_applied_by_the_next_sweep_that_commits(rt):
+    """A sweep re-applies inhibition over the whole account once per settings change; one that
+    rolls back must not count."""
+    from app.rules import engine
+
+    aid = await _stuck_deal_without_task(rt)
+    await evaluate(rt, aid, THURSDAY)
+    await save_rules(rt, aid, {"suppress": {}})
+
+    class Abort(Exception):
+        pass
+
+    try:
+        async with rt.sessions() as s, s.begin():
+            await engine.evaluate(s, aid, now=THURSDAY + timedelta(minutes=5))
+            raise Abort
+    except Abort:
+        pass
+    assert (await finding(rt, aid, "stuck_stage", "D1")).suppressed is True  # rolled back
+
+    await evaluate(rt, aid, THURSDAY + timedelta(minutes=6))
+
+    assert (await finding(rt, aid, "stuck_stage", "D1")).suppressed is False
