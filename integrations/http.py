@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import ssl
 from functools import cache
 
@@ -13,6 +14,13 @@ def tls_context() -> ssl.SSLContext:
     """One TLS context for the process: building one loads the CA bundle (~30 ms), and clients
     are made per batch of work."""
     return ssl.create_default_context()
+
+
+def backoff_delay(attempt: int, base: float, cap: float) -> float:
+    """Seconds to wait before retry number `attempt` (1, 2, …): exponential from `base`, capped at
+    `cap`, with "equal jitter" (between half and all of it) so clients do not retry in step."""
+    ceiling = min(cap, base * 2 ** (attempt - 1))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
 class HostRouter(httpx.AsyncBaseTransport):

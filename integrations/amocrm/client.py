@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -41,7 +40,7 @@ from integrations.base import (
     TokenSource,
     UserUpserted,
 )
-from integrations.http import tls_context
+from integrations.http import backoff_delay, tls_context
 from integrations.phones import normalize_all
 from integrations.ratelimit import SlidingWindowLimiter
 from integrations.timestamps import from_unix as ts
@@ -141,8 +140,7 @@ class AmoCrmClient:
             await self._sleep(delay)
 
     def _backoff(self, attempt: int) -> float:
-        ceiling = min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+        return backoff_delay(attempt, self._backoff_base, self._backoff_cap)
 
     async def get_json(self, url: str, params: Any = None) -> dict[str, Any] | None:
         resp = await self.request("GET", url, params=params)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from typing import Any
 import httpx
 
 from integrations.base import CrmAmbiguous, CrmAuthError, CrmRequestError, CrmUnavailable, TokenSource
-from integrations.http import tls_context
+from integrations.http import backoff_delay, tls_context
 
 from .limits import PortalLimiter
 from .wire import MAX_BATCH, PAGE_SIZE, php_query
@@ -139,8 +138,7 @@ class Bitrix24Client:
                 await self._sleep(delay)
 
     def _backoff(self, attempt: int) -> float:
-        ceiling = min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+        return backoff_delay(attempt, self._backoff_base, self._backoff_cap)
 
     async def batch(self, commands: dict[str, tuple[str, dict[str, Any]]], *, halt: bool = False,
                     idempotent: bool = True) -> BatchResult:
