@@ -27,6 +27,7 @@ from app.db import dialect_insert, utcnow
 from app.security import CredentialBox
 
 from .models import WidgetConfig, WidgetTokenUse
+from .rejected import TokenRejected
 
 # Clocks of amoCRM and of this server disagree a little; a token is not refused for seconds.
 LEEWAY_SECONDS = 30
@@ -34,15 +35,6 @@ LEEWAY_SECONDS = 30
 MAX_LIFETIME_SECONDS = 30 * 60 + LEEWAY_SECONDS
 _PURGE_EVERY_SECONDS = 60.0
 _last_purge = 0.0
-
-
-class TokenRejected(Exception):
-    """The widget's token is not acceptable; `code` tells the widget which message to show."""
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.code = code  # token_missing | token_invalid | token_expired | token_replayed | widget_not_configured
-        self.detail = detail
 
 
 @dataclass(frozen=True)

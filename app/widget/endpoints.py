@@ -22,6 +22,7 @@ from integrations.formdata import FormError, parse_bracket_form
 
 from . import amocrm_token, bitrix24_portal, deal_tab, service, session_token
 from .models import WidgetConfig
+from .rejected import TokenRejected
 from .schemas import CardFindings, CardSnoozeIn, WidgetConfigIn, WidgetConfigOut
 
 admin_router = APIRouter(prefix="/api", tags=["widget"], dependencies=[Depends(require_admin)])
@@ -106,10 +107,10 @@ async def _amocrm_call(request: Request, rt: Runtime, token: str | None,
             user = await amocrm_token.verify(s, token, rt.box, rt.settings.public_url)
             own_origin = amocrm_token.origin(user.account.base_url)
             if origin and origin.lower() != own_origin:
-                raise amocrm_token.TokenRejected("token_invalid", "the request comes from another account's page")
+                raise TokenRejected("token_invalid", "the request comes from another account's page")
             body = await act(s, user)
         return JSONResponse(body, headers=_cors(origin, bool(origin)))
-    except amocrm_token.TokenRejected as exc:
+    except TokenRejected as exc:
         async with rt.reads() as s:
             known = bool(origin) and origin.lower() in await _amocrm_origins(s)
         # Known pages get to read why (so the widget can say "сессия истекла"); others learn nothing.
@@ -219,7 +220,7 @@ def _session(request: Request, rt: Runtime) -> session_token.CardSession:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     try:
         return session_token.check(load_secret(rt.settings), token if scheme.lower() == "bearer" else None)
-    except session_token.SessionRejected as exc:
+    except TokenRejected as exc:
         raise _CardError(status.HTTP_401_UNAUTHORIZED, exc.code, exc.detail) from None
 
 

@@ -16,15 +16,10 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from app.db import utcnow
 
+from .rejected import TokenRejected
+
 ISSUER = "crmwatch"
 AUDIENCE = "crmwatch:card"
-
-
-class SessionRejected(Exception):
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -55,13 +50,13 @@ def issue(server_secret: str, session: CardSession, lifetime: timedelta) -> str:
 
 def check(server_secret: str, token: str | None) -> CardSession:
     if not token:
-        raise SessionRejected("token_missing", "the page's session token is missing")
+        raise TokenRejected("token_missing", "the page's session token is missing")
     try:
         claims = jwt.decode(token, _key(server_secret), algorithms=["HS256"], audience=AUDIENCE, issuer=ISSUER,
                             options={"require": ["exp", "iat", "sub", "aud", "iss"]})
     except jwt.ExpiredSignatureError:
-        raise SessionRejected("token_expired", "the card session has expired: reopen the tab") from None
+        raise TokenRejected("token_expired", "the card session has expired: reopen the tab") from None
     except jwt.PyJWTError:
-        raise SessionRejected("token_invalid", "the card session token is not valid") from None
+        raise TokenRejected("token_invalid", "the card session token is not valid") from None
     return CardSession(account_id=int(claims["sub"]), deal_id=str(claims["deal"]), user_id=str(claims["uid"]),
                        crm=str(claims["crm"]))
