@@ -120,11 +120,6 @@ class EvaluationResult:
     enqueued: int = 0
     changed: int = 0  # findings whose state or facts this evaluation touched
 
-    def add(self, other: EvaluationResult) -> None:
-        self.opened += other.opened
-        self.resolved += other.resolved
-        self.changed += other.changed
-
 
 @dataclass(frozen=True)
 class _Settings:
