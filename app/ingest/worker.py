@@ -26,7 +26,7 @@ from app.db import is_postgres, utcnow
 from app.metrics import INBOX_PENDING, INBOX_PROCESSED
 from app.mirror.service import MirrorWriter
 from app.rules import engine
-from app.runtime import Runtime
+from app.runtime import BUSY_WINDOW_S, Runtime
 from app.security import webhook_secret_hash
 from integrations.base import (
     CredentialsIssued,
@@ -293,16 +293,11 @@ async def drain(rt: Runtime, max_batches: int = 1000) -> int:
 
 # A burst of webhooks must be answered fast (amoCRM gives up on a hook that answers slowly),
 # and on SQLite every worker transaction makes intake wait for the one write lock. So while
-# webhooks keep arriving the worker stands back and the inbox absorbs the burst, unless its
-# oldest row has waited MAX_DEFER_S: then it takes small batches, resting between them.
-BUSY_WINDOW_S = 0.5
+# webhooks keep arriving (Runtime.intake_busy) the worker stands back and the inbox absorbs the
+# burst, unless its oldest row has waited MAX_DEFER_S: then it takes small batches, resting between them.
 MAX_DEFER_S = 30.0
 BUSY_BATCH = 5
 BUSY_REST_FACTOR = 3.0
-
-
-def intake_busy(rt: Runtime) -> bool:
-    return time.monotonic() - rt.last_intake < BUSY_WINDOW_S
 
 
 async def _oldest_pending_age(rt: Runtime) -> float:
@@ -313,7 +308,7 @@ async def _oldest_pending_age(rt: Runtime) -> float:
 
 async def run_forever(rt: Runtime, stop: asyncio.Event) -> None:
     while not stop.is_set():
-        busy = intake_busy(rt)
+        busy = rt.intake_busy()
         if busy and await _oldest_pending_age(rt) < MAX_DEFER_S:
             await asyncio.sleep(BUSY_WINDOW_S)
             continue

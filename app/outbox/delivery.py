@@ -290,12 +290,10 @@ async def deliver_pending(rt: Runtime, max_batches: int = 1000) -> int:
 async def run_forever(rt: Runtime, stop: asyncio.Event, poll_seconds: float = 2.0) -> None:
     """IN_FLIGHT lanes, each claiming and sending on its own: the rate limiter spaces their
     requests, and one lane's database work overlaps another's wait for a request slot."""
-    from app.ingest.worker import intake_busy
-
     async def lane() -> None:
         while not stop.is_set():
             rows: list[OutboxAction] = []
-            if not intake_busy(rt):
+            if not rt.intake_busy():
                 try:
                     rows = await claim(rt)
                     await deliver(rt, rows)

@@ -115,9 +115,7 @@ class SweepScheduler:
             log.debug("scheduler.lock_close_failed")
 
     async def tick(self) -> None:
-        from app.ingest.worker import intake_busy
-
-        if intake_busy(self.rt):
+        if self.rt.intake_busy():
             return  # a webhook burst has the database; the next tick sweeps
         try:
             if await self._lead():

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account
 from app.deps import account_or_404, runtime
+from app.findings.models import Finding
 from app.findings.service import TransitionError
 from app.runtime import Runtime
 from app.security import load_secret, require_admin
@@ -253,8 +254,6 @@ async def bitrix24_findings(request: Request, lang: Lang | None = None, rt: Runt
 
 
 async def _on_this_deal(s: AsyncSession, account: Account, card: session_token.CardSession, finding_id: int) -> None:
-    from app.findings.models import Finding
-
     finding = await s.get(Finding, finding_id)
     # The page may act on its own deal's findings only.
     if finding is None or finding.account_id != account.id or finding.deal_id != card.deal_id:
