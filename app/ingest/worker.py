@@ -22,9 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account
 from app.calls import followup as calls_followup
+from app.calls.service import mirror_writer
 from app.db import is_postgres, utcnow
 from app.metrics import INBOX_PENDING, INBOX_PROCESSED
-from app.mirror.service import MirrorWriter
 from app.rules import engine
 from app.runtime import BUSY_WINDOW_S, Runtime
 from app.security import webhook_secret_hash
@@ -121,7 +121,7 @@ async def process_batch(rt: Runtime, limit: int | None = None) -> int:
                             if any(isinstance(ev, CredentialsIssued) for ev in events):
                                 installed.add(account.id)
                             await _account_facts(rt, s, account, adapter, row, events)
-                    result = await MirrorWriter(s, row.account_id).apply(events)
+                    result = await mirror_writer(s, row.account_id).apply(events)
             except Exception as exc:
                 _failed(rt, row, exc, now)
                 continue
@@ -229,13 +229,13 @@ async def apply_named(rt: Runtime, account_id: int, batch: _Named) -> tuple[set[
         live = await s.get(Account, account_id)
         if live is not None and rows:
             await _account_facts(rt, s, live, adapter, rows[0], [])
-        result = await MirrorWriter(s, account_id).apply(fetched)
+        result = await mirror_writer(s, account_id).apply(fetched)
         for row in rows:
             events = adapter.parse_webhook(row.payload.encode("utf-8"), region=batch.region,
                                            received_at=row.received_at)
             rest = [ev for ev in events if not isinstance(ev, RecordNamed)]
             if rest:
-                result_rest = await MirrorWriter(s, account_id).apply(rest)
+                result_rest = await mirror_writer(s, account_id).apply(rest)
                 touched |= result_rest.touched_deals
                 calls |= result_rest.calls
             _done(row, events, 0)
@@ -272,7 +272,7 @@ async def complete_thin_deals(rt: Runtime, account_id: int, deal_ids: list[str])
     finally:
         await client.aclose()
     async with rt.sessions() as s, s.begin():
-        await MirrorWriter(s, account_id).apply(events)
+        await mirror_writer(s, account_id).apply(events)
 
 
 async def pending_count(rt: Runtime) -> int:

@@ -11,9 +11,9 @@ from urllib.parse import quote
 from sqlalchemy import select
 
 from app.calls.models import Call, CallStatsDaily, TelephonyConfig
+from app.calls.service import mirror_writer as MirrorWriter
 from app.ingest import worker
 from app.ingest.models import InboxEvent
-from app.mirror.service import MirrorWriter
 from integrations.base import ContactUpserted, DealUpserted
 from integrations.telephony.mango import sign
 from tests.conftest import create_account
