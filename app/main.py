@@ -13,7 +13,6 @@ from fastapi import FastAPI
 
 from app import errors
 from app.accounts.endpoints import router as accounts_router
-from app.calls.endpoints import hooks_router as telephony_hooks_router
 from app.calls.endpoints import router as telephony_router
 from app.findings.endpoints import router as findings_router
 from app.ingest.endpoints import HOOK_HANDLERS
@@ -21,6 +20,7 @@ from app.ingest.endpoints import admin_router as inbox_router
 from app.ingest.endpoints import router as ingest_router
 from app.ingest.fastpath import HookFastPath
 from app.ingest.keys import KeyCache
+from app.ingest.telephony import hooks_router as telephony_hooks_router
 from app.ingest.writer import InboxWriter
 from app.middleware import RequestContext
 from app.mirror.endpoints import router as mirror_router
