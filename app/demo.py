@@ -23,8 +23,8 @@ import httpx
 import uvicorn
 from sqlalchemy.engine import make_url
 
+from app import demo_pbx
 from app import logging as app_logging
-from app.calls import demo_pbx
 from app.main import create_app
 from app.migrate import upgrade_async
 from app.rules.config import RulesDocument
