@@ -46,7 +46,7 @@ def _migrate(args: argparse.Namespace) -> int:
 
 def _run_background(*, workers: bool) -> int:
     """The scheduler, and with `workers` the inbox, sync and outbox loops, until SIGINT/SIGTERM."""
-    from app.rules.scheduler import SweepScheduler
+    from app.findings.scheduler import SweepScheduler
     from app.runtime import Runtime
 
     settings = get_settings()

@@ -65,10 +65,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
         tasks: list[asyncio.Task[None]] = []
         scheduler = None
         if workers:
+            from app.findings.scheduler import SweepScheduler
             from app.ingest.catchup import run_forever as catchup_loop
             from app.ingest.worker import run_forever as inbox_loop
             from app.outbox.delivery import run_forever as outbox_loop
-            from app.rules.scheduler import SweepScheduler
             from app.sync.service import run_forever as sync_loop
 
             tasks = [asyncio.create_task(inbox_loop(rt, stop), name="inbox-worker"),

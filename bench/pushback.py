@@ -217,7 +217,7 @@ async def fill(rt: Runtime, base_url: str, leads: list[dict[str, Any]], actions:
              "created_at": opened, "updated_at": opened} for rule in RULES for lead in leads])
         findings = (await s.execute(select(Finding.id, Finding.rule, Finding.deal_id, Finding.manager_id)
                                     .where(Finding.account_id == aid).order_by(Finding.id))).all()
-        # As app.outbox.enqueue writes them: per rule, the tasks of every finding, then the notes.
+        # As app.findings.notify writes them: per rule, the tasks of every finding, then the notes.
         rows = [{"account_id": aid, "finding_id": f.id, "kind": kind, "purpose": "open",
                  "dedup_key": f"f{f.id}:open:1:{suffix}", "deal_id": f.deal_id, "user_id": f.manager_id,
                  "ref_id": None, "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now}

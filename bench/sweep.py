@@ -49,8 +49,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 import app.models_all  # noqa: F401  (registers every table)
 from app.accounts.models import Account
 from app.db import make_engine, make_sessionmaker, scratch_database
+from app.findings import evaluation as rules_engine
 from app.migrate import upgrade
-from app.rules import engine as rules_engine
 
 DEFAULT_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 GOAL_SWEEP_S = 10.0

@@ -24,8 +24,8 @@ from app.accounts.models import Account
 from app.calls import followup as calls_followup
 from app.calls.service import mirror_writer
 from app.db import is_postgres, utcnow
+from app.findings import evaluation
 from app.metrics import INBOX_PENDING, INBOX_PROCESSED
-from app.rules import engine
 from app.runtime import BUSY_WINDOW_S, Runtime
 from app.security import webhook_secret_hash
 from integrations.base import (
@@ -249,7 +249,7 @@ async def reevaluate(rt: Runtime, account_id: int, deal_ids: list[str]) -> None:
     first, nothing is lost: the next scheduled sweep evaluates the whole account anyway."""
     try:
         async with rt.sessions() as s, s.begin():
-            result = await engine.evaluate(s, account_id, deal_ids=deal_ids, actor="incremental")
+            result = await evaluation.evaluate(s, account_id, deal_ids=deal_ids, actor="incremental")
         if result.enqueued:
             rt.outbox_wakeup.set()
     except Exception:

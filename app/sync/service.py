@@ -20,8 +20,8 @@ from app.accounts.models import Account
 from app.accounts.service import learn_identity
 from app.calls.service import mirror_writer
 from app.db import is_postgres, utcnow
+from app.findings.scheduler import sweep_account
 from app.metrics import SYNC_ITEMS
-from app.rules.scheduler import sweep_account
 from app.runtime import Runtime
 from integrations.base import CrmAuthError, CrmError
 

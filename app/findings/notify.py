@@ -15,11 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.calendar.business import BusinessCalendar
 from app.db import UtcDateTime, dialect_insert
-from app.findings.models import Finding
+from app.outbox.models import OutboxAction
 from app.rules.config import RulesDocument
 from app.rules.registry import RULES
 
-from .models import OutboxAction
+from .models import Finding
 
 COLUMNS = ["account_id", "finding_id", "kind", "purpose", "dedup_key", "deal_id", "user_id", "ref_id", "status",
            "attempts", "next_attempt_at", "created_at"]
