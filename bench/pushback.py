@@ -59,6 +59,7 @@ import app.models_all  # noqa: F401  (registers every table)
 from app.accounts.models import Account
 from app.accounts.tokens import AccountTokens
 from app.db import utcnow
+from app.findings import notify
 from app.findings.models import Finding
 from app.migrate import upgrade
 from app.mirror.models import Deal, Pipeline, Stage, User
@@ -246,8 +247,8 @@ class Phases:
     TARGETS: tuple[tuple[Any, str, str], ...] = (
         (delivery, "claim", "claim"),
         (delivery, "deliver", "deliver"),
-        (delivery, "_words", "render"),
-        (delivery, "_create", "send"),
+        (notify, "_words", "render"),
+        (notify, "_create", "send"),
         (delivery, "_record", "record"),
         (AmoCrmClient, "request", "request"),
         (AccountTokens, "access_token", "token read"),
