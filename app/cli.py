@@ -8,9 +8,11 @@ import gc
 import logging
 import signal
 import sys
+from pathlib import Path
 
 from app import logging as app_logging
 from app.settings import get_settings
+from app.widget.bundle import build_widget
 
 log = logging.getLogger("crmwatch.cli")
 
@@ -46,7 +48,7 @@ def _migrate(args: argparse.Namespace) -> int:
 
 def _run_background(*, workers: bool) -> int:
     """The scheduler, and with `workers` the inbox, sync and outbox loops, until SIGINT/SIGTERM."""
-    from app.findings.scheduler import SweepScheduler
+    from app import workers as app_workers
     from app.runtime import Runtime
 
     settings = get_settings()
@@ -58,17 +60,11 @@ def _run_background(*, workers: bool) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        scheduler = SweepScheduler(rt, settings.scheduler_tick_seconds)
+        scheduler = app_workers.SweepScheduler(rt, settings.scheduler_tick_seconds)
         scheduler.start()
         try:
             if workers:
-                from app.ingest.catchup import run_forever as catchup_loop
-                from app.ingest.worker import run_forever as inbox_loop
-                from app.outbox.delivery import run_forever as outbox_loop
-                from app.sync.service import run_forever as sync_loop
-
-                await asyncio.gather(inbox_loop(rt, stop), sync_loop(rt, stop), outbox_loop(rt, stop),
-                                     catchup_loop(rt, stop))
+                await asyncio.gather(*(loop(rt, stop) for _, loop in app_workers.WORKERS))
             else:
                 await stop.wait()
         finally:
@@ -98,10 +94,6 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _widget_build(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from app.widget.bundle import build_widget
-
     url = args.url or get_settings().public_url
     try:
         names = build_widget(args.crm, Path(args.out), url)

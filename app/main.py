@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from app import errors
+from app import workers as app_workers
 from app.accounts.endpoints import router as accounts_router
 from app.calls.endpoints import router as telephony_router
 from app.findings.endpoints import router as findings_router
@@ -65,17 +66,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
         tasks: list[asyncio.Task[None]] = []
         scheduler = None
         if workers:
-            from app.findings.scheduler import SweepScheduler
-            from app.ingest.catchup import run_forever as catchup_loop
-            from app.ingest.worker import run_forever as inbox_loop
-            from app.outbox.delivery import run_forever as outbox_loop
-            from app.sync.service import run_forever as sync_loop
-
-            tasks = [asyncio.create_task(inbox_loop(rt, stop), name="inbox-worker"),
-                     asyncio.create_task(sync_loop(rt, stop), name="sync-worker"),
-                     asyncio.create_task(outbox_loop(rt, stop), name="outbox-worker"),
-                     asyncio.create_task(catchup_loop(rt, stop), name="catchup-worker")]
-            scheduler = SweepScheduler(rt, settings.scheduler_tick_seconds)
+            tasks = app_workers.start(rt, stop)
+            scheduler = app_workers.SweepScheduler(rt, settings.scheduler_tick_seconds)
             scheduler.start()
         log.info("crmwatch.started", extra={"workers": workers, "database": rt.engine.dialect.name})
         try:
