@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,6 +28,7 @@ from app.accounts.models import Account
 from app.db import is_postgres, utcnow
 from app.runtime import Runtime
 from integrations.base import CrmAuthError, CrmError, CrmRequestError
+from integrations.http import backoff_delay
 
 from .models import OutboxAction
 from .senders import SENDERS, Batch
@@ -45,8 +45,7 @@ IN_FLIGHT = 3  # batches sent at once per worker: keeps the 7 req/s pipe full wh
 
 def backoff(attempts: int) -> timedelta:
     """10 s, 20 s, 40 s … capped at an hour, with ±20 % jitter so a recovering CRM is not stampeded."""
-    base = min(3600.0, 10.0 * 2 ** max(0, attempts - 1))
-    return timedelta(seconds=base * random.uniform(0.8, 1.2))
+    return timedelta(seconds=backoff_delay(max(1, attempts), 10.0, 3600.0, jitter=(0.8, 1.2)))
 
 
 async def claim(rt: Runtime, now: datetime | None = None) -> list[OutboxAction]:
