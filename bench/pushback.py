@@ -208,7 +208,7 @@ async def fill(rt: Runtime, base_url: str, leads: list[dict[str, Any]], actions:
              "stage_entered_source": "event", "price": float(lead["price"]),
              "responsible_user_id": str(lead["responsible_user_id"]), "is_closed": False, "is_deleted": False,
              "created_at": ts(lead["created_at"]), "source_updated_at": ts(lead["updated_at"]),
-             "needs_fetch": False, "mirrored_at": now} for lead in leads])
+             "mirrored_at": now} for lead in leads])
         opened = now - timedelta(hours=1)
         await s.execute(insert(Finding.__table__), [
             {"account_id": aid, "rule": rule, "rule_version": 1, "entity_type": "deal", "entity_id": str(lead["id"]),

@@ -79,9 +79,6 @@ async def send(batch: Batch) -> Outcome:
             as_note.append((row, call))
         if call is not None:
             texts[row.id] = note_text(call, account.language, account.timezone, marker(row.id))
-    if by_number and not hasattr(client, "log_calls"):
-        # A CRM client that cannot file calls by number still takes notes.
-        as_note, by_number = [*as_note, *by_number], []
     if by_number:
         created = await client.log_calls([NewCall(
             request_id=str(row.id), direction=CallDirection(call.direction or "out"), phone=call.client_number,

@@ -63,7 +63,7 @@ async def search_crm(rt: Runtime, account_id: int, call_ids: list[int]) -> set[s
     try:
         for number in sorted(numbers)[:MAX_SEARCHES]:
             found[number] = await client.search_phone(number, region=account.region)
-    except (CrmError, NotImplementedError, AttributeError) as exc:
+    except CrmError as exc:
         log.warning("calls.crm_search_failed", extra={"account_id": account_id, "error": str(exc)})
     finally:
         await client.aclose()

@@ -73,10 +73,6 @@ class SweepScheduler:
         self._scheduler = AsyncIOScheduler(timezone="UTC")
         self._lock_conn: AsyncConnection | None = None
 
-    @property
-    def is_leader(self) -> bool:
-        return self.rt.engine.dialect.name != "postgresql" or self._lock_conn is not None
-
     async def _lead(self) -> bool:
         """Holds (or tries to take) the PostgreSQL advisory lock; SQLite is one process, always leader."""
         if self.rt.engine.dialect.name != "postgresql":

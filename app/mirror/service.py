@@ -192,7 +192,6 @@ class MirrorWriter:
         elif not closed:
             deal.closed_at = None
         deal.is_closed = closed
-        deal.needs_fetch = ev.is_thin and deal.name is None
         if ev.is_thin:
             r.thin_deals.add(ev.id)
         if ev.contact_ids is not None:
