@@ -64,8 +64,8 @@ class Runtime:
         return adapter.make_client(
             base_url, AccountTokens(self, account_id),
             self.limiters.get(crm, account_id, factory=lambda: adapter.make_limiter(s)),
-            max_retries=s.amocrm_max_retries, backoff_base=s.amocrm_backoff_base_seconds,
-            backoff_cap=s.amocrm_backoff_cap_seconds, timeout=s.amocrm_timeout_seconds,
+            max_retries=s.crm_max_retries, backoff_base=s.crm_backoff_base_seconds,
+            backoff_cap=s.crm_backoff_cap_seconds, timeout=s.crm_timeout_seconds,
             transport=self.http_transport)
 
     def intake_busy(self) -> bool:
