@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import wording
 from app.db import dialect_insert, utcnow
 from app.outbox.models import OutboxAction
 from app.outbox.senders import Batch, Outcome, marker, register
@@ -50,13 +51,10 @@ def note_text(call: Call, lang: str, timezone: str, marker: str) -> str:
     incoming = call.direction == "in"
     number = facts.pretty_number(call.client_number)
     when = facts.local_time(call, timezone)
-    if lang == "ru":
-        what = "Входящий звонок" if incoming else "Исходящий звонок"
-        how = (f"разговор {facts.duration(call.talk_seconds, lang)}" if call.status == "answered"
-               else "без ответа")
-    else:
-        what = "Incoming call" if incoming else "Outgoing call"
-        how = f"talk {facts.duration(call.talk_seconds, lang)}" if call.status == "answered" else "not answered"
+    words = wording.of(lang)
+    what = words.CALL_INCOMING if incoming else words.CALL_OUTGOING
+    how = (words.CALL_TALK.format(duration=facts.duration(call.talk_seconds, lang)) if call.status == "answered"
+           else words.CALL_NOT_ANSWERED)
     record = f"\n{call.recording_url}" if call.recording_url and call.recording_url.startswith("http") else ""
     return f"{what} {number}, {when}, {how}{record}\n{marker}"
 

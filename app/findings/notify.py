@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import String, and_, case, cast, exists, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import wording
 from app.accounts.models import Account
 from app.calendar.business import BusinessCalendar
 from app.db import UtcDateTime, dialect_insert
@@ -170,24 +171,16 @@ async def _words(rt: Runtime, account: Account, rows: Sequence[OutboxAction], no
         doc = await rules_config.load(s, account.id)
     calendar = doc.business_calendar(account.timezone)
     tz = ZoneInfo(account.timezone)
-    ru = account.language == "ru"
+    words = wording.of(account.language)
     out: dict[int, Wording] = {}
     for row in rows:
         item = rendered.get(row.finding_id or -1)
         finding = findings.get(row.finding_id or -1)
-        message = item.message if item else ("нарушение" if ru else "a problem")
+        message = item.message if item else words.A_PROBLEM
         since = finding.started_at.astimezone(tz).strftime("%d.%m %H:%M") if finding else "?"
         who = (item.details.get("manager_name") or item.manager_id) if item else None
-        text = {
-            ("create_task", "open"): f"{message}. Исправьте и отметьте задачу выполненной." if ru
-            else f"{message}. Fix it and complete this task.",
-            ("create_task", "escalate"): f"Эскалация ({who}): {message}" if ru else f"Escalation ({who}): {message}",
-            ("add_note", "open"): f"crmwatch: {message} (с {since})" if ru else f"crmwatch: {message} (since {since})",
-            ("add_note", "repeat"): f"crmwatch, напоминание: {message}" if ru else f"crmwatch reminder: {message}",
-            ("add_note", "resolve"): f"crmwatch: нарушение устранено: {message}" if ru
-            else f"crmwatch: resolved: {message}",
-            ("close_task", "resolve"): f"Нарушение устранено: {message}" if ru else f"Resolved: {message}",
-        }.get((row.kind, row.purpose), message)
+        template = words.CRM_TEXTS.get((row.kind, row.purpose))
+        text = template.format(message=message, who=who, since=since) if template else message
         link = item.link if item else ""
         notify = doc.notify(finding.rule) if finding else rules_config.NotifyIn()
         due = calendar.add_working(now, notify.task_due_hours * 3600)
