@@ -100,6 +100,28 @@ async def amocrm_preflight(request: Request, rt: Runtime = Depends(runtime)) -> 
         "Access-Control-Max-Age": "600"})
 
 
+# --- the card's one error mapping, for every CRM's card ----------------------------------------
+
+class _CardError(Exception):
+    def __init__(self, status_code: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status_code, self.code, self.detail = status_code, code, detail
+
+
+CARD_ERRORS = (TokenRejected, _CardError, service.NotFound, TransitionError)
+
+
+def _card_error(exc: Exception) -> tuple[int, dict[str, str]]:
+    """(status, body) of a card call that failed: the body's `code` tells the card which message to show."""
+    if isinstance(exc, TokenRejected):
+        return status.HTTP_401_UNAUTHORIZED, {"detail": exc.detail, "code": exc.code}
+    if isinstance(exc, _CardError):
+        return exc.status_code, {"detail": exc.detail, "code": exc.code}
+    if isinstance(exc, service.NotFound):
+        return status.HTTP_404_NOT_FOUND, {"detail": str(exc), "code": "not_found"}
+    return status.HTTP_409_CONFLICT, {"detail": str(exc), "code": "conflict"}
+
+
 async def _amocrm_call(request: Request, rt: Runtime, token: str | None,
                        act: Callable[[AsyncSession, amocrm_token.WidgetUser], Awaitable[Any]]) -> JSONResponse:
     origin = request.headers.get("origin")
@@ -111,16 +133,14 @@ async def _amocrm_call(request: Request, rt: Runtime, token: str | None,
                 raise TokenRejected("token_invalid", "the request comes from another account's page")
             body = await act(s, user)
         return JSONResponse(body, headers=_cors(origin, bool(origin)))
-    except TokenRejected as exc:
-        async with rt.reads() as s:
-            known = bool(origin) and origin.lower() in await _amocrm_origins(s)
-        # Known pages get to read why (so the widget can say "сессия истекла"); others learn nothing.
-        return JSONResponse({"detail": exc.detail, "code": exc.code}, status_code=status.HTTP_401_UNAUTHORIZED,
-                            headers=_cors(origin, known))
-    except service.NotFound as exc:
-        return JSONResponse({"detail": str(exc), "code": "not_found"}, status_code=404, headers=_cors(origin, True))
-    except TransitionError as exc:
-        return JSONResponse({"detail": str(exc), "code": "conflict"}, status_code=409, headers=_cors(origin, True))
+    except CARD_ERRORS as exc:
+        allowed = True
+        if isinstance(exc, TokenRejected):
+            # Known pages get to read why (so the widget can say "сессия истекла"); others learn nothing.
+            async with rt.reads() as s:
+                allowed = bool(origin) and origin.lower() in await _amocrm_origins(s)
+        code, body = _card_error(exc)
+        return JSONResponse(body, status_code=code, headers=_cors(origin, allowed))
 
 
 @amocrm_router.get("/findings", response_model=CardFindings)
@@ -211,12 +231,6 @@ async def bitrix24_deal_tab_script(name: Literal["card-core", "deal-tab"]) -> Re
                     headers={"Cache-Control": "no-cache"})
 
 
-class _CardError(Exception):
-    def __init__(self, status_code: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status_code, self.code, self.detail = status_code, code, detail
-
-
 def _session(request: Request, rt: Runtime) -> session_token.CardSession:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     try:
@@ -234,12 +248,9 @@ async def _bitrix24_call(request: Request, rt: Runtime,
             if account is None or account.crm != card.crm:
                 raise _CardError(status.HTTP_401_UNAUTHORIZED, "token_invalid", "the portal is no longer connected")
             return await act(s, account, card)
-    except _CardError as exc:
-        return JSONResponse({"detail": exc.detail, "code": exc.code}, status_code=exc.status_code)
-    except service.NotFound as exc:
-        return JSONResponse({"detail": str(exc), "code": "not_found"}, status_code=status.HTTP_404_NOT_FOUND)
-    except TransitionError as exc:
-        return JSONResponse({"detail": str(exc), "code": "conflict"}, status_code=status.HTTP_409_CONFLICT)
+    except CARD_ERRORS as exc:
+        code, body = _card_error(exc)
+        return JSONResponse(body, status_code=code)
 
 
 @bitrix24_router.get("/findings", response_model=CardFindings)
