@@ -18,7 +18,7 @@ from app.security import require_admin, webhook_secret_matches
 from integrations.base import WebhookMalformed
 from integrations.registry import CRM_ADAPTERS, crm_adapter
 
-from .intake import BodyTooLarge, NotText, as_text, read_body, refuse, store
+from .intake import NotText, account_and_body, as_text, refuse, store
 from .models import InboxEvent
 
 log = logging.getLogger(__name__)
@@ -35,14 +35,10 @@ def _crm_hook(crm: str) -> Callable[[Request, str], Awaitable[Response]]:
 
     async def receive(request: Request, key: str) -> Response:
         rt = request.app.state.runtime
-        account = await request.app.state.keys.lookup(key)
-        if account is None or account.crm != crm:
-            return refuse(status.HTTP_404_NOT_FOUND, crm, "unknown_key", "unknown webhook key")
-        try:
-            body = await read_body(request, rt.settings.max_webhook_bytes)
-        except BodyTooLarge:
-            return refuse(status.HTTP_413_CONTENT_TOO_LARGE, crm, "too_large",
-                           f"body over {rt.settings.max_webhook_bytes} bytes")
+        got = await account_and_body(request, rt, key, crm, crm)
+        if isinstance(got, Response):
+            return got
+        account, body = got
         try:
             parsed = adapter.check_webhook(body, request.headers.get("content-type"))
         except WebhookMalformed as exc:

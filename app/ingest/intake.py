@@ -11,7 +11,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from fastapi import Request
+from fastapi import Request, status
 from fastapi.responses import JSONResponse
 
 from app.db import utcnow
@@ -42,6 +42,21 @@ def refuse(code: int, source: str, outcome: str, detail: str) -> JSONResponse:
     """A refused delivery: counted by source and outcome, answered with what was wrong."""
     WEBHOOKS.labels(source, outcome).inc()
     return JSONResponse({"detail": detail}, status_code=code)
+
+
+async def account_and_body(request: Request, rt: Runtime, key: str, source: str,
+                           crm: str | None = None) -> tuple[Any, bytes] | JSONResponse:
+    """The first steps of every intake: the account the key names (of that CRM, when given) and
+    the body within the size limit; or the refusal to answer with."""
+    account = await request.app.state.keys.lookup(key)
+    if account is None or (crm is not None and account.crm != crm):
+        return refuse(status.HTTP_404_NOT_FOUND, source, "unknown_key", "unknown webhook key")
+    try:
+        body = await read_body(request, rt.settings.max_webhook_bytes)
+    except BodyTooLarge:
+        return refuse(status.HTTP_413_CONTENT_TOO_LARGE, source, "too_large",
+                      f"body over {rt.settings.max_webhook_bytes} bytes")
+    return account, body
 
 
 class NotText(ValueError):

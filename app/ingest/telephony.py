@@ -18,7 +18,7 @@ from integrations.phones import to_e164
 from integrations.registry import TELEPHONY_ADAPTERS, TELEPHONY_SOURCE, telephony_adapter
 from integrations.telephony.base import HookRequest, StoredHook, WebhookMalformed, WebhookRejected
 
-from .intake import BodyTooLarge, NotText, as_text, read_body, refuse, store
+from .intake import NotText, account_and_body, as_text, refuse, store
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +29,10 @@ async def _receive(request: Request, provider: str, key: str, path: str) -> Resp
     source = TELEPHONY_SOURCE + provider
     adapter = telephony_adapter(provider)
     rt: Runtime = request.app.state.runtime
-    account = await request.app.state.keys.lookup(key)
-    if account is None:
-        return refuse(status.HTTP_404_NOT_FOUND, source, "unknown_key", "unknown webhook key")
-    try:
-        body = await read_body(request, rt.settings.max_webhook_bytes)
-    except BodyTooLarge:
-        return refuse(status.HTTP_413_CONTENT_TOO_LARGE, source, "too_large",
-                       f"body over {rt.settings.max_webhook_bytes} bytes")
+    got = await account_and_body(request, rt, key, source)
+    if isinstance(got, Response):
+        return got
+    account, body = got
     secrets = await secrets_cache(request).lookup(account.id, provider)
     if secrets is None:
         return refuse(status.HTTP_404_NOT_FOUND, source, "not_configured",
