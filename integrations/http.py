@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import ssl
 from functools import cache
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -14,6 +15,12 @@ def tls_context() -> ssl.SSLContext:
     """One TLS context for the process: building one loads the CA bundle (~30 ms), and clients
     are made per batch of work."""
     return ssl.create_default_context()
+
+
+def origin(url: str) -> str:
+    """scheme://host[:port] of a URL, lower-cased: what a browser sends as Origin."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
 
 
 def backoff_delay(attempt: int, base: float, cap: float, jitter: tuple[float, float] = (0.5, 1.0)) -> float:

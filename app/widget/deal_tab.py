@@ -8,8 +8,7 @@ from html import escape
 from fastapi.responses import HTMLResponse
 
 from app import wording
-
-from .amocrm_token import origin
+from integrations.http import origin
 
 # The page's words: app/wording (ru.py, en.py), DEAL_TAB and DEAL_TAB_REFUSALS.
 STRINGS = {lang: words.DEAL_TAB for lang, words in wording.LANGUAGES.items()}

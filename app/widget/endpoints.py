@@ -19,9 +19,12 @@ from app.findings.models import Finding
 from app.findings.service import TransitionError
 from app.runtime import Runtime
 from app.security import load_secret, require_admin
+from integrations.base import CardRejected, CardUnavailable
 from integrations.formdata import FormError, parse_bracket_form
+from integrations.http import origin as origin_of
+from integrations.registry import crm_adapter
 
-from . import amocrm_token, bitrix24_portal, deal_tab, service, session_token
+from . import amocrm_token, deal_tab, service, session_token
 from .models import WidgetConfig
 from .rejected import TokenRejected
 from .schemas import CardFindings, CardSnoozeIn, WidgetConfigIn, WidgetConfigOut
@@ -44,7 +47,7 @@ def _config_out(rt: Runtime, account: Account, config: WidgetConfig | None) -> W
     elif key is not None:
         source = "oauth"
     audience = key.audience if key else (config.audience if config and config.audience else
-                                         amocrm_token.origin(rt.settings.public_url))
+                                         origin_of(rt.settings.public_url))
     return WidgetConfigOut(account_id=account.id, secret_source=source, audience=audience)
 
 
@@ -67,7 +70,7 @@ async def put_widget_config(account_id: int, body: WidgetConfigIn, rt: Runtime =
         if body.client_secret is not None:
             config.secret = rt.box.seal({"client_secret": body.client_secret.get_secret_value()})
         if body.audience is not None:
-            config.audience = amocrm_token.origin(str(body.audience))
+            config.audience = origin_of(str(body.audience))
         s.add(config)
         await s.flush()
         return _config_out(rt, account, config)
@@ -76,7 +79,7 @@ async def put_widget_config(account_id: int, body: WidgetConfigIn, rt: Runtime =
 # --- amoCRM: the widget in the lead card ------------------------------------------------------
 
 async def _amocrm_origins(s: AsyncSession) -> set[str]:
-    return {amocrm_token.origin(u) for u in await s.scalars(select(Account.base_url).where(Account.crm == "amocrm"))}
+    return {origin_of(u) for u in await s.scalars(select(Account.base_url).where(Account.crm == "amocrm"))}
 
 
 def _cors(origin: str | None, allowed: bool) -> dict[str, str]:
@@ -128,7 +131,7 @@ async def _amocrm_call(request: Request, rt: Runtime, token: str | None,
     try:
         async with rt.sessions() as s, s.begin():
             user = await amocrm_token.verify(s, token, rt.box, rt.settings.public_url)
-            own_origin = amocrm_token.origin(user.account.base_url)
+            own_origin = origin_of(user.account.base_url)
             if origin and origin.lower() != own_origin:
                 raise TokenRejected("token_invalid", "the request comes from another account's page")
             body = await act(s, user)
@@ -205,15 +208,18 @@ async def bitrix24_deal_tab(request: Request, rt: Runtime = Depends(runtime)) ->
     if field.get("PLACEMENT", "CRM_DEAL_DETAIL_TAB") != "CRM_DEAL_DETAIL_TAB":
         return deal_tab.refusal(lang, "bad_request", status.HTTP_400_BAD_REQUEST)
     async with rt.reads() as s:
-        account = await s.scalar(select(Account).where(Account.crm == "bitrix24", Account.external_id == member_id))
+        hint = crm_adapter("bitrix24").card.hint(member_id)
+        account = await s.scalar(select(Account).where(Account.crm == "bitrix24",
+                                                       Account.external_id == hint.external_id))
     if account is None:
         return deal_tab.refusal(lang, "not_installed", status.HTTP_403_FORBIDDEN)
     lang = _page_lang(field.get("LANG"), account)
     try:
-        user = await bitrix24_portal.current_user(account.base_url, auth_id, transport=rt.http_transport)
-    except bitrix24_portal.PortalRefused:
+        user = await crm_adapter("bitrix24").card.verify(auth_id, base_url=account.base_url,
+                                                         transport=rt.http_transport)
+    except CardRejected:
         return deal_tab.refusal(lang, "forged", status.HTTP_403_FORBIDDEN, account.base_url)
-    except bitrix24_portal.PortalUnavailable:
+    except CardUnavailable:
         return deal_tab.refusal(lang, "portal_down", status.HTTP_503_SERVICE_UNAVAILABLE, account.base_url)
     try:
         # The page lives as long as Bitrix24's own AUTH_ID (an hour), within sane bounds.
