@@ -30,9 +30,7 @@ from app.outbox.endpoints import router as outbox_router
 from app.rules.endpoints import router as rules_router
 from app.runtime import Runtime
 from app.settings import Settings, get_settings
-from app.widget.endpoints import admin_router as widget_admin_router
-from app.widget.endpoints import amocrm_router as widget_amocrm_router
-from app.widget.endpoints import bitrix24_router as widget_bitrix24_router
+from app.widget.endpoints import router as widget_router
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +103,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
     app.include_router(findings_router)
     app.include_router(outbox_router)
     app.include_router(inbox_router)
-    app.include_router(widget_admin_router)
-    app.include_router(widget_amocrm_router)
-    app.include_router(widget_bitrix24_router)
+    app.include_router(widget_router)
     app.include_router(telephony_router)
     app.add_middleware(RequestContext)
     app.hooks = HookFastPath(HOOK_HANDLERS)

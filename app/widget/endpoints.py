@@ -295,3 +295,10 @@ async def bitrix24_snooze(request: Request, finding_id: int, body: CardSnoozeIn,
         return {"id": f.id, "status": f.status, "until": f.snoozed_until.isoformat() if f.snoozed_until else None,
                 "by": card.actor}
     return await _bitrix24_call(request, rt, act)
+
+
+# The one router the app includes: the admin setting and both CRMs' cards.
+router = APIRouter()
+router.include_router(admin_router)
+router.include_router(amocrm_router)
+router.include_router(bitrix24_router)
