@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app import database_url as db_url
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CRMWATCH_", env_file=".env", extra="ignore")
 
+    # `postgres://`, `postgresql://` and `sqlite:///` are accepted too (see app/database_url.py).
     database_url: str = "sqlite+aiosqlite:///./crmwatch.db"
+    # A database that does not answer at start-up is retried this long before the process gives up.
+    database_wait_seconds: float = Field(default=60.0, ge=0)
     # Bearer token of the admin API. Unset means the admin API refuses every call.
     admin_token: SecretStr | None = None
     # Encrypts CRM credentials at rest. Unset: a random key is kept in `secret_key_file`
@@ -50,6 +55,11 @@ class Settings(BaseSettings):
     queued_drain_seconds: float = Field(default=60.0, gt=0)
     # How far back the backfill reads stage-change events and notes.
     backfill_history_days: int = Field(default=90, ge=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        return db_url.normalize(value)
 
 
 @lru_cache
