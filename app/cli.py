@@ -211,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     scheduler.set_defaults(func=_scheduler)
 
     demo = sub.add_parser(
-        "demo", formatter_class=_Help, help="crmwatch against built-in amoCRM and Bitrix24 emulators, no account needed",
+        "demo", formatter_class=_Help,
+        help="crmwatch against built-in amoCRM and Bitrix24 emulators, no account needed",
         description="Starts an amoCRM emulator, a Bitrix24 emulator and crmwatch on this machine, connects "
                     "them, replays a sales team's day and prints what crmwatch found and wrote back. It "
                     "checks its three ports first and starts nothing when one is taken.",
