@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
 import sys
+import time
 
 from pydantic import ValidationError
 
@@ -29,7 +31,10 @@ SERVICE_ENV = DATABASE_ENV + """
   CRMWATCH_ADMIN_TOKEN           bearer token of the admin API /api/... (unset: the admin API is off)
   CRMWATCH_SECRET_KEY            encrypts CRM credentials at rest (unset: a key kept in ./crmwatch.secret)
   CRMWATCH_PUBLIC_URL            the address the CRM and browsers reach crmwatch at (http://localhost:8000)
+  CRMWATCH_DATABASE_PASSWORD     the database password, put into the URL escaped (optional)
   more settings: README.md, "Configuration\""""
+BACKGROUND_ENV = SERVICE_ENV + """
+  CRMWATCH_HEARTBEAT_FILE        a file touched every 5 s while the process runs, for health checks"""
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -72,7 +77,7 @@ def _serve(args: argparse.Namespace) -> int:
     # collector, whose full passes otherwise stall the webhook path for ~100 ms at a time.
     gc.freeze()
     uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False,
-                proxy_headers=True, forwarded_allow_ips=args.forwarded_allow_ips)
+                proxy_headers=True, forwarded_allow_ips=args.forwarded_allow_ips or settings.forwarded_allow_ips)
     return 0
 
 
@@ -100,6 +105,7 @@ def _run_background(*, workers: bool) -> int:
             loop.add_signal_handler(sig, stop.set)
         scheduler = SweepScheduler(rt, settings.scheduler_tick_seconds)
         scheduler.start()
+        beat = asyncio.create_task(_heartbeat(settings.heartbeat_file, stop)) if settings.heartbeat_file else None
         try:
             if workers:
                 from app.ingest.catchup import run_forever as catchup_loop
@@ -112,11 +118,24 @@ def _run_background(*, workers: bool) -> int:
             else:
                 await stop.wait()
         finally:
+            if beat is not None:
+                beat.cancel()
             await scheduler.stop()
             await rt.dispose()
 
     asyncio.run(main())
     return 0
+
+
+async def _heartbeat(path: str, stop: asyncio.Event, every: float = 5.0) -> None:
+    """Touches `path` while this process's event loop runs: what the container health check of a
+    process without HTTP looks at (docker-compose.yml)."""
+    while not stop.is_set():
+        # A few bytes to a local file: cheaper than handing them to a thread.
+        with open(path, "w") as file:  # noqa: ASYNC230
+            file.write(f"{time.time():.0f}\n")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -188,8 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port to listen on")
     serve.add_argument("--no-migrate", action="store_true", help="do not upgrade the schema on start")
     serve.add_argument("--no-workers", action="store_true", help="API only; run `crmwatch worker` elsewhere")
-    serve.add_argument("--forwarded-allow-ips", default="127.0.0.1",
-                       help="comma-separated proxy addresses trusted for X-Forwarded-* headers ('*': any)")
+    serve.add_argument("--forwarded-allow-ips", default=None,
+                       help="comma-separated proxy addresses trusted for X-Forwarded-* headers ('*': any); "
+                            "default: CRMWATCH_FORWARDED_ALLOW_IPS, else 127.0.0.1")
     serve.set_defaults(func=_serve)
 
     migrate = sub.add_parser("migrate", formatter_class=_Help, help="upgrade the database schema and exit",
@@ -201,13 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser(
         "worker", formatter_class=_Help, help="the inbox, sync and outbox workers and the scheduler, without the API",
         description="Background roles only, for scale-out beside `crmwatch serve --no-workers` on PostgreSQL. "
-                    "Stops on SIGINT/SIGTERM.", epilog=SERVICE_ENV)
+                    "Stops on SIGINT/SIGTERM.", epilog=BACKGROUND_ENV)
     worker.set_defaults(func=_worker)
 
     scheduler = sub.add_parser(
         "scheduler", formatter_class=_Help, help="only the periodic sweeps",
         description="Only the periodic sweeps; on PostgreSQL one instance leads through an advisory lock.",
-        epilog=SERVICE_ENV)
+        epilog=BACKGROUND_ENV)
     scheduler.set_defaults(func=_scheduler)
 
     demo = sub.add_parser(
