@@ -145,3 +145,18 @@ async def snooze(s: AsyncSession, finding: Finding, until: datetime, actor: str,
     finding.status, finding.snoozed_until, finding.snoozed_by, finding.snooze_reason = "snoozed", until, actor, reason
     finding.updated_at = utcnow()
     return finding
+
+
+async def reopen(s: AsyncSession, finding: Finding, actor: str, reason: str | None) -> Finding:
+    """Undoes an acknowledgement or a snooze (the card's "undo" and "bring back"): the finding is open
+    again. Idempotent; a resolved finding stays resolved."""
+    if finding.status == "open":
+        return finding
+    if finding.status not in ("acknowledged", "snoozed"):
+        raise TransitionError(f"{_with_article(finding.status)} finding cannot be reopened")
+    _record(s, finding, "open", actor, reason)
+    finding.status = "open"
+    finding.acknowledged_at = finding.acknowledged_by = None
+    finding.snoozed_until = finding.snoozed_by = finding.snooze_reason = None
+    finding.updated_at = utcnow()
+    return finding
