@@ -9,6 +9,7 @@ import subprocess
 import time
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from app.database_url import DatabaseUrlError, normalize
 from tests.test_cli import EXE, free_port
@@ -86,16 +87,26 @@ def test_database_mistakes_are_one_line(command, url, phrases, tmp_path):
     assert not (tmp_path / "missing").exists()
 
 
-def test_a_wrong_postgres_database_name_fails_at_once(tmp_path):
-    pg = os.environ.get("CRMWATCH_TEST_POSTGRES_URL")
-    if not pg:
-        pg = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-    with socket.socket() as sock:
-        if sock.connect_ex(("127.0.0.1", 5432)) != 0:
-            pytest.fail("this test needs the machine's PostgreSQL (.ci/run has it)")
-    url = pg.rsplit("/", 1)[0] + "/no_such_database_here"
-    out = run(["migrate"], {"CRMWATCH_DATABASE_URL": url, "CRMWATCH_DATABASE_WAIT_SECONDS": "30"}, tmp_path)
-    one_clear_line(out, "did not accept the connection", "no_such_database_here")
+def test_the_usual_spelling_of_the_test_database_migrates(db_url, tmp_path):
+    """`postgres://…` (PostgreSQL runs) and `sqlite:///…` reach the real database through the async driver."""
+    url = make_url(db_url)
+    plain = url.set(drivername="postgres" if url.get_backend_name() == "postgresql" else "sqlite")
+    out = run(["migrate"], {"CRMWATCH_DATABASE_URL": plain.render_as_string(hide_password=False)}, tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+
+
+def test_a_database_that_refuses_the_connection_fails_at_once(db_url, tmp_path):
+    """Not worth waiting for: PostgreSQL without that database, a SQLite "file" that is a folder."""
+    url = make_url(db_url)
+    if url.get_backend_name() == "postgresql":
+        wrong, phrase = url.set(database="no_such_database_here"), "no_such_database_here"
+    else:
+        (tmp_path / "a-folder.db").mkdir()
+        wrong, phrase = url.set(database=str(tmp_path / "a-folder.db")), "unable to open database file"
+    out = run(["migrate"], {"CRMWATCH_DATABASE_URL": wrong.render_as_string(hide_password=False),
+                            "CRMWATCH_DATABASE_WAIT_SECONDS": "30"}, tmp_path)
+    one_clear_line(out, "did not accept the connection", phrase)
     assert "database.unreachable" not in out.stderr
 
 

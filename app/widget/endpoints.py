@@ -133,32 +133,35 @@ async def amocrm_findings(request: Request, lead_id: str = Query(pattern=r"^\d{1
     return await _amocrm_call(request, rt, x_auth_token, act)
 
 
+async def _amocrm_change(request: Request, rt: Runtime, token: str | None, lang: str | None,
+                         change: Callable[[AsyncSession, amocrm_token.WidgetUser], Awaitable[Any]]) -> JSONResponse:
+    """A change the manager makes from the widget, answered with the finding's new state."""
+    async def act(s: AsyncSession, user: amocrm_token.WidgetUser) -> dict[str, Any]:
+        f = await change(s, user)
+        return service.action_answer(f, user.actor, user.account.timezone, lang or user.account.language)
+    return await _amocrm_call(request, rt, token, act)
+
+
 @amocrm_router.post("/findings/{finding_id}/ack")
 async def amocrm_ack(request: Request, finding_id: int, lang: Lang | None = None,
                      x_auth_token: str | None = Header(None), rt: Runtime = Depends(runtime)) -> JSONResponse:
-    async def act(s: AsyncSession, user: amocrm_token.WidgetUser) -> dict[str, Any]:
-        f = await service.acknowledge(s, user.account, finding_id, user.actor)
-        return service.action_answer(f, user.actor, user.account.timezone, lang or user.account.language)
-    return await _amocrm_call(request, rt, x_auth_token, act)
+    return await _amocrm_change(request, rt, x_auth_token, lang, lambda s, user: service.acknowledge(
+        s, user.account, finding_id, user.actor))
 
 
 @amocrm_router.post("/findings/{finding_id}/snooze")
 async def amocrm_snooze(request: Request, finding_id: int, body: CardSnoozeIn, lang: Lang | None = None,
                         x_auth_token: str | None = Header(None), rt: Runtime = Depends(runtime)) -> JSONResponse:
-    async def act(s: AsyncSession, user: amocrm_token.WidgetUser) -> dict[str, Any]:
-        f = await service.snooze(s, user.account, finding_id, body.preset, user.actor)
-        return service.action_answer(f, user.actor, user.account.timezone, lang or user.account.language)
-    return await _amocrm_call(request, rt, x_auth_token, act)
+    return await _amocrm_change(request, rt, x_auth_token, lang, lambda s, user: service.snooze(
+        s, user.account, finding_id, body.preset, user.actor))
 
 
 @amocrm_router.post("/findings/{finding_id}/reopen")
 async def amocrm_reopen(request: Request, finding_id: int, lang: Lang | None = None,
                         x_auth_token: str | None = Header(None), rt: Runtime = Depends(runtime)) -> JSONResponse:
     """Undoes the card's Acknowledge or Snooze: the finding is open again."""
-    async def act(s: AsyncSession, user: amocrm_token.WidgetUser) -> dict[str, Any]:
-        f = await service.reopen(s, user.account, finding_id, user.actor)
-        return service.action_answer(f, user.actor, user.account.timezone, lang or user.account.language)
-    return await _amocrm_call(request, rt, x_auth_token, act)
+    return await _amocrm_change(request, rt, x_auth_token, lang, lambda s, user: service.reopen(
+        s, user.account, finding_id, user.actor))
 
 
 # --- Bitrix24: the CRM_DEAL_DETAIL_TAB placement ----------------------------------------------
@@ -268,32 +271,34 @@ async def _on_this_deal(s: AsyncSession, account: Account, card: session_token.C
         raise service.NotFound(f"finding {finding_id} not found")
 
 
+async def _bitrix24_change(request: Request, rt: Runtime, finding_id: int, lang: str | None,
+                           change: Callable[[AsyncSession, Account, session_token.CardSession], Awaitable[Any]]
+                           ) -> dict[str, Any]:
+    """A change the manager makes from the tab, on its own deal's finding only."""
+    async def act(s: AsyncSession, account: Account, card: session_token.CardSession) -> dict[str, Any]:
+        await _on_this_deal(s, account, card, finding_id)
+        f = await change(s, account, card)
+        return service.action_answer(f, card.actor, account.timezone, lang or account.language)
+    return await _bitrix24_call(request, rt, act)
+
+
 @bitrix24_router.post("/findings/{finding_id}/ack")
 async def bitrix24_ack(request: Request, finding_id: int, lang: Lang | None = None,
                        rt: Runtime = Depends(runtime)) -> dict[str, Any]:
-    async def act(s: AsyncSession, account: Account, card: session_token.CardSession) -> dict[str, Any]:
-        await _on_this_deal(s, account, card, finding_id)
-        f = await service.acknowledge(s, account, finding_id, card.actor)
-        return service.action_answer(f, card.actor, account.timezone, lang or account.language)
-    return await _bitrix24_call(request, rt, act)
+    return await _bitrix24_change(request, rt, finding_id, lang, lambda s, account, card: service.acknowledge(
+        s, account, finding_id, card.actor))
 
 
 @bitrix24_router.post("/findings/{finding_id}/snooze")
 async def bitrix24_snooze(request: Request, finding_id: int, body: CardSnoozeIn, lang: Lang | None = None,
                           rt: Runtime = Depends(runtime)) -> dict[str, Any]:
-    async def act(s: AsyncSession, account: Account, card: session_token.CardSession) -> dict[str, Any]:
-        await _on_this_deal(s, account, card, finding_id)
-        f = await service.snooze(s, account, finding_id, body.preset, card.actor)
-        return service.action_answer(f, card.actor, account.timezone, lang or account.language)
-    return await _bitrix24_call(request, rt, act)
+    return await _bitrix24_change(request, rt, finding_id, lang, lambda s, account, card: service.snooze(
+        s, account, finding_id, body.preset, card.actor))
 
 
 @bitrix24_router.post("/findings/{finding_id}/reopen")
 async def bitrix24_reopen(request: Request, finding_id: int, lang: Lang | None = None,
                           rt: Runtime = Depends(runtime)) -> dict[str, Any]:
     """Undoes the tab's Acknowledge or Snooze: the finding is open again."""
-    async def act(s: AsyncSession, account: Account, card: session_token.CardSession) -> dict[str, Any]:
-        await _on_this_deal(s, account, card, finding_id)
-        f = await service.reopen(s, account, finding_id, card.actor)
-        return service.action_answer(f, card.actor, account.timezone, lang or account.language)
-    return await _bitrix24_call(request, rt, act)
+    return await _bitrix24_change(request, rt, finding_id, lang, lambda s, account, card: service.reopen(
+        s, account, finding_id, card.actor))

@@ -156,15 +156,21 @@ var CrmwatchCard = (function () {
       return el('span', 'cw-sev cw-sev-' + level, t['severity_' + level] || level);
     }
 
-    function renderItem(item) {
-      var li = el('li', 'cw-item cw-' + (item.severity || 'warning'));
+    /* One finding's lines: severity word and title, message, and when (since, or until). */
+    function entry(cls, item, when) {
+      var li = el('li', cls);
       li.setAttribute('data-finding-id', String(item.id));
       var title = el('div', 'cw-title');
       title.appendChild(severity(item));
       title.appendChild(document.createTextNode(item.title));
       li.appendChild(title);
       li.appendChild(el('div', 'cw-message', item.message));
-      li.appendChild(el('div', 'cw-since', formatSince(item.since, lang, t)));
+      li.appendChild(el('div', 'cw-since', when));
+      return li;
+    }
+
+    function renderItem(item) {
+      var li = entry('cw-item cw-' + (item.severity || 'warning'), item, formatSince(item.since, lang, t));
       var actions = el('div', 'cw-actions');
       var ack = el('button', 'cw-btn cw-ack', t.acknowledge);
       ack.type = 'button';
@@ -197,14 +203,7 @@ var CrmwatchCard = (function () {
       more.hidden = !snoozedOpen;
       toggle.onclick = function () { snoozedOpen = !snoozedOpen; more.hidden = !snoozedOpen; };
       snoozed.forEach(function (item) {
-        var li = el('li', 'cw-snoozed-item');
-        li.setAttribute('data-finding-id', String(item.id));
-        var title = el('div', 'cw-title');
-        title.appendChild(severity(item));
-        title.appendChild(document.createTextNode(item.title));
-        li.appendChild(title);
-        li.appendChild(el('div', 'cw-message', item.message));
-        li.appendChild(el('div', 'cw-since', item.until_label || ''));
+        var li = entry('cw-snoozed-item', item, item.until_label || '');
         var back = el('button', 'cw-btn cw-unsnooze', t.unsnooze);
         back.type = 'button';
         back.onclick = function () { back.disabled = true; reopen(item.id); };
