@@ -17,6 +17,9 @@ STRINGS = {
         "since": "с", "unavailable": "crmwatch недоступен. Попробуем ещё раз через несколько секунд.",
         "expired": "Сессия истекла — откройте вкладку заново.", "denied": "Нет доступа к crmwatch.",
         "failed": "Не получилось сохранить, попробуйте ещё раз.", "user": "Вы вошли как",
+        "done_ack": "Принято.", "done_snooze": "Отложено {until}.", "undo": "Отменить",
+        "snoozed_line": "{count} отложено {until}", "unsnooze": "Вернуть", "severity_critical": "Критично",
+        "severity_warning": "Внимание", "severity_info": "К сведению",
     },
     "en": {
         "lang": "en", "heading": "crmwatch: issues on this deal", "loading": "Loading…",
@@ -25,6 +28,9 @@ STRINGS = {
         "since": "since", "unavailable": "crmwatch is unavailable. Retrying in a few seconds.",
         "expired": "The session has expired: reopen the tab.", "denied": "Access to crmwatch was refused.",
         "failed": "Could not save that, please try again.", "user": "Signed in as",
+        "done_ack": "Acknowledged.", "done_snooze": "Snoozed {until}.", "undo": "Undo",
+        "snoozed_line": "{count} snoozed {until}", "unsnooze": "Bring back", "severity_critical": "Critical",
+        "severity_warning": "Warning", "severity_info": "Info",
     },
 }
 
