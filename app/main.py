@@ -25,6 +25,7 @@ from app.ingest.telephony import hooks_router as telephony_hooks_router
 from app.ingest.writer import InboxWriter
 from app.middleware import RequestContext
 from app.mirror.endpoints import router as mirror_router
+from app.ops import pages
 from app.ops.endpoints import router as ops_router
 from app.outbox.endpoints import router as outbox_router
 from app.rules.endpoints import router as rules_router
@@ -91,12 +92,16 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
         summary="Keeps a sales team's CRM honest: overdue tasks, deals without a next step, stuck deals, "
                 "unlogged calls.",
         lifespan=lifespan,
+        # Served by app/ops/pages.py from a package, not from a CDN: the docs work offline.
+        docs_url=None,
+        redoc_url=None,
     )
     errors.install(app)
     # The webhook route first: routes are matched in order, and it takes most of the traffic.
     app.include_router(ingest_router)
     app.include_router(telephony_hooks_router)
     app.include_router(ops_router)
+    pages.install(app)
     app.include_router(accounts_router)
     app.include_router(mirror_router)
     app.include_router(rules_router)

@@ -7,8 +7,10 @@ import os
 from functools import lru_cache
 from typing import Any
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app import database_url as db_url
 
 log = logging.getLogger("crmwatch.settings")
 
@@ -26,7 +28,13 @@ RENAMED = {
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CRMWATCH_", env_file=".env", extra="ignore")
 
+    # `postgres://`, `postgresql://` and `sqlite:///` are accepted too (see app/database_url.py).
     database_url: str = "sqlite+aiosqlite:///./crmwatch.db"
+    # The database password apart from the URL, put into it escaped: a password with @, :, / or %
+    # breaks a URL written by hand (docker-compose.yml passes POSTGRES_PASSWORD here).
+    database_password: SecretStr | None = None
+    # A database that does not answer at start-up is retried this long before the process gives up.
+    database_wait_seconds: float = Field(default=60.0, ge=0)
     # Bearer token of the admin API. Unset means the admin API refuses every call.
     admin_token: SecretStr | None = None
     # Encrypts CRM credentials at rest. Unset: a random key is kept in `secret_key_file`
@@ -36,6 +44,12 @@ class Settings(BaseSettings):
     public_url: str = "http://localhost:8000"
     log_level: str = "INFO"
     log_json: bool = True
+    # Proxies trusted for X-Forwarded-For/-Proto (comma-separated addresses or networks, "*": any);
+    # `crmwatch serve --forwarded-allow-ips` overrides it.
+    forwarded_allow_ips: str = "127.0.0.1"
+    # `crmwatch worker` and `scheduler` touch this file every few seconds while their loop runs,
+    # for a container health check (they serve no HTTP). Unset: no file.
+    heartbeat_file: str | None = None
 
     # Webhook bodies above this are refused with 413 before they are read in full.
     max_webhook_bytes: int = 1024 * 1024
@@ -104,6 +118,18 @@ class Settings(BaseSettings):
     @property
     def amocrm_timeout_seconds(self) -> float:
         return self.crm_timeout_seconds
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        return db_url.normalize(value)
+
+    @model_validator(mode="after")
+    def _password_into_url(self) -> Settings:
+        if self.database_password is not None and self.database_password.get_secret_value():
+            url = db_url.parse(self.database_url).set(password=self.database_password.get_secret_value())
+            self.database_url = url.render_as_string(hide_password=False)
+        return self
 
 
 @lru_cache

@@ -152,28 +152,40 @@ async def amocrm_findings(request: Request, lead_id: str = Query(pattern=r"^\d{1
     """The opened lead's open findings, for the widget's panel (authenticated by amoCRM's X-Auth-Token)."""
     async def act(s: AsyncSession, user: amocrm_token.WidgetUser) -> dict[str, Any]:
         chosen = lang or user.account.language
-        items = await service.card_findings(s, user.account, lead_id, rt.settings.public_url, chosen)
-        return CardFindings(deal_id=lead_id, lang=chosen, items=items).model_dump(mode="json")
+        view = await service.card(s, user.account, lead_id, rt.settings.public_url, chosen)
+        return view.model_dump(mode="json")
     return await _amocrm_call(request, rt, x_auth_token, act)
+
+
+async def _amocrm_change(request: Request, rt: Runtime, token: str | None, lang: str | None,
+                         change: Callable[[AsyncSession, amocrm_token.WidgetUser], Awaitable[Any]]) -> JSONResponse:
+    """A change the manager makes from the widget, answered with the finding's new state."""
+    async def act(s: AsyncSession, user: amocrm_token.WidgetUser) -> dict[str, Any]:
+        f = await change(s, user)
+        return service.action_answer(f, user.actor, user.account.timezone, lang or user.account.language)
+    return await _amocrm_call(request, rt, token, act)
 
 
 @amocrm_router.post("/findings/{finding_id}/ack")
-async def amocrm_ack(request: Request, finding_id: int, x_auth_token: str | None = Header(None),
-                     rt: Runtime = Depends(runtime)) -> JSONResponse:
-    async def act(s: AsyncSession, user: amocrm_token.WidgetUser) -> dict[str, Any]:
-        f = await service.acknowledge(s, user.account, finding_id, user.actor)
-        return {"id": f.id, "status": f.status, "by": user.actor}
-    return await _amocrm_call(request, rt, x_auth_token, act)
+async def amocrm_ack(request: Request, finding_id: int, lang: Lang | None = None,
+                     x_auth_token: str | None = Header(None), rt: Runtime = Depends(runtime)) -> JSONResponse:
+    return await _amocrm_change(request, rt, x_auth_token, lang, lambda s, user: service.acknowledge(
+        s, user.account, finding_id, user.actor))
 
 
 @amocrm_router.post("/findings/{finding_id}/snooze")
-async def amocrm_snooze(request: Request, finding_id: int, body: CardSnoozeIn, x_auth_token: str | None = Header(None),
-                        rt: Runtime = Depends(runtime)) -> JSONResponse:
-    async def act(s: AsyncSession, user: amocrm_token.WidgetUser) -> dict[str, Any]:
-        f = await service.snooze(s, user.account, finding_id, body.preset, user.actor)
-        return {"id": f.id, "status": f.status, "until": f.snoozed_until.isoformat() if f.snoozed_until else None,
-                "by": user.actor}
-    return await _amocrm_call(request, rt, x_auth_token, act)
+async def amocrm_snooze(request: Request, finding_id: int, body: CardSnoozeIn, lang: Lang | None = None,
+                        x_auth_token: str | None = Header(None), rt: Runtime = Depends(runtime)) -> JSONResponse:
+    return await _amocrm_change(request, rt, x_auth_token, lang, lambda s, user: service.snooze(
+        s, user.account, finding_id, body.preset, user.actor))
+
+
+@amocrm_router.post("/findings/{finding_id}/reopen")
+async def amocrm_reopen(request: Request, finding_id: int, lang: Lang | None = None,
+                        x_auth_token: str | None = Header(None), rt: Runtime = Depends(runtime)) -> JSONResponse:
+    """Undoes the card's Acknowledge or Snooze: the finding is open again."""
+    return await _amocrm_change(request, rt, x_auth_token, lang, lambda s, user: service.reopen(
+        s, user.account, finding_id, user.actor))
 
 
 # --- Bitrix24: the CRM_DEAL_DETAIL_TAB placement ----------------------------------------------
@@ -264,9 +276,7 @@ async def bitrix24_findings(request: Request, lang: Lang | None = None, rt: Runt
                             ) -> CardFindings:
     """The tab's deal findings; the deal comes from the page's session token, not from the caller."""
     async def act(s: AsyncSession, account: Account, card: session_token.CardSession) -> CardFindings:
-        chosen = lang or account.language
-        items = await service.card_findings(s, account, card.deal_id, rt.settings.public_url, chosen)
-        return CardFindings(deal_id=card.deal_id, lang=chosen, items=items)
+        return await service.card(s, account, card.deal_id, rt.settings.public_url, lang or account.language)
     return await _bitrix24_call(request, rt, act)
 
 
@@ -277,24 +287,37 @@ async def _on_this_deal(s: AsyncSession, account: Account, card: session_token.C
         raise service.NotFound(f"finding {finding_id} not found")
 
 
-@bitrix24_router.post("/findings/{finding_id}/ack")
-async def bitrix24_ack(request: Request, finding_id: int, rt: Runtime = Depends(runtime)) -> dict[str, Any]:
+async def _bitrix24_change(request: Request, rt: Runtime, finding_id: int, lang: str | None,
+                           change: Callable[[AsyncSession, Account, session_token.CardSession], Awaitable[Any]]
+                           ) -> dict[str, Any]:
+    """A change the manager makes from the tab, on its own deal's finding only."""
     async def act(s: AsyncSession, account: Account, card: session_token.CardSession) -> dict[str, Any]:
         await _on_this_deal(s, account, card, finding_id)
-        f = await service.acknowledge(s, account, finding_id, card.actor)
-        return {"id": f.id, "status": f.status, "by": card.actor}
+        f = await change(s, account, card)
+        return service.action_answer(f, card.actor, account.timezone, lang or account.language)
     return await _bitrix24_call(request, rt, act)
+
+
+@bitrix24_router.post("/findings/{finding_id}/ack")
+async def bitrix24_ack(request: Request, finding_id: int, lang: Lang | None = None,
+                       rt: Runtime = Depends(runtime)) -> dict[str, Any]:
+    return await _bitrix24_change(request, rt, finding_id, lang, lambda s, account, card: service.acknowledge(
+        s, account, finding_id, card.actor))
 
 
 @bitrix24_router.post("/findings/{finding_id}/snooze")
-async def bitrix24_snooze(request: Request, finding_id: int, body: CardSnoozeIn, rt: Runtime = Depends(runtime)
-                          ) -> dict[str, Any]:
-    async def act(s: AsyncSession, account: Account, card: session_token.CardSession) -> dict[str, Any]:
-        await _on_this_deal(s, account, card, finding_id)
-        f = await service.snooze(s, account, finding_id, body.preset, card.actor)
-        return {"id": f.id, "status": f.status, "until": f.snoozed_until.isoformat() if f.snoozed_until else None,
-                "by": card.actor}
-    return await _bitrix24_call(request, rt, act)
+async def bitrix24_snooze(request: Request, finding_id: int, body: CardSnoozeIn, lang: Lang | None = None,
+                          rt: Runtime = Depends(runtime)) -> dict[str, Any]:
+    return await _bitrix24_change(request, rt, finding_id, lang, lambda s, account, card: service.snooze(
+        s, account, finding_id, body.preset, card.actor))
+
+
+@bitrix24_router.post("/findings/{finding_id}/reopen")
+async def bitrix24_reopen(request: Request, finding_id: int, lang: Lang | None = None,
+                          rt: Runtime = Depends(runtime)) -> dict[str, Any]:
+    """Undoes the tab's Acknowledge or Snooze: the finding is open again."""
+    return await _bitrix24_change(request, rt, finding_id, lang, lambda s, account, card: service.reopen(
+        s, account, finding_id, card.actor))
 
 
 # The one router the app includes: the admin setting and both CRMs' cards.

@@ -55,6 +55,9 @@ DEAL_TAB = {
     "since": "since", "unavailable": "crmwatch is unavailable. Retrying in a few seconds.",
     "expired": "The session has expired: reopen the tab.", "denied": "Access to crmwatch was refused.",
     "failed": "Could not save that, please try again.", "user": "Signed in as",
+    "done_ack": "Acknowledged.", "done_snooze": "Snoozed {until}.", "undo": "Undo",
+    "snoozed_line": "{count} snoozed {until}", "unsnooze": "Bring back", "severity_critical": "Critical",
+    "severity_warning": "Warning", "severity_info": "Info",
 }
 
 DEAL_TAB_REFUSALS = {

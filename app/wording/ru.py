@@ -56,6 +56,9 @@ DEAL_TAB = {
     "since": "с", "unavailable": "crmwatch недоступен. Попробуем ещё раз через несколько секунд.",
     "expired": "Сессия истекла — откройте вкладку заново.", "denied": "Нет доступа к crmwatch.",
     "failed": "Не получилось сохранить, попробуйте ещё раз.", "user": "Вы вошли как",
+    "done_ack": "Принято.", "done_snooze": "Отложено {until}.", "undo": "Отменить",
+    "snoozed_line": "{count} отложено {until}", "unsnooze": "Вернуть", "severity_critical": "Критично",
+    "severity_warning": "Внимание", "severity_info": "К сведению",
 }
 
 DEAL_TAB_REFUSALS = {
