@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import logging
 import signal
 import sys
-import time
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -18,6 +17,7 @@ from app import logging as app_logging
 from app.database_url import DatabaseUrlError
 from app.settings import Settings, get_settings
 from app.startup import StartupError, wait_for_database
+from app.widget.bundle import build_widget
 
 log = logging.getLogger("crmwatch.cli")
 
@@ -91,7 +91,7 @@ def _migrate(args: argparse.Namespace) -> int:
 
 def _run_background(*, workers: bool) -> int:
     """The scheduler, and with `workers` the inbox, sync and outbox loops, until SIGINT/SIGTERM."""
-    from app.rules.scheduler import SweepScheduler
+    from app import workers as app_workers
     from app.runtime import Runtime
 
     settings = _settings()
@@ -103,39 +103,19 @@ def _run_background(*, workers: bool) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        scheduler = SweepScheduler(rt, settings.scheduler_tick_seconds)
+        scheduler = app_workers.SweepScheduler(rt, settings.scheduler_tick_seconds)
         scheduler.start()
-        beat = asyncio.create_task(_heartbeat(settings.heartbeat_file, stop)) if settings.heartbeat_file else None
         try:
             if workers:
-                from app.ingest.catchup import run_forever as catchup_loop
-                from app.ingest.worker import run_forever as inbox_loop
-                from app.outbox.delivery import run_forever as outbox_loop
-                from app.sync.service import run_forever as sync_loop
-
-                await asyncio.gather(inbox_loop(rt, stop), sync_loop(rt, stop), outbox_loop(rt, stop),
-                                     catchup_loop(rt, stop))
+                await asyncio.gather(*(loop(rt, stop) for _, loop in app_workers.WORKERS))
             else:
-                await stop.wait()
+                await app_workers.heartbeat(rt, stop)  # until stop: the scheduler runs beside it
         finally:
-            if beat is not None:
-                beat.cancel()
             await scheduler.stop()
             await rt.dispose()
 
     asyncio.run(main())
     return 0
-
-
-async def _heartbeat(path: str, stop: asyncio.Event, every: float = 5.0) -> None:
-    """Touches `path` while this process's event loop runs: what the container health check of a
-    process without HTTP looks at (docker-compose.yml)."""
-    while not stop.is_set():
-        # A few bytes to a local file: cheaper than handing them to a thread.
-        with open(path, "w") as file:  # noqa: ASYNC230
-            file.write(f"{time.time():.0f}\n")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), every)
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -171,10 +151,6 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _widget_build(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from app.widget.bundle import build_widget
-
     settings = get_settings()
     if args.url is None and "public_url" not in settings.model_fields_set:
         # The default (http://localhost:8000) is only right on the machine crmwatch runs on: a widget

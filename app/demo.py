@@ -26,13 +26,14 @@ import httpx
 import uvicorn
 from sqlalchemy.engine import make_url
 
+from app import demo_pbx
 from app import logging as app_logging
-from app.calls import demo_pbx
 from app.demo_text import TEXT, counts, money
 from app.main import create_app
 from app.migrate import upgrade_async
 from app.rules.config import RulesDocument
 from app.settings import Settings
+from app.widget.bundle import build_widget
 from integrations.amocrm.demo_data import DEMO_TOKEN, HEAD, seed_demo, webhook_form
 from integrations.amocrm.emulator import EmulatorState, create_emulator_app
 from integrations.amocrm.widget_host import CardHost, create_card_host_app
@@ -97,8 +98,6 @@ def _script(state: EmulatorState, now: int) -> list[tuple[tuple[str, str], str, 
 
 def _widget_card(state: EmulatorState, crmwatch_url: str, emulator_url: str) -> CardHost:
     """The real widget, built now, in a lead card served by the emulator (the demo account's address)."""
-    from app.widget.bundle import build_widget
-
     out = Path(tempfile.mkdtemp(prefix="crmwatch-demo-widget-")) / "widget.zip"
     build_widget("amocrm", out, crmwatch_url)
     manager = min(state.users) if state.users else 1

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from functools import lru_cache
+from typing import Any
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app import database_url as db_url
+
+log = logging.getLogger("crmwatch.settings")
+
+# Settings that apply to every CRM's client but were first named after amoCRM: old name → new
+# name. The old environment variables (CRMWATCH_AMOCRM_MAX_RETRIES, …) and keyword arguments keep
+# working, with a deprecation line in the log; the new name wins when both are given.
+RENAMED = {
+    "amocrm_max_retries": "crm_max_retries",
+    "amocrm_backoff_base_seconds": "crm_backoff_base_seconds",
+    "amocrm_backoff_cap_seconds": "crm_backoff_cap_seconds",
+    "amocrm_timeout_seconds": "crm_timeout_seconds",
+}
 
 
 class Settings(BaseSettings):
@@ -49,12 +64,14 @@ class Settings(BaseSettings):
     # in its rules document, 5 minutes by default).
     scheduler_tick_seconds: float = 15.0
 
+    # Every CRM client: retries of a failed request (429, 5xx, timeouts), their backoff, and the
+    # timeout of one request.
+    crm_max_retries: int = 6
+    crm_backoff_base_seconds: float = 0.5
+    crm_backoff_cap_seconds: float = 60.0
+    crm_timeout_seconds: float = 20.0
     # amoCRM API limits (per account): 7 req/s is amoCRM's documented ceiling.
     amocrm_rate_per_second: float = 7.0
-    amocrm_max_retries: int = 6
-    amocrm_backoff_base_seconds: float = 0.5
-    amocrm_backoff_cap_seconds: float = 60.0
-    amocrm_timeout_seconds: float = 20.0
     # Bitrix24's leaky bucket per portal: drains `rate` requests a second, refuses above `burst`
     # (2/50 on most plans; Enterprise 5/250).
     bitrix24_rate_per_second: float = Field(default=2.0, gt=0)
@@ -64,6 +81,43 @@ class Settings(BaseSettings):
     queued_drain_seconds: float = Field(default=60.0, gt=0)
     # How far back the backfill reads stage-change events and notes.
     backfill_history_days: int = Field(default=90, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        prefix = cls.model_config.get("env_prefix", "")
+        for old, new in RENAMED.items():
+            env = f"{prefix}{old}".upper()
+            given = data.pop(old, None)
+            if given is None:
+                given = os.environ.get(env)
+            if given is None:
+                continue
+            # Logged when read: the line must be readable before logging is configured too.
+            log.warning("settings.deprecated: %s is deprecated, set %s instead", env, f"{prefix}{new}".upper(),
+                        extra={"setting": old, "use": new})
+            data.setdefault(new, given)
+        return data
+
+    # The old names, read-only, for code not yet moved to the new ones.
+    @property
+    def amocrm_max_retries(self) -> int:
+        return self.crm_max_retries
+
+    @property
+    def amocrm_backoff_base_seconds(self) -> float:
+        return self.crm_backoff_base_seconds
+
+    @property
+    def amocrm_backoff_cap_seconds(self) -> float:
+        return self.crm_backoff_cap_seconds
+
+    @property
+    def amocrm_timeout_seconds(self) -> float:
+        return self.crm_timeout_seconds
 
     @field_validator("database_url")
     @classmethod

@@ -9,6 +9,7 @@ from sqlalchemy import func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account
+from app.calls.models import Call
 from app.db import utcnow
 from app.mirror.models import Deal, Note, Stage, Task, User
 from app.rules import config as rules_config
@@ -29,8 +30,6 @@ def _by_id(rows: Any) -> dict[str, Any]:
 
 async def _calls(s: AsyncSession, account_id: int, findings: list[Finding]) -> dict[str, Any]:
     """The calls that call and phone findings speak of, by the finding's entity id."""
-    from app.calls.models import Call
-
     ids = [int(f.entity_id) for f in findings if f.entity_type == "call" and f.entity_id.isdigit()]
     numbers = [f.entity_id for f in findings if f.entity_type == "phone"]
     out: dict[str, Any] = {}

@@ -15,12 +15,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account
 from app.deps import account_or_404, runtime
+from app.findings.models import Finding
 from app.findings.service import TransitionError
 from app.runtime import Runtime
 from app.security import load_secret, require_admin
+from integrations.base import CardRejected, CardUnavailable
 from integrations.formdata import FormError, parse_bracket_form
+from integrations.http import origin as origin_of
+from integrations.registry import crm_adapter
 
-from . import amocrm_token, bitrix24_portal, deal_tab, service, session_token
+from . import amocrm_token, deal_tab, service, session_token
 from .models import WidgetConfig
 from .rejected import TokenRejected
 from .schemas import CardFindings, CardSnoozeIn, WidgetConfigIn, WidgetConfigOut
@@ -43,7 +47,7 @@ def _config_out(rt: Runtime, account: Account, config: WidgetConfig | None) -> W
     elif key is not None:
         source = "oauth"
     audience = key.audience if key else (config.audience if config and config.audience else
-                                         amocrm_token.origin(rt.settings.public_url))
+                                         origin_of(rt.settings.public_url))
     return WidgetConfigOut(account_id=account.id, secret_source=source, audience=audience)
 
 
@@ -66,7 +70,7 @@ async def put_widget_config(account_id: int, body: WidgetConfigIn, rt: Runtime =
         if body.client_secret is not None:
             config.secret = rt.box.seal({"client_secret": body.client_secret.get_secret_value()})
         if body.audience is not None:
-            config.audience = amocrm_token.origin(str(body.audience))
+            config.audience = origin_of(str(body.audience))
         s.add(config)
         await s.flush()
         return _config_out(rt, account, config)
@@ -75,7 +79,7 @@ async def put_widget_config(account_id: int, body: WidgetConfigIn, rt: Runtime =
 # --- amoCRM: the widget in the lead card ------------------------------------------------------
 
 async def _amocrm_origins(s: AsyncSession) -> set[str]:
-    return {amocrm_token.origin(u) for u in await s.scalars(select(Account.base_url).where(Account.crm == "amocrm"))}
+    return {origin_of(u) for u in await s.scalars(select(Account.base_url).where(Account.crm == "amocrm"))}
 
 
 def _cors(origin: str | None, allowed: bool) -> dict[str, str]:
@@ -99,27 +103,47 @@ async def amocrm_preflight(request: Request, rt: Runtime = Depends(runtime)) -> 
         "Access-Control-Max-Age": "600"})
 
 
+# --- the card's one error mapping, for every CRM's card ----------------------------------------
+
+class _CardError(Exception):
+    def __init__(self, status_code: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status_code, self.code, self.detail = status_code, code, detail
+
+
+CARD_ERRORS = (TokenRejected, _CardError, service.NotFound, TransitionError)
+
+
+def _card_error(exc: Exception) -> tuple[int, dict[str, str]]:
+    """(status, body) of a card call that failed: the body's `code` tells the card which message to show."""
+    if isinstance(exc, TokenRejected):
+        return status.HTTP_401_UNAUTHORIZED, {"detail": exc.detail, "code": exc.code}
+    if isinstance(exc, _CardError):
+        return exc.status_code, {"detail": exc.detail, "code": exc.code}
+    if isinstance(exc, service.NotFound):
+        return status.HTTP_404_NOT_FOUND, {"detail": str(exc), "code": "not_found"}
+    return status.HTTP_409_CONFLICT, {"detail": str(exc), "code": "conflict"}
+
+
 async def _amocrm_call(request: Request, rt: Runtime, token: str | None,
                        act: Callable[[AsyncSession, amocrm_token.WidgetUser], Awaitable[Any]]) -> JSONResponse:
     origin = request.headers.get("origin")
     try:
         async with rt.sessions() as s, s.begin():
             user = await amocrm_token.verify(s, token, rt.box, rt.settings.public_url)
-            own_origin = amocrm_token.origin(user.account.base_url)
+            own_origin = origin_of(user.account.base_url)
             if origin and origin.lower() != own_origin:
                 raise TokenRejected("token_invalid", "the request comes from another account's page")
             body = await act(s, user)
         return JSONResponse(body, headers=_cors(origin, bool(origin)))
-    except TokenRejected as exc:
-        async with rt.reads() as s:
-            known = bool(origin) and origin.lower() in await _amocrm_origins(s)
-        # Known pages get to read why (so the widget can say "сессия истекла"); others learn nothing.
-        return JSONResponse({"detail": exc.detail, "code": exc.code}, status_code=status.HTTP_401_UNAUTHORIZED,
-                            headers=_cors(origin, known))
-    except service.NotFound as exc:
-        return JSONResponse({"detail": str(exc), "code": "not_found"}, status_code=404, headers=_cors(origin, True))
-    except TransitionError as exc:
-        return JSONResponse({"detail": str(exc), "code": "conflict"}, status_code=409, headers=_cors(origin, True))
+    except CARD_ERRORS as exc:
+        allowed = True
+        if isinstance(exc, TokenRejected):
+            # Known pages get to read why (so the widget can say "сессия истекла"); others learn nothing.
+            async with rt.reads() as s:
+                allowed = bool(origin) and origin.lower() in await _amocrm_origins(s)
+        code, body = _card_error(exc)
+        return JSONResponse(body, status_code=code, headers=_cors(origin, allowed))
 
 
 @amocrm_router.get("/findings", response_model=CardFindings)
@@ -196,15 +220,18 @@ async def bitrix24_deal_tab(request: Request, rt: Runtime = Depends(runtime)) ->
     if field.get("PLACEMENT", "CRM_DEAL_DETAIL_TAB") != "CRM_DEAL_DETAIL_TAB":
         return deal_tab.refusal(lang, "bad_request", status.HTTP_400_BAD_REQUEST)
     async with rt.reads() as s:
-        account = await s.scalar(select(Account).where(Account.crm == "bitrix24", Account.external_id == member_id))
+        hint = crm_adapter("bitrix24").card.hint(member_id)
+        account = await s.scalar(select(Account).where(Account.crm == "bitrix24",
+                                                       Account.external_id == hint.external_id))
     if account is None:
         return deal_tab.refusal(lang, "not_installed", status.HTTP_403_FORBIDDEN)
     lang = _page_lang(field.get("LANG"), account)
     try:
-        user = await bitrix24_portal.current_user(account.base_url, auth_id, transport=rt.http_transport)
-    except bitrix24_portal.PortalRefused:
+        user = await crm_adapter("bitrix24").card.verify(auth_id, base_url=account.base_url,
+                                                         transport=rt.http_transport)
+    except CardRejected:
         return deal_tab.refusal(lang, "forged", status.HTTP_403_FORBIDDEN, account.base_url)
-    except bitrix24_portal.PortalUnavailable:
+    except CardUnavailable:
         return deal_tab.refusal(lang, "portal_down", status.HTTP_503_SERVICE_UNAVAILABLE, account.base_url)
     try:
         # The page lives as long as Bitrix24's own AUTH_ID (an hour), within sane bounds.
@@ -220,12 +247,6 @@ async def bitrix24_deal_tab(request: Request, rt: Runtime = Depends(runtime)) ->
 async def bitrix24_deal_tab_script(name: Literal["card-core", "deal-tab"]) -> Response:
     return Response((STATIC / f"{name}.js").read_text(encoding="utf-8"), media_type="text/javascript",
                     headers={"Cache-Control": "no-cache"})
-
-
-class _CardError(Exception):
-    def __init__(self, status_code: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status_code, self.code, self.detail = status_code, code, detail
 
 
 def _session(request: Request, rt: Runtime) -> session_token.CardSession:
@@ -245,12 +266,9 @@ async def _bitrix24_call(request: Request, rt: Runtime,
             if account is None or account.crm != card.crm:
                 raise _CardError(status.HTTP_401_UNAUTHORIZED, "token_invalid", "the portal is no longer connected")
             return await act(s, account, card)
-    except _CardError as exc:
-        return JSONResponse({"detail": exc.detail, "code": exc.code}, status_code=exc.status_code)
-    except service.NotFound as exc:
-        return JSONResponse({"detail": str(exc), "code": "not_found"}, status_code=status.HTTP_404_NOT_FOUND)
-    except TransitionError as exc:
-        return JSONResponse({"detail": str(exc), "code": "conflict"}, status_code=status.HTTP_409_CONFLICT)
+    except CARD_ERRORS as exc:
+        code, body = _card_error(exc)
+        return JSONResponse(body, status_code=code)
 
 
 @bitrix24_router.get("/findings", response_model=CardFindings)
@@ -263,8 +281,6 @@ async def bitrix24_findings(request: Request, lang: Lang | None = None, rt: Runt
 
 
 async def _on_this_deal(s: AsyncSession, account: Account, card: session_token.CardSession, finding_id: int) -> None:
-    from app.findings.models import Finding
-
     finding = await s.get(Finding, finding_id)
     # The page may act on its own deal's findings only.
     if finding is None or finding.account_id != account.id or finding.deal_id != card.deal_id:
@@ -302,3 +318,10 @@ async def bitrix24_reopen(request: Request, finding_id: int, lang: Lang | None =
     """Undoes the tab's Acknowledge or Snooze: the finding is open again."""
     return await _bitrix24_change(request, rt, finding_id, lang, lambda s, account, card: service.reopen(
         s, account, finding_id, card.actor))
+
+
+# The one router the app includes: the admin setting and both CRMs' cards.
+router = APIRouter()
+router.include_router(admin_router)
+router.include_router(amocrm_router)
+router.include_router(bitrix24_router)

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, update
 
 from app.accounts.models import Account
+from app.findings import scheduler
 from app.findings.models import Finding, FindingEvent
 from app.ingest import worker
-from app.rules import scheduler
 from app.sync import service as sync
 from integrations.amocrm.demo_data import seed_demo
 from tests.conftest import FORM, create_account, form_body

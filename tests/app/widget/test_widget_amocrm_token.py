@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import httpx
+import jwt
 from sqlalchemy import func, select
 
 from app.accounts.models import Account
@@ -117,7 +118,7 @@ async def test_a_replayed_jti_is_refused_in_another_process_too(client, rt, amo,
     finally:
         await other.dispose()
     # Same jti, new signature and times: still the same token id, still refused.
-    same_jti = token(jti=amocrm_token.jwt.decode(tok, options={"verify_signature": False})["jti"])
+    same_jti = token(jti=jwt.decode(tok, options={"verify_signature": False})["jti"])
     assert (await client.get(URL, params={"lead_id": deal_id}, headers=headers(same_jti))).status_code == 401
 
 
