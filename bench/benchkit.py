@@ -75,6 +75,32 @@ class RawConnection:
         self.reader = self.writer = None
 
 
+def post_bytes(host: str, port: int, path: str, headers: dict[str, str], body: bytes) -> bytes:
+    """One HTTP/1.1 POST as it goes on the wire, ready for RawConnection.request."""
+    head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in headers.items())).encode()
+    return head + b"content-length: %d\r\n\r\n" % len(body) + body
+
+
+def raw_sender(host: str, port: int, wire: list[bytes], concurrency: int
+               ) -> tuple[Callable[[int, int], Awaitable[int]], Callable[[], None]]:
+    """send(k, i) for run_phase: request wire[i] on sender k's own keep-alive connection; and close()."""
+    conns = [RawConnection(host, port) for _ in range(concurrency)]
+
+    async def send(k: int, i: int) -> int:
+        try:
+            return await conns[k].request(wire[i])
+        except BaseException:
+            conns[k].close()  # a half-read response would desynchronise the connection
+            raise
+
+    def close() -> None:
+        for c in conns:
+            c.close()
+
+    return send, close
+
+
 def proc_cpu_seconds(pid: int) -> float | None:
     """CPU time (user + system, all threads) of a process, from /proc; None elsewhere."""
     try:

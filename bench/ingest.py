@@ -38,12 +38,13 @@ from benchkit import (
     HOST,
     REQUEST_TIMEOUT,
     BenchError,
-    RawConnection,
     background,
     crmwatch_command,
     free_port,
     log_summary,
+    post_bytes,
     proc_cpu_seconds,
+    raw_sender,
     run_phase,
     server,
 )
@@ -125,18 +126,8 @@ async def load(args: argparse.Namespace) -> dict[str, Any]:
     headers = {"content-type": "application/x-www-form-urlencoded", "user-agent": "crmwatch-bench"}
 
     if args.client == "raw":
-        head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-                + "".join(f"{k}: {v}\r\n" for k, v in headers.items())).encode()
-        wire = [head + b"content-length: %d\r\n\r\n" % len(b) + b for b in bodies]
-        conns = [RawConnection(host, port) for _ in range(args.concurrency)]
-
-        async def send(k: int, i: int) -> int:
-            try:
-                return await conns[k].request(wire[i])
-            except BaseException:
-                conns[k].close()  # a half-read response would desynchronise the connection
-                raise
-
+        send, close = raw_sender(host, port, [post_bytes(host, port, path, headers, b) for b in bodies],
+                                 args.concurrency)
         cleanup: Callable[[], Awaitable[None]] | None = None
     else:
         import httpx
@@ -159,8 +150,7 @@ async def load(args: argparse.Namespace) -> dict[str, Any]:
         if cleanup is not None:
             await cleanup()
         else:
-            for c in conns:
-                c.close()
+            close()
     if server_cpu0 is not None and server_cpu1 is not None:
         result["server_cpu"] = (server_cpu1 - server_cpu0) / result["elapsed"]
     result["client_cpu"] = (client_cpu1 - client_cpu0) / result["elapsed"]
