@@ -13,9 +13,10 @@ One round, on PostgreSQL, in throwaway databases beside the one URL names:
 3. stops it, starts ONE `crmwatch worker` and watches the database until no row is pending
    and the findings stop changing: the apply rate (rows/s from the first to the last applied
    row) and the time from the last acceptance until the mirror and the findings are current;
-4. stops the worker, applies the same inbox rows one by one (a batch of one each, with its own
-   re-evaluation) in the reference database, and compares the mirror and the active findings;
-5. prints the figures and the issue's goals, MET or NOT MET, and drops both databases.
+4. prints the figures and the issue's goals, MET or NOT MET;
+5. stops the worker, feeds the same inbox rows one at a time into the reference database, each
+   applied alone (a batch of one, with its own re-evaluation) before the next arrives, and
+   compares the mirror and the active findings; then drops both databases.
 
 The exit code is 0 whatever the figures, 1 when the correctness check fails, and 2 when the
 run cannot be set up. See bench/README.md.
@@ -195,14 +196,12 @@ def machine_busy(a: tuple[int, int] | None, b: tuple[int, int] | None) -> float 
     return (b[0] - a[0]) / (b[1] - a[1]) * (os.cpu_count() or 1)
 
 
-async def check(run: Settings, reference: Settings, rows: int) -> dict[str, Any]:
+async def check(run: Settings, reference: Settings) -> dict[str, Any]:
     """Applies the run's inbox rows one by one in the reference database; compares the two."""
     batch, one = Runtime.build(run), Runtime.build(reference)
     try:
-        async with batch.reads() as source, one.sessions() as target, target.begin():
-            copied = await applymix.copy_inbox(source, target)
         started = time.perf_counter()
-        applied = await applymix.apply_one_by_one(one, rows)
+        applied = await applymix.replay_one_by_one(batch, one)
         elapsed = time.perf_counter() - started
         async with batch.reads() as s:
             left = await applymix.snapshot(s)
@@ -212,7 +211,7 @@ async def check(run: Settings, reference: Settings, rows: int) -> dict[str, Any]
     finally:
         await batch.dispose()
         await one.dispose()
-    return {"copied": copied, "applied": applied, "elapsed": elapsed, "statuses": statuses,
+    return {"applied": applied, "elapsed": elapsed, "statuses": statuses,
             "sizes": {label: len(v) for label, v in left.items()},
             "differences": applymix.differences(left, right)}
 
@@ -263,8 +262,13 @@ def _round(args: argparse.Namespace, run_url: str, ref_url: str, workdir: Path) 
     out["applied"] = asyncio.run(inbox_span(run_url))
     if args.profile and profile.exists():
         out["profile"] = profile_summary(profile)
+    print()
+    report(out)
     if not args.no_check:
-        out["check"] = asyncio.run(check(run, reference, args.events))
+        print()
+        print("  checking against one-by-one application ...", flush=True)
+        out["check"] = asyncio.run(check(run, reference))
+        out["ok"] = report_check(out)
     return out
 
 
@@ -311,7 +315,7 @@ def fmt(value: float | None, spec: str, unit: str = "") -> str:
     return "-" if value is None else f"{format(value, spec)}{unit}"
 
 
-def report(r: dict[str, Any]) -> bool:
+def report(r: dict[str, Any]) -> None:
     f, a, acc, app = figures(r), r["accept"], r["accepted"], r["applied"]
     print(f"  mix: {acc['rows']} rows stored of {a['responses']} posted ({r['kinds']['amocrm']} amoCRM webhooks, "
           f"{r['kinds']['mango']} Mango call summaries); seeding took {r['seeded_s']:.1f} s")
@@ -336,21 +340,6 @@ def report(r: dict[str, Any]) -> bool:
         if r[name]:
             events = ", ".join(f"{n}x {k}" for k, n in sorted(r[name].items(), key=lambda kv: -kv[1])[:5])
             print(f"  {name.replace('_', ' ')} (WARNING and up): {events}")
-    ok = True
-    if "check" in r:
-        c = r["check"]
-        bad = {label: d for label, d in c["differences"].items() if d}
-        ok = not bad and c["statuses"] == {"done": acc["rows"]}
-        sizes = ", ".join(f"{n} {label}" for label, n in c["sizes"].items())
-        print()
-        print(f"  one by one (reference)          {c['applied'] / c['elapsed']:.0f} rows/s "
-              f"({c['applied']} rows in {c['elapsed']:.1f} s, a batch of one each, in-process)")
-        print(f"  correctness: mirror and active findings {'EQUAL' if ok else 'DIFFER'} to one-by-one application "
-              f"({sizes})")
-        for label, diffs in bad.items():
-            print(f"    {label}: {len(diffs)} differ, e.g. " + "; ".join(diffs[:3]))
-        if c["statuses"] != {"done": acc["rows"]}:
-            print(f"    reference inbox: {c['statuses']}")
     print()
     print("  goals (issue 18)")
     for label, value, met in (
@@ -366,6 +355,22 @@ def report(r: dict[str, Any]) -> bool:
         print()
         print("  where the worker's time went (cProfile of the worker process):")
         print("\n".join(r["profile"]))
+
+
+def report_check(r: dict[str, Any]) -> bool:
+    """Prints the comparison with one-by-one application; True when they are equal."""
+    c, rows = r["check"], r["accepted"]["rows"]
+    bad = {label: d for label, d in c["differences"].items() if d}
+    ok = not bad and c["statuses"] == {"done": rows}
+    sizes = ", ".join(f"{n} {label}" for label, n in c["sizes"].items())
+    print(f"  one by one (reference)          {c['applied'] / c['elapsed']:.0f} rows/s "
+          f"({c['applied']} rows in {c['elapsed']:.1f} s, each applied alone before the next arrives, in-process)")
+    print(f"  correctness: mirror and active findings {'EQUAL' if ok else 'DIFFER'} to one-by-one application "
+          f"({sizes})", flush=True)
+    for label, diffs in bad.items():
+        print(f"    {label}: {len(diffs)} differ, e.g. " + "; ".join(diffs[:3]))
+    if c["statuses"] != {"done": rows}:
+        print(f"    reference inbox: {c['statuses']}")
     return ok
 
 
@@ -385,29 +390,20 @@ def orchestrate(args: argparse.Namespace) -> int:
     for n in range(1, args.rounds + 1):
         with tempfile.TemporaryDirectory(prefix="crmwatch-apply-") as tmp:
             try:
-                print(f"  round {n}/{args.rounds} ...", flush=True)
-                r = bench_round(args, base_url, Path(tmp))
+                print(f"\n  round {n}/{args.rounds}", flush=True)
+                rounds.append(bench_round(args, base_url, Path(tmp)))
             except (BenchError, subprocess.TimeoutExpired) as exc:
                 print(f"benchmark failed: {exc}", file=sys.stderr)
                 return 2
-        f = figures(r)
-        print(f"    accept {fmt(f['accept_rate'], '.0f')}/s, apply {fmt(f['apply_rate'], '.0f')}/s, "
-              f"ratio {fmt(f['ratio'], '.3f')}, current after {fmt(f['current_s'], '.1f', ' s')}", flush=True)
-        rounds.append(r)
-    ranked = sorted(rounds, key=lambda r: figures(r)["ratio"] or 0.0)
     if len(rounds) > 1:
-        ratios = [figures(r)["ratio"] or 0.0 for r in rounds]
-        print(f"  ratios by round: {', '.join(f'{x:.3f}' for x in ratios)} (median {statistics.median(ratios):.3f});"
-              " the round with the median ratio follows")
-    print()
-    ok = report(ranked[len(ranked) // 2])
-    all_ok = ok and all(report_ok(r) for r in rounds)
-    return 0 if all_ok else 1
-
-
-def report_ok(r: dict[str, Any]) -> bool:
-    c = r.get("check")
-    return c is None or (not any(c["differences"].values()) and c["statuses"] == {"done": r["accepted"]["rows"]})
+        print()
+        for label, key, spec in (("accept", "accept_rate", ".0f"), ("apply", "apply_rate", ".0f"),
+                                 ("apply / accept", "ratio", ".3f"), ("current after, s", "current_s", ".1f")):
+            values = [figures(r)[key] for r in rounds]
+            known = [v for v in values if v is not None]
+            median = fmt(statistics.median(known), spec) if known else "-"
+            print(f"  {label:<18} by round: {', '.join(fmt(v, spec) for v in values)} (median {median})")
+    return 0 if all(r.get("ok", True) for r in rounds) else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import Table, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sweep import (
     DEAL_BASE,
@@ -402,27 +402,27 @@ def _call(acc: SeededAccount, deal: dict[str, Any], ts: int, n: dict[str, int], 
 # --------------------------------------------------------------------------- one by one, and the comparison
 
 _INBOX_COPY = ("id", "account_id", "source", "dedup_key", "content_type", "payload", "received_at")
+# On PostgreSQL the reference refreshes the inbox's statistics this often (autovacuum may be off):
+# without them the claim query walks every row already done to find the pending one.
+ANALYZE_EVERY = 500
 
 
-async def copy_inbox(source: AsyncSession, target: AsyncSession) -> int:
-    """The source database's inbox rows, as received (pending, never tried), into the target."""
+async def replay_one_by_one(source: Runtime, rt: Runtime) -> int:
+    """The reference: the source's inbox rows, as received, fed to the target one at a time,
+    each applied by the worker in a batch of one, with its own re-evaluation, before the next
+    arrives. Returns how many rows were applied."""
     columns = [InboxEvent.__table__.c[name] for name in _INBOX_COPY]
-    rows = [dict(r._mapping) for r in await source.execute(select(*columns).order_by(InboxEvent.id))]
-    for chunk in _chunks(rows, 2000):
-        await target.execute(insert(InboxEvent.__table__), [
-            {**r, "status": "pending", "attempts": 0, "next_attempt_at": r["received_at"]} for r in chunk])
-    return len(rows)
-
-
-async def apply_one_by_one(rt: Runtime, max_rows: int) -> int:
-    """The reference: every pending row in its own batch of one, with its own re-evaluation."""
-    done = 0
-    while done <= max_rows:
-        n = await inbox_worker.process_batch(rt, 1)
-        if n == 0:
-            break
-        done += n
-    return done
+    async with source.reads() as s:
+        rows = [dict(r._mapping) for r in await s.execute(select(*columns).order_by(InboxEvent.id))]
+    applied = 0
+    for n, row in enumerate(rows):
+        async with rt.sessions() as s, s.begin():
+            await s.execute(insert(InboxEvent.__table__).values(
+                **row, status="pending", attempts=0, next_attempt_at=row["received_at"]))
+            if n % ANALYZE_EVERY == 0 and rt.engine.dialect.name == "postgresql":
+                await s.execute(text("ANALYZE inbox_events"))
+        applied += await inbox_worker.process_batch(rt, 1)
+    return applied
 
 
 # What is compared: the mirror the mix writes to and the active findings. Left out: surrogate

@@ -87,9 +87,7 @@ async def test_batches_apply_what_one_by_one_applies(runtimes: tuple[Runtime, Ru
 
     # The worker's own path: batches of inbox_batch_size, one re-evaluation per account and batch.
     assert await inbox_worker.drain(batch) == EVENTS
-    async with batch.sessions() as source, one_by_one.sessions() as target, target.begin():
-        assert await applymix.copy_inbox(source, target) == EVENTS
-    assert await applymix.apply_one_by_one(one_by_one, EVENTS) == EVENTS
+    assert await applymix.replay_one_by_one(batch, one_by_one) == EVENTS
 
     async with batch.reads() as s:
         after = await applymix.snapshot(s)
