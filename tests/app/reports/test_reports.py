@@ -247,3 +247,20 @@ async def test_fresh_account_and_bad_input(client: object) -> None:
     assert (await client.get(f"/api/accounts/{aid}/reports/deals", params={"rule": "nope"})).status_code == 422
     assert (await client.get("/api/accounts/9999/reports/managers")).status_code == 404
     assert (await client.get(f"/api/accounts/{aid}/reports/managers", headers={"Authorization": ""})).status_code == 401
+
+
+async def test_call_stats_counts_backfilled_calls_and_names_managers(rt: Runtime, client: object) -> None:
+    """Issue 15: call-stats reads the calls themselves (the report's query), not a table that only
+    live calls refresh, and names each manager."""
+    aid = await scenario.build(rt)
+    resp = await client.get(f"/api/accounts/{aid}/call-stats", params={"from": "2026-11-02", "to": "2026-11-06"})
+    assert resp.status_code == 200, resp.text
+    rows = {(r["manager_id"], r["day"]): r for r in resp.json()}
+    monday = rows[("u1", "2026-11-02")]
+    assert monday["name"] == "Анна Петрова"
+    # Three live calls and the backfilled one at 23:30.
+    assert (monday["calls"], monday["talk_seconds"], monday["successful"], monday["cards_changed"]) == (4, 135, 2, 4)
+    assert rows[("u2", "2026-11-03")]["name"] == "Борис Иванов"
+    only = await client.get(f"/api/accounts/{aid}/call-stats",
+                            params={"from": "2026-11-02", "to": "2026-11-06", "manager_id": "u2"})
+    assert {r["manager_id"] for r in only.json()} == {"u2"}
