@@ -15,6 +15,8 @@ from app import errors
 from app.accounts.endpoints import router as accounts_router
 from app.calls.endpoints import hooks_router as telephony_hooks_router
 from app.calls.endpoints import router as telephony_router
+from app.dashboard.endpoints import admin_router as dashboard_admin_router
+from app.dashboard.endpoints import router as dashboard_router
 from app.findings.endpoints import router as findings_router
 from app.ingest.endpoints import HOOK_HANDLERS
 from app.ingest.endpoints import admin_router as inbox_router
@@ -119,6 +121,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
     app.include_router(widget_bitrix24_router)
     app.include_router(telephony_router)
     app.include_router(reports_router)
+    app.include_router(dashboard_admin_router)
+    app.include_router(dashboard_router)
     app.add_middleware(RequestContext)
     app.hooks = HookFastPath(HOOK_HANDLERS)
     return app

@@ -24,6 +24,7 @@ class Call(Base):
         Index("ix_calls_number", "account_id", "client_number", "started_at"),
         Index("ix_calls_deal", "account_id", "deal_id"),
         Index("ix_calls_manager", "account_id", "manager_id", "started_at"),
+        Index("ix_calls_started", "account_id", "started_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

@@ -57,6 +57,7 @@ class Deal(Base):
     __table_args__ = (
         Index("ix_deals_open", "account_id", "is_closed", "is_deleted"),
         Index("ix_deals_responsible", "account_id", "responsible_user_id"),
+        Index("ix_deals_closed", "account_id", "pipeline_id", "closed_at"),
     )
     account_id: Mapped[int] = _account_pk()
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -90,7 +91,8 @@ class StageHistory(Base):
     """Every stage entry we know of, from the CRM's event log and from status webhooks."""
 
     __tablename__ = "stage_history"
-    __table_args__ = (Index("ix_stage_history_deal", "account_id", "deal_id", "entered_at"),)
+    __table_args__ = (Index("ix_stage_history_deal", "account_id", "deal_id", "entered_at"),
+                      Index("ix_stage_history_entered", "account_id", "entered_at"))
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     account_id: Mapped[int] = mapped_column(ForeignKey(ACCOUNT_FK, ondelete="CASCADE"))
     deal_id: Mapped[str] = mapped_column(String(64))

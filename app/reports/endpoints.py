@@ -54,7 +54,7 @@ class PeriodParams:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
 
 
-def _rule_or_422(rule: str | None) -> str | None:
+def rule_or_422(rule: str | None) -> str | None:
     if rule is not None and rule not in RULES:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, f"unknown rule {rule!r}; known: {', '.join(sorted(RULES))}"
@@ -184,4 +184,4 @@ async def deals_report(
     """The deals behind the open findings (optionally of one rule and one manager), with CRM card links."""
     async with rt.reads() as s:
         account = await account_or_404(s, account_id)
-        return jsonable_encoder(await service.deals(s, account, service.TEAM, _rule_or_422(rule), manager_id, limit))
+        return jsonable_encoder(await service.deals(s, account, service.TEAM, rule_or_422(rule), manager_id, limit))

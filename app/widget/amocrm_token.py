@@ -42,6 +42,8 @@ class WidgetUser:
     account: Account
     user_id: str
     jti: str
+    # amoCRM's `is_admin` claim: the account's administrator (the dashboard shows them the team).
+    is_admin: bool = False
 
     @property
     def actor(self) -> str:
@@ -155,7 +157,7 @@ async def _accept(s: AsyncSession, account: Account, claims: dict[str, Any]) -> 
     result = await s.execute(stmt.on_conflict_do_nothing(index_elements=["account_id", "jti"]))
     if result.rowcount != 1:
         raise TokenRejected("token_replayed", "this widget token was already used")
-    return WidgetUser(account=account, user_id=str(user_id), jti=jti)
+    return WidgetUser(account=account, user_id=str(user_id), jti=jti, is_admin=claims.get("is_admin") is True)
 
 
 async def _purge_expired(s: AsyncSession) -> None:

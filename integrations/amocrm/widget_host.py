@@ -26,12 +26,12 @@ SDK_JS = Path(__file__).parent / "widget_host_sdk.js"
 
 def mint_token(secret: str, *, base_url: str, audience: str, account_id: int, subdomain: str, user_id: int,
                lifetime: int = TOKEN_LIFETIME, jti: str | None = None, now: int | None = None,
-               client_uuid: str = "00000000-0000-4000-8000-000000000000") -> str:
+               client_uuid: str = "00000000-0000-4000-8000-000000000000", is_admin: bool = False) -> str:
     """A disposable token exactly as amoCRM issues it for `$authorizedAjax`."""
     now = int(time.time()) if now is None else now
     claims = {"iss": base_url.rstrip("/"), "aud": audience, "jti": jti or str(uuid.uuid4()), "iat": now, "nbf": now,
               "exp": now + lifetime, "account_id": account_id, "subdomain": subdomain, "client_uuid": client_uuid,
-              "user_id": user_id}
+              "user_id": user_id, "is_admin": is_admin}
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
