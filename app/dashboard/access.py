@@ -68,9 +68,13 @@ async def scope_of_user(s: AsyncSession, account: Account, user_id: str, crm_adm
 
 
 def issue_session(server_secret: str, account: Account, user_id: str, team_view: bool) -> str:
-    return session_token.issue(server_secret, session_token.CardSession(
-        account_id=account.id, deal_id=TEAM_CLAIM if team_view else SELF_CLAIM, user_id=user_id, crm=account.crm),
-        SESSION_LIFETIME)
+    return session_token.issue(
+        server_secret,
+        session_token.CardSession(
+            account_id=account.id, deal_id=TEAM_CLAIM if team_view else SELF_CLAIM, user_id=user_id, crm=account.crm
+        ),
+        SESSION_LIFETIME,
+    )
 
 
 async def viewer_from_session(s: AsyncSession, server_secret: str, token: str) -> Viewer:

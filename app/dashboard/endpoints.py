@@ -41,10 +41,12 @@ Lang = Literal["ru", "en"]
 
 # --- admin: read-only links -------------------------------------------------------------------------
 
+
 class LinkIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    manager_id: str | None = Field(None, pattern=reports.ID_PATTERN,
-                                   description="show only this manager (the CRM's user id); omit for the team")
+    manager_id: str | None = Field(
+        None, pattern=reports.ID_PATTERN, description="show only this manager (the CRM's user id); omit for the team"
+    )
     expires_in_days: int = Field(30, ge=1, le=365)
     label: str | None = Field(None, max_length=200)
 
@@ -60,8 +62,15 @@ class LinkOut(BaseModel):
 
 
 def _link_out(link: DashboardLink, url: str | None = None) -> LinkOut:
-    return LinkOut(id=link.id, manager_id=link.manager_id, label=link.label, expires_at=link.expires_at,
-                   revoked_at=link.revoked_at, created_at=link.created_at, url=url)
+    return LinkOut(
+        id=link.id,
+        manager_id=link.manager_id,
+        label=link.label,
+        expires_at=link.expires_at,
+        revoked_at=link.revoked_at,
+        created_at=link.created_at,
+        url=url,
+    )
 
 
 @admin_router.post("/{account_id}/dashboard/links", response_model=LinkOut, status_code=status.HTTP_201_CREATED)
@@ -72,11 +81,19 @@ async def create_link(account_id: int, body: LinkIn, rt: Runtime = Depends(runti
     async with rt.sessions() as s, s.begin():
         await account_or_404(s, account_id)
         if body.manager_id is not None and await s.get(User, (account_id, body.manager_id)) is None:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                                f"manager {body.manager_id!r} is not a user of this account's CRM")
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                f"manager {body.manager_id!r} is not a user of this account's CRM",
+            )
         now = utcnow()
-        link = DashboardLink(account_id=account_id, token_hash=access.link_hash(secret), manager_id=body.manager_id,
-                             label=body.label, expires_at=now + timedelta(days=body.expires_in_days), created_at=now)
+        link = DashboardLink(
+            account_id=account_id,
+            token_hash=access.link_hash(secret),
+            manager_id=body.manager_id,
+            label=body.label,
+            expires_at=now + timedelta(days=body.expires_in_days),
+            created_at=now,
+        )
         s.add(link)
         await s.flush()
         return _link_out(link, f"{rt.settings.public_url.rstrip('/')}/dashboard/l/{secret}")
@@ -86,8 +103,11 @@ async def create_link(account_id: int, body: LinkIn, rt: Runtime = Depends(runti
 async def list_links(account_id: int, rt: Runtime = Depends(runtime)) -> list[LinkOut]:
     async with rt.reads() as s:
         await account_or_404(s, account_id)
-        rows = await s.scalars(select(DashboardLink).where(DashboardLink.account_id == account_id)
-                               .order_by(DashboardLink.created_at.desc(), DashboardLink.id.desc()))
+        rows = await s.scalars(
+            select(DashboardLink)
+            .where(DashboardLink.account_id == account_id)
+            .order_by(DashboardLink.created_at.desc(), DashboardLink.id.desc())
+        )
         return [_link_out(r) for r in rows]
 
 
@@ -104,6 +124,7 @@ async def revoke_link(account_id: int, link_id: int, rt: Runtime = Depends(runti
 
 # --- pages ------------------------------------------------------------------------------------------
 
+
 def _lang(value: str | None, account: Account | None = None) -> str:
     if value in ("ru", "en"):
         return value
@@ -111,8 +132,9 @@ def _lang(value: str | None, account: Account | None = None) -> str:
 
 
 async def _amocrm_origins(s: AsyncSession) -> list[str]:
-    return sorted({amocrm_token.origin(u) for u in await s.scalars(
-        select(Account.base_url).where(Account.crm == "amocrm"))})
+    return sorted(
+        {amocrm_token.origin(u) for u in await s.scalars(select(Account.base_url).where(Account.crm == "amocrm"))}
+    )
 
 
 @router.get("/dashboard/l/{secret}", response_class=HTMLResponse, include_in_schema=False)
@@ -135,8 +157,9 @@ async def session_page(lang: Lang | None = None, rt: Runtime = Depends(runtime))
 
 
 @router.post("/widget/amocrm/dashboard/session")
-async def amocrm_session(request: Request, x_auth_token: str | None = Header(None),
-                         rt: Runtime = Depends(runtime)) -> JSONResponse:
+async def amocrm_session(
+    request: Request, x_auth_token: str | None = Header(None), rt: Runtime = Depends(runtime)
+) -> JSONResponse:
     """Exchanges amoCRM's disposable widget token for a dashboard session (the widget's full-page
     locations call this through $authorizedAjax)."""
     origin = request.headers.get("origin")
@@ -147,8 +170,7 @@ async def amocrm_session(request: Request, x_auth_token: str | None = Header(Non
             if origin and origin.lower() != own:
                 raise TokenRejected("token_invalid", "the request comes from another account's page")
             scope = await access.scope_of_user(s, user.account, user.user_id, user.is_admin)
-            token = access.issue_session(load_secret(rt.settings), user.account, user.user_id,
-                                         scope.managers is None)
+            token = access.issue_session(load_secret(rt.settings), user.account, user.user_id, scope.managers is None)
         cors = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"} if origin else {"Vary": "Origin"}
         url = f"{rt.settings.public_url.rstrip('/')}/dashboard/view?lang={_lang(None, user.account)}#s={token}"
         return JSONResponse({"session": token, "url": url}, headers=cors)
@@ -157,8 +179,9 @@ async def amocrm_session(request: Request, x_auth_token: str | None = Header(Non
         async with rt.reads() as s:
             known = bool(origin) and origin.lower() in await _amocrm_origins(s)
         cors = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"} if known else {"Vary": "Origin"}
-        return JSONResponse({"detail": exc.detail, "code": exc.code}, status_code=status.HTTP_401_UNAUTHORIZED,
-                            headers=cors)
+        return JSONResponse(
+            {"detail": exc.detail, "code": exc.code}, status_code=status.HTTP_401_UNAUTHORIZED, headers=cors
+        )
 
 
 @router.post("/dashboard/bitrix24", response_class=HTMLResponse, include_in_schema=False)
@@ -209,6 +232,7 @@ async def static(name: Literal["dashboard.js", "dashboard.css", "plotly.min.js"]
 
 # --- the data the page draws ------------------------------------------------------------------------
 
+
 class _Refused(Exception):
     def __init__(self, code: str, detail: str) -> None:
         super().__init__(detail)
@@ -244,45 +268,64 @@ async def _answer(request: Request, rt: Runtime, act: Any) -> Response:
 @router.get("/dashboard/api/meta", include_in_schema=False)
 async def meta(request: Request, rt: Runtime = Depends(runtime)) -> Response:
     async def act(s: AsyncSession, viewer: access.Viewer) -> dict[str, Any]:
-        return {"account": viewer.account.name, "crm": viewer.account.crm, "timezone": viewer.account.timezone,
-                "team_view": viewer.scope.managers is None, "pipelines": await reports.pipelines(s, viewer.account)}
+        return {
+            "account": viewer.account.name,
+            "crm": viewer.account.crm,
+            "timezone": viewer.account.timezone,
+            "team_view": viewer.scope.managers is None,
+            "pipelines": await reports.pipelines(s, viewer.account),
+        }
+
     return await _answer(request, rt, act)
 
 
 @router.get("/dashboard/api/managers", include_in_schema=False)
-async def dashboard_managers(request: Request, period: reports.PeriodParams = Depends(),
-                             fmt: reports.Format = Query("json", alias="format"), lang: Lang = "ru",
-                             rt: Runtime = Depends(runtime)) -> Response:
+async def dashboard_managers(
+    request: Request,
+    period: reports.PeriodParams = Depends(),
+    fmt: reports.Format = Query("json", alias="format"),
+    lang: Lang = "ru",
+    rt: Runtime = Depends(runtime),
+) -> Response:
     async def act(s: AsyncSession, viewer: access.Viewer) -> Response:
-        return await reports.answer_managers(s, viewer.account, period.resolve(viewer.account), viewer.scope,
-                                             fmt, lang)
+        return await reports.answer_managers(s, viewer.account, period.resolve(viewer.account), viewer.scope, fmt, lang)
+
     return await _answer(request, rt, act)
 
 
 @router.get("/dashboard/api/trend", include_in_schema=False)
-async def dashboard_trend(request: Request, period: reports.PeriodParams = Depends(),
-                          rt: Runtime = Depends(runtime)) -> Response:
+async def dashboard_trend(
+    request: Request, period: reports.PeriodParams = Depends(), rt: Runtime = Depends(runtime)
+) -> Response:
     async def act(s: AsyncSession, viewer: access.Viewer) -> dict[str, Any]:
         return await reports_service.trend(s, viewer.account, period.resolve(viewer.account), viewer.scope)
+
     return await _answer(request, rt, act)
 
 
 @router.get("/dashboard/api/funnel", include_in_schema=False)
-async def dashboard_funnel(request: Request, period: reports.PeriodParams = Depends(),
-                           pipeline_id: str | None = Query(None, pattern=reports.ID_PATTERN),
-                           rt: Runtime = Depends(runtime)) -> Response:
+async def dashboard_funnel(
+    request: Request,
+    period: reports.PeriodParams = Depends(),
+    pipeline_id: str | None = Query(None, pattern=reports.ID_PATTERN),
+    rt: Runtime = Depends(runtime),
+) -> Response:
     async def act(s: AsyncSession, viewer: access.Viewer) -> dict[str, Any]:
-        return await reports.answer_funnel(s, viewer.account, pipeline_id, period.resolve(viewer.account),
-                                           viewer.scope)
+        return await reports.answer_funnel(s, viewer.account, pipeline_id, period.resolve(viewer.account), viewer.scope)
+
     return await _answer(request, rt, act)
 
 
 @router.get("/dashboard/api/deals", include_in_schema=False)
-async def dashboard_deals(request: Request, rule: str | None = Query(None, max_length=64),
-                          manager_id: str | None = Query(None, pattern=reports.ID_PATTERN),
-                          rt: Runtime = Depends(runtime)) -> Response:
+async def dashboard_deals(
+    request: Request,
+    rule: str | None = Query(None, max_length=64),
+    manager_id: str | None = Query(None, pattern=reports.ID_PATTERN),
+    rt: Runtime = Depends(runtime),
+) -> Response:
     async def act(s: AsyncSession, viewer: access.Viewer) -> list[dict[str, Any]]:
         return await reports_service.deals(s, viewer.account, viewer.scope, reports.rule_or_422(rule), manager_id)
+
     return await _answer(request, rt, act)
 
 

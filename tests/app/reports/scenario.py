@@ -3,7 +3,7 @@
 The week is Mon 2 Nov - Fri 6 Nov 2026; Wed 4 Nov is a public holiday in Russia (Unity Day), so
 the working days are 2, 3, 5 and 6 Nov, 09:00-18:00 (9 hours). "Now" is Fri 6 Nov 12:00.
 
-Managers: u1 Анна Петрова, u2 Борис Иванов, u3 Вера Смирнова (no calls at all).
+Managers (CRM user ids): 101 Анна Петрова (u1), 102 Борис Иванов (u2), 103 Вера Смирнова (u3) (no calls at all).
 Expected figures are written next to the rows that make them, and asserted in test_reports.py.
 """
 
@@ -75,9 +75,9 @@ async def build(rt: Runtime, crm: str = "amocrm") -> int:
         a = account.id
         s.add_all(
             [
-                User(account_id=a, id="u1", name="Анна Петрова"),
-                User(account_id=a, id="u2", name="Борис Иванов"),
-                User(account_id=a, id="u3", name="Вера Смирнова"),
+                User(account_id=a, id="101", name="Анна Петрова"),
+                User(account_id=a, id="102", name="Борис Иванов"),
+                User(account_id=a, id="103", name="Вера Смирнова"),
                 Pipeline(account_id=a, id="P1", name="Продажи", sort=1),
                 Stage(account_id=a, pipeline_id="P1", id="S1", name="Новая", sort=10),
                 Stage(account_id=a, pipeline_id="P1", id="S2", name="Переговоры", sort=20),
@@ -89,20 +89,20 @@ async def build(rt: Runtime, crm: str = "amocrm") -> int:
             ]
         )
         # -- calls ------------------------------------------------------------------------------
-        # u1: 4 calls in the week: talk 60+30+45 = 135 s, successful 2 (60, 45), in 2, out 2, missed 1.
+        # 101: 4 calls in the week: talk 60+30+45 = 135 s, successful 2 (60, 45), in 2, out 2, missed 1.
         s.add_all(
             [
-                call(a, "u1", msk(11, 2, 10), "out", "answered", 60),
-                call(a, "u1", msk(11, 2, 11), "in", "answered", 30),
-                call(a, "u1", msk(11, 2, 12), "in", "missed", 0),
+                call(a, "101", msk(11, 2, 10), "out", "answered", 60),
+                call(a, "101", msk(11, 2, 11), "in", "answered", 30),
+                call(a, "101", msk(11, 2, 12), "in", "missed", 0),
                 # 23:30 Moscow is 20:30 UTC: still Monday the 2nd.
-                call(a, "u1", msk(11, 2, 23, 30), "out", "answered", 45, provider="amocrm_backfill"),
+                call(a, "101", msk(11, 2, 23, 30), "out", "answered", 45, provider="amocrm_backfill"),
                 # 00:30 Moscow on Sat 7 Nov is 21:30 UTC on Fri 6 Nov: outside the week.
-                call(a, "u1", msk(11, 7, 0, 30), "out", "answered", 100),
+                call(a, "101", msk(11, 7, 0, 30), "out", "answered", 100),
                 # u2: one call of exactly 40 s (successful); an internal call and an unfinished one don't count.
-                call(a, "u2", msk(11, 3, 9), "out", "answered", 40),
-                call(a, "u2", msk(11, 3, 10), "internal", "answered", 300),
-                call(a, "u2", msk(11, 3, 11), "out", "answered", 90, final=False),
+                call(a, "102", msk(11, 3, 9), "out", "answered", 40),
+                call(a, "102", msk(11, 3, 10), "internal", "answered", 300),
+                call(a, "102", msk(11, 3, 11), "out", "answered", 90, final=False),
             ]
         )
 
@@ -138,28 +138,28 @@ async def build(rt: Runtime, crm: str = "amocrm") -> int:
             [
                 # D1 (u1) moved back a stage: S1 Mon 09:00, S2 Tue 09:00, back to S1 Thu 09:00, S2 again Thu 13:30.
                 # S1: 1 day + 0.5 day = 1.5; S2: Tue (Wed is a holiday) 1 day + Thu 13:30-Fri 12:00 (7.5 h) = 1.8333.
-                deal("D1", "u1", "S2", 100, msk(11, 2, 9), msk(11, 5, 13, 30)),
-                moved("D1", "S1", msk(11, 2, 9), "u1"),
-                moved("D1", "S2", msk(11, 3, 9), "u1"),
-                moved("D1", "S1", msk(11, 5, 9), "u1"),
-                moved("D1", "S2", msk(11, 5, 13, 30), "u1"),
+                deal("D1", "101", "S2", 100, msk(11, 2, 9), msk(11, 5, 13, 30)),
+                moved("D1", "S1", msk(11, 2, 9), "101"),
+                moved("D1", "S2", msk(11, 3, 9), "101"),
+                moved("D1", "S1", msk(11, 5, 9), "101"),
+                moved("D1", "S2", msk(11, 5, 13, 30), "101"),
                 # D2 (u1): open in S1 since October: no stay begins in the week.
-                deal("D2", "u1", "S1", 200, msk(10, 1, 9), msk(10, 1, 9)),
+                deal("D2", "101", "S1", 200, msk(10, 1, 9), msk(10, 1, 9)),
                 # D3 (u2): open in S1 since Fri 09:00 with no history: 3 h = 0.3333 day.
-                deal("D3", "u2", "S1", 300, msk(11, 6, 9), msk(11, 6, 9)),
+                deal("D3", "102", "S1", 300, msk(11, 6, 9), msk(11, 6, 9)),
                 # D4 (u1) won: S1 Mon 09:00 (0.5 day), S3 Mon 13:30 (0.5 day), won Tue 09:00. Created-closed: 1 day.
-                deal("D4", "u1", "142", 1000, msk(11, 2, 9), msk(11, 3, 9), closed=msk(11, 3, 9)),
-                moved("D4", "S1", msk(11, 2, 9), "u1"),
-                moved("D4", "S3", msk(11, 2, 13, 30), "u1"),
-                moved("D4", "142", msk(11, 3, 9), "u1"),
+                deal("D4", "101", "142", 1000, msk(11, 2, 9), msk(11, 3, 9), closed=msk(11, 3, 9)),
+                moved("D4", "S1", msk(11, 2, 9), "101"),
+                moved("D4", "S3", msk(11, 2, 13, 30), "101"),
+                moved("D4", "142", msk(11, 3, 9), "101"),
                 # D5 (u1) won and re-opened: S1 Mon 09:00 (1 day + 3 h = 1.3333), won Tue 12:00, re-opened to
                 # S3 Thu 09:00 (until Fri 12:00: 1.3333). Open now, so neither won nor closed.
-                deal("D5", "u1", "S3", 700, msk(11, 2, 9), msk(11, 5, 9)),
-                moved("D5", "S1", msk(11, 2, 9), "u1"),
-                moved("D5", "142", msk(11, 3, 12), "u1"),
-                moved("D5", "S3", msk(11, 5, 9), "u1"),
+                deal("D5", "101", "S3", 700, msk(11, 2, 9), msk(11, 5, 9)),
+                moved("D5", "S1", msk(11, 2, 9), "101"),
+                moved("D5", "142", msk(11, 3, 12), "101"),
+                moved("D5", "S3", msk(11, 5, 9), "101"),
                 # D6 (u2) lost, a returning client (C1 bought D4 before): S1 Mon 10:00 - Thu 18:00 = 8+9+9 h = 2.8889.
-                deal("D6", "u2", "143", 500, msk(11, 2, 10), msk(11, 5, 18), closed=msk(11, 5, 18)),
+                deal("D6", "102", "143", 500, msk(11, 2, 10), msk(11, 5, 18), closed=msk(11, 5, 18)),
                 # (moved by an automation, not by u2: no card change of hers)
                 moved("D6", "S1", msk(11, 2, 10), None),
                 moved("D6", "143", msk(11, 5, 18), None),
@@ -168,7 +168,7 @@ async def build(rt: Runtime, crm: str = "amocrm") -> int:
             ]
         )
         # -- card changes --------------------------------------------------------------------------
-        # u1: Mon D1 (note, stage), D2 (task set and closed), D4, D5 (stages) = 4; Tue D1 (note, stage),
+        # 101: Mon D1 (note, stage), D2 (task set and closed), D4, D5 (stages) = 4; Tue D1 (note, stage),
         # D4, D5 (won) = 3; Thu D1, D5 (stages) = 2; 9 in the week. u2: none (D6 moved by automation).
         s.add_all(
             [
@@ -180,7 +180,7 @@ async def build(rt: Runtime, crm: str = "amocrm") -> int:
                     deal_id="D1",
                     kind="common",
                     text="Обсудили условия поставки",
-                    created_by="u1",
+                    created_by="101",
                     created_at=msk(11, 2, 10, 5),
                     params={},
                 ),
@@ -192,7 +192,7 @@ async def build(rt: Runtime, crm: str = "amocrm") -> int:
                     deal_id="D1",
                     kind="common",
                     text="Клиент просит скидку 5 %",
-                    created_by="u1",
+                    created_by="101",
                     created_at=msk(11, 3, 10),
                     params={},
                 ),
@@ -205,7 +205,7 @@ async def build(rt: Runtime, crm: str = "amocrm") -> int:
                     deal_id="D3",
                     kind="call_out",
                     text=None,
-                    created_by="u2",
+                    created_by="102",
                     created_at=msk(11, 3, 9, 5),
                     params={},
                 ),
@@ -213,8 +213,8 @@ async def build(rt: Runtime, crm: str = "amocrm") -> int:
                     account_id=a,
                     id="T1",
                     deal_id="D1",
-                    responsible_user_id="u1",
-                    created_by="u1",
+                    responsible_user_id="101",
+                    created_by="101",
                     created_at=msk(10, 30, 10),
                     due_at=msk(11, 5, 10),
                     is_completed=False,
@@ -223,8 +223,8 @@ async def build(rt: Runtime, crm: str = "amocrm") -> int:
                     account_id=a,
                     id="T2",
                     deal_id="D2",
-                    responsible_user_id="u1",
-                    created_by="u1",
+                    responsible_user_id="101",
+                    created_by="101",
                     created_at=msk(11, 2, 14),
                     due_at=msk(11, 2, 15),
                     is_completed=True,
@@ -234,8 +234,8 @@ async def build(rt: Runtime, crm: str = "amocrm") -> int:
                     account_id=a,
                     id="T3",
                     deal_id="D3",
-                    responsible_user_id="u2",
-                    created_by="u2",
+                    responsible_user_id="102",
+                    created_by="102",
                     created_at=msk(10, 30, 10),
                     due_at=msk(11, 10, 10),
                     is_completed=False,
@@ -259,11 +259,11 @@ async def build(rt: Runtime, crm: str = "amocrm") -> int:
                 opened_at=opened,
             )
 
-        f_overdue = finding("overdue_task", "D1", "u1", "open", msk(10, 30, 12))
-        f_without = finding("deal_without_task", "D2", "u1", "acknowledged", msk(11, 2, 17))
-        f_stuck = finding("stuck_stage", "D3", "u2", "open", msk(11, 3, 12))
-        f_gone = finding("empty_comment", "D1", "u1", "resolved", msk(11, 2, 11))
-        f_pending = finding("stuck_stage", "D1", "u1", "pending", None)
+        f_overdue = finding("overdue_task", "D1", "101", "open", msk(10, 30, 12))
+        f_without = finding("deal_without_task", "D2", "101", "acknowledged", msk(11, 2, 17))
+        f_stuck = finding("stuck_stage", "D3", "102", "open", msk(11, 3, 12))
+        f_gone = finding("empty_comment", "D1", "101", "resolved", msk(11, 2, 11))
+        f_pending = finding("stuck_stage", "D1", "101", "pending", None)
         s.add_all([f_overdue, f_without, f_stuck, f_gone, f_pending])
         await s.flush()
 

@@ -30,7 +30,7 @@ async def test_team_table_figures(rt: Runtime) -> None:
         report = await service.managers(s, account, WEEK, service.TEAM, NOW)
     rows = {r["manager_id"]: r for r in report["items"]}
     assert [r["name"] for r in report["items"]] == ["Анна Петрова", "Борис Иванов", "Вера Смирнова"]
-    anna, boris, vera = rows["u1"], rows["u2"], rows["u3"]
+    anna, boris, vera = rows["101"], rows["102"], rows["103"]
     # The 23:30 Moscow call counts on Monday, the 00:30 Saturday one (Friday in UTC) does not;
     # the backfilled call counts like the others.
     assert {k: anna[k] for k in ("calls", "talk_seconds", "successful_calls", "incoming", "outgoing", "missed")} == {
@@ -65,9 +65,9 @@ async def test_a_manager_sees_only_their_row(rt: Runtime) -> None:
     aid = await scenario.build(rt)
     account = await _account(rt, aid)
     async with rt.reads() as s:
-        report = await service.managers(s, account, WEEK, service.Scope(("u2",)), NOW)
-        deals = await service.deals(s, account, service.Scope(("u2",)), None, None)
-    assert [r["manager_id"] for r in report["items"]] == ["u2"]
+        report = await service.managers(s, account, WEEK, service.Scope(("102",)), NOW)
+        deals = await service.deals(s, account, service.Scope(("102",)), None, None)
+    assert [r["manager_id"] for r in report["items"]] == ["102"]
     assert report["totals"]["calls"] == 1
     assert [d["deal_id"] for d in deals] == ["D3"]
 
@@ -81,14 +81,14 @@ async def test_day_boundary_moves_with_the_period(rt: Runtime) -> None:
         )
         week = await service.daily(s, account, WEEK, service.TEAM)
     assert [(r["manager_id"], r["day"], r["calls"], r["talk_seconds"]) for r in saturday] == [
-        ("u1", date(2026, 11, 7), 1, 100)
+        ("101", date(2026, 11, 7), 1, 100)
     ]
     by_key = {(r["manager_id"], r["day"]): r for r in week}
-    assert by_key[("u1", date(2026, 11, 2))]["calls"] == 4
-    assert by_key[("u1", date(2026, 11, 2))]["cards_changed"] == 4
-    assert by_key[("u1", date(2026, 11, 3))]["cards_changed"] == 3
-    assert by_key[("u1", date(2026, 11, 5))]["cards_changed"] == 2
-    assert by_key[("u2", date(2026, 11, 3))]["successful_calls"] == 1
+    assert by_key[("101", date(2026, 11, 2))]["calls"] == 4
+    assert by_key[("101", date(2026, 11, 2))]["cards_changed"] == 4
+    assert by_key[("101", date(2026, 11, 3))]["cards_changed"] == 3
+    assert by_key[("101", date(2026, 11, 5))]["cards_changed"] == 2
+    assert by_key[("102", date(2026, 11, 3))]["successful_calls"] == 1
 
 
 async def test_findings_over_time(rt: Runtime) -> None:
@@ -104,8 +104,8 @@ async def test_findings_over_time(rt: Runtime) -> None:
         "stuck_stage": [0, 1, 1, 1, 1],
     }
     calls = {c["manager_id"]: c for c in trend["calls"]}
-    assert calls["u1"]["calls"] == [4, 0, 0, 0, 0] and calls["u1"]["successful_calls"] == [2, 0, 0, 0, 0]
-    assert calls["u2"]["calls"] == [0, 1, 0, 0, 0]
+    assert calls["101"]["calls"] == [4, 0, 0, 0, 0] and calls["101"]["successful_calls"] == [2, 0, 0, 0, 0]
+    assert calls["102"]["calls"] == [0, 1, 0, 0, 0]
 
 
 async def test_funnel(rt: Runtime) -> None:
@@ -131,10 +131,10 @@ async def test_funnel(rt: Runtime) -> None:
     assert funnel["avg_deal_size"] == 1000
     assert funnel["avg_funnel_working_days"] == 1.94  # (1 + 2.8889) / 2
     managers = {m["manager_id"]: m for m in funnel["by_manager"]}
-    assert (managers["u1"]["open_deals"], managers["u1"]["won"], managers["u1"]["conversion"]) == (3, 1, 1.0)
-    assert managers["u1"]["bottleneck_stage_id"] == "S2"  # S2 and S3 tie at +1/12; the earlier stage
-    assert (managers["u2"]["lost"], managers["u2"]["conversion"], managers["u2"]["avg_deal_size"]) == (1, 0.0, None)
-    assert managers["u2"]["bottleneck_stage_name"] == "Новая"
+    assert (managers["101"]["open_deals"], managers["101"]["won"], managers["101"]["conversion"]) == (3, 1, 1.0)
+    assert managers["101"]["bottleneck_stage_id"] == "S2"  # S2 and S3 tie at +1/12; the earlier stage
+    assert (managers["102"]["lost"], managers["102"]["conversion"], managers["102"]["avg_deal_size"]) == (1, 0.0, None)
+    assert managers["102"]["bottleneck_stage_name"] == "Новая"
     assert funnel["by_client"]["new"]["won"] == 1 and funnel["by_client"]["new"]["lost"] == 0
     assert funnel["by_client"]["returning"]["lost"] == 1 and funnel["by_client"]["returning"]["conversion"] == 0.0
 
@@ -143,13 +143,13 @@ async def test_funnel_of_one_manager_and_an_empty_period(rt: Runtime) -> None:
     aid = await scenario.build(rt)
     account = await _account(rt, aid)
     async with rt.reads() as s:
-        mine = await service.funnel(s, account, "P1", WEEK, service.Scope(("u1",)), NOW)
+        mine = await service.funnel(s, account, "P1", WEEK, service.Scope(("101",)), NOW)
         empty = await service.funnel(
             s, account, "P1", Period(date(2026, 9, 1), date(2026, 9, 2), "Europe/Moscow"), service.TEAM, NOW
         )
     assert [st["open_deals"] for st in mine["stages"]] == [1, 1, 1]
     assert (mine["won"], mine["lost"], mine["conversion"]) == (1, 0, 1.0)
-    assert [m["manager_id"] for m in mine["by_manager"]] == ["u1"]
+    assert [m["manager_id"] for m in mine["by_manager"]] == ["101"]
     assert (empty["won"], empty["lost"], empty["conversion"], empty["avg_deal_size"]) == (0, 0, None, None)
     assert all(st["avg_working_days"] is None for st in empty["stages"])
 
@@ -183,7 +183,7 @@ async def test_managers_endpoint_contract_and_exports(rt: Runtime, client: objec
     resp = await client.get(f"/api/accounts/{aid}/reports/managers", params={"from": "2026-11-02", "to": "2026-11-06"})
     assert resp.status_code == 200, resp.text
     body = resp.json()
-    anna = next(i for i in body["items"] if i["manager_id"] == "u1")
+    anna = next(i for i in body["items"] if i["manager_id"] == "101")
     assert {
         "manager_id",
         "name",
@@ -203,7 +203,7 @@ async def test_managers_endpoint_contract_and_exports(rt: Runtime, client: objec
     assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
     lines = csv.content.decode("utf-8-sig").splitlines()
     assert lines[0].startswith("Менеджер,ID в CRM,Звонки")
-    assert lines[1].startswith("Анна Петрова,u1,4,135,2,2,2,1,9")
+    assert lines[1].startswith("Анна Петрова,101,4,135,2,2,2,1,9")
     assert lines[-1].startswith("Итого,,5,175,3")
     xlsx = await client.get(
         f"/api/accounts/{aid}/reports/managers",
@@ -216,10 +216,10 @@ async def test_managers_endpoint_contract_and_exports(rt: Runtime, client: objec
     assert book.sheetnames == ["Managers", "Per day"]
     rows = list(book["Managers"].iter_rows(values_only=True))
     assert rows[0][:3] == ("Manager", "CRM id", "Calls")
-    assert rows[1][:4] == ("Анна Петрова", "u1", 4, 135)
+    assert rows[1][:4] == ("Анна Петрова", "101", 4, 135)
     assert rows[-1][0] == "Total"
     per_day = list(book["Per day"].iter_rows(values_only=True))
-    assert ("2026-11-02", "Анна Петрова", "u1", 4) in [(str(r[0])[:10], r[1], r[2], r[3]) for r in per_day[1:]]
+    assert ("2026-11-02", "Анна Петрова", "101", 4) in [(str(r[0])[:10], r[1], r[2], r[3]) for r in per_day[1:]]
 
 
 async def test_fresh_account_and_bad_input(client: object) -> None:
@@ -256,11 +256,12 @@ async def test_call_stats_counts_backfilled_calls_and_names_managers(rt: Runtime
     resp = await client.get(f"/api/accounts/{aid}/call-stats", params={"from": "2026-11-02", "to": "2026-11-06"})
     assert resp.status_code == 200, resp.text
     rows = {(r["manager_id"], r["day"]): r for r in resp.json()}
-    monday = rows[("u1", "2026-11-02")]
+    monday = rows[("101", "2026-11-02")]
     assert monday["name"] == "Анна Петрова"
     # Three live calls and the backfilled one at 23:30.
     assert (monday["calls"], monday["talk_seconds"], monday["successful"], monday["cards_changed"]) == (4, 135, 2, 4)
-    assert rows[("u2", "2026-11-03")]["name"] == "Борис Иванов"
-    only = await client.get(f"/api/accounts/{aid}/call-stats",
-                            params={"from": "2026-11-02", "to": "2026-11-06", "manager_id": "u2"})
-    assert {r["manager_id"] for r in only.json()} == {"u2"}
+    assert rows[("102", "2026-11-03")]["name"] == "Борис Иванов"
+    only = await client.get(
+        f"/api/accounts/{aid}/call-stats", params={"from": "2026-11-02", "to": "2026-11-06", "manager_id": "102"}
+    )
+    assert {r["manager_id"] for r in only.json()} == {"102"}
