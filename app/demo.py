@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 
 from app import logging as app_logging
 from app.calls import demo_pbx
+from app.dashboard import demo_history
 from app.main import create_app
 from app.migrate import upgrade_async
 from app.rules.config import RulesDocument
@@ -94,7 +95,7 @@ def _widget_card(state: EmulatorState, crmwatch_url: str, emulator_url: str) -> 
     manager = min(state.users) if state.users else 1
     return CardHost(widget_zip=out, secret=DEMO_WIDGET_SECRET, base_url=emulator_url, audience=crmwatch_url,
                     account_id=state.account["id"], subdomain=state.account["subdomain"], user_id=manager,
-                    crmwatch_url=crmwatch_url)
+                    crmwatch_url=crmwatch_url, is_admin=True)
 
 
 async def _show_widget(http: httpx.AsyncClient, card: CardHost, account_id: int, findings: list[dict[str, Any]]
@@ -193,7 +194,12 @@ async def run_demo(*, host: str, port: int, emulator_port: int, database: str, o
                 print(f"  задача для {owner}, сделка {task['entity_id']}: {task['text'].splitlines()[0]}")
             for note in notes[:2]:
                 print(f"  примечание, сделка {note['entity_id']}: {note['params']['text'].splitlines()[0]}")
-            await _bitrix24_portal(http, base, portal, f"http://{host}:{emulator_port + 1}", now)
+            b24_account = await _bitrix24_portal(http, base, portal, f"http://{host}:{emulator_port + 1}", now)
+            for shown in (account["id"], b24_account):
+                await demo_history.add(database, shown, datetime.now(UTC))
+            print(f"\nDashboard, amoCRM account:   {await demo_history.dashboard_url(http, account['id'])}")
+            print(f"  inside amoCRM (widget page): http://{host}:{emulator_port}/settings/widgets/crmwatch")
+            print(f"Dashboard, Bitrix24 portal:  {await demo_history.dashboard_url(http, b24_account)}")
             print(f"\nLook at:  {base}/api/accounts/{account['id']}/findings   "
                   f"{base}/api/accounts/{account['id']}/outbox?status=sent   {base}/metrics")
             print(f"          (send 'Authorization: Bearer {DEMO_ADMIN_TOKEN}')")
@@ -214,7 +220,7 @@ async def run_demo(*, host: str, port: int, emulator_port: int, database: str, o
 
 
 async def _bitrix24_portal(http: httpx.AsyncClient, base: str, portal: Bitrix24Emulator, portal_url: str,
-                           now: float) -> None:
+                           now: float) -> int:
     """The same product on a Bitrix24 portal, connected by its inbound webhook."""
     print(f"\nBitrix24 emulator {portal_url}   (inbound webhook /rest/{WEBHOOK_USER}/{WEBHOOK_SECRET}/)")
     resp = await http.post("/api/accounts", json={
@@ -248,6 +254,7 @@ async def _bitrix24_portal(http: httpx.AsyncClient, base: str, portal: Bitrix24E
     for todo in todos[:3]:
         print(f"  дело, сделка {todo['OWNER_ID']}: {todo['SUBJECT']}")
     print(f"portal requests refused for the rate limit: {portal.refused_503}")
+    return account["id"]
 
 
 async def _ok(http: httpx.AsyncClient, path: str) -> bool:

@@ -49,6 +49,10 @@ def test_demo_runs_the_scripted_day_against_the_emulator(tmp_path):
     # The widget is built and shown in a card the emulator serves, with live findings in it.
     card = re.search(rf"widget card:  http://127.0.0.1:{emu}/card\?lead_id=(\d+)   \((\d+) warnings", out.stdout)
     assert card and int(card.group(2)) >= 1, out.stdout[-2000:]
+    # The dashboard of both accounts, as read-only links, and the widget's full page in amoCRM.
+    assert re.search(rf"Dashboard, amoCRM account:   http://127.0.0.1:{port}/dashboard/l/\S+", out.stdout)
+    assert re.search(rf"Dashboard, Bitrix24 portal:  http://127.0.0.1:{port}/dashboard/l/\S+", out.stdout)
+    assert f"http://127.0.0.1:{emu}/settings/widgets/crmwatch" in out.stdout
     assert "Traceback" not in out.stderr
 
 
