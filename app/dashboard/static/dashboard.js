@@ -11,6 +11,11 @@
   }
   var state = { period: 'today', from: null, to: null, pipeline: null, sort: { key: 'open_findings_total', dir: -1 },
                 managers: null, meta: null };
+  // A period in the page's own address (?period=this_week, or ?from=&to=) opens the page on it.
+  var params = new URLSearchParams(window.location.search);
+  if (params.get('from') && params.get('to')) {
+    state.period = 'custom'; state.from = params.get('from'); state.to = params.get('to');
+  } else if (params.get('period')) { state.period = params.get('period'); }
 
   function el(tag, attrs, children) {
     var node = document.createElement(tag);
@@ -166,7 +171,7 @@
                                 { type: 'bar', name: T.resolved, x: days, y: trend.findings.resolved, marker: { color: '#16a34a' } }],
           T.chart_findings);
     chart('cw-chart-rules', Object.keys(trend.open_by_rule).map(function (r) {
-      return { type: 'scatter', mode: 'lines', name: T.rules[r] || r, x: days, y: trend.open_by_rule[r] };
+      return { type: 'scatter', mode: 'lines+markers', name: T.rules[r] || r, x: days, y: trend.open_by_rule[r] };
     }), T.chart_rules);
   }
 
@@ -228,8 +233,11 @@
     state.meta = meta;
     var presets = ['today', 'yesterday', 'this_week', 'last_week', 'this_month', 'last_month', 'custom'];
     var sel = el('select', { id: 'cw-period', 'aria-label': T.period }, presets.map(function (p) { return el('option', { value: p, text: T[p] }); }));
-    var from = el('input', { type: 'date', id: 'cw-from', hidden: 'hidden' });
-    var to = el('input', { type: 'date', id: 'cw-to', hidden: 'hidden' });
+    sel.value = state.period;
+    var from = el('input', { type: 'date', id: 'cw-from' });
+    var to = el('input', { type: 'date', id: 'cw-to' });
+    from.value = state.from || ''; to.value = state.to || '';
+    from.hidden = to.hidden = state.period !== 'custom';
     sel.addEventListener('change', function () {
       state.period = sel.value;
       var custom = sel.value === 'custom';

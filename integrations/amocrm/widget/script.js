@@ -63,7 +63,9 @@ define([], function () {
         .done(function (data) {
           area.textContent = '';
           var frame = document.createElement('iframe');
-          frame.src = data.url;
+          // crmwatch's address as this widget knows it (its setting), not as the server names itself.
+          frame.src = baseUrl() + '/dashboard/view?lang=' + encodeURIComponent(strings().lang) + '#s=' +
+            encodeURIComponent(data.session);
           frame.title = t.menu;
           frame.className = 'crmwatch-dashboard-frame';
           frame.style.cssText = 'width:100%;height:calc(100vh - 80px);border:0;display:block';

@@ -57,8 +57,8 @@ def call(
     )
 
 
-async def build(rt: Runtime, crm: str = "amocrm") -> int:
-    base = "https://demoshop.amocrm.ru" if crm == "amocrm" else "https://demoshop.bitrix24.ru/rest/1/x/"
+async def build(rt: Runtime, crm: str = "amocrm", base_url: str | None = None) -> int:
+    base = base_url or ("https://demoshop.amocrm.ru" if crm == "amocrm" else "https://demoshop.bitrix24.ru/rest/1/x/")
     async with rt.sessions() as s, s.begin():
         account = Account(
             name="Отчёты",
