@@ -86,7 +86,8 @@ FROM generate_series(1, :deals) AS g""",
     # Stage moves over two years on random deals, by their managers.
     "moves": """
 INSERT INTO stage_history (account_id, deal_id, pipeline_id, stage_id, from_stage_id, entered_at, by_user_id)
-SELECT :account, (:deal_base + d)::text, :pipeline, CASE WHEN r_stage < 0.92 THEN (7000001 + floor(r_stage / 0.92 * 6)::int)::text
+SELECT :account, (:deal_base + d)::text, :pipeline,
+       CASE WHEN r_stage < 0.92 THEN (7000001 + floor(r_stage / 0.92 * 6)::int)::text
        WHEN r_stage < 0.96 THEN '142' ELSE '143' END, NULL, now() - r_at * interval '730 days',
        (:user_base + 1 + floor(r_user * :users)::int)::text
 FROM (SELECT 1 + floor(random() * :deals)::int AS d, random() AS r_stage, random() AS r_at, random() AS r_user
@@ -131,7 +132,8 @@ FROM (SELECT g, now() - random() * interval '365 days' AS opened FROM generate_s
 INSERT INTO finding_events (finding_id, at, from_status, to_status, actor)
 SELECT id, opened_at, NULL, 'open', 'sweep' FROM findings WHERE account_id = :account
 UNION ALL
-SELECT id, resolved_at, 'open', 'resolved', 'sweep' FROM findings WHERE account_id = :account AND resolved_at IS NOT NULL""",
+SELECT id, resolved_at, 'open', 'resolved', 'sweep' FROM findings
+WHERE account_id = :account AND resolved_at IS NOT NULL""",
 }
 
 # What each report reads, counted bare over the same period: the floor of any query that reads it.
@@ -170,7 +172,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def generate(engine: Any, args: argparse.Namespace) -> int:
@@ -260,7 +262,8 @@ async def run(url: URL, args: argparse.Namespace) -> None:
         print("\ngoals:")
         for name, p50, p99, _, _ in rows:
             ok = p50 <= GOAL_P50_MS and p99 <= GOAL_P99_MS
-            print(f"  {'MET    ' if ok else 'NOT MET'}  {name}: p50 <= {GOAL_P50_MS:g} ms and p99 <= {GOAL_P99_MS:g} ms")
+            verdict = "MET    " if ok else "NOT MET"
+            print(f"  {verdict}  {name}: p50 <= {GOAL_P50_MS:g} ms and p99 <= {GOAL_P99_MS:g} ms")
     finally:
         await engine.dispose()
 
