@@ -25,6 +25,7 @@ from app.reports import service as reports_service
 from app.runtime import Runtime
 from app.security import load_secret, require_admin
 from app.widget import amocrm_token, bitrix24_portal
+from app.widget import endpoints as widget_endpoints
 from app.widget.rejected import TokenRejected
 from integrations.formdata import FormError, parse_bracket_form
 
@@ -161,27 +162,16 @@ async def amocrm_session(
     request: Request, x_auth_token: str | None = Header(None), rt: Runtime = Depends(runtime)
 ) -> JSONResponse:
     """Exchanges amoCRM's disposable widget token for a dashboard session (the widget's full-page
-    locations call this through $authorizedAjax)."""
-    origin = request.headers.get("origin")
-    try:
-        async with rt.sessions() as s, s.begin():
-            user = await amocrm_token.verify(s, x_auth_token, rt.box, rt.settings.public_url)
-            own = amocrm_token.origin(user.account.base_url)
-            if origin and origin.lower() != own:
-                raise TokenRejected("token_invalid", "the request comes from another account's page")
-            scope = await access.scope_of_user(s, user.account, user.user_id, user.is_admin)
-            token = access.issue_session(load_secret(rt.settings), user.account, user.user_id, scope.managers is None)
-        cors = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"} if origin else {"Vary": "Origin"}
+    locations call this through $authorizedAjax). The token is checked exactly as the card's calls
+    are (the card's own flow: signature, audience, expiry, one use, the account's own page)."""
+
+    async def act(s: AsyncSession, user: amocrm_token.WidgetUser) -> dict[str, Any]:
+        scope = await access.scope_of_user(s, user.account, user.user_id, user.is_admin)
+        token = access.issue_session(load_secret(rt.settings), user.account, user.user_id, scope.managers is None)
         url = f"{rt.settings.public_url.rstrip('/')}/dashboard/view?lang={_lang(None, user.account)}#s={token}"
-        return JSONResponse({"session": token, "url": url}, headers=cors)
-    except TokenRejected as exc:
-        # Like the card: the reason is readable by the widget's own page only.
-        async with rt.reads() as s:
-            known = bool(origin) and origin.lower() in await _amocrm_origins(s)
-        cors = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"} if known else {"Vary": "Origin"}
-        return JSONResponse(
-            {"detail": exc.detail, "code": exc.code}, status_code=status.HTTP_401_UNAUTHORIZED, headers=cors
-        )
+        return {"session": token, "url": url}
+
+    return await widget_endpoints.amocrm_call(request, rt, x_auth_token, act)
 
 
 @router.post("/dashboard/bitrix24", response_class=HTMLResponse, include_in_schema=False)

@@ -99,8 +99,10 @@ async def amocrm_preflight(request: Request, rt: Runtime = Depends(runtime)) -> 
         "Access-Control-Max-Age": "600"})
 
 
-async def _amocrm_call(request: Request, rt: Runtime, token: str | None,
+async def amocrm_call(request: Request, rt: Runtime, token: str | None,
                        act: Callable[[AsyncSession, amocrm_token.WidgetUser], Awaitable[Any]]) -> JSONResponse:
+    """One call from amoCRM's page, authenticated by its disposable token (the card's routes and the
+    dashboard's session exchange use it)."""
     origin = request.headers.get("origin")
     try:
         async with rt.sessions() as s, s.begin():
@@ -130,7 +132,7 @@ async def amocrm_findings(request: Request, lead_id: str = Query(pattern=r"^\d{1
         chosen = lang or user.account.language
         items = await service.card_findings(s, user.account, lead_id, rt.settings.public_url, chosen)
         return CardFindings(deal_id=lead_id, lang=chosen, items=items).model_dump(mode="json")
-    return await _amocrm_call(request, rt, x_auth_token, act)
+    return await amocrm_call(request, rt, x_auth_token, act)
 
 
 @amocrm_router.post("/findings/{finding_id}/ack")
@@ -139,7 +141,7 @@ async def amocrm_ack(request: Request, finding_id: int, x_auth_token: str | None
     async def act(s: AsyncSession, user: amocrm_token.WidgetUser) -> dict[str, Any]:
         f = await service.acknowledge(s, user.account, finding_id, user.actor)
         return {"id": f.id, "status": f.status, "by": user.actor}
-    return await _amocrm_call(request, rt, x_auth_token, act)
+    return await amocrm_call(request, rt, x_auth_token, act)
 
 
 @amocrm_router.post("/findings/{finding_id}/snooze")
@@ -149,7 +151,7 @@ async def amocrm_snooze(request: Request, finding_id: int, body: CardSnoozeIn, x
         f = await service.snooze(s, user.account, finding_id, body.preset, user.actor)
         return {"id": f.id, "status": f.status, "until": f.snoozed_until.isoformat() if f.snoozed_until else None,
                 "by": user.actor}
-    return await _amocrm_call(request, rt, x_auth_token, act)
+    return await amocrm_call(request, rt, x_auth_token, act)
 
 
 # --- Bitrix24: the CRM_DEAL_DETAIL_TAB placement ----------------------------------------------
