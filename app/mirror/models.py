@@ -82,6 +82,8 @@ class Deal(Base):
 
 class DealContact(Base):
     __tablename__ = "deal_contacts"
+    # "Has this client an earlier deal?" (the funnel's new vs returning clients) goes by contact.
+    __table_args__ = (Index("ix_deal_contacts_contact", "account_id", "contact_id"),)
     account_id: Mapped[int] = _account_pk()
     deal_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     contact_id: Mapped[str] = mapped_column(String(64), primary_key=True)

@@ -1,4 +1,4 @@
-"""dashboard: read-only links, and the indexes the reports' period filters use
+"""dashboard: read-only links, and the indexes the reports' period filters and joins use
 
 Revision ID: 0008_dashboard
 Revises: 0007
@@ -38,9 +38,11 @@ def upgrade() -> None:
     op.create_index("ix_stage_history_entered", "stage_history", ["account_id", "entered_at"])
     op.create_index("ix_deals_closed", "deals", ["account_id", "pipeline_id", "closed_at"])
     op.create_index("ix_finding_events_at", "finding_events", ["at"])
+    op.create_index("ix_deal_contacts_contact", "deal_contacts", ["account_id", "contact_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_deal_contacts_contact", table_name="deal_contacts")
     op.drop_index("ix_finding_events_at", table_name="finding_events")
     op.drop_index("ix_deals_closed", table_name="deals")
     op.drop_index("ix_stage_history_entered", table_name="stage_history")
