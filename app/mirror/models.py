@@ -94,7 +94,8 @@ class StageHistory(Base):
 
     __tablename__ = "stage_history"
     __table_args__ = (Index("ix_stage_history_deal", "account_id", "deal_id", "entered_at"),
-                      Index("ix_stage_history_entered", "account_id", "entered_at"))
+                      Index("ix_stage_history_entered", "account_id", "entered_at",
+                            postgresql_include=["deal_id", "stage_id", "by_user_id", "id"]))
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     account_id: Mapped[int] = mapped_column(ForeignKey(ACCOUNT_FK, ondelete="CASCADE"))
     deal_id: Mapped[str] = mapped_column(String(64))

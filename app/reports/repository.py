@@ -422,19 +422,19 @@ def _stays(
     """Each stay in a stage that began in the period: (deal, stage, entered, left), `left` being the
     deal's next stage entry, or now while it is still there. A deal the history knows nothing of
     stays in its current stage since stage_entered_at."""
-    later = aliased(StageHistory)
-    nxt = (
-        select(func.min(later.entered_at))
-        .where(
-            later.account_id == StageHistory.account_id,
-            later.deal_id == StageHistory.deal_id,
-            or_(
-                later.entered_at > StageHistory.entered_at,
-                and_(later.entered_at == StageHistory.entered_at, later.id > StageHistory.id),
-            ),
+    # The stay ends at the deal's next entry, which comes after it: a window over the entries from
+    # the period's start on (not the deal's whole history) finds it.
+    entries = (
+        select(
+            StageHistory.deal_id.label("deal_id"),
+            StageHistory.stage_id.label("stage_id"),
+            StageHistory.entered_at.label("entered"),
+            func.lead(StageHistory.entered_at)
+            .over(partition_by=StageHistory.deal_id, order_by=(StageHistory.entered_at, StageHistory.id))
+            .label("next_at"),
         )
-        .correlate(StageHistory)
-        .scalar_subquery()
+        .where(StageHistory.account_id == account_id, StageHistory.entered_at >= start)
+        .subquery()
     )
     deal_scope = [
         Deal.account_id == account_id,
@@ -444,18 +444,13 @@ def _stays(
     ]
     from_history = (
         select(
-            StageHistory.deal_id.label("deal_id"),
-            StageHistory.stage_id.label("stage_id"),
-            StageHistory.entered_at.label("entered"),
-            func.coalesce(nxt, literal(now, UtcDateTime())).label("left_at"),
+            entries.c.deal_id,
+            entries.c.stage_id,
+            entries.c.entered,
+            func.coalesce(entries.c.next_at, literal(now, UtcDateTime())).label("left_at"),
         )
-        .join(Deal, and_(Deal.account_id == StageHistory.account_id, Deal.id == StageHistory.deal_id))
-        .where(
-            StageHistory.account_id == account_id,
-            StageHistory.entered_at >= start,
-            StageHistory.entered_at < end,
-            *deal_scope,
-        )
+        .join(Deal, Deal.id == entries.c.deal_id)
+        .where(entries.c.entered < end, *deal_scope)
     )
     no_history = select(Deal.id, Deal.stage_id, Deal.stage_entered_at, literal(now, UtcDateTime())).where(
         *deal_scope,
