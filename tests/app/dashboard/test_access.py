@@ -10,6 +10,7 @@ import respx
 from sqlalchemy import func, select, update
 
 from app.accounts.models import Account
+from app.dashboard import access
 from app.dashboard.models import DashboardLink
 from app.db import utcnow
 from app.security import load_secret
@@ -23,6 +24,11 @@ SECRET = "integration-secret-0123456789abcdef"
 AUDIENCE = "https://crmwatch.example.com"
 AMO = "https://demoshop.amocrm.ru"
 PERIOD = {"from": "2026-11-02", "to": "2026-11-06"}
+
+
+async def _account(rt, aid: int) -> Account:
+    async with rt.reads() as s:
+        return await s.get(Account, aid)
 
 
 async def _links(rt) -> int:
@@ -185,6 +191,17 @@ async def test_amocrm_forged_expired_foreign_see_nothing(rt, client) -> None:
     )
     refused = await _managers(client, f"Bearer {card}")
     assert refused.status_code == 401 and refused.json()["code"] == "token_invalid"
+    # A dashboard session past its hour, and one signed with another server's secret.
+    account = await _account(rt, aid)
+    old = session_token.issue(
+        load_secret(rt.settings),
+        session_token.CardSession(account_id=aid, deal_id="dashboard:team", user_id="101", crm=account.crm),
+        timedelta(seconds=-60),
+    )
+    expired_session = await _managers(client, f"Bearer {old}")
+    assert expired_session.status_code == 401 and expired_session.json()["code"] == "token_expired"
+    other = access.issue_session("another-server-secret", account, "101", True)
+    assert (await _managers(client, f"Bearer {other}")).status_code == 401
 
 
 async def test_bitrix24_app_page(rt, client) -> None:
