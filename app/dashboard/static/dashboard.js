@@ -155,7 +155,7 @@
   // -- charts ----------------------------------------------------------------------------------
   function chart(id, traces, title, barmode) {
     var layout = { title: { text: title, font: { size: 14 } }, margin: { l: 40, r: 10, t: 40, b: 40 }, barmode: barmode || 'group',
-                   legend: { orientation: 'h' }, height: 300, xaxis: { type: 'category' } };
+                   legend: { orientation: 'h' }, height: 300, xaxis: { type: 'category' }, yaxis: { rangemode: 'tozero' } };
     window.Plotly.react(id, traces, layout, { displaylogo: false, responsive: true, modeBarButtonsToRemove: ['toImage'] });
   }
 
