@@ -111,6 +111,11 @@ class Task(Base):
     __table_args__ = (
         Index("ix_tasks_deal", "account_id", "deal_id"),
         Index("ix_tasks_open_due", "account_id", "is_completed", "due_at"),
+        # The reports' cards changed: tasks set, and tasks closed, in a period.
+        Index("ix_tasks_created", "account_id", "created_at", postgresql_include=["created_by", "deal_id"]),
+        Index("ix_tasks_completed", "account_id", "completed_at",
+              postgresql_include=["responsible_user_id", "deal_id"],
+              postgresql_where=text("completed_at IS NOT NULL"), sqlite_where=text("completed_at IS NOT NULL")),
         # "Does this deal have an open task?" is asked of every open deal in every sweep.
         Index("ix_tasks_open_by_deal", "account_id", "deal_id",
               postgresql_where=text("NOT is_completed AND NOT is_deleted"),
@@ -139,7 +144,11 @@ class Task(Base):
 
 class Note(Base):
     __tablename__ = "notes"
-    __table_args__ = (Index("ix_notes_deal", "account_id", "deal_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_notes_deal", "account_id", "deal_id", "created_at"),
+        # The reports' cards changed: the notes of a period, by who wrote them.
+        Index("ix_notes_created", "account_id", "created_at", postgresql_include=["created_by", "deal_id", "kind"]),
+    )
     account_id: Mapped[int] = _account_pk()
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     entity_type: Mapped[str] = mapped_column(String(16))

@@ -34,6 +34,8 @@ from app.db import UtcDateTime, epoch, local_day
 from app.findings.models import Finding, FindingEvent
 from app.mirror.models import Deal, DealContact, Note, Stage, StageHistory, Task, User
 
+# Beyond any open stage's sort: where "won" lies in the pipeline for stage-to-stage conversion.
+WON_DEPTH = 2**31 - 1
 # A finding a person should see: opened (past its grace period) and not yet resolved.
 OPEN_FINDING = ("open", "acknowledged", "snoozed")
 
@@ -527,36 +529,41 @@ async def stage_conversion(
 ) -> list[Any]:
     """Per stage: deals that entered it in the period, and how many of them later entered a stage
     after it (an open stage further down the pipeline, or won)."""
-    here, later = aliased(Stage), aliased(Stage)
-    h2 = aliased(StageHistory)
-    moved_on = exists().where(
-        h2.account_id == StageHistory.account_id,
-        h2.deal_id == StageHistory.deal_id,
-        h2.entered_at > StageHistory.entered_at,
-        later.account_id == h2.account_id,
-        later.pipeline_id == pipeline_id,
-        later.id == h2.stage_id,
-        or_(later.kind == "won", and_(later.kind == "open", later.sort > here.sort)),
+    # How far down the pipeline each entry is: an open stage by its sort, won beyond them all, lost
+    # nowhere. An entry moved on when a later entry of its deal is further down: one window over the
+    # entries from the period's start on, instead of a look-up per entry.
+    stage, here = aliased(Stage), aliased(Stage)
+    depth = case((stage.kind == "won", WON_DEPTH), (stage.kind == "open", stage.sort), else_=None)
+    entries = (
+        select(
+            StageHistory.deal_id.label("deal_id"),
+            StageHistory.stage_id.label("stage_id"),
+            StageHistory.entered_at.label("entered"),
+            func.max(depth)
+            .over(
+                partition_by=StageHistory.deal_id,
+                order_by=(StageHistory.entered_at, StageHistory.id),
+                rows=(1, None),
+            )
+            .label("deepest_after"),
+        )
+        .outerjoin(
+            stage,
+            and_(stage.account_id == account_id, stage.pipeline_id == pipeline_id, stage.id == StageHistory.stage_id),
+        )
+        .where(StageHistory.account_id == account_id, StageHistory.entered_at >= start)
+        .subquery()
     )
     inner = (
         select(
-            StageHistory.stage_id.label("stage_id"),
-            StageHistory.deal_id.label("deal_id"),
-            case((moved_on, 1), else_=0).label("moved_on"),
+            entries.c.stage_id,
+            entries.c.deal_id,
+            case((entries.c.deepest_after > here.sort, 1), else_=0).label("moved_on"),
         )
-        .join(Deal, and_(Deal.account_id == StageHistory.account_id, Deal.id == StageHistory.deal_id))
-        .join(
-            here,
-            and_(
-                here.account_id == StageHistory.account_id,
-                here.pipeline_id == pipeline_id,
-                here.id == StageHistory.stage_id,
-            ),
-        )
+        .join(Deal, and_(Deal.account_id == account_id, Deal.id == entries.c.deal_id))
+        .join(here, and_(here.account_id == account_id, here.pipeline_id == pipeline_id, here.id == entries.c.stage_id))
         .where(
-            StageHistory.account_id == account_id,
-            StageHistory.entered_at >= start,
-            StageHistory.entered_at < end,
+            entries.c.entered < end,
             Deal.pipeline_id == pipeline_id,
             Deal.is_deleted.is_(False),
             here.kind == "open",

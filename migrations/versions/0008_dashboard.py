@@ -42,9 +42,21 @@ def upgrade() -> None:
     op.create_index("ix_deals_closed", "deals", ["account_id", "pipeline_id", "closed_at"])
     op.create_index("ix_finding_events_at", "finding_events", ["at"])
     op.create_index("ix_deal_contacts_contact", "deal_contacts", ["account_id", "contact_id"])
+    # Cards changed: a period's notes, tasks set and tasks closed.
+    op.create_index("ix_notes_created", "notes", ["account_id", "created_at"],
+                    postgresql_include=["created_by", "deal_id", "kind"])
+    op.create_index("ix_tasks_created", "tasks", ["account_id", "created_at"],
+                    postgresql_include=["created_by", "deal_id"])
+    op.create_index("ix_tasks_completed", "tasks", ["account_id", "completed_at"],
+                    postgresql_include=["responsible_user_id", "deal_id"],
+                    postgresql_where=sa.text("completed_at IS NOT NULL"),
+                    sqlite_where=sa.text("completed_at IS NOT NULL"))
 
 
 def downgrade() -> None:
+    op.drop_index("ix_tasks_completed", table_name="tasks")
+    op.drop_index("ix_tasks_created", table_name="tasks")
+    op.drop_index("ix_notes_created", table_name="notes")
     op.drop_index("ix_deal_contacts_contact", table_name="deal_contacts")
     op.drop_index("ix_finding_events_at", table_name="finding_events")
     op.drop_index("ix_deals_closed", table_name="deals")
