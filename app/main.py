@@ -28,6 +28,7 @@ from app.middleware import RequestContext
 from app.mirror.endpoints import router as mirror_router
 from app.ops.endpoints import router as ops_router
 from app.outbox.endpoints import router as outbox_router
+from app.reports.endpoints import calls_router as call_stats_router
 from app.reports.endpoints import router as reports_router
 from app.rules.endpoints import router as rules_router
 from app.runtime import Runtime
@@ -121,6 +122,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
     app.include_router(widget_bitrix24_router)
     app.include_router(telephony_router)
     app.include_router(reports_router)
+    app.include_router(call_stats_router)
     app.include_router(dashboard_admin_router)
     app.include_router(dashboard_router)
     app.add_middleware(RequestContext)

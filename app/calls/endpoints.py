@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import date, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
@@ -16,8 +15,6 @@ from app.db import utcnow
 from app.deps import account_or_404, runtime
 from app.ingest.endpoints import BodyTooLarge, read_body, refuse
 from app.metrics import WEBHOOKS
-from app.reports import periods as reports_periods
-from app.reports import service as reports_service
 from app.runtime import Runtime
 from app.security import require_admin
 from integrations.phones import to_e164
@@ -27,7 +24,7 @@ from integrations.telephony.base import HookRequest, StoredHook, WebhookMalforme
 from . import lookup
 from .hookconfig import SecretsCache
 from .models import Call, TelephonyConfig
-from .schemas import CallOut, CallStatsOut, TelephonyIn, TelephonyOut
+from .schemas import CallOut, TelephonyIn, TelephonyOut
 
 log = logging.getLogger(__name__)
 
@@ -221,23 +218,3 @@ async def list_calls(account_id: int, rt: Runtime = Depends(runtime),
             where.append(Call.deal_id == deal_id)
         rows = await s.scalars(select(Call).where(*where).order_by(Call.started_at.desc(), Call.id.desc()).limit(limit))
         return [CallOut.model_validate(r) for r in rows]
-
-
-@router.get("/{account_id}/call-stats", response_model=list[CallStatsOut])
-async def call_stats(account_id: int, rt: Runtime = Depends(runtime),
-                     day_from: date | None = Query(None, alias="from"), day_to: date | None = Query(None, alias="to"),
-                     manager_id: str | None = None) -> list[CallStatsOut]:
-    """Per manager per day (the account's local days): calls, talk seconds, successful contacts
-    (talk ≥ 40 s), incoming, outgoing, missed, and cards changed, with the manager's name. Counted
-    from the calls themselves (the team report's query), so backfilled calls count like live ones.
-    Default: the last 7 days."""
-    async with rt.reads() as s:
-        account = await account_or_404(s, account_id)
-        day_to = day_to or reports_periods.today(utcnow(), account.timezone)
-        day_from = day_from or day_to - timedelta(days=6)
-        if day_from > day_to or (day_to - day_from).days > 366:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "from must be before to, at most a year apart")
-        period = reports_periods.Period(day_from, day_to, account.timezone)
-        scope = reports_service.Scope((manager_id,)) if manager_id else reports_service.TEAM
-        rows = await reports_service.daily(s, account, period, scope)
-        return [CallStatsOut(successful=r["successful_calls"], **r) for r in rows]
