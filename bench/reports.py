@@ -50,10 +50,16 @@ USERS = 50
 USER_BASE = 9_000_000
 DEAL_BASE = 30_000_000
 PIPELINE_ID = "7000000"
-STAGES = [("7000001", "Первичный контакт", "open"), ("7000002", "Квалификация", "open"),
-          ("7000003", "Переговоры", "open"), ("7000004", "Коммерческое предложение", "open"),
-          ("7000005", "Согласование договора", "open"), ("7000006", "Счёт выставлен", "open"),
-          ("142", "Успешно реализовано", "won"), ("143", "Закрыто и не реализовано", "lost")]
+STAGES = [
+    ("7000001", "Первичный контакт", "open"),
+    ("7000002", "Квалификация", "open"),
+    ("7000003", "Переговоры", "open"),
+    ("7000004", "Коммерческое предложение", "open"),
+    ("7000005", "Согласование договора", "open"),
+    ("7000006", "Счёт выставлен", "open"),
+    ("142", "Успешно реализовано", "won"),
+    ("143", "Закрыто и не реализовано", "lost"),
+]
 RULES = ["overdue_task", "deal_without_task", "stuck_stage", "empty_comment", "task_rescheduled_without_contact"]
 
 # Each random draw is made once per row in an inner query that OFFSET 0 keeps from being flattened.
@@ -140,15 +146,15 @@ WHERE account_id = :account AND resolved_at IS NOT NULL""",
 BARE = {
     "calls": "SELECT count(*) FROM calls WHERE account_id = :account AND started_at >= :start AND started_at < :end",
     "moves": "SELECT count(*) FROM stage_history WHERE account_id = :account AND entered_at >= :start "
-             "AND entered_at < :end",
+    "AND entered_at < :end",
     "notes": "SELECT count(*) FROM notes WHERE account_id = :account AND created_at >= :start AND created_at < :end",
     "tasks": "SELECT count(*) FROM tasks WHERE account_id = :account",
     "open_deals": "SELECT count(*) FROM deals WHERE account_id = :account AND NOT is_closed",
     "closed": "SELECT count(*) FROM deals WHERE account_id = :account AND pipeline_id = :pipeline "
-              "AND closed_at >= :start AND closed_at < :end",
+    "AND closed_at >= :start AND closed_at < :end",
     "findings": "SELECT count(*) FROM findings WHERE account_id = :account AND status = 'open'",
     "events": "SELECT count(*) FROM finding_events e JOIN findings f ON f.id = e.finding_id "
-              "WHERE f.account_id = :account AND e.at >= :start AND e.at < :end",
+    "WHERE f.account_id = :account AND e.at >= :start AND e.at < :end",
 }
 READS = {
     "managers": ["calls", "moves", "notes", "tasks", "open_deals", "findings"],
@@ -178,19 +184,43 @@ def pct(values: list[float], q: float) -> float:
 async def generate(engine: Any, args: argparse.Namespace) -> int:
     sessions = make_sessionmaker(engine)
     async with sessions() as s, s.begin():
-        account = Account(name="Bench", crm="amocrm", base_url="https://bench.amocrm.ru", key="bench-reports",
-                          timezone="Europe/Moscow", auth_kind="token", credentials=b"x", sync_counts={})
+        account = Account(
+            name="Bench",
+            crm="amocrm",
+            base_url="https://bench.amocrm.ru",
+            key="bench-reports",
+            timezone="Europe/Moscow",
+            auth_kind="token",
+            credentials=b"x",
+            sync_counts={},
+        )
         s.add(account)
         await s.flush()
         aid = account.id
-        await s.execute(text("INSERT INTO pipelines (account_id, id, name, sort, is_archived) "
-                             "VALUES (:a, :p, 'Продажи', 1, false)"), {"a": aid, "p": PIPELINE_ID})
+        await s.execute(
+            text(
+                "INSERT INTO pipelines (account_id, id, name, sort, is_archived) VALUES (:a, :p, 'Продажи', 1, false)"
+            ),
+            {"a": aid, "p": PIPELINE_ID},
+        )
         for sort, (sid, name, kind) in enumerate(STAGES):
-            await s.execute(text("INSERT INTO stages (account_id, pipeline_id, id, name, sort, kind) "
-                                 "VALUES (:a, :p, :i, :n, :s, :k)"),
-                            {"a": aid, "p": PIPELINE_ID, "i": sid, "n": name, "s": (sort + 1) * 10, "k": kind})
-    params = {"account": aid, "users": USERS, "user_base": USER_BASE, "deal_base": DEAL_BASE, "deals": args.deals,
-              "pipeline": PIPELINE_ID, "moves": args.moves, "calls": args.calls, "rules": RULES}
+            await s.execute(
+                text(
+                    "INSERT INTO stages (account_id, pipeline_id, id, name, sort, kind) VALUES (:a, :p, :i, :n, :s, :k)"
+                ),
+                {"a": aid, "p": PIPELINE_ID, "i": sid, "n": name, "s": (sort + 1) * 10, "k": kind},
+            )
+    params = {
+        "account": aid,
+        "users": USERS,
+        "user_base": USER_BASE,
+        "deal_base": DEAL_BASE,
+        "deals": args.deals,
+        "pipeline": PIPELINE_ID,
+        "moves": args.moves,
+        "calls": args.calls,
+        "rules": RULES,
+    }
     for name, sql in SQL.items():
         started = time.perf_counter()
         async with engine.begin() as conn:
@@ -221,8 +251,10 @@ async def run(url: URL, args: argparse.Namespace) -> None:
         sessions = make_sessionmaker(engine)
         async with sessions() as s:
             account = await s.get(Account, aid)
-            counts = {t: (await s.execute(text(f"SELECT count(*) FROM {t}"))).scalar_one()
-                      for t in ("deals", "calls", "stage_history", "tasks", "notes", "findings", "finding_events")}
+            counts = {
+                t: (await s.execute(text(f"SELECT count(*) FROM {t}"))).scalar_one()
+                for t in ("deals", "calls", "stage_history", "tasks", "notes", "findings", "finding_events")
+            }
         print("  " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
         now = utcnow()
         last = today(now, account.timezone)
@@ -246,8 +278,10 @@ async def run(url: URL, args: argparse.Namespace) -> None:
         async def bare(name: str) -> None:
             async with sessions() as s:
                 for key in READS[name]:
-                    await s.execute(text(BARE[key]), {"account": aid, "start": period.start, "end": period.end,
-                                                      "pipeline": PIPELINE_ID})
+                    await s.execute(
+                        text(BARE[key]),
+                        {"account": aid, "start": period.start, "end": period.end, "pipeline": PIPELINE_ID},
+                    )
 
         rows = []
         for name in READS:
@@ -255,8 +289,10 @@ async def run(url: URL, args: argparse.Namespace) -> None:
             floor = await timed(args.runs, lambda n=name: bare(n))
             rows.append((name, statistics.median(times), pct(times, 0.99), statistics.median(floor), pct(floor, 0.99)))
         print(f"\n{args.days}-day period {period.day_from}..{period.day_to}, {args.runs} runs each (ms):")
-        print(f"  {'report':<10} {'p50':>8} {'p99':>8}   {'bare p50':>8} {'bare p99':>8}   {'p50 ratio':>9} "
-              f"{'p99 ratio':>9}")
+        print(
+            f"  {'report':<10} {'p50':>8} {'p99':>8}   {'bare p50':>8} {'bare p99':>8}   {'p50 ratio':>9} "
+            f"{'p99 ratio':>9}"
+        )
         for name, p50, p99, b50, b99 in rows:
             print(f"  {name:<10} {p50:8.1f} {p99:8.1f}   {b50:8.1f} {b99:8.1f}   {p50 / b50:8.1f}x {p99 / b99:8.1f}x")
         print("\ngoals:")

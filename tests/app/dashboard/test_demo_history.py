@@ -17,8 +17,9 @@ async def test_history_fills_every_chart(rt, settings) -> None:
     assert counts["calls"] > 100 and counts["deals"] > 5 and counts["findings"] > 5
     async with rt.reads() as s:
         account = await s.get(Account, aid)
-        period = Period((scenario.NOW - timedelta(days=21)).date(), (scenario.NOW - timedelta(days=1)).date(),
-                        "Europe/Moscow")
+        period = Period(
+            (scenario.NOW - timedelta(days=21)).date(), (scenario.NOW - timedelta(days=1)).date(), "Europe/Moscow"
+        )
         trend = await service.trend(s, account, period, service.TEAM)
         funnel = await service.funnel(s, account, "P1", period, service.TEAM, scenario.NOW)
         team = await service.managers(s, account, period, service.TEAM, scenario.NOW)
