@@ -159,7 +159,7 @@ BARE = {
 READS = {
     "managers": ["calls", "moves", "notes", "tasks", "open_deals", "findings"],
     "daily": ["calls", "moves", "notes"],
-    "trend": ["calls", "moves", "notes", "events"],
+    "trend": ["calls", "events"],
     "funnel": ["open_deals", "moves", "closed"],
     "deals": ["findings"],
 }

@@ -120,13 +120,13 @@ async def trend(s: AsyncSession, account: Account, period: Period, scope: Scope)
     per day, and each rule's open findings at the end of every day."""
     days = period.days()
     people = await repo.users(s, account.id)
-    per_day = await day_rows(s, account, period, scope)
     series: dict[str, dict[str, list[int]]] = {}
-    for (m, d), v in per_day.items():
-        entry = series.setdefault(m, {"calls": [0] * len(days), "successful_calls": [0] * len(days)})
-        i = (d - period.day_from).days
-        entry["calls"][i] = v["calls"]
-        entry["successful_calls"][i] = v["successful_calls"]
+    # Only the calls: the charts do not show cards changed.
+    for r in await repo.call_days(s, account.id, account.timezone, period.start, period.end, scope.managers):
+        entry = series.setdefault(r.manager_id, {"calls": [0] * len(days), "successful_calls": [0] * len(days)})
+        i = (repo.day_key(r.day) - period.day_from).days
+        entry["calls"][i] = int(r.calls)
+        entry["successful_calls"][i] = int(r.successful_calls)
     opened, resolved = [0] * len(days), [0] * len(days)
     delta: dict[str, list[int]] = defaultdict(lambda: [0] * len(days))
     for r in await repo.finding_days(s, account.id, account.timezone, period.start, period.end, scope.managers):
