@@ -13,6 +13,7 @@ from app.accounts.models import Account
 from app.dashboard import access
 from app.dashboard.models import DashboardLink
 from app.db import utcnow
+from app.logging import mask_path
 from app.security import load_secret
 from app.widget import session_token
 from app.widget.models import WidgetTokenUse
@@ -237,3 +238,9 @@ async def test_bitrix24_app_page(rt, client) -> None:
         assert forged.status_code == 403 and 'data-crmwatch-refusal="forged"' in forged.text
         foreign = await client.post("/dashboard/bitrix24", data={**form, "member_id": "another-portal"})
         assert foreign.status_code == 403 and 'data-crmwatch-refusal="not_installed"' in foreign.text
+
+
+def test_link_secrets_never_reach_the_logs() -> None:
+    assert mask_path("/dashboard/l/Zx9secret-link_value") == "/dashboard/l/***"
+    assert mask_path("/dashboard/l/Zx9secret?lang=en") == "/dashboard/l/***?lang=en"
+    assert mask_path("/dashboard/view") == "/dashboard/view"
