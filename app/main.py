@@ -12,8 +12,8 @@ from typing import Any
 from fastapi import FastAPI
 
 from app import errors
+from app import workers as app_workers
 from app.accounts.endpoints import router as accounts_router
-from app.calls.endpoints import hooks_router as telephony_hooks_router
 from app.calls.endpoints import router as telephony_router
 from app.dashboard.endpoints import admin_router as dashboard_admin_router
 from app.dashboard.endpoints import router as dashboard_router
@@ -23,9 +23,11 @@ from app.ingest.endpoints import admin_router as inbox_router
 from app.ingest.endpoints import router as ingest_router
 from app.ingest.fastpath import HookFastPath
 from app.ingest.keys import KeyCache
+from app.ingest.telephony import hooks_router as telephony_hooks_router
 from app.ingest.writer import InboxWriter
 from app.middleware import RequestContext
 from app.mirror.endpoints import router as mirror_router
+from app.ops import pages
 from app.ops.endpoints import router as ops_router
 from app.outbox.endpoints import router as outbox_router
 from app.reports.endpoints import calls_router as call_stats_router
@@ -33,9 +35,7 @@ from app.reports.endpoints import router as reports_router
 from app.rules.endpoints import router as rules_router
 from app.runtime import Runtime
 from app.settings import Settings, get_settings
-from app.widget.endpoints import admin_router as widget_admin_router
-from app.widget.endpoints import amocrm_router as widget_amocrm_router
-from app.widget.endpoints import bitrix24_router as widget_bitrix24_router
+from app.widget.endpoints import router as widget_router
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +69,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
         tasks: list[asyncio.Task[None]] = []
         scheduler = None
         if workers:
-            from app.ingest.catchup import run_forever as catchup_loop
-            from app.ingest.worker import run_forever as inbox_loop
-            from app.outbox.delivery import run_forever as outbox_loop
-            from app.rules.scheduler import SweepScheduler
-            from app.sync.service import run_forever as sync_loop
-
-            tasks = [asyncio.create_task(inbox_loop(rt, stop), name="inbox-worker"),
-                     asyncio.create_task(sync_loop(rt, stop), name="sync-worker"),
-                     asyncio.create_task(outbox_loop(rt, stop), name="outbox-worker"),
-                     asyncio.create_task(catchup_loop(rt, stop), name="catchup-worker")]
-            scheduler = SweepScheduler(rt, settings.scheduler_tick_seconds)
+            tasks = app_workers.start(rt, stop)
+            scheduler = app_workers.SweepScheduler(rt, settings.scheduler_tick_seconds)
             scheduler.start()
         log.info("crmwatch.started", extra={"workers": workers, "database": rt.engine.dialect.name})
         try:
@@ -105,21 +96,23 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
         summary="Keeps a sales team's CRM honest: overdue tasks, deals without a next step, stuck deals, "
                 "unlogged calls.",
         lifespan=lifespan,
+        # Served by app/ops/pages.py from a package, not from a CDN: the docs work offline.
+        docs_url=None,
+        redoc_url=None,
     )
     errors.install(app)
     # The webhook route first: routes are matched in order, and it takes most of the traffic.
     app.include_router(ingest_router)
     app.include_router(telephony_hooks_router)
     app.include_router(ops_router)
+    pages.install(app)
     app.include_router(accounts_router)
     app.include_router(mirror_router)
     app.include_router(rules_router)
     app.include_router(findings_router)
     app.include_router(outbox_router)
     app.include_router(inbox_router)
-    app.include_router(widget_admin_router)
-    app.include_router(widget_amocrm_router)
-    app.include_router(widget_bitrix24_router)
+    app.include_router(widget_router)
     app.include_router(telephony_router)
     app.include_router(reports_router)
     app.include_router(call_stats_router)

@@ -7,17 +7,22 @@ tests can swap the HTTP transport for an emulator in a single place.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.accounts.tokens import AccountTokens
 from app.db import make_engine, make_sessionmaker
 from app.security import CredentialBox, load_secret
 from app.settings import Settings
 from integrations.base import CrmClient
 from integrations.ratelimit import LimiterRegistry
 from integrations.registry import crm_adapter
+
+# A webhook accepted this recently means a burst is under way (Runtime.intake_busy).
+BUSY_WINDOW_S = 0.5
 
 
 @dataclass
@@ -54,16 +59,19 @@ class Runtime:
     crm_adapter = staticmethod(crm_adapter)
 
     def crm_client(self, account_id: int, crm: str, base_url: str) -> CrmClient:
-        from app.accounts.tokens import AccountTokens
-
         s = self.settings
         adapter = crm_adapter(crm)
         return adapter.make_client(
             base_url, AccountTokens(self, account_id),
             self.limiters.get(crm, account_id, factory=lambda: adapter.make_limiter(s)),
-            max_retries=s.amocrm_max_retries, backoff_base=s.amocrm_backoff_base_seconds,
-            backoff_cap=s.amocrm_backoff_cap_seconds, timeout=s.amocrm_timeout_seconds,
+            max_retries=s.crm_max_retries, backoff_base=s.crm_backoff_base_seconds,
+            backoff_cap=s.crm_backoff_cap_seconds, timeout=s.crm_timeout_seconds,
             transport=self.http_transport)
+
+    def intake_busy(self) -> bool:
+        """Webhooks arrived in the last BUSY_WINDOW_S: background work stands back (see
+        app/ingest/worker.py) so intake keeps answering fast."""
+        return time.monotonic() - self.last_intake < BUSY_WINDOW_S
 
     async def dispose(self) -> None:
         await self.engine.dispose()

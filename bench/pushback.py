@@ -59,6 +59,7 @@ import app.models_all  # noqa: F401  (registers every table)
 from app.accounts.models import Account
 from app.accounts.tokens import AccountTokens
 from app.db import utcnow
+from app.findings import notify
 from app.findings.models import Finding
 from app.migrate import upgrade
 from app.mirror.models import Deal, Pipeline, Stage, User
@@ -207,7 +208,7 @@ async def fill(rt: Runtime, base_url: str, leads: list[dict[str, Any]], actions:
              "stage_entered_source": "event", "price": float(lead["price"]),
              "responsible_user_id": str(lead["responsible_user_id"]), "is_closed": False, "is_deleted": False,
              "created_at": ts(lead["created_at"]), "source_updated_at": ts(lead["updated_at"]),
-             "needs_fetch": False, "mirrored_at": now} for lead in leads])
+             "mirrored_at": now} for lead in leads])
         opened = now - timedelta(hours=1)
         await s.execute(insert(Finding.__table__), [
             {"account_id": aid, "rule": rule, "rule_version": 1, "entity_type": "deal", "entity_id": str(lead["id"]),
@@ -217,7 +218,7 @@ async def fill(rt: Runtime, base_url: str, leads: list[dict[str, Any]], actions:
              "created_at": opened, "updated_at": opened} for rule in RULES for lead in leads])
         findings = (await s.execute(select(Finding.id, Finding.rule, Finding.deal_id, Finding.manager_id)
                                     .where(Finding.account_id == aid).order_by(Finding.id))).all()
-        # As app.outbox.enqueue writes them: per rule, the tasks of every finding, then the notes.
+        # As app.findings.notify writes them: per rule, the tasks of every finding, then the notes.
         rows = [{"account_id": aid, "finding_id": f.id, "kind": kind, "purpose": "open",
                  "dedup_key": f"f{f.id}:open:1:{suffix}", "deal_id": f.deal_id, "user_id": f.manager_id,
                  "ref_id": None, "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now}
@@ -246,8 +247,8 @@ class Phases:
     TARGETS: tuple[tuple[Any, str, str], ...] = (
         (delivery, "claim", "claim"),
         (delivery, "deliver", "deliver"),
-        (delivery, "_words", "render"),
-        (delivery, "_create", "send"),
+        (notify, "_words", "render"),
+        (notify, "_create", "send"),
         (delivery, "_record", "record"),
         (AmoCrmClient, "request", "request"),
         (AccountTokens, "access_token", "token read"),

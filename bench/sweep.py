@@ -49,8 +49,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 import app.models_all  # noqa: F401  (registers every table)
 from app.accounts.models import Account
 from app.db import make_engine, make_sessionmaker, scratch_database
+from app.findings import evaluation as rules_engine
 from app.migrate import upgrade
-from app.rules import engine as rules_engine
 
 DEFAULT_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 GOAL_SWEEP_S = 10.0
@@ -90,13 +90,13 @@ FROM generate_series(1, :users) AS u
 SQL_DEALS = """
 INSERT INTO deals (account_id, id, name, pipeline_id, stage_id, stage_entered_at, stage_entered_source, price,
                    responsible_user_id, is_closed, is_deleted, created_at, closed_at, deleted_at, source_updated_at,
-                   needs_fetch, mirrored_at)
+                   mirrored_at)
 SELECT :account, (:deal_base + g)::text, 'Сделка #' || g, :pipeline,
        (:first_stage + floor(r_stage * r_stage * :open_stages)::int)::text,
        now() - r_entered * interval '60 days', 'event', round((r_price * 500000)::numeric, -2)::float8,
        (:user_base + 1 + floor(r_user * :users)::int)::text, false, false,
        now() - r_entered * interval '60 days' - r_created * interval '30 days', NULL, NULL,
-       now() - r_entered * r_updated * interval '60 days', false, now()
+       now() - r_entered * r_updated * interval '60 days', now()
 FROM (SELECT g, random() AS r_stage, random() AS r_entered, random() AS r_price, random() AS r_user,
              random() AS r_created, random() AS r_updated
       FROM generate_series(1, :deals) AS g OFFSET 0) AS s

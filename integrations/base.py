@@ -388,10 +388,70 @@ class TokenPair:
     expires_at: datetime
 
 
+class CardRejected(Exception):
+    """Who opens the card is not confirmed; `code` tells the card which message to show:
+    token_missing | token_invalid | token_expired | token_replayed | widget_not_configured."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+class CardKeyMismatch(CardRejected):
+    """Signed, but not with this key: another account's, or a forgery (the caller may try the next account)."""
+
+    def __init__(self, detail: str = "the token's signature does not match the integration's secret key") -> None:
+        super().__init__("token_invalid", detail)
+
+
+class CardUnavailable(Exception):
+    """The CRM could not be asked (network, 5xx): nothing is decided."""
+
+
+@dataclass(frozen=True, slots=True)
+class CardAccountHint:
+    """Which connected account a card's credential claims to come from, before anything is verified."""
+
+    external_id: str | None = None
+    subdomain: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CardUser:
+    """The CRM user who opened the card, as the CRM confirmed. A disposable token also has an id
+    (`jti`) to be accepted once, until `expires_at`. `is_admin`: the CRM says this user administers
+    the account (the dashboard shows them the whole team); False when unknown or not asked."""
+
+    id: str
+    name: str = ""
+    jti: str | None = None
+    expires_at: datetime | None = None
+    is_admin: bool = False
+
+
+class CardAuth(Protocol):
+    """How a CRM's card proves who opens it: amoCRM's widget token, the Bitrix24 placement."""
+
+    def hint(self, claim: str) -> CardAccountHint:
+        """Unverified: the account a card's request names (amoCRM: the token itself; Bitrix24: the
+        placement's member_id). Raises CardRejected for garbage."""
+        ...
+
+    async def verify(self, credential: str, *, base_url: str, secret: str | None = None, audience: str | None = None,
+                     transport: Any = None, ask_admin: bool = False) -> CardUser:
+        """Confirms the credential for the account at `base_url` (with its secret and audience when
+        the CRM signs tokens); raises CardRejected, or CardUnavailable when the CRM cannot be asked.
+        `ask_admin`: also learn CardUser.is_admin where that costs the CRM another call (Bitrix24's
+        `user.admin`); a CRM whose credential carries it (amoCRM's `is_admin` claim) always fills it."""
+        ...
+
+
 class CrmAdapter(Protocol):
     """Everything crmwatch knows about one CRM, behind one registry entry."""
 
     name: str  # "amocrm"
+    card: CardAuth  # the in-card sign-in
 
     def check_webhook(self, body: bytes, content_type: str | None) -> ParsedWebhook:
         """Parse enough to authenticate, on the request path; raise WebhookMalformed for garbage."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import ssl
 from functools import cache
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -16,11 +17,20 @@ def tls_context() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
-def backoff_delay(attempt: int, base: float, cap: float) -> float:
+def origin(url: str) -> str:
+    """scheme://host[:port] of a URL, lower-cased: what a browser sends as Origin."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def backoff_delay(attempt: int, base: float, cap: float, jitter: tuple[float, float] = (0.5, 1.0)) -> float:
     """Seconds to wait before retry number `attempt` (1, 2, …): exponential from `base`, capped at
-    `cap`, with "equal jitter" (between half and all of it) so clients do not retry in step."""
+    `cap`, times a random factor within `jitter` so clients do not retry in step. The default is
+    "equal jitter" (between half and all of it); (1, 1) is none. Every retry schedule of crmwatch
+    is this one: the CRM clients', the inbox worker's and the outbox's."""
     ceiling = min(cap, base * 2 ** (attempt - 1))
-    return ceiling / 2 + random.uniform(0, ceiling / 2)
+    low, high = jitter
+    return ceiling * (low if low == high else random.uniform(low, high))
 
 
 class HostRouter(httpx.AsyncBaseTransport):

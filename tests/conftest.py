@@ -64,7 +64,7 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
     return Settings(
         database_url=db_url, admin_token=ADMIN_TOKEN, secret_key="test-secret-key",
         secret_key_file=str(tmp_path / "unused.secret"), public_url="http://crmwatch.test", run_workers=False,
-        log_json=False, amocrm_backoff_base_seconds=0.01, amocrm_backoff_cap_seconds=0.05,
+        log_json=False, crm_backoff_base_seconds=0.01, crm_backoff_cap_seconds=0.05,
         # Tests that measure the rate limit set it back to amoCRM's 7/s.
         amocrm_rate_per_second=1000, bitrix24_rate_per_second=1000, bitrix24_burst=1000,
     )

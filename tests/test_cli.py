@@ -9,7 +9,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import httpx
@@ -23,37 +25,123 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_demo_runs_the_scripted_day_against_the_emulator(tmp_path):
+def run_demo(tmp_path, *extra: str) -> tuple[subprocess.CompletedProcess[str], int, int]:
     port, emu = free_port(), free_port()
     out = subprocess.run([EXE, "demo", "--once", "--port", str(port), "--emulator-port", str(emu),
-                          "--database", f"sqlite+aiosqlite:///{tmp_path}/demo.db"],
-                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+                          "--bitrix24-port", str(free_port()), "--database", f"sqlite:///{tmp_path}/demo.db", *extra],
+                         capture_output=True, text=True, timeout=180, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "backfill done" in out.stdout and "'deals': 15" in out.stdout
-    # Six amoCRM deliveries, one of them a redelivery, and three PBX calls: eight stored and applied.
-    assert "inbox: {'pending': 0, 'done': 8, 'failed': 0}" in out.stdout
-    assert "deals_open                 14" in out.stdout
-    # The scripted day's problems show up as findings, in Russian.
-    assert "[empty_comment] сделка 31000100" in out.stdout and "Пустой комментарий «ок»" in out.stdout
-    assert "[overdue_task]" in out.stdout and "просрочена на" in out.stdout
-    assert "[stuck_stage]" in out.stdout and "[deal_without_task]" in out.stdout
-    # The demo PBX's calls: a talk nobody wrote down, a missed call, a number the CRM does not know.
-    assert "[call_not_logged] сделка 31000004" in out.stdout and "+7 912 345-67-04" in out.stdout
-    assert "[missed_call_not_returned]" in out.stdout and "[unknown_number] +79161234599" in out.stdout
-    # The Bitrix24 portal's own telephony: a missed call, bound to its deal through the call's activity.
-    assert "[missed_call_not_returned] сделка 4521" in out.stdout
-    # ...and reach the emulated CRM as tasks and notes.
-    written = re.search(r"written into the CRM: (\d+) tasks, (\d+) notes", out.stdout)
-    assert written and int(written.group(1)) >= 15 and int(written.group(2)) >= 15
-    assert "задача для" in out.stdout
-    # The widget is built and shown in a card the emulator serves, with live findings in it.
-    card = re.search(rf"widget card:  http://127.0.0.1:{emu}/card\?lead_id=(\d+)   \((\d+) warnings", out.stdout)
-    assert card and int(card.group(2)) >= 1, out.stdout[-2000:]
-    # The dashboard of both accounts, as read-only links, and the widget's full page in amoCRM.
-    assert re.search(rf"Dashboard, amoCRM account:   http://127.0.0.1:{port}/dashboard/l/\S+", out.stdout)
-    assert re.search(rf"Dashboard, Bitrix24 portal:  http://127.0.0.1:{port}/dashboard/l/\S+", out.stdout)
-    assert f"http://127.0.0.1:{emu}/settings/widgets/crmwatch" in out.stdout
     assert "Traceback" not in out.stderr
+    return out, port, emu
+
+
+def test_demo_runs_the_scripted_day_against_the_emulator(tmp_path):
+    out, port, emu = run_demo(tmp_path)
+    text = out.stdout
+    # Readable lines in one language (Russian by default): no Python dicts, no English headings.
+    assert "{'" not in text and "': " not in text
+    for english in ("backfill", "inbox:", "sweep:", "open findings", "written into", "Look at"):
+        assert english not in text
+    assert "Первичная загрузка: готово, прочитано" in text and "сделок 15" in text
+    # Six amoCRM deliveries, one of them a redelivery, and three PBX calls: eight stored and applied.
+    assert "Входящие: применено 8, ждут 0, с ошибкой 0." in text
+    assert "Повторная доставка того же вебхука: принят, повтор ничего не меняет" in text
+    assert "открытых сделок 14" in text
+    # Deals by name and amount, numbers grouped as people write them.
+    assert "сделка «Заявка с сайта: кондиционеры в офис» (260\u00a0000 ₽)" in text
+    assert "Пустой комментарий «ок»" in text and "просрочена на" in text
+    assert "(1\u00a0250\u00a0000 ₽)" in text and "сделка 3100" not in text
+    # The PBX's calls: a talk nobody wrote down, a missed call, a number the CRM does not know.
+    assert "+7 912 345-67-04" in text and "номер +79161234599" in text
+    # Suppressed is explained where it shows.
+    assert "(подавлено: пока по этой сделке открыто «Сделка без задачи»" in text
+
+    # The counts agree: every open finding is written, suppressed, or has no card to be written on.
+    total = int(re.search(r"Открытые нарушения \((\d+)\):", text).group(1))
+    quiet = int(re.search(r"Подавленных (\d+):", text).group(1))
+    no_card = int(re.search(r"Нарушений без сделки \(звонок с неизвестного номера\): (\d+)", text).group(1))
+    for_open = int(re.search(r"По (\d+) открытым нарушениям", text).group(1))
+    assert total == for_open + quiet + no_card and for_open >= 10
+    tasks, notes = map(int, re.search(r"Записано в amoCRM: задач (\d+), примечаний (\d+)\.", text).groups())
+    closed = re.search(r"задач (\d+), примечаний (\d+)\.\n", text.split("устранённым за демо-день")[1])
+    closed_tasks, closed_notes = map(int, closed.groups()) if closed else (0, 0)
+    escalated = int(re.search(r"Эскалаций: (\d+)", text).group(1))
+    assert tasks == for_open + closed_tasks + escalated and notes == for_open + closed_notes
+    # A head of sales is set, and an escalation reaches her as a task.
+    assert escalated >= 1
+    assert re.search(r"эскалация: задача для Ольга Смирнова, сделка «[^»]+»+ \([\d\u00a0]+ ₽\): Эскалация", text)
+    # Bitrix24: what was written adds up against what is open, and why.
+    b24_open = int(re.search(r"Открытые нарушения на портале \((\d+)\)", text).group(1))
+    todos = int(re.search(r"Записано в портал: дел (\d+)", text).group(1))
+    still, closed_b24 = map(int, re.search(r"По открытым нарушениям: (\d+); закрыто, потому что нарушение "
+                                           r"устранено: (\d+)\.", text).groups())
+    assert still == b24_open and todos == still + closed_b24
+    assert "Чужой запрос без токена портала: отклонён (401)" in text
+    # The pages to open are pages a person can open: the widget's card, crmwatch's own page.
+    card = re.search(rf"Виджет в карточке сделки: http://127.0.0.1:{emu}/card\?lead_id=(\d+)   "
+                     r"\(предупреждений в панели: (\d+)", text)
+    assert card and int(card.group(2)) >= 1, text[-2000:]
+    look = text.split("Откройте в браузере:")[1]
+    assert "/api/" not in look and f"http://127.0.0.1:{port}/ " in look
+    for url in re.findall(r"http://127\.0\.0\.1:\d+/[^\s,)]*", look):
+        assert "/api/" not in url
+    # The head of sales' dashboard: weeks of history behind it, a read-only link per CRM, the widget's page.
+    assert re.search(r"История для дашборда \(amoCRM\): четыре недели звонков \([1-9]\d*\)", text)
+    assert re.search(rf"дашборд отдела продаж, amoCRM \(ссылка только для просмотра\): "
+                     rf"http://127.0.0.1:{port}/dashboard/l/\S+", look)
+    assert re.search(rf"дашборд отдела продаж, Битрикс24 \(ссылка только для просмотра\): "
+                     rf"http://127.0.0.1:{port}/dashboard/l/\S+", look)
+    assert f"http://127.0.0.1:{emu}/settings/widgets/crmwatch" in look
+
+
+def test_demo_in_english(tmp_path):
+    out, _, _ = run_demo(tmp_path, "--lang", "en")
+    text = out.stdout
+    assert "Open findings (" in text and "First load: done; read: pipelines 1" in text
+    assert "Written into amoCRM:" in text
+    assert "History for the dashboard (Bitrix24): four weeks of calls (" in text
+    assert re.search(r"the sales team dashboard, amoCRM \(a read-only link\): http://\S+/dashboard/l/\S+", text)
+    assert "deal “Заявка с сайта: кондиционеры в офис” (RUB 260,000)" in text
+    assert "overdue by" in text  # crmwatch's own messages in English too
+    assert not re.search(r"[А-Яа-я]", " ".join(ln for ln in text.splitlines()
+                                               if not re.search(r"[«“]|Ольга|Дмитрий|Игорь|Екатерина|Анна|Борис|"
+                                                                r"Принято|Отложить", ln)))
+
+
+def test_demo_touches_nothing_when_its_port_is_taken(tmp_path):
+    """Another program owns the port: the demo says so in one line and sends it nothing."""
+    seen: list[str] = []
+
+    class Recorder(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(f"GET {self.path}")
+            self.send_response(200)
+            self.end_headers()
+
+        do_POST = do_GET
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    other = HTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    busy = other.server_address[1]
+    (tmp_path / "demo.db").write_text("not ours to delete")
+    try:
+        for flag in ("--port", "--emulator-port", "--bitrix24-port"):
+            ports = {"--port": free_port(), "--emulator-port": free_port(), "--bitrix24-port": free_port()}
+            ports[flag] = busy
+            out = subprocess.run([EXE, "demo", "--once", "--database", f"sqlite:///{tmp_path}/demo.db",
+                                  *(str(x) for kv in ports.items() for x in kv)],
+                                 capture_output=True, text=True, timeout=60, cwd=tmp_path)
+            assert out.returncode == 2, out.stderr[-2000:]
+            assert out.stdout == "" and "Traceback" not in out.stderr
+            [line] = out.stderr.splitlines()
+            assert f"port {busy}" in line and flag in line and "nothing was started or changed" in line
+    finally:
+        other.shutdown()
+    assert seen == []
+    assert (tmp_path / "demo.db").read_text() == "not ours to delete"
 
 
 def test_serve_migrates_and_serves_the_contract(tmp_path):

@@ -108,10 +108,6 @@ async def request_sync(s: AsyncSession, account: Account) -> None:
         account.sync_error = None
 
 
-async def by_key(s: AsyncSession, key: str) -> Account | None:
-    return await s.scalar(select(Account).where(Account.key == key))
-
-
 async def list_all(s: AsyncSession) -> list[Account]:
     return list(await s.scalars(select(Account).order_by(Account.id)))
 

@@ -11,24 +11,37 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+import httpx
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from integrations.base import CrmAuthError
+from app.security import CredentialBox
+from integrations.base import CrmAdapter, CrmAuthError
 
 from .models import Account
-
-if TYPE_CHECKING:
-    from app.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 REFRESH_MARGIN = timedelta(minutes=5)
 
 
+class TokenHost(Protocol):
+    """What token refresh needs of the process (app.runtime.Runtime has it all): named here so
+    that accounts does not import the runtime that imports it."""
+
+    reads: async_sessionmaker[AsyncSession]
+    sessions: async_sessionmaker[AsyncSession]
+    box: CredentialBox
+    refresh_locks: dict[int, asyncio.Lock]
+    http_transport: httpx.AsyncBaseTransport | None
+
+    def crm_adapter(self, crm: str) -> CrmAdapter: ...
+
+
 class AccountTokens:
-    def __init__(self, runtime: Runtime, account_id: int) -> None:
+    def __init__(self, runtime: TokenHost, account_id: int) -> None:
         self.rt = runtime
         self.account_id = account_id
 

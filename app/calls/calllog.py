@@ -14,7 +14,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import wording
 from app.db import dialect_insert, utcnow
+from app.outbox.models import OutboxAction
+from app.outbox.senders import Batch, Outcome, marker, register
 from integrations.base import CallDirection, CallStatus, NewCall, NewNote
 
 from . import facts
@@ -26,8 +29,6 @@ UNIQ_PREFIX = "crmwatch:"  # integrations/amocrm/mapping.OWN_UNIQ_PREFIX: not re
 
 async def enqueue(s: AsyncSession, account_id: int, call_ids: list[int]) -> int:
     """Outbox rows for the finished, matched calls of PBXs that log calls; returns how many were added."""
-    from app.outbox.models import OutboxAction
-
     logging_pbx = set(await s.scalars(select(TelephonyConfig.provider).where(
         TelephonyConfig.account_id == account_id, TelephonyConfig.log_calls.is_(True))))
     if not logging_pbx:
@@ -50,37 +51,32 @@ def note_text(call: Call, lang: str, timezone: str, marker: str) -> str:
     incoming = call.direction == "in"
     number = facts.pretty_number(call.client_number)
     when = facts.local_time(call, timezone)
-    if lang == "ru":
-        what = "Входящий звонок" if incoming else "Исходящий звонок"
-        how = (f"разговор {facts.duration(call.talk_seconds, lang)}" if call.status == "answered"
-               else "без ответа")
-    else:
-        what = "Incoming call" if incoming else "Outgoing call"
-        how = f"talk {facts.duration(call.talk_seconds, lang)}" if call.status == "answered" else "not answered"
+    words = wording.of(lang)
+    what = words.CALL_INCOMING if incoming else words.CALL_OUTGOING
+    how = (words.CALL_TALK.format(duration=facts.duration(call.talk_seconds, lang)) if call.status == "answered"
+           else words.CALL_NOT_ANSWERED)
     record = f"\n{call.recording_url}" if call.recording_url and call.recording_url.startswith("http") else ""
     return f"{what} {number}, {when}, {how}{record}\n{marker}"
 
 
-async def send(rt: Any, client: Any, account: Any, rows: list[Any], marker: Any,
-               done: dict[int, str | None], texts: dict[int, str], cancelled: list[Any]) -> None:
+async def send(batch: Batch) -> Outcome:
     """Delivers one batch of log_call rows: calls by number where a contact carries it, notes otherwise."""
-    async with rt.reads() as s:
+    client, account, rows, out = batch.client, batch.account, batch.rows, batch.outcome
+    done, texts = out.sent, out.texts
+    async with batch.rt.reads() as s:
         calls = {c.id: c for c in await s.scalars(select(Call).where(Call.id.in_([r.ref_id for r in rows])))}
     by_number: list[tuple[Any, Call]] = []
     as_note: list[tuple[Any, Call]] = []
     for row in rows:
         call = calls.get(row.ref_id)
         if call is None:
-            cancelled.append(row)
+            out.cancelled.add(row.id)
         elif call.contact_id:
             by_number.append((row, call))
         else:
             as_note.append((row, call))
         if call is not None:
             texts[row.id] = note_text(call, account.language, account.timezone, marker(row.id))
-    if by_number and not hasattr(client, "log_calls"):
-        # A CRM client that cannot file calls by number still takes notes.
-        as_note, by_number = [*as_note, *by_number], []
     if by_number:
         created = await client.log_calls([NewCall(
             request_id=str(row.id), direction=CallDirection(call.direction or "out"), phone=call.client_number,
@@ -107,6 +103,7 @@ async def send(rt: Any, client: Any, account: Any, rows: list[Any], marker: Any,
             for row, _ in todo:
                 if str(row.id) in created:
                     done[row.id] = created[str(row.id)]
+    return out
 
 
-__all__ = ["KIND", "enqueue", "note_text", "send"]
+register(KIND, send)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from fastapi import Request
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -44,3 +45,12 @@ class SecretsCache:
 
     def invalidate(self) -> None:
         self._entries.clear()
+
+
+def secrets_cache(request: Request) -> SecretsCache:
+    """The process's cache, made on first use: PBX callbacks read it, the settings API invalidates it."""
+    cache = getattr(request.app.state, "telephony_secrets", None)
+    if cache is None:
+        rt = request.app.state.runtime
+        cache = request.app.state.telephony_secrets = SecretsCache(rt.reads, rt.box)
+    return cache

@@ -1,16 +1,24 @@
-"""Applies CallEvents: every event of one call merges into one row, in the caller's transaction."""
+"""Applies CallEvents: every event of one call merges into one row, in the caller's transaction.
+
+Calls are one more handler of the mirror (CallsInMirror): the mirror writer hands them the
+CallEvents, and after each batch they match waiting calls to contacts that gained phones or
+deals and queue the finished ones for the call log. `mirror_writer` is the writer with calls in.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect_insert, utcnow
+from app.mirror.service import ApplyResult, Handler, MirrorWriter
 from integrations.base import CallEvent
 
-from .matching import match_call
+from . import calllog
+from .matching import match_call, rematch_contacts
 from .models import Call, TelephonyConfig
 
 # The articles' "successful contact": a conversation of at least this many seconds.
@@ -89,3 +97,38 @@ class CallWriter:
             await match_call(self.s, row)
         row.updated_at = utcnow()
         return row
+
+
+class CallsInMirror:
+    """The calls extension of the mirror writer (app.mirror.service.MirrorExtension)."""
+
+    def __init__(self, session: AsyncSession, account_id: int) -> None:
+        self.s = session
+        self.account_id = account_id
+        self.writer = CallWriter(session, account_id)
+
+    def handlers(self) -> Mapping[type, Handler]:
+        return {CallEvent: self.on_call}
+
+    async def on_call(self, ev: CallEvent, r: ApplyResult) -> bool:
+        call = await self.writer.apply(ev)
+        if call is None:
+            return False
+        r.calls.add(call.id)
+        if call.deal_id:
+            r.touched_deals.add(call.deal_id)
+        return True
+
+    async def after_apply(self, result: ApplyResult) -> None:
+        if result.linked_contacts:
+            deals, calls = await rematch_contacts(self.s, self.account_id, result.linked_contacts)
+            result.touched_deals |= deals
+            result.calls |= calls
+        if result.calls:
+            # In this same transaction: a call applied is a call that will be written to the card.
+            await calllog.enqueue(self.s, self.account_id, sorted(result.calls))
+
+
+def mirror_writer(session: AsyncSession, account_id: int) -> MirrorWriter:
+    """The mirror writer with calls handled: what every path that applies CRM or PBX events uses."""
+    return MirrorWriter(session, account_id, [CallsInMirror(session, account_id)])

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, case, func, select, union
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accounts.models import Account
 from app.db import dialect_insert, utcnow
 from app.mirror.models import Note, StageHistory, Task
 
@@ -81,8 +82,6 @@ async def refresh_day(s: AsyncSession, account_id: int, now: datetime) -> None:
     """Recomputes the account's local day of `now` for every manager with calls in it: notes and
     card changes made after the last call of the day count too (the scheduler runs this with
     each sweep)."""
-    from app.accounts.models import Account
-
     timezone = await s.scalar(select(Account.timezone).where(Account.id == account_id))
     if timezone is None:
         return

@@ -24,10 +24,10 @@ from app.reports import endpoints as reports
 from app.reports import service as reports_service
 from app.runtime import Runtime
 from app.security import load_secret, require_admin
-from app.widget import amocrm_token, bitrix24_portal
+from app.widget import amocrm_token, placement
 from app.widget import endpoints as widget_endpoints
 from app.widget.rejected import TokenRejected
-from integrations.formdata import FormError, parse_bracket_form
+from integrations.http import origin
 
 from . import access, pages
 from .models import DashboardLink
@@ -126,15 +126,13 @@ async def revoke_link(account_id: int, link_id: int, rt: Runtime = Depends(runti
 # --- pages ------------------------------------------------------------------------------------------
 
 
-def _lang(value: str | None, account: Account | None = None) -> str:
-    if value in ("ru", "en"):
-        return value
-    return account.language if account is not None and account.language in ("ru", "en") else "ru"
+# A page's language: the asked one, else the account's (the same rule as the Bitrix24 deal tab).
+_lang = placement.page_lang
 
 
 async def _amocrm_origins(s: AsyncSession) -> list[str]:
     return sorted(
-        {amocrm_token.origin(u) for u in await s.scalars(select(Account.base_url).where(Account.crm == "amocrm"))}
+        {origin(u) for u in await s.scalars(select(Account.base_url).where(Account.crm == "amocrm"))}
     )
 
 
@@ -176,34 +174,17 @@ async def amocrm_session(
 
 @router.post("/dashboard/bitrix24", response_class=HTMLResponse, include_in_schema=False)
 async def bitrix24_page(request: Request, rt: Runtime = Depends(runtime)) -> HTMLResponse:
-    """The Bitrix24 app's own page (its menu item's handler), verified like the deal tab: member_id
-    picks the portal, then the portal confirms AUTH_ID (`user.current`) at its stored address."""
+    """The Bitrix24 app's own page (its menu item's handler), signed in exactly like the deal tab
+    (app/widget/placement.py); the portal is also asked whether the user administers it."""
     try:
-        form = parse_bracket_form(await request.body()) if request.headers.get("content-length") != "0" else {}
-    except FormError:
-        form = {}
-    field = {k: v for k, v in {**request.query_params, **form}.items() if isinstance(v, str)}
-    lang = _lang(field.get("LANG"))
-    auth_id, member_id = field.get("AUTH_ID", ""), field.get("member_id", "")
-    if not auth_id or not member_id:
-        return pages.refusal(lang, "bad_request", status.HTTP_400_BAD_REQUEST)
+        signed = await placement.sign_in(rt, await placement.fields(request), ask_admin=True)
+    except placement.Refused as exc:
+        return pages.refusal(exc.lang, exc.reason, exc.status_code, [origin(exc.portal)] if exc.portal else None)
+    account, user = signed.account, signed.user
     async with rt.reads() as s:
-        account = await s.scalar(select(Account).where(Account.crm == "bitrix24", Account.external_id == member_id))
-    if account is None:
-        return pages.refusal(lang, "not_installed", status.HTTP_403_FORBIDDEN)
-    lang = _lang(field.get("LANG"), account)
-    portal = amocrm_token.origin(account.base_url)
-    try:
-        user = await bitrix24_portal.current_user(account.base_url, auth_id, transport=rt.http_transport)
-    except bitrix24_portal.PortalRefused:
-        return pages.refusal(lang, "forged", status.HTTP_403_FORBIDDEN, [portal])
-    except bitrix24_portal.PortalUnavailable:
-        return pages.refusal(lang, "portal_down", status.HTTP_503_SERVICE_UNAVAILABLE, [portal])
-    admin = await bitrix24_portal.is_admin(account.base_url, auth_id, transport=rt.http_transport)
-    async with rt.reads() as s:
-        scope = await access.scope_of_user(s, account, user.id, admin)
+        scope = await access.scope_of_user(s, account, user.id, user.is_admin)
     token = access.issue_session(load_secret(rt.settings), account, user.id, scope.managers is None)
-    return pages.page(lang, f"Bearer {token}", [portal])
+    return pages.page(signed.lang, f"Bearer {token}", [origin(account.base_url)])
 
 
 @lru_cache(maxsize=4)

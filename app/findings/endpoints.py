@@ -6,11 +6,10 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 
 from app.accounts.models import Account
 from app.deps import account_or_404, runtime
-from app.rules import engine
 from app.runtime import Runtime
 from app.security import require_admin
 
-from . import service
+from . import evaluation, service
 from .models import Finding
 from .schemas import AckIn, FindingDetail, FindingPage, SnoozeIn, SweepOut
 
@@ -26,7 +25,7 @@ async def sweep(account_id: int, rt: Runtime = Depends(runtime)) -> SweepOut:
     """Evaluates every rule over the whole account now (the scheduler does this every few minutes)."""
     async with rt.sessions() as s, s.begin():
         await account_or_404(s, account_id)
-        result = await engine.evaluate(s, account_id, actor="api")
+        result = await evaluation.evaluate(s, account_id, actor="api")
     if result.enqueued:
         rt.outbox_wakeup.set()
     return SweepOut(opened=result.opened, resolved=result.resolved, open=result.open)

@@ -9,6 +9,7 @@ from sqlalchemy import func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account
+from app.calls.models import Call
 from app.db import utcnow
 from app.mirror.models import Deal, Note, Stage, Task, User
 from app.rules import config as rules_config
@@ -29,8 +30,6 @@ def _by_id(rows: Any) -> dict[str, Any]:
 
 async def _calls(s: AsyncSession, account_id: int, findings: list[Finding]) -> dict[str, Any]:
     """The calls that call and phone findings speak of, by the finding's entity id."""
-    from app.calls.models import Call
-
     ids = [int(f.entity_id) for f in findings if f.entity_type == "call" and f.entity_id.isdigit()]
     numbers = [f.entity_id for f in findings if f.entity_type == "phone"]
     out: dict[str, Any] = {}
@@ -117,9 +116,15 @@ def _record(s: AsyncSession, finding: Finding, to_status: str, actor: str, reaso
                        actor=actor, reason=reason, details=details))
 
 
+def _with_article(word: str) -> str:
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
+
+
 async def acknowledge(s: AsyncSession, finding: Finding, actor: str, reason: str | None) -> Finding:
+    if finding.status == "acknowledged":
+        return finding  # idempotent: a second click, or a retried request, changes nothing
     if finding.status not in ("pending", "open", "snoozed"):
-        raise TransitionError(f"a {finding.status} finding cannot be acknowledged")
+        raise TransitionError(f"{_with_article(finding.status)} finding cannot be acknowledged")
     _record(s, finding, "acknowledged", actor, reason)
     now = utcnow()
     finding.status, finding.acknowledged_at, finding.acknowledged_by = "acknowledged", now, actor
@@ -130,10 +135,27 @@ async def acknowledge(s: AsyncSession, finding: Finding, actor: str, reason: str
 
 async def snooze(s: AsyncSession, finding: Finding, until: datetime, actor: str, reason: str | None) -> Finding:
     if finding.status not in ("pending", "open", "acknowledged", "snoozed"):
-        raise TransitionError(f"a {finding.status} finding cannot be snoozed")
+        raise TransitionError(f"{_with_article(finding.status)} finding cannot be snoozed")
+    if finding.status == "snoozed" and finding.snoozed_until == until:
+        return finding  # idempotent: the same snooze again changes nothing
     if until <= utcnow():
-        raise TransitionError("snooze until a moment in the future")
+        raise TransitionError("a finding can only be snoozed until a moment in the future")
     _record(s, finding, "snoozed", actor, reason, {"until": until.isoformat()})
     finding.status, finding.snoozed_until, finding.snoozed_by, finding.snooze_reason = "snoozed", until, actor, reason
+    finding.updated_at = utcnow()
+    return finding
+
+
+async def reopen(s: AsyncSession, finding: Finding, actor: str, reason: str | None) -> Finding:
+    """Undoes an acknowledgement or a snooze (the card's "undo" and "bring back"): the finding is open
+    again. Idempotent; a resolved finding stays resolved."""
+    if finding.status == "open":
+        return finding
+    if finding.status not in ("acknowledged", "snoozed"):
+        raise TransitionError(f"{_with_article(finding.status)} finding cannot be reopened")
+    _record(s, finding, "open", actor, reason)
+    finding.status = "open"
+    finding.acknowledged_at = finding.acknowledged_by = None
+    finding.snoozed_until = finding.snoozed_by = finding.snooze_reason = None
     finding.updated_at = utcnow()
     return finding

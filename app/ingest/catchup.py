@@ -20,6 +20,7 @@ from app.db import utcnow
 from app.runtime import Runtime
 from integrations.base import CrmError
 
+from .intake import inbox_row
 from .writer import InboxWriter
 
 log = logging.getLogger(__name__)
@@ -40,10 +41,8 @@ async def drain_account(rt: Runtime, account_id: int) -> int:
             good = [d for d in batch.deliveries if "\x00" not in d.payload]
             bad = [d.dedup_key for d in batch.deliveries if "\x00" in d.payload]
             if good:
-                await writer.write_many([
-                    {"account_id": account.id, "source": account.crm, "dedup_key": d.dedup_key,
-                     "content_type": d.content_type, "payload": d.payload, "received_at": now, "status": "pending",
-                     "attempts": 0, "next_attempt_at": now} for d in good])
+                await writer.write_many([inbox_row(account.id, account.crm, d.dedup_key, d.content_type, d.payload, now)
+                                         for d in good])
                 stored += len(good)
                 rt.inbox_wakeup.set()
             if bad:

@@ -1,58 +1,29 @@
-"""Webhook intake: authenticate, check the shape, store the raw body, answer fast.
-
-The parsing into domain events happens later, in the inbox worker: a CRM waits ~2 s for us
-and switches a slow hook off, so nothing here may depend on the CRM or on the mirror.
-"""
+"""CRM webhook intake: authenticate, check the shape, store the raw body, answer fast
+(the shared steps are in intake.py; PBX callbacks are in telephony.py)."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, status
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from sqlalchemy import func, select
 
-from app.db import utcnow
 from app.deps import account_or_404
 from app.metrics import WEBHOOKS
 from app.security import require_admin, webhook_secret_matches
 from integrations.base import WebhookMalformed
 from integrations.registry import CRM_ADAPTERS, crm_adapter
 
+from .intake import NotText, account_and_body, as_text, refuse, store
 from .models import InboxEvent
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["ingest"])
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing to buffer more than `limit` bytes whatever Content-Length claims."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def refuse(code: int, source: str, outcome: str, detail: str) -> JSONResponse:
-    """A refused delivery: counted by source and outcome, answered with what was wrong."""
-    WEBHOOKS.labels(source, outcome).inc()
-    return JSONResponse({"detail": detail}, status_code=code)
 
 
 ACCEPTED = b'{"status":"accepted"}'
@@ -64,14 +35,10 @@ def _crm_hook(crm: str) -> Callable[[Request, str], Awaitable[Response]]:
 
     async def receive(request: Request, key: str) -> Response:
         rt = request.app.state.runtime
-        account = await request.app.state.keys.lookup(key)
-        if account is None or account.crm != crm:
-            return refuse(status.HTTP_404_NOT_FOUND, crm, "unknown_key", "unknown webhook key")
-        try:
-            body = await read_body(request, rt.settings.max_webhook_bytes)
-        except BodyTooLarge:
-            return refuse(status.HTTP_413_CONTENT_TOO_LARGE, crm, "too_large",
-                           f"body over {rt.settings.max_webhook_bytes} bytes")
+        got = await account_and_body(request, rt, key, crm, crm)
+        if isinstance(got, Response):
+            return got
+        account, body = got
         try:
             parsed = adapter.check_webhook(body, request.headers.get("content-type"))
         except WebhookMalformed as exc:
@@ -88,19 +55,11 @@ def _crm_hook(crm: str) -> Callable[[Request, str], Awaitable[Response]]:
             return refuse(status.HTTP_401_UNAUTHORIZED, crm, "foreign_account",
                            "the webhook names another CRM account")
         try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError:
-            return refuse(status.HTTP_400_BAD_REQUEST, crm, "malformed", "the body is not UTF-8")
-        if "\x00" in text:  # no text column (PostgreSQL's least of all) can hold a NUL
-            return refuse(status.HTTP_400_BAD_REQUEST, crm, "malformed", "the body contains a NUL byte")
-        now = utcnow()
-        await request.app.state.inbox_writer.write({
-            "account_id": account.id, "source": crm, "dedup_key": hashlib.sha256(body).hexdigest(),
-            "content_type": (request.headers.get("content-type") or "")[:100], "payload": text,
-            "received_at": now, "status": "pending", "attempts": 0, "next_attempt_at": now,
-        })
-        rt.inbox_wakeup.set()
-        rt.last_intake = time.monotonic()
+            text = as_text(body)
+        except NotText as exc:
+            return refuse(status.HTTP_400_BAD_REQUEST, crm, "malformed", str(exc))
+        await store(request, rt, account.id, crm, hashlib.sha256(body).hexdigest(),
+                    request.headers.get("content-type"), text)
         accepted.inc()
         return Response(ACCEPTED, media_type="application/json")
 

@@ -75,8 +75,6 @@ class Deal(Base):
     closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     source_updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    # A thin webhook told us only ids; the full record has not been read yet.
-    needs_fetch: Mapped[bool] = mapped_column(Boolean, default=False)
     mirrored_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
 

@@ -3,20 +3,24 @@
 Every apply is idempotent and out-of-order safe: a change carries the CRM's modification
 time, and one older than what the mirror holds is dropped. Deletions leave tombstones so a
 late update cannot bring a deleted record back. The caller owns the transaction.
+
+Each event type has one handler, listed in MirrorWriter._table. Another domain that keeps
+records beside the mirror (calls) plugs in as a MirrorExtension: its own event types, and the
+work it does once a batch is applied, in the same transaction. The mirror imports none of it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect_insert, utcnow
 from integrations.base import (
-    CallEvent,
     ContactDeleted,
     ContactUpserted,
     DealDeleted,
@@ -29,7 +33,6 @@ from integrations.base import (
     StageKind,
     TaskDeleted,
     TaskUpserted,
-    UnknownEntity,
     UserUpserted,
 )
 
@@ -41,10 +44,27 @@ from .text import fold
 class ApplyResult:
     touched_deals: set[str] = field(default_factory=set)
     thin_deals: set[str] = field(default_factory=set)
-    applied: int = 0
-    stale: int = 0
     ignored: int = 0
-    calls: set[int] = field(default_factory=set)  # calls this apply created or changed
+    # Contacts that gained phones or deals: records kept beside the mirror (calls without a
+    # card) may match them now.
+    linked_contacts: set[str] = field(default_factory=set)
+    calls: set[int] = field(default_factory=set)  # calls this apply created or changed (the calls extension)
+
+
+# An event handler: applies one event, adding what it touched to the result.
+Handler = Callable[[Any, ApplyResult], Awaitable[Any]]
+
+
+class MirrorExtension(Protocol):
+    """A domain with records beside the mirror (app/calls/service.CallsInMirror)."""
+
+    def handlers(self) -> Mapping[type, Handler]:
+        """The event types it applies, each with its handler."""
+        ...
+
+    async def after_apply(self, result: ApplyResult) -> None:
+        """Runs once the batch's events are applied, in the same transaction."""
+        ...
 
 
 def _is_stale(incoming: datetime | None, stored: datetime | None) -> bool:
@@ -61,49 +81,45 @@ def _set(row: Any, **values: Any) -> None:
 
 
 class MirrorWriter:
-    def __init__(self, session: AsyncSession, account_id: int) -> None:
+    def __init__(self, session: AsyncSession, account_id: int,
+                 extensions: Sequence[MirrorExtension] = ()) -> None:
         self.s = session
         self.account_id = account_id
         self._stage_kinds: dict[tuple[str, str], str] | None = None
         self._users_seen: set[str] = set()
-        # Contacts that gained phones or deals: calls without a card may match them now.
-        self._rematch: set[str] = set()
+        self._extensions = extensions
+        self._table = self._handlers()
+        for extension in extensions:
+            self._table.update(extension.handlers())
+
+    def _handlers(self) -> dict[type, Handler]:
+        """Event type → handler. An event of a type not listed (UnknownEntity, a RecordNamed the
+        caller did not resolve) is counted as ignored."""
+        return {
+            PipelineUpserted: self._on_PipelineUpserted,
+            UserUpserted: self._on_UserUpserted,
+            DealUpserted: self._on_DealUpserted,
+            DealDeleted: self._on_DealDeleted,
+            DealRestored: self._on_DealRestored,
+            StageEntered: self._on_StageEntered,
+            TaskUpserted: self._on_TaskUpserted,
+            TaskDeleted: self._on_TaskDeleted,
+            NoteAdded: self._on_NoteAdded,
+            ContactUpserted: self._on_ContactUpserted,
+            ContactDeleted: self._on_ContactDeleted,
+        }
 
     async def apply(self, events: list[DomainEvent]) -> ApplyResult:
         result = ApplyResult()
         for ev in events:
-            handler = getattr(self, f"_on_{type(ev).__name__}", None)
-            if handler is None or isinstance(ev, UnknownEntity):
+            handler = self._table.get(type(ev))
+            if handler is None:
                 result.ignored += 1
                 continue
-            if await handler(ev, result) is False:
-                result.stale += 1
-            else:
-                result.applied += 1
-        if self._rematch:
-            from app.calls.matching import rematch_contacts
-
-            deals, calls = await rematch_contacts(self.s, self.account_id, self._rematch)
-            result.touched_deals |= deals
-            result.calls |= calls
-            self._rematch.clear()
-        if result.calls:
-            from app.calls.calllog import enqueue
-
-            # In this same transaction: a call applied is a call that will be written to the card.
-            await enqueue(self.s, self.account_id, sorted(result.calls))
+            await handler(ev, result)
+        for extension in self._extensions:
+            await extension.after_apply(result)
         return result
-
-    async def _on_CallEvent(self, ev: CallEvent, r: ApplyResult) -> bool:
-        from app.calls.service import CallWriter
-
-        call = await CallWriter(self.s, self.account_id).apply(ev)
-        if call is None:
-            return False
-        r.calls.add(call.id)
-        if call.deal_id:
-            r.touched_deals.add(call.deal_id)
-        return True
 
     # -- account structure ------------------------------------------------------------------------
 
@@ -176,7 +192,6 @@ class MirrorWriter:
         elif not closed:
             deal.closed_at = None
         deal.is_closed = closed
-        deal.needs_fetch = ev.is_thin and deal.name is None
         if ev.is_thin:
             r.thin_deals.add(ev.id)
         if ev.contact_ids is not None:
@@ -185,7 +200,7 @@ class MirrorWriter:
                                                                DealContact.deal_id == ev.id))
             for cid in dict.fromkeys(ev.contact_ids):
                 self.s.add(DealContact(account_id=self.account_id, deal_id=ev.id, contact_id=cid))
-            self._rematch.update(ev.contact_ids)
+            r.linked_contacts.update(ev.contact_ids)
         await self._known_user(ev.responsible_user_id)
         r.touched_deals.add(ev.id)
         return True
@@ -290,7 +305,7 @@ class MirrorWriter:
             for phone in ev.phones:
                 self.s.add(ContactPhone(account_id=self.account_id, contact_id=ev.id, phone=phone))
             if ev.phones:
-                self._rematch.add(ev.id)
+                r.linked_contacts.add(ev.id)
         return True
 
     async def _on_ContactDeleted(self, ev: ContactDeleted, r: ApplyResult) -> None:

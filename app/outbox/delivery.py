@@ -1,5 +1,8 @@
 """The delivery worker: sends outbox rows to the CRM in batches, exactly once in effect.
 
+What a row means is its kind's sender's business (senders.py; registered by findings and calls);
+this module claims, hands the batch over, and records the typed Outcome it gets back.
+
 A batch is claimed by marking its rows "sending" (attempts + 1, a lease) and committing, before
 anything goes out. If the process dies after the CRM accepted the write but before we recorded
 it, the lease runs out and the rows come back with attempts > 1. Such a row is never sent again
@@ -16,31 +19,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
-from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
+from typing import Any
 
 from sqlalchemy import bindparam, select, update
 
 from app.accounts.models import Account
-from app.calls import calllog
 from app.db import is_postgres, utcnow
-from app.findings import service as findings_service
-from app.findings.models import Finding
-from app.rules import config as rules_config
 from app.runtime import Runtime
-from integrations.base import (
-    CrmAuthError,
-    CrmError,
-    CrmRequestError,
-    NewNote,
-    NewTask,
-    TaskClosure,
-)
+from integrations.base import CrmAuthError, CrmError, CrmRequestError
+from integrations.http import backoff_delay
 
 from .models import OutboxAction
+from .senders import SENDERS, Batch
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +39,13 @@ BATCH = 50  # amoCRM takes at most 50 items per write
 LEASE = timedelta(minutes=5)
 GIVE_UP_AFTER = timedelta(days=3)
 AUTH_PAUSE = timedelta(minutes=10)
-WAIT_FOR_TASK = timedelta(seconds=30)
+WAIT_FOR_TASK = timedelta(seconds=30)  # a closure waits this long for its task (senders' Outcome.postponed)
 IN_FLIGHT = 3  # batches sent at once per worker: keeps the 7 req/s pipe full while the database works
 
 
 def backoff(attempts: int) -> timedelta:
     """10 s, 20 s, 40 s … capped at an hour, with ±20 % jitter so a recovering CRM is not stampeded."""
-    base = min(3600.0, 10.0 * 2 ** max(0, attempts - 1))
-    return timedelta(seconds=base * random.uniform(0.8, 1.2))
-
-
-def marker(row_id: int) -> str:
-    return f"#cw{row_id}"
+    return timedelta(seconds=backoff_delay(max(1, attempts), 10.0, 3600.0, jitter=(0.8, 1.2)))
 
 
 async def claim(rt: Runtime, now: datetime | None = None) -> list[OutboxAction]:
@@ -89,55 +75,8 @@ async def claim(rt: Runtime, now: datetime | None = None) -> list[OutboxAction]:
     return rows
 
 
-@dataclass(frozen=True, slots=True)
-class Wording:
-    text: str
-    due_at: datetime
-    task_type_id: str | None
-    finding_resolved: bool
-
-
-async def _words(rt: Runtime, account: Account, rows: Sequence[OutboxAction], now: datetime
-                 ) -> dict[int, Wording]:
-    """Text (and, for tasks, due time and type) of each row, in the account's language."""
-    async with rt.reads() as s:
-        ids = {r.finding_id for r in rows if r.finding_id is not None}
-        findings = {f.id: f for f in await s.scalars(select(Finding).where(Finding.id.in_(ids)))}
-        rendered = {item.id: item for item in await findings_service.render(
-            s, account, list(findings.values()), rt.settings.public_url, now=now)}
-        doc = await rules_config.load(s, account.id)
-    calendar = doc.business_calendar(account.timezone)
-    tz = ZoneInfo(account.timezone)
-    ru = account.language == "ru"
-    out: dict[int, Wording] = {}
-    for row in rows:
-        item = rendered.get(row.finding_id or -1)
-        finding = findings.get(row.finding_id or -1)
-        message = item.message if item else ("нарушение" if ru else "a problem")
-        since = finding.started_at.astimezone(tz).strftime("%d.%m %H:%M") if finding else "?"
-        who = (item.details.get("manager_name") or item.manager_id) if item else None
-        text = {
-            ("create_task", "open"): f"{message}. Исправьте и отметьте задачу выполненной." if ru
-            else f"{message}. Fix it and complete this task.",
-            ("create_task", "escalate"): f"Эскалация ({who}): {message}" if ru else f"Escalation ({who}): {message}",
-            ("add_note", "open"): f"crmwatch: {message} (с {since})" if ru else f"crmwatch: {message} (since {since})",
-            ("add_note", "repeat"): f"crmwatch, напоминание: {message}" if ru else f"crmwatch reminder: {message}",
-            ("add_note", "resolve"): f"crmwatch: нарушение устранено: {message}" if ru
-            else f"crmwatch: resolved: {message}",
-            ("close_task", "resolve"): f"Нарушение устранено: {message}" if ru else f"Resolved: {message}",
-        }.get((row.kind, row.purpose), message)
-        link = item.link if item else ""
-        notify = doc.notify(finding.rule) if finding else rules_config.NotifyIn()
-        due = calendar.add_working(now, notify.task_due_hours * 3600)
-        if row.kind != "close_task":
-            text = f"{text}\n{link} {marker(row.id)}".strip()
-        out[row.id] = Wording(text=text, due_at=due, task_type_id=notify.task_type_id,
-                              finding_resolved=finding is not None and finding.status == "resolved")
-    return out
-
-
 async def deliver(rt: Runtime, rows: list[OutboxAction]) -> None:
-    """Sends one claimed batch and records the outcome of every row."""
+    """Sends one claimed batch through the sender of its kind and records the outcome of every row."""
     if not rows:
         return
     now = utcnow()
@@ -145,91 +84,37 @@ async def deliver(rt: Runtime, rows: list[OutboxAction]) -> None:
         account = await s.get(Account, rows[0].account_id)
     if account is None:
         return
-    kind = rows[0].kind
-    words = await _words(rt, account, rows, now) if kind != calllog.KIND else {}
+    sender = SENDERS.get(rows[0].kind)
+    if sender is None:
+        await _record(rt, rows, {}, {}, set(), set(), error=f"no sender for outbox kind {rows[0].kind!r}")
+        return
     client = rt.crm_client(account.id, account.crm, account.base_url)
-    done: dict[int, str | None] = {}  # row id → CRM id (None for a closed task)
-    postponed: list[OutboxAction] = []
-    cancelled: list[OutboxAction] = []
+    batch = Batch(rt, client, account, rows, now)
+    # On a failure, batch.outcome holds what the sender learnt before it (rows already in the CRM).
+    out = batch.outcome
     try:
-        if kind == "close_task":
-            await _close(rt, client, rows, words, done, postponed, cancelled)
-        elif kind == calllog.KIND:
-            texts: dict[int, str] = {}
-            try:
-                await calllog.send(rt, client, account, rows, marker, done, texts, cancelled)
-            finally:
-                words.update({r.id: Wording(text=texts.get(r.id, ""), due_at=now, task_type_id=None,
-                                            finding_resolved=False) for r in rows})
-        else:
-            await _create(client, kind, rows, words, done, cancelled)
+        out = await sender(batch)
     except CrmRequestError as exc:
         if len(rows) > 1:
             # One bad item fails the whole request: send each alone to find it.
-            await _record(rt, rows, done, words, postponed, cancelled, retry_now=True)
+            await _record(rt, rows, out.sent, out.texts, out.postponed, out.cancelled, retry_now=True)
             for row in rows:
-                if row.id not in done and row not in postponed and row not in cancelled:
+                if row.id not in out.sent and row.id not in out.postponed and row.id not in out.cancelled:
                     alone = await _reclaim(rt, row.id)
                     if alone is not None:
                         await deliver(rt, [alone])
             return
-        await _record(rt, rows, done, words, postponed, cancelled, dead_error=str(exc))
+        await _record(rt, rows, out.sent, out.texts, out.postponed, out.cancelled, dead_error=str(exc))
         return
     except CrmAuthError as exc:
-        await _record(rt, rows, done, words, postponed, cancelled, error=str(exc), delay=AUTH_PAUSE)
+        await _record(rt, rows, out.sent, out.texts, out.postponed, out.cancelled, error=str(exc), delay=AUTH_PAUSE)
         return
     except CrmError as exc:
-        await _record(rt, rows, done, words, postponed, cancelled, error=str(exc))
+        await _record(rt, rows, out.sent, out.texts, out.postponed, out.cancelled, error=str(exc))
         return
     finally:
         await client.aclose()
-    await _record(rt, rows, done, words, postponed, cancelled)
-
-
-async def _create(client, kind: str, rows: list[OutboxAction], words: dict[int, Wording],
-                  done: dict[int, str | None], cancelled: list[OutboxAction]) -> None:
-    # Tried before and the answer was lost? Then it may already be in the CRM: look first.
-    retried = [r for r in rows if r.attempts > 1]
-    if retried:
-        found = await client.find_marked("task" if kind == "create_task" else "note",
-                                         [r.deal_id for r in retried], [marker(r.id) for r in retried])
-        for r in retried:
-            if marker(r.id) in found:
-                done[r.id] = found[marker(r.id)]
-            elif words[r.id].finding_resolved:
-                cancelled.append(r)  # not in the CRM, and nothing left to say: do not send it now
-    todo = [r for r in rows if r.id not in done and r not in cancelled]
-    if not todo:
-        return
-    if kind == "create_task":
-        created = await client.create_tasks([
-            NewTask(request_id=str(r.id), deal_id=r.deal_id, responsible_user_id=r.user_id, text=words[r.id].text,
-                    due_at=words[r.id].due_at, type_id=words[r.id].task_type_id) for r in todo])
-    else:
-        created = await client.add_notes([NewNote(request_id=str(r.id), deal_id=r.deal_id, text=words[r.id].text)
-                                          for r in todo])
-    for r in todo:
-        if str(r.id) in created:
-            done[r.id] = created[str(r.id)]
-
-
-async def _close(rt: Runtime, client, rows, words, done, postponed, cancelled) -> None:
-    async with rt.reads() as s:
-        refs = {t.id: t for t in await s.scalars(select(OutboxAction).where(
-            OutboxAction.id.in_([r.ref_id for r in rows if r.ref_id])))}
-    closures = []
-    for row in rows:
-        task = refs.get(row.ref_id or -1)
-        if task is None or task.status in ("dead", "cancelled"):
-            cancelled.append(row)
-        elif task.status != "sent" or not task.external_id:
-            postponed.append(row)  # the task itself is still on its way
-        else:
-            closures.append((row, TaskClosure(task_id=task.external_id, result_text=words[row.id].text)))
-    if closures:
-        await client.close_tasks([c for _, c in closures])
-        for row, _ in closures:
-            done[row.id] = None
+    await _record(rt, rows, out.sent, out.texts, out.postponed, out.cancelled)
 
 
 async def _reclaim(rt: Runtime, row_id: int) -> OutboxAction | None:
@@ -242,26 +127,28 @@ async def _reclaim(rt: Runtime, row_id: int) -> OutboxAction | None:
     return row
 
 
-async def _record(rt: Runtime, rows, done, words, postponed, cancelled, *, error: str | None = None,
+async def _record(rt: Runtime, rows: list[OutboxAction], done: dict[int, str | None], texts: dict[int, str],
+                  postponed: set[int], cancelled: set[int], *, error: str | None = None,
                   dead_error: str | None = None, delay: timedelta | None = None, retry_now: bool = False) -> None:
+    """Writes a batch's Outcome (its parts: sent, texts, postponed, cancelled) back to the rows."""
     now = utcnow()
     async with rt.sessions() as s, s.begin():
-        sent = [{"row_id": r.id, "ext": done[r.id], "text": words[r.id].text} for r in rows if r.id in done]
+        sent = [{"row_id": r.id, "ext": done[r.id], "text": texts.get(r.id, "")} for r in rows if r.id in done]
         if sent:
             # The usual outcome, a whole batch sent: one statement for all of it.
             await s.execute(update(OutboxAction.__table__).where(OutboxAction.id == bindparam("row_id")).values(
                 status="sent", external_id=bindparam("ext"), text=bindparam("text"), sent_at=now, last_error=None),
                 sent)
         for row in rows:
-            values: dict = {}
+            values: dict[str, Any] = {}
             if row.id in done:
                 continue
-            elif row in cancelled:
+            elif row.id in cancelled:
                 values = {"status": "cancelled", "last_error": "nothing left to close"}
-            elif row in postponed:
+            elif row.id in postponed:
                 values = {"status": "pending", "next_attempt_at": now + WAIT_FOR_TASK}
             elif dead_error is not None:
-                values = {"status": "dead", "last_error": dead_error[:2000], "text": words[row.id].text}
+                values = {"status": "dead", "last_error": dead_error[:2000], "text": texts.get(row.id, "")}
             elif retry_now:
                 values = {"status": "pending", "next_attempt_at": now}
             else:
@@ -290,12 +177,10 @@ async def deliver_pending(rt: Runtime, max_batches: int = 1000) -> int:
 async def run_forever(rt: Runtime, stop: asyncio.Event, poll_seconds: float = 2.0) -> None:
     """IN_FLIGHT lanes, each claiming and sending on its own: the rate limiter spaces their
     requests, and one lane's database work overlaps another's wait for a request slot."""
-    from app.ingest.worker import intake_busy
-
     async def lane() -> None:
         while not stop.is_set():
             rows: list[OutboxAction] = []
-            if not intake_busy(rt):
+            if not rt.intake_busy():
                 try:
                     rows = await claim(rt)
                     await deliver(rt, rows)

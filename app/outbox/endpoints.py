@@ -71,7 +71,8 @@ async def retry(action_id: int, rt: Runtime = Depends(runtime)) -> OutboxOut:
         if row is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"outbox action {action_id} not found")
         if row.status in ("sent", "sending"):
-            raise HTTPException(status.HTTP_409_CONFLICT, f"the action is {row.status}")
+            raise HTTPException(status.HTTP_409_CONFLICT, f"action {action_id} is already {row.status}; only a dead "
+                                "or waiting action can be retried")
         row.status, row.next_attempt_at, row.last_error = "pending", utcnow(), None
         # A fresh three days from now, so a retried action is not given up on at once.
         row.created_at = utcnow()

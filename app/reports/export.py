@@ -9,40 +9,25 @@ from typing import Any
 from openpyxl import Workbook
 from openpyxl.styles import Font
 
+from app import wording
+
+# The report's fields in the order of the sheet; their headings: app/wording REPORT_COLUMNS.
 COLUMNS = (
-    ("name", "Менеджер", "Manager"),
-    ("manager_id", "ID в CRM", "CRM id"),
-    ("calls", "Звонки", "Calls"),
-    ("talk_seconds", "Разговор, с", "Talk, s"),
-    ("successful_calls", "Успешные (≥ 40 с)", "Successful (≥ 40 s)"),
-    ("incoming", "Входящие", "Incoming"),
-    ("outgoing", "Исходящие", "Outgoing"),
-    ("missed", "Пропущенные", "Missed"),
-    ("cards_changed", "Изменено карточек", "Cards changed"),
-    ("calls_not_written", "Звонки без следа в карточке", "Calls not written down"),
-    ("overdue_tasks", "Просроченные задачи", "Overdue tasks"),
-    ("deals_without_task", "Сделки без задачи", "Deals without a task"),
-    ("tasks_per_deal", "Задач на сделку", "Tasks per deal"),
-    ("tasks_moved_without_contact", "Перенос задач без контакта", "Tasks moved without contact"),
-    ("open_findings_total", "Открытые нарушения", "Open findings"),
+    "name", "manager_id", "calls", "talk_seconds", "successful_calls", "incoming", "outgoing", "missed",
+    "cards_changed", "calls_not_written", "overdue_tasks", "deals_without_task", "tasks_per_deal",
+    "tasks_moved_without_contact", "open_findings_total",
 )
-DAY_COLUMNS = (
-    ("day", "День", "Day"),
-    ("name", "Менеджер", "Manager"),
-    ("manager_id", "ID в CRM", "CRM id"),
-    *[c for c in COLUMNS[2:9]],
-)
-TOTAL = {"ru": "Итого", "en": "Total"}
+DAY_COLUMNS = ("day", "name", "manager_id", *COLUMNS[2:9])
 
 
-def _header(columns: tuple[tuple[str, str, str], ...], lang: str) -> list[str]:
-    return [ru if lang == "ru" else en for _, ru, en in columns]
+def _header(columns: tuple[str, ...], lang: str) -> list[str]:
+    return [wording.of(lang).REPORT_COLUMNS[key] for key in columns]
 
 
 def _rows(report: dict[str, Any], lang: str) -> list[list[Any]]:
-    rows = [[item.get(key) for key, _, _ in COLUMNS] for item in report["items"]]
-    totals = {**report["totals"], "name": TOTAL[lang], "manager_id": ""}
-    rows.append([totals.get(key) for key, _, _ in COLUMNS])
+    rows = [[item.get(key) for key in COLUMNS] for item in report["items"]]
+    totals = {**report["totals"], "name": wording.of(lang).REPORT_TOTAL, "manager_id": ""}
+    rows.append([totals.get(key) for key in COLUMNS])
     return rows
 
 
@@ -58,7 +43,7 @@ def to_csv(report: dict[str, Any], lang: str) -> bytes:
 def to_xlsx(report: dict[str, Any], days: list[dict[str, Any]], lang: str) -> bytes:
     book = Workbook()
     sheet = book.active
-    sheet.title = "Менеджеры" if lang == "ru" else "Managers"
+    sheet.title = wording.of(lang).REPORT_SHEETS["managers"]
     sheet.append(_header(COLUMNS, lang))
     for row in _rows(report, lang):
         sheet.append(row)
@@ -66,10 +51,10 @@ def to_xlsx(report: dict[str, Any], days: list[dict[str, Any]], lang: str) -> by
         cell.font = Font(bold=True)
     for cell in sheet[sheet.max_row]:
         cell.font = Font(bold=True)
-    per_day = book.create_sheet("По дням" if lang == "ru" else "Per day")
+    per_day = book.create_sheet(wording.of(lang).REPORT_SHEETS["per_day"])
     per_day.append(_header(DAY_COLUMNS, lang))
     for item in days:
-        per_day.append([item.get(key) for key, _, _ in DAY_COLUMNS])
+        per_day.append([item.get(key) for key in DAY_COLUMNS])
     for cell in per_day[1]:
         cell.font = Font(bold=True)
     for ws in (sheet, per_day):

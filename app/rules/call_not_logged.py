@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import Field
 from sqlalchemy import Select, String, and_, cast, false, or_, select, true
 
+from app import wording
 from app.calls import facts
 from app.calls.models import Call
 from app.mirror.models import Deal, Note, StageHistory, Task
@@ -69,14 +70,12 @@ def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:
     number = facts.pretty_number(call.client_number if call else None)
     when = facts.local_time(call, rc.calendar.config.timezone) if call else "?"
     talk = facts.duration(call.talk_seconds if call else 0, rc.lang)
-    message = (f"Зафиксируйте итоги звонка с {number} от {when} ({talk}): в карточке нет ни комментария, ни задачи"
-               if rc.lang == "ru" else
-               f"Write down the call with {number} at {when} ({talk}): the card has no note or task since")
+    message = wording.of(rc.lang).RULE_MESSAGES["call_not_logged"].format(number=number, when=when, talk=talk)
     return message, facts.details(call)
 
 
 RULE = Rule(
     name="call_not_logged", version=1, entity_type="call", severity="warning",
-    title={"ru": "Звонок не зафиксирован", "en": "Call not logged"},
+    title=wording.titles("call_not_logged"),
     settings=Settings, violations=violations, render=render,
 )

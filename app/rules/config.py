@@ -8,9 +8,11 @@ from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.calendar.business import BusinessCalendar, CalendarConfig
+from app.mirror.models import Pipeline, Stage
 
 from .base import Exclusions, ResolvedRuleConfig
 from .models import RuleConfig
@@ -188,3 +190,22 @@ async def save(s: AsyncSession, account_id: int, doc: RulesDocument) -> None:
         s.add(RuleConfig(account_id=account_id, document=data))
     else:
         row.document = data
+
+
+async def unknown_places(s: AsyncSession, account_id: int, doc: RulesDocument) -> list[str]:
+    """Pipelines and stages the document names that the mirror does not know (a typo, or a pipeline
+    not yet backfilled): kept, since the mirror may learn them later, but said in the answer."""
+    pipelines = set(await s.scalars(select(Pipeline.id).where(Pipeline.account_id == account_id)))
+    stages = {f"{p}/{st}" for p, st in await s.execute(
+        select(Stage.pipeline_id, Stage.id).where(Stage.account_id == account_id))}
+    warnings = []
+    for name, entry in doc.rules.items():
+        named = [(f"rules.{name}.pipelines", key, key in pipelines) for key in entry.pipelines]
+        named += [(f"rules.{name}.stages", key, key in stages) for key in entry.stages]
+        named += [(f"rules.{name}.exclude.pipelines", key, key in pipelines) for key in entry.exclude.pipelines]
+        named += [(f"rules.{name}.exclude.stages", key, key in stages) for key in entry.exclude.stages]
+        for where, key, known in named:
+            if not known:
+                kind = "stage" if "/" in key else "pipeline"
+                warnings.append(f"{where}: the CRM has no {kind} {key!r} that crmwatch knows of; kept as written")
+    return warnings

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import Field
 from sqlalchemy import Select, false, func, select
 
+from app import wording
 from app.calendar.business import humanize
 from app.mirror.models import Deal, Task
 
@@ -44,13 +45,12 @@ def violations(ctx: RuleContext) -> Select[Any]:
 def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:
     idle = rc.calendar.working_seconds(finding.started_at, rc.now)
     span = humanize(idle, rc.calendar.day_seconds, rc.lang)
-    message = (f"У сделки нет запланированной задачи уже {span}" if rc.lang == "ru"
-               else f"The deal has had no open task for {span}")
+    message = wording.of(rc.lang).RULE_MESSAGES["deal_without_task"].format(span=span)
     return message, {"since": finding.started_at.isoformat(), "idle_working_seconds": int(idle)}
 
 
 RULE = Rule(
     name="deal_without_task", version=1, entity_type="deal", severity="warning",
-    title={"ru": "Сделка без задачи", "en": "Deal without a task"},
+    title=wording.titles("deal_without_task"),
     settings=Settings, violations=violations, render=render,
 )

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import Field, field_validator
 from sqlalchemy import Select, and_, func, or_, select, true
 
+from app import wording
 from app.db import UtcDateTime
 from app.mirror.models import Deal, Note
 from app.mirror.text import fold
@@ -58,13 +59,12 @@ def violations(ctx: RuleContext) -> Select[Any]:
 def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:
     note = rc.notes.get(finding.entity_id)
     text = (note.text or "").strip() if note else ""
-    message = (f"Пустой комментарий «{text}»: опишите итог контакта" if rc.lang == "ru"
-               else f"Empty comment “{text}”: write what the contact was about")
+    message = wording.of(rc.lang).RULE_MESSAGES["empty_comment"].format(text=text)
     return message, {"note_id": finding.entity_id, "text": text, "written_at": finding.started_at.isoformat()}
 
 
 RULE = Rule(
     name="empty_comment", version=1, entity_type="note", severity="info",
-    title={"ru": "Пустой комментарий", "en": "Empty comment"},
+    title=wording.titles("empty_comment"),
     settings=Settings, violations=violations, render=render,
 )

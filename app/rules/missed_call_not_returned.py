@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import Field
 from sqlalchemy import Select, String, cast, func, select, true
 
+from app import wording
 from app.calendar.business import humanize
 from app.calls import facts
 from app.calls.models import Call
@@ -68,14 +69,13 @@ def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:
     number = facts.pretty_number(call.client_number if call else None)
     when = facts.local_time(call, rc.calendar.config.timezone) if call else "?"
     waited = humanize(rc.calendar.working_seconds(finding.started_at, rc.now), rc.calendar.day_seconds, rc.lang)
-    message = (f"Пропущенный звонок с {number} в {when}: клиенту не перезвонили уже {waited}"
-               if rc.lang == "ru" else
-               f"Missed call from {number} at {when}: nobody has called back for {waited}")
+    message = wording.of(rc.lang).RULE_MESSAGES["missed_call_not_returned"].format(number=number, when=when,
+                                                                                  waited=waited)
     return message, facts.details(call)
 
 
 RULE = Rule(
     name="missed_call_not_returned", version=1, entity_type="call", severity="critical",
-    title={"ru": "Пропущенный звонок без перезвона", "en": "Missed call not returned"},
+    title=wording.titles("missed_call_not_returned"),
     settings=Settings, violations=violations, render=render,
 )

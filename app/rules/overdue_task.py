@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import Field
 from sqlalchemy import Select, and_, false, func, select
 
+from app import wording
 from app.calendar.business import humanize
 from app.mirror.models import Deal, Task
 
@@ -37,17 +38,17 @@ def violations(ctx: RuleContext) -> Select[Any]:
 
 def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:
     task = rc.tasks.get(finding.entity_id)
-    text = (task.text if task and task.text else "").strip() or ("без названия" if rc.lang == "ru" else "untitled")
+    words = wording.of(rc.lang)
+    text = (task.text if task and task.text else "").strip() or words.UNTITLED_TASK
     overdue = rc.calendar.working_seconds(finding.started_at, rc.now)
     late = humanize(overdue, rc.calendar.day_seconds, rc.lang)
-    message = (f"Задача «{text}» просрочена на {late}" if rc.lang == "ru"
-               else f"Task “{text}” is overdue by {late}")
+    message = words.RULE_MESSAGES["overdue_task"].format(text=text, late=late)
     return message, {"task_id": finding.entity_id, "task_text": text, "due_at": finding.started_at.isoformat(),
                      "overdue_working_seconds": int(overdue)}
 
 
 RULE = Rule(
     name="overdue_task", version=1, entity_type="task", severity="warning",
-    title={"ru": "Просроченная задача", "en": "Overdue task"},
+    title=wording.titles("overdue_task"),
     settings=Settings, violations=violations, render=render,
 )

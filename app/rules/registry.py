@@ -10,7 +10,7 @@ import app.rules as package
 from .base import Rule
 
 # The engine's own modules live beside the rules; everything else in app/rules/ is a rule.
-FRAMEWORK = {"base", "config", "endpoints", "engine", "models", "registry", "scheduler"}
+FRAMEWORK = {"base", "config", "endpoints", "engine", "models", "registry"}
 
 
 def _discover() -> dict[str, Rule]:

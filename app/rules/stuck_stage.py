@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import Field
 from sqlalchemy import Select, select, true
 
+from app import wording
 from app.calendar.business import humanize
 from app.mirror.models import Deal
 
@@ -32,14 +33,13 @@ def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:
     stage_name = stage.name if stage else (deal.stage_id if deal else "?")
     spent = rc.calendar.working_seconds(finding.started_at, rc.now)
     span = humanize(spent, rc.calendar.day_seconds, rc.lang)
-    message = (f"Сделка {span} на этапе «{stage_name}»" if rc.lang == "ru"
-               else f"The deal has been in stage “{stage_name}” for {span}")
+    message = wording.of(rc.lang).RULE_MESSAGES["stuck_stage"].format(span=span, stage=stage_name)
     return message, {"stage_id": deal.stage_id if deal else None, "stage_name": stage_name,
                      "entered_at": finding.started_at.isoformat(), "working_seconds_in_stage": int(spent)}
 
 
 RULE = Rule(
     name="stuck_stage", version=1, entity_type="deal", severity="warning",
-    title={"ru": "Сделка застряла на этапе", "en": "Deal stuck in a stage"},
+    title=wording.titles("stuck_stage"),
     settings=Settings, violations=violations, render=render,
 )

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 from pydantic import Field
 from sqlalchemy import Select, and_, false, func, select, true
 
+from app import wording
 from app.db import epoch
 from app.mirror.models import Deal, Note, Task
 
@@ -48,8 +49,7 @@ def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:
     tz = ZoneInfo(rc.calendar.config.timezone)
     old = task.previous_due_at.astimezone(tz).strftime("%d.%m %H:%M") if task and task.previous_due_at else "?"
     new = task.due_at.astimezone(tz).strftime("%d.%m %H:%M") if task and task.due_at else "?"
-    message = (f"Срок задачи «{text}» перенесён с {old} на {new} без звонка и комментария" if rc.lang == "ru"
-               else f"Task “{text}” was moved from {old} to {new} with no call or note")
+    message = wording.of(rc.lang).RULE_MESSAGES["task_rescheduled_without_contact"].format(text=text, old=old, new=new)
     return message, {"task_id": finding.entity_id, "task_text": text, "moved_at": finding.started_at.isoformat(),
                      "previous_due_at": task.previous_due_at.isoformat() if task and task.previous_due_at else None,
                      "due_at": task.due_at.isoformat() if task and task.due_at else None}
@@ -57,6 +57,6 @@ def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:
 
 RULE = Rule(
     name="task_rescheduled_without_contact", version=1, entity_type="task", severity="info",
-    title={"ru": "Перенос задачи без контакта", "en": "Task moved without contact"},
+    title=wording.titles("task_rescheduled_without_contact"),
     settings=Settings, violations=violations, render=render,
 )

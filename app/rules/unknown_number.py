@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import Field
 from sqlalchemy import Select, String, and_, cast, false, func, null, select, true
 
+from app import wording
 from app.calls import facts
 from app.calls.models import Call
 from app.mirror.models import ContactPhone
@@ -54,14 +55,12 @@ def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:
     call = rc.calls.get(finding.entity_id)
     number = facts.pretty_number(finding.entity_id)
     when = facts.local_time(call, rc.calendar.config.timezone) if call else "?"
-    message = (f"Звонок с номера {number} ({when}), которого нет в CRM: заведите контакт и сделку, это новый клиент"
-               if rc.lang == "ru" else
-               f"A call from {number} ({when}) that the CRM does not know: create the contact and deal, it is a lead")
+    message = wording.of(rc.lang).RULE_MESSAGES["unknown_number"].format(number=number, when=when)
     return message, {**facts.details(call), "number": finding.entity_id}
 
 
 RULE = Rule(
     name="unknown_number", version=1, entity_type="phone", severity="critical",
-    title={"ru": "Звонок с неизвестного номера", "en": "Call from an unknown number"},
+    title=wording.titles("unknown_number"),
     settings=Settings, violations=violations, render=render,
 )

@@ -18,10 +18,10 @@ from sqlalchemy import or_, select, update
 
 from app.accounts.models import Account
 from app.accounts.service import learn_identity
+from app.calls.service import mirror_writer
 from app.db import is_postgres, utcnow
+from app.findings.scheduler import sweep_account
 from app.metrics import SYNC_ITEMS
-from app.mirror.service import MirrorWriter
-from app.rules.scheduler import sweep_account
 from app.runtime import Runtime
 from integrations.base import CrmAuthError, CrmError
 
@@ -69,7 +69,7 @@ async def run_sync(rt: Runtime, account_id: int) -> None:
             counts[section.name] = 0
             async for page in section.pages:
                 async with rt.sessions() as s, s.begin():
-                    await MirrorWriter(s, account_id).apply(page)
+                    await mirror_writer(s, account_id).apply(page)
                     counts[section.name] += len(page)
                     await s.execute(update(Account).where(Account.id == account_id).values(
                         sync_section=section.name, sync_counts=dict(counts), sync_heartbeat_at=utcnow()))

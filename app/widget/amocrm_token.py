@@ -1,38 +1,28 @@
 """amoCRM's disposable widget token (`X-Auth-Token`), checked before anything is read or written.
 
-amoCRM's `$authorizedAjax` (widget SDK) sends a fresh JWT with every request: HS256, signed with
-the integration's secret key, living 30 minutes. Its claims (amoCRM developer docs, "one-time
-tokens"): `iss` the account's address, `aud` the base address of the integration's redirect_uri,
-`jti` a UUID, `iat`/`nbf`/`exp`, `account_id`, `subdomain`, `client_uuid`, `user_id`.
-
-The token names its account itself, so the unverified claims only choose which secret to try;
-nothing is trusted until the signature, audience and expiry hold for that account's secret and
-the issuer is that account's own address. A jti is accepted once per account.
+What the token claims and whether it holds is amoCRM's business (integrations/amocrm/widget_token.py,
+behind integrations.base.CardAuth). Here: which connected accounts the token may come from, each
+one's secret and audience, and burning the token's jti once per account.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
-from urllib.parse import urlsplit
 
-import jwt
 from sqlalchemy import delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account
 from app.db import dialect_insert, utcnow
 from app.security import CredentialBox
+from integrations.base import CardAccountHint, CardKeyMismatch, CardUser
+from integrations.http import origin
+from integrations.registry import crm_adapter
 
 from .models import WidgetConfig, WidgetTokenUse
 from .rejected import TokenRejected
 
-# Clocks of amoCRM and of this server disagree a little; a token is not refused for seconds.
-LEEWAY_SECONDS = 30
-# amoCRM's tokens live 30 minutes; one claiming more is not one of theirs.
-MAX_LIFETIME_SECONDS = 30 * 60 + LEEWAY_SECONDS
 _PURGE_EVERY_SECONDS = 60.0
 _last_purge = 0.0
 
@@ -49,11 +39,6 @@ class WidgetUser:
     def actor(self) -> str:
         # The finding's history records who acted, as the CRM knows them (see FindingEvent.actor).
         return f"user:{self.user_id}"
-
-
-def origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}".lower()
 
 
 @dataclass(frozen=True)
@@ -84,34 +69,24 @@ def signing_key(account: Account, config: WidgetConfig | None, box: CredentialBo
     return SigningKey(secret=secret, audience=audience or origin(public_url))
 
 
-async def _candidates(s: AsyncSession, claims: dict[str, Any]) -> list[Account]:
-    account_id = claims.get("account_id")
-    subdomain = claims.get("subdomain")
-    if account_id is None and not subdomain:
+async def _candidates(s: AsyncSession, hint: CardAccountHint) -> list[Account]:
+    if hint.external_id is None and not hint.subdomain:
         return []
     match = []
-    if account_id is not None:
-        match.append(Account.external_id == str(account_id))
-    if subdomain:
-        match.append(Account.subdomain == str(subdomain).lower())
+    if hint.external_id is not None:
+        match.append(Account.external_id == hint.external_id)
+    if hint.subdomain:
+        match.append(Account.subdomain == hint.subdomain)
     rows = await s.scalars(select(Account).where(Account.crm == "amocrm", or_(*match)).order_by(Account.id))
     # An account whose amoCRM id is known must carry that id in the token; one not yet
     # learned from the API is matched by subdomain (its base URL).
-    return [a for a in rows if a.external_id is None or a.external_id == str(account_id)]
+    return [a for a in rows if a.external_id is None or a.external_id == hint.external_id]
 
 
 async def verify(s: AsyncSession, raw: str | None, box: CredentialBox, public_url: str) -> WidgetUser:
     """Checks the token and burns its jti in the caller's transaction (the caller commits)."""
-    if not raw:
-        raise TokenRejected("token_missing", "the X-Auth-Token header with amoCRM's widget token is required")
-    try:
-        header = jwt.get_unverified_header(raw)
-        unverified = jwt.decode(raw, options={"verify_signature": False})
-    except jwt.PyJWTError:
-        raise TokenRejected("token_invalid", "X-Auth-Token is not a JWT") from None
-    if header.get("alg") != "HS256":
-        raise TokenRejected("token_invalid", "the widget token must be signed with HS256")
-    accounts = await _candidates(s, unverified)
+    card = crm_adapter("amocrm").card
+    accounts = await _candidates(s, card.hint(raw or ""))
     if not accounts:
         raise TokenRejected("token_invalid", "the token names no amoCRM account connected to crmwatch")
     configs = {c.account_id: c for c in await s.scalars(
@@ -123,41 +98,25 @@ async def verify(s: AsyncSession, raw: str | None, box: CredentialBox, public_ur
             unconfigured += 1
             continue
         try:
-            claims = jwt.decode(raw, key.secret, algorithms=["HS256"], audience=key.audience, leeway=LEEWAY_SECONDS,
-                                options={"require": ["exp", "iat", "jti", "aud", "iss"]})
-        except jwt.InvalidSignatureError:
+            user = await card.verify(raw or "", base_url=account.base_url, secret=key.secret, audience=key.audience)
+        except CardKeyMismatch:
             continue  # another account's secret, or a forgery: try the next candidate
-        except jwt.ExpiredSignatureError:
-            raise TokenRejected("token_expired", "the widget token has expired") from None
-        except jwt.InvalidAudienceError:
-            raise TokenRejected("token_invalid", f"the token's aud is not {key.audience}") from None
-        except jwt.PyJWTError as exc:
-            raise TokenRejected("token_invalid", f"the widget token is malformed: {exc}") from None
-        return await _accept(s, account, claims)
+        return await _accept(s, account, user)
     if unconfigured == len(accounts):
         raise TokenRejected("widget_not_configured",
                             "the integration's secret key is not set: PUT /api/accounts/{id}/widget")
-    raise TokenRejected("token_invalid", "the token's signature does not match the integration's secret key")
+    raise CardKeyMismatch()
 
 
-async def _accept(s: AsyncSession, account: Account, claims: dict[str, Any]) -> WidgetUser:
-    if origin(str(claims["iss"])) != origin(account.base_url):
-        raise TokenRejected("token_invalid", "the token was issued for another amoCRM address")
-    if claims["exp"] - claims["iat"] > MAX_LIFETIME_SECONDS:
-        raise TokenRejected("token_invalid", "the token lives longer than amoCRM's 30 minutes")
-    user_id = claims.get("user_id")
-    if user_id is None or not str(user_id).isdigit():
-        raise TokenRejected("token_invalid", "the token carries no user_id")
-    jti = str(claims["jti"])
-    if not jti or len(jti) > 100:
-        raise TokenRejected("token_invalid", "the token's jti is missing or too long")
+async def _accept(s: AsyncSession, account: Account, user: CardUser) -> WidgetUser:
+    """Burns the token's jti: a token is accepted once per account."""
+    assert user.jti is not None and user.expires_at is not None
     await _purge_expired(s)
-    expires_at = datetime.fromtimestamp(int(claims["exp"]) + LEEWAY_SECONDS, UTC)
-    stmt = dialect_insert(s, WidgetTokenUse).values(account_id=account.id, jti=jti, expires_at=expires_at)
+    stmt = dialect_insert(s, WidgetTokenUse).values(account_id=account.id, jti=user.jti, expires_at=user.expires_at)
     result = await s.execute(stmt.on_conflict_do_nothing(index_elements=["account_id", "jti"]))
     if result.rowcount != 1:
         raise TokenRejected("token_replayed", "this widget token was already used")
-    return WidgetUser(account=account, user_id=str(user_id), jti=jti, is_admin=claims.get("is_admin") is True)
+    return WidgetUser(account=account, user_id=user.id, jti=user.jti, is_admin=user.is_admin)
 
 
 async def _purge_expired(s: AsyncSession) -> None:

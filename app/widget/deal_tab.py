@@ -7,43 +7,12 @@ from html import escape
 
 from fastapi.responses import HTMLResponse
 
-from .amocrm_token import origin
+from app import wording
+from integrations.http import origin
 
-STRINGS = {
-    "ru": {
-        "lang": "ru", "heading": "crmwatch: нарушения по сделке", "loading": "Загружаем…",
-        "empty": "Всё в порядке: по этой сделке замечаний нет.", "acknowledge": "Принято",
-        "snooze": "Отложить", "snooze_1h": "на 1 час", "snooze_tomorrow": "до завтра", "snooze_1w": "на неделю",
-        "since": "с", "unavailable": "crmwatch недоступен. Попробуем ещё раз через несколько секунд.",
-        "expired": "Сессия истекла — откройте вкладку заново.", "denied": "Нет доступа к crmwatch.",
-        "failed": "Не получилось сохранить, попробуйте ещё раз.", "user": "Вы вошли как",
-    },
-    "en": {
-        "lang": "en", "heading": "crmwatch: issues on this deal", "loading": "Loading…",
-        "empty": "All is in order: nothing to fix on this deal.", "acknowledge": "Acknowledge",
-        "snooze": "Snooze", "snooze_1h": "1 hour", "snooze_tomorrow": "until tomorrow", "snooze_1w": "1 week",
-        "since": "since", "unavailable": "crmwatch is unavailable. Retrying in a few seconds.",
-        "expired": "The session has expired: reopen the tab.", "denied": "Access to crmwatch was refused.",
-        "failed": "Could not save that, please try again.", "user": "Signed in as",
-    },
-}
-
-REFUSALS = {
-    "ru": {
-        "bad_request": ("Неполный запрос", "Эту вкладку открывает Битрикс24 из карточки сделки."),
-        "not_installed": ("Приложение не установлено", "Этот портал Битрикс24 не подключён к crmwatch."),
-        "forged": ("Вход не подтверждён",
-                   "Битрикс24 не подтвердил этот вход. Откройте сделку в Битрикс24 и вкладку crmwatch заново."),
-        "portal_down": ("Битрикс24 не ответил", "Не удалось проверить вход через портал. Обновите вкладку."),
-    },
-    "en": {
-        "bad_request": ("Incomplete request", "Bitrix24 opens this tab from a deal card."),
-        "not_installed": ("The app is not installed", "This Bitrix24 portal is not connected to crmwatch."),
-        "forged": ("Sign-in not confirmed",
-                   "Bitrix24 did not confirm this sign-in. Open the deal in Bitrix24 and this tab again."),
-        "portal_down": ("Bitrix24 did not answer", "The sign-in could not be checked with the portal. Reload."),
-    },
-}
+# The page's words: app/wording (ru.py, en.py), DEAL_TAB and DEAL_TAB_REFUSALS.
+STRINGS = {lang: words.DEAL_TAB for lang, words in wording.LANGUAGES.items()}
+REFUSALS = {lang: words.DEAL_TAB_REFUSALS for lang, words in wording.LANGUAGES.items()}
 
 _HEAD = """<!doctype html>
 <html lang="{lang}"><head><meta charset="utf-8">

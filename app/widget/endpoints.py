@@ -15,12 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account
 from app.deps import account_or_404, runtime
+from app.findings.models import Finding
 from app.findings.service import TransitionError
 from app.runtime import Runtime
 from app.security import load_secret, require_admin
-from integrations.formdata import FormError, parse_bracket_form
+from integrations.http import origin as origin_of
 
-from . import amocrm_token, bitrix24_portal, deal_tab, service, session_token
+from . import amocrm_token, deal_tab, placement, service, session_token
 from .models import WidgetConfig
 from .rejected import TokenRejected
 from .schemas import CardFindings, CardSnoozeIn, WidgetConfigIn, WidgetConfigOut
@@ -43,7 +44,7 @@ def _config_out(rt: Runtime, account: Account, config: WidgetConfig | None) -> W
     elif key is not None:
         source = "oauth"
     audience = key.audience if key else (config.audience if config and config.audience else
-                                         amocrm_token.origin(rt.settings.public_url))
+                                         origin_of(rt.settings.public_url))
     return WidgetConfigOut(account_id=account.id, secret_source=source, audience=audience)
 
 
@@ -66,7 +67,7 @@ async def put_widget_config(account_id: int, body: WidgetConfigIn, rt: Runtime =
         if body.client_secret is not None:
             config.secret = rt.box.seal({"client_secret": body.client_secret.get_secret_value()})
         if body.audience is not None:
-            config.audience = amocrm_token.origin(str(body.audience))
+            config.audience = origin_of(str(body.audience))
         s.add(config)
         await s.flush()
         return _config_out(rt, account, config)
@@ -75,7 +76,7 @@ async def put_widget_config(account_id: int, body: WidgetConfigIn, rt: Runtime =
 # --- amoCRM: the widget in the lead card ------------------------------------------------------
 
 async def _amocrm_origins(s: AsyncSession) -> set[str]:
-    return {amocrm_token.origin(u) for u in await s.scalars(select(Account.base_url).where(Account.crm == "amocrm"))}
+    return {origin_of(u) for u in await s.scalars(select(Account.base_url).where(Account.crm == "amocrm"))}
 
 
 def _cors(origin: str | None, allowed: bool) -> dict[str, str]:
@@ -99,29 +100,47 @@ async def amocrm_preflight(request: Request, rt: Runtime = Depends(runtime)) -> 
         "Access-Control-Max-Age": "600"})
 
 
+# --- the card's one error mapping, for every CRM's card ----------------------------------------
+
+class _CardError(Exception):
+    def __init__(self, status_code: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status_code, self.code, self.detail = status_code, code, detail
+
+
+CARD_ERRORS = (TokenRejected, _CardError, service.NotFound, TransitionError)
+
+
+def _card_error(exc: Exception) -> tuple[int, dict[str, str]]:
+    """(status, body) of a card call that failed: the body's `code` tells the card which message to show."""
+    if isinstance(exc, TokenRejected):
+        return status.HTTP_401_UNAUTHORIZED, {"detail": exc.detail, "code": exc.code}
+    if isinstance(exc, _CardError):
+        return exc.status_code, {"detail": exc.detail, "code": exc.code}
+    if isinstance(exc, service.NotFound):
+        return status.HTTP_404_NOT_FOUND, {"detail": str(exc), "code": "not_found"}
+    return status.HTTP_409_CONFLICT, {"detail": str(exc), "code": "conflict"}
+
+
 async def amocrm_call(request: Request, rt: Runtime, token: str | None,
                        act: Callable[[AsyncSession, amocrm_token.WidgetUser], Awaitable[Any]]) -> JSONResponse:
-    """One call from amoCRM's page, authenticated by its disposable token (the card's routes and the
-    dashboard's session exchange use it)."""
     origin = request.headers.get("origin")
     try:
         async with rt.sessions() as s, s.begin():
             user = await amocrm_token.verify(s, token, rt.box, rt.settings.public_url)
-            own_origin = amocrm_token.origin(user.account.base_url)
+            own_origin = origin_of(user.account.base_url)
             if origin and origin.lower() != own_origin:
                 raise TokenRejected("token_invalid", "the request comes from another account's page")
             body = await act(s, user)
         return JSONResponse(body, headers=_cors(origin, bool(origin)))
-    except TokenRejected as exc:
-        async with rt.reads() as s:
-            known = bool(origin) and origin.lower() in await _amocrm_origins(s)
-        # Known pages get to read why (so the widget can say "сессия истекла"); others learn nothing.
-        return JSONResponse({"detail": exc.detail, "code": exc.code}, status_code=status.HTTP_401_UNAUTHORIZED,
-                            headers=_cors(origin, known))
-    except service.NotFound as exc:
-        return JSONResponse({"detail": str(exc), "code": "not_found"}, status_code=404, headers=_cors(origin, True))
-    except TransitionError as exc:
-        return JSONResponse({"detail": str(exc), "code": "conflict"}, status_code=409, headers=_cors(origin, True))
+    except CARD_ERRORS as exc:
+        allowed = True
+        if isinstance(exc, TokenRejected):
+            # Known pages get to read why (so the widget can say "сессия истекла"); others learn nothing.
+            async with rt.reads() as s:
+                allowed = bool(origin) and origin.lower() in await _amocrm_origins(s)
+        code, body = _card_error(exc)
+        return JSONResponse(body, status_code=code, headers=_cors(origin, allowed))
 
 
 @amocrm_router.get("/findings", response_model=CardFindings)
@@ -130,28 +149,40 @@ async def amocrm_findings(request: Request, lead_id: str = Query(pattern=r"^\d{1
     """The opened lead's open findings, for the widget's panel (authenticated by amoCRM's X-Auth-Token)."""
     async def act(s: AsyncSession, user: amocrm_token.WidgetUser) -> dict[str, Any]:
         chosen = lang or user.account.language
-        items = await service.card_findings(s, user.account, lead_id, rt.settings.public_url, chosen)
-        return CardFindings(deal_id=lead_id, lang=chosen, items=items).model_dump(mode="json")
+        view = await service.card(s, user.account, lead_id, rt.settings.public_url, chosen)
+        return view.model_dump(mode="json")
     return await amocrm_call(request, rt, x_auth_token, act)
+
+
+async def _amocrm_change(request: Request, rt: Runtime, token: str | None, lang: str | None,
+                         change: Callable[[AsyncSession, amocrm_token.WidgetUser], Awaitable[Any]]) -> JSONResponse:
+    """A change the manager makes from the widget, answered with the finding's new state."""
+    async def act(s: AsyncSession, user: amocrm_token.WidgetUser) -> dict[str, Any]:
+        f = await change(s, user)
+        return service.action_answer(f, user.actor, user.account.timezone, lang or user.account.language)
+    return await amocrm_call(request, rt, token, act)
 
 
 @amocrm_router.post("/findings/{finding_id}/ack")
-async def amocrm_ack(request: Request, finding_id: int, x_auth_token: str | None = Header(None),
-                     rt: Runtime = Depends(runtime)) -> JSONResponse:
-    async def act(s: AsyncSession, user: amocrm_token.WidgetUser) -> dict[str, Any]:
-        f = await service.acknowledge(s, user.account, finding_id, user.actor)
-        return {"id": f.id, "status": f.status, "by": user.actor}
-    return await amocrm_call(request, rt, x_auth_token, act)
+async def amocrm_ack(request: Request, finding_id: int, lang: Lang | None = None,
+                     x_auth_token: str | None = Header(None), rt: Runtime = Depends(runtime)) -> JSONResponse:
+    return await _amocrm_change(request, rt, x_auth_token, lang, lambda s, user: service.acknowledge(
+        s, user.account, finding_id, user.actor))
 
 
 @amocrm_router.post("/findings/{finding_id}/snooze")
-async def amocrm_snooze(request: Request, finding_id: int, body: CardSnoozeIn, x_auth_token: str | None = Header(None),
-                        rt: Runtime = Depends(runtime)) -> JSONResponse:
-    async def act(s: AsyncSession, user: amocrm_token.WidgetUser) -> dict[str, Any]:
-        f = await service.snooze(s, user.account, finding_id, body.preset, user.actor)
-        return {"id": f.id, "status": f.status, "until": f.snoozed_until.isoformat() if f.snoozed_until else None,
-                "by": user.actor}
-    return await amocrm_call(request, rt, x_auth_token, act)
+async def amocrm_snooze(request: Request, finding_id: int, body: CardSnoozeIn, lang: Lang | None = None,
+                        x_auth_token: str | None = Header(None), rt: Runtime = Depends(runtime)) -> JSONResponse:
+    return await _amocrm_change(request, rt, x_auth_token, lang, lambda s, user: service.snooze(
+        s, user.account, finding_id, body.preset, user.actor))
+
+
+@amocrm_router.post("/findings/{finding_id}/reopen")
+async def amocrm_reopen(request: Request, finding_id: int, lang: Lang | None = None,
+                        x_auth_token: str | None = Header(None), rt: Runtime = Depends(runtime)) -> JSONResponse:
+    """Undoes the card's Acknowledge or Snooze: the finding is open again."""
+    return await _amocrm_change(request, rt, x_auth_token, lang, lambda s, user: service.reopen(
+        s, user.account, finding_id, user.actor))
 
 
 # --- Bitrix24: the CRM_DEAL_DETAIL_TAB placement ----------------------------------------------
@@ -160,62 +191,34 @@ SESSION_MAX = timedelta(hours=1)
 SESSION_MIN = timedelta(minutes=5)
 
 
-def _page_lang(value: str | None, account: Account | None) -> str:
-    if value in ("ru", "en"):
-        return value
-    return account.language if account is not None and account.language in ("ru", "en") else "ru"
-
-
 @bitrix24_router.post("/deal-tab", response_class=HTMLResponse)
 async def bitrix24_deal_tab(request: Request, rt: Runtime = Depends(runtime)) -> HTMLResponse:
     """The deal tab Bitrix24 opens (placement.bind at install); verified with the portal on every load."""
-    # Bitrix24 puts DOMAIN/PROTOCOL/LANG/APP_SID in the query string and the rest in the form.
-    try:
-        form = parse_bracket_form(await request.body()) if request.headers.get("content-length") != "0" else {}
-    except FormError:
-        form = {}
-    field = {k: v for k, v in {**request.query_params, **form}.items() if isinstance(v, str)}
-    lang = _page_lang(field.get("LANG"), None)
-    auth_id, member_id = field.get("AUTH_ID", ""), field.get("member_id", "")
+    field = await placement.fields(request)
     try:
         deal_id = str(json.loads(field.get("PLACEMENT_OPTIONS") or "{}").get("ID") or "")
     except (ValueError, AttributeError):
         deal_id = ""
-    if not auth_id or not member_id or not deal_id.isdigit():
-        return deal_tab.refusal(lang, "bad_request", status.HTTP_400_BAD_REQUEST)
-    if field.get("PLACEMENT", "CRM_DEAL_DETAIL_TAB") != "CRM_DEAL_DETAIL_TAB":
-        return deal_tab.refusal(lang, "bad_request", status.HTTP_400_BAD_REQUEST)
-    async with rt.reads() as s:
-        account = await s.scalar(select(Account).where(Account.crm == "bitrix24", Account.external_id == member_id))
-    if account is None:
-        return deal_tab.refusal(lang, "not_installed", status.HTTP_403_FORBIDDEN)
-    lang = _page_lang(field.get("LANG"), account)
+    if not deal_id.isdigit() or field.get("PLACEMENT", "CRM_DEAL_DETAIL_TAB") != "CRM_DEAL_DETAIL_TAB":
+        return deal_tab.refusal(placement.page_lang(field.get("LANG")), "bad_request", status.HTTP_400_BAD_REQUEST)
     try:
-        user = await bitrix24_portal.current_user(account.base_url, auth_id, transport=rt.http_transport)
-    except bitrix24_portal.PortalRefused:
-        return deal_tab.refusal(lang, "forged", status.HTTP_403_FORBIDDEN, account.base_url)
-    except bitrix24_portal.PortalUnavailable:
-        return deal_tab.refusal(lang, "portal_down", status.HTTP_503_SERVICE_UNAVAILABLE, account.base_url)
+        signed = await placement.sign_in(rt, field)
+    except placement.Refused as exc:
+        return deal_tab.refusal(exc.lang, exc.reason, exc.status_code, exc.portal)
     try:
         # The page lives as long as Bitrix24's own AUTH_ID (an hour), within sane bounds.
         lifetime = min(SESSION_MAX, max(SESSION_MIN, timedelta(seconds=int(field.get("AUTH_EXPIRES") or 3600))))
     except ValueError:
         lifetime = SESSION_MAX
     token = session_token.issue(load_secret(rt.settings), session_token.CardSession(
-        account_id=account.id, deal_id=deal_id, user_id=user.id, crm="bitrix24"), lifetime)
-    return deal_tab.page(lang, token, deal_id, user.name, account.base_url)
+        account_id=signed.account.id, deal_id=deal_id, user_id=signed.user.id, crm="bitrix24"), lifetime)
+    return deal_tab.page(signed.lang, token, deal_id, signed.user.name, signed.account.base_url)
 
 
 @bitrix24_router.get("/{name}.js", include_in_schema=False)
 async def bitrix24_deal_tab_script(name: Literal["card-core", "deal-tab"]) -> Response:
     return Response((STATIC / f"{name}.js").read_text(encoding="utf-8"), media_type="text/javascript",
                     headers={"Cache-Control": "no-cache"})
-
-
-class _CardError(Exception):
-    def __init__(self, status_code: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status_code, self.code, self.detail = status_code, code, detail
 
 
 def _session(request: Request, rt: Runtime) -> session_token.CardSession:
@@ -235,12 +238,9 @@ async def _bitrix24_call(request: Request, rt: Runtime,
             if account is None or account.crm != card.crm:
                 raise _CardError(status.HTTP_401_UNAUTHORIZED, "token_invalid", "the portal is no longer connected")
             return await act(s, account, card)
-    except _CardError as exc:
-        return JSONResponse({"detail": exc.detail, "code": exc.code}, status_code=exc.status_code)
-    except service.NotFound as exc:
-        return JSONResponse({"detail": str(exc), "code": "not_found"}, status_code=status.HTTP_404_NOT_FOUND)
-    except TransitionError as exc:
-        return JSONResponse({"detail": str(exc), "code": "conflict"}, status_code=status.HTTP_409_CONFLICT)
+    except CARD_ERRORS as exc:
+        code, body = _card_error(exc)
+        return JSONResponse(body, status_code=code)
 
 
 @bitrix24_router.get("/findings", response_model=CardFindings)
@@ -248,36 +248,52 @@ async def bitrix24_findings(request: Request, lang: Lang | None = None, rt: Runt
                             ) -> CardFindings:
     """The tab's deal findings; the deal comes from the page's session token, not from the caller."""
     async def act(s: AsyncSession, account: Account, card: session_token.CardSession) -> CardFindings:
-        chosen = lang or account.language
-        items = await service.card_findings(s, account, card.deal_id, rt.settings.public_url, chosen)
-        return CardFindings(deal_id=card.deal_id, lang=chosen, items=items)
+        return await service.card(s, account, card.deal_id, rt.settings.public_url, lang or account.language)
     return await _bitrix24_call(request, rt, act)
 
 
 async def _on_this_deal(s: AsyncSession, account: Account, card: session_token.CardSession, finding_id: int) -> None:
-    from app.findings.models import Finding
-
     finding = await s.get(Finding, finding_id)
     # The page may act on its own deal's findings only.
     if finding is None or finding.account_id != account.id or finding.deal_id != card.deal_id:
         raise service.NotFound(f"finding {finding_id} not found")
 
 
-@bitrix24_router.post("/findings/{finding_id}/ack")
-async def bitrix24_ack(request: Request, finding_id: int, rt: Runtime = Depends(runtime)) -> dict[str, Any]:
+async def _bitrix24_change(request: Request, rt: Runtime, finding_id: int, lang: str | None,
+                           change: Callable[[AsyncSession, Account, session_token.CardSession], Awaitable[Any]]
+                           ) -> dict[str, Any]:
+    """A change the manager makes from the tab, on its own deal's finding only."""
     async def act(s: AsyncSession, account: Account, card: session_token.CardSession) -> dict[str, Any]:
         await _on_this_deal(s, account, card, finding_id)
-        f = await service.acknowledge(s, account, finding_id, card.actor)
-        return {"id": f.id, "status": f.status, "by": card.actor}
+        f = await change(s, account, card)
+        return service.action_answer(f, card.actor, account.timezone, lang or account.language)
     return await _bitrix24_call(request, rt, act)
+
+
+@bitrix24_router.post("/findings/{finding_id}/ack")
+async def bitrix24_ack(request: Request, finding_id: int, lang: Lang | None = None,
+                       rt: Runtime = Depends(runtime)) -> dict[str, Any]:
+    return await _bitrix24_change(request, rt, finding_id, lang, lambda s, account, card: service.acknowledge(
+        s, account, finding_id, card.actor))
 
 
 @bitrix24_router.post("/findings/{finding_id}/snooze")
-async def bitrix24_snooze(request: Request, finding_id: int, body: CardSnoozeIn, rt: Runtime = Depends(runtime)
-                          ) -> dict[str, Any]:
-    async def act(s: AsyncSession, account: Account, card: session_token.CardSession) -> dict[str, Any]:
-        await _on_this_deal(s, account, card, finding_id)
-        f = await service.snooze(s, account, finding_id, body.preset, card.actor)
-        return {"id": f.id, "status": f.status, "until": f.snoozed_until.isoformat() if f.snoozed_until else None,
-                "by": card.actor}
-    return await _bitrix24_call(request, rt, act)
+async def bitrix24_snooze(request: Request, finding_id: int, body: CardSnoozeIn, lang: Lang | None = None,
+                          rt: Runtime = Depends(runtime)) -> dict[str, Any]:
+    return await _bitrix24_change(request, rt, finding_id, lang, lambda s, account, card: service.snooze(
+        s, account, finding_id, body.preset, card.actor))
+
+
+@bitrix24_router.post("/findings/{finding_id}/reopen")
+async def bitrix24_reopen(request: Request, finding_id: int, lang: Lang | None = None,
+                          rt: Runtime = Depends(runtime)) -> dict[str, Any]:
+    """Undoes the tab's Acknowledge or Snooze: the finding is open again."""
+    return await _bitrix24_change(request, rt, finding_id, lang, lambda s, account, card: service.reopen(
+        s, account, finding_id, card.actor))
+
+
+# The one router the app includes: the admin setting and both CRMs' cards.
+router = APIRouter()
+router.include_router(admin_router)
+router.include_router(amocrm_router)
+router.include_router(bitrix24_router)

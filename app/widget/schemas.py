@@ -16,12 +16,19 @@ class CardFinding(BaseModel):
     severity: str
     since: datetime
     status: str
+    # A snoozed finding: until when, phrased for the card ("до пн 09:00") in the account's time zone.
+    snoozed_until: datetime | None = None
+    until_label: str | None = None
 
 
 class CardFindings(BaseModel):
     deal_id: str
     lang: str
     items: list[CardFinding]
+    # The deal's snoozed findings, for the card's "1 отложено до пн 09:00" line.
+    snoozed: list[CardFinding] = Field(default_factory=list)
+    # The snooze menu's labels by preset, with the real time where "until tomorrow" is not tomorrow.
+    snooze_labels: dict[str, str] = Field(default_factory=dict)
 
 
 class CardSnoozeIn(BaseModel):

@@ -14,10 +14,12 @@ from integrations.ratelimit import SlidingWindowLimiter
 
 from . import oauth, webhook
 from .client import AmoCrmClient
+from .widget_token import AmoCrmWidgetToken
 
 
 class AmoCrmAdapter:
     name = "amocrm"
+    card = AmoCrmWidgetToken()
 
     def check_webhook(self, body: bytes, content_type: str | None) -> ParsedWebhook:
         return webhook.check(body)

@@ -16,6 +16,7 @@ from . import oauth, webhook
 from .client import WEBHOOK_TOKEN_PREFIX
 from .crm import Bitrix24Crm
 from .limits import PortalLimiter
+from .placement import Bitrix24Placement
 
 # `https://portal.bitrix24.ru/rest/1/abc123/`: user id, then the webhook's secret.
 _WEBHOOK_PATH = re.compile(r"^(?P<prefix>.*?)/rest/(?P<user>\d+)/(?P<secret>[A-Za-z0-9_]+)/?$")
@@ -24,6 +25,7 @@ _FIELDS = {"application_token", "app"}
 
 class Bitrix24Adapter:
     name = "bitrix24"
+    card = Bitrix24Placement()
 
     def check_webhook(self, body: bytes, content_type: str | None) -> ParsedWebhook:
         return webhook.check(body)

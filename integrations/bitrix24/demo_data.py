@@ -33,18 +33,23 @@ def seed_portal(state: Bitrix24Emulator, now: float) -> None:
     state.add_comment(501, 4523, "ок", author=8, at=now - 2 * HOUR)
 
 
-def script(state: Bitrix24Emulator, now: float, *, call_at: float | None = None) -> list[tuple[str, str]]:
-    """Changes a manager makes during the demo, and the event body Bitrix24 would post for each.
+def script(state: Bitrix24Emulator, now: float, *, call_at: float | None = None
+           ) -> list[tuple[tuple[str, str], str]]:
+    """Changes a manager makes during the demo (titled in Russian and English), and the event body
+    Bitrix24 would post for each.
     `call_at`: when the missed call rang (the demo puts it in working time, so its window has run)."""
-    steps: list[tuple[str, str]] = []
+    steps: list[tuple[tuple[str, str], str]] = []
     state.move_deal(4523, "WON", at=now - 60)
-    steps.append(("Сделка «Кондиционеры» выиграна", state.event_form("ONCRMDEALUPDATE", 4523)))
+    steps.append((("Сделка «Кондиционеры в офис» выиграна", "The deal “Кондиционеры в офис” is won"),
+                  state.event_form("ONCRMDEALUPDATE", 4523)))
     act = state.add_activity(None, 4522, "Согласовать отгрузку", now + 4 * HOUR, responsible=8, at=now - 30)
-    steps.append(("Менеджер запланировал дело", state.event_form("ONCRMACTIVITYADD", act["ID"])))
+    steps.append((("Менеджер запланировал дело", "A manager planned an activity"),
+                  state.event_form("ONCRMACTIVITYADD", act["ID"])))
     # The portal's own telephony: a client's call nobody answered and nobody returned.
     state.add_call("externalCall.demo.1", user=7, phone="+7 912 345-67-01", call_type=2, code="304",
                    start=now - 2 * HOUR if call_at is None else call_at, contact_id=311, deal_id=4521)
-    steps.append(("Пропущенный звонок клиента (телефония портала)", state.call_end_form("externalCall.demo.1")))
-    steps.append(("Чужой запрос без токена портала",
+    steps.append((("Пропущенный звонок клиента (телефония портала)",
+                   "A client's missed call (the portal's telephony)"), state.call_end_form("externalCall.demo.1")))
+    steps.append((("Чужой запрос без токена портала", "A stranger's request without the portal's token"),
                   state.event_form("ONCRMDEALUPDATE", 4521, token="0" * 32)))
     return steps

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, update
 
 from app.accounts.models import Account
+from app.findings import scheduler
 from app.findings.models import Finding, FindingEvent
 from app.ingest import worker
-from app.rules import scheduler
 from app.sync import service as sync
 from integrations.amocrm.demo_data import seed_demo
 from tests.conftest import FORM, create_account, form_body
@@ -69,7 +69,9 @@ async def test_acknowledge_and_snooze_with_history(client, rt, amo):
     acked = await client.post(f"/api/findings/{a}/ack", json={"by": "8100001", "reason": "обсудили на планёрке"})
     assert acked.status_code == 200 and acked.json()["status"] == "acknowledged"
     assert acked.json()["history"][-1]["actor"] == "admin:8100001"
-    assert (await client.post(f"/api/findings/{a}/ack")).status_code == 409  # already acknowledged
+    again = await client.post(f"/api/findings/{a}/ack")  # already acknowledged: the same answer again
+    assert again.status_code == 200 and again.json()["status"] == "acknowledged"
+    assert again.json()["history"] == acked.json()["history"]
 
     past = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
     assert (await client.post(f"/api/findings/{b}/snooze", json={"until": past})).status_code == 409

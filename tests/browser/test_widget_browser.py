@@ -27,6 +27,7 @@ from sqlalchemy import update
 from app.accounts.models import Account
 from app.findings.models import Finding
 from app.widget.bundle import build_widget
+from app.widget.service import snooze_labels
 from integrations.amocrm.widget_host import CardHost, create_card_host_app
 from tests.app.widget.test_widget_bitrix24_tab import GOOD_AUTH, MEMBER_ID, PORTAL_USER, bitrix_account, placement_form
 from tests.app.widget.widget_support import (
@@ -155,7 +156,10 @@ async def test_amocrm_widget_in_the_lead_card(app, client, rt, amo, browser, tmp
         # Snooze offers 1 hour / until tomorrow / 1 week; the choice is recorded like Acknowledge.
         item = page.locator(f'.cw-item[data-finding-id="{second_id}"]')
         await item.locator(".cw-snooze").click()
-        assert await item.locator(".cw-menu button").all_inner_texts() == ["на 1 час", "до завтра", "на неделю"]
+        async with rt.reads() as s:
+            # "до завтра", or the real time ("до пн 09:00") when the next working morning is not tomorrow.
+            tomorrow = (await snooze_labels(s, await s.get(Account, acc["id"]), "ru"))["tomorrow"]
+        assert await item.locator(".cw-menu button").all_inner_texts() == ["на 1 час", tomorrow, "на неделю"]
         await item.locator(".cw-snooze-tomorrow").click()
         await item.wait_for(state="detached", timeout=WAIT_MS)
 
@@ -223,6 +227,7 @@ async def test_bitrix24_deal_tab_verified_and_forged(app, client, rt, browser, d
             tab = page.frame_locator("iframe[name=tab]")
             await tab.locator(".cw-item").first.wait_for(timeout=WAIT_MS)
             assert await tab.locator(".cw-item").count() == 2
+            assert await tab.locator(".cw-item .cw-sev").count() == 2  # severity in words, not colour alone
             assert "Анна Смирнова" in await tab.locator("body").inner_text()
             await page.screenshot(path=str(ARTIFACTS / f"bitrix24-deal-tab-{backend}.png"))
             await tab.locator(f'.cw-item[data-finding-id="{ids[0]}"] .cw-ack').click()

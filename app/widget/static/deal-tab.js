@@ -9,7 +9,7 @@
   function request(method, path, body) {
     var init = { method: method, headers: { 'Authorization': 'Bearer ' + token } };
     if (body) { init.headers['Content-Type'] = 'application/json'; init.body = JSON.stringify(body); }
-    return fetch(base + path + (method === 'GET' ? '?lang=' + strings.lang : ''), init).then(function (resp) {
+    return fetch(base + path + '?lang=' + strings.lang, init).then(function (resp) {
       return resp.json().then(function (json) { return { status: resp.status, body: json }; },
                               function () { return { status: resp.status, body: null }; });
     }, function () { return { status: 0, body: null }; });

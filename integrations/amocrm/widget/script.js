@@ -32,10 +32,8 @@ define([], function () {
     }
 
     function request(method, path, body) {
-      var url = baseUrl() + '/widget/amocrm' + path;
-      if (method === 'GET') {
-        url += '?lead_id=' + encodeURIComponent(leadId()) + '&lang=' + encodeURIComponent(strings().lang);
-      }
+      var url = baseUrl() + '/widget/amocrm' + path + '?lang=' + encodeURIComponent(strings().lang);
+      if (method === 'GET') { url += '&lead_id=' + encodeURIComponent(leadId()); }
       return new Promise(function (resolve) {
         self.$authorizedAjax({
           url: url,

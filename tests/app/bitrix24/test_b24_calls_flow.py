@@ -13,10 +13,10 @@ from sqlalchemy import select
 
 from app.calendar.business import BusinessCalendar, CalendarConfig
 from app.calls.models import Call, CallStatsDaily
+from app.findings import evaluation as engine
 from app.ingest import worker
 from app.outbox import delivery
 from app.outbox.models import OutboxAction
-from app.rules import engine
 from tests.app.bitrix24.support import deals, inbox, seed
 from tests.app.bitrix24.test_b24_app_mode import install
 from tests.conftest import B24_FORM, create_b24_account

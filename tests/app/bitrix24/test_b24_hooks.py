@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from app.accounts.models import Account
-from app.ingest import worker
+from app.ingest import pipeline, worker
 from app.mirror.models import Note, StageHistory
 from tests.app.bitrix24.support import HOUR, NOW, deals, inbox, seed, tasks
 from tests.conftest import B24_FORM, B24_WEBHOOK_URL, b24_form, create_b24_account
@@ -206,7 +206,7 @@ async def test_a_worker_that_dies_mid_read_loses_nothing(client, rt, b24, monkey
     async def die(*a, **kw):
         raise KeyboardInterrupt  # the process goes away between claiming and applying
 
-    monkeypatch.setattr(worker, "apply_named", die)
+    monkeypatch.setattr(pipeline, "apply_named", die)
     try:
         await worker.process_batch(rt)
     except KeyboardInterrupt:

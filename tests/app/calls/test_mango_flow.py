@@ -11,9 +11,9 @@ from urllib.parse import quote
 from sqlalchemy import select
 
 from app.calls.models import Call, CallStatsDaily, TelephonyConfig
+from app.calls.service import mirror_writer as MirrorWriter
 from app.ingest import worker
 from app.ingest.models import InboxEvent
-from app.mirror.service import MirrorWriter
 from integrations.base import ContactUpserted, DealUpserted
 from integrations.telephony.mango import sign
 from tests.conftest import create_account
@@ -250,7 +250,7 @@ async def test_daily_stats_per_manager(client, rt):
 
 
 async def test_findings_from_mango_calls_carry_the_deal_and_the_number(client, rt):
-    from app.rules import engine
+    from app.findings import evaluation as engine
 
     acc = await connect(client)
     await seed(rt, acc["id"], contact("C1", "+79991234567"), deal("D1", ("C1",)))
@@ -284,7 +284,7 @@ async def test_changed_or_removed_settings_take_effect_at_once(client, rt):
 
 async def test_cards_changed_counts_what_the_manager_did_that_day_and_a_sweep_refreshes_it(client, rt):
     from app.calls import stats
-    from app.rules.scheduler import sweep_account
+    from app.findings.scheduler import sweep_account
     from integrations.base import NoteAdded, NoteKind
 
     acc = await connect(client)

@@ -9,9 +9,9 @@ from pathlib import Path
 from sqlalchemy import select
 
 from app.calls.models import Call
+from app.calls.service import mirror_writer as MirrorWriter
 from app.ingest import worker
 from app.ingest.models import InboxEvent
-from app.mirror.service import MirrorWriter
 from integrations.base import ContactUpserted
 from integrations.telephony.generic import sign
 from tests.conftest import create_account

@@ -21,11 +21,11 @@ from sqlalchemy import select, update
 
 from app.accounts.models import Account
 from app.db import utcnow
+from app.findings import evaluation as engine
 from app.findings.models import Finding
 from app.mirror.models import Deal, Pipeline, Stage, Task, User
 from app.outbox.models import OutboxAction
 from app.rules import config as rules_config
-from app.rules import engine
 from app.rules.registry import RULES
 from app.runtime import Runtime
 from integrations.amocrm.demo_data import DEMO_TOKEN

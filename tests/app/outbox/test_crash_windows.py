@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import update
 
 from app.db import utcnow
+from app.findings.scheduler import sweep_account
 from app.outbox import delivery
 from app.outbox.models import OutboxAction
-from app.rules.scheduler import sweep_account
 from app.sync import service as sync
 from integrations.amocrm.demo_data import seed_demo
 from tests.app.outbox.outbox_support import (

@@ -17,11 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account
 from app.calendar.business import BusinessCalendar
+from app.findings import evaluation as engine
 from app.findings.models import Finding, FindingEvent
 from app.mirror.models import Deal, Note, Pipeline, Stage, Task, User
 from app.mirror.text import fold
 from app.rules import config as rules_config
-from app.rules import engine
 from app.runtime import Runtime
 
 MOSCOW = ZoneInfo("Europe/Moscow")

@@ -9,10 +9,10 @@ from datetime import timedelta
 from sqlalchemy import func, select, update
 
 from app.db import utcnow
+from app.findings import evaluation as engine
 from app.findings import service
 from app.findings.models import Finding
 from app.mirror.models import Task
-from app.rules import engine
 from app.rules.registry import RULES
 from tests.app.rules.mirror_builder import (
     Event,

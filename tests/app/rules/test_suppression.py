@@ -112,7 +112,7 @@ async def test_an_empty_suppress_map_suppresses_nothing(rt):
 async def test_inhibition_is_the_same_when_the_differences_are_many(rt, monkeypatch):
     """Past _MANY differences the engine takes its bulk paths (statistics on the differences,
     the changed deals as a subquery, TRUNCATE): same outcome as the few-rows paths above."""
-    from app.rules import engine
+    from app.findings import lifecycle as engine
 
     monkeypatch.setattr(engine, "_MANY", 0)
     aid = await _stuck_deal_without_task(rt)
@@ -131,7 +131,7 @@ async def test_inhibition_is_the_same_when_the_differences_are_many(rt, monkeypa
 async def test_a_settings_change_is_applied_by_the_next_sweep_that_commits(rt):
     """A sweep re-applies inhibition over the whole account once per settings change; one that
     rolls back must not count."""
-    from app.rules import engine
+    from app.findings import evaluation as engine
 
     aid = await _stuck_deal_without_task(rt)
     await evaluate(rt, aid, THURSDAY)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import httpx
+import jwt
 from sqlalchemy import func, select
 
 from app.accounts.models import Account
@@ -117,7 +118,7 @@ async def test_a_replayed_jti_is_refused_in_another_process_too(client, rt, amo,
     finally:
         await other.dispose()
     # Same jti, new signature and times: still the same token id, still refused.
-    same_jti = token(jti=amocrm_token.jwt.decode(tok, options={"verify_signature": False})["jti"])
+    same_jti = token(jti=jwt.decode(tok, options={"verify_signature": False})["jti"])
     assert (await client.get(URL, params={"lead_id": deal_id}, headers=headers(same_jti))).status_code == 401
 
 
@@ -173,7 +174,9 @@ async def test_acknowledge_and_snooze_record_the_amocrm_user(client, rt, amo):
     deal_id, items = await deal_with_findings(client, acc, at_least=2)
     a, b = items[0]["id"], items[1]["id"]
     resp = await client.post(f"/widget/amocrm/findings/{a}/ack", headers=headers(token()))
-    assert resp.status_code == 200 and resp.json() == {"id": a, "status": "acknowledged", "by": f"user:{MANAGER}"}
+    assert resp.status_code == 200
+    assert resp.json() == {"id": a, "status": "acknowledged", "by": f"user:{MANAGER}", "until": None,
+                           "until_label": None}
     assert resp.headers["access-control-allow-origin"] == ORIGIN
     detail = (await client.get(f"/api/findings/{a}")).json()
     assert detail["status"] == "acknowledged" and detail["acknowledged_by"] == f"user:{MANAGER}"
@@ -199,7 +202,7 @@ async def test_acknowledge_and_snooze_record_the_amocrm_user(client, rt, amo):
     week = await client.post(f"/widget/amocrm/findings/{b}/snooze", json={"preset": "1w"}, headers=headers(token()))
     assert datetime.fromisoformat(week.json()["until"]) - datetime.now(UTC) > timedelta(days=6, hours=23)
     again = await client.post(f"/widget/amocrm/findings/{a}/ack", headers=headers(token()))
-    assert again.status_code == 409
+    assert again.status_code == 200 and again.json()["status"] == "acknowledged"  # idempotent: nothing new
     async with rt.reads() as s:
         events = await s.scalar(select(func.count()).select_from(FindingEvent).where(
             FindingEvent.finding_id == a, FindingEvent.to_status == "acknowledged"))

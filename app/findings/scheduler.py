@@ -19,10 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.accounts.models import Account
 from app.calls import stats as call_stats
 from app.db import utcnow
+from app.rules import config as rules_config
 from app.runtime import Runtime
 
-from . import config as rules_config
-from . import engine
+from . import evaluation
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +31,10 @@ SCHEDULER_LOCK_KEY = 0x6372_6D77_6174_6368 & 0x7FFF_FFFF_FFFF_FFFF  # "crmwatch"
 
 
 async def sweep_account(rt: Runtime, account_id: int, now: datetime | None = None,
-                        actor: str = "sweep") -> engine.EvaluationResult:
+                        actor: str = "sweep") -> evaluation.EvaluationResult:
     now = now or utcnow()
     async with rt.sessions() as s, s.begin():
-        result = await engine.evaluate(s, account_id, now=now, actor=actor)
+        result = await evaluation.evaluate(s, account_id, now=now, actor=actor)
         doc = await rules_config.load(s, account_id)
         await s.execute(update(Account).where(Account.id == account_id).values(
             last_sweep_at=now, next_sweep_at=now + timedelta(minutes=doc.sweep_interval_minutes)))
@@ -72,10 +72,6 @@ class SweepScheduler:
         self.tick_seconds = tick_seconds
         self._scheduler = AsyncIOScheduler(timezone="UTC")
         self._lock_conn: AsyncConnection | None = None
-
-    @property
-    def is_leader(self) -> bool:
-        return self.rt.engine.dialect.name != "postgresql" or self._lock_conn is not None
 
     async def _lead(self) -> bool:
         """Holds (or tries to take) the PostgreSQL advisory lock; SQLite is one process, always leader."""
@@ -115,9 +111,7 @@ class SweepScheduler:
             log.debug("scheduler.lock_close_failed")
 
     async def tick(self) -> None:
-        from app.ingest.worker import intake_busy
-
-        if intake_busy(self.rt):
+        if self.rt.intake_busy():
             return  # a webhook burst has the database; the next tick sweeps
         try:
             if await self._lead():

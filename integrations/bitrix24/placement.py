@@ -5,33 +5,45 @@ the installed portal; the portal itself then confirms the AUTH_ID by answering a
 with it (`user.current`, which also names the acting user). The call goes to the address stored
 at install time, never to the DOMAIN the form claims, so a forged form cannot point the check at
 a server of its own.
-
-Kept apart from integrations/bitrix24/ (built separately) so that it can move there as is.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
+from typing import Any
 
 import httpx
 
+from integrations.base import CardAccountHint, CardRejected, CardUnavailable, CardUser
 
-class PortalRefused(Exception):
+
+class PortalRefused(CardRejected):
     """The portal does not know this AUTH_ID (forged, expired, or from another portal)."""
 
+    def __init__(self, detail: str) -> None:
+        super().__init__("token_invalid", detail)
 
-class PortalUnavailable(Exception):
+
+class PortalUnavailable(CardUnavailable):
     """The portal could not be asked (network, 5xx): nothing is decided."""
 
 
-@dataclass(frozen=True)
-class PortalUser:
-    id: str
-    name: str
+class Bitrix24Placement:
+    """The credential is the placement's AUTH_ID; the portal is picked by the form's member_id (its hint)."""
+
+    def hint(self, claim: str) -> CardAccountHint:
+        return CardAccountHint(external_id=claim or None)  # the form's member_id
+
+    async def verify(self, credential: str, *, base_url: str, secret: str | None = None, audience: str | None = None,
+                     transport: Any = None, ask_admin: bool = False) -> CardUser:
+        user = await current_user(base_url, credential, transport=transport)
+        if ask_admin and await is_admin(base_url, credential, transport=transport):
+            user = replace(user, is_admin=True)
+        return user
 
 
 async def current_user(base_url: str, auth_id: str, *, transport: httpx.AsyncBaseTransport | None = None,
-                       http_timeout: float = 10.0) -> PortalUser:
+                       http_timeout: float = 10.0) -> CardUser:
     url = f"{base_url.rstrip('/')}/rest/user.current.json"
     try:
         async with httpx.AsyncClient(transport=transport, timeout=http_timeout) as http:
@@ -52,7 +64,7 @@ async def current_user(base_url: str, auth_id: str, *, transport: httpx.AsyncBas
     if not isinstance(result, dict) or not str(result.get("ID") or "").isdigit():
         raise PortalRefused("the portal's answer names no user")
     name = " ".join(p for p in (result.get("NAME"), result.get("LAST_NAME")) if p) or str(result["ID"])
-    return PortalUser(id=str(result["ID"]), name=name)
+    return CardUser(id=str(result["ID"]), name=name)
 
 
 async def is_admin(base_url: str, auth_id: str, *, transport: httpx.AsyncBaseTransport | None = None,

@@ -1,25 +1,37 @@
-"""Turns finding changes into outbox rows, set-based, inside the evaluation's own transaction.
+"""What findings ask of the outbox: the rows for finding changes (enqueue), and the senders of
+their kinds (create_task, add_note, close_task), registered with app/outbox/senders.py.
 
-What a finding does is recorded as a fact keyed by `dedup_key` ("notify opening 2 of finding
-17 with a task"), so however many sweeps see the same state, and from however many processes,
-the CRM is written once. Wording happens later, at delivery.
+Rows are written set-based, inside the evaluation's own transaction. What a finding does is
+recorded as a fact keyed by `dedup_key` ("notify opening 2 of finding 17 with a task"), so
+however many sweeps see the same state, and from however many processes, the CRM is written
+once. Wording happens later, at delivery (_words).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import String, and_, case, cast, exists, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import wording
+from app.accounts.models import Account
 from app.calendar.business import BusinessCalendar
 from app.db import UtcDateTime, dialect_insert
-from app.findings.models import Finding
+from app.outbox.models import OutboxAction
+from app.outbox.senders import Batch, Outcome, marker, register
+from app.rules import config as rules_config
 from app.rules.config import RulesDocument
 from app.rules.registry import RULES
+from app.runtime import Runtime
+from integrations.base import NewNote, NewTask, TaskClosure
 
-from .models import OutboxAction
+from . import service as findings_service
+from .models import Finding
 
 COLUMNS = ["account_id", "finding_id", "kind", "purpose", "dedup_key", "deal_id", "user_id", "ref_id", "status",
            "attempts", "next_attempt_at", "created_at"]
@@ -137,3 +149,109 @@ async def _close_tasks(s: AsyncSession, account_id: int, resolved: list[Any], at
               .where(of_resolved, or_(task.c.status.in_(("sent", "sending")),
                                       and_(task.c.status == "pending", task.c.attempts > 0))))
     return await _insert(s, source)
+
+# -- sending: the outbox hands each claimed batch of these kinds to the senders below --------------
+
+@dataclass(frozen=True, slots=True)
+class Wording:
+    text: str
+    due_at: datetime
+    task_type_id: str | None
+    finding_resolved: bool
+
+
+async def _words(rt: Runtime, account: Account, rows: Sequence[OutboxAction], now: datetime
+                 ) -> dict[int, Wording]:
+    """Text (and, for tasks, due time and type) of each row, in the account's language."""
+    async with rt.reads() as s:
+        ids = {r.finding_id for r in rows if r.finding_id is not None}
+        findings = {f.id: f for f in await s.scalars(select(Finding).where(Finding.id.in_(ids)))}
+        rendered = {item.id: item for item in await findings_service.render(
+            s, account, list(findings.values()), rt.settings.public_url, now=now)}
+        doc = await rules_config.load(s, account.id)
+    calendar = doc.business_calendar(account.timezone)
+    tz = ZoneInfo(account.timezone)
+    words = wording.of(account.language)
+    out: dict[int, Wording] = {}
+    for row in rows:
+        item = rendered.get(row.finding_id or -1)
+        finding = findings.get(row.finding_id or -1)
+        message = item.message if item else words.A_PROBLEM
+        since = finding.started_at.astimezone(tz).strftime("%d.%m %H:%M") if finding else "?"
+        who = (item.details.get("manager_name") or item.manager_id) if item else None
+        template = words.CRM_TEXTS.get((row.kind, row.purpose))
+        text = template.format(message=message, who=who, since=since) if template else message
+        link = item.link if item else ""
+        notify = doc.notify(finding.rule) if finding else rules_config.NotifyIn()
+        due = calendar.add_working(now, notify.task_due_hours * 3600)
+        if row.kind != "close_task":
+            text = f"{text}\n{link} {marker(row.id)}".strip()
+        out[row.id] = Wording(text=text, due_at=due, task_type_id=notify.task_type_id,
+                              finding_resolved=finding is not None and finding.status == "resolved")
+    return out
+
+
+async def _send_created(batch: Batch) -> Outcome:
+    """create_task and add_note rows: tasks and notes on the finding's deal."""
+    words = await _words(batch.rt, batch.account, batch.rows, batch.now)
+    batch.outcome.texts.update({row_id: w.text for row_id, w in words.items()})
+    await _create(batch.client, batch.rows[0].kind, batch.rows, words, batch.outcome)
+    return batch.outcome
+
+
+async def _send_closures(batch: Batch) -> Outcome:
+    """close_task rows: complete the task opened for a finding that resolved."""
+    words = await _words(batch.rt, batch.account, batch.rows, batch.now)
+    batch.outcome.texts.update({row_id: w.text for row_id, w in words.items()})
+    await _close(batch.rt, batch.client, batch.rows, words, batch.outcome)
+    return batch.outcome
+
+
+async def _create(client: Any, kind: str, rows: list[OutboxAction], words: dict[int, Wording], out: Outcome) -> None:
+    # Tried before and the answer was lost? Then it may already be in the CRM: look first.
+    retried = [r for r in rows if r.attempts > 1]
+    if retried:
+        found = await client.find_marked("task" if kind == "create_task" else "note",
+                                         [r.deal_id for r in retried], [marker(r.id) for r in retried])
+        for r in retried:
+            if marker(r.id) in found:
+                out.sent[r.id] = found[marker(r.id)]
+            elif words[r.id].finding_resolved:
+                out.cancelled.add(r.id)  # not in the CRM, and nothing left to say: do not send it now
+    todo = [r for r in rows if r.id not in out.sent and r.id not in out.cancelled]
+    if not todo:
+        return
+    if kind == "create_task":
+        created = await client.create_tasks([
+            NewTask(request_id=str(r.id), deal_id=r.deal_id, responsible_user_id=r.user_id, text=words[r.id].text,
+                    due_at=words[r.id].due_at, type_id=words[r.id].task_type_id) for r in todo])
+    else:
+        created = await client.add_notes([NewNote(request_id=str(r.id), deal_id=r.deal_id, text=words[r.id].text)
+                                          for r in todo])
+    for r in todo:
+        if str(r.id) in created:
+            out.sent[r.id] = created[str(r.id)]
+
+
+async def _close(rt: Runtime, client: Any, rows: list[OutboxAction], words: dict[int, Wording], out: Outcome) -> None:
+    async with rt.reads() as s:
+        refs = {t.id: t for t in await s.scalars(select(OutboxAction).where(
+            OutboxAction.id.in_([r.ref_id for r in rows if r.ref_id])))}
+    closures = []
+    for row in rows:
+        task = refs.get(row.ref_id or -1)
+        if task is None or task.status in ("dead", "cancelled"):
+            out.cancelled.add(row.id)
+        elif task.status != "sent" or not task.external_id:
+            out.postponed.add(row.id)  # the task itself is still on its way
+        else:
+            closures.append((row, TaskClosure(task_id=task.external_id, result_text=words[row.id].text)))
+    if closures:
+        await client.close_tasks([c for _, c in closures])
+        for row, _ in closures:
+            out.sent[row.id] = None
+
+
+register("create_task", _send_created)
+register("add_note", _send_created)
+register("close_task", _send_closures)

@@ -34,29 +34,35 @@ def _summary(entry: str, direction: int, ext: str, client: str, start: int, talk
             "entry_result": 1 if talk else 0, "disconnect_reason": 1110}
 
 
-def script(now: datetime, timezone: str) -> list[tuple[str, dict[str, Any]]]:
+def script(now: datetime, timezone: str) -> list[tuple[tuple[str, str], dict[str, Any]]]:
+    """The calls, each with its title in Russian and English."""
     calendar = RulesDocument().business_calendar(timezone)
     # Two working hours back (whatever the hour the demo runs at): every window has passed.
     anchor = int(calendar.cutoff(now, 2 * 3600).timestamp())
     return [
-        ("Разговор 3 мин с Алексеем Соколовым, в карточке ничего", _summary(
+        (("Разговор 3 мин с Алексеем Соколовым, в карточке ничего",
+          "A 3-minute talk with Alexey Sokolov, nothing in the card"), _summary(
             "ZGVtby1jYWxsLTE=", 2, "102", "79123456704", anchor - 900, 180)),
-        ("Пропущенный от Павла Новикова, не перезвонили", _summary(
+        (("Пропущенный от Павла Новикова, не перезвонили", "A missed call from Pavel Novikov, not returned"),
+         _summary(
             "ZGVtby1jYWxsLTI=", 1, "104", "79123456706", anchor - 600, 0)),
-        ("Звонок с номера, которого нет в CRM", _summary(
+        (("Звонок с номера, которого нет в CRM", "A call from a number the CRM does not know"), _summary(
             "ZGVtby1jYWxsLTM=", 1, "103", "79161234599", anchor - 300, 75)),
     ]
 
 
-async def feed(http: httpx.AsyncClient, account: dict[str, Any], timezone: str) -> None:
+async def feed(http: httpx.AsyncClient, account: dict[str, Any], timezone: str
+               ) -> tuple[str, list[tuple[tuple[str, str], int]]]:
+    """Connects the PBX and posts its calls; returns the hook URL and each call's title and answer."""
     resp = await http.put(f"/api/accounts/{account['id']}/telephony/mango",
                           json={"api_key": API_KEY, "api_salt": API_SALT, "extensions": EXTENSIONS})
     resp.raise_for_status()
     hook = resp.json()["hook_url"]
-    print(f"PBX (Mango Office) connected; its callbacks go to {hook}summary")
     path = "/hooks/telephony/mango/" + account["key"] + "/events/summary"
-    for title, summary in script(datetime.now(UTC), timezone):
+    answers = []
+    for titles, summary in script(datetime.now(UTC), timezone):
         payload = json.dumps(summary, separators=(",", ":"))
         body = urlencode({"vpbx_api_key": API_KEY, "sign": sign(API_KEY, payload, API_SALT), "json": payload})
         r = await http.post(path, content=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
-        print(f"  call    events/summary {r.status_code}  {title}")
+        answers.append((titles, r.status_code))
+    return hook, answers

@@ -1,0 +1,77 @@
+"""Evaluation, the flow: what the rules find (app/rules/engine.py) → the findings' transitions
+(lifecycle.py) → what the outbox must do about them (notify.py), in the caller's transaction.
+
+The rules only compute; the lifecycle only moves findings; this module is the one place that
+asks the outbox to act, once the transitions are made.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.accounts.models import Account
+from app.db import is_postgres, utcnow
+from app.rules import engine as rules_engine
+from app.rules.models import RuleConfig
+
+from . import lifecycle, notify
+from .lifecycle import EvaluationResult, diff_table
+
+__all__ = ["EvaluationResult", "diff_table", "evaluate"]
+
+
+async def evaluate(s: AsyncSession, account_id: int, *, deal_ids: list[str] | None = None,
+                   now: datetime | None = None, actor: str = "sweep") -> EvaluationResult:
+    """Brings the account's findings in line with its mirror. The caller commits.
+
+    `open` (the account's open findings) is counted for sweeps only: re-evaluating a few deals
+    must not scan the whole account."""
+    now = now or utcnow()
+    whole = deal_ids is None
+    if not whole and not deal_ids:
+        return EvaluationResult()
+    row = (await s.execute(select(Account.timezone, RuleConfig.document)
+                           .outerjoin(RuleConfig, RuleConfig.account_id == Account.id)
+                           .where(Account.id == account_id))).first()
+    if row is None:
+        return EvaluationResult()
+    settings = rules_engine.account_rules(account_id, row.document)
+    calendar = settings.calendar(row.timezone)
+    template = rules_engine.template(account_id, settings, row.timezone, whole, s.bind.dialect, lifecycle.compare)
+    # No await between setting the moment and scope and computing the parameters from them: the
+    # template is shared by every evaluation of this account in this process.
+    params: dict[str, Any] = {}
+    for ctx in template.contexts():
+        ctx.now, ctx.deal_ids = now, deal_ids
+        params.update(ctx.values())
+    statement = template.statement(account_id, now, deal_ids)
+    await lifecycle.prepare(s, whole)
+    total = EvaluationResult()
+    if is_postgres(s) and whole:
+        differences = await lifecycle.compare_whole(s, statement, params)
+    else:
+        differences = (await s.execute(statement, params)).rowcount or 0
+    if differences:
+        await lifecycle.apply_differences(s, account_id, template, differences, now, actor, total)
+    doc = settings.document
+    # Inhibition follows the findings' states and deals, so it can only change on the deals
+    # whose findings changed, or anywhere when the settings did (seen by the next sweep).
+    if whole and lifecycle.suppressed_with.get(account_id) is not doc:
+        total.changed += await lifecycle.suppress(s, account_id, doc.suppress, None, now)
+        lifecycle.remember_on_commit(s, account_id, doc)
+    elif total.changed:
+        changed = await lifecycle.changed_deals(s, differences)
+        total.changed += await lifecycle.suppress(s, account_id, doc.suppress, changed, now)
+    if differences:
+        await lifecycle.empty_differences(s, differences)
+    if whole or total.changed:
+        # The outbox is asked to act on what changed, in this same transaction. (A sweep also
+        # asks when nothing changed: escalations and reminders come due with time alone.)
+        total.enqueued = await notify.enqueue(s, account_id, now, doc, calendar)
+    if whole:
+        total.open = await lifecycle.count_open(s, account_id)
+    return total

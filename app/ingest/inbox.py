@@ -1,0 +1,85 @@
+"""One inbox row's fate, shared by the worker (worker.py) and the steps after its commit
+(pipeline.py): parsed into domain events, done, or failed with backoff; and what a delivery
+teaches about its account."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.accounts.models import Account
+from app.db import utcnow
+from app.metrics import INBOX_PROCESSED
+from app.runtime import Runtime
+from app.security import webhook_secret_hash
+from integrations.base import CredentialsIssued, DomainEvent, WebhookMalformed
+from integrations.http import backoff_delay
+from integrations.registry import TELEPHONY_SOURCE, telephony_adapter
+from integrations.telephony.base import StoredHook
+
+from .models import InboxEvent
+
+log = logging.getLogger(__name__)
+
+
+def parse(rt: Runtime, row: InboxEvent, region: str) -> list[DomainEvent]:
+    """The row's domain events, by its source: a PBX's callback or a CRM's webhook."""
+    if row.source.startswith(TELEPHONY_SOURCE):
+        pbx = telephony_adapter(row.source[len(TELEPHONY_SOURCE):])
+        return pbx.parse(StoredHook.loads(row.payload), region=region, received_at=row.received_at)
+    return rt.crm_adapter(row.source).parse_webhook(row.payload.encode("utf-8"), region=region,
+                                                    received_at=row.received_at)
+
+
+def failed(rt: Runtime, row: InboxEvent, exc: BaseException, now: datetime, *, may_park: bool = True) -> None:
+    row.attempts += 1
+    row.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+    if may_park and row.attempts >= rt.settings.inbox_max_attempts:
+        row.status = "failed"
+        INBOX_PROCESSED.labels(row.source, "failed").inc()
+        log.error("inbox.parked", extra={"inbox_id": row.id, "error": row.last_error})
+    else:
+        # 2 s, 4 s, 8 s … capped at an hour.
+        row.next_attempt_at = now + timedelta(seconds=backoff_delay(row.attempts, 2.0, 3600.0, jitter=(1.0, 1.0)))
+        INBOX_PROCESSED.labels(row.source, "retry").inc()
+        log.warning("inbox.retry", extra={"inbox_id": row.id, "error": row.last_error})
+
+
+def done(row: InboxEvent, events: list[DomainEvent], ignored: int) -> None:
+    row.status, row.processed_at = "done", utcnow()
+    row.events, row.ignored = len(events), ignored
+    INBOX_PROCESSED.labels(row.source, "done").inc()
+
+
+async def account_facts(rt: Runtime, s: AsyncSession, account: Account, adapter: Any, row: InboxEvent,
+                        events: list[DomainEvent]) -> None:
+    """What a delivery teaches about its account: the CRM's own account id (when the delivery is
+    signed), and the credentials an app install hands over."""
+    parsed = None
+    if account.external_id is None:
+        # A row drained from the CRM's own queue is no webhook: it says nothing of its account.
+        with contextlib.suppress(WebhookMalformed):
+            parsed = adapter.check_webhook(row.payload.encode("utf-8"), row.content_type)
+        # Only a delivery signed with the account's secret (checked at intake) may say whose it is;
+        # an unsigned one (amoCRM) leaves that to the CRM's API.
+        if parsed and parsed.external_account_id and parsed.secret and account.webhook_secret_hash:
+            account.external_id = parsed.external_account_id
+    for ev in events:
+        if not isinstance(ev, CredentialsIssued):
+            continue
+        creds = rt.box.open(account.credentials) | dict(ev.credentials)
+        account.credentials = rt.box.seal(creds)
+        account.credentials_version += 1
+        account.status, account.status_reason = "active", None
+        if ev.external_id and account.external_id in (None, ev.external_id):
+            account.external_id = ev.external_id
+        if ev.webhook_secret and account.webhook_secret_hash is None:
+            account.webhook_secret_hash = webhook_secret_hash(ev.webhook_secret)
+        # A fresh install has data the backfill has not read yet.
+        account.sync_state, account.sync_requested_at = "queued", utcnow()
+        log.info("account.installed", extra={"account_id": account.id})
+        rt.sync_wakeup.set()
