@@ -72,13 +72,13 @@ FROM generate_series(1, :users) AS u""",
     "deals": """
 INSERT INTO deals (account_id, id, name, pipeline_id, stage_id, stage_entered_at, stage_entered_source, price,
                    responsible_user_id, is_closed, is_deleted, created_at, closed_at, source_updated_at,
-                   needs_fetch, mirrored_at)
+                   mirrored_at)
 SELECT :account, (:deal_base + g)::text, 'Сделка #' || g, :pipeline,
        CASE WHEN closed THEN CASE WHEN r_won < 0.4 THEN '142' ELSE '143' END
             ELSE (7000001 + floor(r_stage * r_stage * 6)::int)::text END,
        CASE WHEN closed THEN closed_at ELSE now() - r_entered * interval '60 days' END, 'event',
        round((r_price * 500000)::numeric, -2)::float8, (:user_base + 1 + floor(r_user * :users)::int)::text,
-       closed, false, created_at, CASE WHEN closed THEN closed_at END, now(), false, now()
+       closed, false, created_at, CASE WHEN closed THEN closed_at END, now(), now()
 FROM (SELECT g, closed, r_won, r_stage, r_entered, r_price, r_user,
              now() - r_closed * interval '730 days' AS closed_at,
              now() - r_closed * interval '730 days' - r_age * interval '45 days' AS created_at
