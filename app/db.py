@@ -9,10 +9,11 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import BigInteger, DateTime, Float, Integer, MetaData, event, text
+from sqlalchemy import BigInteger, Date, DateTime, Float, Integer, MetaData, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -104,6 +105,8 @@ def make_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> AsyncEng
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
+            # SQLite has no time zones: the reports' local_day() is this Python function there.
+            dbapi_conn.create_function("crmwatch_local_day", 2, _sqlite_local_day, deterministic=True)
             # Take over transaction control from the driver (see _sqlite_begin).
             dbapi_conn.isolation_level = None
 
@@ -156,6 +159,33 @@ def _epoch_sqlite(element: epoch, compiler: Any, **kw: Any) -> str:
 @compiles(epoch, "postgresql")
 def _epoch_pg(element: epoch, compiler: Any, **kw: Any) -> str:
     return f"EXTRACT(EPOCH FROM {compiler.process(element.clauses, **kw)})"
+
+
+class local_day(FunctionElement[date]):
+    """The calendar date of a UTC datetime column in a time zone: local_day(column, "Europe/Moscow")."""
+
+    type = Date()
+    inherit_cache = True
+    name = "local_day"
+
+
+@compiles(local_day, "postgresql")
+def _local_day_pg(element: local_day, compiler: Any, **kw: Any) -> str:
+    column, zone = list(element.clauses)
+    return f"CAST(timezone({compiler.process(zone, **kw)}, {compiler.process(column, **kw)}) AS DATE)"
+
+
+@compiles(local_day, "sqlite")
+def _local_day_sqlite(element: local_day, compiler: Any, **kw: Any) -> str:
+    return f"crmwatch_local_day({compiler.process(element.clauses, **kw)})"
+
+
+def _sqlite_local_day(stored: str | None, zone: str) -> str | None:
+    if stored is None:
+        return None
+    at = datetime.fromisoformat(stored)
+    at = at.replace(tzinfo=UTC) if at.tzinfo is None else at
+    return at.astimezone(ZoneInfo(zone)).date().isoformat()
 
 
 async def _run_outside_transaction(url: str, statement: str) -> None:

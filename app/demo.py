@@ -28,6 +28,7 @@ from sqlalchemy.engine import make_url
 
 from app import demo_pbx
 from app import logging as app_logging
+from app.dashboard import demo_history
 from app.demo_text import TEXT, counts, money
 from app.main import create_app
 from app.migrate import upgrade_async
@@ -103,7 +104,7 @@ def _widget_card(state: EmulatorState, crmwatch_url: str, emulator_url: str) -> 
     manager = min(state.users) if state.users else 1
     return CardHost(widget_zip=out, secret=DEMO_WIDGET_SECRET, base_url=emulator_url, audience=crmwatch_url,
                     account_id=state.account["id"], subdomain=state.account["subdomain"], user_id=manager,
-                    crmwatch_url=crmwatch_url)
+                    crmwatch_url=crmwatch_url, is_admin=True)
 
 
 def reset_database(database: str) -> None:
@@ -194,11 +195,16 @@ async def run_demo(*, host: str, port: int, emulator_port: int, database: str, o
             say("crmwatch", url=base, token=DEMO_ADMIN_TOKEN)
             say("amo_emulator", url=f"http://{host}:{emulator_port}", token=DEMO_TOKEN)
             say("b24_emulator", url=f"http://{host}:{bitrix24_port}", user=WEBHOOK_USER, secret=WEBHOOK_SECRET)
-            card_url = await _amocrm(http, say, base, state, card, f"http://{host}:{emulator_port}", now)
-            await _bitrix24_portal(http, say, base, portal, f"http://{host}:{bitrix24_port}", now)
+            amo_id, card_url = await _amocrm(http, say, base, state, card, f"http://{host}:{emulator_port}", now)
+            b24_id = await _bitrix24_portal(http, say, base, portal, f"http://{host}:{bitrix24_port}", now)
+            dashboards = await _dashboard_history(http, say, settings.database_url, {"amocrm": amo_id,
+                                                                                     "bitrix24": b24_id})
             say("look")
             if card_url:
                 say("look_card", url=card_url)
+            say("look_dashboard_amo", url=dashboards["amocrm"])
+            say("look_dashboard_widget", url=f"http://{host}:{emulator_port}/settings/widgets/crmwatch")
+            say("look_dashboard_b24", url=dashboards["bitrix24"])
             say("look_home", url=base, token=DEMO_ADMIN_TOKEN)
         if once:
             return 0
@@ -227,8 +233,9 @@ def _deal(say: _Say, name: str | None, amount: float | None) -> str:
 
 
 async def _amocrm(http: httpx.AsyncClient, say: _Say, base: str, state: EmulatorState, card: CardHost,
-                  emulator_url: str, now: int) -> str | None:
-    """The amoCRM account: connected, backfilled, a day replayed, its findings and what went back."""
+                  emulator_url: str, now: int) -> tuple[int, str | None]:
+    """The amoCRM account: connected, backfilled, a day replayed, its findings and what went back.
+    Returns the account's id and the widget's card page."""
     resp = await http.post("/api/accounts", json={
         "name": "Демо-магазин", "crm": "amocrm", "base_url": emulator_url, "access_token": DEMO_TOKEN,
         "timezone": "Europe/Moscow"})
@@ -287,7 +294,7 @@ async def _amocrm(http: httpx.AsyncClient, say: _Say, base: str, state: Emulator
     await _written_into_amocrm(http, say, state, aid, findings)
     if card_url:
         say("widget", url=card_url, shown=shown)
-    return card_url
+    return aid, card_url
 
 
 def _amo_where(say: _Say, state: EmulatorState, item: dict[str, Any]) -> str:
@@ -368,8 +375,8 @@ def _sync_state(say: _Say, value: str) -> str:
 
 
 async def _bitrix24_portal(http: httpx.AsyncClient, say: _Say, base: str, portal: Bitrix24Emulator,
-                           portal_url: str, now: float) -> None:
-    """The same product on a Bitrix24 portal, connected by its inbound webhook."""
+                           portal_url: str, now: float) -> int:
+    """The same product on a Bitrix24 portal, connected by its inbound webhook; returns its account id."""
     resp = await http.post("/api/accounts", json={
         "name": "Демо-портал Битрикс24", "crm": "bitrix24",
         "base_url": f"{portal_url}/rest/{WEBHOOK_USER}/{WEBHOOK_SECRET}/", "application_token": APP_TOKEN,
@@ -409,6 +416,19 @@ async def _bitrix24_portal(http: httpx.AsyncClient, say: _Say, base: str, portal
     for todo in still_open[:3]:
         say("b24_example", where=where(todo["OWNER_ID"]), text=todo["SUBJECT"])
     say("b24_refused", count=portal.refused_503)
+    return int(account["id"])
+
+
+async def _dashboard_history(http: httpx.AsyncClient, say: _Say, database: str, accounts: dict[str, int]
+                             ) -> dict[str, str]:
+    """A few weeks of history behind both accounts, so the dashboard's charts have something to
+    show; returns a read-only dashboard link per CRM."""
+    links: dict[str, str] = {}
+    for crm, account_id in accounts.items():
+        added = await demo_history.add(database, account_id, datetime.now(UTC))
+        say("history", crm=say[f"crm_{crm}"], **added)
+        links[crm] = await demo_history.dashboard_url(http, account_id)
+    return links
 
 
 async def _ok(http: httpx.AsyncClient, path: str) -> bool:

@@ -15,7 +15,8 @@ import structlog
 
 _SECRET_FIELDS = re.compile(r"token|secret|password|authorization|credential|api_key|^key$|^code$", re.I)
 # Webhook URLs carry the account's key: /hooks/amocrm/<key>, /hooks/telephony/mango/<key>/…
-_HOOK_PATH = re.compile(r"(/hooks/(?:telephony/)?[a-z0-9_]+/)[^/?\s]+")
+# Secrets that travel in a path: webhook keys, and the dashboard's read-only link secrets.
+_HOOK_PATH = re.compile(r"(/hooks/(?:telephony/)?[a-z0-9_]+/|/dashboard/l/)[^/?\s]+")
 
 
 def mask_path(path: str) -> str:
@@ -26,7 +27,7 @@ def _redact(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
     for key, value in list(event.items()):
         if key not in ("event", "level", "logger", "timestamp") and _SECRET_FIELDS.search(key):
             event[key] = "***"
-        elif isinstance(value, str) and "/hooks/" in value:
+        elif isinstance(value, str) and ("/hooks/" in value or "/dashboard/l/" in value):
             event[key] = mask_path(value)
     return event
 

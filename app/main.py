@@ -15,6 +15,8 @@ from app import errors
 from app import workers as app_workers
 from app.accounts.endpoints import router as accounts_router
 from app.calls.endpoints import router as telephony_router
+from app.dashboard.endpoints import admin_router as dashboard_admin_router
+from app.dashboard.endpoints import router as dashboard_router
 from app.findings.endpoints import router as findings_router
 from app.ingest.endpoints import HOOK_HANDLERS
 from app.ingest.endpoints import admin_router as inbox_router
@@ -28,6 +30,8 @@ from app.mirror.endpoints import router as mirror_router
 from app.ops import pages
 from app.ops.endpoints import router as ops_router
 from app.outbox.endpoints import router as outbox_router
+from app.reports.endpoints import calls_router as call_stats_router
+from app.reports.endpoints import router as reports_router
 from app.rules.endpoints import router as rules_router
 from app.runtime import Runtime
 from app.settings import Settings, get_settings
@@ -110,6 +114,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
     app.include_router(inbox_router)
     app.include_router(widget_router)
     app.include_router(telephony_router)
+    app.include_router(reports_router)
+    app.include_router(call_stats_router)
+    app.include_router(dashboard_admin_router)
+    app.include_router(dashboard_router)
     app.add_middleware(RequestContext)
     app.hooks = HookFastPath(HOOK_HANDLERS)
     return app

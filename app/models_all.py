@@ -2,6 +2,7 @@
 
 from app.accounts.models import Account
 from app.calls.models import Call, CallStatsDaily, TelephonyConfig
+from app.dashboard.models import DashboardLink
 from app.findings.models import Finding, FindingEvent
 from app.ingest.models import InboxEvent
 from app.mirror.models import Contact, ContactPhone, Deal, DealContact, Note, Pipeline, Stage, StageHistory, Task, User
@@ -15,6 +16,7 @@ __all__ = [
            "CallStatsDaily",
            "Contact",
            "ContactPhone",
+           "DashboardLink",
            "Deal",
            "DealContact",
            "Finding",

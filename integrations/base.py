@@ -420,12 +420,14 @@ class CardAccountHint:
 @dataclass(frozen=True, slots=True)
 class CardUser:
     """The CRM user who opened the card, as the CRM confirmed. A disposable token also has an id
-    (`jti`) to be accepted once, until `expires_at`."""
+    (`jti`) to be accepted once, until `expires_at`. `is_admin`: the CRM says this user administers
+    the account (the dashboard shows them the whole team); False when unknown or not asked."""
 
     id: str
     name: str = ""
     jti: str | None = None
     expires_at: datetime | None = None
+    is_admin: bool = False
 
 
 class CardAuth(Protocol):
@@ -437,9 +439,11 @@ class CardAuth(Protocol):
         ...
 
     async def verify(self, credential: str, *, base_url: str, secret: str | None = None, audience: str | None = None,
-                     transport: Any = None) -> CardUser:
+                     transport: Any = None, ask_admin: bool = False) -> CardUser:
         """Confirms the credential for the account at `base_url` (with its secret and audience when
-        the CRM signs tokens); raises CardRejected, or CardUnavailable when the CRM cannot be asked."""
+        the CRM signs tokens); raises CardRejected, or CardUnavailable when the CRM cannot be asked.
+        `ask_admin`: also learn CardUser.is_admin where that costs the CRM another call (Bitrix24's
+        `user.admin`); a CRM whose credential carries it (amoCRM's `is_admin` claim) always fills it."""
         ...
 
 

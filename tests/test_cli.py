@@ -85,6 +85,13 @@ def test_demo_runs_the_scripted_day_against_the_emulator(tmp_path):
     assert "/api/" not in look and f"http://127.0.0.1:{port}/ " in look
     for url in re.findall(r"http://127\.0\.0\.1:\d+/[^\s,)]*", look):
         assert "/api/" not in url
+    # The head of sales' dashboard: weeks of history behind it, a read-only link per CRM, the widget's page.
+    assert re.search(r"История для дашборда \(amoCRM\): четыре недели звонков \([1-9]\d*\)", text)
+    assert re.search(rf"дашборд отдела продаж, amoCRM \(ссылка только для просмотра\): "
+                     rf"http://127.0.0.1:{port}/dashboard/l/\S+", look)
+    assert re.search(rf"дашборд отдела продаж, Битрикс24 \(ссылка только для просмотра\): "
+                     rf"http://127.0.0.1:{port}/dashboard/l/\S+", look)
+    assert f"http://127.0.0.1:{emu}/settings/widgets/crmwatch" in look
 
 
 def test_demo_in_english(tmp_path):
@@ -92,6 +99,8 @@ def test_demo_in_english(tmp_path):
     text = out.stdout
     assert "Open findings (" in text and "First load: done; read: pipelines 1" in text
     assert "Written into amoCRM:" in text
+    assert "History for the dashboard (Bitrix24): four weeks of calls (" in text
+    assert re.search(r"the sales team dashboard, amoCRM \(a read-only link\): http://\S+/dashboard/l/\S+", text)
     assert "deal “Заявка с сайта: кондиционеры в офис” (RUB 260,000)" in text
     assert "overdue by" in text  # crmwatch's own messages in English too
     assert not re.search(r"[А-Яа-я]", " ".join(ln for ln in text.splitlines()

@@ -4,7 +4,6 @@ callbacks themselves are intake: app/ingest/telephony.py.)"""
 from __future__ import annotations
 
 import logging
-from datetime import date, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
@@ -17,10 +16,9 @@ from app.runtime import Runtime
 from app.security import require_admin
 from integrations.registry import TELEPHONY_ADAPTERS
 
-from . import stats
 from .hookconfig import secrets_cache
 from .models import Call, TelephonyConfig
-from .schemas import CallOut, CallStatsOut, TelephonyIn, TelephonyOut
+from .schemas import CallOut, TelephonyIn, TelephonyOut
 
 log = logging.getLogger(__name__)
 
@@ -123,18 +121,3 @@ async def list_calls(account_id: int, rt: Runtime = Depends(runtime),
             where.append(Call.deal_id == deal_id)
         rows = await s.scalars(select(Call).where(*where).order_by(Call.started_at.desc(), Call.id.desc()).limit(limit))
         return [CallOut.model_validate(r) for r in rows]
-
-
-@router.get("/{account_id}/call-stats", response_model=list[CallStatsOut])
-async def call_stats(account_id: int, rt: Runtime = Depends(runtime),
-                     day_from: date | None = Query(None, alias="from"), day_to: date | None = Query(None, alias="to"),
-                     manager_id: str | None = None) -> list[CallStatsOut]:
-    """Per manager per day (the account's local days): calls, talk seconds, successful contacts
-    (talk ≥ 40 s), incoming, outgoing, missed, and cards changed. Default: the last 7 days."""
-    day_to = day_to or date.today()
-    day_from = day_from or day_to - timedelta(days=6)
-    if day_from > day_to or (day_to - day_from).days > 366:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "from must be before to, at most a year apart")
-    async with rt.reads() as s:
-        await account_or_404(s, account_id)
-        return [CallStatsOut.model_validate(r) for r in await stats.read(s, account_id, day_from, day_to, manager_id)]

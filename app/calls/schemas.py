@@ -63,6 +63,7 @@ class CallOut(BaseModel):
 class CallStatsOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     manager_id: str
+    name: str
     day: date
     calls: int
     talk_seconds: int

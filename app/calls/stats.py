@@ -93,13 +93,4 @@ async def refresh_day(s: AsyncSession, account_id: int, now: datetime) -> None:
     await refresh(s, account_id, timezone, {(m, day) for m in managers})
 
 
-async def read(s: AsyncSession, account_id: int, day_from: date, day_to: date,
-               manager_id: str | None = None) -> list[CallStatsDaily]:
-    where = [CallStatsDaily.account_id == account_id, CallStatsDaily.day >= day_from, CallStatsDaily.day <= day_to]
-    if manager_id is not None:
-        where.append(CallStatsDaily.manager_id == manager_id)
-    return list(await s.scalars(select(CallStatsDaily).where(*where).order_by(
-        CallStatsDaily.day, CallStatsDaily.manager_id)))
-
-
-__all__ = ["cards_changed", "day_bounds", "local_day", "read", "refresh", "refresh_day"]
+__all__ = ["cards_changed", "day_bounds", "local_day", "refresh", "refresh_day"]

@@ -59,7 +59,7 @@ class FindingEvent(Base):
     """Every transition of a finding: from what, to what, who or what did it, and when."""
 
     __tablename__ = "finding_events"
-    __table_args__ = (Index("ix_finding_events_finding", "finding_id", "id"),)
+    __table_args__ = (Index("ix_finding_events_finding", "finding_id", "id"), Index("ix_finding_events_at", "at"))
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     finding_id: Mapped[int] = mapped_column(ForeignKey("findings.id", ondelete="CASCADE"))

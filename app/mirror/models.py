@@ -57,6 +57,7 @@ class Deal(Base):
     __table_args__ = (
         Index("ix_deals_open", "account_id", "is_closed", "is_deleted"),
         Index("ix_deals_responsible", "account_id", "responsible_user_id"),
+        Index("ix_deals_closed", "account_id", "pipeline_id", "closed_at"),
     )
     account_id: Mapped[int] = _account_pk()
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -79,6 +80,8 @@ class Deal(Base):
 
 class DealContact(Base):
     __tablename__ = "deal_contacts"
+    # "Has this client an earlier deal?" (the funnel's new vs returning clients) goes by contact.
+    __table_args__ = (Index("ix_deal_contacts_contact", "account_id", "contact_id"),)
     account_id: Mapped[int] = _account_pk()
     deal_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     contact_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -88,7 +91,9 @@ class StageHistory(Base):
     """Every stage entry we know of, from the CRM's event log and from status webhooks."""
 
     __tablename__ = "stage_history"
-    __table_args__ = (Index("ix_stage_history_deal", "account_id", "deal_id", "entered_at"),)
+    __table_args__ = (Index("ix_stage_history_deal", "account_id", "deal_id", "entered_at"),
+                      Index("ix_stage_history_entered", "account_id", "entered_at",
+                            postgresql_include=["deal_id", "stage_id", "by_user_id", "id"]))
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     account_id: Mapped[int] = mapped_column(ForeignKey(ACCOUNT_FK, ondelete="CASCADE"))
     deal_id: Mapped[str] = mapped_column(String(64))
@@ -104,6 +109,11 @@ class Task(Base):
     __table_args__ = (
         Index("ix_tasks_deal", "account_id", "deal_id"),
         Index("ix_tasks_open_due", "account_id", "is_completed", "due_at"),
+        # The reports' cards changed: tasks set, and tasks closed, in a period.
+        Index("ix_tasks_created", "account_id", "created_at", postgresql_include=["created_by", "deal_id"]),
+        Index("ix_tasks_completed", "account_id", "completed_at",
+              postgresql_include=["responsible_user_id", "deal_id"],
+              postgresql_where=text("completed_at IS NOT NULL"), sqlite_where=text("completed_at IS NOT NULL")),
         # "Does this deal have an open task?" is asked of every open deal in every sweep.
         Index("ix_tasks_open_by_deal", "account_id", "deal_id",
               postgresql_where=text("NOT is_completed AND NOT is_deleted"),
@@ -132,7 +142,11 @@ class Task(Base):
 
 class Note(Base):
     __tablename__ = "notes"
-    __table_args__ = (Index("ix_notes_deal", "account_id", "deal_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_notes_deal", "account_id", "deal_id", "created_at"),
+        # The reports' cards changed: the notes of a period, by who wrote them.
+        Index("ix_notes_created", "account_id", "created_at", postgresql_include=["created_by", "deal_id", "kind"]),
+    )
     account_id: Mapped[int] = _account_pk()
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     entity_type: Mapped[str] = mapped_column(String(16))

@@ -32,6 +32,8 @@ class WidgetUser:
     account: Account
     user_id: str
     jti: str
+    # amoCRM's `is_admin` claim: the account's administrator (the dashboard shows them the team).
+    is_admin: bool = False
 
     @property
     def actor(self) -> str:
@@ -114,7 +116,7 @@ async def _accept(s: AsyncSession, account: Account, user: CardUser) -> WidgetUs
     result = await s.execute(stmt.on_conflict_do_nothing(index_elements=["account_id", "jti"]))
     if result.rowcount != 1:
         raise TokenRejected("token_replayed", "this widget token was already used")
-    return WidgetUser(account=account, user_id=user.id, jti=user.jti)
+    return WidgetUser(account=account, user_id=user.id, jti=user.jti, is_admin=user.is_admin)
 
 
 async def _purge_expired(s: AsyncSession) -> None:

@@ -19,12 +19,9 @@ from app.findings.models import Finding
 from app.findings.service import TransitionError
 from app.runtime import Runtime
 from app.security import load_secret, require_admin
-from integrations.base import CardRejected, CardUnavailable
-from integrations.formdata import FormError, parse_bracket_form
 from integrations.http import origin as origin_of
-from integrations.registry import crm_adapter
 
-from . import amocrm_token, deal_tab, service, session_token
+from . import amocrm_token, deal_tab, placement, service, session_token
 from .models import WidgetConfig
 from .rejected import TokenRejected
 from .schemas import CardFindings, CardSnoozeIn, WidgetConfigIn, WidgetConfigOut
@@ -125,7 +122,7 @@ def _card_error(exc: Exception) -> tuple[int, dict[str, str]]:
     return status.HTTP_409_CONFLICT, {"detail": str(exc), "code": "conflict"}
 
 
-async def _amocrm_call(request: Request, rt: Runtime, token: str | None,
+async def amocrm_call(request: Request, rt: Runtime, token: str | None,
                        act: Callable[[AsyncSession, amocrm_token.WidgetUser], Awaitable[Any]]) -> JSONResponse:
     origin = request.headers.get("origin")
     try:
@@ -154,7 +151,7 @@ async def amocrm_findings(request: Request, lead_id: str = Query(pattern=r"^\d{1
         chosen = lang or user.account.language
         view = await service.card(s, user.account, lead_id, rt.settings.public_url, chosen)
         return view.model_dump(mode="json")
-    return await _amocrm_call(request, rt, x_auth_token, act)
+    return await amocrm_call(request, rt, x_auth_token, act)
 
 
 async def _amocrm_change(request: Request, rt: Runtime, token: str | None, lang: str | None,
@@ -163,7 +160,7 @@ async def _amocrm_change(request: Request, rt: Runtime, token: str | None, lang:
     async def act(s: AsyncSession, user: amocrm_token.WidgetUser) -> dict[str, Any]:
         f = await change(s, user)
         return service.action_answer(f, user.actor, user.account.timezone, lang or user.account.language)
-    return await _amocrm_call(request, rt, token, act)
+    return await amocrm_call(request, rt, token, act)
 
 
 @amocrm_router.post("/findings/{finding_id}/ack")
@@ -194,53 +191,28 @@ SESSION_MAX = timedelta(hours=1)
 SESSION_MIN = timedelta(minutes=5)
 
 
-def _page_lang(value: str | None, account: Account | None) -> str:
-    if value in ("ru", "en"):
-        return value
-    return account.language if account is not None and account.language in ("ru", "en") else "ru"
-
-
 @bitrix24_router.post("/deal-tab", response_class=HTMLResponse)
 async def bitrix24_deal_tab(request: Request, rt: Runtime = Depends(runtime)) -> HTMLResponse:
     """The deal tab Bitrix24 opens (placement.bind at install); verified with the portal on every load."""
-    # Bitrix24 puts DOMAIN/PROTOCOL/LANG/APP_SID in the query string and the rest in the form.
-    try:
-        form = parse_bracket_form(await request.body()) if request.headers.get("content-length") != "0" else {}
-    except FormError:
-        form = {}
-    field = {k: v for k, v in {**request.query_params, **form}.items() if isinstance(v, str)}
-    lang = _page_lang(field.get("LANG"), None)
-    auth_id, member_id = field.get("AUTH_ID", ""), field.get("member_id", "")
+    field = await placement.fields(request)
     try:
         deal_id = str(json.loads(field.get("PLACEMENT_OPTIONS") or "{}").get("ID") or "")
     except (ValueError, AttributeError):
         deal_id = ""
-    if not auth_id or not member_id or not deal_id.isdigit():
-        return deal_tab.refusal(lang, "bad_request", status.HTTP_400_BAD_REQUEST)
-    if field.get("PLACEMENT", "CRM_DEAL_DETAIL_TAB") != "CRM_DEAL_DETAIL_TAB":
-        return deal_tab.refusal(lang, "bad_request", status.HTTP_400_BAD_REQUEST)
-    async with rt.reads() as s:
-        hint = crm_adapter("bitrix24").card.hint(member_id)
-        account = await s.scalar(select(Account).where(Account.crm == "bitrix24",
-                                                       Account.external_id == hint.external_id))
-    if account is None:
-        return deal_tab.refusal(lang, "not_installed", status.HTTP_403_FORBIDDEN)
-    lang = _page_lang(field.get("LANG"), account)
+    if not deal_id.isdigit() or field.get("PLACEMENT", "CRM_DEAL_DETAIL_TAB") != "CRM_DEAL_DETAIL_TAB":
+        return deal_tab.refusal(placement.page_lang(field.get("LANG")), "bad_request", status.HTTP_400_BAD_REQUEST)
     try:
-        user = await crm_adapter("bitrix24").card.verify(auth_id, base_url=account.base_url,
-                                                         transport=rt.http_transport)
-    except CardRejected:
-        return deal_tab.refusal(lang, "forged", status.HTTP_403_FORBIDDEN, account.base_url)
-    except CardUnavailable:
-        return deal_tab.refusal(lang, "portal_down", status.HTTP_503_SERVICE_UNAVAILABLE, account.base_url)
+        signed = await placement.sign_in(rt, field)
+    except placement.Refused as exc:
+        return deal_tab.refusal(exc.lang, exc.reason, exc.status_code, exc.portal)
     try:
         # The page lives as long as Bitrix24's own AUTH_ID (an hour), within sane bounds.
         lifetime = min(SESSION_MAX, max(SESSION_MIN, timedelta(seconds=int(field.get("AUTH_EXPIRES") or 3600))))
     except ValueError:
         lifetime = SESSION_MAX
     token = session_token.issue(load_secret(rt.settings), session_token.CardSession(
-        account_id=account.id, deal_id=deal_id, user_id=user.id, crm="bitrix24"), lifetime)
-    return deal_tab.page(lang, token, deal_id, user.name, account.base_url)
+        account_id=signed.account.id, deal_id=deal_id, user_id=signed.user.id, crm="bitrix24"), lifetime)
+    return deal_tab.page(signed.lang, token, deal_id, signed.user.name, signed.account.base_url)
 
 
 @bitrix24_router.get("/{name}.js", include_in_schema=False)

@@ -1,6 +1,7 @@
 """Every text a manager or head of sales reads, one module per language (ru.py, en.py): the
 rules' titles and messages, the tasks and notes crmwatch writes into the CRM, the call log's
-notes, and the Bitrix24 deal tab. A copywriter changes wording here without reading SQL.
+notes, the Bitrix24 deal tab, the dashboard and its export. A copywriter changes wording here
+without reading SQL.
 
 Each language module has the same names; `of(lang)` picks one (Russian for "ru", English for
 anything else). The placeholders in braces are filled by the code that uses the text.

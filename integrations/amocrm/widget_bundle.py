@@ -1,6 +1,7 @@
 """Builds the amoCRM widget archive (uploaded as a private integration's widget).
 
-The sources are in ./widget: manifest.json (location lcard-1), script.js (the SDK callbacks),
+The sources are in ./widget: manifest.json (locations: lcard-1 for the card, advanced_settings and
+widget_page for the dashboard as a full page), script.js (the SDK callbacks),
 i18n/ru.json and i18n/en.json. The build puts the card UI (shared with the Bitrix24 tab) and
 crmwatch's address into script.js, and draws the logos amoCRM asks for, so the archive has no
 binary sources and no external resources.
@@ -57,8 +58,9 @@ def script(crmwatch_url: str, card_core_js: str) -> str:
 def build(out: Path, *, crmwatch_url: str, card_core_js: str) -> list[str]:
     """Writes the archive to `out`; returns the names it holds."""
     manifest = json.loads((SOURCES / "manifest.json").read_text(encoding="utf-8"))
-    if manifest.get("locations") != ["lcard-1"]:
-        raise RuntimeError("the widget lives in the lead card's right panel (lcard-1)")
+    if manifest.get("locations") != ["lcard-1", "advanced_settings", "widget_page"]:
+        raise RuntimeError("the widget lives in the lead card's right panel (lcard-1) and opens the dashboard "
+                           "as a full page (advanced_settings, widget_page)")
     files: dict[str, bytes] = {
         "manifest.json": json.dumps(manifest, ensure_ascii=False, indent=2).encode(),
         "script.js": script(crmwatch_url, card_core_js).encode(),

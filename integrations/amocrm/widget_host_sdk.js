@@ -27,7 +27,7 @@ window.define = function (deps, factory) {
   var w = Object.create({
     get_settings: function () { return CARD_HOST.settings; },
     i18n: function (key) { return CARD_HOST.i18n[key]; },
-    system: function () { return { area: 'lcard', amouser_id: String(CARD_HOST.userId), subdomain: CARD_HOST.subdomain }; },
+    system: function () { return { area: CARD_HOST.area || 'lcard', amouser_id: String(CARD_HOST.userId), subdomain: CARD_HOST.subdomain }; },
     render_template: function (params) {
       var block = document.createElement('div');
       block.className = 'card-widgets__widget';
@@ -46,5 +46,11 @@ window.define = function (deps, factory) {
   });
   Widget.call(w);
   window.crmwatchWidget = w;
-  ['render', 'init', 'bind_actions'].forEach(function (name) { w.callbacks[name](); });
+  if (CARD_HOST.area === 'advanced_settings') {
+    w.callbacks.advancedSettings();
+  } else if (CARD_HOST.area === 'widget_page') {
+    w.callbacks.initMenuPage({ location: 'widget_page', item_code: 'crmwatch_dashboard' });
+  } else {
+    ['render', 'init', 'bind_actions'].forEach(function (name) { w.callbacks[name](); });
+  }
 };

@@ -43,7 +43,7 @@ class AmoCrmWidgetToken:
                                subdomain=str(subdomain).lower() if subdomain else None)
 
     async def verify(self, credential: str, *, base_url: str, secret: str | None = None, audience: str | None = None,
-                     transport: Any = None) -> CardUser:
+                     transport: Any = None, ask_admin: bool = False) -> CardUser:
         if not secret:
             raise CardRejected("widget_not_configured",
                                "the integration's secret key is not set: PUT /api/accounts/{id}/widget")
@@ -68,5 +68,6 @@ class AmoCrmWidgetToken:
         jti = str(claims["jti"])
         if not jti or len(jti) > 100:
             raise CardRejected("token_invalid", "the token's jti is missing or too long")
-        return CardUser(id=str(user_id), jti=jti,
+        # `is_admin`: amoCRM's own word that this user administers the account (in every token).
+        return CardUser(id=str(user_id), jti=jti, is_admin=claims.get("is_admin") is True,
                         expires_at=datetime.fromtimestamp(int(claims["exp"]) + LEEWAY_SECONDS, UTC))

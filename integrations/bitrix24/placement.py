@@ -9,6 +9,7 @@ a server of its own.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -34,8 +35,11 @@ class Bitrix24Placement:
         return CardAccountHint(external_id=claim or None)  # the form's member_id
 
     async def verify(self, credential: str, *, base_url: str, secret: str | None = None, audience: str | None = None,
-                     transport: Any = None) -> CardUser:
-        return await current_user(base_url, credential, transport=transport)
+                     transport: Any = None, ask_admin: bool = False) -> CardUser:
+        user = await current_user(base_url, credential, transport=transport)
+        if ask_admin and await is_admin(base_url, credential, transport=transport):
+            user = replace(user, is_admin=True)
+        return user
 
 
 async def current_user(base_url: str, auth_id: str, *, transport: httpx.AsyncBaseTransport | None = None,
@@ -61,3 +65,17 @@ async def current_user(base_url: str, auth_id: str, *, transport: httpx.AsyncBas
         raise PortalRefused("the portal's answer names no user")
     name = " ".join(p for p in (result.get("NAME"), result.get("LAST_NAME")) if p) or str(result["ID"])
     return CardUser(id=str(result["ID"]), name=name)
+
+
+async def is_admin(base_url: str, auth_id: str, *, transport: httpx.AsyncBaseTransport | None = None,
+                   http_timeout: float = 10.0) -> bool:
+    """`user.admin`: whether the AUTH_ID's user administers the portal. Asked after current_user
+    confirmed the AUTH_ID; an unclear answer is taken as "no" (the narrower view)."""
+    url = f"{base_url.rstrip('/')}/rest/user.admin.json"
+    try:
+        async with httpx.AsyncClient(transport=transport, timeout=http_timeout) as http:
+            resp = await http.post(url, data={"auth": auth_id})
+        body = resp.json()
+    except (httpx.HTTPError, ValueError):
+        return False
+    return resp.status_code == 200 and isinstance(body, dict) and body.get("result") is True

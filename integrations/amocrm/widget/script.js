@@ -1,4 +1,6 @@
-/* crmwatch for amoCRM: the lead's warnings in the card's right panel (location lcard-1).
+/* crmwatch for amoCRM: the lead's warnings in the card's right panel (location lcard-1), and the
+ * head of sales' dashboard as a full page (advanced_settings for a private integration,
+ * widget_page — its own section in the left menu — for a public one).
  * Written to the widget SDK's callbacks; every call to crmwatch goes through $authorizedAjax,
  * which adds amoCRM's disposable token (X-Auth-Token) that crmwatch verifies. */
 define([], function () {
@@ -47,7 +49,34 @@ define([], function () {
       });
     }
 
+    // The dashboard: the disposable token is exchanged for a dashboard session (whose scope crmwatch
+    // decides from is_admin / user_id), and the page is framed with the session in its URL fragment.
+    function openDashboard() {
+      var code = (self.get_settings() || {}).widget_code || 'crmwatch';
+      var area = document.getElementById('work-area-' + code);
+      if (!area) { return; }
+      var t = self.i18n('dashboard');
+      area.textContent = t.loading;
+      self.$authorizedAjax({ url: baseUrl() + '/widget/amocrm/dashboard/session', type: 'POST', dataType: 'json' })
+        .done(function (data) {
+          area.textContent = '';
+          var frame = document.createElement('iframe');
+          // crmwatch's address as this widget knows it (its setting), not as the server names itself.
+          frame.src = baseUrl() + '/dashboard/view?lang=' + encodeURIComponent(strings().lang) + '#s=' +
+            encodeURIComponent(data.session);
+          frame.title = t.menu;
+          frame.className = 'crmwatch-dashboard-frame';
+          frame.style.cssText = 'width:100%;height:calc(100vh - 80px);border:0;display:block';
+          area.appendChild(frame);
+        })
+        .fail(function (xhr) {
+          area.textContent = xhr && xhr.status === 401 ? t.denied : t.unavailable;
+        });
+    }
+
     this.callbacks = {
+      advancedSettings: function () { openDashboard(); return true; },
+      initMenuPage: function () { openDashboard(); return true; },
       render: function () {
         if (!leadId()) { return true; }
         self.render_template({

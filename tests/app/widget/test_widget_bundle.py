@@ -23,7 +23,8 @@ def test_the_archive_holds_what_amocrm_asks_for(tmp_path, capsys):
         ru, en = (json.loads(zf.read(f"i18n/{lang}.json")) for lang in ("ru", "en"))
         images = {n: zf.read(n) for n in names if n.startswith("images/")}
     assert {"manifest.json", "script.js", "i18n/ru.json", "i18n/en.json"} <= names
-    assert manifest["locations"] == ["lcard-1"]
+    assert manifest["locations"] == ["lcard-1", "advanced_settings", "widget_page"]
+    assert "crmwatch_dashboard" in manifest["left_menu"]
     assert manifest["widget"]["locale"] == ["ru", "en"] and manifest["widget"]["name"] == "widget.name"
     assert set(manifest["settings"]) == {"crmwatch_url"}
     assert manifest["settings"]["crmwatch_url"]["name"] == "settings.crmwatch_url"

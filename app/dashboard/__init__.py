@@ -1,0 +1,1 @@
+"""The head of sales dashboard: pages, access, read-only links."""

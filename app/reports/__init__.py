@@ -1,0 +1,1 @@
+"""Reports: set-based figures over the mirror, the calls and the findings."""

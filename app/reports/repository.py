@@ -1,0 +1,621 @@
+"""Every query of the reports: set-based SQL over the mirror, the calls and the findings.
+
+Each function returns rows grouped in the database (per manager, per local day, per stage); the
+service only adds them up and names them. `managers` is the scope: None for the whole team, else
+the only manager ids a caller may see.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import (
+    Select,
+    String,
+    and_,
+    case,
+    exists,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+    union_all,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from app.calls.models import Call
+from app.calls.service import SUCCESSFUL_TALK_SECONDS
+from app.db import UtcDateTime, epoch, local_day
+from app.findings.models import Finding, FindingEvent
+from app.mirror.models import Deal, DealContact, Note, Stage, StageHistory, Task, User
+
+# Beyond any open stage's sort: where "won" lies in the pipeline for stage-to-stage conversion.
+WON_DEPTH = 2**31 - 1
+# A finding a person should see: opened (past its grace period) and not yet resolved.
+OPEN_FINDING = ("open", "acknowledged", "snoozed")
+
+
+def _zone(timezone: str) -> Any:
+    return literal(timezone, String())
+
+
+def _scope(col: Any, managers: Sequence[str] | None) -> Any:
+    if managers is None:
+        return col.is_not(None)
+    return col.in_(list(managers)) if managers else false()
+
+
+def _count(condition: Any) -> Any:
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+
+# --- people ------------------------------------------------------------------------------------
+
+
+async def users(s: AsyncSession, account_id: int) -> dict[str, tuple[str | None, bool]]:
+    rows = await s.execute(select(User.id, User.name, User.is_active).where(User.account_id == account_id))
+    return {r.id: (r.name, r.is_active) for r in rows}
+
+
+# --- telephony and card changes, per manager per local day ---------------------------------------
+
+
+async def call_days(
+    s: AsyncSession, account_id: int, timezone: str, start: datetime, end: datetime, managers: Sequence[str] | None
+) -> list[Any]:
+    """Calls, talk seconds, successful, incoming, outgoing and missed per (manager, local day).
+
+    Every final call counts, whichever way it arrived (live hook, backfill, CRM telephony)."""
+    answered = Call.status == "answered"
+    inner = (
+        select(
+            Call.manager_id.label("manager_id"),
+            local_day(Call.started_at, _zone(timezone)).label("day"),
+            Call.direction.label("direction"),
+            answered.label("answered"),
+            func.coalesce(Call.talk_seconds, 0).label("talk"),
+        )
+        .where(
+            Call.account_id == account_id,
+            _scope(Call.manager_id, managers),
+            Call.is_final.is_(True),
+            Call.direction.is_distinct_from("internal"),
+            Call.started_at >= start,
+            Call.started_at < end,
+        )
+        .subquery()
+    )
+    c = inner.c
+    stmt = select(
+        c.manager_id,
+        c.day,
+        func.count().label("calls"),
+        func.coalesce(func.sum(case((c.answered, c.talk), else_=0)), 0).label("talk_seconds"),
+        _count(and_(c.answered, c.talk >= SUCCESSFUL_TALK_SECONDS)).label("successful_calls"),
+        _count(c.direction == "in").label("incoming"),
+        _count(c.direction == "out").label("outgoing"),
+        _count(and_(c.direction == "in", c.answered.is_(False))).label("missed"),
+    ).group_by(c.manager_id, c.day)
+    return list(await s.execute(stmt))
+
+
+def _touches(account_id: int, start: datetime, end: datetime, managers: Sequence[str] | None) -> Any:
+    """(manager, deal, at) for each thing a manager did on a deal card: a note written, a stage
+    moved, a task set, a task closed (the CRM does not say who closed it: its responsible)."""
+    return union_all(
+        select(Note.created_by.label("manager_id"), Note.deal_id.label("deal_id"), Note.created_at.label("at")).where(
+            Note.account_id == account_id,
+            _scope(Note.created_by, managers),
+            Note.kind == "common",
+            Note.deal_id.is_not(None),
+            Note.created_at >= start,
+            Note.created_at < end,
+        ),
+        select(StageHistory.by_user_id, StageHistory.deal_id, StageHistory.entered_at).where(
+            StageHistory.account_id == account_id,
+            _scope(StageHistory.by_user_id, managers),
+            StageHistory.entered_at >= start,
+            StageHistory.entered_at < end,
+        ),
+        select(Task.created_by, Task.deal_id, Task.created_at).where(
+            Task.account_id == account_id,
+            _scope(Task.created_by, managers),
+            Task.deal_id.is_not(None),
+            Task.created_at >= start,
+            Task.created_at < end,
+        ),
+        select(Task.responsible_user_id, Task.deal_id, Task.completed_at).where(
+            Task.account_id == account_id,
+            _scope(Task.responsible_user_id, managers),
+            Task.deal_id.is_not(None),
+            Task.completed_at >= start,
+            Task.completed_at < end,
+        ),
+    ).subquery()
+
+
+async def cards_changed_days(
+    s: AsyncSession, account_id: int, timezone: str, start: datetime, end: datetime, managers: Sequence[str] | None
+) -> list[Any]:
+    """Distinct deals each manager changed, per local day."""
+    t = _touches(account_id, start, end, managers)
+    per_day = select(t.c.manager_id, local_day(t.c.at, _zone(timezone)).label("day"), t.c.deal_id).subquery()
+    distinct = select(per_day.c.manager_id, per_day.c.day, per_day.c.deal_id).distinct().subquery()
+    stmt = select(distinct.c.manager_id, distinct.c.day, func.count().label("cards_changed")).group_by(
+        distinct.c.manager_id, distinct.c.day
+    )
+    return list(await s.execute(stmt))
+
+
+# --- the state right now ---------------------------------------------------------------------------
+
+
+async def open_findings(s: AsyncSession, account_id: int, managers: Sequence[str] | None) -> list[Any]:
+    stmt = (
+        select(Finding.manager_id, Finding.rule, func.count().label("n"))
+        .where(
+            Finding.account_id == account_id,
+            Finding.status.in_(OPEN_FINDING),
+            _scope(Finding.manager_id, managers),
+        )
+        .group_by(Finding.manager_id, Finding.rule)
+    )
+    return list(await s.execute(stmt))
+
+
+def _open_task() -> Any:
+    return and_(Task.is_completed.is_(False), Task.is_deleted.is_(False))
+
+
+def _open_deal(alias: Any = Deal) -> Any:
+    return and_(alias.is_closed.is_(False), alias.is_deleted.is_(False))
+
+
+async def hygiene(s: AsyncSession, account_id: int, now: datetime, managers: Sequence[str] | None) -> dict[str, Any]:
+    """Open deals, deals without an open task, open tasks and overdue open tasks per manager."""
+    # The deals that have an open task, once, joined to the open deals: one hash join rather than
+    # a probe of the tasks per deal.
+    with_task = (
+        select(Task.deal_id)
+        .where(Task.account_id == account_id, Task.deal_id.is_not(None), _open_task())
+        .distinct()
+        .subquery()
+    )
+    deals = await s.execute(
+        select(
+            Deal.responsible_user_id.label("manager_id"),
+            func.count().label("open_deals"),
+            _count(with_task.c.deal_id.is_(None)).label("deals_without_task"),
+        )
+        .outerjoin(with_task, with_task.c.deal_id == Deal.id)
+        .where(Deal.account_id == account_id, _open_deal(), _scope(Deal.responsible_user_id, managers))
+        .group_by(Deal.responsible_user_id)
+    )
+    tasks = await s.execute(
+        select(
+            Task.responsible_user_id.label("manager_id"),
+            func.count().label("open_tasks"),
+            _count(Task.due_at < now).label("overdue_tasks"),
+        )
+        .where(Task.account_id == account_id, _open_task(), _scope(Task.responsible_user_id, managers))
+        .group_by(Task.responsible_user_id)
+    )
+    out: dict[str, dict[str, int]] = {}
+    for r in deals:
+        out.setdefault(r.manager_id, {}).update(
+            open_deals=int(r.open_deals), deals_without_task=int(r.deals_without_task)
+        )
+    for r in tasks:
+        out.setdefault(r.manager_id, {}).update(open_tasks=int(r.open_tasks), overdue_tasks=int(r.overdue_tasks))
+    return out
+
+
+# --- findings over time ----------------------------------------------------------------------------
+
+
+def _finding_deltas(account_id: int, managers: Sequence[str] | None) -> Select[Any]:
+    """Each finding transition that changes how many findings are open: +1 when one opens (first
+    time, after its grace period, or again after resolving), -1 when an opened one resolves."""
+    opened = and_(
+        FindingEvent.to_status == "open",
+        or_(FindingEvent.from_status.is_(None), FindingEvent.from_status.in_(("pending", "resolved"))),
+    )
+    resolved = and_(FindingEvent.to_status == "resolved", FindingEvent.from_status.in_(OPEN_FINDING))
+    return (
+        select(
+            Finding.rule.label("rule"),
+            FindingEvent.at.label("at"),
+            case((opened, 1), else_=0).label("opened"),
+            case((resolved, 1), else_=0).label("resolved"),
+        )
+        .join(Finding, Finding.id == FindingEvent.finding_id)
+        .where(Finding.account_id == account_id, _scope(Finding.manager_id, managers), or_(opened, resolved))
+    )
+
+
+async def finding_days(
+    s: AsyncSession, account_id: int, timezone: str, start: datetime, end: datetime, managers: Sequence[str] | None
+) -> list[Any]:
+    d = _finding_deltas(account_id, managers).where(FindingEvent.at >= start, FindingEvent.at < end).subquery()
+    per = select(d.c.rule, local_day(d.c.at, _zone(timezone)).label("day"), d.c.opened, d.c.resolved).subquery()
+    return list(
+        await s.execute(
+            select(
+                per.c.rule,
+                per.c.day,
+                func.sum(per.c.opened).label("opened"),
+                func.sum(per.c.resolved).label("resolved"),
+            ).group_by(per.c.rule, per.c.day)
+        )
+    )
+
+
+async def findings_open_before(
+    s: AsyncSession, account_id: int, start: datetime, managers: Sequence[str] | None
+) -> dict[str, int]:
+    d = _finding_deltas(account_id, managers).where(FindingEvent.at < start).subquery()
+    rows = await s.execute(select(d.c.rule, func.sum(d.c.opened - d.c.resolved)).group_by(d.c.rule))
+    return {r[0]: int(r[1] or 0) for r in rows}
+
+
+# --- drill-down ------------------------------------------------------------------------------------
+
+
+async def finding_deals(
+    s: AsyncSession,
+    account_id: int,
+    managers: Sequence[str] | None,
+    rule: str | None,
+    manager_id: str | None,
+    limit: int,
+) -> list[Any]:
+    """The deals behind open findings, each with its open rules, largest problem first."""
+    where = [
+        Finding.account_id == account_id,
+        Finding.status.in_(OPEN_FINDING),
+        Finding.deal_id.is_not(None),
+        _scope(Finding.manager_id, managers),
+    ]
+    if rule is not None:
+        where.append(Finding.rule == rule)
+    if manager_id is not None:
+        where.append(Finding.manager_id == manager_id)
+    stmt = (
+        select(
+            Finding.deal_id,
+            Finding.manager_id,
+            Finding.rule,
+            Finding.opened_at,
+            Deal.name,
+            Deal.price,
+            Deal.pipeline_id,
+            Deal.stage_id,
+            Stage.name.label("stage_name"),
+        )
+        .outerjoin(Deal, and_(Deal.account_id == Finding.account_id, Deal.id == Finding.deal_id))
+        .outerjoin(
+            Stage,
+            and_(Stage.account_id == Deal.account_id, Stage.pipeline_id == Deal.pipeline_id, Stage.id == Deal.stage_id),
+        )
+        .where(*where)
+        .order_by(Finding.opened_at, Finding.deal_id)
+        .limit(limit)
+    )
+    return list(await s.execute(stmt))
+
+
+# --- the funnel --------------------------------------------------------------------------------------
+
+
+async def stages(s: AsyncSession, account_id: int, pipeline_id: str) -> list[Stage]:
+    return list(
+        await s.scalars(
+            select(Stage)
+            .where(Stage.account_id == account_id, Stage.pipeline_id == pipeline_id)
+            .order_by(Stage.sort, Stage.id)
+        )
+    )
+
+
+async def open_by_stage(
+    s: AsyncSession, account_id: int, pipeline_id: str, managers: Sequence[str] | None
+) -> list[Any]:
+    """Open deals and their amount per (manager, stage): the stage table and the bottleneck."""
+    stmt = (
+        select(
+            Deal.responsible_user_id.label("manager_id"),
+            Deal.stage_id,
+            func.count().label("n"),
+            func.coalesce(func.sum(Deal.price), 0).label("amount"),
+        )
+        .where(
+            Deal.account_id == account_id,
+            Deal.pipeline_id == pipeline_id,
+            _open_deal(),
+            *([] if managers is None else [_scope(Deal.responsible_user_id, managers)]),
+        )
+        .group_by(Deal.responsible_user_id, Deal.stage_id)
+    )
+    return list(await s.execute(stmt))
+
+
+def _returning() -> Any:
+    """The deal's client (any of its contacts) has an earlier deal."""
+    mine, theirs, earlier = aliased(DealContact), aliased(DealContact), aliased(Deal)
+    return exists().where(
+        mine.account_id == Deal.account_id,
+        mine.deal_id == Deal.id,
+        theirs.account_id == mine.account_id,
+        theirs.contact_id == mine.contact_id,
+        theirs.deal_id != Deal.id,
+        earlier.account_id == theirs.account_id,
+        earlier.id == theirs.deal_id,
+        earlier.is_deleted.is_(False),
+        earlier.created_at < Deal.created_at,
+    )
+
+
+def _closed_in(
+    account_id: int, pipeline_id: str, start: datetime, end: datetime, managers: Sequence[str] | None
+) -> list[Any]:
+    return [
+        Deal.account_id == account_id,
+        Deal.pipeline_id == pipeline_id,
+        Deal.is_closed.is_(True),
+        Deal.is_deleted.is_(False),
+        Deal.closed_at >= start,
+        Deal.closed_at < end,
+        *([] if managers is None else [_scope(Deal.responsible_user_id, managers)]),
+    ]
+
+
+async def closed(
+    s: AsyncSession, account_id: int, pipeline_id: str, start: datetime, end: datetime, managers: Sequence[str] | None
+) -> list[Any]:
+    """Deals closed in the period per (manager, won|lost, new|returning client): count and amount."""
+    inner = (
+        select(
+            Deal.responsible_user_id.label("manager_id"),
+            Stage.kind.label("kind"),
+            _returning().label("is_returning"),
+            func.coalesce(Deal.price, 0).label("price"),
+        )
+        .join(
+            Stage,
+            and_(Stage.account_id == Deal.account_id, Stage.pipeline_id == Deal.pipeline_id, Stage.id == Deal.stage_id),
+        )
+        .where(*_closed_in(account_id, pipeline_id, start, end, managers), Stage.kind.in_(("won", "lost")))
+        .subquery()
+    )
+    c = inner.c
+    return list(
+        await s.execute(
+            select(
+                c.manager_id, c.kind, c.is_returning, func.count().label("n"), func.sum(c.price).label("amount")
+            ).group_by(c.manager_id, c.kind, c.is_returning)
+        )
+    )
+
+
+async def earliest_created(
+    s: AsyncSession, account_id: int, pipeline_id: str, start: datetime, end: datetime, managers: Sequence[str] | None
+) -> datetime | None:
+    return await s.scalar(
+        select(func.min(Deal.created_at)).where(*_closed_in(account_id, pipeline_id, start, end, managers))
+    )
+
+
+def _worked(at: Any, timezone: str, table: Any) -> tuple[Any, Any]:
+    """(alias of the working table joined on the date of `at`, working seconds up to `at`)."""
+    w = table.alias()
+    offset = epoch(at) - w.c.ws
+    clamp = case((offset < 0, 0.0), (offset > w.c.len, w.c.len), else_=offset)
+    return w, w.c.cum + clamp
+
+
+def _stays(
+    account_id: int, pipeline_id: str, start: datetime, end: datetime, now: datetime, managers: Sequence[str] | None
+) -> Any:
+    """Each stay in a stage that began in the period: (deal, stage, entered, left), `left` being the
+    deal's next stage entry, or now while it is still there. A deal the history knows nothing of
+    stays in its current stage since stage_entered_at."""
+    # The stay ends at the deal's next entry, which comes after it: a window over the entries from
+    # the period's start on (not the deal's whole history) finds it.
+    entries = (
+        select(
+            StageHistory.deal_id.label("deal_id"),
+            StageHistory.stage_id.label("stage_id"),
+            StageHistory.entered_at.label("entered"),
+            func.lead(StageHistory.entered_at)
+            .over(partition_by=StageHistory.deal_id, order_by=(StageHistory.entered_at, StageHistory.id))
+            .label("next_at"),
+        )
+        .where(StageHistory.account_id == account_id, StageHistory.entered_at >= start)
+        .subquery()
+    )
+    deal_scope = [
+        Deal.account_id == account_id,
+        Deal.pipeline_id == pipeline_id,
+        Deal.is_deleted.is_(False),
+        *([] if managers is None else [_scope(Deal.responsible_user_id, managers)]),
+    ]
+    from_history = (
+        select(
+            entries.c.deal_id,
+            entries.c.stage_id,
+            entries.c.entered,
+            func.coalesce(entries.c.next_at, literal(now, UtcDateTime())).label("left_at"),
+        )
+        .join(Deal, Deal.id == entries.c.deal_id)
+        .where(entries.c.entered < end, *deal_scope)
+    )
+    no_history = select(Deal.id, Deal.stage_id, Deal.stage_entered_at, literal(now, UtcDateTime())).where(
+        *deal_scope,
+        _open_deal(),
+        Deal.stage_entered_at >= start,
+        Deal.stage_entered_at < end,
+        ~exists().where(StageHistory.account_id == Deal.account_id, StageHistory.deal_id == Deal.id),
+    )
+    return union_all(from_history, no_history).subquery()
+
+
+async def stage_times(
+    s: AsyncSession,
+    account_id: int,
+    pipeline_id: str,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    timezone: str,
+    table: Any,
+    managers: Sequence[str] | None,
+) -> list[Any]:
+    """Average working seconds a deal spent in each stage it entered in the period (its visits to
+    one stage added up, so a deal that came back to a stage counts once, with both stays)."""
+    st = _stays(account_id, pipeline_id, start, end, now, managers)
+    w1, w_in = _worked(st.c.entered, timezone, table)
+    w2, w_out = _worked(st.c.left_at, timezone, table)
+    per_deal = (
+        select(st.c.stage_id, st.c.deal_id, func.sum(w_out - w_in).label("seconds"))
+        .select_from(st)
+        .join(w1, w1.c.day == local_day(st.c.entered, _zone(timezone)))
+        .join(w2, w2.c.day == local_day(st.c.left_at, _zone(timezone)))
+        .group_by(st.c.stage_id, st.c.deal_id)
+        .subquery()
+    )
+    return list(
+        await s.execute(
+            select(
+                per_deal.c.stage_id, func.avg(per_deal.c.seconds).label("seconds"), func.count().label("deals")
+            ).group_by(per_deal.c.stage_id)
+        )
+    )
+
+
+async def funnel_time(
+    s: AsyncSession,
+    account_id: int,
+    pipeline_id: str,
+    start: datetime,
+    end: datetime,
+    timezone: str,
+    table: Any,
+    managers: Sequence[str] | None,
+) -> float | None:
+    """Average working seconds from creation to closing of the deals closed in the period."""
+    inner = (
+        select(Deal.created_at.label("a"), Deal.closed_at.label("b"))
+        .where(*_closed_in(account_id, pipeline_id, start, end, managers), Deal.created_at.is_not(None))
+        .subquery()
+    )
+    w1, w_in = _worked(inner.c.a, timezone, table)
+    w2, w_out = _worked(inner.c.b, timezone, table)
+    value = await s.scalar(
+        select(func.avg(w_out - w_in))
+        .select_from(inner)
+        .join(w1, w1.c.day == local_day(inner.c.a, _zone(timezone)))
+        .join(w2, w2.c.day == local_day(inner.c.b, _zone(timezone)))
+    )
+    return float(value) if value is not None else None
+
+
+async def stage_conversion(
+    s: AsyncSession, account_id: int, pipeline_id: str, start: datetime, end: datetime, managers: Sequence[str] | None
+) -> list[Any]:
+    """Per stage: deals that entered it in the period, and how many of them later entered a stage
+    after it (an open stage further down the pipeline, or won)."""
+    # How far down the pipeline each entry is: an open stage by its sort, won beyond them all, lost
+    # nowhere. An entry moved on when a later entry of its deal is further down: one window over the
+    # entries from the period's start on, instead of a look-up per entry.
+    stage, here = aliased(Stage), aliased(Stage)
+    depth = case((stage.kind == "won", WON_DEPTH), (stage.kind == "open", stage.sort), else_=None)
+    entries = (
+        select(
+            StageHistory.deal_id.label("deal_id"),
+            StageHistory.stage_id.label("stage_id"),
+            StageHistory.entered_at.label("entered"),
+            func.max(depth)
+            .over(
+                partition_by=StageHistory.deal_id,
+                order_by=(StageHistory.entered_at, StageHistory.id),
+                rows=(1, None),
+            )
+            .label("deepest_after"),
+        )
+        .outerjoin(
+            stage,
+            and_(stage.account_id == account_id, stage.pipeline_id == pipeline_id, stage.id == StageHistory.stage_id),
+        )
+        .where(StageHistory.account_id == account_id, StageHistory.entered_at >= start)
+        .subquery()
+    )
+    inner = (
+        select(
+            entries.c.stage_id,
+            entries.c.deal_id,
+            case((entries.c.deepest_after > here.sort, 1), else_=0).label("moved_on"),
+        )
+        .join(Deal, and_(Deal.account_id == account_id, Deal.id == entries.c.deal_id))
+        .join(here, and_(here.account_id == account_id, here.pipeline_id == pipeline_id, here.id == entries.c.stage_id))
+        .where(
+            entries.c.entered < end,
+            Deal.pipeline_id == pipeline_id,
+            Deal.is_deleted.is_(False),
+            here.kind == "open",
+            *([] if managers is None else [_scope(Deal.responsible_user_id, managers)]),
+        )
+        .subquery()
+    )
+    per_deal = (
+        select(inner.c.stage_id, inner.c.deal_id, func.max(inner.c.moved_on).label("moved_on"))
+        .group_by(inner.c.stage_id, inner.c.deal_id)
+        .subquery()
+    )
+    return list(
+        await s.execute(
+            select(
+                per_deal.c.stage_id, func.count().label("entered"), func.sum(per_deal.c.moved_on).label("moved_on")
+            ).group_by(per_deal.c.stage_id)
+        )
+    )
+
+
+def card_url(crm: str, base_url: str, deal_id: str) -> str:
+    """The deal's card in the CRM (amoCRM: /leads/detail/ID; Bitrix24: /crm/deal/details/ID/)."""
+    parts = urlsplit(base_url)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    if crm == "bitrix24":
+        return f"{origin}/crm/deal/details/{deal_id}/"
+    return f"{origin}/leads/detail/{deal_id}"
+
+
+def day_key(value: Any) -> date:
+    """SQLite hands dates back as text from a union or a function; PostgreSQL as dates."""
+    return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
+
+
+__all__ = [
+    "OPEN_FINDING",
+    "call_days",
+    "card_url",
+    "cards_changed_days",
+    "closed",
+    "day_key",
+    "earliest_created",
+    "finding_days",
+    "finding_deals",
+    "findings_open_before",
+    "funnel_time",
+    "hygiene",
+    "open_by_stage",
+    "open_findings",
+    "stage_conversion",
+    "stage_times",
+    "stages",
+    "users",
+]
