@@ -27,14 +27,20 @@ DATABASE_ENV = """environment:
                                  postgres://, postgresql:// and sqlite:/// are accepted as well
   CRMWATCH_DATABASE_WAIT_SECONDS how long a database that does not answer is retried at start (60)
   CRMWATCH_LOG_LEVEL             log level (INFO); logs are JSON lines on stderr"""
-SERVICE_ENV = DATABASE_ENV + """
+SERVICE_ENV = (
+    DATABASE_ENV
+    + """
   CRMWATCH_ADMIN_TOKEN           bearer token of the admin API /api/... (unset: the admin API is off)
   CRMWATCH_SECRET_KEY            encrypts CRM credentials at rest (unset: a key kept in ./crmwatch.secret)
   CRMWATCH_PUBLIC_URL            the address the CRM and browsers reach crmwatch at (http://localhost:8000)
   CRMWATCH_DATABASE_PASSWORD     the database password, put into the URL escaped (optional)
   more settings: README.md, "Configuration\""""
-BACKGROUND_ENV = SERVICE_ENV + """
+)
+BACKGROUND_ENV = (
+    SERVICE_ENV
+    + """
   CRMWATCH_HEARTBEAT_FILE        a file touched every 5 s while the process runs, for health checks"""
+)
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -76,8 +82,15 @@ def _serve(args: argparse.Namespace) -> int:
     # Everything imported so far lives as long as the process: keep it out of the cyclic
     # collector, whose full passes otherwise stall the webhook path for ~100 ms at a time.
     gc.freeze()
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False,
-                proxy_headers=True, forwarded_allow_ips=args.forwarded_allow_ips or settings.forwarded_allow_ips)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+        forwarded_allow_ips=args.forwarded_allow_ips or settings.forwarded_allow_ips,
+    )
     return 0
 
 
@@ -135,17 +148,29 @@ def _demo(args: argparse.Namespace) -> int:
     database = normalize(args.database)
     b24_port = args.bitrix24_port or args.emulator_port + 1
     # Before anything is written or started: a port owned by another program is left alone.
-    taken = ports_taken(args.host, {"--port": args.port, "--emulator-port": args.emulator_port,
-                                    "--bitrix24-port": b24_port})
+    taken = ports_taken(
+        args.host, {"--port": args.port, "--emulator-port": args.emulator_port, "--bitrix24-port": b24_port}
+    )
     if taken:
         flag, port = taken[0]
-        raise StartupError(f"port {port} on {args.host} is already in use by another program; choose another "
-                           f"with {flag} (nothing was started or changed)")
+        raise StartupError(
+            f"port {port} on {args.host} is already in use by another program; choose another "
+            f"with {flag} (nothing was started or changed)"
+        )
     asyncio.run(wait_for_database(database, 0))
     reset_database(database)
     try:
-        return asyncio.run(run_demo(host=args.host, port=args.port, emulator_port=args.emulator_port,
-                                    bitrix24_port=b24_port, database=database, once=args.once, lang=args.lang))
+        return asyncio.run(
+            run_demo(
+                host=args.host,
+                port=args.port,
+                emulator_port=args.emulator_port,
+                bitrix24_port=b24_port,
+                database=database,
+                once=args.once,
+                lang=args.lang,
+            )
+        )
     except DemoError as exc:
         raise StartupError(str(exc)) from None
 
@@ -155,8 +180,10 @@ def _widget_build(args: argparse.Namespace) -> int:
     if args.url is None and "public_url" not in settings.model_fields_set:
         # The default (http://localhost:8000) is only right on the machine crmwatch runs on: a widget
         # built with it fails in every manager's browser, silently.
-        raise StartupError("say which address the widget talks to: --url https://crmwatch.example.com, or set "
-                           "CRMWATCH_PUBLIC_URL (the managers' browsers must reach it)")
+        raise StartupError(
+            "say which address the widget talks to: --url https://crmwatch.example.com, or set "
+            "CRMWATCH_PUBLIC_URL (the managers' browsers must reach it)"
+        )
     url = args.url or settings.public_url
     try:
         names = build_widget(args.crm, Path(args.out), url)
@@ -169,75 +196,111 @@ def _widget_build(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="crmwatch", formatter_class=_Help, description=__doc__,
+        prog="crmwatch",
+        formatter_class=_Help,
+        description=__doc__,
         epilog="Run `crmwatch COMMAND --help` for a command's options, defaults and environment variables.\n"
-               "Start here: `crmwatch demo` (no CRM account needed).")
+        "Start here: `crmwatch demo` (no CRM account needed).",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser(
-        "serve", formatter_class=_Help, help="the API, webhook intake, workers and scheduler in one process",
+        "serve",
+        formatter_class=_Help,
+        help="the API, webhook intake, workers and scheduler in one process",
         description="Upgrades the schema, then serves the API and the webhook intake, with the inbox, sync "
-                    "and outbox workers and the sweep scheduler in the same process. A database that does "
-                    "not answer yet is waited for.", epilog=SERVICE_ENV)
+        "and outbox workers and the sweep scheduler in the same process. A database that does "
+        "not answer yet is waited for.",
+        epilog=SERVICE_ENV,
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on")
     serve.add_argument("--no-migrate", action="store_true", help="do not upgrade the schema on start")
     serve.add_argument("--no-workers", action="store_true", help="API only; run `crmwatch worker` elsewhere")
-    serve.add_argument("--forwarded-allow-ips", default=None,
-                       help="comma-separated proxy addresses trusted for X-Forwarded-* headers ('*': any); "
-                            "default: CRMWATCH_FORWARDED_ALLOW_IPS, else 127.0.0.1")
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        default=None,
+        help="comma-separated proxy addresses trusted for X-Forwarded-* headers ('*': any); "
+        "default: CRMWATCH_FORWARDED_ALLOW_IPS, else 127.0.0.1",
+    )
     serve.set_defaults(func=_serve)
 
-    migrate = sub.add_parser("migrate", formatter_class=_Help, help="upgrade the database schema and exit",
-                             description="Upgrades the schema (Alembic) to a revision and exits.",
-                             epilog=DATABASE_ENV)
+    migrate = sub.add_parser(
+        "migrate",
+        formatter_class=_Help,
+        help="upgrade the database schema and exit",
+        description="Upgrades the schema (Alembic) to a revision and exits.",
+        epilog=DATABASE_ENV,
+    )
     migrate.add_argument("--revision", default="head", help="the Alembic revision to upgrade to")
     migrate.set_defaults(func=_migrate)
 
     worker = sub.add_parser(
-        "worker", formatter_class=_Help, help="the inbox, sync and outbox workers and the scheduler, without the API",
+        "worker",
+        formatter_class=_Help,
+        help="the inbox, sync and outbox workers and the scheduler, without the API",
         description="Background roles only, for scale-out beside `crmwatch serve --no-workers` on PostgreSQL. "
-                    "Stops on SIGINT/SIGTERM.", epilog=BACKGROUND_ENV)
+        "Stops on SIGINT/SIGTERM.",
+        epilog=BACKGROUND_ENV,
+    )
     worker.set_defaults(func=_worker)
 
     scheduler = sub.add_parser(
-        "scheduler", formatter_class=_Help, help="only the periodic sweeps",
+        "scheduler",
+        formatter_class=_Help,
+        help="only the periodic sweeps",
         description="Only the periodic sweeps; on PostgreSQL one instance leads through an advisory lock.",
-        epilog=BACKGROUND_ENV)
+        epilog=BACKGROUND_ENV,
+    )
     scheduler.set_defaults(func=_scheduler)
 
     demo = sub.add_parser(
-        "demo", formatter_class=_Help,
+        "demo",
+        formatter_class=_Help,
         help="crmwatch against built-in amoCRM and Bitrix24 emulators, no account needed",
         description="Starts an amoCRM emulator, a Bitrix24 emulator and crmwatch on this machine, connects "
-                    "them, replays a sales team's day and prints what crmwatch found and wrote back. It "
-                    "checks its three ports first and starts nothing when one is taken.",
-        epilog="environment:\n  CRMWATCH_SECRET_KEY  encrypts the demo's stored credentials (a fixed demo key)")
+        "them, replays a sales team's day and prints what crmwatch found and wrote back. It "
+        "checks its three ports first and starts nothing when one is taken.",
+        epilog="environment:\n  CRMWATCH_SECRET_KEY  encrypts the demo's stored credentials (a fixed demo key)",
+    )
     demo.add_argument("--host", default="127.0.0.1", help="address of all three servers")
     demo.add_argument("--port", type=int, default=8000, help="crmwatch's port")
-    demo.add_argument("--emulator-port", type=int, default=8100,
-                      help="the amoCRM emulator's port (it also serves the card with the widget)")
-    demo.add_argument("--bitrix24-port", type=int, default=None,
-                      help="the Bitrix24 emulator's port (default: --emulator-port + 1)")
-    demo.add_argument("--database", default="sqlite+aiosqlite:///./crmwatch-demo.db",
-                      help="where the demo keeps its data (recreated on each run when SQLite)")
+    demo.add_argument(
+        "--emulator-port",
+        type=int,
+        default=8100,
+        help="the amoCRM emulator's port (it also serves the card with the widget)",
+    )
+    demo.add_argument(
+        "--bitrix24-port", type=int, default=None, help="the Bitrix24 emulator's port (default: --emulator-port + 1)"
+    )
+    demo.add_argument(
+        "--database",
+        default="sqlite+aiosqlite:///./crmwatch-demo.db",
+        help="where the demo keeps its data (recreated on each run when SQLite)",
+    )
     demo.add_argument("--lang", choices=["ru", "en"], default="ru", help="language of the demo's output")
     demo.add_argument("--once", action="store_true", help="run the scripted day, print the summary and exit")
     demo.set_defaults(func=_demo)
 
-    widget = sub.add_parser("widget", formatter_class=_Help, help="the in-card widget",
-                            description="The amoCRM card widget.")
+    widget = sub.add_parser(
+        "widget", formatter_class=_Help, help="the in-card widget", description="The amoCRM card widget."
+    )
     widget_sub = widget.add_subparsers(dest="widget_command", required=True, metavar="COMMAND")
     wbuild = widget_sub.add_parser(
-        "build", formatter_class=_Help, help="write the widget archive to upload into the CRM",
+        "build",
+        formatter_class=_Help,
+        help="write the widget archive to upload into the CRM",
         description="Writes the amoCRM widget archive (upload it in the private integration's settings). "
-                    "It needs the address the managers' browsers reach crmwatch at: --url, or "
-                    "CRMWATCH_PUBLIC_URL.",
-        epilog="environment:\n  CRMWATCH_PUBLIC_URL  the crmwatch address, when --url is not given")
+        "It needs the address the managers' browsers reach crmwatch at: --url, or "
+        "CRMWATCH_PUBLIC_URL.",
+        epilog="environment:\n  CRMWATCH_PUBLIC_URL  the crmwatch address, when --url is not given",
+    )
     wbuild.add_argument("--crm", choices=["amocrm"], default="amocrm", help="the CRM the widget is for")
     wbuild.add_argument("--out", default="widget.zip", help="the archive to write")
-    wbuild.add_argument("--url", default=None,
-                        help="the crmwatch address the widget calls (default: CRMWATCH_PUBLIC_URL)")
+    wbuild.add_argument(
+        "--url", default=None, help="the crmwatch address the widget calls (default: CRMWATCH_PUBLIC_URL)"
+    )
     wbuild.set_defaults(func=_widget_build)
     return parser
 

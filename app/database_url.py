@@ -30,10 +30,13 @@ def parse(url: str) -> URL:
     if driver is None:
         backend = parsed.drivername.split("+")[0]
         if backend in ("postgres", "postgresql", "sqlite"):
-            raise DatabaseUrlError(f"CRMWATCH_DATABASE_URL names the driver {parsed.drivername!r}; crmwatch runs "
-                                   f"on asyncpg and aiosqlite: write it like {EXAMPLES}")
-        raise DatabaseUrlError(f"CRMWATCH_DATABASE_URL names {backend!r}; crmwatch runs on PostgreSQL or SQLite: "
-                               f"write it like {EXAMPLES}")
+            raise DatabaseUrlError(
+                f"CRMWATCH_DATABASE_URL names the driver {parsed.drivername!r}; crmwatch runs "
+                f"on asyncpg and aiosqlite: write it like {EXAMPLES}"
+            )
+        raise DatabaseUrlError(
+            f"CRMWATCH_DATABASE_URL names {backend!r}; crmwatch runs on PostgreSQL or SQLite: write it like {EXAMPLES}"
+        )
     return parsed.set(drivername=driver)
 
 

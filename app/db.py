@@ -77,9 +77,11 @@ def _install_connection_setup(engine: AsyncEngine) -> None:
     def _setup(dbapi_conn: Any, record: Any) -> None:
         statements = [sql for build in CONNECTION_SETUP for sql in build(dialect)]
         if dialect.name == "postgresql":
+
             async def run(driver_conn: Any) -> None:
                 for sql in statements:  # asyncpg outside a transaction: each commits at once
                     await driver_conn.execute(sql)
+
             dbapi_conn.run_async(run)
         else:
             cur = dbapi_conn.cursor()
@@ -140,7 +142,6 @@ def is_postgres(session_or_engine: AsyncSession | AsyncEngine) -> bool:
 def dialect_insert(session: AsyncSession, table: Any) -> Any:
     """An INSERT that knows ON CONFLICT on both supported databases."""
     return (postgresql.insert if is_postgres(session) else sqlite.insert)(table)
-
 
 
 class epoch(FunctionElement[float]):

@@ -54,8 +54,7 @@ HOUR = 3600
 
 
 def _server(app: Any, host: str, port: int) -> uvicorn.Server:
-    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
-                                         lifespan="on"))
+    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on"))
 
 
 async def _wait_until(check: Any, seconds: float, what: str) -> Any:
@@ -72,28 +71,62 @@ def _script(state: EmulatorState, now: int) -> list[tuple[tuple[str, str], str, 
     """A stretch of the team's day: what each manager does (in Russian and English), and the webhook
     amoCRM would send."""
     steps: list[tuple[tuple[str, str], str, list[tuple[str, str]]]] = []
-    lead = state.add_lead(31000100, "Заявка с сайта: кондиционеры в офис", 4100000, 41000001, price=260000,
-                          responsible_user_id=8100003, created_at=now - 600, updated_at=now - 600)
-    steps.append((("Новая заявка с сайта", "A new request from the website"), "leads.add",
-                   webhook_form(state, "leads.add", lead)))
-    task = state.add_task(52000100, 31000100, "Позвонить, уточнить площадь помещений", now + 2 * HOUR,
-                          responsible_user_id=8100003, created_at=now - 300)
-    steps.append((("Менеджер поставил задачу", "A manager set a task"), "task.add",
-                   webhook_form(state, "task.add", task)))
+    lead = state.add_lead(
+        31000100,
+        "Заявка с сайта: кондиционеры в офис",
+        4100000,
+        41000001,
+        price=260000,
+        responsible_user_id=8100003,
+        created_at=now - 600,
+        updated_at=now - 600,
+    )
+    steps.append(
+        (
+            ("Новая заявка с сайта", "A new request from the website"),
+            "leads.add",
+            webhook_form(state, "leads.add", lead),
+        )
+    )
+    task = state.add_task(
+        52000100,
+        31000100,
+        "Позвонить, уточнить площадь помещений",
+        now + 2 * HOUR,
+        responsible_user_id=8100003,
+        created_at=now - 300,
+    )
+    steps.append(
+        (("Менеджер поставил задачу", "A manager set a task"), "task.add", webhook_form(state, "task.add", task))
+    )
     moved = state.move_lead(31000003, 41000003, at=now - 120, by_user=8100004)
     old_stage = moved["value_before"][0]["lead_status"]["id"]
-    steps.append((("Сделка перешла на этап «КП отправлено»", "A deal moved to the stage “КП отправлено”"),
-                   "leads.status", webhook_form(state, "leads.status", state.leads[31000003], old_status_id=old_stage)))
+    steps.append(
+        (
+            ("Сделка перешла на этап «КП отправлено»", "A deal moved to the stage “КП отправлено”"),
+            "leads.status",
+            webhook_form(state, "leads.status", state.leads[31000003], old_status_id=old_stage),
+        )
+    )
     open_task = next(t for t in state.tasks.values() if not t["is_completed"])
     done = state.complete_task(open_task["id"], "Клиент ждёт КП до пятницы", at=now - 60)
-    steps.append((("Задача выполнена с результатом", "A task done, with its result"), "task.update",
-                   webhook_form(state, "task.update", done)))
+    steps.append(
+        (
+            ("Задача выполнена с результатом", "A task done, with its result"),
+            "task.update",
+            webhook_form(state, "task.update", done),
+        )
+    )
     note = state.add_note(61000100, 31000100, "common", text="ок", created_by=8100003, created_at=now - 30)
-    steps.append((("Пустой комментарий на карточке", "An empty comment on a card"), "note.add",
-                   webhook_form(state, "note.add", note)))
+    steps.append(
+        (
+            ("Пустой комментарий на карточке", "An empty comment on a card"),
+            "note.add",
+            webhook_form(state, "note.add", note),
+        )
+    )
     # amoCRM retries a delivery it thinks failed: the same body again must change nothing.
-    steps.append((("Повторная доставка того же вебхука", "The same webhook delivered again"), "task.add",
-                   steps[1][2]))
+    steps.append((("Повторная доставка того же вебхука", "The same webhook delivered again"), "task.add", steps[1][2]))
     return steps
 
 
@@ -102,9 +135,17 @@ def _widget_card(state: EmulatorState, crmwatch_url: str, emulator_url: str) -> 
     out = Path(tempfile.mkdtemp(prefix="crmwatch-demo-widget-")) / "widget.zip"
     build_widget("amocrm", out, crmwatch_url)
     manager = min(state.users) if state.users else 1
-    return CardHost(widget_zip=out, secret=DEMO_WIDGET_SECRET, base_url=emulator_url, audience=crmwatch_url,
-                    account_id=state.account["id"], subdomain=state.account["subdomain"], user_id=manager,
-                    crmwatch_url=crmwatch_url, is_admin=True)
+    return CardHost(
+        widget_zip=out,
+        secret=DEMO_WIDGET_SECRET,
+        base_url=emulator_url,
+        audience=crmwatch_url,
+        account_id=state.account["id"],
+        subdomain=state.account["subdomain"],
+        user_id=manager,
+        crmwatch_url=crmwatch_url,
+        is_admin=True,
+    )
 
 
 def reset_database(database: str) -> None:
@@ -161,13 +202,26 @@ async def _started(servers: list[uvicorn.Server], tasks: list[asyncio.Task[Any]]
         await asyncio.sleep(0.05)
 
 
-async def run_demo(*, host: str, port: int, emulator_port: int, database: str, once: bool,
-                   bitrix24_port: int | None = None, lang: str = "ru") -> int:
+async def run_demo(
+    *,
+    host: str,
+    port: int,
+    emulator_port: int,
+    database: str,
+    once: bool,
+    bitrix24_port: int | None = None,
+    lang: str = "ru",
+) -> int:
     say = _Say(lang)
     bitrix24_port = bitrix24_port or emulator_port + 1
-    settings = Settings(database_url=database, admin_token=DEMO_ADMIN_TOKEN,
-                        secret_key=os.environ.get("CRMWATCH_SECRET_KEY", "demo-secret-key"),
-                        public_url=f"http://{host}:{port}", log_level="WARNING", log_json=False)
+    settings = Settings(
+        database_url=database,
+        admin_token=DEMO_ADMIN_TOKEN,
+        secret_key=os.environ.get("CRMWATCH_SECRET_KEY", "demo-secret-key"),
+        public_url=f"http://{host}:{port}",
+        log_level="WARNING",
+        log_json=False,
+    )
     app_logging.configure(settings.log_level, settings.log_json)
     await upgrade_async(settings.database_url)
 
@@ -183,13 +237,17 @@ async def run_demo(*, host: str, port: int, emulator_port: int, database: str, o
     b24_demo.seed_portal(portal, now)
     portal_server = _server(create_bitrix24_app(portal), host, bitrix24_port)
     service = _server(create_app(settings), host, port)
-    servers = [asyncio.create_task(emulator.serve()), asyncio.create_task(portal_server.serve()),
-               asyncio.create_task(service.serve())]
+    servers = [
+        asyncio.create_task(emulator.serve()),
+        asyncio.create_task(portal_server.serve()),
+        asyncio.create_task(service.serve()),
+    ]
     base = f"http://{host}:{port}"
     try:
         await _started([emulator, portal_server, service], servers)
-        async with httpx.AsyncClient(base_url=base, timeout=10,
-                                     headers={"Authorization": f"Bearer {DEMO_ADMIN_TOKEN}"}) as http:
+        async with httpx.AsyncClient(
+            base_url=base, timeout=10, headers={"Authorization": f"Bearer {DEMO_ADMIN_TOKEN}"}
+        ) as http:
             await _wait_until(lambda: _ok(http, "/healthz"), 30, "crmwatch to start")
             say("servers")
             say("crmwatch", url=base, token=DEMO_ADMIN_TOKEN)
@@ -197,8 +255,9 @@ async def run_demo(*, host: str, port: int, emulator_port: int, database: str, o
             say("b24_emulator", url=f"http://{host}:{bitrix24_port}", user=WEBHOOK_USER, secret=WEBHOOK_SECRET)
             amo_id, card_url = await _amocrm(http, say, base, state, card, f"http://{host}:{emulator_port}", now)
             b24_id = await _bitrix24_portal(http, say, base, portal, f"http://{host}:{bitrix24_port}", now)
-            dashboards = await _dashboard_history(http, say, settings.database_url, {"amocrm": amo_id,
-                                                                                     "bitrix24": b24_id})
+            dashboards = await _dashboard_history(
+                http, say, settings.database_url, {"amocrm": amo_id, "bitrix24": b24_id}
+            )
             say("look")
             if card_url:
                 say("look_card", url=card_url)
@@ -232,25 +291,43 @@ def _deal(say: _Say, name: str | None, amount: float | None) -> str:
     return say["deal"].format(name=name or "?", amount=money(amount, say.lang))
 
 
-async def _amocrm(http: httpx.AsyncClient, say: _Say, base: str, state: EmulatorState, card: CardHost,
-                  emulator_url: str, now: int) -> tuple[int, str | None]:
+async def _amocrm(
+    http: httpx.AsyncClient, say: _Say, base: str, state: EmulatorState, card: CardHost, emulator_url: str, now: int
+) -> tuple[int, str | None]:
     """The amoCRM account: connected, backfilled, a day replayed, its findings and what went back.
     Returns the account's id and the widget's card page."""
-    resp = await http.post("/api/accounts", json={
-        "name": "Демо-магазин", "crm": "amocrm", "base_url": emulator_url, "access_token": DEMO_TOKEN,
-        "timezone": "Europe/Moscow"})
+    resp = await http.post(
+        "/api/accounts",
+        json={
+            "name": "Демо-магазин",
+            "crm": "amocrm",
+            "base_url": emulator_url,
+            "access_token": DEMO_TOKEN,
+            "timezone": "Europe/Moscow",
+        },
+    )
     resp.raise_for_status()
     account = resp.json()
     aid = account["id"]
     say("amo_account", name=account["name"], id=aid)
     # A head of sales to escalate to, and a calendar and delay that let an escalation happen now.
     head = state.users[HEAD]["name"]
-    (await http.patch(f"/api/accounts/{aid}/rules", headers={"Content-Type": "application/merge-patch+json"},
-                      json={"supervisor_user_id": str(HEAD),
-                            "calendar": {"country": None, "work_days": [1, 2, 3, 4, 5, 6, 7],
-                                         "work_start": "00:00:00", "work_end": "23:59:59"},
-                            "rules": {"overdue_task": {"notify": {"escalate_after_hours": ESCALATE_SECONDS / HOUR}}}})
-     ).raise_for_status()
+    (
+        await http.patch(
+            f"/api/accounts/{aid}/rules",
+            headers={"Content-Type": "application/merge-patch+json"},
+            json={
+                "supervisor_user_id": str(HEAD),
+                "calendar": {
+                    "country": None,
+                    "work_days": [1, 2, 3, 4, 5, 6, 7],
+                    "work_start": "00:00:00",
+                    "work_end": "23:59:59",
+                },
+                "rules": {"overdue_task": {"notify": {"escalate_after_hours": ESCALATE_SECONDS / HOUR}}},
+            },
+        )
+    ).raise_for_status()
     say("calendar", seconds=ESCALATE_SECONDS, head=head)
     synced = await _wait_until(lambda: _sync_finished(http, aid), 120, "the backfill")
     escalate_at = time.monotonic() + ESCALATE_SECONDS + 1
@@ -259,9 +336,11 @@ async def _amocrm(http: httpx.AsyncClient, say: _Say, base: str, state: Emulator
     say("day")
     steps = _script(state, now)
     for i, (titles, _kind, form) in enumerate(steps):
-        r = await http.post(account["hooks"]["amocrm"].removeprefix(base), content=urlencode(form),
-                            headers={"Content-Type": "application/x-www-form-urlencoded",
-                                     "User-Agent": "amoCRM-WebHook-client/1.0"})
+        r = await http.post(
+            account["hooks"]["amocrm"].removeprefix(base),
+            content=urlencode(form),
+            headers={"Content-Type": "application/x-www-form-urlencoded", "User-Agent": "amoCRM-WebHook-client/1.0"},
+        )
         say("step", title=titles[say.lang == "en"], result=_step(say, r.status_code, repeat=i == len(steps) - 1))
     hook, calls = await demo_pbx.feed(http, account, "Europe/Moscow")
     say("pbx", hook=hook)
@@ -274,16 +353,28 @@ async def _amocrm(http: httpx.AsyncClient, say: _Say, base: str, state: Emulator
     await asyncio.sleep(max(0.0, escalate_at - time.monotonic()))
     sweep = (await http.post(f"/api/accounts/{aid}/sweep")).json()
     say("sweep", **sweep)
-    findings = (await http.get(f"/api/accounts/{aid}/findings",
-                               params={"status": "open", "limit": 500, "lang": say.lang})).json()["items"]
+    findings = (
+        await http.get(f"/api/accounts/{aid}/findings", params={"status": "open", "limit": 500, "lang": say.lang})
+    ).json()["items"]
     suppress = (await http.get(f"/api/accounts/{aid}/rules")).json()["suppress"]
     say("findings", total=len(findings))
     for item in findings:
-        say("finding", title=item["title"], where=_amo_where(say, state, item),
-            manager=item["details"].get("manager_name", item["manager_id"] or "—"), message=item["message"])
+        say(
+            "finding",
+            title=item["title"],
+            where=_amo_where(say, state, item),
+            manager=item["details"].get("manager_name", item["manager_id"] or "—"),
+            message=item["message"],
+        )
         if item["suppressed"]:
-            by = next((f["title"] for f in findings if f["deal_id"] == item["deal_id"]
-                       and f["rule"] in suppress.get(item["rule"], [])), ", ".join(suppress.get(item["rule"], [])))
+            by = next(
+                (
+                    f["title"]
+                    for f in findings
+                    if f["deal_id"] == item["deal_id"] and f["rule"] in suppress.get(item["rule"], [])
+                ),
+                ", ".join(suppress.get(item["rule"], [])),
+            )
             say("suppressed_mark", by=by)
     quiet = sum(1 for f in findings if f["suppressed"])
     if quiet:
@@ -304,8 +395,9 @@ def _amo_where(say: _Say, state: EmulatorState, item: dict[str, Any]) -> str:
     return _deal(say, lead.get("name"), lead.get("price"))
 
 
-async def _written_into_amocrm(http: httpx.AsyncClient, say: _Say, state: EmulatorState, aid: int,
-                               findings: list[dict[str, Any]]) -> None:
+async def _written_into_amocrm(
+    http: httpx.AsyncClient, say: _Say, state: EmulatorState, aid: int, findings: list[dict[str, Any]]
+) -> None:
     """What went into amoCRM, told so that it adds up against the open findings."""
     sent = (await http.get(f"/api/accounts/{aid}/outbox", params={"status": "sent", "limit": 1000})).json()["items"]
     speaking = {f["id"] for f in findings if not f["suppressed"]}
@@ -317,8 +409,9 @@ async def _written_into_amocrm(http: httpx.AsyncClient, say: _Say, state: Emulat
     say("written", tasks=len(tasks), notes=len(notes))
     say("written_open", count=len(for_open))
     # Everything else written was for findings that resolved since (their tasks closed again).
-    resolved_notes = [a for a in sent if a["kind"] == "add_note" and a["purpose"] == "open"
-                      and a["finding_id"] not in speaking]
+    resolved_notes = [
+        a for a in sent if a["kind"] == "add_note" and a["purpose"] == "open" and a["finding_id"] not in speaking
+    ]
     if len(opened) > len(for_open) or resolved_notes:
         say("written_closed", count=len(opened) - len(for_open), notes=len(resolved_notes))
     no_card = sum(1 for f in findings if not f["deal_id"] and not f["suppressed"])
@@ -350,11 +443,13 @@ async def _written_into_amocrm(http: httpx.AsyncClient, say: _Say, state: Emulat
         say("no_escalation")
 
 
-async def _show_widget(http: httpx.AsyncClient, card: CardHost, account_id: int, findings: list[dict[str, Any]]
-                       ) -> tuple[str | None, Any]:
+async def _show_widget(
+    http: httpx.AsyncClient, card: CardHost, account_id: int, findings: list[dict[str, Any]]
+) -> tuple[str | None, Any]:
     """The card of the deal with the most warnings, and how many the widget shows there."""
-    await http.put(f"/api/accounts/{account_id}/widget", json={"client_secret": DEMO_WIDGET_SECRET,
-                                                                "audience": card.audience})
+    await http.put(
+        f"/api/accounts/{account_id}/widget", json={"client_secret": DEMO_WIDGET_SECRET, "audience": card.audience}
+    )
     per_deal: dict[str, int] = {}
     for item in findings:
         if item["deal_id"] and not item["suppressed"]:
@@ -363,8 +458,11 @@ async def _show_widget(http: httpx.AsyncClient, card: CardHost, account_id: int,
         return None, 0
     lead = max(per_deal, key=lambda d: per_deal[d])
     # One call the way the widget makes it, to show the path works end to end.
-    resp = await http.get("/widget/amocrm/findings", params={"lead_id": lead},
-                          headers={"X-Auth-Token": card.token(), "Origin": card.base_url, "Authorization": ""})
+    resp = await http.get(
+        "/widget/amocrm/findings",
+        params={"lead_id": lead},
+        headers={"X-Auth-Token": card.token(), "Origin": card.base_url, "Authorization": ""},
+    )
     shown = len(resp.json().get("items", [])) if resp.status_code == 200 else f"error {resp.status_code}"
     return f"{card.base_url}/card?lead_id={lead}", shown
 
@@ -374,13 +472,20 @@ def _sync_state(say: _Say, value: str) -> str:
     return names[say.lang].get(value, value)
 
 
-async def _bitrix24_portal(http: httpx.AsyncClient, say: _Say, base: str, portal: Bitrix24Emulator,
-                           portal_url: str, now: float) -> int:
+async def _bitrix24_portal(
+    http: httpx.AsyncClient, say: _Say, base: str, portal: Bitrix24Emulator, portal_url: str, now: float
+) -> int:
     """The same product on a Bitrix24 portal, connected by its inbound webhook; returns its account id."""
-    resp = await http.post("/api/accounts", json={
-        "name": "Демо-портал Битрикс24", "crm": "bitrix24",
-        "base_url": f"{portal_url}/rest/{WEBHOOK_USER}/{WEBHOOK_SECRET}/", "application_token": APP_TOKEN,
-        "timezone": "Europe/Moscow"})
+    resp = await http.post(
+        "/api/accounts",
+        json={
+            "name": "Демо-портал Битрикс24",
+            "crm": "bitrix24",
+            "base_url": f"{portal_url}/rest/{WEBHOOK_USER}/{WEBHOOK_SECRET}/",
+            "application_token": APP_TOKEN,
+            "timezone": "Europe/Moscow",
+        },
+    )
     resp.raise_for_status()
     account = resp.json()
     say("b24_account", name=account["name"], id=account["id"])
@@ -391,13 +496,19 @@ async def _bitrix24_portal(http: httpx.AsyncClient, say: _Say, base: str, portal
     call_at = calendar.cutoff(datetime.now(UTC), 2 * 3600).timestamp()
     say("b24_day")
     for titles, form in b24_demo.script(portal, now, call_at=call_at):
-        r = await http.post(account["hooks"]["bitrix24"].removeprefix(base), content=form,
-                            headers={"Content-Type": "application/x-www-form-urlencoded"})
+        r = await http.post(
+            account["hooks"]["bitrix24"].removeprefix(base),
+            content=form,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
         say("step", title=titles[say.lang == "en"], result=_step(say, r.status_code))
     await _wait_until(lambda: _inbox_drained(http, account["id"]), 30, "the inbox worker")
     await http.post(f"/api/accounts/{account['id']}/sweep")
-    findings = (await http.get(f"/api/accounts/{account['id']}/findings",
-                               params={"status": "open", "limit": 100, "lang": say.lang})).json()["items"]
+    findings = (
+        await http.get(
+            f"/api/accounts/{account['id']}/findings", params={"status": "open", "limit": 100, "lang": say.lang}
+        )
+    ).json()["items"]
 
     def where(deal_id: str | int) -> str:
         deal = portal.deals.get(int(deal_id), {})
@@ -405,8 +516,13 @@ async def _bitrix24_portal(http: httpx.AsyncClient, say: _Say, base: str, portal
 
     say("b24_findings", total=len(findings))
     for item in findings:
-        say("finding", title=item["title"], where=where(item["deal_id"]) if item["deal_id"] else item["entity_id"],
-            manager=item["details"].get("manager_name", item["manager_id"] or "—"), message=item["message"])
+        say(
+            "finding",
+            title=item["title"],
+            where=where(item["deal_id"]) if item["deal_id"] else item["entity_id"],
+            manager=item["details"].get("manager_name", item["manager_id"] or "—"),
+            message=item["message"],
+        )
     await _wait_until(lambda: _outbox_drained(http, account["id"]), 60, "the Bitrix24 outbox")
     todos = [a for a in portal.activities.values() if "#cw" in a["DESCRIPTION"]]
     comments = [c for c in portal.comments.values() if "#cw" in c["COMMENT"]]
@@ -419,8 +535,9 @@ async def _bitrix24_portal(http: httpx.AsyncClient, say: _Say, base: str, portal
     return int(account["id"])
 
 
-async def _dashboard_history(http: httpx.AsyncClient, say: _Say, database: str, accounts: dict[str, int]
-                             ) -> dict[str, str]:
+async def _dashboard_history(
+    http: httpx.AsyncClient, say: _Say, database: str, accounts: dict[str, int]
+) -> dict[str, str]:
     """A few weeks of history behind both accounts, so the dashboard's charts have something to
     show; returns a read-only dashboard link per CRM."""
     links: dict[str, str] = {}

@@ -26,12 +26,19 @@ EXTENSIONS = {"102": str(VOLKOV), "103": str(MOROZOVA), "104": str(LEBEDEV)}
 def _summary(entry: str, direction: int, ext: str, client: str, start: int, talk: int) -> dict[str, Any]:
     manager = {"extension": ext, "number": f"sip:{ext}@demoshop.mangosip.ru"}
     outside = {"number": client}
-    return {"entry_id": entry, "call_direction": direction,
-            "from": manager if direction == 2 else outside,
-            "to": outside if direction == 2 else {**manager, "number": LINE},
-            "line_number": LINE, "create_time": start, "forward_time": start + 2,
-            "talk_time": start + 8 if talk else 0, "end_time": start + 8 + talk if talk else start + 35,
-            "entry_result": 1 if talk else 0, "disconnect_reason": 1110}
+    return {
+        "entry_id": entry,
+        "call_direction": direction,
+        "from": manager if direction == 2 else outside,
+        "to": outside if direction == 2 else {**manager, "number": LINE},
+        "line_number": LINE,
+        "create_time": start,
+        "forward_time": start + 2,
+        "talk_time": start + 8 if talk else 0,
+        "end_time": start + 8 + talk if talk else start + 35,
+        "entry_result": 1 if talk else 0,
+        "disconnect_reason": 1110,
+    }
 
 
 def script(now: datetime, timezone: str) -> list[tuple[tuple[str, str], dict[str, Any]]]:
@@ -40,22 +47,32 @@ def script(now: datetime, timezone: str) -> list[tuple[tuple[str, str], dict[str
     # Two working hours back (whatever the hour the demo runs at): every window has passed.
     anchor = int(calendar.cutoff(now, 2 * 3600).timestamp())
     return [
-        (("Разговор 3 мин с Алексеем Соколовым, в карточке ничего",
-          "A 3-minute talk with Alexey Sokolov, nothing in the card"), _summary(
-            "ZGVtby1jYWxsLTE=", 2, "102", "79123456704", anchor - 900, 180)),
-        (("Пропущенный от Павла Новикова, не перезвонили", "A missed call from Pavel Novikov, not returned"),
-         _summary(
-            "ZGVtby1jYWxsLTI=", 1, "104", "79123456706", anchor - 600, 0)),
-        (("Звонок с номера, которого нет в CRM", "A call from a number the CRM does not know"), _summary(
-            "ZGVtby1jYWxsLTM=", 1, "103", "79161234599", anchor - 300, 75)),
+        (
+            (
+                "Разговор 3 мин с Алексеем Соколовым, в карточке ничего",
+                "A 3-minute talk with Alexey Sokolov, nothing in the card",
+            ),
+            _summary("ZGVtby1jYWxsLTE=", 2, "102", "79123456704", anchor - 900, 180),
+        ),
+        (
+            ("Пропущенный от Павла Новикова, не перезвонили", "A missed call from Pavel Novikov, not returned"),
+            _summary("ZGVtby1jYWxsLTI=", 1, "104", "79123456706", anchor - 600, 0),
+        ),
+        (
+            ("Звонок с номера, которого нет в CRM", "A call from a number the CRM does not know"),
+            _summary("ZGVtby1jYWxsLTM=", 1, "103", "79161234599", anchor - 300, 75),
+        ),
     ]
 
 
-async def feed(http: httpx.AsyncClient, account: dict[str, Any], timezone: str
-               ) -> tuple[str, list[tuple[tuple[str, str], int]]]:
+async def feed(
+    http: httpx.AsyncClient, account: dict[str, Any], timezone: str
+) -> tuple[str, list[tuple[tuple[str, str], int]]]:
     """Connects the PBX and posts its calls; returns the hook URL and each call's title and answer."""
-    resp = await http.put(f"/api/accounts/{account['id']}/telephony/mango",
-                          json={"api_key": API_KEY, "api_salt": API_SALT, "extensions": EXTENSIONS})
+    resp = await http.put(
+        f"/api/accounts/{account['id']}/telephony/mango",
+        json={"api_key": API_KEY, "api_salt": API_SALT, "extensions": EXTENSIONS},
+    )
     resp.raise_for_status()
     hook = resp.json()["hook_url"]
     path = "/hooks/telephony/mango/" + account["key"] + "/events/summary"

@@ -16,7 +16,7 @@ TEXT: dict[str, dict[str, str]] = {
         "b24_emulator": "  эмулятор Битрикс24  {url}   (входящий вебхук /rest/{user}/{secret}/)",
         "amo_account": "\namoCRM: аккаунт «{name}» подключён через API (№{id}).",
         "calendar": "  Для демонстрации: календарь аккаунта круглосуточный и эскалация просроченной задачи через "
-                    "{seconds} с, руководитель отдела продаж — {head}: так эскалация видна в любое время суток.",
+        "{seconds} с, руководитель отдела продаж — {head}: так эскалация видна в любое время суток.",
         "backfill": "  Первичная загрузка: {state}, прочитано {counts}.",
         "day": "\nРабочий день команды, как его присылает amoCRM (вебхуки):",
         "step": "  • {title}: {result}",
@@ -26,31 +26,31 @@ TEXT: dict[str, dict[str, str]] = {
         "pbx": "Телефония (Mango Office) подключена, события звонков идут на {hook}summary:",
         "inbox": "  Входящие: применено {done}, ждут {pending}, с ошибкой {failed}.",
         "mirror": "  crmwatch знает: открытых сделок {deals_open} (закрытых {deals_closed}), открытых задач "
-                  "{tasks_open} (просрочено {tasks_overdue}), сделок без задачи {deals_without_open_task}, "
-                  "примечаний {notes}, контактов {contacts}, пользователей {users}.",
+        "{tasks_open} (просрочено {tasks_overdue}), сделок без задачи {deals_without_open_task}, "
+        "примечаний {notes}, контактов {contacts}, пользователей {users}.",
         "sweep": "\nПроверка правил: открыто новых нарушений {opened}, устранено {resolved}; открыто сейчас {open}.",
         "findings": "Открытые нарушения ({total}):",
         "finding": "  • {title} — {where}, {manager}: {message}",
         "suppressed_mark": "    (подавлено: пока по этой сделке открыто «{by}», это нарушение ждёт молча и не пишет "
-                           "в CRM)",
+        "в CRM)",
         "suppressed_note": "  Подавленных {count}: они видны в списке, но задач и примечаний по ним нет, пока открыто "
-                           "нарушение, которое их объясняет (настройка suppress).",
+        "нарушение, которое их объясняет (настройка suppress).",
         "deal": "сделка «{name}» ({amount})",
         "number": "номер {number}",
         "written": "\nЗаписано в amoCRM: задач {tasks}, примечаний {notes}.",
         "written_open": "  По {count} открытым нарушениям (все, кроме подавленных): задача и примечание "
-                        "ответственному менеджеру.",
+        "ответственному менеджеру.",
         "written_closed": "  По нарушениям, устранённым за демо-день (их задачи crmwatch уже закрыл): задач {count}, "
-                          "примечаний {notes}.",
+        "примечаний {notes}.",
         "written_no_card": "  Нарушений без сделки (звонок с неизвестного номера): {count}; писать их некуда, "
-                           "они видны в списке.",
+        "они видны в списке.",
         "written_escalated": "  Эскалаций: {count} (задача руководителю).",
         "example_task": "  задача для {owner}, {where}: {text}",
         "example_note": "  примечание, {where}: {text}",
         "escalation": "  эскалация: задача для {owner}, {where}: {text}",
         "no_escalation": "  Эскалация не пришла вовремя (см. журнал).",
         "widget": "\nВиджет в карточке сделки: {url}   (предупреждений в панели: {shown}; нажмите «Принято» "
-                  "или «Отложить»)",
+        "или «Отложить»)",
         "b24_account": "\nБитрикс24: портал «{name}» подключён входящим вебхуком (№{id}).",
         "b24_day": "События портала:",
         "b24_findings": "Открытые нарушения на портале ({total}):",
@@ -59,7 +59,7 @@ TEXT: dict[str, dict[str, str]] = {
         "b24_example": "  дело, {where}: {text}",
         "b24_refused": "Запросов, отклонённых порталом из-за лимита: {count}.",
         "history": "\nИстория для дашборда ({crm}): четыре недели звонков ({calls}), сделок ({deals}), переходов по "
-                   "этапам ({stage_moves}), нарушений открытых и устранённых ({findings}).",
+        "этапам ({stage_moves}), нарушений открытых и устранённых ({findings}).",
         "crm_amocrm": "amoCRM",
         "crm_bitrix24": "Битрикс24",
         "look": "\nОткройте в браузере:",
@@ -78,7 +78,7 @@ TEXT: dict[str, dict[str, str]] = {
         "b24_emulator": "  Bitrix24 emulator   {url}   (inbound webhook /rest/{user}/{secret}/)",
         "amo_account": "\namoCRM: account “{name}” connected through the API (no. {id}).",
         "calendar": "  For the demo: the account's calendar runs round the clock and an overdue task escalates after "
-                    "{seconds} s to the head of sales, {head}, so an escalation shows at any hour.",
+        "{seconds} s to the head of sales, {head}, so an escalation shows at any hour.",
         "backfill": "  First load: {state}; read: {counts}.",
         "day": "\nThe team's day, as amoCRM sends it (webhooks):",
         "step": "  • {title}: {result}",
@@ -88,24 +88,24 @@ TEXT: dict[str, dict[str, str]] = {
         "pbx": "Telephony (Mango Office) connected; call events go to {hook}summary:",
         "inbox": "  Inbox: {done} applied, {pending} waiting, {failed} failed.",
         "mirror": "  crmwatch knows: {deals_open} open deals ({deals_closed} closed), {tasks_open} open tasks "
-                  "({tasks_overdue} overdue), {deals_without_open_task} deals without a task, {notes} notes, "
-                  "{contacts} contacts, {users} users.",
+        "({tasks_overdue} overdue), {deals_without_open_task} deals without a task, {notes} notes, "
+        "{contacts} contacts, {users} users.",
         "sweep": "\nRules checked: findings opened {opened}, resolved {resolved}; open now {open}.",
         "findings": "Open findings ({total}):",
         "finding": "  • {title} — {where}, {manager}: {message}",
         "suppressed_mark": "    (suppressed: while “{by}” is open on this deal, this finding waits quietly and writes "
-                           "nothing into the CRM)",
+        "nothing into the CRM)",
         "suppressed_note": "  {count} suppressed: listed, but no task or note is written for them while the finding "
-                           "that explains them is open (the suppress setting).",
+        "that explains them is open (the suppress setting).",
         "deal": "deal “{name}” ({amount})",
         "number": "number {number}",
         "written": "\nWritten into amoCRM: {tasks} tasks, {notes} notes.",
         "written_open": "  For the {count} open findings (all but the suppressed): a task and a note for the manager "
-                        "in charge.",
+        "in charge.",
         "written_closed": "  For findings that resolved during the demo day (crmwatch closed their tasks): {count} "
-                          "tasks, {notes} notes.",
+        "tasks, {notes} notes.",
         "written_no_card": "  Findings without a deal (a call from an unknown number): {count}; there is no card to "
-                           "write them on, the list shows them.",
+        "write them on, the list shows them.",
         "written_escalated": "  Escalations: {count} (a task for the head of sales).",
         "example_task": "  task for {owner}, {where}: {text}",
         "example_note": "  note, {where}: {text}",
@@ -120,7 +120,7 @@ TEXT: dict[str, dict[str, str]] = {
         "b24_example": "  activity, {where}: {text}",
         "b24_refused": "Portal requests refused for the rate limit: {count}.",
         "history": "\nHistory for the dashboard ({crm}): four weeks of calls ({calls}), deals ({deals}), stage "
-                   "moves ({stage_moves}), findings opened and resolved ({findings}).",
+        "moves ({stage_moves}), findings opened and resolved ({findings}).",
         "crm_amocrm": "amoCRM",
         "crm_bitrix24": "Bitrix24",
         "look": "\nOpen in a browser:",
@@ -136,10 +136,22 @@ TEXT: dict[str, dict[str, str]] = {
 
 # The backfill's sections, as a person names them.
 SECTIONS = {
-    "ru": {"users": "пользователей", "pipelines": "воронок", "contacts": "контактов", "companies": "компаний",
-           "deals": "сделок", "leads": "сделок", "tasks": "задач", "notes": "примечаний", "calls": "звонков",
-           "activities": "дел", "comments": "комментариев", "stage_history": "смен этапа", "stage_events": "смен этапа",
-           "events": "событий"},
+    "ru": {
+        "users": "пользователей",
+        "pipelines": "воронок",
+        "contacts": "контактов",
+        "companies": "компаний",
+        "deals": "сделок",
+        "leads": "сделок",
+        "tasks": "задач",
+        "notes": "примечаний",
+        "calls": "звонков",
+        "activities": "дел",
+        "comments": "комментариев",
+        "stage_history": "смен этапа",
+        "stage_events": "смен этапа",
+        "events": "событий",
+    },
     "en": {"stage_history": "stage changes", "stage_events": "stage changes"},
 }
 

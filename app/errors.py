@@ -17,10 +17,12 @@ def install(app: FastAPI) -> None:
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         if _body_not_json(request, exc):
             # Otherwise pydantic says "Input should be a valid dictionary" about a body it never parsed.
-            return JSONResponse({"detail": "a JSON body is expected: send it with Content-Type: application/json"},
-                                status_code=415)
-        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-                  for e in exc.errors()]
+            return JSONResponse(
+                {"detail": "a JSON body is expected: send it with Content-Type: application/json"}, status_code=415
+            )
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
+        ]
         return JSONResponse({"detail": "invalid request", "errors": errors}, status_code=422)
 
     @app.exception_handler(Exception)
@@ -33,8 +35,10 @@ def _body_not_json(request: Request, exc: RequestValidationError) -> bool:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media == "application/json" or media.endswith("+json"):
         return False
-    return any(tuple(e.get("loc", ()))[:1] == ("body",) and e.get("type") in ("dict_type", "model_attributes_type")
-               for e in exc.errors())
+    return any(
+        tuple(e.get("loc", ()))[:1] == ("body",) and e.get("type") in ("dict_type", "model_attributes_type")
+        for e in exc.errors()
+    )
 
 
 def crash_response(method: str) -> JSONResponse:

@@ -53,8 +53,9 @@ class CrmwatchApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
-               run_workers: bool | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, runtime: Runtime | None = None, run_workers: bool | None = None
+) -> FastAPI:
     settings = settings or (runtime.settings if runtime else get_settings())
     workers = settings.run_workers if run_workers is None else run_workers
 
@@ -94,7 +95,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
         title="crmwatch",
         version="0.1.0",
         summary="Keeps a sales team's CRM honest: overdue tasks, deals without a next step, stuck deals, "
-                "unlogged calls.",
+        "unlogged calls.",
         lifespan=lifespan,
         # Served by app/ops/pages.py from a package, not from a CDN: the docs work offline.
         docs_url=None,

@@ -8,5 +8,9 @@ WEBHOOKS = Counter("crmwatch_webhooks_total", "Webhook deliveries by CRM and out
 INBOX_PROCESSED = Counter("crmwatch_inbox_processed_total", "Inbox rows processed", ["source", "outcome"])
 INBOX_PENDING = Gauge("crmwatch_inbox_pending", "Inbox rows waiting for the worker (last seen)")
 SYNC_ITEMS = Counter("crmwatch_sync_items_total", "Records read by backfills", ["crm", "section"])
-HTTP_LATENCY = Histogram("crmwatch_http_request_seconds", "HTTP request latency", ["route", "status"],
-                         buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+HTTP_LATENCY = Histogram(
+    "crmwatch_http_request_seconds",
+    "HTTP request latency",
+    ["route", "status"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)

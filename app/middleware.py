@@ -48,6 +48,14 @@ class RequestContext:
             # with; /metrics counts those, and DEBUG shows them when wanted.
             level = logging.DEBUG if status < 300 and scope["path"].startswith("/hooks/") else logging.INFO
             if log.isEnabledFor(level):
-                log.log(level, "http.request", extra={"method": scope["method"], "path": mask_path(scope["path"]),
-                                                      "status": status, "ms": round(elapsed * 1000, 2)})
+                log.log(
+                    level,
+                    "http.request",
+                    extra={
+                        "method": scope["method"],
+                        "path": mask_path(scope["path"]),
+                        "status": status,
+                        "ms": round(elapsed * 1000, 2),
+                    },
+                )
             structlog.contextvars.unbind_contextvars("request_id")

@@ -50,11 +50,16 @@ class Runtime:
     @classmethod
     def build(cls, settings: Settings, http_transport: httpx.AsyncBaseTransport | None = None) -> Runtime:
         engine = make_engine(settings.database_url)
-        read_engine = make_engine(settings.database_url, read_only=True) if engine.dialect.name == "sqlite" \
-            else engine
-        return cls(settings=settings, engine=engine, sessions=make_sessionmaker(engine),
-                   box=CredentialBox(load_secret(settings)), http_transport=http_transport,
-                   reads=make_sessionmaker(read_engine), read_engine=read_engine)
+        read_engine = make_engine(settings.database_url, read_only=True) if engine.dialect.name == "sqlite" else engine
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=make_sessionmaker(engine),
+            box=CredentialBox(load_secret(settings)),
+            http_transport=http_transport,
+            reads=make_sessionmaker(read_engine),
+            read_engine=read_engine,
+        )
 
     crm_adapter = staticmethod(crm_adapter)
 
@@ -62,11 +67,15 @@ class Runtime:
         s = self.settings
         adapter = crm_adapter(crm)
         return adapter.make_client(
-            base_url, AccountTokens(self, account_id),
+            base_url,
+            AccountTokens(self, account_id),
             self.limiters.get(crm, account_id, factory=lambda: adapter.make_limiter(s)),
-            max_retries=s.crm_max_retries, backoff_base=s.crm_backoff_base_seconds,
-            backoff_cap=s.crm_backoff_cap_seconds, timeout=s.crm_timeout_seconds,
-            transport=self.http_transport)
+            max_retries=s.crm_max_retries,
+            backoff_base=s.crm_backoff_base_seconds,
+            backoff_cap=s.crm_backoff_cap_seconds,
+            timeout=s.crm_timeout_seconds,
+            transport=self.http_transport,
+        )
 
     def intake_busy(self) -> bool:
         """Webhooks arrived in the last BUSY_WINDOW_S: background work stands back (see

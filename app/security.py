@@ -24,8 +24,7 @@ log = logging.getLogger(__name__)
 
 def _fernet_key(secret: str) -> bytes:
     # Operators paste any string; HKDF turns it into the 32 bytes Fernet needs.
-    raw = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"crmwatch", info=b"credentials-v1").derive(
-        secret.encode())
+    raw = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"crmwatch", info=b"credentials-v1").derive(secret.encode())
     return base64.urlsafe_b64encode(raw)
 
 
@@ -69,11 +68,17 @@ async def require_admin(request: Request) -> None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if not expected:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "the admin API is disabled: set CRMWATCH_ADMIN_TOKEN",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "the admin API is disabled: set CRMWATCH_ADMIN_TOKEN",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a valid admin bearer token is required",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "a valid admin bearer token is required",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
 
 def webhook_secret_hash(secret: str | None) -> str | None:

@@ -97,8 +97,12 @@ class Settings(BaseSettings):
             if given is None:
                 continue
             # Logged when read: the line must be readable before logging is configured too.
-            log.warning("settings.deprecated: %s is deprecated, set %s instead", env, f"{prefix}{new}".upper(),
-                        extra={"setting": old, "use": new})
+            log.warning(
+                "settings.deprecated: %s is deprecated, set %s instead",
+                env,
+                f"{prefix}{new}".upper(),
+                extra={"setting": old, "use": new},
+            )
             data.setdefault(new, given)
         return data
 

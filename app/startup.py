@@ -49,8 +49,10 @@ def _check_sqlite(url: str) -> None:
         return
     folder = Path(database).expanduser().resolve().parent
     if not folder.is_dir():
-        raise StartupError(f"the folder {folder} for the SQLite database does not exist: create it, or point "
-                           "CRMWATCH_DATABASE_URL elsewhere")
+        raise StartupError(
+            f"the folder {folder} for the SQLite database does not exist: create it, or point "
+            "CRMWATCH_DATABASE_URL elsewhere"
+        )
 
 
 async def _ping(url: str) -> None:
@@ -77,12 +79,17 @@ async def wait_for_database(url: str, wait_seconds: float, pause: float = 1.0) -
             return
         except Exception as exc:  # whatever it is, it becomes one sentence, never a traceback
             if not _unreachable(exc):
-                raise StartupError(f"{where} did not accept the connection: {_reason(exc)}; check "
-                                   "CRMWATCH_DATABASE_URL") from None
+                raise StartupError(
+                    f"{where} did not accept the connection: {_reason(exc)}; check CRMWATCH_DATABASE_URL"
+                ) from None
             if time.monotonic() >= deadline:
-                raise StartupError(f"{where} did not answer for {wait_seconds:g} s ({_reason(exc)}): start it, or "
-                                   "fix CRMWATCH_DATABASE_URL (CRMWATCH_DATABASE_WAIT_SECONDS sets how long to "
-                                   "wait)") from None
-            log.warning("database.unreachable", extra={"database": where, "attempt": attempt,
-                                                       "error": _reason(exc), "retry_in_seconds": pause})
+                raise StartupError(
+                    f"{where} did not answer for {wait_seconds:g} s ({_reason(exc)}): start it, or "
+                    "fix CRMWATCH_DATABASE_URL (CRMWATCH_DATABASE_WAIT_SECONDS sets how long to "
+                    "wait)"
+                ) from None
+            log.warning(
+                "database.unreachable",
+                extra={"database": where, "attempt": attempt, "error": _reason(exc), "retry_in_seconds": pause},
+            )
             await asyncio.sleep(pause)

@@ -30,6 +30,7 @@ async def heartbeat(rt: Runtime, stop: asyncio.Event, every: float = 5.0) -> Non
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every)
 
+
 # (task name, loop): the inbox first, as it carries the webhooks.
 WORKERS: list[tuple[str, Loop]] = [
     ("inbox-worker", inbox.run_forever),

@@ -79,6 +79,7 @@ HEADERS = {"content-type": "application/x-www-form-urlencoded", "user-agent": "c
 
 # --------------------------------------------------------------------------- load generator process
 
+
 async def _load(args: argparse.Namespace, hooks: list[list[str]]) -> dict[str, Any]:
     split = urlsplit(args.url)
     host, port = split.hostname or HOST, split.port or 80
@@ -96,8 +97,19 @@ async def _load(args: argparse.Namespace, hooks: list[list[str]]) -> dict[str, A
 
 
 def run_load(mix_file: Path, url: str, server_pid: int, concurrency: int) -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "_load", "--url", url, "--mix", str(mix_file),
-           "--concurrency", str(concurrency), "--server-pid", str(server_pid)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "_load",
+        "--url",
+        url,
+        "--mix",
+        str(mix_file),
+        "--concurrency",
+        str(concurrency),
+        "--server-pid",
+        str(server_pid),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, check=False)
     if done.returncode != 0:
         raise BenchError(f"the load generator failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -106,13 +118,21 @@ def run_load(mix_file: Path, url: str, server_pid: int, concurrency: int) -> dic
 
 # --------------------------------------------------------------------------- database side
 
+
 def settings_for(url: str, workdir: Path, secret: str) -> Settings:
-    return Settings(database_url=url, secret_key=secret, secret_key_file=str(workdir / "secret"),
-                    admin_token=secrets.token_urlsafe(16), log_level="WARNING", run_workers=False)
+    return Settings(
+        database_url=url,
+        secret_key=secret,
+        secret_key_file=str(workdir / "secret"),
+        admin_token=secrets.token_urlsafe(16),
+        log_level="WARNING",
+        run_workers=False,
+    )
 
 
-async def seed_both(run: Settings, reference: Settings, args: argparse.Namespace, now: datetime
-                    ) -> list[applymix.SeededAccount]:
+async def seed_both(
+    run: Settings, reference: Settings, args: argparse.Namespace, now: datetime
+) -> list[applymix.SeededAccount]:
     plans = []
     for settings in (run, reference):
         rt = Runtime.build(settings)
@@ -129,10 +149,18 @@ async def inbox_span(url: str) -> dict[str, Any]:
     engine = make_engine(url)
     try:
         async with make_sessionmaker(engine)() as s:
-            row = (await s.execute(select(
-                func.count(), func.min(InboxEvent.received_at), func.max(InboxEvent.received_at),
-                func.min(InboxEvent.processed_at), func.max(InboxEvent.processed_at), func.sum(InboxEvent.events),
-            ))).one()
+            row = (
+                await s.execute(
+                    select(
+                        func.count(),
+                        func.min(InboxEvent.received_at),
+                        func.max(InboxEvent.received_at),
+                        func.min(InboxEvent.processed_at),
+                        func.max(InboxEvent.processed_at),
+                        func.sum(InboxEvent.events),
+                    )
+                )
+            ).one()
             statuses = await applymix.inbox_counts(s)
     finally:
         await engine.dispose()
@@ -145,9 +173,11 @@ async def watch(url: str, pid: int, limit_s: float) -> dict[str, Any]:
     changed for QUIET_S; returns when that state was first seen, as an observer sees it."""
     engine = make_engine(url)
     pending_q = select(func.count()).select_from(InboxEvent).where(InboxEvent.status == "pending")
-    signature_q = select(select(func.max(FindingEvent.id)).scalar_subquery(),
-                         select(func.max(Finding.id)).scalar_subquery(),
-                         select(func.max(OutboxAction.id)).scalar_subquery())
+    signature_q = select(
+        select(func.max(FindingEvent.id)).scalar_subquery(),
+        select(func.max(Finding.id)).scalar_subquery(),
+        select(func.max(OutboxAction.id)).scalar_subquery(),
+    )
     started = time.monotonic()
     drained_at: datetime | None = None
     current_at: datetime | None = None
@@ -175,9 +205,12 @@ async def watch(url: str, pid: int, limit_s: float) -> dict[str, Any]:
     finally:
         await engine.dispose()
     cpu1, stat1, elapsed = proc_cpu_seconds(pid), machine_cpu(), time.monotonic() - started
-    return {"drained_at": drained_at, "current_at": current_at,
-            "worker_cpu": (cpu1 - cpu0) / elapsed if cpu0 is not None and cpu1 is not None else None,
-            "machine_cpu": machine_busy(stat0, stat1)}
+    return {
+        "drained_at": drained_at,
+        "current_at": current_at,
+        "worker_cpu": (cpu1 - cpu0) / elapsed if cpu0 is not None and cpu1 is not None else None,
+        "machine_cpu": machine_busy(stat0, stat1),
+    }
 
 
 def machine_cpu() -> tuple[int, int] | None:
@@ -211,16 +244,23 @@ async def check(run: Settings, reference: Settings) -> dict[str, Any]:
     finally:
         await batch.dispose()
         await one.dispose()
-    return {"applied": applied, "elapsed": elapsed, "statuses": statuses,
-            "sizes": {label: len(v) for label, v in left.items()},
-            "differences": applymix.differences(left, right)}
+    return {
+        "applied": applied,
+        "elapsed": elapsed,
+        "statuses": statuses,
+        "sizes": {label: len(v) for label, v in left.items()},
+        "differences": applymix.differences(left, right),
+    }
 
 
 # --------------------------------------------------------------------------- one round
 
+
 def bench_round(args: argparse.Namespace, base_url: str, workdir: Path) -> dict[str, Any]:
-    with scratch_database(base_url, "crmwatch_apply") as run_url, \
-            scratch_database(base_url, "crmwatch_apply_ref") as ref_url:
+    with (
+        scratch_database(base_url, "crmwatch_apply") as run_url,
+        scratch_database(base_url, "crmwatch_apply_ref") as ref_url,
+    ):
         return _round(args, run_url, ref_url, workdir)
 
 
@@ -241,9 +281,16 @@ def _round(args: argparse.Namespace, run_url: str, ref_url: str, workdir: Path) 
     out["kinds"]["mango"] = len(mix) - out["kinds"]["amocrm"]
 
     port = free_port()
-    env = dict(os.environ, CRMWATCH_DATABASE_URL=run_url, CRMWATCH_SECRET_KEY=secret,
-               CRMWATCH_SECRET_KEY_FILE=str(workdir / "secret"), CRMWATCH_ADMIN_TOKEN=secrets.token_urlsafe(16),
-               CRMWATCH_LOG_LEVEL="WARNING", CRMWATCH_LOG_JSON="true", CRMWATCH_PUBLIC_URL=f"http://{HOST}:{port}")
+    env = dict(
+        os.environ,
+        CRMWATCH_DATABASE_URL=run_url,
+        CRMWATCH_SECRET_KEY=secret,
+        CRMWATCH_SECRET_KEY_FILE=str(workdir / "secret"),
+        CRMWATCH_ADMIN_TOKEN=secrets.token_urlsafe(16),
+        CRMWATCH_LOG_LEVEL="WARNING",
+        CRMWATCH_LOG_JSON="true",
+        CRMWATCH_PUBLIC_URL=f"http://{HOST}:{port}",
+    )
     base = f"http://{HOST}:{port}"
     serve = [*crmwatch_command(), "serve", "--host", HOST, "--port", str(port), "--no-workers", "--no-migrate"]
     with server(serve, env=env, cwd=workdir, log=workdir / "serve.log", ready_url=f"{base}/healthz") as pid:
@@ -252,8 +299,11 @@ def _round(args: argparse.Namespace, run_url: str, ref_url: str, workdir: Path) 
     out["accepted"] = asyncio.run(inbox_span(run_url))
 
     profile = workdir / "worker.prof"
-    worker = [*crmwatch_command(), "worker"] if not args.profile else \
-        [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "app.cli", "worker"]
+    worker = (
+        [*crmwatch_command(), "worker"]
+        if not args.profile
+        else [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "app.cli", "worker"]
+    )
     launched = utcnow()
     with background(worker, env=env, cwd=workdir, log=workdir / "worker.log") as pid:
         out["watch"] = asyncio.run(watch(run_url, pid, args.timeout))
@@ -293,6 +343,7 @@ def profile_summary(path: Path, top: int = 18) -> list[str]:
 
 # --------------------------------------------------------------------------- report
 
+
 def seconds(a: datetime | None, b: datetime | None) -> float | None:
     return (b - a).total_seconds() if a is not None and b is not None else None
 
@@ -303,12 +354,16 @@ def figures(r: dict[str, Any]) -> dict[str, Any]:
     done = app["statuses"].get("done", 0)
     apply_rate = done / span if span else None
     accept_rate = r["accept"]["rps"]
-    return {"accept_rate": accept_rate, "apply_rate": apply_rate, "apply_span": span,
-            "ratio": apply_rate / accept_rate if apply_rate and accept_rate else None,
-            "current_s": seconds(acc["last_received"], w["current_at"]),
-            "drained_s": seconds(acc["last_received"], w["drained_at"]),
-            "startup_s": seconds(r["launched"], app["first_applied"]),
-            "evaluated_after_last_row_s": seconds(app["last_applied"], w["current_at"])}
+    return {
+        "accept_rate": accept_rate,
+        "apply_rate": apply_rate,
+        "apply_span": span,
+        "ratio": apply_rate / accept_rate if apply_rate and accept_rate else None,
+        "current_s": seconds(acc["last_received"], w["current_at"]),
+        "drained_s": seconds(acc["last_received"], w["drained_at"]),
+        "startup_s": seconds(r["launched"], app["first_applied"]),
+        "evaluated_after_last_row_s": seconds(app["last_applied"], w["current_at"]),
+    }
 
 
 def fmt(value: float | None, spec: str, unit: str = "") -> str:
@@ -317,22 +372,32 @@ def fmt(value: float | None, spec: str, unit: str = "") -> str:
 
 def report(r: dict[str, Any]) -> None:
     f, a, acc, app = figures(r), r["accept"], r["accepted"], r["applied"]
-    print(f"  mix: {acc['rows']} rows stored of {a['responses']} posted ({r['kinds']['amocrm']} amoCRM webhooks, "
-          f"{r['kinds']['mango']} Mango call summaries); seeding took {r['seeded_s']:.1f} s")
+    print(
+        f"  mix: {acc['rows']} rows stored of {a['responses']} posted ({r['kinds']['amocrm']} amoCRM webhooks, "
+        f"{r['kinds']['mango']} Mango call summaries); seeding took {r['seeded_s']:.1f} s"
+    )
     print()
-    print(f"  accept (serve --no-workers)     {fmt(f['accept_rate'], '.0f')} requests/s over {a['elapsed']:.1f} s, "
-          f"p50 {a['p50_ms']:.1f} ms, p99 {a['p99_ms']:.1f} ms, server CPU {fmt(a.get('server_cpu'), '.0%')}")
+    print(
+        f"  accept (serve --no-workers)     {fmt(f['accept_rate'], '.0f')} requests/s over {a['elapsed']:.1f} s, "
+        f"p50 {a['p50_ms']:.1f} ms, p99 {a['p99_ms']:.1f} ms, server CPU {fmt(a.get('server_cpu'), '.0%')}"
+    )
     if a["non_2xx"] or a["errors"]:
         print(f"  ! statuses {a['statuses']}, errors {a['errors']}")
-    print(f"  apply (one crmwatch worker)     {fmt(f['apply_rate'], '.0f')} rows/s: {app['statuses'].get('done', 0)} "
-          f"rows ({app['events']} events) from the first applied row to the last in "
-          f"{fmt(f['apply_span'], '.1f', ' s')}")
+    print(
+        f"  apply (one crmwatch worker)     {fmt(f['apply_rate'], '.0f')} rows/s: {app['statuses'].get('done', 0)} "
+        f"rows ({app['events']} events) from the first applied row to the last in "
+        f"{fmt(f['apply_span'], '.1f', ' s')}"
+    )
     print(f"    worker start to first row     {fmt(f['startup_s'], '.1f', ' s')} (process start-up and imports)")
-    print(f"    CPU while applying            worker {fmt(r['watch']['worker_cpu'], '.0%')} of a core, "
-          f"machine {fmt(r['watch']['machine_cpu'], '.0%')} of one core's worth ({os.cpu_count()} cores)")
+    print(
+        f"    CPU while applying            worker {fmt(r['watch']['worker_cpu'], '.0%')} of a core, "
+        f"machine {fmt(r['watch']['machine_cpu'], '.0%')} of one core's worth ({os.cpu_count()} cores)"
+    )
     print(f"  last acceptance → mirror current      {fmt(f['drained_s'], '.1f', ' s')} (no row pending)")
-    print(f"  last acceptance → findings current    {fmt(f['current_s'], '.1f', ' s')} "
-          f"({fmt(f['evaluated_after_last_row_s'], '.1f', ' s')} after the last row was applied)")
+    print(
+        f"  last acceptance → findings current    {fmt(f['current_s'], '.1f', ' s')} "
+        f"({fmt(f['evaluated_after_last_row_s'], '.1f', ' s')} after the last row was applied)"
+    )
     print(f"  apply / accept                  {fmt(f['ratio'], '.3f')}")
     if app["statuses"].get("done", 0) != acc["rows"]:
         print(f"  ! inbox after the worker: {app['statuses']}")
@@ -343,12 +408,21 @@ def report(r: dict[str, Any]) -> None:
     print()
     print("  goals (issue 18)")
     for label, value, met in (
-        (f"apply rate >= {GOAL_RATE:.0f} events/s", fmt(f["apply_rate"], ".0f", "/s"),
-         f["apply_rate"] is not None and f["apply_rate"] >= GOAL_RATE),
-        (f"apply >= {GOAL_RATIO} x accept", fmt(f["ratio"], ".3f"),
-         f["ratio"] is not None and f["ratio"] >= GOAL_RATIO),
-        (f"current <= {GOAL_CURRENT_S:.0f} s after the last acceptance", fmt(f["current_s"], ".1f", " s"),
-         f["current_s"] is not None and f["current_s"] <= GOAL_CURRENT_S),
+        (
+            f"apply rate >= {GOAL_RATE:.0f} events/s",
+            fmt(f["apply_rate"], ".0f", "/s"),
+            f["apply_rate"] is not None and f["apply_rate"] >= GOAL_RATE,
+        ),
+        (
+            f"apply >= {GOAL_RATIO} x accept",
+            fmt(f["ratio"], ".3f"),
+            f["ratio"] is not None and f["ratio"] >= GOAL_RATIO,
+        ),
+        (
+            f"current <= {GOAL_CURRENT_S:.0f} s after the last acceptance",
+            fmt(f["current_s"], ".1f", " s"),
+            f["current_s"] is not None and f["current_s"] <= GOAL_CURRENT_S,
+        ),
     ):
         print(f"    {'MET    ' if met else 'NOT MET'}  {label} ({value})")
     if "profile" in r:
@@ -363,10 +437,14 @@ def report_check(r: dict[str, Any]) -> bool:
     bad = {label: d for label, d in c["differences"].items() if d}
     ok = not bad and c["statuses"] == {"done": rows}
     sizes = ", ".join(f"{n} {label}" for label, n in c["sizes"].items())
-    print(f"  one by one (reference)          {c['applied'] / c['elapsed']:.0f} rows/s "
-          f"({c['applied']} rows in {c['elapsed']:.1f} s, each applied alone before the next arrives, in-process)")
-    print(f"  correctness: mirror and active findings {'EQUAL' if ok else 'DIFFER'} to one-by-one application "
-          f"({sizes})", flush=True)
+    print(
+        f"  one by one (reference)          {c['applied'] / c['elapsed']:.0f} rows/s "
+        f"({c['applied']} rows in {c['elapsed']:.1f} s, each applied alone before the next arrives, in-process)"
+    )
+    print(
+        f"  correctness: mirror and active findings {'EQUAL' if ok else 'DIFFER'} to one-by-one application ({sizes})",
+        flush=True,
+    )
     for label, diffs in bad.items():
         print(f"    {label}: {len(diffs)} differ, e.g. " + "; ".join(diffs[:3]))
     if c["statuses"] != {"done": rows}:
@@ -376,14 +454,17 @@ def report_check(r: dict[str, Any]) -> bool:
 
 # --------------------------------------------------------------------------- main
 
+
 def orchestrate(args: argparse.Namespace) -> int:
     url = make_url(args.url)
     if url.get_backend_name() != "postgresql":
         print("this benchmark runs on PostgreSQL", file=sys.stderr)
         return 2
     base_url = url.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
-    print(f"crmwatch apply benchmark: {args.events} webhooks over {args.accounts} accounts of {args.deals} deals, "
-          f"{args.concurrency} senders, PostgreSQL, {os.cpu_count()} CPUs, {args.rounds} round(s)")
+    print(
+        f"crmwatch apply benchmark: {args.events} webhooks over {args.accounts} accounts of {args.deals} deals, "
+        f"{args.concurrency} senders, PostgreSQL, {os.cpu_count()} CPUs, {args.rounds} round(s)"
+    )
     with contextlib.suppress(OSError, AttributeError):
         print(f"  load average before the run: {os.getloadavg()[0]:.2f}")
     rounds = []
@@ -397,8 +478,12 @@ def orchestrate(args: argparse.Namespace) -> int:
                 return 2
     if len(rounds) > 1:
         print()
-        for label, key, spec in (("accept", "accept_rate", ".0f"), ("apply", "apply_rate", ".0f"),
-                                 ("apply / accept", "ratio", ".3f"), ("current after, s", "current_s", ".1f")):
+        for label, key, spec in (
+            ("accept", "accept_rate", ".0f"),
+            ("apply", "apply_rate", ".0f"),
+            ("apply / accept", "ratio", ".3f"),
+            ("current after, s", "current_s", ".1f"),
+        ):
             values = [figures(r)[key] for r in rounds]
             known = [v for v in values if v is not None]
             median = fmt(statistics.median(known), spec) if known else "-"
@@ -419,14 +504,21 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(asyncio.run(_load(a, hooks))))
         return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("url", nargs="?", default=DEFAULT_URL,
-                   help=f"an existing PostgreSQL database; the run's own are created beside it (default {DEFAULT_URL})")
+    p.add_argument(
+        "url",
+        nargs="?",
+        default=DEFAULT_URL,
+        help=f"an existing PostgreSQL database; the run's own are created beside it (default {DEFAULT_URL})",
+    )
     p.add_argument("--events", type=int, default=20_000, help="webhooks in the burst (default 20000)")
     p.add_argument("--accounts", type=int, default=10, help="accounts (default 10)")
     p.add_argument("--deals", type=int, default=2000, help="seeded deals per account (default 2000)")
-    p.add_argument("--small", action="store_true",
-                   help=f"a quick run: {SMALL['events']} webhooks, {SMALL['accounts']} accounts of "
-                        f"{SMALL['deals']} deals (explicit sizes still win)")
+    p.add_argument(
+        "--small",
+        action="store_true",
+        help=f"a quick run: {SMALL['events']} webhooks, {SMALL['accounts']} accounts of "
+        f"{SMALL['deals']} deals (explicit sizes still win)",
+    )
     p.add_argument("--concurrency", type=int, default=50, help="concurrent senders (default 50)")
     p.add_argument("--rounds", type=int, default=1, help="rounds, each in fresh databases (default 1)")
     p.add_argument("--timeout", type=float, default=1800.0, help="give the worker up after this many seconds")

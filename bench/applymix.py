@@ -63,16 +63,28 @@ EXTERNAL_ACCOUNT_BASE = 29_000_000
 USERS = 20
 LINE = "74951234567"
 # The share of each kind of webhook in the mix (weights).
-MIX = {"lead_update": 22, "lead_status": 14, "lead_add": 6, "task_add": 14, "task_move": 10, "task_complete": 10,
-       "note": 14, "call": 10}
+MIX = {
+    "lead_update": 22,
+    "lead_status": 14,
+    "lead_add": 6,
+    "task_add": 14,
+    "task_move": 10,
+    "task_complete": 10,
+    "note": 14,
+    "call": 10,
+}
 TASK_TEXTS = ["Позвонить клиенту", "Отправить КП", "Назначить встречу", "Уточнить потребность", "Выставить счёт"]
 NOTES = NOTE_STOCK + NOTE_SHORT + NOTE_LONG * 3  # stock phrases and short remarks are what empty_comment flags
 # The accounts' rules document: the default rules with a round-the-clock calendar (see above).
-RULES_DOCUMENT = rules_config.RulesDocument(calendar=rules_config.CalendarIn(
-    country=None, work_start=time(0, 0), work_end=time(23, 59), work_days=[1, 2, 3, 4, 5, 6, 7]))
+RULES_DOCUMENT = rules_config.RulesDocument(
+    calendar=rules_config.CalendarIn(
+        country=None, work_start=time(0, 0), work_end=time(23, 59), work_days=[1, 2, 3, 4, 5, 6, 7]
+    )
+)
 
 
 # --------------------------------------------------------------------------- webhook bodies
+
 
 def _fixture_pairs(name: str) -> list[tuple[str, str]]:
     """An amoCRM fixture's key=value lines, in wire order."""
@@ -80,9 +92,18 @@ def _fixture_pairs(name: str) -> list[tuple[str, str]]:
     return [tuple(line.split("=", 1)) for line in lines if line and not line.startswith("#")]  # type: ignore[misc]
 
 
-_TEMPLATES = {name: _fixture_pairs(name) for name in
-              ("lead_add", "lead_update", "lead_status", "task_add", "task_update_deadline", "task_complete",
-               "lead_note_common")}
+_TEMPLATES = {
+    name: _fixture_pairs(name)
+    for name in (
+        "lead_add",
+        "lead_update",
+        "lead_status",
+        "task_add",
+        "task_update_deadline",
+        "task_complete",
+        "lead_note_common",
+    )
+}
 
 
 def amo_body(template: str, fields: dict[str, Any], account: dict[str, str]) -> str:
@@ -104,6 +125,7 @@ def mango_summary(api_key: str, api_salt: str, data: dict[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------- seeded accounts
+
 
 @dataclass
 class _SeedTask:
@@ -134,8 +156,11 @@ class SeededAccount:
 
     def hook_account(self) -> dict[str, str]:
         sub = f"bench{self.index}"
-        return {"account[subdomain]": sub, "account[id]": self.external_id,
-                "account[_links][self]": f"https://{sub}.amocrm.ru"}
+        return {
+            "account[subdomain]": sub,
+            "account[id]": self.external_id,
+            "account[_links][self]": f"https://{sub}.amocrm.ru",
+        }
 
 
 def _user(u: int) -> str:
@@ -159,20 +184,47 @@ def plan_accounts(accounts: int, deals: int, seed: int, now: datetime) -> tuple[
         return (now - timedelta(**delta)).replace(microsecond=0)
 
     plans: list[SeededAccount] = []
-    rows: dict[str, list] = {name: [] for name in ("users", "pipelines", "stages", "deals", "contacts",
-                                                    "contact_phones", "deal_contacts", "tasks", "notes")}
+    rows: dict[str, list] = {
+        name: []
+        for name in (
+            "users",
+            "pipelines",
+            "stages",
+            "deals",
+            "contacts",
+            "contact_phones",
+            "deal_contacts",
+            "tasks",
+            "notes",
+        )
+    }
     for index in range(accounts):
-        acc = SeededAccount(index=index, key=f"apply{seed:x}k{index}{rng.getrandbits(64):016x}",
-                            api_key=f"bench-mango-key-{index}", api_salt=f"bench-mango-salt-{index}")
+        acc = SeededAccount(
+            index=index,
+            key=f"apply{seed:x}k{index}{rng.getrandbits(64):016x}",
+            api_key=f"bench-mango-key-{index}",
+            api_salt=f"bench-mango-salt-{index}",
+        )
         plans.append(acc)
         a = ("account", index)  # replaced by the account's id once it exists
-        rows["users"] += [{"account_id": a, "id": _user(u), "name": f"Менеджер {u + 1}",
-                           "email": f"manager{u + 1}@example.com", "is_active": True, "synced_at": now}
-                          for u in range(USERS)]
-        rows["pipelines"].append({"account_id": a, "id": PIPELINE_ID, "name": "Продажи", "sort": 0,
-                                  "is_archived": False})
-        rows["stages"] += [{"account_id": a, "pipeline_id": PIPELINE_ID, "id": sid, "name": name,
-                            "sort": 10 * (i + 1), "kind": kind} for i, (sid, name, kind) in enumerate(STAGES)]
+        rows["users"] += [
+            {
+                "account_id": a,
+                "id": _user(u),
+                "name": f"Менеджер {u + 1}",
+                "email": f"manager{u + 1}@example.com",
+                "is_active": True,
+                "synced_at": now,
+            }
+            for u in range(USERS)
+        ]
+        rows["pipelines"].append(
+            {"account_id": a, "id": PIPELINE_ID, "name": "Продажи", "sort": 0, "is_archived": False}
+        )
+        rows["stages"] += [
+            {"account_id": a, "pipeline_id": PIPELINE_ID, "id": sid, "name": name, "sort": 10 * (i + 1), "kind": kind}
+            for i, (sid, name, kind) in enumerate(STAGES)
+        ]
         for d in range(1, deals + 1):
             deal_id, contact_id = str(DEAL_BASE + d), str(CONTACT_BASE + d)
             # Stage entries stay a day or more away from stuck_stage's 3 days.
@@ -182,17 +234,44 @@ def plan_accounts(accounts: int, deals: int, seed: int, now: datetime) -> tuple[
             stage = OPEN_STAGES[min(len(OPEN_STAGES) - 1, int(rng.random() ** 2 * len(OPEN_STAGES)))][0]
             u = rng.randrange(USERS)
             phone = _phone(index, d)
-            acc.deals[deal_id] = {"stage": stage, "created": int(created.timestamp()), "responsible": u,
-                                  "phone": phone, "name": f"Сделка #{d}", "price": rng.randrange(10, 5000) * 100}
-            rows["deals"].append({
-                "account_id": a, "id": deal_id, "name": f"Сделка #{d}", "pipeline_id": PIPELINE_ID,
-                "stage_id": stage, "stage_entered_at": entered, "stage_entered_source": "event",
-                "price": float(acc.deals[deal_id]["price"]), "responsible_user_id": _user(u), "is_closed": False,
-                "is_deleted": False, "created_at": created, "closed_at": None, "deleted_at": None,
-                "source_updated_at": entered, "mirrored_at": now})
-            rows["contacts"].append({"account_id": a, "id": contact_id, "name": f"Клиент {d}",
-                                     "responsible_user_id": _user(u), "is_deleted": False,
-                                     "source_updated_at": created})
+            acc.deals[deal_id] = {
+                "stage": stage,
+                "created": int(created.timestamp()),
+                "responsible": u,
+                "phone": phone,
+                "name": f"Сделка #{d}",
+                "price": rng.randrange(10, 5000) * 100,
+            }
+            rows["deals"].append(
+                {
+                    "account_id": a,
+                    "id": deal_id,
+                    "name": f"Сделка #{d}",
+                    "pipeline_id": PIPELINE_ID,
+                    "stage_id": stage,
+                    "stage_entered_at": entered,
+                    "stage_entered_source": "event",
+                    "price": float(acc.deals[deal_id]["price"]),
+                    "responsible_user_id": _user(u),
+                    "is_closed": False,
+                    "is_deleted": False,
+                    "created_at": created,
+                    "closed_at": None,
+                    "deleted_at": None,
+                    "source_updated_at": entered,
+                    "mirrored_at": now,
+                }
+            )
+            rows["contacts"].append(
+                {
+                    "account_id": a,
+                    "id": contact_id,
+                    "name": f"Клиент {d}",
+                    "responsible_user_id": _user(u),
+                    "is_deleted": False,
+                    "source_updated_at": created,
+                }
+            )
             rows["contact_phones"].append({"account_id": a, "contact_id": contact_id, "phone": to_e164(phone)})
             rows["deal_contacts"].append({"account_id": a, "deal_id": deal_id, "contact_id": contact_id})
             for k in (1, 2):
@@ -207,30 +286,68 @@ def plan_accounts(accounts: int, deals: int, seed: int, now: datetime) -> tuple[
                     due = ago(hours=-rng.uniform(2, 240))
                 made = (min(due, now) - timedelta(days=rng.uniform(1, 10))).replace(microsecond=0)
                 text, type_id = rng.choice(TASK_TEXTS), rng.choice(("1", "2"))
-                rows["tasks"].append({
-                    "account_id": a, "id": task_id, "deal_id": deal_id, "entity_type": "deal", "entity_id": deal_id,
-                    "text": text, "type_id": type_id, "responsible_user_id": _user(u), "due_at": due,
-                    "previous_due_at": None, "due_moved_at": None, "is_completed": done,
-                    "completed_at": due if done else None, "result_text": "Выполнено" if done else None,
-                    "is_deleted": False, "created_at": made, "created_by": _user(u),
-                    "source_updated_at": due if done else made})
+                rows["tasks"].append(
+                    {
+                        "account_id": a,
+                        "id": task_id,
+                        "deal_id": deal_id,
+                        "entity_type": "deal",
+                        "entity_id": deal_id,
+                        "text": text,
+                        "type_id": type_id,
+                        "responsible_user_id": _user(u),
+                        "due_at": due,
+                        "previous_due_at": None,
+                        "due_moved_at": None,
+                        "is_completed": done,
+                        "completed_at": due if done else None,
+                        "result_text": "Выполнено" if done else None,
+                        "is_deleted": False,
+                        "created_at": made,
+                        "created_by": _user(u),
+                        "source_updated_at": due if done else made,
+                    }
+                )
                 if not done:
-                    acc.open_tasks[task_id] = _SeedTask(task_id, deal_id, text, type_id, _user(u),
-                                                        int(due.timestamp()), int(made.timestamp()))
+                    acc.open_tasks[task_id] = _SeedTask(
+                        task_id, deal_id, text, type_id, _user(u), int(due.timestamp()), int(made.timestamp())
+                    )
             if rng.random() < 0.5:
                 # Notes a day or more away from empty_comment's 7-day look-back.
                 days = rng.uniform(1, 5) if rng.random() < 0.5 else rng.uniform(9, 14)
                 text, _ = rng.choice(NOTES)
-                rows["notes"].append({
-                    "account_id": a, "id": str(NOTE_BASE + d), "entity_type": "deal", "entity_id": deal_id,
-                    "deal_id": deal_id, "kind": "common", "text": text, "text_norm": fold(text),
-                    "created_by": _user(u), "created_at": ago(days=days), "params": {}})
+                rows["notes"].append(
+                    {
+                        "account_id": a,
+                        "id": str(NOTE_BASE + d),
+                        "entity_type": "deal",
+                        "entity_id": deal_id,
+                        "deal_id": deal_id,
+                        "kind": "common",
+                        "text": text,
+                        "text_norm": fold(text),
+                        "created_by": _user(u),
+                        "created_at": ago(days=days),
+                        "params": {},
+                    }
+                )
     return plans, rows
 
 
-TABLES: dict[str, Table] = {t.name: t for t in (User.__table__, Pipeline.__table__, Stage.__table__, Deal.__table__,
-                                                Contact.__table__, ContactPhone.__table__, DealContact.__table__,
-                                                Task.__table__, Note.__table__)}  # type: ignore[misc]
+TABLES: dict[str, Table] = {
+    t.name: t
+    for t in (
+        User.__table__,
+        Pipeline.__table__,
+        Stage.__table__,
+        Deal.__table__,
+        Contact.__table__,
+        ContactPhone.__table__,
+        DealContact.__table__,
+        Task.__table__,
+        Note.__table__,
+    )
+}  # type: ignore[misc]
 
 
 async def seed(rt: Runtime, accounts: int, deals: int, seed_value: int, now: datetime) -> list[SeededAccount]:
@@ -241,16 +358,35 @@ async def seed(rt: Runtime, accounts: int, deals: int, seed_value: int, now: dat
     async with rt.sessions() as s, s.begin():
         for acc in plans:
             account = Account(
-                name=f"apply benchmark {acc.index}", crm="amocrm", base_url=DEAD_CRM_URL, key=acc.key,
-                timezone="Europe/Moscow", region="RU", language="ru", auth_kind="token",
-                credentials=rt.box.seal({"access_token": "bench"}), credentials_version=1, status="active",
-                sync_state="done", sync_counts={}, sync_finished_at=now, created_at=now, updated_at=now)
+                name=f"apply benchmark {acc.index}",
+                crm="amocrm",
+                base_url=DEAD_CRM_URL,
+                key=acc.key,
+                timezone="Europe/Moscow",
+                region="RU",
+                language="ru",
+                auth_kind="token",
+                credentials=rt.box.seal({"access_token": "bench"}),
+                credentials_version=1,
+                status="active",
+                sync_state="done",
+                sync_counts={},
+                sync_finished_at=now,
+                created_at=now,
+                updated_at=now,
+            )
             s.add(account)
             await s.flush()
             acc.id = account.id
-            s.add(TelephonyConfig(account_id=account.id, provider="mango",
-                                  credentials=rt.box.seal({"api_key": acc.api_key, "api_salt": acc.api_salt}),
-                                  extensions={_extension(u): _user(u) for u in range(USERS)}, log_calls=False))
+            s.add(
+                TelephonyConfig(
+                    account_id=account.id,
+                    provider="mango",
+                    credentials=rt.box.seal({"api_key": acc.api_key, "api_salt": acc.api_salt}),
+                    extensions={_extension(u): _user(u) for u in range(USERS)},
+                    log_calls=False,
+                )
+            )
             await rules_config.save(s, account.id, RULES_DOCUMENT)
         ids = {("account", acc.index): acc.id for acc in plans}
         for name, table_rows in rows.items():
@@ -268,10 +404,11 @@ async def seed(rt: Runtime, accounts: int, deals: int, seed_value: int, now: dat
 
 def _chunks(items: list, size: int) -> Iterable[list]:
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]
 
 
 # --------------------------------------------------------------------------- the mix
+
 
 @dataclass(frozen=True)
 class Hook:
@@ -311,9 +448,14 @@ def build_mix(plans: list[SeededAccount], events: int, seed_value: int, now: dat
             if kind == "lead_add":
                 n["deal"] += 1
                 deal_id = str(DEAL_BASE + 500_000 + n["deal"])
-                deal = acc.deals[deal_id] = {"stage": OPEN_STAGES[0][0], "created": ts,
-                                             "responsible": rng.randrange(USERS), "phone": None,
-                                             "name": f"Заявка с сайта #{n['deal']}", "price": 0}
+                deal = acc.deals[deal_id] = {
+                    "stage": OPEN_STAGES[0][0],
+                    "created": ts,
+                    "responsible": rng.randrange(USERS),
+                    "phone": None,
+                    "name": f"Заявка с сайта #{n['deal']}",
+                    "price": 0,
+                }
                 open_deals[acc.index].append(deal_id)
             old_stage = deal["stage"]
             if kind == "lead_update":
@@ -328,32 +470,59 @@ def build_mix(plans: list[SeededAccount], events: int, seed_value: int, now: dat
                     deal["stage"] = "143"
                 else:
                     open_ids = [s[0] for s in OPEN_STAGES]
-                    deal["stage"] = open_ids[min(len(open_ids) - 1, open_ids.index(old_stage) + 1)] \
-                        if old_stage in open_ids else open_ids[0]
-            fields = {"id": deal_id, "name": deal["name"], "status_id": deal["stage"], "price": deal["price"],
-                      "responsible_user_id": _user(deal["responsible"]), "last_modified": ts, "updated_at": ts,
-                      "modified_user_id": _user(deal["responsible"]), "created_user_id": _user(deal["responsible"]),
-                      "date_create": deal["created"], "created_at": deal["created"], "pipeline_id": PIPELINE_ID,
-                      "old_status_id": old_stage, "old_pipeline_id": PIPELINE_ID,
-                      "account_id": acc.external_id}
+                    deal["stage"] = (
+                        open_ids[min(len(open_ids) - 1, open_ids.index(old_stage) + 1)]
+                        if old_stage in open_ids
+                        else open_ids[0]
+                    )
+            fields = {
+                "id": deal_id,
+                "name": deal["name"],
+                "status_id": deal["stage"],
+                "price": deal["price"],
+                "responsible_user_id": _user(deal["responsible"]),
+                "last_modified": ts,
+                "updated_at": ts,
+                "modified_user_id": _user(deal["responsible"]),
+                "created_user_id": _user(deal["responsible"]),
+                "date_create": deal["created"],
+                "created_at": deal["created"],
+                "pipeline_id": PIPELINE_ID,
+                "old_status_id": old_stage,
+                "old_pipeline_id": PIPELINE_ID,
+                "account_id": acc.external_id,
+            }
             template = {"lead_update": "lead_update", "lead_status": "lead_status", "lead_add": "lead_add"}[kind]
             mix.append(Hook(f"/hooks/amocrm/{acc.key}", amo_body(template, fields, acc.hook_account())))
             continue
         if kind == "note":
             n["note"] += 1
             text, _ = rng.choice(NOTES)
-            fields = {"note.id": NOTE_BASE + 500_000 + n["note"], "note.element_id": deal_id, "note.text": text,
-                      "note.created_by": _user(deal["responsible"]), "note.date_create": ts,
-                      "note.last_modified": ts, "note.responsible_user_id": _user(deal["responsible"]),
-                      "note.account_id": acc.external_id}
+            fields = {
+                "note.id": NOTE_BASE + 500_000 + n["note"],
+                "note.element_id": deal_id,
+                "note.text": text,
+                "note.created_by": _user(deal["responsible"]),
+                "note.date_create": ts,
+                "note.last_modified": ts,
+                "note.responsible_user_id": _user(deal["responsible"]),
+                "note.account_id": acc.external_id,
+            }
             mix.append(Hook(f"/hooks/amocrm/{acc.key}", amo_body("lead_note_common", fields, acc.hook_account())))
             continue
         if kind == "task_add":
             n["task"] += 1
-            task = _SeedTask(str(TASK_BASE + 5_000_000 + n["task"]), deal_id, rng.choice(TASK_TEXTS),
-                             rng.choice(("1", "2")), _user(deal["responsible"]),
-                             unix_now + rng.randrange(2 * 3600, 240 * 3600) if rng.random() < 0.85
-                             else unix_now - rng.randrange(2 * 3600, 240 * 3600), ts)
+            task = _SeedTask(
+                str(TASK_BASE + 5_000_000 + n["task"]),
+                deal_id,
+                rng.choice(TASK_TEXTS),
+                rng.choice(("1", "2")),
+                _user(deal["responsible"]),
+                unix_now + rng.randrange(2 * 3600, 240 * 3600)
+                if rng.random() < 0.85
+                else unix_now - rng.randrange(2 * 3600, 240 * 3600),
+                ts,
+            )
             acc.open_tasks[task.id] = task
             template, status = "task_add", "0"
         else:
@@ -365,10 +534,20 @@ def build_mix(plans: list[SeededAccount], events: int, seed_value: int, now: dat
             else:
                 del acc.open_tasks[task.id]
                 template, status = "task_complete", "1"
-        fields = {"id": task.id, "element_id": task.deal_id, "element_type": "2", "task_type": task.type_id,
-                  "date_create": task.created, "created_user_id": task.responsible, "last_modified": ts,
-                  "text": task.text, "responsible_user_id": task.responsible, "complete_till": task.due,
-                  "status": status, "account_id": acc.external_id}
+        fields = {
+            "id": task.id,
+            "element_id": task.deal_id,
+            "element_type": "2",
+            "task_type": task.type_id,
+            "date_create": task.created,
+            "created_user_id": task.responsible,
+            "last_modified": ts,
+            "text": task.text,
+            "responsible_user_id": task.responsible,
+            "complete_till": task.due,
+            "status": status,
+            "account_id": acc.external_id,
+        }
         mix.append(Hook(f"/hooks/amocrm/{acc.key}", amo_body(template, fields, acc.hook_account())))
     return mix
 
@@ -391,11 +570,19 @@ def _call(acc: SeededAccount, deal: dict[str, Any], ts: int, n: dict[str, int], 
     client = {"number": deal["phone"] or _phone(acc.index, 0)}
     answered = rng.random() < 0.6
     talk = rng.randrange(20, 400) if answered else 0
-    data = {"entry_id": f"YmVuY2g{acc.index}-{n['call']}", "call_direction": 2 if answered else 1,
-            "from": manager if answered else client, "to": client if answered else {**manager, "number": LINE},
-            "line_number": LINE, "create_time": ts, "forward_time": ts + 1,
-            "talk_time": ts + 8 if answered else 0, "end_time": ts + 8 + talk if answered else ts + 35,
-            "entry_result": 1 if answered else 0, "disconnect_reason": 1110}
+    data = {
+        "entry_id": f"YmVuY2g{acc.index}-{n['call']}",
+        "call_direction": 2 if answered else 1,
+        "from": manager if answered else client,
+        "to": client if answered else {**manager, "number": LINE},
+        "line_number": LINE,
+        "create_time": ts,
+        "forward_time": ts + 1,
+        "talk_time": ts + 8 if answered else 0,
+        "end_time": ts + 8 + talk if answered else ts + 35,
+        "entry_result": 1 if answered else 0,
+        "disconnect_reason": 1110,
+    }
     return Hook(f"/hooks/telephony/mango/{acc.key}/events/summary", mango_summary(acc.api_key, acc.api_salt, data))
 
 
@@ -417,8 +604,11 @@ async def replay_one_by_one(source: Runtime, rt: Runtime) -> int:
     applied = 0
     for n, row in enumerate(rows):
         async with rt.sessions() as s, s.begin():
-            await s.execute(insert(InboxEvent.__table__).values(
-                **row, status="pending", attempts=0, next_attempt_at=row["received_at"]))
+            await s.execute(
+                insert(InboxEvent.__table__).values(
+                    **row, status="pending", attempts=0, next_attempt_at=row["received_at"]
+                )
+            )
             if n % ANALYZE_EVERY == 0 and rt.engine.dialect.name == "postgresql":
                 await s.execute(text("ANALYZE inbox_events"))
         applied += await inbox_worker.process_batch(rt, 1)
@@ -431,12 +621,18 @@ COMPARED: dict[str, tuple[Any, tuple[str, ...], tuple[str, ...]]] = {
     "deals": (Deal.__table__, ("account_id", "id"), ("mirrored_at",)),
     "tasks": (Task.__table__, ("account_id", "id"), ()),
     "notes": (Note.__table__, ("account_id", "id"), ()),
-    "calls": (Call.__table__, ("account_id", "provider", "provider_call_id"),
-              ("id", "created_at", "updated_at", "matched_at", "crm_searched_at")),
+    "calls": (
+        Call.__table__,
+        ("account_id", "provider", "provider_call_id"),
+        ("id", "created_at", "updated_at", "matched_at", "crm_searched_at"),
+    ),
     "stage_history": (StageHistory.__table__, ("account_id", "deal_id", "entered_at", "stage_id"), ("id",)),
     "users": (User.__table__, ("account_id", "id"), ("synced_at",)),
-    "active findings": (Finding.__table__, ("account_id", "rule", "entity_type", "entity_id"),
-                        ("id", "opened_at", "resolved_at", "created_at", "updated_at", "times_opened")),
+    "active findings": (
+        Finding.__table__,
+        ("account_id", "rule", "entity_type", "entity_id"),
+        ("id", "opened_at", "resolved_at", "created_at", "updated_at", "times_opened"),
+    ),
 }
 
 
@@ -461,14 +657,14 @@ async def snapshot(s: AsyncSession) -> dict[str, dict[tuple, tuple]]:
         rows = {}
         for r in await s.execute(query):
             m = r._mapping
-            rows[tuple(_normal(m[k]) for k in key)] = tuple((c.name, _normal(m[c.name])) for c in cols
-                                                             if c.name not in key)
+            rows[tuple(_normal(m[k]) for k in key)] = tuple(
+                (c.name, _normal(m[c.name])) for c in cols if c.name not in key
+            )
         out[label] = rows
     return out
 
 
-def differences(batch: dict[str, dict[tuple, tuple]], reference: dict[str, dict[tuple, tuple]]
-                ) -> dict[str, list[str]]:
+def differences(batch: dict[str, dict[tuple, tuple]], reference: dict[str, dict[tuple, tuple]]) -> dict[str, list[str]]:
     """Per table, a description of each row that differs (empty lists: equal)."""
     out: dict[str, list[str]] = {}
     for label in COMPARED:
@@ -480,13 +676,16 @@ def differences(batch: dict[str, dict[tuple, tuple]], reference: dict[str, dict[
             elif key not in a:
                 diffs.append(f"{key}: only one by one")
             elif a[key] != b[key]:
-                changed = [f"{name}={va!r} vs {vb!r}" for (name, va), (_, vb) in zip(a[key], b[key], strict=True)
-                           if va != vb]
+                changed = [
+                    f"{name}={va!r} vs {vb!r}" for (name, va), (_, vb) in zip(a[key], b[key], strict=True) if va != vb
+                ]
                 diffs.append(f"{key}: " + ", ".join(changed))
         out[label] = diffs
     return out
 
 
 async def inbox_counts(s: AsyncSession) -> dict[str, int]:
-    return {status: int(n) for status, n in
-            await s.execute(select(InboxEvent.status, func.count()).group_by(InboxEvent.status))}
+    return {
+        status: int(n)
+        for status, n in await s.execute(select(InboxEvent.status, func.count()).group_by(InboxEvent.status))
+    }

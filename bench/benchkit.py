@@ -77,13 +77,15 @@ class RawConnection:
 
 def post_bytes(host: str, port: int, path: str, headers: dict[str, str], body: bytes) -> bytes:
     """One HTTP/1.1 POST as it goes on the wire, ready for RawConnection.request."""
-    head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-            + "".join(f"{k}: {v}\r\n" for k, v in headers.items())).encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    ).encode()
     return head + b"content-length: %d\r\n\r\n" % len(body) + body
 
 
-def raw_sender(host: str, port: int, wire: list[bytes], concurrency: int
-               ) -> tuple[Callable[[int, int], Awaitable[int]], Callable[[], None]]:
+def raw_sender(
+    host: str, port: int, wire: list[bytes], concurrency: int
+) -> tuple[Callable[[int, int], Awaitable[int]], Callable[[], None]]:
     """send(k, i) for run_phase: request wire[i] on sender k's own keep-alive connection; and close()."""
     conns = [RawConnection(host, port) for _ in range(concurrency)]
 
@@ -118,8 +120,9 @@ def percentile(ordered: list[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-async def run_phase(send: Callable[[int, int], Awaitable[int]], first: int, count: int, concurrency: int
-                    ) -> dict[str, Any]:
+async def run_phase(
+    send: Callable[[int, int], Awaitable[int]], first: int, count: int, concurrency: int
+) -> dict[str, Any]:
     """Sends webhooks first..first+count-1 from `concurrency` senders; sender k sends with send(k, i)."""
     cursor = iter(range(first, first + count))
     latencies: list[float] = []
@@ -144,10 +147,15 @@ async def run_phase(send: Callable[[int, int], Awaitable[int]], first: int, coun
     latencies.sort()
     ok = sum(n for s, n in statuses.items() if 200 <= s < 300)
     return {
-        "elapsed": elapsed, "responses": len(latencies), "ok": ok, "non_2xx": len(latencies) - ok,
-        "statuses": {str(s): n for s, n in sorted(statuses.items())}, "errors": errors,
+        "elapsed": elapsed,
+        "responses": len(latencies),
+        "ok": ok,
+        "non_2xx": len(latencies) - ok,
+        "statuses": {str(s): n for s, n in sorted(statuses.items())},
+        "errors": errors,
         "rps": len(latencies) / elapsed if elapsed else 0.0,
-        "p50_ms": percentile(latencies, 50) * 1000, "p99_ms": percentile(latencies, 99) * 1000,
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
         "max_ms": (latencies[-1] * 1000) if latencies else float("nan"),
     }
 
@@ -184,8 +192,9 @@ def server(cmd: list[str], *, env: dict[str, str], cwd: Path, log: Path, ready_u
     import httpx
 
     with log.open("wb") as log_file:
-        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log_file,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT
+        )
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while True:
@@ -212,8 +221,9 @@ def server(cmd: list[str], *, env: dict[str, str], cwd: Path, log: Path, ready_u
 def background(cmd: list[str], *, env: dict[str, str], cwd: Path, log: Path) -> Iterator[int]:
     """A helper process (no port) for the duration of the block, stopped gracefully."""
     with log.open("wb") as log_file:
-        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log_file,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT
+        )
     try:
         yield proc.pid
     finally:

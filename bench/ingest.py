@@ -90,6 +90,7 @@ def webhook_body(index: int, base: int) -> bytes:
 
 # --------------------------------------------------------------------------- bare server
 
+
 def bare_app() -> FastAPI:
     """The baseline: FastAPI doing nothing but reading the body and answering."""
     app = FastAPI()
@@ -110,12 +111,20 @@ def serve_bare(host: str, port: int) -> None:
     import uvicorn
 
     # The settings `crmwatch serve` uses, spelled out.
-    uvicorn.run(bare_app(), host=host, port=port, loop="auto", http="auto", access_log=False, log_level="warning",
-                proxy_headers=True, forwarded_allow_ips="127.0.0.1")
+    uvicorn.run(
+        bare_app(),
+        host=host,
+        port=port,
+        loop="auto",
+        http="auto",
+        access_log=False,
+        log_level="warning",
+        proxy_headers=True,
+        forwarded_allow_ips="127.0.0.1",
+    )
 
 
 # --------------------------------------------------------------------------- load generator
-
 
 
 async def load(args: argparse.Namespace) -> dict[str, Any]:
@@ -126,15 +135,17 @@ async def load(args: argparse.Namespace) -> dict[str, Any]:
     headers = {"content-type": "application/x-www-form-urlencoded", "user-agent": "crmwatch-bench"}
 
     if args.client == "raw":
-        send, close = raw_sender(host, port, [post_bytes(host, port, path, headers, b) for b in bodies],
-                                 args.concurrency)
+        send, close = raw_sender(
+            host, port, [post_bytes(host, port, path, headers, b) for b in bodies], args.concurrency
+        )
         cleanup: Callable[[], Awaitable[None]] | None = None
     else:
         import httpx
 
-        client = httpx.AsyncClient(limits=httpx.Limits(max_connections=args.concurrency,
-                                                       max_keepalive_connections=args.concurrency),
-                                   timeout=REQUEST_TIMEOUT)
+        client = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency),
+            timeout=REQUEST_TIMEOUT,
+        )
 
         async def send(k: int, i: int) -> int:
             return (await client.post(args.url, content=bodies[i], headers=headers)).status_code
@@ -180,19 +191,35 @@ def wait_for_drain(base: str, admin: str, account_id: int, limit_s: float = 120.
 
     started = time.monotonic()
     while time.monotonic() - started < limit_s:
-        counts = httpx.get(f"{base}/api/accounts/{account_id}/inbox", timeout=10,
-                           headers={"authorization": f"Bearer {admin}"}).json()["counts"]
+        counts = httpx.get(
+            f"{base}/api/accounts/{account_id}/inbox", timeout=10, headers={"authorization": f"Bearer {admin}"}
+        ).json()["counts"]
         if counts["pending"] == 0:
             return time.monotonic() - started
         time.sleep(0.5)
     return None
 
 
-
 def run_load(args: argparse.Namespace, url: str, server_pid: int, base: int) -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "_load", "--url", url, "--requests", str(args.requests),
-           "--warmup", str(args.warmup), "--concurrency", str(args.concurrency), "--client", args.client,
-           "--server-pid", str(server_pid), "--base", str(base)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "_load",
+        "--url",
+        url,
+        "--requests",
+        str(args.requests),
+        "--warmup",
+        str(args.warmup),
+        "--concurrency",
+        str(args.concurrency),
+        "--client",
+        args.client,
+        "--server-pid",
+        str(server_pid),
+        "--base",
+        str(base),
+    ]
     budget = 120 + (args.requests + args.warmup) * REQUEST_TIMEOUT / max(1, args.concurrency)
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=budget, check=False)
     if done.returncode != 0:
@@ -203,16 +230,20 @@ def run_load(args: argparse.Namespace, url: str, server_pid: int, base: int) -> 
 def bench_bare(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     port = free_port()
     cmd = [sys.executable, str(Path(__file__).resolve()), "_bare", "--host", HOST, "--port", str(port)]
-    with server(cmd, env=dict(os.environ), cwd=workdir, log=workdir / "bare.log",
-                ready_url=f"http://{HOST}:{port}/healthz") as pid:
+    with server(
+        cmd, env=dict(os.environ), cwd=workdir, log=workdir / "bare.log", ready_url=f"http://{HOST}:{port}/healthz"
+    ) as pid:
         return run_load(args, f"http://{HOST}:{port}/hooks/amocrm/bare-benchmark-key", pid, base=1_764_000_000)
 
 
 def database_url(option: str, workdir: Path) -> str:
     if option == "sqlite":
         return f"sqlite+aiosqlite:///{workdir / 'crmwatch-bench.db'}"
-    for plain, driver in (("sqlite://", "sqlite+aiosqlite://"), ("postgresql://", "postgresql+asyncpg://"),
-                          ("postgres://", "postgresql+asyncpg://")):
+    for plain, driver in (
+        ("sqlite://", "sqlite+aiosqlite://"),
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgres://", "postgresql+asyncpg://"),
+    ):
         if option.startswith(plain):
             return driver + option.removeprefix(plain)
     return option
@@ -268,7 +299,6 @@ def inbox_status(url: str, account_id: int) -> tuple[dict[str, int] | None, str]
     return None, "skipped: unsupported database"
 
 
-
 def bench_crmwatch(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
     with throwaway_database(database_url(args.database, workdir)) as url:
@@ -280,26 +310,43 @@ def _bench_crmwatch(args: argparse.Namespace, workdir: Path, url: str) -> dict[s
 
     port = free_port()
     admin = secrets.token_urlsafe(24)
-    env = dict(os.environ, CRMWATCH_DATABASE_URL=url, CRMWATCH_ADMIN_TOKEN=admin,
-               CRMWATCH_SECRET_KEY=secrets.token_urlsafe(32), CRMWATCH_SECRET_KEY_FILE=str(workdir / "secret"),
-               CRMWATCH_LOG_LEVEL="WARNING", CRMWATCH_LOG_JSON="true", CRMWATCH_PUBLIC_URL=f"http://{HOST}:{port}")
+    env = dict(
+        os.environ,
+        CRMWATCH_DATABASE_URL=url,
+        CRMWATCH_ADMIN_TOKEN=admin,
+        CRMWATCH_SECRET_KEY=secrets.token_urlsafe(32),
+        CRMWATCH_SECRET_KEY_FILE=str(workdir / "secret"),
+        CRMWATCH_LOG_LEVEL="WARNING",
+        CRMWATCH_LOG_JSON="true",
+        CRMWATCH_PUBLIC_URL=f"http://{HOST}:{port}",
+    )
     cmd = [*crmwatch_command(), "serve", "--host", HOST, "--port", str(port)]
     if args.no_workers or args.split_worker:
         cmd.append("--no-workers")
     base = f"http://{HOST}:{port}"
     log = workdir / "crmwatch.log"
     with server(cmd, env=env, cwd=workdir, log=log, ready_url=f"{base}/healthz") as pid:
-        created = httpx.post(f"{base}/api/accounts", headers={"authorization": f"Bearer {admin}"}, timeout=30,
-                             json={"name": "ingest benchmark", "crm": "amocrm", "base_url": DEAD_CRM_URL,
-                                   "access_token": "benchmark", "timezone": "Europe/Moscow"})
+        created = httpx.post(
+            f"{base}/api/accounts",
+            headers={"authorization": f"Bearer {admin}"},
+            timeout=30,
+            json={
+                "name": "ingest benchmark",
+                "crm": "amocrm",
+                "base_url": DEAD_CRM_URL,
+                "access_token": "benchmark",
+                "timezone": "Europe/Moscow",
+            },
+        )
         if created.status_code != 201:
             raise BenchError(f"POST /api/accounts answered {created.status_code}: {created.text[:500]}")
         account = created.json()
         with contextlib.ExitStack() as stack:
             if args.split_worker:
                 # The production layout for load: intake in one process, workers in another.
-                stack.enter_context(background([*crmwatch_command(), "worker"], env=env, cwd=workdir,
-                                               log=workdir / "worker.log"))
+                stack.enter_context(
+                    background([*crmwatch_command(), "worker"], env=env, cwd=workdir, log=workdir / "worker.log")
+                )
             # A per-run base keeps bodies distinct from earlier runs on a reused database.
             result = run_load(args, f"{base}/hooks/amocrm/{account['key']}", pid, base=int(time.time()))
             if not args.no_workers:
@@ -339,47 +386,66 @@ def report(bare: dict[str, Any], crm: dict[str, Any]) -> None:
     print()
     print(f"  throughput ratio crmwatch/bare: {ratio:.2f}")
     if bare.get("client_cpu", 0) > 0.9:
-        print("  note: the load generator used a whole core against the bare app, so the bare figure is a floor"
-              " and the ratio flatters crmwatch")
+        print(
+            "  note: the load generator used a whole core against the bare app, so the bare figure is a floor"
+            " and the ratio flatters crmwatch"
+        )
     inbox = crm["inbox"]
     if inbox is None:
         print(f"  durability: {crm['ok_total']} accepted (incl. warm-up); row count {crm['inbox_how']}")
     else:
         rows = sum(inbox.values())
         verdict = "OK" if rows == crm["ok_total"] else "MISMATCH"
-        print(f"  durability: {crm['ok_total']} accepted (incl. warm-up), {rows} rows in inbox_events "
-              f"({crm['inbox_how']}) -> {verdict}")
+        print(
+            f"  durability: {crm['ok_total']} accepted (incl. warm-up), {rows} rows in inbox_events "
+            f"({crm['inbox_how']}) -> {verdict}"
+        )
         by_status = ", ".join(f"{n} {st}" for st, n in sorted(inbox.items()))
         print(f"  inbox worker at shutdown: {by_status}")
     if "drain_s" in crm:
         drain = crm["drain_s"]
-        print("  worker after the burst: " + (f"applied every row within {drain:.1f} s" if drain is not None
-                                               else "had not applied every row after 120 s"))
+        print(
+            "  worker after the burst: "
+            + (
+                f"applied every row within {drain:.1f} s"
+                if drain is not None
+                else "had not applied every row after 120 s"
+            )
+        )
     if crm["log"]:
         events = ", ".join(f"{n}x {key}" for key, n in sorted(crm["log"].items(), key=lambda kv: -kv[1])[:6])
         print(f"  crmwatch log (WARNING and up): {events}")
     print()
     print("  goals")
     print(f"    throughput ratio >= {GOAL_RATIO}: {'MET' if ratio >= GOAL_RATIO else 'NOT MET'} ({ratio:.2f})")
-    print(f"    crmwatch p99 <= {GOAL_P99_MS:.0f} ms: {'MET' if crm['p99_ms'] <= GOAL_P99_MS else 'NOT MET'} "
-          f"({crm['p99_ms']:.1f} ms)")
+    print(
+        f"    crmwatch p99 <= {GOAL_P99_MS:.0f} ms: {'MET' if crm['p99_ms'] <= GOAL_P99_MS else 'NOT MET'} "
+        f"({crm['p99_ms']:.1f} ms)"
+    )
 
 
 def orchestrate(args: argparse.Namespace) -> int:
     db_label = "SQLite, fresh temporary file" if args.database == "sqlite" else "given database URL"
     if args.no_workers:
         db_label += ", crmwatch WITHOUT workers (not the production setup)"
-    print(f"crmwatch ingest benchmark: {args.requests} requests after {args.warmup} warm-up, "
-          f"{args.concurrency} concurrent senders, {args.client} client in its own process, {db_label}, "
-          f"{os.cpu_count()} CPUs")
+    print(
+        f"crmwatch ingest benchmark: {args.requests} requests after {args.warmup} warm-up, "
+        f"{args.concurrency} concurrent senders, {args.client} client in its own process, {db_label}, "
+        f"{os.cpu_count()} CPUs"
+    )
     with contextlib.suppress(OSError, AttributeError):
         # Other work on the machine skews both figures; a high load before we start says so.
         print(f"  load average before the run: {os.getloadavg()[0]:.2f}")
     # On a shared machine either figure can drift by half between two minutes; rounds that
     # alternate the targets pair each crmwatch figure with the bare one measured just before it,
     # and the round with the median ratio is the one reported.
-    layout = "workers OFF" if args.no_workers else "worker in its own process" if args.split_worker \
+    layout = (
+        "workers OFF"
+        if args.no_workers
+        else "worker in its own process"
+        if args.split_worker
         else "workers on, in-process"
+    )
     rounds: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for n in range(1, args.rounds + 1):
         with tempfile.TemporaryDirectory(prefix="crmwatch-bench-") as tmp:
@@ -427,17 +493,34 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--requests", type=int, default=5000, help="measured requests per target (default 5000)")
     p.add_argument("--warmup", type=int, default=200, help="unmeasured requests first (default 200)")
-    p.add_argument("--rounds", type=int, default=3,
-                   help="rounds of bare then crmwatch; the round with the median ratio is reported (default 3)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of bare then crmwatch; the round with the median ratio is reported (default 3)",
+    )
     p.add_argument("--concurrency", type=int, default=50, help="concurrent senders/connections (default 50)")
-    p.add_argument("--database", default="sqlite",
-                   help="'sqlite' for a fresh temporary file (default) or a database URL for crmwatch")
-    p.add_argument("--client", choices=("raw", "httpx"), default="raw",
-                   help="load generator: a minimal keep-alive HTTP/1.1 client (default) or httpx")
-    p.add_argument("--no-workers", action="store_true",
-                   help="diagnosis only: run crmwatch without its in-process workers (intake alone)")
-    p.add_argument("--split-worker", action="store_true",
-                   help="the scale-out layout: `serve --no-workers` for intake plus `crmwatch worker` beside it")
+    p.add_argument(
+        "--database",
+        default="sqlite",
+        help="'sqlite' for a fresh temporary file (default) or a database URL for crmwatch",
+    )
+    p.add_argument(
+        "--client",
+        choices=("raw", "httpx"),
+        default="raw",
+        help="load generator: a minimal keep-alive HTTP/1.1 client (default) or httpx",
+    )
+    p.add_argument(
+        "--no-workers",
+        action="store_true",
+        help="diagnosis only: run crmwatch without its in-process workers (intake alone)",
+    )
+    p.add_argument(
+        "--split-worker",
+        action="store_true",
+        help="the scale-out layout: `serve --no-workers` for intake plus `crmwatch worker` beside it",
+    )
     args = p.parse_args(argv)
     if args.requests < 1 or args.concurrency < 1 or args.warmup < 0 or args.rounds < 1:
         p.error("--requests, --concurrency and --rounds must be positive, --warmup not negative")

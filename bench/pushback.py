@@ -87,14 +87,22 @@ EMULATOR_THREAD = "amocrm-emulator"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Outbox push-back benchmark against the amoCRM emulator "
-                                            "(see bench/README.md).")
+    p = argparse.ArgumentParser(
+        description="Outbox push-back benchmark against the amoCRM emulator (see bench/README.md)."
+    )
     p.add_argument("--actions", type=int, default=10_000, help="pending outbox rows to deliver (default 10,000)")
-    p.add_argument("--database", default="sqlite",
-                   help=f"'sqlite' (a temporary file, the default) or a PostgreSQL URL such as {DEFAULT_POSTGRES}; "
-                        "the benchmark creates and drops its own database next to it")
-    p.add_argument("--timeout", type=float, default=300.0,
-                   help="give up if the rows are not all sent after this many seconds (default 300)")
+    p.add_argument(
+        "--database",
+        default="sqlite",
+        help=f"'sqlite' (a temporary file, the default) or a PostgreSQL URL such as {DEFAULT_POSTGRES}; "
+        "the benchmark creates and drops its own database next to it",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="give up if the rows are not all sent after this many seconds (default 300)",
+    )
     args = p.parse_args(argv)
     if args.actions < 1:
         p.error("--actions must be at least 1")
@@ -102,6 +110,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # --------------------------------------------------------------------------- the emulator
+
 
 def seed_emulator(leads: int, now: int) -> tuple[EmulatorState, list[dict[str, Any]]]:
     """The demo account (users, pipeline, token) plus `leads` open leads spread over stages and managers."""
@@ -112,9 +121,18 @@ def seed_emulator(leads: int, now: int) -> tuple[EmulatorState, list[dict[str, A
     for i in range(leads):
         stage_id = STAGES[i % len(STAGES)][0]
         created = now - (10 + i % 30) * 86400
-        added.append(state.add_lead(LEAD_BASE + i, f"Заказ #{i + 1}", DEMO_PIPELINE_ID, stage_id,
-                                    price=10_000 + 500 * (i % 200), responsible_user_id=managers[i % len(managers)],
-                                    created_at=created, updated_at=created + (i % 9) * 86400))
+        added.append(
+            state.add_lead(
+                LEAD_BASE + i,
+                f"Заказ #{i + 1}",
+                DEMO_PIPELINE_ID,
+                stage_id,
+                price=10_000 + 500 * (i % 200),
+                responsible_user_id=managers[i % len(managers)],
+                created_at=created,
+                updated_at=created + (i % 9) * 86400,
+            )
+        )
     return state, added
 
 
@@ -129,8 +147,13 @@ class EmulatorServer:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((HOST, 0))
         self.port = self.sock.getsockname()[1]
-        config = uvicorn.Config(create_emulator_app(state, rate_limit_per_s=RATE), log_config=None,
-                                log_level="warning", access_log=False, lifespan="off")
+        config = uvicorn.Config(
+            create_emulator_app(state, rate_limit_per_s=RATE),
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, name=EMULATOR_THREAD, daemon=True)
         self.error: BaseException | None = None
@@ -161,6 +184,7 @@ class EmulatorServer:
 
 # --------------------------------------------------------------------------- the database
 
+
 def database_url(option: str, workdir: Path) -> tuple[str, URL | None]:
     """The crmwatch URL, and for PostgreSQL the admin URL the throwaway database is created through."""
     if option == "sqlite":
@@ -187,43 +211,124 @@ async def fill(rt: Runtime, base_url: str, leads: list[dict[str, Any]], actions:
     now = utcnow()
     ts = functools.partial(datetime.fromtimestamp, tz=now.tzinfo)
     async with rt.sessions() as s, s.begin():
-        account = Account(name="push-back benchmark", crm="amocrm", base_url=base_url, key=secrets.token_hex(16),
-                          timezone="Europe/Moscow", region="RU", language="ru", auth_kind="token",
-                          credentials=rt.box.seal({"access_token": DEMO_TOKEN}), status="active",
-                          sync_state="done", sync_counts={}, sync_finished_at=now)
+        account = Account(
+            name="push-back benchmark",
+            crm="amocrm",
+            base_url=base_url,
+            key=secrets.token_hex(16),
+            timezone="Europe/Moscow",
+            region="RU",
+            language="ru",
+            auth_kind="token",
+            credentials=rt.box.seal({"access_token": DEMO_TOKEN}),
+            status="active",
+            sync_state="done",
+            sync_counts={},
+            sync_finished_at=now,
+        )
         s.add(account)
         await s.flush()
         aid = account.id
-        await s.execute(insert(User.__table__), [
-            {"account_id": aid, "id": str(uid), "name": name, "email": email, "is_active": True, "synced_at": now}
-            for uid, name, email, _ in USERS])
-        await s.execute(insert(Pipeline.__table__), [
-            {"account_id": aid, "id": str(DEMO_PIPELINE_ID), "name": "Продажи", "sort": 1, "is_archived": False}])
-        await s.execute(insert(Stage.__table__), [
-            {"account_id": aid, "pipeline_id": str(DEMO_PIPELINE_ID), "id": str(sid), "name": name, "sort": sort,
-             "kind": "open"} for sid, name, sort in STAGES])
-        await s.execute(insert(Deal.__table__), [
-            {"account_id": aid, "id": str(lead["id"]), "name": lead["name"], "pipeline_id": str(lead["pipeline_id"]),
-             "stage_id": str(lead["status_id"]), "stage_entered_at": ts(lead["updated_at"]),
-             "stage_entered_source": "event", "price": float(lead["price"]),
-             "responsible_user_id": str(lead["responsible_user_id"]), "is_closed": False, "is_deleted": False,
-             "created_at": ts(lead["created_at"]), "source_updated_at": ts(lead["updated_at"]),
-             "mirrored_at": now} for lead in leads])
+        await s.execute(
+            insert(User.__table__),
+            [
+                {"account_id": aid, "id": str(uid), "name": name, "email": email, "is_active": True, "synced_at": now}
+                for uid, name, email, _ in USERS
+            ],
+        )
+        await s.execute(
+            insert(Pipeline.__table__),
+            [{"account_id": aid, "id": str(DEMO_PIPELINE_ID), "name": "Продажи", "sort": 1, "is_archived": False}],
+        )
+        await s.execute(
+            insert(Stage.__table__),
+            [
+                {
+                    "account_id": aid,
+                    "pipeline_id": str(DEMO_PIPELINE_ID),
+                    "id": str(sid),
+                    "name": name,
+                    "sort": sort,
+                    "kind": "open",
+                }
+                for sid, name, sort in STAGES
+            ],
+        )
+        await s.execute(
+            insert(Deal.__table__),
+            [
+                {
+                    "account_id": aid,
+                    "id": str(lead["id"]),
+                    "name": lead["name"],
+                    "pipeline_id": str(lead["pipeline_id"]),
+                    "stage_id": str(lead["status_id"]),
+                    "stage_entered_at": ts(lead["updated_at"]),
+                    "stage_entered_source": "event",
+                    "price": float(lead["price"]),
+                    "responsible_user_id": str(lead["responsible_user_id"]),
+                    "is_closed": False,
+                    "is_deleted": False,
+                    "created_at": ts(lead["created_at"]),
+                    "source_updated_at": ts(lead["updated_at"]),
+                    "mirrored_at": now,
+                }
+                for lead in leads
+            ],
+        )
         opened = now - timedelta(hours=1)
-        await s.execute(insert(Finding.__table__), [
-            {"account_id": aid, "rule": rule, "rule_version": 1, "entity_type": "deal", "entity_id": str(lead["id"]),
-             "deal_id": str(lead["id"]), "manager_id": str(lead["responsible_user_id"]), "severity": "warning",
-             "status": "open", "suppressed": False, "times_opened": 1, "opened_at": opened,
-             "started_at": ts(lead["updated_at"] if rule == "stuck_stage" else lead["created_at"]),
-             "created_at": opened, "updated_at": opened} for rule in RULES for lead in leads])
-        findings = (await s.execute(select(Finding.id, Finding.rule, Finding.deal_id, Finding.manager_id)
-                                    .where(Finding.account_id == aid).order_by(Finding.id))).all()
+        await s.execute(
+            insert(Finding.__table__),
+            [
+                {
+                    "account_id": aid,
+                    "rule": rule,
+                    "rule_version": 1,
+                    "entity_type": "deal",
+                    "entity_id": str(lead["id"]),
+                    "deal_id": str(lead["id"]),
+                    "manager_id": str(lead["responsible_user_id"]),
+                    "severity": "warning",
+                    "status": "open",
+                    "suppressed": False,
+                    "times_opened": 1,
+                    "opened_at": opened,
+                    "started_at": ts(lead["updated_at"] if rule == "stuck_stage" else lead["created_at"]),
+                    "created_at": opened,
+                    "updated_at": opened,
+                }
+                for rule in RULES
+                for lead in leads
+            ],
+        )
+        findings = (
+            await s.execute(
+                select(Finding.id, Finding.rule, Finding.deal_id, Finding.manager_id)
+                .where(Finding.account_id == aid)
+                .order_by(Finding.id)
+            )
+        ).all()
         # As app.findings.notify writes them: per rule, the tasks of every finding, then the notes.
-        rows = [{"account_id": aid, "finding_id": f.id, "kind": kind, "purpose": "open",
-                 "dedup_key": f"f{f.id}:open:1:{suffix}", "deal_id": f.deal_id, "user_id": f.manager_id,
-                 "ref_id": None, "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now}
-                for rule in RULES for kind, suffix in (("create_task", "task"), ("add_note", "note"))
-                for f in findings if f.rule == rule]
+        rows = [
+            {
+                "account_id": aid,
+                "finding_id": f.id,
+                "kind": kind,
+                "purpose": "open",
+                "dedup_key": f"f{f.id}:open:1:{suffix}",
+                "deal_id": f.deal_id,
+                "user_id": f.manager_id,
+                "ref_id": None,
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+            for rule in RULES
+            for kind, suffix in (("create_task", "task"), ("add_note", "note"))
+            for f in findings
+            if f.rule == rule
+        ]
         await s.execute(insert(OutboxAction.__table__), rows[:actions])
     if rt.engine.dialect.name == "postgresql":
         async with rt.engine.connect() as conn:
@@ -234,12 +339,16 @@ async def fill(rt: Runtime, base_url: str, leads: list[dict[str, Any]], actions:
 
 async def outbox_counts(rt: Runtime, account_id: int) -> dict[str, int]:
     async with rt.reads() as s:
-        rows = await s.execute(select(OutboxAction.status, func.count()).where(OutboxAction.account_id == account_id)
-                               .group_by(OutboxAction.status))
+        rows = await s.execute(
+            select(OutboxAction.status, func.count())
+            .where(OutboxAction.account_id == account_id)
+            .group_by(OutboxAction.status)
+        )
         return {status: n for status, n in rows}
 
 
 # --------------------------------------------------------------------------- observation
+
 
 class Phases:
     """Call-through timers around the worker's steps, and the moment every request left the limiter."""
@@ -273,6 +382,7 @@ class Phases:
             elif label == "claim" and result:
                 self.batch_sizes.append(len(result))
             return result
+
         return timed
 
     @contextlib.contextmanager
@@ -323,6 +433,7 @@ class LogCounter(logging.Handler):
 
 # --------------------------------------------------------------------------- the run
 
+
 async def deliver_all(rt: Runtime, account_id: int, limit_s: float, phases: Phases) -> dict[str, Any]:
     stop = asyncio.Event()
     with phases.installed():
@@ -354,25 +465,41 @@ async def deliver_all(rt: Runtime, account_id: int, limit_s: float, phases: Phas
             worker.cancel()
     async with rt.reads() as s:
         last_sent = await s.scalar(select(func.max(OutboxAction.sent_at)).where(OutboxAction.account_id == account_id))
-        retried = await s.scalar(select(func.count()).where(OutboxAction.account_id == account_id,
-                                                            OutboxAction.attempts > 1))
+        retried = await s.scalar(
+            select(func.count()).where(OutboxAction.account_id == account_id, OutboxAction.attempts > 1)
+        )
     counts = await outbox_counts(rt, account_id)
-    return {"counts": counts, "retried": retried or 0, "started": started, "stopped": stopped,
-            "seconds": (last_sent - started_at).total_seconds() if last_sent else None,
-            "last_sent_mono": started + (last_sent - started_at).total_seconds() if last_sent else None}
+    return {
+        "counts": counts,
+        "retried": retried or 0,
+        "started": started,
+        "stopped": stopped,
+        "seconds": (last_sent - started_at).total_seconds() if last_sent else None,
+        "last_sent_mono": started + (last_sent - started_at).total_seconds() if last_sent else None,
+    }
 
 
-async def run(url: str, args: argparse.Namespace, state: EmulatorState, base_url: str,
-              leads: list[dict[str, Any]]) -> dict[str, Any]:
-    settings = Settings(database_url=url, secret_key="bench-secret-key", amocrm_rate_per_second=RATE,
-                        log_level="WARNING", log_json=False, run_workers=False)
+async def run(
+    url: str, args: argparse.Namespace, state: EmulatorState, base_url: str, leads: list[dict[str, Any]]
+) -> dict[str, Any]:
+    settings = Settings(
+        database_url=url,
+        secret_key="bench-secret-key",
+        amocrm_rate_per_second=RATE,
+        log_level="WARNING",
+        log_json=False,
+        run_workers=False,
+    )
     rt = Runtime.build(settings)
     try:
         started = time.perf_counter()
         account_id = await fill(rt, base_url, leads, args.actions)
         filled = time.perf_counter() - started
-        print(f"  database filled in {filled:.1f} s: {len(leads):,} deals, {2 * len(leads):,} findings, "
-              f"{args.actions:,} pending outbox rows", flush=True)
+        print(
+            f"  database filled in {filled:.1f} s: {len(leads):,} deals, {2 * len(leads):,} findings, "
+            f"{args.actions:,} pending outbox rows",
+            flush=True,
+        )
         print("  delivering ...", flush=True)
         phases = Phases()
         cpu_before = thread_cpu()
@@ -402,6 +529,7 @@ def created_in_emulator(state: EmulatorState) -> tuple[int, int, Counter[int]]:
 
 # --------------------------------------------------------------------------- the report
 
+
 def pacing(stamps: list[float], capacity: int, window: float) -> tuple[float, float, int]:
     """How long the requests took against a limiter that is never kept waiting, and the difference.
 
@@ -427,15 +555,19 @@ def report(args: argparse.Namespace, result: dict[str, Any], state: EmulatorStat
     no_duplicates = created == args.actions and duplicates == 0 and len(markers) == args.actions
 
     print("\nresults")
-    print(f"  actions sent                    {sent:>10,} of {args.actions:,}"
-          + ("" if all_sent else f"   ! {result['stopped']}; outbox by status: {counts}"))
+    print(
+        f"  actions sent                    {sent:>10,} of {args.actions:,}"
+        + ("" if all_sent else f"   ! {result['stopped']}; outbox by status: {counts}")
+    )
     print(f"  seconds (start to last sent)    {seconds or float('nan'):>10.2f}")
     print(f"  actions/s achieved              {rate:>10.1f}")
     print(f"  ceiling (7 req/s x 50 items)    {CEILING:>10.1f}")
     print(f"  achieved / ceiling              {ratio:>10.3f}")
     print(f"  emulator 429 answers            {state.rejected_429:>10,}")
-    print(f"  created in the emulator         {created:>10,}   (tasks {tasks:,}, notes {notes:,}; "
-          f"distinct rows {len(markers):,}, duplicates {duplicates:,}): {'OK' if no_duplicates else 'MISMATCH'}")
+    print(
+        f"  created in the emulator         {created:>10,}   (tasks {tasks:,}, notes {notes:,}; "
+        f"distinct rows {len(markers):,}, duplicates {duplicates:,}): {'OK' if no_duplicates else 'MISMATCH'}"
+    )
     print(f"  outbox rows tried more than once {result['retried']:>9,}")
     if log_counter.counts:
         print(f"  crmwatch log (WARNING and up)   {dict(log_counter.counts)}")
@@ -453,16 +585,24 @@ def report(args: argparse.Namespace, result: dict[str, Any], state: EmulatorStat
         ideal, lost, late = pacing(stamps, capacity, window)
         tail = result["last_sent_mono"] - stamps[-1] if result["last_sent_mono"] else float("nan")
         sizes = phases.batch_sizes
-        print(f"  requests                        {n:>10,}   ({per_request:.1f} items each; {len(sizes)} batches "
-              f"claimed, {statistics.mean(sizes) if sizes else 0:.1f} rows on average)")
-        print(f"  limiter                         {capacity} per {window:.2f} s = {capacity / window:.2f} req/s "
-              f"= {capacity / window * delivery.BATCH:.0f} actions/s at most "
-              f"({capacity / window / RATE:.3f} of the ceiling)")
+        print(
+            f"  requests                        {n:>10,}   ({per_request:.1f} items each; {len(sizes)} batches "
+            f"claimed, {statistics.mean(sizes) if sizes else 0:.1f} rows on average)"
+        )
+        print(
+            f"  limiter                         {capacity} per {window:.2f} s = {capacity / window:.2f} req/s "
+            f"= {capacity / window * delivery.BATCH:.0f} actions/s at most "
+            f"({capacity / window / RATE:.3f} of the ceiling)"
+        )
         print(f"  first request after start       {stamps[0] - result['started']:>10.3f} s")
-        print(f"  first to last request           {stamps[-1] - stamps[0]:>10.2f} s   "
-              f"(a limiter never kept waiting: {ideal:.2f} s for {n} requests)")
-        print(f"  pipe idle (no batch ready)      {lost:>10.2f} s   ({late} of {max(0, n - capacity)} requests "
-              f"left after their slot had freed)")
+        print(
+            f"  first to last request           {stamps[-1] - stamps[0]:>10.2f} s   "
+            f"(a limiter never kept waiting: {ideal:.2f} s for {n} requests)"
+        )
+        print(
+            f"  pipe idle (no batch ready)      {lost:>10.2f} s   ({late} of {max(0, n - capacity)} requests "
+            f"left after their slot had freed)"
+        )
         print(f"  last request to last sent       {tail:>10.3f} s")
     print(f"  {'per call, ms':<30}{'calls':>7}{'mean':>9}{'p50':>9}{'p95':>9}{'max':>9}{'total s':>9}")
     for label in ("claim", "render", "send", "token read", "limiter wait", "request", "record", "deliver"):
@@ -471,24 +611,32 @@ def report(args: argparse.Namespace, result: dict[str, Any], state: EmulatorStat
             continue
         ordered = sorted(values)
         p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-        print(f"  {label:<30}{len(values):>7}{statistics.mean(values) * 1000:>9.1f}"
-              f"{statistics.median(values) * 1000:>9.1f}{p95 * 1000:>9.1f}{max(values) * 1000:>9.1f}"
-              f"{sum(values):>9.2f}")
+        print(
+            f"  {label:<30}{len(values):>7}{statistics.mean(values) * 1000:>9.1f}"
+            f"{statistics.median(values) * 1000:>9.1f}{p95 * 1000:>9.1f}{max(values) * 1000:>9.1f}"
+            f"{sum(values):>9.2f}"
+        )
     if times.get("request"):
         http = sum(times["request"]) - sum(times.get("limiter wait", [])) - sum(times.get("token read", []))
-        print(f"  {'HTTP round trips (request - wait - token)':<44}{http / len(times['request']) * 1000:>9.1f} ms "
-              "mean")
+        print(f"  {'HTTP round trips (request - wait - token)':<44}{http / len(times['request']) * 1000:>9.1f} ms mean")
     print(f"  lanes per round (IN_FLIGHT)     {delivery.IN_FLIGHT:>10}")
     cpu = result.get("cpu") or {}
     if seconds and cpu:
-        parts = ", ".join(f"{name} {cpu[name]:.1f} s" for name in ("worker event loop", "emulator thread",
-                                                                  "other threads") if name in cpu)
-        print(f"  CPU while delivering            {cpu['process']:>10.1f} s   ({cpu['process'] / seconds:.0%} of one "
-              f"core{'; ' + parts if parts else ''})")
+        parts = ", ".join(
+            f"{name} {cpu[name]:.1f} s"
+            for name in ("worker event loop", "emulator thread", "other threads")
+            if name in cpu
+        )
+        print(
+            f"  CPU while delivering            {cpu['process']:>10.1f} s   ({cpu['process'] / seconds:.0%} of one "
+            f"core{'; ' + parts if parts else ''})"
+        )
 
     print("\ngoal")
-    print(f"  achieved / ceiling >= {GOAL_RATIO}: {'MET' if ratio >= GOAL_RATIO and all_sent else 'NOT MET'} "
-          f"({ratio:.3f}); every row sent once: {'yes' if all_sent and no_duplicates else 'NO'}")
+    print(
+        f"  achieved / ceiling >= {GOAL_RATIO}: {'MET' if ratio >= GOAL_RATIO and all_sent else 'NOT MET'} "
+        f"({ratio:.3f}); every row sent once: {'yes' if all_sent and no_duplicates else 'NO'}"
+    )
     return all_sent
 
 
@@ -501,8 +649,10 @@ def main(argv: list[str] | None = None) -> int:
     root.setLevel(logging.WARNING)
 
     shown = args.database if args.database == "sqlite" else make_url(args.database).render_as_string()
-    print(f"crmwatch push-back benchmark: {args.actions:,} actions, database {shown}, "
-          f"emulator limit {RATE} req/s enforced")
+    print(
+        f"crmwatch push-back benchmark: {args.actions:,} actions, database {shown}, "
+        f"emulator limit {RATE} req/s enforced"
+    )
     with contextlib.suppress(OSError):
         print(f"  load average before the run: {os.getloadavg()[0]:.2f}")
     state, leads = seed_emulator(leads_needed, int(time.time()))
@@ -511,8 +661,7 @@ def main(argv: list[str] | None = None) -> int:
         url, admin = database_url(args.database, Path(tmp))
         try:
             emulator.start()
-            print(f"  emulator listening on port {emulator.port}: {len(state.leads):,} leads, "
-                  f"{len(state.users)} users")
+            print(f"  emulator listening on port {emulator.port}: {len(state.leads):,} leads, {len(state.users)} users")
             if admin is not None:
                 asyncio.run(admin_execute(admin, f'CREATE DATABASE "{make_url(url).database}"'))
             started = time.perf_counter()

@@ -140,18 +140,37 @@ FROM (
 # Notes land on random deals (some deals get none, some several), written in the last 14 days.
 # Text: 12 % stock phrases ("Ок", "Перезвонить"), 8 % short remarks, the rest longer and of varied
 # length. text_norm is what app.mirror.text.fold() makes of text.
-NOTE_STOCK = [("Ок", "ок"), ("ок!", "ок"), ("Перезвонить", "перезвонить"), ("Не дозвонился", "не дозвонился"),
-              ("Нет ответа", "нет ответа"), ("Связался.", "связался"), ("+", "+"), ("Недозвон", "недозвон")]
-NOTE_SHORT = [("Отправил КП", "отправил кп"), ("Клиент думает", "клиент думает"), ("Ждём оплату", "ждем оплату"),
-              ("Счёт отправлен", "счет отправлен")]
-NOTE_LONG = [("Обсудили условия поставки, клиент ждёт счёт до пятницы",
-              "обсудили условия поставки, клиент ждет счет до пятницы"),
-             ("Клиент попросил перенести встречу на следующую неделю",
-              "клиент попросил перенести встречу на следующую неделю"),
-             ("Созвонились, согласовали скидку 5% при оплате до конца месяца",
-              "созвонились, согласовали скидку 5% при оплате до конца месяца"),
-             ("Отправил коммерческое предложение на почту, перезвонить в четверг",
-              "отправил коммерческое предложение на почту, перезвонить в четверг")]
+NOTE_STOCK = [
+    ("Ок", "ок"),
+    ("ок!", "ок"),
+    ("Перезвонить", "перезвонить"),
+    ("Не дозвонился", "не дозвонился"),
+    ("Нет ответа", "нет ответа"),
+    ("Связался.", "связался"),
+    ("+", "+"),
+    ("Недозвон", "недозвон"),
+]
+NOTE_SHORT = [
+    ("Отправил КП", "отправил кп"),
+    ("Клиент думает", "клиент думает"),
+    ("Ждём оплату", "ждем оплату"),
+    ("Счёт отправлен", "счет отправлен"),
+]
+NOTE_LONG = [
+    (
+        "Обсудили условия поставки, клиент ждёт счёт до пятницы",
+        "обсудили условия поставки, клиент ждет счет до пятницы",
+    ),
+    ("Клиент попросил перенести встречу на следующую неделю", "клиент попросил перенести встречу на следующую неделю"),
+    (
+        "Созвонились, согласовали скидку 5% при оплате до конца месяца",
+        "созвонились, согласовали скидку 5% при оплате до конца месяца",
+    ),
+    (
+        "Отправил коммерческое предложение на почту, перезвонить в четверг",
+        "отправил коммерческое предложение на почту, перезвонить в четверг",
+    ),
+]
 NOTE_SUFFIX = (" Детали в письме", " детали в письме")
 
 SQL_NOTES = """
@@ -193,15 +212,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--deals", type=int, default=1_000_000, help="open deals (default 1,000,000)")
     p.add_argument("--tasks-per-deal", type=int, default=3, help="tasks per deal (default 3)")
     p.add_argument("--notes-per-deal", type=float, default=1.0, help="notes per deal on average (default 1)")
-    p.add_argument("--database-url", default=DEFAULT_URL,
-                   help="an existing PostgreSQL database; the benchmark creates and drops its own next to it")
+    p.add_argument(
+        "--database-url",
+        default=DEFAULT_URL,
+        help="an existing PostgreSQL database; the benchmark creates and drops its own next to it",
+    )
     p.add_argument("--incremental", type=int, default=200, help="deals re-evaluated one by one (default 200)")
-    p.add_argument("--changed", type=int, default=100,
-                   help="deals re-evaluated one by one right after a change to one of their tasks (default 100)")
-    p.add_argument("--incremental-budget", type=float, default=300.0,
-                   help="stop re-evaluating single deals after this many seconds (default 300)")
-    p.add_argument("--no-analyze", action="store_true",
-                   help="no VACUUM ANALYZE between the sweeps (as if autovacuum had not run yet)")
+    p.add_argument(
+        "--changed",
+        type=int,
+        default=100,
+        help="deals re-evaluated one by one right after a change to one of their tasks (default 100)",
+    )
+    p.add_argument(
+        "--incremental-budget",
+        type=float,
+        default=300.0,
+        help="stop re-evaluating single deals after this many seconds (default 300)",
+    )
+    p.add_argument(
+        "--no-analyze",
+        action="store_true",
+        help="no VACUUM ANALYZE between the sweeps (as if autovacuum had not run yet)",
+    )
     p.add_argument("--profile", action="store_true", help="print the slowest statements of the steady sweep")
     p.add_argument("--seed", type=int, default=42, help="seed of the generated data and the sampled deals")
     args = p.parse_args(argv)
@@ -233,49 +266,91 @@ def pct(values: list[float], q: float) -> float:
 async def generate(engine: AsyncEngine, args: argparse.Namespace) -> tuple[int, dict[str, float]]:
     """Creates the account and fills its mirror; returns the account id and the seconds per step."""
     notes = round(args.deals * args.notes_per_deal)
-    common = {"account": 0, "user_base": USER_BASE, "users": USERS, "deal_base": DEAL_BASE,
-              "deals": args.deals}
+    common = {"account": 0, "user_base": USER_BASE, "users": USERS, "deal_base": DEAL_BASE, "deals": args.deals}
     timings: dict[str, float] = {}
     maker = make_sessionmaker(engine)
     async with maker() as s, s.begin():
-        account = Account(name="sweep benchmark", crm="amocrm", base_url="https://bench.amocrm.ru",
-                          key=secrets.token_hex(16), auth_kind="token", credentials=b"x", sync_counts={})
+        account = Account(
+            name="sweep benchmark",
+            crm="amocrm",
+            base_url="https://bench.amocrm.ru",
+            key=secrets.token_hex(16),
+            auth_kind="token",
+            credentials=b"x",
+            sync_counts={},
+        )
         s.add(account)
         await s.flush()
         common["account"] = account.id
         await s.execute(text("SELECT setseed(:seed)"), {"seed": (args.seed % 1000) / 1000})
         await s.execute(text(SQL_USERS), common)
-        await s.execute(text("INSERT INTO pipelines (account_id, id, name, sort, is_archived) "
-                             "VALUES (:account, :pipeline, 'Продажи', 0, false)"),
-                        {"account": account.id, "pipeline": PIPELINE_ID})
-        await s.execute(text("INSERT INTO stages (account_id, pipeline_id, id, name, sort, kind) "
-                             "VALUES (:account, :pipeline, :id, :name, :sort, :kind)"),
-                        [{"account": account.id, "pipeline": PIPELINE_ID, "id": sid, "name": name,
-                          "sort": 10 * (i + 1), "kind": kind} for i, (sid, name, kind) in enumerate(STAGES)])
+        await s.execute(
+            text(
+                "INSERT INTO pipelines (account_id, id, name, sort, is_archived) "
+                "VALUES (:account, :pipeline, 'Продажи', 0, false)"
+            ),
+            {"account": account.id, "pipeline": PIPELINE_ID},
+        )
+        await s.execute(
+            text(
+                "INSERT INTO stages (account_id, pipeline_id, id, name, sort, kind) "
+                "VALUES (:account, :pipeline, :id, :name, :sort, :kind)"
+            ),
+            [
+                {
+                    "account": account.id,
+                    "pipeline": PIPELINE_ID,
+                    "id": sid,
+                    "name": name,
+                    "sort": 10 * (i + 1),
+                    "kind": kind,
+                }
+                for i, (sid, name, kind) in enumerate(STAGES)
+            ],
+        )
         # Secondary indexes are built once at the end, not maintained row by row: much faster. The
         # definitions are read back from the catalog, so the tables end up exactly as migrated.
-        indexes = (await s.execute(text(
-            "SELECT i.indexname, i.indexdef FROM pg_indexes i WHERE i.schemaname = current_schema() "
-            "AND i.tablename IN ('deals', 'tasks', 'notes') AND NOT EXISTS (SELECT 1 FROM pg_constraint c "
-            "WHERE c.conname = i.indexname AND c.contype IN ('p', 'u'))"))).all()
+        indexes = (
+            await s.execute(
+                text(
+                    "SELECT i.indexname, i.indexdef FROM pg_indexes i WHERE i.schemaname = current_schema() "
+                    "AND i.tablename IN ('deals', 'tasks', 'notes') AND NOT EXISTS (SELECT 1 FROM pg_constraint c "
+                    "WHERE c.conname = i.indexname AND c.contype IN ('p', 'u'))"
+                )
+            )
+        ).all()
         for name, _ in indexes:
             await s.execute(text(f'DROP INDEX "{name}"'))
         started = time.perf_counter()
-        await s.execute(text(SQL_DEALS), {**common, "pipeline": PIPELINE_ID, "first_stage": int(OPEN_STAGES[0][0]),
-                                          "open_stages": len(OPEN_STAGES)})
+        await s.execute(
+            text(SQL_DEALS),
+            {**common, "pipeline": PIPELINE_ID, "first_stage": int(OPEN_STAGES[0][0]), "open_stages": len(OPEN_STAGES)},
+        )
         timings["deals"] = time.perf_counter() - started
         started = time.perf_counter()
         await s.execute(text(SQL_TASKS), {**common, "task_base": TASK_BASE, "per_deal": args.tasks_per_deal})
         timings["tasks"] = time.perf_counter() - started
         started = time.perf_counter()
         if notes:
-            await s.execute(text(SQL_NOTES), {
-                **common, "note_base": NOTE_BASE, "notes": notes,
-                "stock_text": [t for t, _ in NOTE_STOCK], "stock_norm": [n for _, n in NOTE_STOCK],
-                "short_text": [t for t, _ in NOTE_SHORT], "short_norm": [n for _, n in NOTE_SHORT],
-                "long_text": [t for t, _ in NOTE_LONG], "long_norm": [n for _, n in NOTE_LONG],
-                "n_stock": len(NOTE_STOCK), "n_short": len(NOTE_SHORT), "n_long": len(NOTE_LONG),
-                "suffix_text": NOTE_SUFFIX[0], "suffix_norm": NOTE_SUFFIX[1]})
+            await s.execute(
+                text(SQL_NOTES),
+                {
+                    **common,
+                    "note_base": NOTE_BASE,
+                    "notes": notes,
+                    "stock_text": [t for t, _ in NOTE_STOCK],
+                    "stock_norm": [n for _, n in NOTE_STOCK],
+                    "short_text": [t for t, _ in NOTE_SHORT],
+                    "short_norm": [n for _, n in NOTE_SHORT],
+                    "long_text": [t for t, _ in NOTE_LONG],
+                    "long_norm": [n for _, n in NOTE_LONG],
+                    "n_stock": len(NOTE_STOCK),
+                    "n_short": len(NOTE_SHORT),
+                    "n_long": len(NOTE_LONG),
+                    "suffix_text": NOTE_SUFFIX[0],
+                    "suffix_norm": NOTE_SUFFIX[1],
+                },
+            )
         timings["notes"] = time.perf_counter() - started
         started = time.perf_counter()
         for _, definition in indexes:
@@ -377,8 +452,9 @@ WHERE account_id = :account AND id = (SELECT min(id) FROM tasks WHERE account_id
 """
 
 
-async def incremental_after_change(engine: AsyncEngine, account_id: int, deal_ids: list[str],
-                                   budget: float) -> tuple[list[float], int]:
+async def incremental_after_change(
+    engine: AsyncEngine, account_id: int, deal_ids: list[str], budget: float
+) -> tuple[list[float], int]:
     """Times the re-evaluation of each deal right after one of its tasks changed; returns the
     times and how many of the evaluations changed a finding."""
     maker = make_sessionmaker(engine)
@@ -400,9 +476,13 @@ async def incremental_after_change(engine: AsyncEngine, account_id: int, deal_id
 async def findings_by_rule(engine: AsyncEngine, account_id: int) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = defaultdict(dict)
     async with engine.connect() as conn:
-        rows = await conn.execute(text(
-            "SELECT rule, CASE WHEN suppressed AND status = 'open' THEN 'open (suppressed)' ELSE status END, "
-            "count(*) FROM findings WHERE account_id = :a GROUP BY 1, 2 ORDER BY 1, 2"), {"a": account_id})
+        rows = await conn.execute(
+            text(
+                "SELECT rule, CASE WHEN suppressed AND status = 'open' THEN 'open (suppressed)' ELSE status END, "
+                "count(*) FROM findings WHERE account_id = :a GROUP BY 1, 2 ORDER BY 1, 2"
+            ),
+            {"a": account_id},
+        )
         for rule, status, count in rows:
             out[rule][status] = count
     return out
@@ -451,15 +531,25 @@ async def run(url: URL, args: argparse.Namespace) -> None:
             print(f"  {label:<30} {value:>12,}")
 
         async with engine.connect() as conn:
-            settings = {name: (await conn.execute(text(f"SHOW {name}"))).scalar_one()
-                        for name in ("server_version", "autovacuum", "shared_buffers", "work_mem", "jit",
-                                     "max_parallel_workers_per_gather")}
+            settings = {
+                name: (await conn.execute(text(f"SHOW {name}"))).scalar_one()
+                for name in (
+                    "server_version",
+                    "autovacuum",
+                    "shared_buffers",
+                    "work_mem",
+                    "jit",
+                    "max_parallel_workers_per_gather",
+                )
+            }
         print("server: " + ", ".join(f"{k} {v}" for k, v in settings.items()))
 
         bare = await bare_scan(engine, account_id)
         serial = await bare_scan(engine, account_id, parallel=False)
-        print(f"\nbare scan of deals+tasks+notes (best of {BARE_RUNS}): {bare:.2f} s "
-              f"({serial:.2f} s without parallel workers)")
+        print(
+            f"\nbare scan of deals+tasks+notes (best of {BARE_RUNS}): {bare:.2f} s "
+            f"({serial:.2f} s without parallel workers)"
+        )
         first, first_result = await sweep(engine, account_id)
         print(f"first sweep:  {first:.2f} s  (opened {first_result.opened:,}, open {first_result.open:,})")
         if not args.no_analyze:
@@ -475,8 +565,10 @@ async def run(url: URL, args: argparse.Namespace) -> None:
                 steady, steady_result = await sweep(engine, account_id)
         else:
             steady, steady_result = await sweep(engine, account_id)
-        print(f"steady sweep: {steady:.2f} s  (opened {steady_result.opened:,}, resolved {steady_result.resolved:,}, "
-              f"open {steady_result.open:,})")
+        print(
+            f"steady sweep: {steady:.2f} s  (opened {steady_result.opened:,}, resolved {steady_result.resolved:,}, "
+            f"open {steady_result.open:,})"
+        )
         peak = rss_mb()
         floor = await comparison_floor(engine, account_id)
 
@@ -490,10 +582,13 @@ async def run(url: URL, args: argparse.Namespace) -> None:
         median, p95 = statistics.median(times), pct(times, 0.95)
         changed_times, changed_count = [], 0
         if args.changed:
-            flipped = [str(DEAL_BASE + d) for d in
-                       random.Random(args.seed + 1).sample(range(1, args.deals + 1), min(args.changed, args.deals))]
-            changed_times, changed_count = await incremental_after_change(engine, account_id, flipped,
-                                                                          args.incremental_budget)
+            flipped = [
+                str(DEAL_BASE + d)
+                for d in random.Random(args.seed + 1).sample(range(1, args.deals + 1), min(args.changed, args.deals))
+            ]
+            changed_times, changed_count = await incremental_after_change(
+                engine, account_id, flipped, args.incremental_budget
+            )
 
         ratio = steady / bare if bare > 0 else float("inf")
         print("\nfindings by rule:")
@@ -504,15 +599,18 @@ async def run(url: URL, args: argparse.Namespace) -> None:
         print(f"  sweep, first              {first:8.2f} s")
         print(f"  sweep, steady             {steady:8.2f} s")
         print(f"  steady sweep / bare scan  {ratio:8.2f} x   ({steady / serial:.2f} x the serial scan)")
-        print(f"  comparison floor          {floor:8.2f} s   (findings matched with as many rows on their key, "
-              f"best of {BARE_RUNS}: {(bare + floor) / bare:.2f} x the bare scan with it)")
+        print(
+            f"  comparison floor          {floor:8.2f} s   (findings matched with as many rows on their key, "
+            f"best of {BARE_RUNS}: {(bare + floor) / bare:.2f} x the bare scan with it)"
+        )
         print(f"  peak RSS after sweeps     {peak:8.1f} MB")
-        print(f"  incremental, one deal     {median:8.2f} ms median, {p95:.2f} ms p95 "
-              f"({len(times)} deals)")
+        print(f"  incremental, one deal     {median:8.2f} ms median, {p95:.2f} ms p95 ({len(times)} deals)")
         if changed_times:
-            print(f"  … right after a change    {statistics.median(changed_times):8.2f} ms median, "
-                  f"{pct(changed_times, 0.95):.2f} ms p95 ({len(changed_times)} deals, {changed_count} "
-                  f"with a finding changed; no goal)")
+            print(
+                f"  … right after a change    {statistics.median(changed_times):8.2f} ms median, "
+                f"{pct(changed_times, 0.95):.2f} ms p95 ({len(changed_times)} deals, {changed_count} "
+                f"with a finding changed; no goal)"
+            )
         print("\ngoals:")
         for label, ok in (
             (f"steady sweep <= {GOAL_SWEEP_S:g} s", steady <= GOAL_SWEEP_S),
@@ -533,8 +631,10 @@ def main(argv: list[str] | None = None) -> int:
     base = async_url(args.database_url)
     with scratch_database(url_text(base), "crmwatch_bench") as scratch:
         url = make_url(scratch)
-        print(f"database {url.database}: {args.deals:,} deals, {args.tasks_per_deal} tasks and "
-              f"{args.notes_per_deal:g} notes per deal")
+        print(
+            f"database {url.database}: {args.deals:,} deals, {args.tasks_per_deal} tasks and "
+            f"{args.notes_per_deal:g} notes per deal"
+        )
         started = time.perf_counter()
         upgrade(scratch)  # outside any event loop: Alembic's env.py runs its own
         print(f"migrated in {time.perf_counter() - started:.1f} s")

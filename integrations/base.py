@@ -438,8 +438,16 @@ class CardAuth(Protocol):
         placement's member_id). Raises CardRejected for garbage."""
         ...
 
-    async def verify(self, credential: str, *, base_url: str, secret: str | None = None, audience: str | None = None,
-                     transport: Any = None, ask_admin: bool = False) -> CardUser:
+    async def verify(
+        self,
+        credential: str,
+        *,
+        base_url: str,
+        secret: str | None = None,
+        audience: str | None = None,
+        transport: Any = None,
+        ask_admin: bool = False,
+    ) -> CardUser:
         """Confirms the credential for the account at `base_url` (with its secret and audience when
         the CRM signs tokens); raises CardRejected, or CardUnavailable when the CRM cannot be asked.
         `ask_admin`: also learn CardUser.is_admin where that costs the CRM another call (Bitrix24's
@@ -465,12 +473,30 @@ class CrmAdapter(Protocol):
 
     def hook_urls(self, public_url: str, key: str) -> dict[str, str]: ...
 
-    def make_client(self, base_url: str, tokens: TokenSource, limiter: Any, *, max_retries: int,
-                    backoff_base: float, backoff_cap: float, timeout: float, transport: Any = None) -> CrmClient: ...
+    def make_client(
+        self,
+        base_url: str,
+        tokens: TokenSource,
+        limiter: Any,
+        *,
+        max_retries: int,
+        backoff_base: float,
+        backoff_cap: float,
+        timeout: float,
+        transport: Any = None,
+    ) -> CrmClient: ...
 
-    async def oauth_exchange(self, base_url: str, *, client_id: str, client_secret: str, redirect_uri: str,
-                             code: str | None = None, refresh_token: str | None = None,
-                             transport: Any = None) -> TokenPair: ...
+    async def oauth_exchange(
+        self,
+        base_url: str,
+        *,
+        client_id: str,
+        client_secret: str,
+        redirect_uri: str,
+        code: str | None = None,
+        refresh_token: str | None = None,
+        transport: Any = None,
+    ) -> TokenPair: ...
 
     def connect(self, base_url: str, fields: Mapping[str, Any]) -> AccountConnection | None:
         """The account's connection from the CRM's own creation fields (those beyond the generic

@@ -21,8 +21,7 @@ def parse_bracket_form(body: bytes) -> dict[str, Any]:
     """Nested dicts of strings. Raises FormError on anything a real sender would not post."""
     try:
         text = body.decode("utf-8")
-        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True, errors="strict",
-                          max_num_fields=MAX_FIELDS)
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True, errors="strict", max_num_fields=MAX_FIELDS)
     except (UnicodeDecodeError, ValueError) as exc:
         raise FormError(f"not a form-encoded body: {exc}") from None
     root: dict[str, Any] = {}

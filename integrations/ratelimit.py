@@ -18,9 +18,14 @@ class SlidingWindowLimiter:
     sent at t + δ, and the vendor counts arrivals, not departures.
     """
 
-    def __init__(self, rate: float, window: float = 1.0, margin: float = 0.05,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], object] = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        rate: float,
+        window: float = 1.0,
+        margin: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], object] = asyncio.sleep,
+    ) -> None:
         self.capacity = max(1, int(rate * window)) if rate >= 1 else 1
         self.window = (window if rate >= 1 else 1.0 / rate) + margin
         self._stamps: deque[float] = deque()
@@ -51,8 +56,9 @@ class LimiterRegistry:
     def __init__(self) -> None:
         self._limiters: dict[tuple[str, object], SlidingWindowLimiter] = {}
 
-    def get(self, vendor: str, account: object, rate: float | None = None,
-            factory: Callable[[], Any] | None = None) -> Any:
+    def get(
+        self, vendor: str, account: object, rate: float | None = None, factory: Callable[[], Any] | None = None
+    ) -> Any:
         """The account's limiter, made by `factory` (a vendor's own kind) or as a sliding window of `rate`."""
         key = (vendor, account)
         limiter = self._limiters.get(key)

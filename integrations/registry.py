@@ -34,7 +34,8 @@ from integrations.telephony.zadarma import ZadarmaAdapter  # noqa: E402
 
 TELEPHONY_ADAPTERS: dict[str, TelephonyAdapter] = {
     adapter.name: adapter
-    for adapter in (MangoAdapter(), ZadarmaAdapter(), MegafonAdapter(), SipuniAdapter(), GenericAdapter())}
+    for adapter in (MangoAdapter(), ZadarmaAdapter(), MegafonAdapter(), SipuniAdapter(), GenericAdapter())
+}
 # The inbox `source` of a PBX callback: "telephony.mango".
 TELEPHONY_SOURCE = "telephony."
 

@@ -62,11 +62,19 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def settings(db_url: str, tmp_path: Path) -> Settings:
     return Settings(
-        database_url=db_url, admin_token=ADMIN_TOKEN, secret_key="test-secret-key",
-        secret_key_file=str(tmp_path / "unused.secret"), public_url="http://crmwatch.test", run_workers=False,
-        log_json=False, crm_backoff_base_seconds=0.01, crm_backoff_cap_seconds=0.05,
+        database_url=db_url,
+        admin_token=ADMIN_TOKEN,
+        secret_key="test-secret-key",
+        secret_key_file=str(tmp_path / "unused.secret"),
+        public_url="http://crmwatch.test",
+        run_workers=False,
+        log_json=False,
+        crm_backoff_base_seconds=0.01,
+        crm_backoff_cap_seconds=0.05,
         # Tests that measure the rate limit set it back to amoCRM's 7/s.
-        amocrm_rate_per_second=1000, bitrix24_rate_per_second=1000, bitrix24_burst=1000,
+        amocrm_rate_per_second=1000,
+        bitrix24_rate_per_second=1000,
+        bitrix24_burst=1000,
     )
 
 
@@ -91,11 +99,14 @@ def b24() -> Bitrix24Emulator:
 
 
 @pytest.fixture
-async def rt(settings: Settings, amo: EmulatorState, amo_rate_limit: int | None,
-             b24: Bitrix24Emulator) -> AsyncIterator[Runtime]:
+async def rt(
+    settings: Settings, amo: EmulatorState, amo_rate_limit: int | None, b24: Bitrix24Emulator
+) -> AsyncIterator[Runtime]:
     portal = httpx.ASGITransport(create_bitrix24_app(b24))
-    transport = HostRouter({B24_HOST: portal, "oauth.bitrix.info": portal},
-                           httpx.ASGITransport(create_emulator_app(amo, rate_limit_per_s=amo_rate_limit)))
+    transport = HostRouter(
+        {B24_HOST: portal, "oauth.bitrix.info": portal},
+        httpx.ASGITransport(create_emulator_app(amo, rate_limit_per_s=amo_rate_limit)),
+    )
     runtime = Runtime.build(settings, http_transport=transport)
     if runtime.engine.dialect.name == "postgresql":
         async with runtime.engine.begin() as conn:
@@ -114,15 +125,19 @@ async def app(rt: Runtime) -> AsyncIterator[object]:
 
 @pytest.fixture
 async def client(app: object) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://crmwatch.test",
-                                 headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app),
+        base_url="http://crmwatch.test",
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    ) as c:
         yield c
 
 
 def form_body(name: str, **overrides: str) -> str:
     """A fixture webhook as amoCRM posts it: the key=value lines urlencoded in wire order."""
-    lines = [ln for ln in (FIXTURES / "amocrm" / f"{name}.txt").read_text().splitlines()
-             if ln and not ln.startswith("#")]
+    lines = [
+        ln for ln in (FIXTURES / "amocrm" / f"{name}.txt").read_text().splitlines() if ln and not ln.startswith("#")
+    ]
     pairs = [ln.split("=", 1) for ln in lines]
     pairs = [(k, overrides.get(k, v)) for k, v in pairs]
     return "&".join(quote(k, safe="") + "=" + quote(v, safe="") for k, v in pairs)
@@ -132,8 +147,14 @@ FORM = {"Content-Type": "application/x-www-form-urlencoded", "User-Agent": "amoC
 
 
 async def create_account(client: httpx.AsyncClient, **extra: object) -> dict:
-    body = {"name": "Демо", "crm": "amocrm", "base_url": AMO_BASE, "access_token": DEMO_TOKEN,
-            "timezone": "Europe/Moscow", **extra}
+    body = {
+        "name": "Демо",
+        "crm": "amocrm",
+        "base_url": AMO_BASE,
+        "access_token": DEMO_TOKEN,
+        "timezone": "Europe/Moscow",
+        **extra,
+    }
     resp = await client.post("/api/accounts", json=body)
     assert resp.status_code == 201, resp.text
     return resp.json()
@@ -145,8 +166,9 @@ B24_FORM = {"Content-Type": "application/x-www-form-urlencoded", "User-Agent": "
 
 def b24_form(name: str, **overrides: str) -> str:
     """A fixture event as Bitrix24 posts it (keys as written in the file, e.g. "auth[member_id]")."""
-    lines = [ln for ln in (FIXTURES / "bitrix24" / f"{name}.txt").read_text().splitlines()
-             if ln and not ln.startswith("#")]
+    lines = [
+        ln for ln in (FIXTURES / "bitrix24" / f"{name}.txt").read_text().splitlines() if ln and not ln.startswith("#")
+    ]
     pairs = [ln.split("=", 1) for ln in lines]
     pairs = [(k, overrides.get(k, v)) for k, v in pairs]
     return "&".join(quote(k, safe="") + "=" + quote(v, safe="") for k, v in pairs)
@@ -155,8 +177,14 @@ def b24_form(name: str, **overrides: str) -> str:
 async def create_b24_account(client: httpx.AsyncClient, **extra: object) -> dict:
     from integrations.bitrix24.emulator import APP_TOKEN
 
-    body = {"name": "Портал", "crm": "bitrix24", "base_url": B24_WEBHOOK_URL, "application_token": APP_TOKEN,
-            "timezone": "Europe/Moscow", **extra}
+    body = {
+        "name": "Портал",
+        "crm": "bitrix24",
+        "base_url": B24_WEBHOOK_URL,
+        "application_token": APP_TOKEN,
+        "timezone": "Europe/Moscow",
+        **extra,
+    }
     resp = await client.post("/api/accounts", json=body)
     assert resp.status_code == 201, resp.text
     return resp.json()

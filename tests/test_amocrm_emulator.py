@@ -44,6 +44,7 @@ def add_leads(state: EmulatorState, count: int) -> None:
 
 # -- lists and paging ----------------------------------------------------------------------------
 
+
 def test_empty_list_is_204_without_body(state: EmulatorState) -> None:
     resp = make_client(state).get("/api/v4/leads", headers=AUTH)
     assert resp.status_code == 204
@@ -101,6 +102,7 @@ def test_events_accept_limit_100(state: EmulatorState) -> None:
 
 # -- auth, rate limit, faults --------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"}, {"Authorization": f"Basic {TOKEN}"}])
 def test_bad_or_missing_token_is_401_problem(state: EmulatorState, headers: dict) -> None:
     resp = make_client(state).get("/api/v4/account", headers=headers)
@@ -151,11 +153,14 @@ def test_request_log_records_method_path_and_query(state: EmulatorState) -> None
     client = make_client(state)
     client.get("/api/v4/tasks?filter[is_completed]=0&limit=250", headers=AUTH)
     client.get("/api/v4/account")
-    assert state.request_log == [("GET", "/api/v4/tasks", "filter[is_completed]=0&limit=250"),
-                                 ("GET", "/api/v4/account", "")]
+    assert state.request_log == [
+        ("GET", "/api/v4/tasks", "filter[is_completed]=0&limit=250"),
+        ("GET", "/api/v4/account", ""),
+    ]
 
 
 # -- OAuth -----------------------------------------------------------------------------------------
+
 
 def oauth(client: TestClient, **body: str) -> httpx.Response:
     base = {"client_id": "cid", "client_secret": "secret", "redirect_uri": "https://crmwatch.example/cb"}
@@ -197,6 +202,7 @@ def test_oauth_rejects_wrong_secret(state: EmulatorState) -> None:
 
 
 # -- entities --------------------------------------------------------------------------------------
+
 
 def test_leads_filter_by_id_with_contacts_and_single_lead(state: EmulatorState) -> None:
     state.add_contact(33000001, "Анна Кузнецова", ["+7 (999) 123-45-67"], created_at=NOW)
@@ -248,9 +254,21 @@ def test_move_lead_records_event_like_amocrm(state: EmulatorState) -> None:
 def test_task_writes_are_read_back(state: EmulatorState) -> None:
     add_leads(state, 1)
     client = make_client(state)
-    created = client.post("/api/v4/tasks", headers=AUTH, json=[
-        {"text": "Перезвонить", "complete_till": NOW + 3600, "entity_id": 31000001, "entity_type": "leads",
-         "task_type_id": 1, "responsible_user_id": 8100001, "request_id": "r1"}])
+    created = client.post(
+        "/api/v4/tasks",
+        headers=AUTH,
+        json=[
+            {
+                "text": "Перезвонить",
+                "complete_till": NOW + 3600,
+                "entity_id": 31000001,
+                "entity_type": "leads",
+                "task_type_id": 1,
+                "responsible_user_id": 8100001,
+                "request_id": "r1",
+            }
+        ],
+    )
     assert created.status_code == 200
     row = created.json()["_embedded"]["tasks"][0]
     assert row["request_id"] == "r1"
@@ -261,8 +279,9 @@ def test_task_writes_are_read_back(state: EmulatorState) -> None:
     assert (task["id"], task["entity_type"], task["result"]) == (row["id"], "leads", [])
     assert client.get("/api/v4/leads/31000001", headers=AUTH).json()["closest_task_at"] == NOW + 3600
 
-    patched = client.patch("/api/v4/tasks", headers=AUTH,
-                           json=[{"id": row["id"], "is_completed": True, "result": {"text": "Готово"}}])
+    patched = client.patch(
+        "/api/v4/tasks", headers=AUTH, json=[{"id": row["id"], "is_completed": True, "result": {"text": "Готово"}}]
+    )
     assert patched.status_code == 200
     assert client.get("/api/v4/tasks", params={"filter[is_completed]": 0}, headers=AUTH).status_code == 204
     done = client.get("/api/v4/tasks", params={"filter[is_completed]": 1}, headers=AUTH).json()
@@ -293,6 +312,7 @@ async def test_works_through_asgi_transport(state: EmulatorState) -> None:
 
 
 # -- demo data and webhooks ----------------------------------------------------------------------
+
 
 def test_seed_demo_builds_a_small_sales_team() -> None:
     state = EmulatorState()
@@ -326,12 +346,24 @@ def test_seed_demo_builds_a_small_sales_team() -> None:
 
 
 LEAD_STATUS_KEYS = [
-    "leads[status][0][id]", "leads[status][0][name]", "leads[status][0][status_id]", "leads[status][0][price]",
-    "leads[status][0][responsible_user_id]", "leads[status][0][last_modified]", "leads[status][0][modified_user_id]",
-    "leads[status][0][created_user_id]", "leads[status][0][date_create]", "leads[status][0][pipeline_id]",
-    "leads[status][0][account_id]", "leads[status][0][created_at]", "leads[status][0][updated_at]",
-    "leads[status][0][old_status_id]", "leads[status][0][old_pipeline_id]",
-    "account[subdomain]", "account[id]", "account[_links][self]",
+    "leads[status][0][id]",
+    "leads[status][0][name]",
+    "leads[status][0][status_id]",
+    "leads[status][0][price]",
+    "leads[status][0][responsible_user_id]",
+    "leads[status][0][last_modified]",
+    "leads[status][0][modified_user_id]",
+    "leads[status][0][created_user_id]",
+    "leads[status][0][date_create]",
+    "leads[status][0][pipeline_id]",
+    "leads[status][0][account_id]",
+    "leads[status][0][created_at]",
+    "leads[status][0][updated_at]",
+    "leads[status][0][old_status_id]",
+    "leads[status][0][old_pipeline_id]",
+    "account[subdomain]",
+    "account[id]",
+    "account[_links][self]",
 ]
 
 
@@ -366,12 +398,26 @@ def test_webhook_form_tasks_and_notes() -> None:
 
     added = webhook_form(state, "task.add", state.tasks[52000003])
     assert [k.removeprefix("task[add][0]") for k, _ in added][:13] == [
-        "[id]", "[element_id]", "[element_type]", "[task_type]", "[date_create]", "[created_user_id]",
-        "[last_modified]", "[text]", "[responsible_user_id]", "[complete_till]", "[status]", "[group_id]",
-        "[account_id]"]
+        "[id]",
+        "[element_id]",
+        "[element_type]",
+        "[task_type]",
+        "[date_create]",
+        "[created_user_id]",
+        "[last_modified]",
+        "[text]",
+        "[responsible_user_id]",
+        "[complete_till]",
+        "[status]",
+        "[group_id]",
+        "[account_id]",
+    ]
     deleted = webhook_form(state, "leads.delete", state.leads[31000003])
-    assert [k for k, _ in deleted][:3] == ["leads[delete][0][id]", "leads[delete][0][status_id]",
-                                          "leads[delete][0][pipeline_id]"]
+    assert [k for k, _ in deleted][:3] == [
+        "leads[delete][0][id]",
+        "leads[delete][0][status_id]",
+        "leads[delete][0][pipeline_id]",
+    ]
 
     call = dict(webhook_form(state, "note.add", state.notes[61000002]))
     assert call["leads[note][0][note][note_type]"] == "11"

@@ -27,9 +27,26 @@ def free_port() -> int:
 
 def run_demo(tmp_path, *extra: str) -> tuple[subprocess.CompletedProcess[str], int, int]:
     port, emu = free_port(), free_port()
-    out = subprocess.run([EXE, "demo", "--once", "--port", str(port), "--emulator-port", str(emu),
-                          "--bitrix24-port", str(free_port()), "--database", f"sqlite:///{tmp_path}/demo.db", *extra],
-                         capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    out = subprocess.run(
+        [
+            EXE,
+            "demo",
+            "--once",
+            "--port",
+            str(port),
+            "--emulator-port",
+            str(emu),
+            "--bitrix24-port",
+            str(free_port()),
+            "--database",
+            f"sqlite:///{tmp_path}/demo.db",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Traceback" not in out.stderr
     return out, port, emu
@@ -73,13 +90,22 @@ def test_demo_runs_the_scripted_day_against_the_emulator(tmp_path):
     # Bitrix24: what was written adds up against what is open, and why.
     b24_open = int(re.search(r"Открытые нарушения на портале \((\d+)\)", text).group(1))
     todos = int(re.search(r"Записано в портал: дел (\d+)", text).group(1))
-    still, closed_b24 = map(int, re.search(r"По открытым нарушениям: (\d+); закрыто, потому что нарушение "
-                                           r"устранено: (\d+)\.", text).groups())
+    still, closed_b24 = map(
+        int,
+        re.search(
+            r"По открытым нарушениям: (\d+); закрыто, потому что нарушение "
+            r"устранено: (\d+)\.",
+            text,
+        ).groups(),
+    )
     assert still == b24_open and todos == still + closed_b24
     assert "Чужой запрос без токена портала: отклонён (401)" in text
     # The pages to open are pages a person can open: the widget's card, crmwatch's own page.
-    card = re.search(rf"Виджет в карточке сделки: http://127.0.0.1:{emu}/card\?lead_id=(\d+)   "
-                     r"\(предупреждений в панели: (\d+)", text)
+    card = re.search(
+        rf"Виджет в карточке сделки: http://127.0.0.1:{emu}/card\?lead_id=(\d+)   "
+        r"\(предупреждений в панели: (\d+)",
+        text,
+    )
     assert card and int(card.group(2)) >= 1, text[-2000:]
     look = text.split("Откройте в браузере:")[1]
     assert "/api/" not in look and f"http://127.0.0.1:{port}/ " in look
@@ -87,10 +113,16 @@ def test_demo_runs_the_scripted_day_against_the_emulator(tmp_path):
         assert "/api/" not in url
     # The head of sales' dashboard: weeks of history behind it, a read-only link per CRM, the widget's page.
     assert re.search(r"История для дашборда \(amoCRM\): четыре недели звонков \([1-9]\d*\)", text)
-    assert re.search(rf"дашборд отдела продаж, amoCRM \(ссылка только для просмотра\): "
-                     rf"http://127.0.0.1:{port}/dashboard/l/\S+", look)
-    assert re.search(rf"дашборд отдела продаж, Битрикс24 \(ссылка только для просмотра\): "
-                     rf"http://127.0.0.1:{port}/dashboard/l/\S+", look)
+    assert re.search(
+        rf"дашборд отдела продаж, amoCRM \(ссылка только для просмотра\): "
+        rf"http://127.0.0.1:{port}/dashboard/l/\S+",
+        look,
+    )
+    assert re.search(
+        rf"дашборд отдела продаж, Битрикс24 \(ссылка только для просмотра\): "
+        rf"http://127.0.0.1:{port}/dashboard/l/\S+",
+        look,
+    )
     assert f"http://127.0.0.1:{emu}/settings/widgets/crmwatch" in look
 
 
@@ -103,9 +135,18 @@ def test_demo_in_english(tmp_path):
     assert re.search(r"the sales team dashboard, amoCRM \(a read-only link\): http://\S+/dashboard/l/\S+", text)
     assert "deal “Заявка с сайта: кондиционеры в офис” (RUB 260,000)" in text
     assert "overdue by" in text  # crmwatch's own messages in English too
-    assert not re.search(r"[А-Яа-я]", " ".join(ln for ln in text.splitlines()
-                                               if not re.search(r"[«“]|Ольга|Дмитрий|Игорь|Екатерина|Анна|Борис|"
-                                                                r"Принято|Отложить", ln)))
+    assert not re.search(
+        r"[А-Яа-я]",
+        " ".join(
+            ln
+            for ln in text.splitlines()
+            if not re.search(
+                r"[«“]|Ольга|Дмитрий|Игорь|Екатерина|Анна|Борис|"
+                r"Принято|Отложить",
+                ln,
+            )
+        ),
+    )
 
 
 def test_demo_touches_nothing_when_its_port_is_taken(tmp_path):
@@ -131,9 +172,20 @@ def test_demo_touches_nothing_when_its_port_is_taken(tmp_path):
         for flag in ("--port", "--emulator-port", "--bitrix24-port"):
             ports = {"--port": free_port(), "--emulator-port": free_port(), "--bitrix24-port": free_port()}
             ports[flag] = busy
-            out = subprocess.run([EXE, "demo", "--once", "--database", f"sqlite:///{tmp_path}/demo.db",
-                                  *(str(x) for kv in ports.items() for x in kv)],
-                                 capture_output=True, text=True, timeout=60, cwd=tmp_path)
+            out = subprocess.run(
+                [
+                    EXE,
+                    "demo",
+                    "--once",
+                    "--database",
+                    f"sqlite:///{tmp_path}/demo.db",
+                    *(str(x) for kv in ports.items() for x in kv),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=tmp_path,
+            )
             assert out.returncode == 2, out.stderr[-2000:]
             assert out.stdout == "" and "Traceback" not in out.stderr
             [line] = out.stderr.splitlines()
@@ -146,10 +198,20 @@ def test_demo_touches_nothing_when_its_port_is_taken(tmp_path):
 
 def test_serve_migrates_and_serves_the_contract(tmp_path):
     port = free_port()
-    env = os.environ | {"CRMWATCH_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/c.db",
-                        "CRMWATCH_ADMIN_TOKEN": "adm", "CRMWATCH_SECRET_KEY": "k" * 32}
-    proc = subprocess.Popen([EXE, "serve", "--host", "127.0.0.1", "--port", str(port)], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    env = os.environ | {
+        "CRMWATCH_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/c.db",
+        "CRMWATCH_ADMIN_TOKEN": "adm",
+        "CRMWATCH_SECRET_KEY": "k" * 32,
+    }
+    proc = subprocess.Popen(
+        [EXE, "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(100):
@@ -158,12 +220,18 @@ def test_serve_migrates_and_serves_the_contract(tmp_path):
                     break
             except httpx.TransportError:
                 time.sleep(0.2)
-        resp = httpx.post(base + "/api/accounts", headers={"Authorization": "Bearer adm"}, json={
-            "name": "x", "crm": "amocrm", "base_url": "http://127.0.0.1:9", "access_token": "t"})
+        resp = httpx.post(
+            base + "/api/accounts",
+            headers={"Authorization": "Bearer adm"},
+            json={"name": "x", "crm": "amocrm", "base_url": "http://127.0.0.1:9", "access_token": "t"},
+        )
         assert resp.status_code == 201
         key = resp.json()["key"]
-        hook = httpx.post(f"{base}/hooks/amocrm/{key}", content="leads%5Bdelete%5D%5B0%5D%5Bid%5D=1",
-                          headers={"Content-Type": "application/x-www-form-urlencoded"})
+        hook = httpx.post(
+            f"{base}/hooks/amocrm/{key}",
+            content="leads%5Bdelete%5D%5B0%5D%5Bid%5D=1",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
         assert hook.status_code == 200
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -47,10 +47,16 @@ def test_postgres_and_sqlite_spellings_are_accepted(command, tmp_path):
         assert (tmp_path / "plain.db").stat().st_size > 0
         return
     port = free_port()
-    proc = subprocess.Popen([EXE, "serve", "--port", str(port), "--no-workers"], cwd=tmp_path,
-                            env={k: v for k, v in os.environ.items() if not k.startswith("CRMWATCH_")}
-                            | {"CRMWATCH_DATABASE_URL": url, "CRMWATCH_SECRET_KEY": "k" * 32},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [EXE, "serve", "--port", str(port), "--no-workers"],
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if not k.startswith("CRMWATCH_")}
+        | {"CRMWATCH_DATABASE_URL": url, "CRMWATCH_SECRET_KEY": "k" * 32},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -69,12 +75,15 @@ def test_postgres_and_sqlite_spellings_are_accepted(command, tmp_path):
 
 
 @pytest.mark.parametrize("command", ["migrate", "serve"])
-@pytest.mark.parametrize(("url", "phrases"), [
-    ("not a url", ("CRMWATCH_DATABASE_URL is not a database URL", "postgresql://")),
-    ("mysql://u@h/db", ("'mysql'", "PostgreSQL or SQLite")),
-    ("sqlite:///{tmp}/missing/folder/x.db", ("missing/folder for the SQLite database does not exist",)),
-    ("postgresql://postgres@127.0.0.1:{port}/x", ("did not answer for 1 s", "CRMWATCH_DATABASE_WAIT_SECONDS")),
-])
+@pytest.mark.parametrize(
+    ("url", "phrases"),
+    [
+        ("not a url", ("CRMWATCH_DATABASE_URL is not a database URL", "postgresql://")),
+        ("mysql://u@h/db", ("'mysql'", "PostgreSQL or SQLite")),
+        ("sqlite:///{tmp}/missing/folder/x.db", ("missing/folder for the SQLite database does not exist",)),
+        ("postgresql://postgres@127.0.0.1:{port}/x", ("did not answer for 1 s", "CRMWATCH_DATABASE_WAIT_SECONDS")),
+    ],
+)
 def test_database_mistakes_are_one_line(command, url, phrases, tmp_path):
     url = url.format(tmp=tmp_path, port=free_port())
     started = time.monotonic()
@@ -104,8 +113,11 @@ def test_a_database_that_refuses_the_connection_fails_at_once(db_url, tmp_path):
     else:
         (tmp_path / "a-folder.db").mkdir()
         wrong, phrase = url.set(database=str(tmp_path / "a-folder.db")), "unable to open database file"
-    out = run(["migrate"], {"CRMWATCH_DATABASE_URL": wrong.render_as_string(hide_password=False),
-                            "CRMWATCH_DATABASE_WAIT_SECONDS": "30"}, tmp_path)
+    out = run(
+        ["migrate"],
+        {"CRMWATCH_DATABASE_URL": wrong.render_as_string(hide_password=False), "CRMWATCH_DATABASE_WAIT_SECONDS": "30"},
+        tmp_path,
+    )
     one_clear_line(out, "did not accept the connection", phrase)
     assert "database.unreachable" not in out.stderr
 
@@ -114,8 +126,11 @@ def test_widget_build_refuses_to_guess_the_address(tmp_path):
     out = run(["widget", "build", "--out", str(tmp_path / "w.zip")], {}, tmp_path)
     one_clear_line(out, "--url", "CRMWATCH_PUBLIC_URL")
     assert not (tmp_path / "w.zip").exists()
-    ok = run(["widget", "build", "--out", str(tmp_path / "w.zip")],
-             {"CRMWATCH_PUBLIC_URL": "https://cw.example.com"}, tmp_path)
+    ok = run(
+        ["widget", "build", "--out", str(tmp_path / "w.zip")],
+        {"CRMWATCH_PUBLIC_URL": "https://cw.example.com"},
+        tmp_path,
+    )
     assert ok.returncode == 0 and "talks to https://cw.example.com" in ok.stdout
 
 

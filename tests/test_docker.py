@@ -27,12 +27,14 @@ def compose() -> dict:
 
 def interpolate(value: str, env: dict[str, str]) -> str:
     """Compose's ${VAR}, ${VAR:-default} and ${VAR:?message}, once (values are not re-read)."""
+
     def one(m: re.Match[str]) -> str:
         name, op, rest = m.group(1), m.group(2), m.group(3)
         if name in env and env[name] != "":
             return env[name]
         assert op != ":?", f"{name} must be set: {rest}"
         return rest if op == ":-" else ""
+
     return re.sub(r"\$\{(\w+)(?:(:-|:\?)([^}]*))?\}", one, value)
 
 
@@ -53,16 +55,26 @@ def test_the_worker_health_check_follows_the_worker(tmp_path):
     worker = compose()["services"]["worker"]
     beat = tmp_path / "worker.heartbeat"
     # The check exactly as compose runs it, pointed at this test's file.
-    check = [sys.executable if a == "python" else a.replace(worker["environment"]["CRMWATCH_HEARTBEAT_FILE"],
-                                                            str(beat)) for a in worker["healthcheck"]["test"][1:]]
+    check = [
+        sys.executable if a == "python" else a.replace(worker["environment"]["CRMWATCH_HEARTBEAT_FILE"], str(beat))
+        for a in worker["healthcheck"]["test"][1:]
+    ]
     assert subprocess.run(check).returncode == 1  # not started yet
     run_env = {k: v for k, v in os.environ.items() if not k.startswith("CRMWATCH_")} | {
-        **service_env("worker", env), "CRMWATCH_DATABASE_URL": f"sqlite:///{tmp_path}/w.db",
-        "CRMWATCH_HEARTBEAT_FILE": str(beat)}
+        **service_env("worker", env),
+        "CRMWATCH_DATABASE_URL": f"sqlite:///{tmp_path}/w.db",
+        "CRMWATCH_HEARTBEAT_FILE": str(beat),
+    }
     run_env.pop("CRMWATCH_DATABASE_PASSWORD")  # SQLite here
     subprocess.run([EXE, "migrate"], env=run_env, cwd=tmp_path, check=True, capture_output=True)
-    proc = subprocess.Popen([EXE, *worker["command"][1:]], env=run_env, cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [EXE, *worker["command"][1:]],
+        env=run_env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while not beat.exists() and time.monotonic() < deadline:
@@ -77,8 +89,7 @@ def test_the_worker_health_check_follows_the_worker(tmp_path):
 
 
 def test_the_postgres_password_reaches_the_url_escaped():
-    env = service_env("api", {"POSTGRES_PASSWORD": NASTY, "CRMWATCH_ADMIN_TOKEN": "a",
-                              "CRMWATCH_SECRET_KEY": "k" * 32})
+    env = service_env("api", {"POSTGRES_PASSWORD": NASTY, "CRMWATCH_ADMIN_TOKEN": "a", "CRMWATCH_SECRET_KEY": "k" * 32})
     settings = Settings(**{k.removeprefix("CRMWATCH_").lower(): v for k, v in env.items()})
     url = make_url(settings.database_url)
     assert url.password == NASTY and url.host == "postgres" and url.database == "crmwatch"
@@ -87,8 +98,15 @@ def test_the_postgres_password_reaches_the_url_escaped():
 
 
 def test_trusted_proxies_are_configurable(tmp_path):
-    env = service_env("api", {"POSTGRES_PASSWORD": "x", "CRMWATCH_ADMIN_TOKEN": "a", "CRMWATCH_SECRET_KEY": "k",
-                              "CRMWATCH_FORWARDED_ALLOW_IPS": "172.18.0.0/16"})
+    env = service_env(
+        "api",
+        {
+            "POSTGRES_PASSWORD": "x",
+            "CRMWATCH_ADMIN_TOKEN": "a",
+            "CRMWATCH_SECRET_KEY": "k",
+            "CRMWATCH_FORWARDED_ALLOW_IPS": "172.18.0.0/16",
+        },
+    )
     assert env["CRMWATCH_FORWARDED_ALLOW_IPS"] == "172.18.0.0/16"
     assert Settings(forwarded_allow_ips=env["CRMWATCH_FORWARDED_ALLOW_IPS"]).forwarded_allow_ips == "172.18.0.0/16"
     default = service_env("api", {"POSTGRES_PASSWORD": "x", "CRMWATCH_ADMIN_TOKEN": "a", "CRMWATCH_SECRET_KEY": "k"})
@@ -99,17 +117,26 @@ def ignored(path: str, patterns: list[str]) -> bool:
     parts = path.split("/")
     for pattern in patterns:
         p = pattern.removeprefix("**/")
-        if any(fnmatch.fnmatch("/".join(parts[: i + 1]), p) or fnmatch.fnmatch(parts[i], p)
-               for i in range(len(parts))):
+        if any(fnmatch.fnmatch("/".join(parts[: i + 1]), p) or fnmatch.fnmatch(parts[i], p) for i in range(len(parts))):
             return True
     return False
 
 
 def test_dockerignore_keeps_the_build_context_to_the_sources():
-    patterns = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()
-                if ln.strip() and not ln.startswith("#")]
-    for path in (".git/HEAD", ".venv/bin/python", "crmwatch.db", "crmwatch-demo.db-wal", "crmwatch.secret",
-                 ".env", "test-artifacts/x.png", "app/__pycache__/x.pyc", "tests/conftest.py"):
+    patterns = [
+        ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines() if ln.strip() and not ln.startswith("#")
+    ]
+    for path in (
+        ".git/HEAD",
+        ".venv/bin/python",
+        "crmwatch.db",
+        "crmwatch-demo.db-wal",
+        "crmwatch.secret",
+        ".env",
+        "test-artifacts/x.png",
+        "app/__pycache__/x.pyc",
+        "tests/conftest.py",
+    ):
         assert ignored(path, patterns), path
     # Everything the Dockerfile copies stays in the context.
     copied = re.findall(r"^COPY (?!--from)(.+?) \S+$", (ROOT / "Dockerfile").read_text(), re.M)

@@ -19,6 +19,7 @@ from app.migrate import alembic_config
 
 def _inspect(db_url: str, look: Any) -> Any:
     """`look(sync connection)` on the test database, through the app's own async driver."""
+
     async def run() -> Any:
         engine = create_async_engine(db_url)
         try:
@@ -51,6 +52,7 @@ def test_downgrade_and_upgrade_again(db_url):
 
 def test_models_and_migrations_agree(db_url):
     """On both databases: a model changed without a migration shows up as a difference."""
+
     def differences(conn: Any) -> tuple[list[Any], set[str]]:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": False}), Base.metadata)
         return diff, set(inspect(conn).get_table_names())

@@ -44,8 +44,9 @@ async def get_account(account_id: int, rt: Runtime = Depends(runtime)) -> Accoun
 
 
 @router.patch("/{account_id}", response_model=AccountOut)
-async def patch_account(account_id: int, body: AccountPatch, request: Request,
-                        rt: Runtime = Depends(runtime)) -> AccountOut:
+async def patch_account(
+    account_id: int, body: AccountPatch, request: Request, rt: Runtime = Depends(runtime)
+) -> AccountOut:
     try:
         async with rt.sessions() as s, s.begin():
             account = await account_or_404(s, account_id)

@@ -18,20 +18,32 @@ from .schemas import AccountCreate, AccountOut, AccountPatch, OAuthIn, SyncOut
 log = logging.getLogger(__name__)
 
 
-async def _credentials(rt: Runtime, crm: str, base_url: str, access_token: Any, oauth: OAuthIn | None
-                       ) -> tuple[str, dict[str, Any]]:
+async def _credentials(
+    rt: Runtime, crm: str, base_url: str, access_token: Any, oauth: OAuthIn | None
+) -> tuple[str, dict[str, Any]]:
     if access_token is not None:
         return "token", {"access_token": access_token.get_secret_value()}
     assert oauth is not None
-    creds: dict[str, Any] = {"client_id": oauth.client_id, "client_secret": oauth.client_secret.get_secret_value(),
-                             "redirect_uri": oauth.redirect_uri}
+    creds: dict[str, Any] = {
+        "client_id": oauth.client_id,
+        "client_secret": oauth.client_secret.get_secret_value(),
+        "redirect_uri": oauth.redirect_uri,
+    }
     if oauth.code is not None:
         # Codes live 20 minutes and work once: exchange now, while the operator is watching.
         pair = await rt.crm_adapter(crm).oauth_exchange(
-            base_url, client_id=oauth.client_id, client_secret=creds["client_secret"],
-            redirect_uri=oauth.redirect_uri, code=oauth.code.get_secret_value(), transport=rt.http_transport)
-        creds |= {"access_token": pair.access_token, "refresh_token": pair.refresh_token,
-                  "expires_at": pair.expires_at.isoformat()}
+            base_url,
+            client_id=oauth.client_id,
+            client_secret=creds["client_secret"],
+            redirect_uri=oauth.redirect_uri,
+            code=oauth.code.get_secret_value(),
+            transport=rt.http_transport,
+        )
+        creds |= {
+            "access_token": pair.access_token,
+            "refresh_token": pair.refresh_token,
+            "expires_at": pair.expires_at.isoformat(),
+        }
     else:
         assert oauth.refresh_token is not None
         creds |= {"refresh_token": oauth.refresh_token.get_secret_value(), "access_token": None, "expires_at": None}
@@ -50,13 +62,25 @@ async def create(rt: Runtime, s: AsyncSession, data: AccountCreate) -> Account:
         ready = True
         kind, creds = await _credentials(rt, data.crm, base_url, data.access_token, data.oauth)
     account = Account(
-        webhook_secret_hash=secret_hash, external_id=connection.external_id if connection else None,
-        name=data.name, crm=data.crm, base_url=base_url, key=new_hook_key(), timezone=data.timezone,
-        region=data.region, language=data.language, auth_kind=kind, credentials=rt.box.seal(creds),
-        credentials_version=1, subdomain=rt.crm_adapter(data.crm).subdomain_of(base_url), status="active",
+        webhook_secret_hash=secret_hash,
+        external_id=connection.external_id if connection else None,
+        name=data.name,
+        crm=data.crm,
+        base_url=base_url,
+        key=new_hook_key(),
+        timezone=data.timezone,
+        region=data.region,
+        language=data.language,
+        auth_kind=kind,
+        credentials=rt.box.seal(creds),
+        credentials_version=1,
+        subdomain=rt.crm_adapter(data.crm).subdomain_of(base_url),
+        status="active",
         # Every new account is backfilled once, without anyone asking; one whose tokens the CRM
         # has yet to hand over (an app before its install) is backfilled when they arrive.
-        sync_state="queued" if ready else "never", sync_requested_at=utcnow() if ready else None, sync_counts={},
+        sync_state="queued" if ready else "never",
+        sync_requested_at=utcnow() if ready else None,
+        sync_counts={},
     )
     s.add(account)
     await s.flush()
@@ -124,13 +148,28 @@ async def learn_identity(s: AsyncSession, account_id: int, external_id: str | No
 
 def to_out(rt: Runtime, account: Account) -> AccountOut:
     return AccountOut(
-        id=account.id, key=account.key, name=account.name, crm=account.crm, base_url=account.base_url,
-        timezone=account.timezone, region=account.region, language=account.language, auth=account.auth_kind,
-        external_id=account.external_id, subdomain=account.subdomain, status=account.status,
+        id=account.id,
+        key=account.key,
+        name=account.name,
+        crm=account.crm,
+        base_url=account.base_url,
+        timezone=account.timezone,
+        region=account.region,
+        language=account.language,
+        auth=account.auth_kind,
+        external_id=account.external_id,
+        subdomain=account.subdomain,
+        status=account.status,
         status_reason=account.status_reason,
         hooks=rt.crm_adapter(account.crm).hook_urls(rt.settings.public_url, account.key),
-        sync=SyncOut(state=account.sync_state, section=account.sync_section, counts=account.sync_counts or {},
-                     error=account.sync_error, requested_at=account.sync_requested_at,
-                     started_at=account.sync_started_at, finished_at=account.sync_finished_at),
+        sync=SyncOut(
+            state=account.sync_state,
+            section=account.sync_section,
+            counts=account.sync_counts or {},
+            error=account.sync_error,
+            requested_at=account.sync_requested_at,
+            started_at=account.sync_started_at,
+            finished_at=account.sync_finished_at,
+        ),
         created_at=account.created_at,
     )

@@ -47,8 +47,9 @@ class AccountTokens:
 
     async def _read(self) -> tuple[str, dict[str, Any]]:
         async with self.rt.reads() as s:
-            row = (await s.execute(select(Account.auth_kind, Account.credentials)
-                                   .where(Account.id == self.account_id))).one()
+            row = (
+                await s.execute(select(Account.auth_kind, Account.credentials).where(Account.id == self.account_id))
+            ).one()
         return row.auth_kind, self.rt.box.open(row.credentials)
 
     async def access_token(self) -> str:
@@ -76,8 +77,11 @@ class AccountTokens:
         # The database lock serializes processes; this one spares a process's own tasks the wait.
         lock = self.rt.refresh_locks.setdefault(self.account_id, asyncio.Lock())
         async with lock, self.rt.sessions() as s, s.begin():
-            await s.execute(update(Account).where(Account.id == self.account_id)
-                            .values(credentials_version=Account.credentials_version))
+            await s.execute(
+                update(Account)
+                .where(Account.id == self.account_id)
+                .values(credentials_version=Account.credentials_version)
+            )
             account = await s.get(Account, self.account_id, with_for_update=True, populate_existing=True)
             assert account is not None
             creds = self.rt.box.open(account.credentials)
@@ -88,15 +92,22 @@ class AccountTokens:
             adapter = self.rt.crm_adapter(account.crm)
             try:
                 pair = await adapter.oauth_exchange(
-                    account.base_url, client_id=creds["client_id"], client_secret=creds["client_secret"],
-                    redirect_uri=creds["redirect_uri"], refresh_token=creds["refresh_token"],
-                    transport=self.rt.http_transport)
+                    account.base_url,
+                    client_id=creds["client_id"],
+                    client_secret=creds["client_secret"],
+                    redirect_uri=creds["redirect_uri"],
+                    refresh_token=creds["refresh_token"],
+                    transport=self.rt.http_transport,
+                )
             except CrmAuthError as exc:
                 account.status, account.status_reason = "needs_attention", str(exc)
                 await s.commit()
                 raise
-            creds |= {"access_token": pair.access_token, "refresh_token": pair.refresh_token,
-                      "expires_at": pair.expires_at.isoformat()}
+            creds |= {
+                "access_token": pair.access_token,
+                "refresh_token": pair.refresh_token,
+                "expires_at": pair.expires_at.isoformat(),
+            }
             account.credentials = self.rt.box.seal(creds)
             account.credentials_version += 1
             account.status, account.status_reason = "active", None
@@ -105,8 +116,11 @@ class AccountTokens:
 
     async def mark_needs_attention(self, reason: str) -> None:
         async with self.rt.sessions() as s, s.begin():
-            await s.execute(update(Account).where(Account.id == self.account_id)
-                            .values(status="needs_attention", status_reason=reason))
+            await s.execute(
+                update(Account)
+                .where(Account.id == self.account_id)
+                .values(status="needs_attention", status_reason=reason)
+            )
 
 
 def _expiry(creds: dict[str, Any]) -> datetime | None:

@@ -29,18 +29,44 @@ UNIQ_PREFIX = "crmwatch:"  # integrations/amocrm/mapping.OWN_UNIQ_PREFIX: not re
 
 async def enqueue(s: AsyncSession, account_id: int, call_ids: list[int]) -> int:
     """Outbox rows for the finished, matched calls of PBXs that log calls; returns how many were added."""
-    logging_pbx = set(await s.scalars(select(TelephonyConfig.provider).where(
-        TelephonyConfig.account_id == account_id, TelephonyConfig.log_calls.is_(True))))
+    logging_pbx = set(
+        await s.scalars(
+            select(TelephonyConfig.provider).where(
+                TelephonyConfig.account_id == account_id, TelephonyConfig.log_calls.is_(True)
+            )
+        )
+    )
     if not logging_pbx:
         return 0
-    calls = await s.scalars(select(Call).where(
-        Call.account_id == account_id, Call.id.in_(call_ids), Call.provider.in_(sorted(logging_pbx)),
-        Call.is_final.is_(True), Call.deal_id.is_not(None), Call.direction.is_distinct_from("internal"),
-        Call.client_number.is_not(None)))
+    calls = await s.scalars(
+        select(Call).where(
+            Call.account_id == account_id,
+            Call.id.in_(call_ids),
+            Call.provider.in_(sorted(logging_pbx)),
+            Call.is_final.is_(True),
+            Call.deal_id.is_not(None),
+            Call.direction.is_distinct_from("internal"),
+            Call.client_number.is_not(None),
+        )
+    )
     now = utcnow()
-    rows = [{"account_id": account_id, "finding_id": None, "kind": KIND, "purpose": "log",
-             "dedup_key": f"call:{c.id}", "deal_id": c.deal_id, "user_id": c.manager_id, "ref_id": c.id,
-             "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now} for c in calls]
+    rows = [
+        {
+            "account_id": account_id,
+            "finding_id": None,
+            "kind": KIND,
+            "purpose": "log",
+            "dedup_key": f"call:{c.id}",
+            "deal_id": c.deal_id,
+            "user_id": c.manager_id,
+            "ref_id": c.id,
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for c in calls
+    ]
     if not rows:
         return 0
     result = await s.execute(dialect_insert(s, OutboxAction.__table__).values(rows).on_conflict_do_nothing())
@@ -53,8 +79,11 @@ def note_text(call: Call, lang: str, timezone: str, marker: str) -> str:
     when = facts.local_time(call, timezone)
     words = wording.of(lang)
     what = words.CALL_INCOMING if incoming else words.CALL_OUTGOING
-    how = (words.CALL_TALK.format(duration=facts.duration(call.talk_seconds, lang)) if call.status == "answered"
-           else words.CALL_NOT_ANSWERED)
+    how = (
+        words.CALL_TALK.format(duration=facts.duration(call.talk_seconds, lang))
+        if call.status == "answered"
+        else words.CALL_NOT_ANSWERED
+    )
     record = f"\n{call.recording_url}" if call.recording_url and call.recording_url.startswith("http") else ""
     return f"{what} {number}, {when}, {how}{record}\n{marker}"
 
@@ -78,12 +107,23 @@ async def send(batch: Batch) -> Outcome:
         if call is not None:
             texts[row.id] = note_text(call, account.language, account.timezone, marker(row.id))
     if by_number:
-        created = await client.log_calls([NewCall(
-            request_id=str(row.id), direction=CallDirection(call.direction or "out"), phone=call.client_number,
-            status=CallStatus(call.status or "missed"), talk_seconds=call.talk_seconds or 0,
-            started_at=call.started_at or call.created_at, uniq=f"{UNIQ_PREFIX}{call.provider}:{call.provider_call_id}",
-            responsible_user_id=call.manager_id, recording_url=call.recording_url, contact_id=call.contact_id)
-            for row, call in by_number])
+        created = await client.log_calls(
+            [
+                NewCall(
+                    request_id=str(row.id),
+                    direction=CallDirection(call.direction or "out"),
+                    phone=call.client_number,
+                    status=CallStatus(call.status or "missed"),
+                    talk_seconds=call.talk_seconds or 0,
+                    started_at=call.started_at or call.created_at,
+                    uniq=f"{UNIQ_PREFIX}{call.provider}:{call.provider_call_id}",
+                    responsible_user_id=call.manager_id,
+                    recording_url=call.recording_url,
+                    contact_id=call.contact_id,
+                )
+                for row, call in by_number
+            ]
+        )
         for row, _ in by_number:
             if str(row.id) in created:
                 done[row.id] = created[str(row.id)]
@@ -98,8 +138,9 @@ async def send(batch: Batch) -> Outcome:
                     done[row.id] = found[marker(row.id)]
         todo = [(row, call) for row, call in as_note if row.id not in done]
         if todo:
-            created = await client.add_notes([NewNote(request_id=str(row.id), deal_id=row.deal_id,
-                                                      text=texts[row.id]) for row, _ in todo])
+            created = await client.add_notes(
+                [NewNote(request_id=str(row.id), deal_id=row.deal_id, text=texts[row.id]) for row, _ in todo]
+            )
             for row, _ in todo:
                 if str(row.id) in created:
                     done[row.id] = created[str(row.id)]

@@ -27,10 +27,12 @@ router = APIRouter(prefix="/api/accounts", tags=["telephony"], dependencies=[Dep
 
 # -- admin ----------------------------------------------------------------------------------------
 
+
 def _provider_or_404(provider: str) -> Any:
     if provider not in TELEPHONY_ADAPTERS:
-        raise HTTPException(status.HTTP_404_NOT_FOUND,
-                            f"unknown provider {provider!r}; known: {', '.join(sorted(TELEPHONY_ADAPTERS))}")
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, f"unknown provider {provider!r}; known: {', '.join(sorted(TELEPHONY_ADAPTERS))}"
+        )
     return TELEPHONY_ADAPTERS[provider]
 
 
@@ -38,18 +40,26 @@ def _out(rt: Runtime, key: str, config: TelephonyConfig, secrets: dict[str, Any]
     adapter = TELEPHONY_ADAPTERS[config.provider]
     suffix = "/events/" if getattr(adapter, "event_paths", False) else ""
     # Options (a time zone) are not secret; secrets are only ever named.
-    options = {k: str(v) for k, v in secrets.items() if k in getattr(adapter, "option_fields", ())
-               and k not in ("secondary_secret",)}
-    return TelephonyOut(provider=config.provider, options=options,
-                        secrets_set=sorted(k for k, v in secrets.items() if v and k not in options),
-                        extensions={k: str(v) for k, v in (config.extensions or {}).items()},
-                        log_calls=config.log_calls, updated_at=config.updated_at,
-                        hook_url=f"{rt.settings.public_url.rstrip('/')}/hooks/telephony/{config.provider}/{key}{suffix}")
+    options = {
+        k: str(v)
+        for k, v in secrets.items()
+        if k in getattr(adapter, "option_fields", ()) and k not in ("secondary_secret",)
+    }
+    return TelephonyOut(
+        provider=config.provider,
+        options=options,
+        secrets_set=sorted(k for k, v in secrets.items() if v and k not in options),
+        extensions={k: str(v) for k, v in (config.extensions or {}).items()},
+        log_calls=config.log_calls,
+        updated_at=config.updated_at,
+        hook_url=f"{rt.settings.public_url.rstrip('/')}/hooks/telephony/{config.provider}/{key}{suffix}",
+    )
 
 
 @router.put("/{account_id}/telephony/{provider}", response_model=TelephonyOut)
-async def put_telephony(account_id: int, provider: str, body: TelephonyIn, request: Request,
-                        rt: Runtime = Depends(runtime)) -> TelephonyOut:
+async def put_telephony(
+    account_id: int, provider: str, body: TelephonyIn, request: Request, rt: Runtime = Depends(runtime)
+) -> TelephonyOut:
     """Connects a PBX: its secrets (stored encrypted, never shown again) and the map of PBX
     extensions or logins to CRM users. Secrets left out keep their stored values."""
     adapter = _provider_or_404(provider)
@@ -57,13 +67,15 @@ async def put_telephony(account_id: int, provider: str, body: TelephonyIn, reque
     allowed = (*adapter.secret_fields, *getattr(adapter, "option_fields", ()))
     unknown = sorted(set(given) - set(allowed))
     if unknown:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            f"unknown fields for {provider}: {', '.join(unknown)}; "
-                            f"it takes: {', '.join(allowed)}")
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"unknown fields for {provider}: {', '.join(unknown)}; it takes: {', '.join(allowed)}",
+        )
     bad = sorted(k for k, v in given.items() if not isinstance(v, str) or not v.strip() or len(v) > 500)
     if bad:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            f"secrets must be non-empty strings: {', '.join(bad)}")
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"secrets must be non-empty strings: {', '.join(bad)}"
+        )
     async with rt.sessions() as s, s.begin():
         account = await account_or_404(s, account_id)
         config = await s.get(TelephonyConfig, (account_id, provider))
@@ -96,8 +108,9 @@ async def get_telephony(account_id: int, provider: str, rt: Runtime = Depends(ru
 
 
 @router.delete("/{account_id}/telephony/{provider}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_telephony(account_id: int, provider: str, request: Request,
-                           rt: Runtime = Depends(runtime)) -> Response:
+async def delete_telephony(
+    account_id: int, provider: str, request: Request, rt: Runtime = Depends(runtime)
+) -> Response:
     _provider_or_404(provider)
     async with rt.sessions() as s, s.begin():
         await account_or_404(s, account_id)
@@ -109,9 +122,13 @@ async def delete_telephony(account_id: int, provider: str, request: Request,
 
 
 @router.get("/{account_id}/calls", response_model=list[CallOut])
-async def list_calls(account_id: int, rt: Runtime = Depends(runtime),
-                     number: str | None = Query(None, description="client number in E.164"),
-                     deal_id: str | None = None, limit: int = Query(100, ge=1, le=1000)) -> list[CallOut]:
+async def list_calls(
+    account_id: int,
+    rt: Runtime = Depends(runtime),
+    number: str | None = Query(None, description="client number in E.164"),
+    deal_id: str | None = None,
+    limit: int = Query(100, ge=1, le=1000),
+) -> list[CallOut]:
     async with rt.reads() as s:
         await account_or_404(s, account_id)
         where = [Call.account_id == account_id]

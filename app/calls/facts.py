@@ -34,10 +34,18 @@ def details(call: Any) -> dict[str, Any]:
     if call is None:
         return {}
     return {
-        "call_id": call.id, "provider": call.provider, "direction": call.direction,
-        "number": call.client_number, "started_at": call.started_at.isoformat() if call.started_at else None,
-        "ended_at": call.ended_at.isoformat() if call.ended_at else None, "talk_seconds": call.talk_seconds,
-        "duration_seconds": call.duration_seconds, "status": call.status, "manager_id": call.manager_id,
-        "manager_ref": call.manager_ref, "recording_url": call.recording_url, "deal_id": call.deal_id,
+        "call_id": call.id,
+        "provider": call.provider,
+        "direction": call.direction,
+        "number": call.client_number,
+        "started_at": call.started_at.isoformat() if call.started_at else None,
+        "ended_at": call.ended_at.isoformat() if call.ended_at else None,
+        "talk_seconds": call.talk_seconds,
+        "duration_seconds": call.duration_seconds,
+        "status": call.status,
+        "manager_id": call.manager_id,
+        "manager_ref": call.manager_ref,
+        "recording_url": call.recording_url,
+        "deal_id": call.deal_id,
         "contact_id": call.contact_id,
     }

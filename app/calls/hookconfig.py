@@ -22,8 +22,9 @@ TTL_SECONDS = 5.0
 
 
 class SecretsCache:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], box: CredentialBox,
-                 ttl: float = TTL_SECONDS) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], box: CredentialBox, ttl: float = TTL_SECONDS
+    ) -> None:
         self._sessions = sessions
         self._box = box
         self._ttl = ttl
@@ -35,8 +36,11 @@ class SecretsCache:
         if hit is not None and hit[0] > now:
             return hit[1]
         async with self._sessions() as s:
-            sealed = await s.scalar(select(TelephonyConfig.credentials).where(
-                TelephonyConfig.account_id == account_id, TelephonyConfig.provider == provider))
+            sealed = await s.scalar(
+                select(TelephonyConfig.credentials).where(
+                    TelephonyConfig.account_id == account_id, TelephonyConfig.provider == provider
+                )
+            )
         found = self._box.open(sealed) if sealed is not None else None
         if len(self._entries) > 10_000:
             self._entries.clear()

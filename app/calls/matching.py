@@ -18,21 +18,30 @@ from .models import Call
 REMATCH_WINDOW = timedelta(days=30)
 
 
-async def best_match(s: AsyncSession, account_id: int, number: str,
-                     among_deals: list[str] | None = None) -> tuple[str | None, str | None]:
+async def best_match(
+    s: AsyncSession, account_id: int, number: str, among_deals: list[str] | None = None
+) -> tuple[str | None, str | None]:
     """(contact id, deal id) for a number; either may be None."""
-    contacts = list(await s.scalars(
-        select(ContactPhone.contact_id).join(Contact, and_(Contact.account_id == ContactPhone.account_id,
-                                                           Contact.id == ContactPhone.contact_id))
-        .where(ContactPhone.account_id == account_id, ContactPhone.phone == number, Contact.is_deleted == false())
-        .order_by(ContactPhone.contact_id)))
+    contacts = list(
+        await s.scalars(
+            select(ContactPhone.contact_id)
+            .join(Contact, and_(Contact.account_id == ContactPhone.account_id, Contact.id == ContactPhone.contact_id))
+            .where(ContactPhone.account_id == account_id, ContactPhone.phone == number, Contact.is_deleted == false())
+            .order_by(ContactPhone.contact_id)
+        )
+    )
     open_deal = [Deal.account_id == account_id, Deal.is_deleted == false(), Deal.is_closed == false()]
     recent = (func.coalesce(Deal.source_updated_at, Deal.mirrored_at).desc(), Deal.id.desc())
     if contacts:
-        row = (await s.execute(
-            select(Deal.id, DealContact.contact_id)
-            .join(DealContact, and_(DealContact.account_id == Deal.account_id, DealContact.deal_id == Deal.id))
-            .where(*open_deal, DealContact.contact_id.in_(contacts)).order_by(*recent).limit(1))).first()
+        row = (
+            await s.execute(
+                select(Deal.id, DealContact.contact_id)
+                .join(DealContact, and_(DealContact.account_id == Deal.account_id, DealContact.deal_id == Deal.id))
+                .where(*open_deal, DealContact.contact_id.in_(contacts))
+                .order_by(*recent)
+                .limit(1)
+            )
+        ).first()
         if row is not None:
             return row.contact_id, row.id
     if among_deals:
@@ -58,13 +67,25 @@ async def match_call(s: AsyncSession, call: Call, source: str = "mirror", among_
 async def rematch_contacts(s: AsyncSession, account_id: int, contact_ids: set[str]) -> tuple[set[str], set[int]]:
     """Matches calls still without a deal against contacts that just gained phones or deals.
     Returns the deals that gained calls, and the calls that changed."""
-    phones = list(await s.scalars(select(ContactPhone.phone).where(
-        ContactPhone.account_id == account_id, ContactPhone.contact_id.in_(sorted(contact_ids))).distinct()))
+    phones = list(
+        await s.scalars(
+            select(ContactPhone.phone)
+            .where(ContactPhone.account_id == account_id, ContactPhone.contact_id.in_(sorted(contact_ids)))
+            .distinct()
+        )
+    )
     if not phones:
         return set(), set()
-    calls = await s.scalars(select(Call).where(
-        Call.account_id == account_id, Call.client_number.in_(phones), Call.deal_id.is_(None),
-        Call.created_at >= utcnow() - REMATCH_WINDOW).order_by(Call.id))
+    calls = await s.scalars(
+        select(Call)
+        .where(
+            Call.account_id == account_id,
+            Call.client_number.in_(phones),
+            Call.deal_id.is_(None),
+            Call.created_at >= utcnow() - REMATCH_WINDOW,
+        )
+        .order_by(Call.id)
+    )
     touched: set[str] = set()
     changed: set[int] = set()
     for call in calls:

@@ -26,8 +26,12 @@ class Call(Base):
         Index("ix_calls_manager", "account_id", "manager_id", "started_at"),
         # The reports read a period of calls: on PostgreSQL the index covers what they read, so a
         # month of calls is an index-only scan however the rows lie on disk.
-        Index("ix_calls_started", "account_id", "started_at",
-              postgresql_include=["manager_id", "direction", "status", "talk_seconds", "is_final"]),
+        Index(
+            "ix_calls_started",
+            "account_id",
+            "started_at",
+            postgresql_include=["manager_id", "direction", "status", "talk_seconds", "is_final"],
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

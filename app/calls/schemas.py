@@ -9,10 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 class TelephonyIn(BaseModel):
     """The provider's secrets as top-level fields (Mango: api_key, api_salt), plus who is who."""
 
-    model_config = ConfigDict(extra="allow", json_schema_extra={"example": {
-        "api_key": "…", "api_salt": "…", "extensions": {"101": "5512345"}}})
-    extensions: dict[str, str | int] = Field(
-        default_factory=dict, description="PBX extension or login → CRM user id")
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={"example": {"api_key": "…", "api_salt": "…", "extensions": {"101": "5512345"}}},
+    )
+    extensions: dict[str, str | int] = Field(default_factory=dict, description="PBX extension or login → CRM user id")
     log_calls: bool = Field(default=False, description="write each finished call into the matched card")
 
     @field_validator("extensions")

@@ -28,8 +28,17 @@ SUCCESSFUL_TALK_SECONDS = 40
 # crmwatch directly, its widget usually writes the same calls into the CRM: count them once.
 CRM_SOURCES = frozenset({"amocrm", "bitrix24"})
 
-_FIELDS = ("client_number", "line_number", "manager_ref", "started_at", "answered_at", "ended_at",
-           "talk_seconds", "duration_seconds", "recording_url")
+_FIELDS = (
+    "client_number",
+    "line_number",
+    "manager_ref",
+    "started_at",
+    "answered_at",
+    "ended_at",
+    "talk_seconds",
+    "duration_seconds",
+    "recording_url",
+)
 
 
 class CallWriter:
@@ -41,8 +50,13 @@ class CallWriter:
 
     async def extension_map(self, provider: str) -> dict[str, Any]:
         if provider not in self._extensions:
-            self._extensions[provider] = (await self.s.scalar(select(TelephonyConfig.extensions).where(
-                TelephonyConfig.account_id == self.account_id, TelephonyConfig.provider == provider))) or {}
+            self._extensions[provider] = (
+                await self.s.scalar(
+                    select(TelephonyConfig.extensions).where(
+                        TelephonyConfig.account_id == self.account_id, TelephonyConfig.provider == provider
+                    )
+                )
+            ) or {}
         return self._extensions[provider]
 
     async def _row(self, ev: CallEvent) -> Call:
@@ -51,16 +65,28 @@ class CallWriter:
         if row is not None:
             return row
         now = utcnow()
-        await self.s.execute(dialect_insert(self.s, Call.__table__).values(
-            account_id=self.account_id, provider=ev.provider, provider_call_id=ev.call_id, is_final=False,
-            created_at=now, updated_at=now).on_conflict_do_nothing())
-        return await self.s.scalar(select(Call).where(*key).with_for_update().execution_options(
-            populate_existing=True))
+        await self.s.execute(
+            dialect_insert(self.s, Call.__table__)
+            .values(
+                account_id=self.account_id,
+                provider=ev.provider,
+                provider_call_id=ev.call_id,
+                is_final=False,
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing()
+        )
+        return await self.s.scalar(select(Call).where(*key).with_for_update().execution_options(populate_existing=True))
 
     async def pbx_connected(self) -> bool:
         if self._pbx is None:
-            self._pbx = await self.s.scalar(select(TelephonyConfig.provider).where(
-                TelephonyConfig.account_id == self.account_id).limit(1)) is not None
+            self._pbx = (
+                await self.s.scalar(
+                    select(TelephonyConfig.provider).where(TelephonyConfig.account_id == self.account_id).limit(1)
+                )
+                is not None
+            )
         return self._pbx
 
     async def apply(self, ev: CallEvent) -> Call | None:

@@ -36,17 +36,33 @@ async def cards_changed(s: AsyncSession, account_id: int, manager_id: str, start
     """Deals the manager touched in [start, end): a note written, a stage moved, a task set or closed."""
     touched = union(
         select(Note.deal_id.label("deal_id")).where(
-            Note.account_id == account_id, Note.created_by == manager_id, Note.kind == "common",
-            Note.created_at >= start, Note.created_at < end, Note.deal_id.is_not(None)),
+            Note.account_id == account_id,
+            Note.created_by == manager_id,
+            Note.kind == "common",
+            Note.created_at >= start,
+            Note.created_at < end,
+            Note.deal_id.is_not(None),
+        ),
         select(StageHistory.deal_id).where(
-            StageHistory.account_id == account_id, StageHistory.by_user_id == manager_id,
-            StageHistory.entered_at >= start, StageHistory.entered_at < end),
+            StageHistory.account_id == account_id,
+            StageHistory.by_user_id == manager_id,
+            StageHistory.entered_at >= start,
+            StageHistory.entered_at < end,
+        ),
         select(Task.deal_id).where(
-            Task.account_id == account_id, Task.deal_id.is_not(None), Task.created_by == manager_id,
-            Task.created_at >= start, Task.created_at < end),
+            Task.account_id == account_id,
+            Task.deal_id.is_not(None),
+            Task.created_by == manager_id,
+            Task.created_at >= start,
+            Task.created_at < end,
+        ),
         select(Task.deal_id).where(
-            Task.account_id == account_id, Task.deal_id.is_not(None), Task.responsible_user_id == manager_id,
-            Task.completed_at >= start, Task.completed_at < end),
+            Task.account_id == account_id,
+            Task.deal_id.is_not(None),
+            Task.responsible_user_id == manager_id,
+            Task.completed_at >= start,
+            Task.completed_at < end,
+        ),
     ).subquery()
     return await s.scalar(select(func.count()).select_from(touched)) or 0
 
@@ -59,23 +75,41 @@ async def refresh(s: AsyncSession, account_id: int, timezone: str, pairs: set[tu
         def count(condition: object) -> object:
             return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
-        row = (await s.execute(select(
-            func.count().label("calls"),
-            func.coalesce(func.sum(case((answered, func.coalesce(Call.talk_seconds, 0)), else_=0)), 0).label("talk"),
-            count(and_(answered, Call.talk_seconds >= SUCCESSFUL_TALK_SECONDS)).label("successful"),
-            count(Call.direction == "in").label("incoming"),
-            count(Call.direction == "out").label("outgoing"),
-            count(and_(Call.direction == "in", Call.status != "answered")).label("missed"),
-        ).where(Call.account_id == account_id, Call.manager_id == manager_id, Call.is_final.is_(True),
-                Call.direction.is_distinct_from("internal"), Call.started_at >= start, Call.started_at < end))).one()
-        values = {"calls": row.calls, "talk_seconds": int(row.talk), "successful": int(row.successful),
-                  "incoming": int(row.incoming), "outgoing": int(row.outgoing), "missed": int(row.missed),
-                  "cards_changed": await cards_changed(s, account_id, manager_id, start, end),
-                  "updated_at": utcnow()}
+        row = (
+            await s.execute(
+                select(
+                    func.count().label("calls"),
+                    func.coalesce(func.sum(case((answered, func.coalesce(Call.talk_seconds, 0)), else_=0)), 0).label(
+                        "talk"
+                    ),
+                    count(and_(answered, Call.talk_seconds >= SUCCESSFUL_TALK_SECONDS)).label("successful"),
+                    count(Call.direction == "in").label("incoming"),
+                    count(Call.direction == "out").label("outgoing"),
+                    count(and_(Call.direction == "in", Call.status != "answered")).label("missed"),
+                ).where(
+                    Call.account_id == account_id,
+                    Call.manager_id == manager_id,
+                    Call.is_final.is_(True),
+                    Call.direction.is_distinct_from("internal"),
+                    Call.started_at >= start,
+                    Call.started_at < end,
+                )
+            )
+        ).one()
+        values = {
+            "calls": row.calls,
+            "talk_seconds": int(row.talk),
+            "successful": int(row.successful),
+            "incoming": int(row.incoming),
+            "outgoing": int(row.outgoing),
+            "missed": int(row.missed),
+            "cards_changed": await cards_changed(s, account_id, manager_id, start, end),
+            "updated_at": utcnow(),
+        }
         stmt = dialect_insert(s, CallStatsDaily.__table__).values(
-            account_id=account_id, manager_id=manager_id, day=day, **values)
-        await s.execute(stmt.on_conflict_do_update(
-            index_elements=["account_id", "manager_id", "day"], set_=values))
+            account_id=account_id, manager_id=manager_id, day=day, **values
+        )
+        await s.execute(stmt.on_conflict_do_update(index_elements=["account_id", "manager_id", "day"], set_=values))
 
 
 async def refresh_day(s: AsyncSession, account_id: int, now: datetime) -> None:
@@ -87,9 +121,13 @@ async def refresh_day(s: AsyncSession, account_id: int, now: datetime) -> None:
         return
     day = local_day(now, timezone)
     start, end = day_bounds(day, timezone)
-    managers = await s.scalars(select(Call.manager_id).where(
-        Call.account_id == account_id, Call.manager_id.is_not(None), Call.started_at >= start,
-        Call.started_at < end).distinct())
+    managers = await s.scalars(
+        select(Call.manager_id)
+        .where(
+            Call.account_id == account_id, Call.manager_id.is_not(None), Call.started_at >= start, Call.started_at < end
+        )
+        .distinct()
+    )
     await refresh(s, account_id, timezone, {(m, day) for m in managers})
 
 

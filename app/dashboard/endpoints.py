@@ -131,9 +131,7 @@ _lang = placement.page_lang
 
 
 async def _amocrm_origins(s: AsyncSession) -> list[str]:
-    return sorted(
-        {origin(u) for u in await s.scalars(select(Account.base_url).where(Account.crm == "amocrm"))}
-    )
+    return sorted({origin(u) for u in await s.scalars(select(Account.base_url).where(Account.crm == "amocrm"))})
 
 
 @router.get("/dashboard/l/{secret}", response_class=HTMLResponse, include_in_schema=False)

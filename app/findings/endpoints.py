@@ -45,8 +45,9 @@ async def list_findings(
 ) -> FindingPage:
     async with rt.reads() as s:
         account = await account_or_404(s, account_id)
-        rows, total = await service.search(s, account_id, status=status_, rule=rule, deal_id=deal_id,
-                                           manager_id=manager_id, limit=limit, offset=offset)
+        rows, total = await service.search(
+            s, account_id, status=status_, rule=rule, deal_id=deal_id, manager_id=manager_id, limit=limit, offset=offset
+        )
         items = await service.render(s, account, rows, rt.settings.public_url, lang)
     return FindingPage(items=items, total=total, limit=limit, offset=offset)
 
@@ -63,8 +64,9 @@ async def _detail(rt: Runtime, finding_id: int, lang: str | None = None) -> Find
 
 
 @router.get("/findings/{finding_id}", response_model=FindingDetail)
-async def get_finding(finding_id: int, lang: Literal["ru", "en"] | None = None,
-                      rt: Runtime = Depends(runtime)) -> FindingDetail:
+async def get_finding(
+    finding_id: int, lang: Literal["ru", "en"] | None = None, rt: Runtime = Depends(runtime)
+) -> FindingDetail:
     return await _detail(rt, finding_id, lang)
 
 
@@ -85,8 +87,9 @@ async def acknowledge(finding_id: int, body: AckIn | None = None, rt: Runtime = 
 @router.post("/findings/{finding_id}/snooze", response_model=FindingDetail)
 async def snooze(finding_id: int, body: SnoozeIn, rt: Runtime = Depends(runtime)) -> FindingDetail:
     if body.until.tzinfo is None:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            "until needs a time zone, e.g. 2026-12-01T09:00:00+03:00")
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, "until needs a time zone, e.g. 2026-12-01T09:00:00+03:00"
+        )
     async with rt.sessions() as s, s.begin():
         finding = await s.get(Finding, finding_id, with_for_update=True)
         if finding is None:

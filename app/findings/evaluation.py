@@ -24,8 +24,14 @@ from .lifecycle import EvaluationResult, diff_table
 __all__ = ["EvaluationResult", "diff_table", "evaluate"]
 
 
-async def evaluate(s: AsyncSession, account_id: int, *, deal_ids: list[str] | None = None,
-                   now: datetime | None = None, actor: str = "sweep") -> EvaluationResult:
+async def evaluate(
+    s: AsyncSession,
+    account_id: int,
+    *,
+    deal_ids: list[str] | None = None,
+    now: datetime | None = None,
+    actor: str = "sweep",
+) -> EvaluationResult:
     """Brings the account's findings in line with its mirror. The caller commits.
 
     `open` (the account's open findings) is counted for sweeps only: re-evaluating a few deals
@@ -34,9 +40,13 @@ async def evaluate(s: AsyncSession, account_id: int, *, deal_ids: list[str] | No
     whole = deal_ids is None
     if not whole and not deal_ids:
         return EvaluationResult()
-    row = (await s.execute(select(Account.timezone, RuleConfig.document)
-                           .outerjoin(RuleConfig, RuleConfig.account_id == Account.id)
-                           .where(Account.id == account_id))).first()
+    row = (
+        await s.execute(
+            select(Account.timezone, RuleConfig.document)
+            .outerjoin(RuleConfig, RuleConfig.account_id == Account.id)
+            .where(Account.id == account_id)
+        )
+    ).first()
     if row is None:
         return EvaluationResult()
     settings = rules_engine.account_rules(account_id, row.document)

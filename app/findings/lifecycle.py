@@ -72,7 +72,8 @@ _temp = MetaData()
 # The differences between the rules' violations and the findings, for one evaluation. Empty
 # between evaluations: each one deletes what it wrote (a rollback does too).
 diff_table = Table(
-    "crmwatch_rule_diff", _temp,
+    "crmwatch_rule_diff",
+    _temp,
     Column("rule", String(64)),
     Column("entity_id", String(64)),
     Column("entity_type", String(16)),
@@ -90,10 +91,32 @@ diff_table = Table(
 )
 _d = diff_table.c
 # What a tagged rule query yields (see app/rules/base.py and app/rules/engine.tagged).
-_TAGGED_COLUMNS = ["entity_id", "deal_id", "manager_id", "started_at", "opens", "rule", "entity_type", "rule_version",
-                   "severity"]
-_DIFF_COLUMNS = ["rule", "entity_id", "entity_type", "present", "rule_version", "severity", "deal_id",
-                 "old_deal_id", "manager_id", "started_at", "opens", "finding_id", "finding_status"]
+_TAGGED_COLUMNS = [
+    "entity_id",
+    "deal_id",
+    "manager_id",
+    "started_at",
+    "opens",
+    "rule",
+    "entity_type",
+    "rule_version",
+    "severity",
+]
+_DIFF_COLUMNS = [
+    "rule",
+    "entity_id",
+    "entity_type",
+    "present",
+    "rule_version",
+    "severity",
+    "deal_id",
+    "old_deal_id",
+    "manager_id",
+    "started_at",
+    "opens",
+    "finding_id",
+    "finding_status",
+]
 # Above this many differences PostgreSQL gets fresh statistics on them (temporary tables get no
 # autovacuum) and they are emptied by TRUNCATE, which leaves no dead rows behind.
 _MANY = 10_000
@@ -120,14 +143,24 @@ def compare(t: Template, account_id: int, queries: list[Any]) -> Any:
     the rows where something has to change."""
     names = [rule.name for rule in t.rules]
     if not queries:  # every rule disabled: nothing violates, and every active finding resolves
-        queries = [select(*(cast(null(), diff_table.c[name].type).label(name) for name in _TAGGED_COLUMNS))
-                   .where(false())]
+        queries = [
+            select(*(cast(null(), diff_table.c[name].type).label(name) for name in _TAGGED_COLUMNS)).where(false())
+        ]
     cte = union_all(*queries).cte("v") if len(queries) > 1 else queries[0].cte("v")
     v = cte.c
     found = [Finding.account_id == account_id, one_of(Finding.rule, names)]
-    columns = [Finding.id, Finding.rule, Finding.entity_type, Finding.entity_id, Finding.status,
-               Finding.deal_id, Finding.manager_id, Finding.started_at, Finding.rule_version,
-               Finding.snoozed_until]
+    columns = [
+        Finding.id,
+        Finding.rule,
+        Finding.entity_type,
+        Finding.entity_id,
+        Finding.status,
+        Finding.deal_id,
+        Finding.manager_id,
+        Finding.started_at,
+        Finding.rule_version,
+        Finding.snoozed_until,
+    ]
     if t.whole:
         findings = select(*columns).where(*found).subquery("f")
     else:
@@ -135,33 +168,64 @@ def compare(t: Template, account_id: int, queries: list[Any]) -> Any:
         # name wherever the findings say they are (a task moved to another deal keeps its finding).
         findings = union(
             select(*columns).where(*found, Finding.deal_id.in_(t.own.deals_param())),
-            select(*columns).join(cte, and_(Finding.rule == v.rule, Finding.entity_type == v.entity_type,
-                                            Finding.entity_id == v.entity_id)).where(*found),
+            select(*columns)
+            .join(
+                cte,
+                and_(Finding.rule == v.rule, Finding.entity_type == v.entity_type, Finding.entity_id == v.entity_id),
+            )
+            .where(*found),
         ).subquery("f")
     f = findings.c
     now = t.own.now_param()
     facts_differ = or_(
-        f.manager_id.is_distinct_from(v.manager_id), f.deal_id.is_distinct_from(v.deal_id),
-        f.started_at != v.started_at, f.rule_version != v.rule_version)
+        f.manager_id.is_distinct_from(v.manager_id),
+        f.deal_id.is_distinct_from(v.deal_id),
+        f.started_at != v.started_at,
+        f.rule_version != v.rule_version,
+    )
     changes = or_(
         f.id.is_(None),
         and_(v.rule.is_(None), one_of(f.status, ACTIVE)),
-        and_(v.rule.is_not(None), or_(
-            f.status == "resolved",
-            and_(f.status == "pending", v.opens == true()),
-            and_(f.status == "snoozed", f.snoozed_until <= now),
-            and_(one_of(f.status, ACTIVE), facts_differ))))
+        and_(
+            v.rule.is_not(None),
+            or_(
+                f.status == "resolved",
+                and_(f.status == "pending", v.opens == true()),
+                and_(f.status == "snoozed", f.snoozed_until <= now),
+                and_(one_of(f.status, ACTIVE), facts_differ),
+            ),
+        ),
+    )
     values = [
-        func.coalesce(v.rule, f.rule), func.coalesce(v.entity_id, f.entity_id),
-        func.coalesce(v.entity_type, f.entity_type), v.rule.is_not(None), v.rule_version, v.severity,
-        v.deal_id, f.deal_id, v.manager_id, v.started_at, v.opens, f.id, f.status]
+        func.coalesce(v.rule, f.rule),
+        func.coalesce(v.entity_id, f.entity_id),
+        func.coalesce(v.entity_type, f.entity_type),
+        v.rule.is_not(None),
+        v.rule_version,
+        v.severity,
+        v.deal_id,
+        f.deal_id,
+        v.manager_id,
+        v.started_at,
+        v.opens,
+        f.id,
+        f.status,
+    ]
     if t.dialect == "postgresql":
         # Named and typed exactly as the table: a sweep re-creates it from this SELECT (see
         # compare_whole), and statements prepared on this connection must find the same columns.
-        values = [cast(value, diff_table.c[name].type).label(name)
-                  for name, value in zip(_DIFF_COLUMNS, values, strict=True)]
-    compared = select(*values).select_from(cte.join(findings, and_(
-        f.rule == v.rule, f.entity_type == v.entity_type, f.entity_id == v.entity_id), full=True)).where(changes)
+        values = [
+            cast(value, diff_table.c[name].type).label(name) for name, value in zip(_DIFF_COLUMNS, values, strict=True)
+        ]
+    compared = (
+        select(*values)
+        .select_from(
+            cte.join(
+                findings, and_(f.rule == v.rule, f.entity_type == v.entity_type, f.entity_id == v.entity_id), full=True
+            )
+        )
+        .where(changes)
+    )
     return insert(diff_table).from_select(_DIFF_COLUMNS, compared)
 
 
@@ -235,29 +299,42 @@ def remember_on_commit(s: AsyncSession, account_id: int, doc: Any) -> None:
 
 
 async def count_open(s: AsyncSession, account_id: int) -> int:
-    return await s.scalar(select(func.count()).select_from(Finding)
-                          .where(Finding.account_id == account_id, Finding.status == "open")) or 0
+    return (
+        await s.scalar(
+            select(func.count()).select_from(Finding).where(Finding.account_id == account_id, Finding.status == "open")
+        )
+        or 0
+    )
 
 
 async def _history(s: AsyncSession, source: Any) -> None:
     """Writes one finding_events row per finding that `source` selects: (id, from_status, to_status)."""
-    await s.execute(insert(FindingEvent).from_select(
-        ["finding_id", "at", "from_status", "to_status", "actor", "reason"], source))
+    await s.execute(
+        insert(FindingEvent).from_select(["finding_id", "at", "from_status", "to_status", "actor", "reason"], source)
+    )
 
 
 async def changed_deals(s: AsyncSession, differences: int) -> Any:
     """The deals this evaluation's differences name, before and after: as a list when there are
     a few (the planner then looks them up by index; handed the subquery instead, it cannot know
     how few rows a temporary table holds and scans a big account's findings), else as a SELECT."""
-    deals = union(select(_d.deal_id).where(_d.deal_id.is_not(None)),
-                  select(_d.old_deal_id).where(_d.old_deal_id.is_not(None)))
+    deals = union(
+        select(_d.deal_id).where(_d.deal_id.is_not(None)), select(_d.old_deal_id).where(_d.old_deal_id.is_not(None))
+    )
     if differences > _MANY:
         return deals
     return sorted(await s.scalars(deals))
 
 
-async def apply_differences(s: AsyncSession, account_id: int, template: Template, differences: int, now_: datetime,
-                 actor: str, result: EvaluationResult) -> None:
+async def apply_differences(
+    s: AsyncSession,
+    account_id: int,
+    template: Template,
+    differences: int,
+    now_: datetime,
+    actor: str,
+    result: EvaluationResult,
+) -> None:
     """Moves the findings the differences name, step by step, each step for all rules at once."""
     if is_postgres(s) and (differences > _MANY or template.whole):
         # Temporary tables get no autovacuum, and a sweep's table is new: without statistics the
@@ -268,9 +345,13 @@ async def apply_differences(s: AsyncSession, account_id: int, template: Template
     names, disabled = [rule.name for rule in template.rules], template.disabled
     # What kinds of difference there are says which steps can change anything.
     kinds: dict[tuple[str | None, bool, bool], int] = {}
-    for status, present, opens, count in (await s.execute(
-            select(_d.finding_status, _d.present, _d.opens, func.count())
-            .group_by(_d.finding_status, _d.present, _d.opens))).all():
+    for status, present, opens, count in (
+        await s.execute(
+            select(_d.finding_status, _d.present, _d.opens, func.count()).group_by(
+                _d.finding_status, _d.present, _d.opens
+            )
+        )
+    ).all():
         kinds[(status, bool(present), bool(opens))] = count
 
     def have(status: str | None, present: bool = True) -> int:
@@ -281,17 +362,47 @@ async def apply_differences(s: AsyncSession, account_id: int, template: Template
 
     # 1. Findings seen for the first time.
     if have(None):
-        fresh = (select(literal(account_id), _d.rule, _d.rule_version, _d.entity_type, _d.entity_id, _d.deal_id,
-                        _d.manager_id, _d.severity, new_status, _d.started_at,
-                        case((_d.opens == true(), now), else_=None),
-                        case((_d.opens == true(), 1), else_=0), false(), now, now)
-                 .where(_d.finding_id.is_(None)))
+        fresh = select(
+            literal(account_id),
+            _d.rule,
+            _d.rule_version,
+            _d.entity_type,
+            _d.entity_id,
+            _d.deal_id,
+            _d.manager_id,
+            _d.severity,
+            new_status,
+            _d.started_at,
+            case((_d.opens == true(), now), else_=None),
+            case((_d.opens == true(), 1), else_=0),
+            false(),
+            now,
+            now,
+        ).where(_d.finding_id.is_(None))
         inserted = await s.execute(
-            dialect_insert(s, Finding.__table__).from_select(
-                ["account_id", "rule", "rule_version", "entity_type", "entity_id", "deal_id", "manager_id",
-                 "severity", "status", "started_at", "opened_at", "times_opened", "suppressed", "created_at",
-                 "updated_at"], fresh)
-            .on_conflict_do_nothing())
+            dialect_insert(s, Finding.__table__)
+            .from_select(
+                [
+                    "account_id",
+                    "rule",
+                    "rule_version",
+                    "entity_type",
+                    "entity_id",
+                    "deal_id",
+                    "manager_id",
+                    "severity",
+                    "status",
+                    "started_at",
+                    "opened_at",
+                    "times_opened",
+                    "suppressed",
+                    "created_at",
+                    "updated_at",
+                ],
+                fresh,
+            )
+            .on_conflict_do_nothing()
+        )
         count = inserted.rowcount or 0
         result.changed += count
         if count > _MANY and is_postgres(s):
@@ -301,36 +412,82 @@ async def apply_differences(s: AsyncSession, account_id: int, template: Template
         if count:
             # The rows just inserted: created at this moment by this statement (a conflicting
             # row another process inserted keeps its own history).
-            new = and_(Finding.account_id == account_id, Finding.rule == _d.rule,
-                       Finding.entity_type == _d.entity_type, Finding.entity_id == _d.entity_id,
-                       _d.finding_id.is_(None), Finding.created_at == now, Finding.updated_at == now)
-            result.opened += await s.scalar(select(func.count()).select_from(Finding).join(
-                diff_table, and_(new, Finding.status == "open"))) or 0
-            await _history(s, select(Finding.id, now, literal(None), Finding.status, literal(actor),
-                                     literal("condition began")).select_from(Finding).join(diff_table, new))
+            new = and_(
+                Finding.account_id == account_id,
+                Finding.rule == _d.rule,
+                Finding.entity_type == _d.entity_type,
+                Finding.entity_id == _d.entity_id,
+                _d.finding_id.is_(None),
+                Finding.created_at == now,
+                Finding.updated_at == now,
+            )
+            result.opened += (
+                await s.scalar(
+                    select(func.count()).select_from(Finding).join(diff_table, and_(new, Finding.status == "open"))
+                )
+                or 0
+            )
+            await _history(
+                s,
+                select(Finding.id, now, literal(None), Finding.status, literal(actor), literal("condition began"))
+                .select_from(Finding)
+                .join(diff_table, new),
+            )
 
     # 2. Regressions: a resolved finding whose condition is back opens again, history kept.
     if have("resolved"):
-        regressed = and_(by_id, _d.finding_status == "resolved", _d.present == true(),
-                         Finding.status == "resolved")
-        result.opened += await s.scalar(select(func.count()).select_from(Finding).join(
-            diff_table, and_(regressed, _d.opens == true()))) or 0
-        await _history(s, select(Finding.id, now, Finding.status, new_status, literal(actor),
-                                 literal("regression")).select_from(Finding).join(diff_table, regressed))
-        result.changed += (await s.execute(update(Finding).where(regressed).values(
-            status=new_status, opened_at=case((_d.opens == true(), now), else_=None), resolved_at=None,
-            acknowledged_at=None, acknowledged_by=None, snoozed_until=None, snoozed_by=None, snooze_reason=None,
-            times_opened=Finding.times_opened + case((_d.opens == true(), 1), else_=0), started_at=_d.started_at,
-            deal_id=_d.deal_id, manager_id=_d.manager_id, rule_version=_d.rule_version,
-            updated_at=now))).rowcount or 0
+        regressed = and_(by_id, _d.finding_status == "resolved", _d.present == true(), Finding.status == "resolved")
+        result.opened += (
+            await s.scalar(
+                select(func.count()).select_from(Finding).join(diff_table, and_(regressed, _d.opens == true()))
+            )
+            or 0
+        )
+        await _history(
+            s,
+            select(Finding.id, now, Finding.status, new_status, literal(actor), literal("regression"))
+            .select_from(Finding)
+            .join(diff_table, regressed),
+        )
+        result.changed += (
+            await s.execute(
+                update(Finding)
+                .where(regressed)
+                .values(
+                    status=new_status,
+                    opened_at=case((_d.opens == true(), now), else_=None),
+                    resolved_at=None,
+                    acknowledged_at=None,
+                    acknowledged_by=None,
+                    snoozed_until=None,
+                    snoozed_by=None,
+                    snooze_reason=None,
+                    times_opened=Finding.times_opened + case((_d.opens == true(), 1), else_=0),
+                    started_at=_d.started_at,
+                    deal_id=_d.deal_id,
+                    manager_id=_d.manager_id,
+                    rule_version=_d.rule_version,
+                    updated_at=now,
+                )
+            )
+        ).rowcount or 0
 
     # 3. The grace period has passed.
     if kinds.get(("pending", True, True)):
         due = and_(by_id, _d.present == true(), _d.opens == true(), Finding.status == "pending")
-        await _history(s, select(Finding.id, now, Finding.status, literal("open"), literal(actor),
-                                 literal("grace period over")).select_from(Finding).join(diff_table, due))
-        promoted = (await s.execute(update(Finding).where(due).values(
-            status="open", opened_at=now, times_opened=Finding.times_opened + 1, updated_at=now))).rowcount or 0
+        await _history(
+            s,
+            select(Finding.id, now, Finding.status, literal("open"), literal(actor), literal("grace period over"))
+            .select_from(Finding)
+            .join(diff_table, due),
+        )
+        promoted = (
+            await s.execute(
+                update(Finding)
+                .where(due)
+                .values(status="open", opened_at=now, times_opened=Finding.times_opened + 1, updated_at=now)
+            )
+        ).rowcount or 0
         result.opened += promoted
         result.changed += promoted
 
@@ -339,57 +496,104 @@ async def apply_differences(s: AsyncSession, account_id: int, template: Template
         # Back to where it would be without the snooze: open, or still pending if snoozed in its grace.
         woke = and_(by_id, _d.present == true(), Finding.status == "snoozed", Finding.snoozed_until <= now)
         first_open = and_(_d.opens == true(), Finding.opened_at.is_(None))
-        result.opened += await s.scalar(select(func.count()).select_from(Finding).join(
-            diff_table, and_(woke, _d.opens == true()))) or 0
-        await _history(s, select(Finding.id, now, Finding.status, new_status, literal(actor),
-                                 literal("snooze ended")).select_from(Finding).join(diff_table, woke))
-        result.changed += (await s.execute(update(Finding).where(woke).values(
-            status=new_status, snoozed_until=None, updated_at=now,
-            opened_at=case((first_open, now), else_=Finding.opened_at),
-            times_opened=Finding.times_opened + case((first_open, 1), else_=0)))).rowcount or 0
+        result.opened += (
+            await s.scalar(select(func.count()).select_from(Finding).join(diff_table, and_(woke, _d.opens == true())))
+            or 0
+        )
+        await _history(
+            s,
+            select(Finding.id, now, Finding.status, new_status, literal(actor), literal("snooze ended"))
+            .select_from(Finding)
+            .join(diff_table, woke),
+        )
+        result.changed += (
+            await s.execute(
+                update(Finding)
+                .where(woke)
+                .values(
+                    status=new_status,
+                    snoozed_until=None,
+                    updated_at=now,
+                    opened_at=case((first_open, now), else_=Finding.opened_at),
+                    times_opened=Finding.times_opened + case((first_open, 1), else_=0),
+                )
+            )
+        ).rowcount or 0
 
     # 5. Still violating: keep the facts current (a new manager, a moved due time, a new rule version).
     if sum(have(status) for status in ACTIVE):
         facts_differ = or_(
-            Finding.manager_id.is_distinct_from(_d.manager_id), Finding.deal_id.is_distinct_from(_d.deal_id),
-            Finding.started_at != _d.started_at, Finding.rule_version != _d.rule_version)
-        result.changed += (await s.execute(update(Finding).where(
-            by_id, _d.present == true(), Finding.status.in_(ACTIVE), facts_differ).values(
-            manager_id=_d.manager_id, deal_id=_d.deal_id, started_at=_d.started_at,
-            rule_version=_d.rule_version, updated_at=now))).rowcount or 0
+            Finding.manager_id.is_distinct_from(_d.manager_id),
+            Finding.deal_id.is_distinct_from(_d.deal_id),
+            Finding.started_at != _d.started_at,
+            Finding.rule_version != _d.rule_version,
+        )
+        result.changed += (
+            await s.execute(
+                update(Finding)
+                .where(by_id, _d.present == true(), Finding.status.in_(ACTIVE), facts_differ)
+                .values(
+                    manager_id=_d.manager_id,
+                    deal_id=_d.deal_id,
+                    started_at=_d.started_at,
+                    rule_version=_d.rule_version,
+                    updated_at=now,
+                )
+            )
+        ).rowcount or 0
 
     # 6. Whatever no longer violates resolves, saying why.
     if sum(have(status, present=False) for status in ACTIVE):
-        gone = [Finding.id.in_(select(_d.finding_id).where(_d.present == false())),
-                Finding.account_id == account_id, Finding.rule.in_(names), Finding.status.in_(ACTIVE)]
+        gone = [
+            Finding.id.in_(select(_d.finding_id).where(_d.present == false())),
+            Finding.account_id == account_id,
+            Finding.rule.in_(names),
+            Finding.status.in_(ACTIVE),
+        ]
         deal = select(Deal).where(Deal.account_id == Finding.account_id, Deal.id == Finding.deal_id)
         why = case(
             *([(Finding.rule.in_(disabled), literal("rule disabled"))] if disabled else []),
             (deal.where(Deal.is_deleted == true()).exists(), literal("deal deleted")),
             (deal.where(Deal.is_closed == true()).exists(), literal("deal closed")),
-            else_=literal("condition cleared"))
+            else_=literal("condition cleared"),
+        )
         if is_postgres(s):
             # One pass instead of two: the UPDATE hands the rows it resolved, with their previous
             # state, straight to the history INSERT.
             old = select(Finding.id, Finding.status, why.label("why")).where(*gone).cte("gone")
-            moved = (update(Finding).where(Finding.id == old.c.id)
-                     .values(status="resolved", resolved_at=now, snoozed_until=None, updated_at=now)
-                     .returning(Finding.id, old.c.status, old.c.why).cte("moved"))
-            count = (await s.execute(insert(FindingEvent).from_select(
-                ["finding_id", "at", "from_status", "to_status", "actor", "reason"],
-                select(moved.c.id, now, moved.c.status, literal("resolved"), literal(actor), moved.c.why))
-                .add_cte(moved))).rowcount or 0
+            moved = (
+                update(Finding)
+                .where(Finding.id == old.c.id)
+                .values(status="resolved", resolved_at=now, snoozed_until=None, updated_at=now)
+                .returning(Finding.id, old.c.status, old.c.why)
+                .cte("moved")
+            )
+            count = (
+                await s.execute(
+                    insert(FindingEvent)
+                    .from_select(
+                        ["finding_id", "at", "from_status", "to_status", "actor", "reason"],
+                        select(moved.c.id, now, moved.c.status, literal("resolved"), literal(actor), moved.c.why),
+                    )
+                    .add_cte(moved)
+                )
+            ).rowcount or 0
         else:
-            await _history(s, select(Finding.id, now, Finding.status, literal("resolved"), literal(actor), why)
-                           .where(*gone))
-            count = (await s.execute(update(Finding).where(*gone).values(
-                status="resolved", resolved_at=now, snoozed_until=None, updated_at=now))).rowcount or 0
+            await _history(
+                s, select(Finding.id, now, Finding.status, literal("resolved"), literal(actor), why).where(*gone)
+            )
+            count = (
+                await s.execute(
+                    update(Finding)
+                    .where(*gone)
+                    .values(status="resolved", resolved_at=now, snoozed_until=None, updated_at=now)
+                )
+            ).rowcount or 0
         result.resolved += count
         result.changed += count
 
 
-async def suppress(s: AsyncSession, account_id: int, suppress: dict[str, list[str]],
-                    deals: Any, now: datetime) -> int:
+async def suppress(s: AsyncSession, account_id: int, suppress: dict[str, list[str]], deals: Any, now: datetime) -> int:
     """Alertmanager-style inhibition: a finding stays quiet while an inhibiting one is open on its deal.
     `deals` (deal ids, or a SELECT of them) limits it to those deals; None: the whole account.
     Returns how many findings changed their voice."""
@@ -404,19 +608,38 @@ async def suppress(s: AsyncSession, account_id: int, suppress: dict[str, list[st
         # The deals with an inhibiting finding, as one set (the database hashes it once) rather
         # than a lookup per finding.
         loud_deals = select(inhibitor.c.deal_id).where(
-            inhibitor.c.account_id == account_id, inhibitor.c.rule.in_(inhibitors),
-            inhibitor.c.status.in_(INHIBITING), inhibitor.c.deal_id.is_not(None))
+            inhibitor.c.account_id == account_id,
+            inhibitor.c.rule.in_(inhibitors),
+            inhibitor.c.status.in_(INHIBITING),
+            inhibitor.c.deal_id.is_not(None),
+        )
         if deals is not None:
             loud_deals = loud_deals.where(inhibitor.c.deal_id.in_(deals))
         mine = [*scope, Finding.rule == target]
-        changed += (await s.execute(update(Finding).where(
-            *mine, Finding.suppressed.is_(False), Finding.deal_id.in_(loud_deals))
-            .values(suppressed=True, updated_at=at))).rowcount or 0
-        changed += (await s.execute(update(Finding).where(
-            *mine, Finding.suppressed.is_(True), or_(Finding.deal_id.is_(None), Finding.deal_id.not_in(loud_deals)))
-            .values(suppressed=False, updated_at=at))).rowcount or 0
+        changed += (
+            await s.execute(
+                update(Finding)
+                .where(*mine, Finding.suppressed.is_(False), Finding.deal_id.in_(loud_deals))
+                .values(suppressed=True, updated_at=at)
+            )
+        ).rowcount or 0
+        changed += (
+            await s.execute(
+                update(Finding)
+                .where(
+                    *mine,
+                    Finding.suppressed.is_(True),
+                    or_(Finding.deal_id.is_(None), Finding.deal_id.not_in(loud_deals)),
+                )
+                .values(suppressed=False, updated_at=at)
+            )
+        ).rowcount or 0
     # Rules no longer suppressed by the settings speak again.
-    changed += (await s.execute(update(Finding).where(*scope, Finding.rule.not_in(list(targets)),
-                                                      Finding.suppressed.is_(True))
-                                .values(suppressed=False, updated_at=at))).rowcount or 0
+    changed += (
+        await s.execute(
+            update(Finding)
+            .where(*scope, Finding.rule.not_in(list(targets)), Finding.suppressed.is_(True))
+            .values(suppressed=False, updated_at=at)
+        )
+    ).rowcount or 0
     return changed

@@ -33,8 +33,20 @@ from integrations.base import NewNote, NewTask, TaskClosure
 from . import service as findings_service
 from .models import Finding
 
-COLUMNS = ["account_id", "finding_id", "kind", "purpose", "dedup_key", "deal_id", "user_id", "ref_id", "status",
-           "attempts", "next_attempt_at", "created_at"]
+COLUMNS = [
+    "account_id",
+    "finding_id",
+    "kind",
+    "purpose",
+    "dedup_key",
+    "deal_id",
+    "user_id",
+    "ref_id",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+]
 
 
 def _key(*parts: Any) -> Any:
@@ -60,8 +72,9 @@ def _rules_where(doc: RulesDocument, wants: Any) -> dict[Any, list[str]]:
     return groups
 
 
-async def enqueue(s: AsyncSession, account_id: int, now: datetime, doc: RulesDocument,
-                  calendar: BusinessCalendar) -> int:
+async def enqueue(
+    s: AsyncSession, account_id: int, now: datetime, doc: RulesDocument, calendar: BusinessCalendar
+) -> int:
     """Outbox rows for what this evaluation changed; returns how many were added.
 
     Each kind of action is one statement for all the rules that ask for it (grouped by their
@@ -77,40 +90,69 @@ async def enqueue(s: AsyncSession, account_id: int, now: datetime, doc: RulesDoc
         return [*mine(names), Finding.status == "open", Finding.suppressed.is_(False)]
 
     def row(kind: str, purpose: str, key: Any, user: Any = Finding.manager_id, ref: Any = None) -> Any:
-        return select(literal(account_id), Finding.id, literal(kind), literal(purpose), key, Finding.deal_id,
-                      user, ref if ref is not None else literal(None), literal("pending"), literal(0), at, at)
+        return select(
+            literal(account_id),
+            Finding.id,
+            literal(kind),
+            literal(purpose),
+            key,
+            Finding.deal_id,
+            user,
+            ref if ref is not None else literal(None),
+            literal("pending"),
+            literal(0),
+            at,
+            at,
+        )
 
     # Opened in this evaluation (first time, after the grace period, after a regression), or
     # allowed to speak again in it (its suppression lifted). The dedup key keeps it to once.
     # (Every such change stamps updated_at with this evaluation's time, which an index finds.)
     for names in _rules_where(doc, lambda n: n.task).values():
-        added += await _insert(s, row("create_task", "open", _key("f", Finding.id, ":open:",
-                                                                   Finding.times_opened, ":task"))
-                               .where(*speaking(names), Finding.updated_at == at))
+        added += await _insert(
+            s,
+            row("create_task", "open", _key("f", Finding.id, ":open:", Finding.times_opened, ":task")).where(
+                *speaking(names), Finding.updated_at == at
+            ),
+        )
     for names in _rules_where(doc, lambda n: n.note).values():
-        added += await _insert(s, row("add_note", "open", _key("f", Finding.id, ":open:",
-                                                                Finding.times_opened, ":note"))
-                               .where(*speaking(names), Finding.updated_at == at))
+        added += await _insert(
+            s,
+            row("add_note", "open", _key("f", Finding.id, ":open:", Finding.times_opened, ":note")).where(
+                *speaking(names), Finding.updated_at == at
+            ),
+        )
 
     # Escalation: still open (not acknowledged, snoozed or suppressed) past the limit.
     supervisor = _supervisor(doc)
     if supervisor is not None:
         for hours, names in _rules_where(doc, lambda n: n.escalate_after_hours).items():
             late = literal(calendar.cutoff(now, hours * 3600), UtcDateTime())
-            added += await _insert(s, row("create_task", "escalate",
-                                          _key("f", Finding.id, ":escalate:", Finding.times_opened),
-                                          user=supervisor).where(*speaking(names), Finding.opened_at <= late,
-                                                                 supervisor.is_not(None)))
+            added += await _insert(
+                s,
+                row(
+                    "create_task",
+                    "escalate",
+                    _key("f", Finding.id, ":escalate:", Finding.times_opened),
+                    user=supervisor,
+                ).where(*speaking(names), Finding.opened_at <= late, supervisor.is_not(None)),
+            )
 
     # Reminder on the card, only in working hours, spaced by the repeat interval.
     if calendar.is_working_time(now):
         for hours, names in _rules_where(doc, lambda n: n.repeat_hours).items():
             since = literal(calendar.cutoff(now, hours * 3600), UtcDateTime())
-            recent = exists().where(OutboxAction.finding_id == Finding.id, OutboxAction.created_at > since,
-                                    OutboxAction.purpose.in_(("open", "repeat")))
-            added += await _insert(s, row("add_note", "repeat", _key("f", Finding.id, ":repeat:",
-                                                                      literal(now.isoformat())))
-                                   .where(*speaking(names), Finding.opened_at <= since, ~recent))
+            recent = exists().where(
+                OutboxAction.finding_id == Finding.id,
+                OutboxAction.created_at > since,
+                OutboxAction.purpose.in_(("open", "repeat")),
+            )
+            added += await _insert(
+                s,
+                row("add_note", "repeat", _key("f", Finding.id, ":repeat:", literal(now.isoformat()))).where(
+                    *speaking(names), Finding.opened_at <= since, ~recent
+                ),
+            )
 
     # Resolved in this evaluation: close what was opened for it.
     def resolved(names: list[str]) -> list[Any]:
@@ -119,38 +161,62 @@ async def enqueue(s: AsyncSession, account_id: int, now: datetime, doc: RulesDoc
     for names in _rules_where(doc, lambda n: n.close_on_resolve).values():
         added += await _close_tasks(s, account_id, resolved(names), at)
     for names in _rules_where(doc, lambda n: n.note_on_resolve).values():
-        added += await _insert(s, row("add_note", "resolve", _key("f", Finding.id, ":resolve:",
-                                                                   Finding.times_opened))
-                               .where(*resolved(names)))
+        added += await _insert(
+            s,
+            row("add_note", "resolve", _key("f", Finding.id, ":resolve:", Finding.times_opened)).where(
+                *resolved(names)
+            ),
+        )
     return added
 
 
 def _supervisor(doc: RulesDocument) -> Any:
     if doc.team_supervisors:
-        by_team = case(*((Finding.manager_id == manager, literal(head))
-                         for manager, head in sorted(doc.team_supervisors.items())),
-                       else_=literal(doc.supervisor_user_id))
+        by_team = case(
+            *((Finding.manager_id == manager, literal(head)) for manager, head in sorted(doc.team_supervisors.items())),
+            else_=literal(doc.supervisor_user_id),
+        )
         return by_team
     return literal(doc.supervisor_user_id) if doc.supervisor_user_id else None
 
 
 async def _close_tasks(s: AsyncSession, account_id: int, resolved: list[Any], at: Any) -> int:
     task = OutboxAction.__table__.alias("task")
-    of_resolved = and_(task.c.account_id == account_id, task.c.kind == "create_task",
-                       task.c.finding_id.in_(select(Finding.id).where(*resolved)))
+    of_resolved = and_(
+        task.c.account_id == account_id,
+        task.c.kind == "create_task",
+        task.c.finding_id.in_(select(Finding.id).where(*resolved)),
+    )
     # Never tried: nothing to close in the CRM, just do not send it. A row tried before may
     # already be there (its answer was lost): it gets a close, which waits for the read-back.
-    await s.execute(update(OutboxAction).where(
-        OutboxAction.id.in_(select(task.c.id).where(of_resolved, task.c.status == "pending", task.c.attempts == 0)))
-        .values(status="cancelled", last_error="the finding resolved before delivery"))
-    source = (select(literal(account_id), task.c.finding_id, literal("close_task"), literal("resolve"),
-                     _key("close:", task.c.id), task.c.deal_id, task.c.user_id, task.c.id, literal("pending"),
-                     literal(0), at, at)
-              .where(of_resolved, or_(task.c.status.in_(("sent", "sending")),
-                                      and_(task.c.status == "pending", task.c.attempts > 0))))
+    await s.execute(
+        update(OutboxAction)
+        .where(
+            OutboxAction.id.in_(select(task.c.id).where(of_resolved, task.c.status == "pending", task.c.attempts == 0))
+        )
+        .values(status="cancelled", last_error="the finding resolved before delivery")
+    )
+    source = select(
+        literal(account_id),
+        task.c.finding_id,
+        literal("close_task"),
+        literal("resolve"),
+        _key("close:", task.c.id),
+        task.c.deal_id,
+        task.c.user_id,
+        task.c.id,
+        literal("pending"),
+        literal(0),
+        at,
+        at,
+    ).where(
+        of_resolved, or_(task.c.status.in_(("sent", "sending")), and_(task.c.status == "pending", task.c.attempts > 0))
+    )
     return await _insert(s, source)
 
+
 # -- sending: the outbox hands each claimed batch of these kinds to the senders below --------------
+
 
 @dataclass(frozen=True, slots=True)
 class Wording:
@@ -160,14 +226,17 @@ class Wording:
     finding_resolved: bool
 
 
-async def _words(rt: Runtime, account: Account, rows: Sequence[OutboxAction], now: datetime
-                 ) -> dict[int, Wording]:
+async def _words(rt: Runtime, account: Account, rows: Sequence[OutboxAction], now: datetime) -> dict[int, Wording]:
     """Text (and, for tasks, due time and type) of each row, in the account's language."""
     async with rt.reads() as s:
         ids = {r.finding_id for r in rows if r.finding_id is not None}
         findings = {f.id: f for f in await s.scalars(select(Finding).where(Finding.id.in_(ids)))}
-        rendered = {item.id: item for item in await findings_service.render(
-            s, account, list(findings.values()), rt.settings.public_url, now=now)}
+        rendered = {
+            item.id: item
+            for item in await findings_service.render(
+                s, account, list(findings.values()), rt.settings.public_url, now=now
+            )
+        }
         doc = await rules_config.load(s, account.id)
     calendar = doc.business_calendar(account.timezone)
     tz = ZoneInfo(account.timezone)
@@ -186,8 +255,12 @@ async def _words(rt: Runtime, account: Account, rows: Sequence[OutboxAction], no
         due = calendar.add_working(now, notify.task_due_hours * 3600)
         if row.kind != "close_task":
             text = f"{text}\n{link} {marker(row.id)}".strip()
-        out[row.id] = Wording(text=text, due_at=due, task_type_id=notify.task_type_id,
-                              finding_resolved=finding is not None and finding.status == "resolved")
+        out[row.id] = Wording(
+            text=text,
+            due_at=due,
+            task_type_id=notify.task_type_id,
+            finding_resolved=finding is not None and finding.status == "resolved",
+        )
     return out
 
 
@@ -211,8 +284,9 @@ async def _create(client: Any, kind: str, rows: list[OutboxAction], words: dict[
     # Tried before and the answer was lost? Then it may already be in the CRM: look first.
     retried = [r for r in rows if r.attempts > 1]
     if retried:
-        found = await client.find_marked("task" if kind == "create_task" else "note",
-                                         [r.deal_id for r in retried], [marker(r.id) for r in retried])
+        found = await client.find_marked(
+            "task" if kind == "create_task" else "note", [r.deal_id for r in retried], [marker(r.id) for r in retried]
+        )
         for r in retried:
             if marker(r.id) in found:
                 out.sent[r.id] = found[marker(r.id)]
@@ -222,12 +296,23 @@ async def _create(client: Any, kind: str, rows: list[OutboxAction], words: dict[
     if not todo:
         return
     if kind == "create_task":
-        created = await client.create_tasks([
-            NewTask(request_id=str(r.id), deal_id=r.deal_id, responsible_user_id=r.user_id, text=words[r.id].text,
-                    due_at=words[r.id].due_at, type_id=words[r.id].task_type_id) for r in todo])
+        created = await client.create_tasks(
+            [
+                NewTask(
+                    request_id=str(r.id),
+                    deal_id=r.deal_id,
+                    responsible_user_id=r.user_id,
+                    text=words[r.id].text,
+                    due_at=words[r.id].due_at,
+                    type_id=words[r.id].task_type_id,
+                )
+                for r in todo
+            ]
+        )
     else:
-        created = await client.add_notes([NewNote(request_id=str(r.id), deal_id=r.deal_id, text=words[r.id].text)
-                                          for r in todo])
+        created = await client.add_notes(
+            [NewNote(request_id=str(r.id), deal_id=r.deal_id, text=words[r.id].text) for r in todo]
+        )
     for r in todo:
         if str(r.id) in created:
             out.sent[r.id] = created[str(r.id)]
@@ -235,8 +320,12 @@ async def _create(client: Any, kind: str, rows: list[OutboxAction], words: dict[
 
 async def _close(rt: Runtime, client: Any, rows: list[OutboxAction], words: dict[int, Wording], out: Outcome) -> None:
     async with rt.reads() as s:
-        refs = {t.id: t for t in await s.scalars(select(OutboxAction).where(
-            OutboxAction.id.in_([r.ref_id for r in rows if r.ref_id])))}
+        refs = {
+            t.id: t
+            for t in await s.scalars(
+                select(OutboxAction).where(OutboxAction.id.in_([r.ref_id for r in rows if r.ref_id]))
+            )
+        }
     closures = []
     for row in rows:
         task = refs.get(row.ref_id or -1)

@@ -30,14 +30,18 @@ log = logging.getLogger(__name__)
 SCHEDULER_LOCK_KEY = 0x6372_6D77_6174_6368 & 0x7FFF_FFFF_FFFF_FFFF  # "crmwatch"
 
 
-async def sweep_account(rt: Runtime, account_id: int, now: datetime | None = None,
-                        actor: str = "sweep") -> evaluation.EvaluationResult:
+async def sweep_account(
+    rt: Runtime, account_id: int, now: datetime | None = None, actor: str = "sweep"
+) -> evaluation.EvaluationResult:
     now = now or utcnow()
     async with rt.sessions() as s, s.begin():
         result = await evaluation.evaluate(s, account_id, now=now, actor=actor)
         doc = await rules_config.load(s, account_id)
-        await s.execute(update(Account).where(Account.id == account_id).values(
-            last_sweep_at=now, next_sweep_at=now + timedelta(minutes=doc.sweep_interval_minutes)))
+        await s.execute(
+            update(Account)
+            .where(Account.id == account_id)
+            .values(last_sweep_at=now, next_sweep_at=now + timedelta(minutes=doc.sweep_interval_minutes))
+        )
     if result.enqueued:
         rt.outbox_wakeup.set()
     try:
@@ -46,8 +50,10 @@ async def sweep_account(rt: Runtime, account_id: int, now: datetime | None = Non
     except Exception:
         # Derived figures: the next sweep recomputes them.
         log.exception("sweep.call_stats_failed", extra={"account_id": account_id})
-    log.info("sweep.done", extra={"account_id": account_id, "opened": result.opened, "resolved": result.resolved,
-                                  "open": result.open})
+    log.info(
+        "sweep.done",
+        extra={"account_id": account_id, "opened": result.opened, "resolved": result.resolved, "open": result.open},
+    )
     return result
 
 
@@ -55,8 +61,13 @@ async def sweep_due(rt: Runtime, now: datetime | None = None) -> int:
     """Sweeps every account whose turn has come; returns how many."""
     now = now or utcnow()
     async with rt.reads() as s:
-        due = list(await s.scalars(select(Account.id).where(
-            or_(Account.next_sweep_at.is_(None), Account.next_sweep_at <= now)).order_by(Account.id)))
+        due = list(
+            await s.scalars(
+                select(Account.id)
+                .where(or_(Account.next_sweep_at.is_(None), Account.next_sweep_at <= now))
+                .order_by(Account.id)
+            )
+        )
     for account_id in due:
         try:
             await sweep_account(rt, account_id, now)
@@ -120,8 +131,15 @@ class SweepScheduler:
             log.exception("scheduler.tick_failed")
 
     def start(self) -> None:
-        self._scheduler.add_job(self.tick, "interval", seconds=self.tick_seconds, id="sweeps", max_instances=1,
-                                coalesce=True, next_run_time=utcnow())
+        self._scheduler.add_job(
+            self.tick,
+            "interval",
+            seconds=self.tick_seconds,
+            id="sweeps",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=utcnow(),
+        )
         self._scheduler.start()
 
     async def stop(self) -> None:

@@ -34,18 +34,29 @@ async def _calls(s: AsyncSession, account_id: int, findings: list[Finding]) -> d
     numbers = [f.entity_id for f in findings if f.entity_type == "phone"]
     out: dict[str, Any] = {}
     if ids:
-        out |= {str(c.id): c for c in await s.scalars(select(Call).where(Call.account_id == account_id,
-                                                                           Call.id.in_(ids)))}
+        out |= {
+            str(c.id): c for c in await s.scalars(select(Call).where(Call.account_id == account_id, Call.id.in_(ids)))
+        }
     for number in numbers:
-        latest = await s.scalar(select(Call).where(Call.account_id == account_id, Call.client_number == number)
-                                .order_by(Call.started_at.desc(), Call.id.desc()).limit(1))
+        latest = await s.scalar(
+            select(Call)
+            .where(Call.account_id == account_id, Call.client_number == number)
+            .order_by(Call.started_at.desc(), Call.id.desc())
+            .limit(1)
+        )
         if latest is not None:
             out[number] = latest
     return out
 
 
-async def render(s: AsyncSession, account: Account, findings: list[Finding], public_url: str, lang: str | None = None,
-                 now: datetime | None = None) -> list[FindingOut]:
+async def render(
+    s: AsyncSession,
+    account: Account,
+    findings: list[Finding],
+    public_url: str,
+    lang: str | None = None,
+    now: datetime | None = None,
+) -> list[FindingOut]:
     """Phrases a page of findings in the account's language, loading what the messages need in a few queries."""
     if not findings:
         return []
@@ -59,13 +70,27 @@ async def render(s: AsyncSession, account: Account, findings: list[Finding], pub
     deals = _by_id(await s.scalars(select(Deal).where(Deal.account_id == aid, Deal.id.in_(deal_ids))))
     pairs = {(d.pipeline_id, d.stage_id) for d in deals.values() if d.pipeline_id and d.stage_id}
     rc = RenderContext(
-        now=now, calendar=doc.business_calendar(account.timezone), lang=lang, deals=deals,
+        now=now,
+        calendar=doc.business_calendar(account.timezone),
+        lang=lang,
+        deals=deals,
         tasks=_by_id(await s.scalars(select(Task).where(Task.account_id == aid, Task.id.in_(task_ids)))),
         notes=_by_id(await s.scalars(select(Note).where(Note.account_id == aid, Note.id.in_(note_ids)))),
-        stages={(st.pipeline_id, st.id): st for st in await s.scalars(select(Stage).where(
-            Stage.account_id == aid, tuple_(Stage.pipeline_id, Stage.id).in_(pairs)))} if pairs else {},
-        users=_by_id(await s.scalars(select(User).where(
-            User.account_id == aid, User.id.in_({f.manager_id for f in findings if f.manager_id})))),
+        stages={
+            (st.pipeline_id, st.id): st
+            for st in await s.scalars(
+                select(Stage).where(Stage.account_id == aid, tuple_(Stage.pipeline_id, Stage.id).in_(pairs))
+            )
+        }
+        if pairs
+        else {},
+        users=_by_id(
+            await s.scalars(
+                select(User).where(
+                    User.account_id == aid, User.id.in_({f.manager_id for f in findings if f.manager_id})
+                )
+            )
+        ),
     )
     rc.calls = await _calls(s, aid, findings)
     out = []
@@ -75,19 +100,46 @@ async def render(s: AsyncSession, account: Account, findings: list[Finding], pub
         manager = rc.users.get(f.manager_id) if f.manager_id else None
         if manager is not None and manager.name:
             details = {**details, "manager_name": manager.name}
-        out.append(FindingOut(
-            id=f.id, rule=f.rule, title=rule.title.get(lang, f.rule) if rule else f.rule, deal_id=f.deal_id,
-            manager_id=f.manager_id, entity_type=f.entity_type, entity_id=f.entity_id, severity=f.severity,
-            message=message, details=details, status=f.status, suppressed=f.suppressed, started_at=f.started_at,
-            opened_at=f.opened_at, resolved_at=f.resolved_at, acknowledged_at=f.acknowledged_at,
-            acknowledged_by=f.acknowledged_by, snoozed_until=f.snoozed_until, snoozed_by=f.snoozed_by,
-            snooze_reason=f.snooze_reason, times_opened=f.times_opened,
-            link=f"{public_url.rstrip('/')}/api/findings/{f.id}"))
+        out.append(
+            FindingOut(
+                id=f.id,
+                rule=f.rule,
+                title=rule.title.get(lang, f.rule) if rule else f.rule,
+                deal_id=f.deal_id,
+                manager_id=f.manager_id,
+                entity_type=f.entity_type,
+                entity_id=f.entity_id,
+                severity=f.severity,
+                message=message,
+                details=details,
+                status=f.status,
+                suppressed=f.suppressed,
+                started_at=f.started_at,
+                opened_at=f.opened_at,
+                resolved_at=f.resolved_at,
+                acknowledged_at=f.acknowledged_at,
+                acknowledged_by=f.acknowledged_by,
+                snoozed_until=f.snoozed_until,
+                snoozed_by=f.snoozed_by,
+                snooze_reason=f.snooze_reason,
+                times_opened=f.times_opened,
+                link=f"{public_url.rstrip('/')}/api/findings/{f.id}",
+            )
+        )
     return out
 
 
-async def search(s: AsyncSession, account_id: int, *, status: str, rule: str | None, deal_id: str | None,
-                 manager_id: str | None, limit: int, offset: int) -> tuple[list[Finding], int]:
+async def search(
+    s: AsyncSession,
+    account_id: int,
+    *,
+    status: str,
+    rule: str | None,
+    deal_id: str | None,
+    manager_id: str | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[Finding], int]:
     where = [Finding.account_id == account_id]
     if status != "all":
         where.append(Finding.status == status)
@@ -98,22 +150,39 @@ async def search(s: AsyncSession, account_id: int, *, status: str, rule: str | N
     if manager_id:
         where.append(Finding.manager_id == manager_id)
     total = await s.scalar(select(func.count()).select_from(Finding).where(*where)) or 0
-    rows = await s.scalars(select(Finding).where(*where).order_by(Finding.started_at, Finding.id)
-                           .limit(limit).offset(offset))
+    rows = await s.scalars(
+        select(Finding).where(*where).order_by(Finding.started_at, Finding.id).limit(limit).offset(offset)
+    )
     return list(rows), total
 
 
 async def history(s: AsyncSession, finding_id: int) -> list[HistoryOut]:
-    rows = await s.scalars(select(FindingEvent).where(FindingEvent.finding_id == finding_id)
-                           .order_by(FindingEvent.id))
-    return [HistoryOut(at=r.at, from_status=r.from_status, to_status=r.to_status, actor=r.actor, reason=r.reason)
-            for r in rows]
+    rows = await s.scalars(select(FindingEvent).where(FindingEvent.finding_id == finding_id).order_by(FindingEvent.id))
+    return [
+        HistoryOut(at=r.at, from_status=r.from_status, to_status=r.to_status, actor=r.actor, reason=r.reason)
+        for r in rows
+    ]
 
 
-def _record(s: AsyncSession, finding: Finding, to_status: str, actor: str, reason: str | None,
-            details: dict[str, Any] | None = None) -> None:
-    s.add(FindingEvent(finding_id=finding.id, at=utcnow(), from_status=finding.status, to_status=to_status,
-                       actor=actor, reason=reason, details=details))
+def _record(
+    s: AsyncSession,
+    finding: Finding,
+    to_status: str,
+    actor: str,
+    reason: str | None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    s.add(
+        FindingEvent(
+            finding_id=finding.id,
+            at=utcnow(),
+            from_status=finding.status,
+            to_status=to_status,
+            actor=actor,
+            reason=reason,
+            details=details,
+        )
+    )
 
 
 def _with_article(word: str) -> str:

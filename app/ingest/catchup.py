@@ -41,8 +41,9 @@ async def drain_account(rt: Runtime, account_id: int) -> int:
             good = [d for d in batch.deliveries if "\x00" not in d.payload]
             bad = [d.dedup_key for d in batch.deliveries if "\x00" in d.payload]
             if good:
-                await writer.write_many([inbox_row(account.id, account.crm, d.dedup_key, d.content_type, d.payload, now)
-                                         for d in good])
+                await writer.write_many(
+                    [inbox_row(account.id, account.crm, d.dedup_key, d.content_type, d.payload, now) for d in good]
+                )
                 stored += len(good)
                 rt.inbox_wakeup.set()
             if bad:

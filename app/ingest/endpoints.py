@@ -48,32 +48,37 @@ def _crm_hook(crm: str) -> Callable[[Request, str], Awaitable[Response]]:
             # delivery that issues the first secret (an app install) may come before one is saved.
             first = account.webhook_secret_hash is None and parsed.issues_secret and parsed.secret
             if not first and not webhook_secret_matches(parsed.secret, account.webhook_secret_hash):
-                return refuse(status.HTTP_401_UNAUTHORIZED, crm, "bad_secret",
-                               "the webhook's token does not match the account's")
-        if ((parsed.external_account_id and account.external_id and parsed.external_account_id != account.external_id)
-                or (parsed.subdomain and account.subdomain and parsed.subdomain != account.subdomain)):
-            return refuse(status.HTTP_401_UNAUTHORIZED, crm, "foreign_account",
-                           "the webhook names another CRM account")
+                return refuse(
+                    status.HTTP_401_UNAUTHORIZED, crm, "bad_secret", "the webhook's token does not match the account's"
+                )
+        if (
+            parsed.external_account_id and account.external_id and parsed.external_account_id != account.external_id
+        ) or (parsed.subdomain and account.subdomain and parsed.subdomain != account.subdomain):
+            return refuse(status.HTTP_401_UNAUTHORIZED, crm, "foreign_account", "the webhook names another CRM account")
         try:
             text = as_text(body)
         except NotText as exc:
             return refuse(status.HTTP_400_BAD_REQUEST, crm, "malformed", str(exc))
-        await store(request, rt, account.id, crm, hashlib.sha256(body).hexdigest(),
-                    request.headers.get("content-type"), text)
+        await store(
+            request, rt, account.id, crm, hashlib.sha256(body).hexdigest(), request.headers.get("content-type"), text
+        )
         accepted.inc()
         return Response(ACCEPTED, media_type="application/json")
 
     receive.__name__ = f"receive_{crm}_webhook"
-    receive.__doc__ = (f"Receives {crm} webhooks. The key is the account's secret from POST /api/accounts. "
-                       "Answers 200 once the raw body is durably stored; a redelivery is a no-op.")
+    receive.__doc__ = (
+        f"Receives {crm} webhooks. The key is the account's secret from POST /api/accounts. "
+        "Answers 200 once the raw body is durably stored; a redelivery is a no-op."
+    )
     return receive
 
 
 # The handlers by CRM, for the fast path (app/ingest/fastpath.py) as well as for FastAPI.
 HOOK_HANDLERS = {crm: _crm_hook(crm) for crm in CRM_ADAPTERS}
 for _crm, _handler in HOOK_HANDLERS.items():
-    router.add_api_route(f"/hooks/{_crm}/{{key}}", _handler, methods=["POST"],
-                         responses={400: {}, 401: {}, 404: {}, 413: {}})
+    router.add_api_route(
+        f"/hooks/{_crm}/{{key}}", _handler, methods=["POST"], responses={400: {}, 401: {}, 404: {}, 413: {}}
+    )
 
 
 admin_router = APIRouter(prefix="/api/accounts", tags=["ingest"], dependencies=[Depends(require_admin)])
@@ -85,13 +90,31 @@ async def inbox_state(account_id: int, request: Request) -> dict[str, Any]:
     rt = request.app.state.runtime
     async with rt.reads() as s:
         await account_or_404(s, account_id)
-        counts = dict((await s.execute(select(InboxEvent.status, func.count()).where(
-            InboxEvent.account_id == account_id).group_by(InboxEvent.status))).all())
-        failing = await s.scalars(select(InboxEvent).where(
-            InboxEvent.account_id == account_id, InboxEvent.attempts > 0, InboxEvent.status != "done")
-            .order_by(InboxEvent.id.desc()).limit(20))
+        counts = dict(
+            (
+                await s.execute(
+                    select(InboxEvent.status, func.count())
+                    .where(InboxEvent.account_id == account_id)
+                    .group_by(InboxEvent.status)
+                )
+            ).all()
+        )
+        failing = await s.scalars(
+            select(InboxEvent)
+            .where(InboxEvent.account_id == account_id, InboxEvent.attempts > 0, InboxEvent.status != "done")
+            .order_by(InboxEvent.id.desc())
+            .limit(20)
+        )
         return {
             "counts": {state: counts.get(state, 0) for state in ("pending", "done", "failed")},
-            "failing": [{"id": r.id, "status": r.status, "received_at": r.received_at, "attempts": r.attempts,
-                         "last_error": r.last_error} for r in failing],
+            "failing": [
+                {
+                    "id": r.id,
+                    "status": r.status,
+                    "received_at": r.received_at,
+                    "attempts": r.attempts,
+                    "last_error": r.last_error,
+                }
+                for r in failing
+            ],
         }

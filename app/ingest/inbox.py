@@ -29,10 +29,11 @@ log = logging.getLogger(__name__)
 def parse(rt: Runtime, row: InboxEvent, region: str) -> list[DomainEvent]:
     """The row's domain events, by its source: a PBX's callback or a CRM's webhook."""
     if row.source.startswith(TELEPHONY_SOURCE):
-        pbx = telephony_adapter(row.source[len(TELEPHONY_SOURCE):])
+        pbx = telephony_adapter(row.source[len(TELEPHONY_SOURCE) :])
         return pbx.parse(StoredHook.loads(row.payload), region=region, received_at=row.received_at)
-    return rt.crm_adapter(row.source).parse_webhook(row.payload.encode("utf-8"), region=region,
-                                                    received_at=row.received_at)
+    return rt.crm_adapter(row.source).parse_webhook(
+        row.payload.encode("utf-8"), region=region, received_at=row.received_at
+    )
 
 
 def failed(rt: Runtime, row: InboxEvent, exc: BaseException, now: datetime, *, may_park: bool = True) -> None:
@@ -55,8 +56,9 @@ def done(row: InboxEvent, events: list[DomainEvent], ignored: int) -> None:
     INBOX_PROCESSED.labels(row.source, "done").inc()
 
 
-async def account_facts(rt: Runtime, s: AsyncSession, account: Account, adapter: Any, row: InboxEvent,
-                        events: list[DomainEvent]) -> None:
+async def account_facts(
+    rt: Runtime, s: AsyncSession, account: Account, adapter: Any, row: InboxEvent, events: list[DomainEvent]
+) -> None:
     """What a delivery teaches about its account: the CRM's own account id (when the delivery is
     signed), and the credentials an app install hands over."""
     parsed = None

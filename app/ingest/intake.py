@@ -44,8 +44,9 @@ def refuse(code: int, source: str, outcome: str, detail: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=code)
 
 
-async def account_and_body(request: Request, rt: Runtime, key: str, source: str,
-                           crm: str | None = None) -> tuple[Any, bytes] | JSONResponse:
+async def account_and_body(
+    request: Request, rt: Runtime, key: str, source: str, crm: str | None = None
+) -> tuple[Any, bytes] | JSONResponse:
     """The first steps of every intake: the account the key names (of that CRM, when given) and
     the body within the size limit; or the refusal to answer with."""
     account = await request.app.state.keys.lookup(key)
@@ -54,8 +55,9 @@ async def account_and_body(request: Request, rt: Runtime, key: str, source: str,
     try:
         body = await read_body(request, rt.settings.max_webhook_bytes)
     except BodyTooLarge:
-        return refuse(status.HTTP_413_CONTENT_TOO_LARGE, source, "too_large",
-                      f"body over {rt.settings.max_webhook_bytes} bytes")
+        return refuse(
+            status.HTTP_413_CONTENT_TOO_LARGE, source, "too_large", f"body over {rt.settings.max_webhook_bytes} bytes"
+        )
     return account, body
 
 
@@ -74,19 +76,30 @@ def as_text(body: bytes | str) -> str:
     return text
 
 
-def inbox_row(account_id: int, source: str, dedup_key: str, content_type: str | None, payload: str,
-              now: datetime) -> dict[str, Any]:
+def inbox_row(
+    account_id: int, source: str, dedup_key: str, content_type: str | None, payload: str, now: datetime
+) -> dict[str, Any]:
     """An inbox row, due at once: every intake (webhooks, PBX callbacks, the CRM's own queue) builds it here."""
-    return {"account_id": account_id, "source": source, "dedup_key": dedup_key,
-            "content_type": (content_type or "")[:100], "payload": payload, "received_at": now,
-            "status": "pending", "attempts": 0, "next_attempt_at": now}
+    return {
+        "account_id": account_id,
+        "source": source,
+        "dedup_key": dedup_key,
+        "content_type": (content_type or "")[:100],
+        "payload": payload,
+        "received_at": now,
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+    }
 
 
-async def store(request: Request, rt: Runtime, account_id: int, source: str, dedup_key: str,
-                content_type: str | None, payload: str) -> None:
+async def store(
+    request: Request, rt: Runtime, account_id: int, source: str, dedup_key: str, content_type: str | None, payload: str
+) -> None:
     """Stores one accepted delivery durably (before the answer goes out) and wakes the worker;
     background work stands back while deliveries keep coming (Runtime.intake_busy)."""
-    await request.app.state.inbox_writer.write(inbox_row(account_id, source, dedup_key, content_type, payload,
-                                                         utcnow()))
+    await request.app.state.inbox_writer.write(
+        inbox_row(account_id, source, dedup_key, content_type, payload, utcnow())
+    )
     rt.inbox_wakeup.set()
     rt.last_intake = time.monotonic()

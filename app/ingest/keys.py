@@ -39,10 +39,18 @@ class KeyCache:
         if hit is not None and hit[0] > now:
             return hit[1]
         async with self._sessions() as s:
-            row = (await s.execute(
-                select(Account.id, Account.crm, Account.region, Account.external_id, Account.subdomain,
-                       Account.webhook_secret_hash)
-                .where(Account.key == key))).first()
+            row = (
+                await s.execute(
+                    select(
+                        Account.id,
+                        Account.crm,
+                        Account.region,
+                        Account.external_id,
+                        Account.subdomain,
+                        Account.webhook_secret_hash,
+                    ).where(Account.key == key)
+                )
+            ).first()
         found = HookAccount(*row) if row else None
         if len(self._entries) > 10_000:
             self._entries.clear()  # a flood of random keys must not grow memory without bound

@@ -120,6 +120,7 @@ async def run(rt: Runtime, touched: Touched) -> None:
 
 # -- the steps' work, per account ---------------------------------------------------------------
 
+
 async def subscribe_after_install(rt: Runtime, account_id: int) -> None:
     """Event subscriptions and placements of a freshly installed app. Best effort: a failure is
     logged and the next install event (or `crmwatch` restart drain) tries again."""
@@ -156,9 +157,13 @@ async def apply_named(rt: Runtime, account_id: int, batch: Named) -> tuple[set[s
     touched: set[str] = set()
     calls: set[int] = set()
     async with rt.sessions() as s, s.begin():
-        rows = list(await s.scalars(select(InboxEvent).where(InboxEvent.id.in_(list(batch.rows)),
-                                                             InboxEvent.status == "pending")
-                                    .with_for_update()))
+        rows = list(
+            await s.scalars(
+                select(InboxEvent)
+                .where(InboxEvent.id.in_(list(batch.rows)), InboxEvent.status == "pending")
+                .with_for_update()
+            )
+        )
         if error is not None:
             log.warning("inbox.fetch_failed", extra={"account_id": account_id, "error": str(error)})
             # The CRM being down or refusing our credentials says nothing about the event: it waits

@@ -44,8 +44,12 @@ async def process_batch(rt: Runtime, limit: int | None = None) -> int:
     touched = pipeline.Touched()
     now = utcnow()
     async with rt.sessions() as s, s.begin():
-        query = (select(InboxEvent).where(InboxEvent.status == "pending", InboxEvent.next_attempt_at <= now)
-                 .order_by(InboxEvent.id).limit(limit or rt.settings.inbox_batch_size))
+        query = (
+            select(InboxEvent)
+            .where(InboxEvent.status == "pending", InboxEvent.next_attempt_at <= now)
+            .order_by(InboxEvent.id)
+            .limit(limit or rt.settings.inbox_batch_size)
+        )
         if is_postgres(s):
             query = query.with_for_update(skip_locked=True)
         rows = list(await s.scalars(query))

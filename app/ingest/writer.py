@@ -39,7 +39,8 @@ class InboxWriter:
         self._engine = engine
         dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
         self._statement = dialect.insert(InboxEvent.__table__).on_conflict_do_nothing(
-            index_elements=["account_id", "source", "dedup_key"])
+            index_elements=["account_id", "source", "dedup_key"]
+        )
         # None is the stop marker: everything queued before it is still committed.
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None

@@ -91,9 +91,15 @@ class StageHistory(Base):
     """Every stage entry we know of, from the CRM's event log and from status webhooks."""
 
     __tablename__ = "stage_history"
-    __table_args__ = (Index("ix_stage_history_deal", "account_id", "deal_id", "entered_at"),
-                      Index("ix_stage_history_entered", "account_id", "entered_at",
-                            postgresql_include=["deal_id", "stage_id", "by_user_id", "id"]))
+    __table_args__ = (
+        Index("ix_stage_history_deal", "account_id", "deal_id", "entered_at"),
+        Index(
+            "ix_stage_history_entered",
+            "account_id",
+            "entered_at",
+            postgresql_include=["deal_id", "stage_id", "by_user_id", "id"],
+        ),
+    )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     account_id: Mapped[int] = mapped_column(ForeignKey(ACCOUNT_FK, ondelete="CASCADE"))
     deal_id: Mapped[str] = mapped_column(String(64))
@@ -111,13 +117,22 @@ class Task(Base):
         Index("ix_tasks_open_due", "account_id", "is_completed", "due_at"),
         # The reports' cards changed: tasks set, and tasks closed, in a period.
         Index("ix_tasks_created", "account_id", "created_at", postgresql_include=["created_by", "deal_id"]),
-        Index("ix_tasks_completed", "account_id", "completed_at",
-              postgresql_include=["responsible_user_id", "deal_id"],
-              postgresql_where=text("completed_at IS NOT NULL"), sqlite_where=text("completed_at IS NOT NULL")),
+        Index(
+            "ix_tasks_completed",
+            "account_id",
+            "completed_at",
+            postgresql_include=["responsible_user_id", "deal_id"],
+            postgresql_where=text("completed_at IS NOT NULL"),
+            sqlite_where=text("completed_at IS NOT NULL"),
+        ),
         # "Does this deal have an open task?" is asked of every open deal in every sweep.
-        Index("ix_tasks_open_by_deal", "account_id", "deal_id",
-              postgresql_where=text("NOT is_completed AND NOT is_deleted"),
-              sqlite_where=text("NOT is_completed AND NOT is_deleted")),
+        Index(
+            "ix_tasks_open_by_deal",
+            "account_id",
+            "deal_id",
+            postgresql_where=text("NOT is_completed AND NOT is_deleted"),
+            sqlite_where=text("NOT is_completed AND NOT is_deleted"),
+        ),
     )
     account_id: Mapped[int] = _account_pk()
     id: Mapped[str] = mapped_column(String(64), primary_key=True)

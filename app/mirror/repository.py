@@ -20,12 +20,14 @@ async def summary(s: AsyncSession, account_id: int, now: datetime) -> dict[str, 
 
     return {
         "deals_open": await count(Deal, *open_deal),
-        "deals_closed": await count(Deal, Deal.account_id == account_id, Deal.is_deleted == false(),
-                                    Deal.is_closed == true()),
+        "deals_closed": await count(
+            Deal, Deal.account_id == account_id, Deal.is_deleted == false(), Deal.is_closed == true()
+        ),
         "tasks_open": await count(Task, *open_task),
         "tasks_overdue": await count(Task, *open_task, Task.due_at < now),
-        "deals_without_open_task": await count(Deal, *open_deal, ~select(Task.id).where(
-            *open_task, Task.deal_id == Deal.id).exists()),
+        "deals_without_open_task": await count(
+            Deal, *open_deal, ~select(Task.id).where(*open_task, Task.deal_id == Deal.id).exists()
+        ),
         "notes": await count(Note, Note.account_id == account_id),
         "contacts": await count(Contact, Contact.account_id == account_id, Contact.is_deleted == false()),
         "users": await count(User, User.account_id == account_id),

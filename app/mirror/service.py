@@ -81,8 +81,7 @@ def _set(row: Any, **values: Any) -> None:
 
 
 class MirrorWriter:
-    def __init__(self, session: AsyncSession, account_id: int,
-                 extensions: Sequence[MirrorExtension] = ()) -> None:
+    def __init__(self, session: AsyncSession, account_id: int, extensions: Sequence[MirrorExtension] = ()) -> None:
         self.s = session
         self.account_id = account_id
         self._stage_kinds: dict[tuple[str, str], str] | None = None
@@ -125,8 +124,13 @@ class MirrorWriter:
 
     async def _on_PipelineUpserted(self, ev: PipelineUpserted, r: ApplyResult) -> None:
         await self._merge(Pipeline, (ev.id,), name=ev.name, sort=ev.sort, is_archived=ev.is_archived)
-        await self.s.execute(delete(Stage).where(Stage.account_id == self.account_id, Stage.pipeline_id == ev.id,
-                                                 Stage.id.not_in([st.id for st in ev.stages])))
+        await self.s.execute(
+            delete(Stage).where(
+                Stage.account_id == self.account_id,
+                Stage.pipeline_id == ev.id,
+                Stage.id.not_in([st.id for st in ev.stages]),
+            )
+        )
         for st in ev.stages:
             await self._merge(Stage, (ev.id, st.id), name=st.name, sort=st.sort, kind=st.kind.value)
         self._stage_kinds = None
@@ -147,8 +151,7 @@ class MirrorWriter:
         """Users referenced before the user list was read get a placeholder, filled by the next sync."""
         if user_id is not None and user_id not in self._users_seen:
             self._users_seen.add(user_id)
-            stmt = dialect_insert(self.s, User.__table__).values(account_id=self.account_id, id=user_id,
-                                                                  is_active=True)
+            stmt = dialect_insert(self.s, User.__table__).values(account_id=self.account_id, id=user_id, is_active=True)
             await self.s.execute(stmt.on_conflict_do_nothing())
 
     # -- deals -------------------------------------------------------------------------------------
@@ -158,8 +161,9 @@ class MirrorWriter:
 
     async def _stage_kind(self, pipeline_id: str | None, stage_id: str | None) -> str:
         if self._stage_kinds is None:
-            rows = await self.s.execute(select(Stage.pipeline_id, Stage.id, Stage.kind)
-                                        .where(Stage.account_id == self.account_id))
+            rows = await self.s.execute(
+                select(Stage.pipeline_id, Stage.id, Stage.kind).where(Stage.account_id == self.account_id)
+            )
             self._stage_kinds = {(p, s): k for p, s, k in rows}
         return self._stage_kinds.get((pipeline_id or "", stage_id or ""), StageKind.OPEN.value)
 
@@ -177,10 +181,25 @@ class MirrorWriter:
             deal.stage_entered_at = entered
             deal.stage_entered_source = "event" if ev.stage_changed_at else "estimate"
             if ev.stage_changed_at is not None:
-                self.s.add(StageHistory(account_id=self.account_id, deal_id=ev.id, pipeline_id=ev.pipeline_id,
-                                        stage_id=ev.stage_id, from_stage_id=deal.stage_id, entered_at=entered))
-        _set(deal, name=ev.name, pipeline_id=ev.pipeline_id, stage_id=ev.stage_id, price=ev.price,
-             responsible_user_id=ev.responsible_user_id, created_at=ev.created_at)
+                self.s.add(
+                    StageHistory(
+                        account_id=self.account_id,
+                        deal_id=ev.id,
+                        pipeline_id=ev.pipeline_id,
+                        stage_id=ev.stage_id,
+                        from_stage_id=deal.stage_id,
+                        entered_at=entered,
+                    )
+                )
+        _set(
+            deal,
+            name=ev.name,
+            pipeline_id=ev.pipeline_id,
+            stage_id=ev.stage_id,
+            price=ev.price,
+            responsible_user_id=ev.responsible_user_id,
+            created_at=ev.created_at,
+        )
         if not ev.is_thin:
             # A thin event's time is only when we received it; the full record read next
             # (with the CRM's own time) must still be able to land.
@@ -196,8 +215,9 @@ class MirrorWriter:
             r.thin_deals.add(ev.id)
         if ev.contact_ids is not None:
             if not is_new:
-                await self.s.execute(delete(DealContact).where(DealContact.account_id == self.account_id,
-                                                               DealContact.deal_id == ev.id))
+                await self.s.execute(
+                    delete(DealContact).where(DealContact.account_id == self.account_id, DealContact.deal_id == ev.id)
+                )
             for cid in dict.fromkeys(ev.contact_ids):
                 self.s.add(DealContact(account_id=self.account_id, deal_id=ev.id, contact_id=cid))
             r.linked_contacts.update(ev.contact_ids)
@@ -227,13 +247,28 @@ class MirrorWriter:
         r.touched_deals.add(ev.id)
 
     async def _on_StageEntered(self, ev: StageEntered, r: ApplyResult) -> None:
-        exists = await self.s.scalar(select(StageHistory.id).where(
-            StageHistory.account_id == self.account_id, StageHistory.deal_id == ev.deal_id,
-            StageHistory.stage_id == ev.stage_id, StageHistory.entered_at == ev.at).limit(1))
+        exists = await self.s.scalar(
+            select(StageHistory.id)
+            .where(
+                StageHistory.account_id == self.account_id,
+                StageHistory.deal_id == ev.deal_id,
+                StageHistory.stage_id == ev.stage_id,
+                StageHistory.entered_at == ev.at,
+            )
+            .limit(1)
+        )
         if exists is None:
-            self.s.add(StageHistory(account_id=self.account_id, deal_id=ev.deal_id, pipeline_id=ev.pipeline_id,
-                                    stage_id=ev.stage_id, from_stage_id=ev.from_stage_id, entered_at=ev.at,
-                                    by_user_id=ev.by_user_id))
+            self.s.add(
+                StageHistory(
+                    account_id=self.account_id,
+                    deal_id=ev.deal_id,
+                    pipeline_id=ev.pipeline_id,
+                    stage_id=ev.stage_id,
+                    from_stage_id=ev.from_stage_id,
+                    entered_at=ev.at,
+                    by_user_id=ev.by_user_id,
+                )
+            )
         deal = await self._deal(ev.deal_id)
         if deal is None or deal.stage_id != ev.stage_id:
             return
@@ -260,10 +295,20 @@ class MirrorWriter:
             task.completed_at = ev.updated_at
         elif ev.is_completed is False:
             task.completed_at = None
-        _set(task, deal_id=ev.deal_id, entity_type=ev.entity_type, entity_id=ev.entity_id, text=ev.text,
-             type_id=ev.type_id, responsible_user_id=ev.responsible_user_id, due_at=ev.due_at,
-             is_completed=ev.is_completed, result_text=ev.result_text, created_at=ev.created_at,
-             created_by=ev.created_by)
+        _set(
+            task,
+            deal_id=ev.deal_id,
+            entity_type=ev.entity_type,
+            entity_id=ev.entity_id,
+            text=ev.text,
+            type_id=ev.type_id,
+            responsible_user_id=ev.responsible_user_id,
+            due_at=ev.due_at,
+            is_completed=ev.is_completed,
+            result_text=ev.result_text,
+            created_at=ev.created_at,
+            created_by=ev.created_by,
+        )
         task.source_updated_at = ev.updated_at
         await self._known_user(ev.responsible_user_id)
         r.touched_deals.update(d for d in (old_deal, task.deal_id) if d)
@@ -279,9 +324,18 @@ class MirrorWriter:
             r.touched_deals.add(task.deal_id)
 
     async def _on_NoteAdded(self, ev: NoteAdded, r: ApplyResult) -> None:
-        note = await self._merge(Note, (ev.id,), entity_type=ev.entity_type, entity_id=ev.entity_id,
-                                 deal_id=ev.deal_id, kind=ev.kind.value, text=ev.text, text_norm=fold(ev.text),
-                                 created_by=ev.created_by, created_at=ev.created_at)
+        note = await self._merge(
+            Note,
+            (ev.id,),
+            entity_type=ev.entity_type,
+            entity_id=ev.entity_id,
+            deal_id=ev.deal_id,
+            kind=ev.kind.value,
+            text=ev.text,
+            text_norm=fold(ev.text),
+            created_by=ev.created_by,
+            created_at=ev.created_at,
+        )
         note.params = dict(ev.params)
         if ev.deal_id:
             r.touched_deals.add(ev.deal_id)
@@ -300,8 +354,11 @@ class MirrorWriter:
         contact.source_updated_at = ev.updated_at
         if ev.phones is not None:
             if not is_new:  # a new contact has no phones to replace: skip the round trip
-                await self.s.execute(delete(ContactPhone).where(ContactPhone.account_id == self.account_id,
-                                                                ContactPhone.contact_id == ev.id))
+                await self.s.execute(
+                    delete(ContactPhone).where(
+                        ContactPhone.account_id == self.account_id, ContactPhone.contact_id == ev.id
+                    )
+                )
             for phone in ev.phones:
                 self.s.add(ContactPhone(account_id=self.account_id, contact_id=ev.id, phone=phone))
             if ev.phones:
@@ -314,5 +371,6 @@ class MirrorWriter:
             contact = Contact(account_id=self.account_id, id=ev.id)
             self.s.add(contact)
         contact.is_deleted = True
-        await self.s.execute(delete(ContactPhone).where(ContactPhone.account_id == self.account_id,
-                                                        ContactPhone.contact_id == ev.id))
+        await self.s.execute(
+            delete(ContactPhone).where(ContactPhone.account_id == self.account_id, ContactPhone.contact_id == ev.id)
+        )

@@ -9,7 +9,7 @@ _EDGE_PUNCT = " \t\n.,!?;:-–—…()\"'«»"
 
 
 def fold(text: str | None) -> str | None:
-    """"  Ок!! " → "ок", "Связался." → "связался", "Перезвонить  завтра" → "перезвонить завтра"."""
+    """ "  Ок!! " → "ок", "Связался." → "связался", "Перезвонить  завтра" → "перезвонить завтра"."""
     if text is None:
         return None
     return _SPACE.sub(" ", text.lower().replace("ё", "е")).strip(_EDGE_PUNCT)

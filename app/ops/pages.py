@@ -26,31 +26,31 @@ _LANDING = {
     "ru": {
         "title": "crmwatch",
         "lead": "Следит за порядком в CRM: просроченные задачи, сделки без следующего шага, застрявшие сделки, "
-                "звонки без записи. Предупреждения появляются в карточке сделки (виджет amoCRM, вкладка "
-                "Битрикс24) и задачами в самой CRM.",
+        "звонки без записи. Предупреждения появляются в карточке сделки (виджет amoCRM, вкладка "
+        "Битрикс24) и задачами в самой CRM.",
         "links": "Ссылки",
         "docs": "Документация API (Swagger UI)",
         "redoc": "Документация API (ReDoc)",
         "health": "Проверка состояния",
         "dashboard": "Панель руководителя открывается из CRM или по ссылке, которую создаёт "
-                     "<code>POST /api/accounts/{id}/dashboard/links</code> (административный API).",
+        "<code>POST /api/accounts/{id}/dashboard/links</code> (административный API).",
         "admin": "Административный API (<code>/api/…</code>) требует заголовок "
-                 "<code>Authorization: Bearer &lt;CRMWATCH_ADMIN_TOKEN&gt;</code>.",
+        "<code>Authorization: Bearer &lt;CRMWATCH_ADMIN_TOKEN&gt;</code>.",
         "other": '<a href="/?lang=en">English</a>',
     },
     "en": {
         "title": "crmwatch",
         "lead": "Keeps a sales team's CRM honest: overdue tasks, deals without a next step, stuck deals, calls "
-                "nobody wrote down. Warnings show in the deal card (amoCRM widget, Bitrix24 tab) and as tasks "
-                "in the CRM itself.",
+        "nobody wrote down. Warnings show in the deal card (amoCRM widget, Bitrix24 tab) and as tasks "
+        "in the CRM itself.",
         "links": "Links",
         "docs": "API documentation (Swagger UI)",
         "redoc": "API documentation (ReDoc)",
         "health": "Health check",
         "dashboard": "The head of sales' dashboard opens from the CRM, or through a link made with "
-                     "<code>POST /api/accounts/{id}/dashboard/links</code> (admin API).",
+        "<code>POST /api/accounts/{id}/dashboard/links</code> (admin API).",
         "admin": "The admin API (<code>/api/…</code>) needs "
-                 "<code>Authorization: Bearer &lt;CRMWATCH_ADMIN_TOKEN&gt;</code>.",
+        "<code>Authorization: Bearer &lt;CRMWATCH_ADMIN_TOKEN&gt;</code>.",
         "other": '<a href="/?lang=ru">Русский</a>',
     },
 }
@@ -79,11 +79,14 @@ async def landing(lang: Literal["ru", "en"] = "ru") -> HTMLResponse:
 @router.get("/docs", response_class=HTMLResponse)
 async def swagger_ui(request: Request) -> HTMLResponse:
     root = request.scope.get("root_path", "")
-    return get_swagger_ui_html(openapi_url=f"{root}{request.app.openapi_url}", title="crmwatch - Swagger UI",
-                               oauth2_redirect_url=f"{root}/docs/oauth2-redirect",
-                               swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
-                               swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
-                               swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png")
+    return get_swagger_ui_html(
+        openapi_url=f"{root}{request.app.openapi_url}",
+        title="crmwatch - Swagger UI",
+        oauth2_redirect_url=f"{root}/docs/oauth2-redirect",
+        swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+        swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+        swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+    )
 
 
 @router.get("/docs/oauth2-redirect", response_class=HTMLResponse)
@@ -94,9 +97,13 @@ async def swagger_ui_redirect() -> HTMLResponse:
 @router.get("/redoc", response_class=HTMLResponse)
 async def redoc(request: Request) -> HTMLResponse:
     root = request.scope.get("root_path", "")
-    page = get_redoc_html(openapi_url=f"{root}{request.app.openapi_url}", title="crmwatch - ReDoc",
-                          redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
-                          redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png", with_google_fonts=False)
+    page = get_redoc_html(
+        openapi_url=f"{root}{request.app.openapi_url}",
+        title="crmwatch - ReDoc",
+        redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+        redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+        with_google_fonts=False,
+    )
     page.headers.update(SELF_IMAGES_ONLY)
     return page
 

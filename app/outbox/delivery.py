@@ -53,20 +53,32 @@ async def claim(rt: Runtime, now: datetime | None = None) -> list[OutboxAction]:
     now = now or utcnow()
     async with rt.sessions() as s, s.begin():
         # A lease that ran out means a worker died mid-batch: those rows go back in the queue.
-        await s.execute(update(OutboxAction).where(OutboxAction.status == "sending",
-                                                   OutboxAction.next_attempt_at <= now).values(status="pending"))
-        head_q = (select(OutboxAction.account_id, OutboxAction.kind)
-                  .join(Account, Account.id == OutboxAction.account_id)
-                  .where(OutboxAction.status == "pending", OutboxAction.next_attempt_at <= now,
-                         Account.status == "active")
-                  .order_by(OutboxAction.id).limit(1))
+        await s.execute(
+            update(OutboxAction)
+            .where(OutboxAction.status == "sending", OutboxAction.next_attempt_at <= now)
+            .values(status="pending")
+        )
+        head_q = (
+            select(OutboxAction.account_id, OutboxAction.kind)
+            .join(Account, Account.id == OutboxAction.account_id)
+            .where(OutboxAction.status == "pending", OutboxAction.next_attempt_at <= now, Account.status == "active")
+            .order_by(OutboxAction.id)
+            .limit(1)
+        )
         head = (await s.execute(head_q)).first()
         if head is None:
             return []
-        rows_q = (select(OutboxAction).where(OutboxAction.account_id == head.account_id,
-                                             OutboxAction.kind == head.kind, OutboxAction.status == "pending",
-                                             OutboxAction.next_attempt_at <= now)
-                  .order_by(OutboxAction.id).limit(BATCH))
+        rows_q = (
+            select(OutboxAction)
+            .where(
+                OutboxAction.account_id == head.account_id,
+                OutboxAction.kind == head.kind,
+                OutboxAction.status == "pending",
+                OutboxAction.next_attempt_at <= now,
+            )
+            .order_by(OutboxAction.id)
+            .limit(BATCH)
+        )
         if is_postgres(s):
             rows_q = rows_q.with_for_update(skip_locked=True)
         rows = list(await s.scalars(rows_q))
@@ -127,18 +139,33 @@ async def _reclaim(rt: Runtime, row_id: int) -> OutboxAction | None:
     return row
 
 
-async def _record(rt: Runtime, rows: list[OutboxAction], done: dict[int, str | None], texts: dict[int, str],
-                  postponed: set[int], cancelled: set[int], *, error: str | None = None,
-                  dead_error: str | None = None, delay: timedelta | None = None, retry_now: bool = False) -> None:
+async def _record(
+    rt: Runtime,
+    rows: list[OutboxAction],
+    done: dict[int, str | None],
+    texts: dict[int, str],
+    postponed: set[int],
+    cancelled: set[int],
+    *,
+    error: str | None = None,
+    dead_error: str | None = None,
+    delay: timedelta | None = None,
+    retry_now: bool = False,
+) -> None:
     """Writes a batch's Outcome (its parts: sent, texts, postponed, cancelled) back to the rows."""
     now = utcnow()
     async with rt.sessions() as s, s.begin():
         sent = [{"row_id": r.id, "ext": done[r.id], "text": texts.get(r.id, "")} for r in rows if r.id in done]
         if sent:
             # The usual outcome, a whole batch sent: one statement for all of it.
-            await s.execute(update(OutboxAction.__table__).where(OutboxAction.id == bindparam("row_id")).values(
-                status="sent", external_id=bindparam("ext"), text=bindparam("text"), sent_at=now, last_error=None),
-                sent)
+            await s.execute(
+                update(OutboxAction.__table__)
+                .where(OutboxAction.id == bindparam("row_id"))
+                .values(
+                    status="sent", external_id=bindparam("ext"), text=bindparam("text"), sent_at=now, last_error=None
+                ),
+                sent,
+            )
         for row in rows:
             values: dict[str, Any] = {}
             if row.id in done:
@@ -154,12 +181,23 @@ async def _record(rt: Runtime, rows: list[OutboxAction], done: dict[int, str | N
             else:
                 reason = error or "the CRM did not confirm this item"
                 give_up = now - row.created_at > GIVE_UP_AFTER
-                values = {"status": "dead" if give_up else "pending", "last_error": reason[:2000],
-                          "next_attempt_at": now + (delay or backoff(row.attempts))}
+                values = {
+                    "status": "dead" if give_up else "pending",
+                    "last_error": reason[:2000],
+                    "next_attempt_at": now + (delay or backoff(row.attempts)),
+                }
             await s.execute(update(OutboxAction).where(OutboxAction.id == row.id).values(**values))
     sent = sum(1 for r in rows if r.id in done)
-    log.info("outbox.delivered", extra={"account_id": rows[0].account_id, "kind": rows[0].kind, "sent": sent,
-                                        "of": len(rows), "error": error or dead_error})
+    log.info(
+        "outbox.delivered",
+        extra={
+            "account_id": rows[0].account_id,
+            "kind": rows[0].kind,
+            "sent": sent,
+            "of": len(rows),
+            "error": error or dead_error,
+        },
+    )
 
 
 async def deliver_pending(rt: Runtime, max_batches: int = 1000) -> int:
@@ -177,6 +215,7 @@ async def deliver_pending(rt: Runtime, max_batches: int = 1000) -> int:
 async def run_forever(rt: Runtime, stop: asyncio.Event, poll_seconds: float = 2.0) -> None:
     """IN_FLIGHT lanes, each claiming and sending on its own: the rate limiter spaces their
     requests, and one lane's database work overlaps another's wait for a request slot."""
+
     async def lane() -> None:
         while not stop.is_set():
             rows: list[OutboxAction] = []

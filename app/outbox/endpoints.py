@@ -58,8 +58,7 @@ async def list_outbox(
         if status_ != "all":
             where.append(OutboxAction.status == status_)
         total = await s.scalar(select(func.count()).select_from(OutboxAction).where(*where)) or 0
-        rows = await s.scalars(select(OutboxAction).where(*where).order_by(OutboxAction.id).limit(limit)
-                               .offset(offset))
+        rows = await s.scalars(select(OutboxAction).where(*where).order_by(OutboxAction.id).limit(limit).offset(offset))
         return OutboxPage(items=[_out(r) for r in rows], total=total)
 
 
@@ -71,8 +70,10 @@ async def retry(action_id: int, rt: Runtime = Depends(runtime)) -> OutboxOut:
         if row is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"outbox action {action_id} not found")
         if row.status in ("sent", "sending"):
-            raise HTTPException(status.HTTP_409_CONFLICT, f"action {action_id} is already {row.status}; only a dead "
-                                "or waiting action can be retried")
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                f"action {action_id} is already {row.status}; only a dead or waiting action can be retried",
+            )
         row.status, row.next_attempt_at, row.last_error = "pending", utcnow(), None
         # A fresh three days from now, so a retried action is not given up on at once.
         row.created_at = utcnow()

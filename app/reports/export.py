@@ -13,9 +13,21 @@ from app import wording
 
 # The report's fields in the order of the sheet; their headings: app/wording REPORT_COLUMNS.
 COLUMNS = (
-    "name", "manager_id", "calls", "talk_seconds", "successful_calls", "incoming", "outgoing", "missed",
-    "cards_changed", "calls_not_written", "overdue_tasks", "deals_without_task", "tasks_per_deal",
-    "tasks_moved_without_contact", "open_findings_total",
+    "name",
+    "manager_id",
+    "calls",
+    "talk_seconds",
+    "successful_calls",
+    "incoming",
+    "outgoing",
+    "missed",
+    "cards_changed",
+    "calls_not_written",
+    "overdue_tasks",
+    "deals_without_task",
+    "tasks_per_deal",
+    "tasks_moved_without_contact",
+    "open_findings_total",
 )
 DAY_COLUMNS = ("day", "name", "manager_id", *COLUMNS[2:9])
 

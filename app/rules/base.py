@@ -117,8 +117,7 @@ class RuleContext:
         if ex.stages:
             clauses.append(not_(or_(*(and_(Deal.pipeline_id == p, Deal.stage_id == s) for p, s in sorted(ex.stages)))))
         if ex.users:
-            clauses.append(or_(Deal.responsible_user_id.is_(None),
-                               Deal.responsible_user_id.not_in(sorted(ex.users))))
+            clauses.append(or_(Deal.responsible_user_id.is_(None), Deal.responsible_user_id.not_in(sorted(ex.users))))
         return clauses
 
     def open_deal(self) -> list[ColumnElement[bool]]:
@@ -127,6 +126,7 @@ class RuleContext:
     def per_stage(self, value_of: Callable[[Any], Any], type_: Any = None) -> ColumnElement[Any]:
         """A setting's value for each deal, honouring overrides: the stage's, else the pipeline's,
         else the account's. `value_of(settings)` picks (or derives) the value from a settings object."""
+
         def value(settings: RuleSettings) -> ColumnElement[Any]:
             return self.bind(lambda: value_of(settings), type_)
 
@@ -141,7 +141,6 @@ class RuleContext:
     def cutoff(self, seconds_of: Callable[[Any], float]) -> ColumnElement[datetime]:
         """The instant before which a condition has lasted long enough (working time), per deal."""
         return self.per_stage(lambda st: self.calendar.cutoff(self.now, seconds_of(st)), UtcDateTime())
-
 
 
 @dataclass(slots=True)

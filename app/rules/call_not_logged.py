@@ -39,29 +39,65 @@ def _by_manager(author: Any) -> Any:
 def violations(ctx: RuleContext) -> Select[Any]:
     st = ctx.settings
     since = Call.ended_at
-    note = select(Note.id).where(
-        Note.account_id == Call.account_id, Note.deal_id == Call.deal_id, Note.kind == "common",
-        Note.created_at >= since, _by_manager(Note.created_by),
-        or_(Note.text.is_(None), ~Note.text.contains(OWN_MARKER))).exists()
-    moved = select(StageHistory.id).where(
-        StageHistory.account_id == Call.account_id, StageHistory.deal_id == Call.deal_id,
-        StageHistory.entered_at >= since, _by_manager(StageHistory.by_user_id)).exists()
-    task = select(Task.id).where(
-        Task.account_id == Call.account_id, Task.deal_id == Call.deal_id, Task.is_deleted == false(),
-        or_(and_(Task.created_at >= since, _by_manager(Task.created_by)),
-            and_(Task.is_completed == true(), Task.completed_at >= since,
-                 _by_manager(Task.responsible_user_id)))).exists()
+    note = (
+        select(Note.id)
+        .where(
+            Note.account_id == Call.account_id,
+            Note.deal_id == Call.deal_id,
+            Note.kind == "common",
+            Note.created_at >= since,
+            _by_manager(Note.created_by),
+            or_(Note.text.is_(None), ~Note.text.contains(OWN_MARKER)),
+        )
+        .exists()
+    )
+    moved = (
+        select(StageHistory.id)
+        .where(
+            StageHistory.account_id == Call.account_id,
+            StageHistory.deal_id == Call.deal_id,
+            StageHistory.entered_at >= since,
+            _by_manager(StageHistory.by_user_id),
+        )
+        .exists()
+    )
+    task = (
+        select(Task.id)
+        .where(
+            Task.account_id == Call.account_id,
+            Task.deal_id == Call.deal_id,
+            Task.is_deleted == false(),
+            or_(
+                and_(Task.created_at >= since, _by_manager(Task.created_by)),
+                and_(Task.is_completed == true(), Task.completed_at >= since, _by_manager(Task.responsible_user_id)),
+            ),
+        )
+        .exists()
+    )
     window = ctx.cutoff(lambda s: s.minutes * 60)
     return (
-        select(cast(Call.id, String(64)).label("entity_id"), Call.deal_id.label("deal_id"),
-               Call.manager_id.label("manager_id"), Call.ended_at.label("started_at"),
-               (Call.ended_at <= window).label("opens"))
+        select(
+            cast(Call.id, String(64)).label("entity_id"),
+            Call.deal_id.label("deal_id"),
+            Call.manager_id.label("manager_id"),
+            Call.ended_at.label("started_at"),
+            (Call.ended_at <= window).label("opens"),
+        )
         .join(Deal, and_(Deal.account_id == Call.account_id, Deal.id == Call.deal_id))
-        .where(*ctx.deal_scope(), Deal.is_deleted == false(), Call.account_id == ctx.account_id,
-               Call.is_final == true(), Call.status == "answered", Call.direction.is_distinct_from("internal"),
-               Call.talk_seconds >= st.min_talk_seconds, Call.manager_id.is_not(None),
-               Call.ended_at >= ctx.ago(timedelta(days=st.lookback_days)),
-               ~note, ~moved, ~task)
+        .where(
+            *ctx.deal_scope(),
+            Deal.is_deleted == false(),
+            Call.account_id == ctx.account_id,
+            Call.is_final == true(),
+            Call.status == "answered",
+            Call.direction.is_distinct_from("internal"),
+            Call.talk_seconds >= st.min_talk_seconds,
+            Call.manager_id.is_not(None),
+            Call.ended_at >= ctx.ago(timedelta(days=st.lookback_days)),
+            ~note,
+            ~moved,
+            ~task,
+        )
     )
 
 
@@ -75,7 +111,12 @@ def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:
 
 
 RULE = Rule(
-    name="call_not_logged", version=1, entity_type="call", severity="warning",
+    name="call_not_logged",
+    version=1,
+    entity_type="call",
+    severity="warning",
     title=wording.titles("call_not_logged"),
-    settings=Settings, violations=violations, render=render,
+    settings=Settings,
+    violations=violations,
+    render=render,
 )

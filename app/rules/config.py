@@ -52,10 +52,12 @@ class NotifyIn(BaseModel):
     note: bool = Field(default=True, description="a note on the deal card when the finding opens")
     close_on_resolve: bool = Field(default=True, description="close the task when the finding resolves")
     note_on_resolve: bool = False
-    escalate_after_hours: float | None = Field(default=8, gt=0, le=2000,
-                                               description="a task for the head of sales if still open; null: never")
-    repeat_hours: float | None = Field(default=24, gt=0, le=2000,
-                                       description="remind on the card while still open, in working hours; null: never")
+    escalate_after_hours: float | None = Field(
+        default=8, gt=0, le=2000, description="a task for the head of sales if still open; null: never"
+    )
+    repeat_hours: float | None = Field(
+        default=24, gt=0, le=2000, description="remind on the card while still open, in working hours; null: never"
+    )
 
 
 class RuleEntry(BaseModel):
@@ -132,8 +134,9 @@ class RulesDocument(BaseModel):
         rules = {}
         for name, rule in RULES.items():
             entry = self.rules.get(name, RuleEntry())
-            rules[name] = entry.model_copy(update={"settings": rule.settings.model_validate(entry.settings)
-                                                   .model_dump(mode="json")})
+            rules[name] = entry.model_copy(
+                update={"settings": rule.settings.model_validate(entry.settings).model_dump(mode="json")}
+            )
         return self.model_copy(update={"rules": rules})
 
     def notify(self, name: str) -> NotifyIn:
@@ -149,17 +152,26 @@ class RulesDocument(BaseModel):
             settings=base,
             pipelines={pid: model.model_validate({**merged, **o}) for pid, o in entry.pipelines.items()},
             stages={_stage_key(k): model.model_validate({**merged, **o}) for k, o in entry.stages.items()},
-            exclude=Exclusions(pipelines=frozenset(entry.exclude.pipelines),
-                               stages=frozenset(_stage_key(k) for k in entry.exclude.stages),
-                               users=frozenset(entry.exclude.users)),
+            exclude=Exclusions(
+                pipelines=frozenset(entry.exclude.pipelines),
+                stages=frozenset(_stage_key(k) for k in entry.exclude.stages),
+                users=frozenset(entry.exclude.users),
+            ),
         )
 
     def business_calendar(self, timezone: str) -> BusinessCalendar:
         c = self.calendar
-        return _calendar(CalendarConfig(
-            timezone=timezone, country=c.country, work_start=c.work_start, work_end=c.work_end,
-            work_days=frozenset(d - 1 for d in c.work_days), extra_holidays=frozenset(c.extra_holidays),
-            extra_workdays=frozenset(c.extra_workdays)))
+        return _calendar(
+            CalendarConfig(
+                timezone=timezone,
+                country=c.country,
+                work_start=c.work_start,
+                work_end=c.work_end,
+                work_days=frozenset(d - 1 for d in c.work_days),
+                extra_holidays=frozenset(c.extra_holidays),
+                extra_workdays=frozenset(c.extra_workdays),
+            )
+        )
 
 
 @lru_cache(maxsize=256)
@@ -196,8 +208,10 @@ async def unknown_places(s: AsyncSession, account_id: int, doc: RulesDocument) -
     """Pipelines and stages the document names that the mirror does not know (a typo, or a pipeline
     not yet backfilled): kept, since the mirror may learn them later, but said in the answer."""
     pipelines = set(await s.scalars(select(Pipeline.id).where(Pipeline.account_id == account_id)))
-    stages = {f"{p}/{st}" for p, st in await s.execute(
-        select(Stage.pipeline_id, Stage.id).where(Stage.account_id == account_id))}
+    stages = {
+        f"{p}/{st}"
+        for p, st in await s.execute(select(Stage.pipeline_id, Stage.id).where(Stage.account_id == account_id))
+    }
     warnings = []
     for name, entry in doc.rules.items():
         named = [(f"rules.{name}.pipelines", key, key in pipelines) for key in entry.pipelines]

@@ -17,29 +17,51 @@ from .base import RenderContext, Rule, RuleContext, RuleSettings, one_of
 class Settings(RuleSettings):
     grace_minutes: int = Field(default=15, ge=0, le=43200, description="working minutes after the last task closed")
     task_types: list[str] | None = Field(
-        default=None, max_length=50,
+        default=None,
+        max_length=50,
         description="which of the CRM's task types count (amoCRM: task type ids; Bitrix24: 'activity' for "
-                    "дела, 'task' for tasks bound to the deal); null: every type. Account level only")
+        "дела, 'task' for tasks bound to the deal); null: every type. Account level only",
+    )
 
 
 def violations(ctx: RuleContext) -> Select[Any]:
     types = ctx.settings.task_types
     counted = [one_of(Task.type_id, types)] if types is not None else []
-    open_task = (select(Task.id).where(Task.account_id == Deal.account_id, Task.deal_id == Deal.id,
-                                       Task.is_completed == false(), Task.is_deleted == false(), *counted).exists())
+    open_task = (
+        select(Task.id)
+        .where(
+            Task.account_id == Deal.account_id,
+            Task.deal_id == Deal.id,
+            Task.is_completed == false(),
+            Task.is_deleted == false(),
+            *counted,
+        )
+        .exists()
+    )
     # When the deal lost its last task; a deal that never had one has lacked it since it was created.
-    last_closed = (select(func.max(func.coalesce(Task.completed_at, Task.source_updated_at)))
-                   .where(Task.account_id == Deal.account_id, Task.deal_id == Deal.id, *counted).scalar_subquery())
+    last_closed = (
+        select(func.max(func.coalesce(Task.completed_at, Task.source_updated_at)))
+        .where(Task.account_id == Deal.account_id, Task.deal_id == Deal.id, *counted)
+        .scalar_subquery()
+    )
     started = func.coalesce(last_closed, Deal.created_at, Deal.stage_entered_at, Deal.mirrored_at)
     grace = ctx.cutoff(lambda st: st.grace_minutes * 60)
     # Computed once per deal in a subquery: written twice in one SELECT, the correlated
     # max() would run twice. OFFSET 0 keeps PostgreSQL from pulling the subquery up into the
     # outer SELECT, which would bring the second run back.
-    deals = (select(Deal.id, Deal.responsible_user_id, started.label("started"), grace.label("grace"))
-             .where(*ctx.open_deal(), ~open_task).offset(0).subquery())
-    return select(deals.c.id.label("entity_id"), deals.c.id.label("deal_id"),
-                  deals.c.responsible_user_id.label("manager_id"), deals.c.started.label("started_at"),
-                  (deals.c.started <= deals.c.grace).label("opens"))
+    deals = (
+        select(Deal.id, Deal.responsible_user_id, started.label("started"), grace.label("grace"))
+        .where(*ctx.open_deal(), ~open_task)
+        .offset(0)
+        .subquery()
+    )
+    return select(
+        deals.c.id.label("entity_id"),
+        deals.c.id.label("deal_id"),
+        deals.c.responsible_user_id.label("manager_id"),
+        deals.c.started.label("started_at"),
+        (deals.c.started <= deals.c.grace).label("opens"),
+    )
 
 
 def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:
@@ -50,7 +72,12 @@ def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:
 
 
 RULE = Rule(
-    name="deal_without_task", version=1, entity_type="deal", severity="warning",
+    name="deal_without_task",
+    version=1,
+    entity_type="deal",
+    severity="warning",
     title=wording.titles("deal_without_task"),
-    settings=Settings, violations=violations, render=render,
+    settings=Settings,
+    violations=violations,
+    render=render,
 )

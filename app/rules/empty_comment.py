@@ -15,8 +15,23 @@ from app.mirror.text import fold
 
 from .base import RenderContext, Rule, RuleContext, RuleSettings, one_of
 
-STOCK_PHRASES = ["связался", "связались", "перезвонить", "перезвоню", "позвонить", "созвонились", "ок", "ok",
-                 "нет ответа", "не дозвонился", "не берет трубку", "недозвон", "+", "-", "."]
+STOCK_PHRASES = [
+    "связался",
+    "связались",
+    "перезвонить",
+    "перезвоню",
+    "позвонить",
+    "созвонились",
+    "ок",
+    "ok",
+    "нет ответа",
+    "не дозвонился",
+    "не берет трубку",
+    "недозвон",
+    "+",
+    "-",
+    ".",
+]
 
 
 class Settings(RuleSettings):
@@ -42,17 +57,35 @@ def violations(ctx: RuleContext) -> Select[Any]:
     stock = ctx.settings.stock_phrases
     later = Note.__table__.alias("later")
     # A proper comment written after the empty one answers it.
-    answered = (select(later.c.id).where(later.c.account_id == Note.account_id, later.c.deal_id == Note.deal_id,
-                                         later.c.kind == "common", later.c.created_at > Note.created_at,
-                                         later.c.created_at >= since,  # implied; lets an index bound it
-                                         ~_empty(later.c, min_chars, stock)).exists())
+    answered = (
+        select(later.c.id)
+        .where(
+            later.c.account_id == Note.account_id,
+            later.c.deal_id == Note.deal_id,
+            later.c.kind == "common",
+            later.c.created_at > Note.created_at,
+            later.c.created_at >= since,  # implied; lets an index bound it
+            ~_empty(later.c, min_chars, stock),
+        )
+        .exists()
+    )
     return (
-        select(Note.id.label("entity_id"), Note.deal_id.label("deal_id"),
-               func.coalesce(Note.created_by, Deal.responsible_user_id).label("manager_id"),
-               Note.created_at.label("started_at"), true().label("opens"))
+        select(
+            Note.id.label("entity_id"),
+            Note.deal_id.label("deal_id"),
+            func.coalesce(Note.created_by, Deal.responsible_user_id).label("manager_id"),
+            Note.created_at.label("started_at"),
+            true().label("opens"),
+        )
         .join(Deal, and_(Deal.account_id == Note.account_id, Deal.id == Note.deal_id))
-        .where(*ctx.open_deal(), Note.account_id == ctx.account_id, Note.kind == "common",
-               Note.created_at >= since, _empty(Note, min_chars, stock), ~answered)
+        .where(
+            *ctx.open_deal(),
+            Note.account_id == ctx.account_id,
+            Note.kind == "common",
+            Note.created_at >= since,
+            _empty(Note, min_chars, stock),
+            ~answered,
+        )
     )
 
 
@@ -64,7 +97,12 @@ def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:
 
 
 RULE = Rule(
-    name="empty_comment", version=1, entity_type="note", severity="info",
+    name="empty_comment",
+    version=1,
+    entity_type="note",
+    severity="info",
     title=wording.titles("empty_comment"),
-    settings=Settings, violations=violations, render=render,
+    settings=Settings,
+    violations=violations,
+    render=render,
 )

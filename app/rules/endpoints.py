@@ -27,10 +27,11 @@ class RulesAnswer(config.RulesDocument):
 
 
 def _invalid(exc: ValidationError) -> JSONResponse:
-    errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-              for e in exc.errors()]
-    return JSONResponse({"detail": "invalid rules document", "errors": jsonable_encoder(errors)},
-                        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+    errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
+    return JSONResponse(
+        {"detail": "invalid rules document", "errors": jsonable_encoder(errors)},
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+    )
 
 
 async def _write(rt: Runtime, account_id: int, change: Any) -> Any:
@@ -60,8 +61,7 @@ async def get_rules(account_id: int, rt: Runtime = Depends(runtime)) -> config.R
 
 
 @router.put("/{account_id}/rules", response_model=RulesAnswer)
-async def put_rules(account_id: int, document: dict[str, Any] = Body(...),
-                    rt: Runtime = Depends(runtime)) -> Any:
+async def put_rules(account_id: int, document: dict[str, Any] = Body(...), rt: Runtime = Depends(runtime)) -> Any:
     """**Replaces the whole document**: whatever it leaves out goes back to its default (working
     hours, grace periods, other rules' settings). To change a few values, use PATCH. Overrides by
     pipeline (`pipelines`) and stage (`stages`, keyed `pipeline_id/stage_id`) hold only what
@@ -70,9 +70,19 @@ async def put_rules(account_id: int, document: dict[str, Any] = Body(...),
     return await _write(rt, account_id, lambda stored: document)
 
 
-@router.patch("/{account_id}/rules", response_model=RulesAnswer, openapi_extra={
-    "requestBody": {"required": True, "content": {MERGE_PATCH: {"schema": {"type": "object"}},
-                                                  "application/json": {"schema": {"type": "object"}}}}})
+@router.patch(
+    "/{account_id}/rules",
+    response_model=RulesAnswer,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                MERGE_PATCH: {"schema": {"type": "object"}},
+                "application/json": {"schema": {"type": "object"}},
+            },
+        }
+    },
+)
 async def patch_rules(account_id: int, patch: dict[str, Any] = Body(...), rt: Runtime = Depends(runtime)) -> Any:
     """Changes part of the document with a JSON Merge Patch (RFC 7396; `Content-Type:
     application/merge-patch+json`, `application/json` is accepted too): objects merge key by key,

@@ -104,14 +104,22 @@ _warned: set[str] = set()
 _PROBE_SHIFT = timedelta(days=9, hours=3, minutes=17)
 
 
-def _context(t: Template, account_id: int, rule: Rule, i: int, now: datetime,
-             deal_ids: list[str] | None) -> RuleContext:
-    return RuleContext(account_id=account_id, now=now, calendar=t.settings.calendar(t.timezone),
-                       config=t.settings.resolved[rule.name], deal_ids=deal_ids, prefix=f"r{i}")
+def _context(
+    t: Template, account_id: int, rule: Rule, i: int, now: datetime, deal_ids: list[str] | None
+) -> RuleContext:
+    return RuleContext(
+        account_id=account_id,
+        now=now,
+        calendar=t.settings.calendar(t.timezone),
+        config=t.settings.resolved[rule.name],
+        deal_ids=deal_ids,
+        prefix=f"r{i}",
+    )
 
 
-def template(account_id: int, settings: AccountRules, timezone: str, whole: bool, dialect: Any,
-             compare: Compare) -> Template:
+def template(
+    account_id: int, settings: AccountRules, timezone: str, whole: bool, dialect: Any, compare: Compare
+) -> Template:
     """The account's template for this kind of scope. `compare` turns the rules' tagged queries
     into the whole statement (app/findings/lifecycle.compare: what differs from the findings)."""
     key = (account_id, timezone, whole, dialect.name)
@@ -122,14 +130,21 @@ def template(account_id: int, settings: AccountRules, timezone: str, whole: bool
     enabled = [rule for rule in rules if settings.resolved[rule.name].enabled]
     disabled = [rule.name for rule in rules if not settings.resolved[rule.name].enabled]
     now = utcnow()
-    own = RuleContext(account_id=account_id, now=now, calendar=settings.calendar(timezone),
-                      config=ResolvedRuleConfig(enabled=True, settings=RuleSettings()),
-                      deal_ids=None if whole else ["probe-a"], prefix="eval")
+    own = RuleContext(
+        account_id=account_id,
+        now=now,
+        calendar=settings.calendar(timezone),
+        config=ResolvedRuleConfig(enabled=True, settings=RuleSettings()),
+        deal_ids=None if whole else ["probe-a"],
+        prefix="eval",
+    )
     template = Template(settings, rules, timezone, whole, own, {}, enabled, disabled, None, dialect.name, compare)
     for i, rule in enumerate(enabled):
         probes = []
-        for moment, deals in ((now, None if whole else ["probe-a"]),
-                              (now - _PROBE_SHIFT, None if whole else ["probe-b", "probe-c"])):
+        for moment, deals in (
+            (now, None if whole else ["probe-a"]),
+            (now - _PROBE_SHIFT, None if whole else ["probe-b", "probe-c"]),
+        ):
             ctx = _context(template, account_id, rule, i, moment, deals)
             query = tagged(rule, ctx)
             compiled = query.compile(dialect=dialect)
@@ -140,12 +155,20 @@ def template(account_id: int, settings: AccountRules, timezone: str, whole: bool
             template.cached[rule.name] = (ctx, query)
         elif rule.name not in _warned:
             _warned.add(rule.name)
-            log.warning("rules.query_not_parametrized", extra={"rule": rule.name, "hint": (
-                "the rule computes a value from ctx.now or ctx.deal_ids itself; use ctx.now_param(), "
-                "ctx.cutoff(), ctx.per_stage() or ctx.bind() so its query can be reused")})
+            log.warning(
+                "rules.query_not_parametrized",
+                extra={
+                    "rule": rule.name,
+                    "hint": (
+                        "the rule computes a value from ctx.now or ctx.deal_ids itself; use ctx.now_param(), "
+                        "ctx.cutoff(), ctx.per_stage() or ctx.bind() so its query can be reused"
+                    ),
+                },
+            )
     if enabled and len(template.cached) == len(enabled):
-        object.__setattr__(template, "insert", compare(
-            template, account_id, [template.cached[rule.name][1] for rule in enabled]))
+        object.__setattr__(
+            template, "insert", compare(template, account_id, [template.cached[rule.name][1] for rule in enabled])
+        )
     if len(_templates) > 10_000:
         _templates.clear()
     _templates[key] = template
@@ -155,5 +178,8 @@ def template(account_id: int, settings: AccountRules, timezone: str, whole: bool
 def tagged(rule: Rule, ctx: RuleContext) -> Any:
     """The rule's violations, each row tagged with the rule (its name, entity type, version, severity)."""
     return rule.violations(ctx).add_columns(
-        literal(rule.name, String()).label("rule"), literal(rule.entity_type, String()).label("entity_type"),
-        literal(rule.version, Integer()).label("rule_version"), literal(rule.severity, String()).label("severity"))
+        literal(rule.name, String()).label("rule"),
+        literal(rule.entity_type, String()).label("entity_type"),
+        literal(rule.version, Integer()).label("rule_version"),
+        literal(rule.severity, String()).label("severity"),
+    )

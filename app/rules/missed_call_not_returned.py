@@ -33,32 +33,68 @@ def violations(ctx: RuleContext) -> Select[Any]:
     other = Call.__table__.alias("other")
     answered = Call.__table__.alias("answered")
     same = [other.c.account_id == missed.c.account_id, other.c.client_number == missed.c.client_number]
-    returned = select(answered.c.id).where(
-        answered.c.account_id == missed.c.account_id, answered.c.client_number == missed.c.client_number,
-        answered.c.status == "answered", answered.c.started_at > missed.c.started_at).exists()
+    returned = (
+        select(answered.c.id)
+        .where(
+            answered.c.account_id == missed.c.account_id,
+            answered.c.client_number == missed.c.client_number,
+            answered.c.status == "answered",
+            answered.c.started_at > missed.c.started_at,
+        )
+        .exists()
+    )
     # The last conversation with the number before this missed call: earlier misses after it
     # make this one a repeat of the same problem. It sits two levels below `missed` (inside the
     # `repeat` EXISTS), where SQLAlchemy would not correlate it by itself: it would read every
     # call's last talk instead of this number's.
-    last_talk = (select(func.max(answered.c.started_at)).where(
-        answered.c.account_id == missed.c.account_id, answered.c.client_number == missed.c.client_number,
-        answered.c.status == "answered", answered.c.started_at < missed.c.started_at)
-        .correlate_except(answered).scalar_subquery())
+    last_talk = (
+        select(func.max(answered.c.started_at))
+        .where(
+            answered.c.account_id == missed.c.account_id,
+            answered.c.client_number == missed.c.client_number,
+            answered.c.status == "answered",
+            answered.c.started_at < missed.c.started_at,
+        )
+        .correlate_except(answered)
+        .scalar_subquery()
+    )
     since = ctx.ago(timedelta(days=st.lookback_days))
-    repeat = select(other.c.id).where(
-        *same, other.c.direction == "in", other.c.is_final == true(), other.c.status != "answered",
-        other.c.started_at < missed.c.started_at, other.c.started_at >= since,
-        other.c.started_at > func.coalesce(last_talk, since)).exists()
-    owner = select(Deal.responsible_user_id).where(Deal.account_id == missed.c.account_id,
-                                                   Deal.id == missed.c.deal_id).scalar_subquery()
+    repeat = (
+        select(other.c.id)
+        .where(
+            *same,
+            other.c.direction == "in",
+            other.c.is_final == true(),
+            other.c.status != "answered",
+            other.c.started_at < missed.c.started_at,
+            other.c.started_at >= since,
+            other.c.started_at > func.coalesce(last_talk, since),
+        )
+        .exists()
+    )
+    owner = (
+        select(Deal.responsible_user_id)
+        .where(Deal.account_id == missed.c.account_id, Deal.id == missed.c.deal_id)
+        .scalar_subquery()
+    )
     ended = func.coalesce(missed.c.ended_at, missed.c.started_at)
     window = ctx.account_cutoff(st.minutes * 60)
-    query = select(cast(missed.c.id, String(64)).label("entity_id"), missed.c.deal_id.label("deal_id"),
-                   func.coalesce(missed.c.manager_id, owner).label("manager_id"), ended.label("started_at"),
-                   (ended <= window).label("opens")).where(
-        missed.c.account_id == ctx.account_id, missed.c.direction == "in", missed.c.is_final == true(),
-        missed.c.status != "answered", missed.c.client_number.is_not(None),
-        missed.c.started_at >= since, ~returned, ~repeat)
+    query = select(
+        cast(missed.c.id, String(64)).label("entity_id"),
+        missed.c.deal_id.label("deal_id"),
+        func.coalesce(missed.c.manager_id, owner).label("manager_id"),
+        ended.label("started_at"),
+        (ended <= window).label("opens"),
+    ).where(
+        missed.c.account_id == ctx.account_id,
+        missed.c.direction == "in",
+        missed.c.is_final == true(),
+        missed.c.status != "answered",
+        missed.c.client_number.is_not(None),
+        missed.c.started_at >= since,
+        ~returned,
+        ~repeat,
+    )
     if ctx.deal_ids is not None:
         query = query.where(missed.c.deal_id.in_(ctx.deals_param()))
     return query
@@ -69,13 +105,19 @@ def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:
     number = facts.pretty_number(call.client_number if call else None)
     when = facts.local_time(call, rc.calendar.config.timezone) if call else "?"
     waited = humanize(rc.calendar.working_seconds(finding.started_at, rc.now), rc.calendar.day_seconds, rc.lang)
-    message = wording.of(rc.lang).RULE_MESSAGES["missed_call_not_returned"].format(number=number, when=when,
-                                                                                  waited=waited)
+    message = (
+        wording.of(rc.lang).RULE_MESSAGES["missed_call_not_returned"].format(number=number, when=when, waited=waited)
+    )
     return message, facts.details(call)
 
 
 RULE = Rule(
-    name="missed_call_not_returned", version=1, entity_type="call", severity="critical",
+    name="missed_call_not_returned",
+    version=1,
+    entity_type="call",
+    severity="critical",
     title=wording.titles("missed_call_not_returned"),
-    settings=Settings, violations=violations, render=render,
+    settings=Settings,
+    violations=violations,
+    render=render,
 )

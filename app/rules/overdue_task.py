@@ -17,22 +17,33 @@ from .base import RenderContext, Rule, RuleContext, RuleSettings, one_of
 class Settings(RuleSettings):
     grace_minutes: int = Field(default=0, ge=0, le=43200, description="working minutes after the due time")
     task_types: list[str] | None = Field(
-        default=None, max_length=50,
+        default=None,
+        max_length=50,
         description="which of the CRM's task types count (amoCRM: task type ids; Bitrix24: 'activity' for "
-                    "дела, 'task' for tasks bound to the deal); null: every type. Account level only")
+        "дела, 'task' for tasks bound to the deal); null: every type. Account level only",
+    )
 
 
 def violations(ctx: RuleContext) -> Select[Any]:
     grace = ctx.cutoff(lambda st: st.grace_minutes * 60)
     types = ctx.settings.task_types
     return (
-        select(Task.id.label("entity_id"), Task.deal_id.label("deal_id"),
-               func.coalesce(Task.responsible_user_id, Deal.responsible_user_id).label("manager_id"),
-               Task.due_at.label("started_at"), (Task.due_at <= grace).label("opens"))
+        select(
+            Task.id.label("entity_id"),
+            Task.deal_id.label("deal_id"),
+            func.coalesce(Task.responsible_user_id, Deal.responsible_user_id).label("manager_id"),
+            Task.due_at.label("started_at"),
+            (Task.due_at <= grace).label("opens"),
+        )
         .join(Deal, and_(Deal.account_id == Task.account_id, Deal.id == Task.deal_id))
-        .where(*ctx.open_deal(), Task.account_id == ctx.account_id, Task.is_completed == false(),
-               Task.is_deleted == false(), Task.due_at <= ctx.now_param(),
-               *([one_of(Task.type_id, types)] if types is not None else []))
+        .where(
+            *ctx.open_deal(),
+            Task.account_id == ctx.account_id,
+            Task.is_completed == false(),
+            Task.is_deleted == false(),
+            Task.due_at <= ctx.now_param(),
+            *([one_of(Task.type_id, types)] if types is not None else []),
+        )
     )
 
 
@@ -43,12 +54,21 @@ def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:
     overdue = rc.calendar.working_seconds(finding.started_at, rc.now)
     late = humanize(overdue, rc.calendar.day_seconds, rc.lang)
     message = words.RULE_MESSAGES["overdue_task"].format(text=text, late=late)
-    return message, {"task_id": finding.entity_id, "task_text": text, "due_at": finding.started_at.isoformat(),
-                     "overdue_working_seconds": int(overdue)}
+    return message, {
+        "task_id": finding.entity_id,
+        "task_text": text,
+        "due_at": finding.started_at.isoformat(),
+        "overdue_working_seconds": int(overdue),
+    }
 
 
 RULE = Rule(
-    name="overdue_task", version=1, entity_type="task", severity="warning",
+    name="overdue_task",
+    version=1,
+    entity_type="task",
+    severity="warning",
     title=wording.titles("overdue_task"),
-    settings=Settings, violations=violations, render=render,
+    settings=Settings,
+    violations=violations,
+    render=render,
 )

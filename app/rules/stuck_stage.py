@@ -20,11 +20,13 @@ class Settings(RuleSettings):
 
 def violations(ctx: RuleContext) -> Select[Any]:
     limit = ctx.cutoff(lambda st: st.limit_days * ctx.calendar.day_seconds)
-    return (
-        select(Deal.id.label("entity_id"), Deal.id.label("deal_id"), Deal.responsible_user_id.label("manager_id"),
-               Deal.stage_entered_at.label("started_at"), true().label("opens"))
-        .where(*ctx.open_deal(), Deal.stage_entered_at <= limit)
-    )
+    return select(
+        Deal.id.label("entity_id"),
+        Deal.id.label("deal_id"),
+        Deal.responsible_user_id.label("manager_id"),
+        Deal.stage_entered_at.label("started_at"),
+        true().label("opens"),
+    ).where(*ctx.open_deal(), Deal.stage_entered_at <= limit)
 
 
 def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:
@@ -34,12 +36,21 @@ def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:
     spent = rc.calendar.working_seconds(finding.started_at, rc.now)
     span = humanize(spent, rc.calendar.day_seconds, rc.lang)
     message = wording.of(rc.lang).RULE_MESSAGES["stuck_stage"].format(span=span, stage=stage_name)
-    return message, {"stage_id": deal.stage_id if deal else None, "stage_name": stage_name,
-                     "entered_at": finding.started_at.isoformat(), "working_seconds_in_stage": int(spent)}
+    return message, {
+        "stage_id": deal.stage_id if deal else None,
+        "stage_name": stage_name,
+        "entered_at": finding.started_at.isoformat(),
+        "working_seconds_in_stage": int(spent),
+    }
 
 
 RULE = Rule(
-    name="stuck_stage", version=1, entity_type="deal", severity="warning",
+    name="stuck_stage",
+    version=1,
+    entity_type="deal",
+    severity="warning",
     title=wording.titles("stuck_stage"),
-    settings=Settings, violations=violations, render=render,
+    settings=Settings,
+    violations=violations,
+    render=render,
 )

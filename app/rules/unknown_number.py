@@ -22,28 +22,44 @@ from .base import RenderContext, Rule, RuleContext, RuleSettings
 
 
 class Settings(RuleSettings):
-    grace_minutes: int = Field(default=15, ge=0, le=43200,
-                               description="working minutes for the manager to create the contact after the call")
+    grace_minutes: int = Field(
+        default=15, ge=0, le=43200, description="working minutes for the manager to create the contact after the call"
+    )
     lookback_days: int = Field(default=7, ge=1, le=90, description="older calls are not judged")
 
 
 def violations(ctx: RuleContext) -> Select[Any]:
     st = ctx.settings
     unknown = (
-        select(Call.client_number.label("number"), func.min(Call.started_at).label("first_at"),
-               func.max(Call.id).label("last_id"))
-        .where(Call.account_id == ctx.account_id, Call.is_final == true(), Call.direction.is_distinct_from("internal"),
-               Call.client_number.is_not(None), Call.contact_id.is_(None), Call.deal_id.is_(None),
-               Call.started_at >= ctx.ago(timedelta(days=st.lookback_days)),
-               ~select(ContactPhone.phone).where(ContactPhone.account_id == Call.account_id,
-                                                 ContactPhone.phone == Call.client_number).exists())
-        .group_by(Call.client_number).subquery())
+        select(
+            Call.client_number.label("number"),
+            func.min(Call.started_at).label("first_at"),
+            func.max(Call.id).label("last_id"),
+        )
+        .where(
+            Call.account_id == ctx.account_id,
+            Call.is_final == true(),
+            Call.direction.is_distinct_from("internal"),
+            Call.client_number.is_not(None),
+            Call.contact_id.is_(None),
+            Call.deal_id.is_(None),
+            Call.started_at >= ctx.ago(timedelta(days=st.lookback_days)),
+            ~select(ContactPhone.phone)
+            .where(ContactPhone.account_id == Call.account_id, ContactPhone.phone == Call.client_number)
+            .exists(),
+        )
+        .group_by(Call.client_number)
+        .subquery()
+    )
     last = Call.__table__.alias("last_call")
     grace = ctx.account_cutoff(st.grace_minutes * 60)
-    query = (select(unknown.c.number.label("entity_id"), cast(null(), String(64)).label("deal_id"),
-                    last.c.manager_id.label("manager_id"), unknown.c.first_at.label("started_at"),
-                    (unknown.c.first_at <= grace).label("opens"))
-             .join(last, and_(last.c.id == unknown.c.last_id)))
+    query = select(
+        unknown.c.number.label("entity_id"),
+        cast(null(), String(64)).label("deal_id"),
+        last.c.manager_id.label("manager_id"),
+        unknown.c.first_at.label("started_at"),
+        (unknown.c.first_at <= grace).label("opens"),
+    ).join(last, and_(last.c.id == unknown.c.last_id))
     if ctx.deal_ids is not None:
         return query.where(false())
     if ctx.config.exclude.users:
@@ -60,7 +76,12 @@ def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:
 
 
 RULE = Rule(
-    name="unknown_number", version=1, entity_type="phone", severity="critical",
+    name="unknown_number",
+    version=1,
+    entity_type="phone",
+    severity="critical",
     title=wording.titles("unknown_number"),
-    settings=Settings, violations=violations, render=render,
+    settings=Settings,
+    violations=violations,
+    render=render,
 )

@@ -34,21 +34,33 @@ async def claim_next(rt: Runtime) -> int | None:
     now = utcnow()
     async with rt.sessions() as s, s.begin():
         # A sync whose worker died (no heartbeat) goes back to the queue.
-        await s.execute(update(Account).where(Account.sync_state == "running",
-                                              or_(Account.sync_heartbeat_at.is_(None),
-                                                  Account.sync_heartbeat_at < now - STALE_AFTER))
-                        .values(sync_state="queued"))
-        query = (select(Account.id).where(Account.sync_state == "queued")
-                 .order_by(Account.sync_requested_at).limit(1))
+        await s.execute(
+            update(Account)
+            .where(
+                Account.sync_state == "running",
+                or_(Account.sync_heartbeat_at.is_(None), Account.sync_heartbeat_at < now - STALE_AFTER),
+            )
+            .values(sync_state="queued")
+        )
+        query = select(Account.id).where(Account.sync_state == "queued").order_by(Account.sync_requested_at).limit(1)
         if is_postgres(s):
             query = query.with_for_update(skip_locked=True)
         account_id = await s.scalar(query)
         if account_id is None:
             return None
-        claimed = await s.execute(update(Account).where(Account.id == account_id, Account.sync_state == "queued")
-                                  .values(sync_state="running", sync_started_at=now, sync_heartbeat_at=now,
-                                          sync_finished_at=None, sync_error=None, sync_section=None,
-                                          sync_counts={}))
+        claimed = await s.execute(
+            update(Account)
+            .where(Account.id == account_id, Account.sync_state == "queued")
+            .values(
+                sync_state="running",
+                sync_started_at=now,
+                sync_heartbeat_at=now,
+                sync_finished_at=None,
+                sync_error=None,
+                sync_section=None,
+                sync_counts={},
+            )
+        )
         return account_id if claimed.rowcount == 1 else None
 
 
@@ -71,19 +83,28 @@ async def run_sync(rt: Runtime, account_id: int) -> None:
                 async with rt.sessions() as s, s.begin():
                     await mirror_writer(s, account_id).apply(page)
                     counts[section.name] += len(page)
-                    await s.execute(update(Account).where(Account.id == account_id).values(
-                        sync_section=section.name, sync_counts=dict(counts), sync_heartbeat_at=utcnow()))
+                    await s.execute(
+                        update(Account)
+                        .where(Account.id == account_id)
+                        .values(sync_section=section.name, sync_counts=dict(counts), sync_heartbeat_at=utcnow())
+                    )
                 SYNC_ITEMS.labels(account.crm, section.name).inc(len(page))
-                log.info("sync.progress", extra={"account_id": account_id, "section": section.name,
-                                                 "count": counts[section.name]})
+                log.info(
+                    "sync.progress",
+                    extra={"account_id": account_id, "section": section.name, "count": counts[section.name]},
+                )
     except Exception as exc:
         needs_attention = isinstance(exc, CrmAuthError)
         if not isinstance(exc, CrmError):
             log.exception("sync.crashed", extra={"account_id": account_id})
         else:
             log.warning("sync.failed", extra={"account_id": account_id, "error": str(exc)})
-        values = {"sync_state": "failed", "sync_error": str(exc)[:2000], "sync_finished_at": utcnow(),
-                  "sync_counts": dict(counts)}
+        values = {
+            "sync_state": "failed",
+            "sync_error": str(exc)[:2000],
+            "sync_finished_at": utcnow(),
+            "sync_counts": dict(counts),
+        }
         if needs_attention:
             values |= {"status": "needs_attention", "status_reason": str(exc)[:2000]}
         async with rt.sessions() as s, s.begin():
@@ -95,14 +116,19 @@ async def run_sync(rt: Runtime, account_id: int) -> None:
         account = await s.get(Account, account_id, with_for_update=True)
         if account is None:
             return
-        again = account.sync_requested_at is not None and account.sync_started_at is not None \
+        again = (
+            account.sync_requested_at is not None
+            and account.sync_started_at is not None
             and account.sync_requested_at > account.sync_started_at
+        )
         account.sync_state = "queued" if again else "done"
         account.sync_section = None
         account.sync_finished_at = utcnow()
         account.sync_counts = dict(counts)
-    log.info("sync.finished", extra={"account_id": account_id, "counts": counts,
-                                     "seconds": round(time.monotonic() - started, 2)})
+    log.info(
+        "sync.finished",
+        extra={"account_id": account_id, "counts": counts, "seconds": round(time.monotonic() - started, 2)},
+    )
     # A newly connected account shows its existing problems at once, not at the next tick.
     await sweep_account(rt, account_id, actor="sync")
 

@@ -47,8 +47,9 @@ class SigningKey:
     audience: str
 
 
-def signing_key(account: Account, config: WidgetConfig | None, box: CredentialBox, public_url: str
-                ) -> SigningKey | None:
+def signing_key(
+    account: Account, config: WidgetConfig | None, box: CredentialBox, public_url: str
+) -> SigningKey | None:
     """The secret and audience amoCRM uses for this account's widget tokens, or None if unknown.
 
     An explicitly configured secret wins; an OAuth account's client_secret is the integration's
@@ -89,8 +90,10 @@ async def verify(s: AsyncSession, raw: str | None, box: CredentialBox, public_ur
     accounts = await _candidates(s, card.hint(raw or ""))
     if not accounts:
         raise TokenRejected("token_invalid", "the token names no amoCRM account connected to crmwatch")
-    configs = {c.account_id: c for c in await s.scalars(
-        select(WidgetConfig).where(WidgetConfig.account_id.in_([a.id for a in accounts])))}
+    configs = {
+        c.account_id: c
+        for c in await s.scalars(select(WidgetConfig).where(WidgetConfig.account_id.in_([a.id for a in accounts])))
+    }
     unconfigured = 0
     for account in accounts:
         key = signing_key(account, configs.get(account.id), box, public_url)
@@ -103,8 +106,9 @@ async def verify(s: AsyncSession, raw: str | None, box: CredentialBox, public_ur
             continue  # another account's secret, or a forgery: try the next candidate
         return await _accept(s, account, user)
     if unconfigured == len(accounts):
-        raise TokenRejected("widget_not_configured",
-                            "the integration's secret key is not set: PUT /api/accounts/{id}/widget")
+        raise TokenRejected(
+            "widget_not_configured", "the integration's secret key is not set: PUT /api/accounts/{id}/widget"
+        )
     raise CardKeyMismatch()
 
 

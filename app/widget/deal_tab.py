@@ -31,23 +31,27 @@ h1{{font-size:15px;margin:0 0 8px}} .cw-user{{color:#6b7a89;font-size:12px;margi
 def _headers(portal: str | None) -> dict[str, str]:
     # Only the portal may frame the tab; scripts only from crmwatch itself (no CDN, no inline code).
     ancestors = origin(portal) if portal else "'none'"
-    return {"Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; "
-                                       f"connect-src 'self'; img-src 'self' data:; frame-ancestors {ancestors}",
-            "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+    return {
+        "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; "
+        f"connect-src 'self'; img-src 'self' data:; frame-ancestors {ancestors}",
+        "Cache-Control": "no-store",
+        "Referrer-Policy": "no-referrer",
+    }
 
 
 def page(lang: str, token: str, deal_id: str, user_name: str, portal: str) -> HTMLResponse:
     t = STRINGS[lang]
     strings = json.dumps(t, ensure_ascii=False).replace("</", "<\\/")
     body = _HEAD.format(lang=lang) + (
-        f'<h1>{escape(t["heading"])}</h1>\n'
+        f"<h1>{escape(t['heading'])}</h1>\n"
         f'<p class="cw-user">{escape(t["user"])} {escape(user_name)}</p>\n'
         f'<div id="crmwatch-card" data-deal="{escape(deal_id)}" data-token="{escape(token)}" '
         f'data-api="/widget/bitrix24"></div>\n'
         f'<script type="application/json" id="crmwatch-strings">{strings}</script>\n'
         '<script src="/widget/bitrix24/card-core.js"></script>\n'
         '<script src="/widget/bitrix24/deal-tab.js"></script>\n'
-        "</body></html>\n")
+        "</body></html>\n"
+    )
     return HTMLResponse(body, headers=_headers(portal))
 
 
@@ -55,5 +59,6 @@ def refusal(lang: str, reason: str, status_code: int, portal: str | None = None)
     title, text = REFUSALS[lang][reason]
     body = _HEAD.format(lang=lang) + (
         f'<div class="cw-refusal" data-crmwatch-refusal="{escape(reason)}"><h1>{escape(title)}</h1>'
-        f"<p>{escape(text)}</p></div>\n</body></html>\n")
+        f"<p>{escape(text)}</p></div>\n</body></html>\n"
+    )
     return HTMLResponse(body, status_code=status_code, headers=_headers(portal))

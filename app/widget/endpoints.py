@@ -36,6 +36,7 @@ Lang = Literal["ru", "en"]
 
 # --- admin: the integration secret for accounts that do not use OAuth -------------------------
 
+
 def _config_out(rt: Runtime, account: Account, config: WidgetConfig | None) -> WidgetConfigOut:
     key = amocrm_token.signing_key(account, config, rt.box, rt.settings.public_url)
     source = None
@@ -43,8 +44,9 @@ def _config_out(rt: Runtime, account: Account, config: WidgetConfig | None) -> W
         source = "widget"
     elif key is not None:
         source = "oauth"
-    audience = key.audience if key else (config.audience if config and config.audience else
-                                         origin_of(rt.settings.public_url))
+    audience = (
+        key.audience if key else (config.audience if config and config.audience else origin_of(rt.settings.public_url))
+    )
     return WidgetConfigOut(account_id=account.id, secret_source=source, audience=audience)
 
 
@@ -56,8 +58,7 @@ async def get_widget_config(account_id: int, rt: Runtime = Depends(runtime)) -> 
 
 
 @admin_router.put("/accounts/{account_id}/widget", response_model=WidgetConfigOut)
-async def put_widget_config(account_id: int, body: WidgetConfigIn, rt: Runtime = Depends(runtime)
-                            ) -> WidgetConfigOut:
+async def put_widget_config(account_id: int, body: WidgetConfigIn, rt: Runtime = Depends(runtime)) -> WidgetConfigOut:
     """Sets the amoCRM integration's secret key (never echoed back) and, if needed, the tokens' `aud`."""
     async with rt.sessions() as s, s.begin():
         account = await account_or_404(s, account_id)
@@ -74,6 +75,7 @@ async def put_widget_config(account_id: int, body: WidgetConfigIn, rt: Runtime =
 
 
 # --- amoCRM: the widget in the lead card ------------------------------------------------------
+
 
 async def _amocrm_origins(s: AsyncSession) -> set[str]:
     return {origin_of(u) for u in await s.scalars(select(Account.base_url).where(Account.crm == "amocrm"))}
@@ -94,13 +96,19 @@ async def amocrm_preflight(request: Request, rt: Runtime = Depends(runtime)) -> 
         allowed = bool(origin) and origin.lower() in await _amocrm_origins(s)
     if not allowed:
         return Response(status_code=status.HTTP_403_FORBIDDEN, headers={"Vary": "Origin"})
-    return Response(status_code=status.HTTP_204_NO_CONTENT, headers={
-        **_cors(origin, True), "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-        "Access-Control-Allow-Headers": "X-Auth-Token, Content-Type, X-Requested-With",
-        "Access-Control-Max-Age": "600"})
+    return Response(
+        status_code=status.HTTP_204_NO_CONTENT,
+        headers={
+            **_cors(origin, True),
+            "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+            "Access-Control-Allow-Headers": "X-Auth-Token, Content-Type, X-Requested-With",
+            "Access-Control-Max-Age": "600",
+        },
+    )
 
 
 # --- the card's one error mapping, for every CRM's card ----------------------------------------
+
 
 class _CardError(Exception):
     def __init__(self, status_code: int, code: str, detail: str) -> None:
@@ -122,8 +130,12 @@ def _card_error(exc: Exception) -> tuple[int, dict[str, str]]:
     return status.HTTP_409_CONFLICT, {"detail": str(exc), "code": "conflict"}
 
 
-async def amocrm_call(request: Request, rt: Runtime, token: str | None,
-                       act: Callable[[AsyncSession, amocrm_token.WidgetUser], Awaitable[Any]]) -> JSONResponse:
+async def amocrm_call(
+    request: Request,
+    rt: Runtime,
+    token: str | None,
+    act: Callable[[AsyncSession, amocrm_token.WidgetUser], Awaitable[Any]],
+) -> JSONResponse:
     origin = request.headers.get("origin")
     try:
         async with rt.sessions() as s, s.begin():
@@ -144,45 +156,82 @@ async def amocrm_call(request: Request, rt: Runtime, token: str | None,
 
 
 @amocrm_router.get("/findings", response_model=CardFindings)
-async def amocrm_findings(request: Request, lead_id: str = Query(pattern=r"^\d{1,20}$"), lang: Lang | None = None,
-                          x_auth_token: str | None = Header(None), rt: Runtime = Depends(runtime)) -> JSONResponse:
+async def amocrm_findings(
+    request: Request,
+    lead_id: str = Query(pattern=r"^\d{1,20}$"),
+    lang: Lang | None = None,
+    x_auth_token: str | None = Header(None),
+    rt: Runtime = Depends(runtime),
+) -> JSONResponse:
     """The opened lead's open findings, for the widget's panel (authenticated by amoCRM's X-Auth-Token)."""
+
     async def act(s: AsyncSession, user: amocrm_token.WidgetUser) -> dict[str, Any]:
         chosen = lang or user.account.language
         view = await service.card(s, user.account, lead_id, rt.settings.public_url, chosen)
         return view.model_dump(mode="json")
+
     return await amocrm_call(request, rt, x_auth_token, act)
 
 
-async def _amocrm_change(request: Request, rt: Runtime, token: str | None, lang: str | None,
-                         change: Callable[[AsyncSession, amocrm_token.WidgetUser], Awaitable[Any]]) -> JSONResponse:
+async def _amocrm_change(
+    request: Request,
+    rt: Runtime,
+    token: str | None,
+    lang: str | None,
+    change: Callable[[AsyncSession, amocrm_token.WidgetUser], Awaitable[Any]],
+) -> JSONResponse:
     """A change the manager makes from the widget, answered with the finding's new state."""
+
     async def act(s: AsyncSession, user: amocrm_token.WidgetUser) -> dict[str, Any]:
         f = await change(s, user)
         return service.action_answer(f, user.actor, user.account.timezone, lang or user.account.language)
+
     return await amocrm_call(request, rt, token, act)
 
 
 @amocrm_router.post("/findings/{finding_id}/ack")
-async def amocrm_ack(request: Request, finding_id: int, lang: Lang | None = None,
-                     x_auth_token: str | None = Header(None), rt: Runtime = Depends(runtime)) -> JSONResponse:
-    return await _amocrm_change(request, rt, x_auth_token, lang, lambda s, user: service.acknowledge(
-        s, user.account, finding_id, user.actor))
+async def amocrm_ack(
+    request: Request,
+    finding_id: int,
+    lang: Lang | None = None,
+    x_auth_token: str | None = Header(None),
+    rt: Runtime = Depends(runtime),
+) -> JSONResponse:
+    return await _amocrm_change(
+        request, rt, x_auth_token, lang, lambda s, user: service.acknowledge(s, user.account, finding_id, user.actor)
+    )
 
 
 @amocrm_router.post("/findings/{finding_id}/snooze")
-async def amocrm_snooze(request: Request, finding_id: int, body: CardSnoozeIn, lang: Lang | None = None,
-                        x_auth_token: str | None = Header(None), rt: Runtime = Depends(runtime)) -> JSONResponse:
-    return await _amocrm_change(request, rt, x_auth_token, lang, lambda s, user: service.snooze(
-        s, user.account, finding_id, body.preset, user.actor))
+async def amocrm_snooze(
+    request: Request,
+    finding_id: int,
+    body: CardSnoozeIn,
+    lang: Lang | None = None,
+    x_auth_token: str | None = Header(None),
+    rt: Runtime = Depends(runtime),
+) -> JSONResponse:
+    return await _amocrm_change(
+        request,
+        rt,
+        x_auth_token,
+        lang,
+        lambda s, user: service.snooze(s, user.account, finding_id, body.preset, user.actor),
+    )
 
 
 @amocrm_router.post("/findings/{finding_id}/reopen")
-async def amocrm_reopen(request: Request, finding_id: int, lang: Lang | None = None,
-                        x_auth_token: str | None = Header(None), rt: Runtime = Depends(runtime)) -> JSONResponse:
+async def amocrm_reopen(
+    request: Request,
+    finding_id: int,
+    lang: Lang | None = None,
+    x_auth_token: str | None = Header(None),
+    rt: Runtime = Depends(runtime),
+) -> JSONResponse:
     """Undoes the card's Acknowledge or Snooze: the finding is open again."""
-    return await _amocrm_change(request, rt, x_auth_token, lang, lambda s, user: service.reopen(
-        s, user.account, finding_id, user.actor))
+    return await _amocrm_change(
+        request, rt, x_auth_token, lang, lambda s, user: service.reopen(s, user.account, finding_id, user.actor)
+    )
 
 
 # --- Bitrix24: the CRM_DEAL_DETAIL_TAB placement ----------------------------------------------
@@ -210,15 +259,23 @@ async def bitrix24_deal_tab(request: Request, rt: Runtime = Depends(runtime)) ->
         lifetime = min(SESSION_MAX, max(SESSION_MIN, timedelta(seconds=int(field.get("AUTH_EXPIRES") or 3600))))
     except ValueError:
         lifetime = SESSION_MAX
-    token = session_token.issue(load_secret(rt.settings), session_token.CardSession(
-        account_id=signed.account.id, deal_id=deal_id, user_id=signed.user.id, crm="bitrix24"), lifetime)
+    token = session_token.issue(
+        load_secret(rt.settings),
+        session_token.CardSession(
+            account_id=signed.account.id, deal_id=deal_id, user_id=signed.user.id, crm="bitrix24"
+        ),
+        lifetime,
+    )
     return deal_tab.page(signed.lang, token, deal_id, signed.user.name, signed.account.base_url)
 
 
 @bitrix24_router.get("/{name}.js", include_in_schema=False)
 async def bitrix24_deal_tab_script(name: Literal["card-core", "deal-tab"]) -> Response:
-    return Response((STATIC / f"{name}.js").read_text(encoding="utf-8"), media_type="text/javascript",
-                    headers={"Cache-Control": "no-cache"})
+    return Response(
+        (STATIC / f"{name}.js").read_text(encoding="utf-8"),
+        media_type="text/javascript",
+        headers={"Cache-Control": "no-cache"},
+    )
 
 
 def _session(request: Request, rt: Runtime) -> session_token.CardSession:
@@ -229,8 +286,9 @@ def _session(request: Request, rt: Runtime) -> session_token.CardSession:
         raise _CardError(status.HTTP_401_UNAUTHORIZED, exc.code, exc.detail) from None
 
 
-async def _bitrix24_call(request: Request, rt: Runtime,
-                         act: Callable[[AsyncSession, Account, session_token.CardSession], Awaitable[Any]]) -> Any:
+async def _bitrix24_call(
+    request: Request, rt: Runtime, act: Callable[[AsyncSession, Account, session_token.CardSession], Awaitable[Any]]
+) -> Any:
     try:
         card = _session(request, rt)
         async with rt.sessions() as s, s.begin():
@@ -244,11 +302,12 @@ async def _bitrix24_call(request: Request, rt: Runtime,
 
 
 @bitrix24_router.get("/findings", response_model=CardFindings)
-async def bitrix24_findings(request: Request, lang: Lang | None = None, rt: Runtime = Depends(runtime)
-                            ) -> CardFindings:
+async def bitrix24_findings(request: Request, lang: Lang | None = None, rt: Runtime = Depends(runtime)) -> CardFindings:
     """The tab's deal findings; the deal comes from the page's session token, not from the caller."""
+
     async def act(s: AsyncSession, account: Account, card: session_token.CardSession) -> CardFindings:
         return await service.card(s, account, card.deal_id, rt.settings.public_url, lang or account.language)
+
     return await _bitrix24_call(request, rt, act)
 
 
@@ -259,37 +318,53 @@ async def _on_this_deal(s: AsyncSession, account: Account, card: session_token.C
         raise service.NotFound(f"finding {finding_id} not found")
 
 
-async def _bitrix24_change(request: Request, rt: Runtime, finding_id: int, lang: str | None,
-                           change: Callable[[AsyncSession, Account, session_token.CardSession], Awaitable[Any]]
-                           ) -> dict[str, Any]:
+async def _bitrix24_change(
+    request: Request,
+    rt: Runtime,
+    finding_id: int,
+    lang: str | None,
+    change: Callable[[AsyncSession, Account, session_token.CardSession], Awaitable[Any]],
+) -> dict[str, Any]:
     """A change the manager makes from the tab, on its own deal's finding only."""
+
     async def act(s: AsyncSession, account: Account, card: session_token.CardSession) -> dict[str, Any]:
         await _on_this_deal(s, account, card, finding_id)
         f = await change(s, account, card)
         return service.action_answer(f, card.actor, account.timezone, lang or account.language)
+
     return await _bitrix24_call(request, rt, act)
 
 
 @bitrix24_router.post("/findings/{finding_id}/ack")
-async def bitrix24_ack(request: Request, finding_id: int, lang: Lang | None = None,
-                       rt: Runtime = Depends(runtime)) -> dict[str, Any]:
-    return await _bitrix24_change(request, rt, finding_id, lang, lambda s, account, card: service.acknowledge(
-        s, account, finding_id, card.actor))
+async def bitrix24_ack(
+    request: Request, finding_id: int, lang: Lang | None = None, rt: Runtime = Depends(runtime)
+) -> dict[str, Any]:
+    return await _bitrix24_change(
+        request, rt, finding_id, lang, lambda s, account, card: service.acknowledge(s, account, finding_id, card.actor)
+    )
 
 
 @bitrix24_router.post("/findings/{finding_id}/snooze")
-async def bitrix24_snooze(request: Request, finding_id: int, body: CardSnoozeIn, lang: Lang | None = None,
-                          rt: Runtime = Depends(runtime)) -> dict[str, Any]:
-    return await _bitrix24_change(request, rt, finding_id, lang, lambda s, account, card: service.snooze(
-        s, account, finding_id, body.preset, card.actor))
+async def bitrix24_snooze(
+    request: Request, finding_id: int, body: CardSnoozeIn, lang: Lang | None = None, rt: Runtime = Depends(runtime)
+) -> dict[str, Any]:
+    return await _bitrix24_change(
+        request,
+        rt,
+        finding_id,
+        lang,
+        lambda s, account, card: service.snooze(s, account, finding_id, body.preset, card.actor),
+    )
 
 
 @bitrix24_router.post("/findings/{finding_id}/reopen")
-async def bitrix24_reopen(request: Request, finding_id: int, lang: Lang | None = None,
-                          rt: Runtime = Depends(runtime)) -> dict[str, Any]:
+async def bitrix24_reopen(
+    request: Request, finding_id: int, lang: Lang | None = None, rt: Runtime = Depends(runtime)
+) -> dict[str, Any]:
     """Undoes the tab's Acknowledge or Snooze: the finding is open again."""
-    return await _bitrix24_change(request, rt, finding_id, lang, lambda s, account, card: service.reopen(
-        s, account, finding_id, card.actor))
+    return await _bitrix24_change(
+        request, rt, finding_id, lang, lambda s, account, card: service.reopen(s, account, finding_id, card.actor)
+    )
 
 
 # The one router the app includes: the admin setting and both CRMs' cards.

@@ -60,14 +60,14 @@ async def sign_in(rt: Runtime, field: dict[str, str], *, ask_admin: bool = False
     card = crm_adapter("bitrix24").card
     async with rt.reads() as s:
         hint = card.hint(member_id)
-        account = await s.scalar(select(Account).where(Account.crm == "bitrix24",
-                                                       Account.external_id == hint.external_id))
+        account = await s.scalar(
+            select(Account).where(Account.crm == "bitrix24", Account.external_id == hint.external_id)
+        )
     if account is None:
         raise Refused(lang, "not_installed", status.HTTP_403_FORBIDDEN)
     lang = page_lang(field.get("LANG"), account)
     try:
-        user = await card.verify(auth_id, base_url=account.base_url, transport=rt.http_transport,
-                                 ask_admin=ask_admin)
+        user = await card.verify(auth_id, base_url=account.base_url, transport=rt.http_transport, ask_admin=ask_admin)
     except CardRejected:
         raise Refused(lang, "forged", status.HTTP_403_FORBIDDEN, account.base_url) from None
     except CardUnavailable:

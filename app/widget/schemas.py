@@ -40,9 +40,11 @@ class CardSnoozeIn(BaseModel):
 class WidgetConfigIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     client_secret: SecretStr | None = Field(
-        default=None, min_length=8, description="the amoCRM integration's secret key (signs the widget tokens)")
+        default=None, min_length=8, description="the amoCRM integration's secret key (signs the widget tokens)"
+    )
     audience: HttpUrl | None = Field(
-        default=None, description="the tokens' `aud`: the origin of the integration's redirect_uri")
+        default=None, description="the tokens' `aud`: the origin of the integration's redirect_uri"
+    )
 
 
 class WidgetConfigOut(BaseModel):

@@ -26,12 +26,14 @@ class NotFound(Exception):
 
 
 WEEKDAYS = {"ru": ("пн", "вт", "ср", "чт", "пт", "сб", "вс"), "en": ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")}
-UNTIL = {"ru": {"tomorrow": "до завтра", "until": "до {when}", "tomorrow_at": "завтра {time}"},
-         "en": {"tomorrow": "until tomorrow", "until": "until {when}", "tomorrow_at": "tomorrow {time}"}}
+UNTIL = {
+    "ru": {"tomorrow": "до завтра", "until": "до {when}", "tomorrow_at": "завтра {time}"},
+    "en": {"tomorrow": "until tomorrow", "until": "until {when}", "tomorrow_at": "tomorrow {time}"},
+}
 
 
 def until_label(until: datetime, timezone: str, lang: str, now: datetime | None = None) -> str:
-    """"до 15:00", "до завтра 09:00", "до пн 09:00" or "до 12.01 09:00": when a snooze ends, as a
+    """ "до 15:00", "до завтра 09:00", "до пн 09:00" or "до 12.01 09:00": when a snooze ends, as a
     manager reads it, in the account's time zone."""
     zone = ZoneInfo(timezone)
     local, today = until.astimezone(zone), (now or utcnow()).astimezone(zone).date()
@@ -58,27 +60,49 @@ async def snooze_labels(s: AsyncSession, account: Account, lang: str, now: datet
     return {"tomorrow": until_label(morning, account.timezone, lang, now)}
 
 
-async def _card(s: AsyncSession, account: Account, deal_id: str, public_url: str, lang: str | None,
-                statuses: tuple[str, ...]) -> list[CardFinding]:
-    rows = list(await s.scalars(select(Finding).where(
-        Finding.account_id == account.id, Finding.deal_id == deal_id, Finding.status.in_(statuses),
-        Finding.suppressed.is_(False)).order_by(Finding.started_at, Finding.id)))
+async def _card(
+    s: AsyncSession, account: Account, deal_id: str, public_url: str, lang: str | None, statuses: tuple[str, ...]
+) -> list[CardFinding]:
+    rows = list(
+        await s.scalars(
+            select(Finding)
+            .where(
+                Finding.account_id == account.id,
+                Finding.deal_id == deal_id,
+                Finding.status.in_(statuses),
+                Finding.suppressed.is_(False),
+            )
+            .order_by(Finding.started_at, Finding.id)
+        )
+    )
     rendered = await findings.render(s, account, rows, public_url, lang)
     label_lang = lang or account.language
-    items = [CardFinding(id=f.id, rule=f.rule, title=f.title, message=f.message, severity=f.severity,
-                         since=f.started_at, status=f.status, snoozed_until=f.snoozed_until,
-                         until_label=until_label(f.snoozed_until, account.timezone, label_lang)
-                         if f.snoozed_until else None) for f in rendered]
+    items = [
+        CardFinding(
+            id=f.id,
+            rule=f.rule,
+            title=f.title,
+            message=f.message,
+            severity=f.severity,
+            since=f.started_at,
+            status=f.status,
+            snoozed_until=f.snoozed_until,
+            until_label=until_label(f.snoozed_until, account.timezone, label_lang) if f.snoozed_until else None,
+        )
+        for f in rendered
+    ]
     return sorted(items, key=lambda i: (SEVERITY_ORDER.get(i.severity, 1), i.since))
 
 
-async def card_findings(s: AsyncSession, account: Account, deal_id: str, public_url: str, lang: str | None
-                        ) -> list[CardFinding]:
+async def card_findings(
+    s: AsyncSession, account: Account, deal_id: str, public_url: str, lang: str | None
+) -> list[CardFinding]:
     return await _card(s, account, deal_id, public_url, lang, VISIBLE)
 
 
-async def card_snoozed(s: AsyncSession, account: Account, deal_id: str, public_url: str, lang: str | None
-                       ) -> list[CardFinding]:
+async def card_snoozed(
+    s: AsyncSession, account: Account, deal_id: str, public_url: str, lang: str | None
+) -> list[CardFinding]:
     """The deal's snoozed findings, soonest back first."""
     items = await _card(s, account, deal_id, public_url, lang, ("snoozed",))
     return sorted(items, key=lambda i: (i.snoozed_until or i.since, i.id))
@@ -86,9 +110,13 @@ async def card_snoozed(s: AsyncSession, account: Account, deal_id: str, public_u
 
 async def card(s: AsyncSession, account: Account, deal_id: str, public_url: str, lang: str) -> CardFindings:
     """What the card shows: the open findings, the snoozed ones, and the snooze menu's labels."""
-    return CardFindings(deal_id=deal_id, lang=lang, items=await card_findings(s, account, deal_id, public_url, lang),
-                        snoozed=await card_snoozed(s, account, deal_id, public_url, lang),
-                        snooze_labels=await snooze_labels(s, account, lang))
+    return CardFindings(
+        deal_id=deal_id,
+        lang=lang,
+        items=await card_findings(s, account, deal_id, public_url, lang),
+        snoozed=await card_snoozed(s, account, deal_id, public_url, lang),
+        snooze_labels=await snooze_labels(s, account, lang),
+    )
 
 
 async def _own_finding(s: AsyncSession, account: Account, finding_id: int) -> Finding:
@@ -115,7 +143,8 @@ async def snooze_until(s: AsyncSession, account: Account, preset: str, now: date
     doc = await rules_config.load(s, account.id)
     calendar = doc.business_calendar(account.timezone)
     local_midnight = (now.astimezone(ZoneInfo(account.timezone)) + timedelta(days=1)).replace(
-        hour=0, minute=0, second=0, microsecond=0)
+        hour=0, minute=0, second=0, microsecond=0
+    )
     return calendar.next_working_start(local_midnight)
 
 
@@ -132,6 +161,10 @@ async def reopen(s: AsyncSession, account: Account, finding_id: int, actor: str)
 
 def action_answer(f: Finding, actor: str, timezone: str, lang: str) -> dict[str, object]:
     """What the card's ack / snooze / reopen calls answer: the new state, and its end as a label."""
-    return {"id": f.id, "status": f.status, "by": actor,
-            "until": f.snoozed_until.isoformat() if f.snoozed_until else None,
-            "until_label": until_label(f.snoozed_until, timezone, lang) if f.snoozed_until else None}
+    return {
+        "id": f.id,
+        "status": f.status,
+        "by": actor,
+        "until": f.snoozed_until.isoformat() if f.snoozed_until else None,
+        "until_label": until_label(f.snoozed_until, timezone, lang) if f.snoozed_until else None,
+    }

@@ -37,14 +37,23 @@ class CardSession:
 def _key(server_secret: str) -> str:
     # Its own key, derived from the server secret, so a page token can never open credentials.
     raw = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"crmwatch", info=b"card-session-v1").derive(
-        server_secret.encode())
+        server_secret.encode()
+    )
     return base64.urlsafe_b64encode(raw).decode()
 
 
 def issue(server_secret: str, session: CardSession, lifetime: timedelta) -> str:
     now = utcnow()
-    claims = {"iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + lifetime, "sub": str(session.account_id),
-              "deal": session.deal_id, "uid": session.user_id, "crm": session.crm}
+    claims = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "iat": now,
+        "exp": now + lifetime,
+        "sub": str(session.account_id),
+        "deal": session.deal_id,
+        "uid": session.user_id,
+        "crm": session.crm,
+    }
     return jwt.encode(claims, _key(server_secret), algorithm="HS256")
 
 
@@ -52,11 +61,18 @@ def check(server_secret: str, token: str | None) -> CardSession:
     if not token:
         raise TokenRejected("token_missing", "the page's session token is missing")
     try:
-        claims = jwt.decode(token, _key(server_secret), algorithms=["HS256"], audience=AUDIENCE, issuer=ISSUER,
-                            options={"require": ["exp", "iat", "sub", "aud", "iss"]})
+        claims = jwt.decode(
+            token,
+            _key(server_secret),
+            algorithms=["HS256"],
+            audience=AUDIENCE,
+            issuer=ISSUER,
+            options={"require": ["exp", "iat", "sub", "aud", "iss"]},
+        )
     except jwt.ExpiredSignatureError:
         raise TokenRejected("token_expired", "the card session has expired: reopen the tab") from None
     except jwt.PyJWTError:
         raise TokenRejected("token_invalid", "the card session token is not valid") from None
-    return CardSession(account_id=int(claims["sub"]), deal_id=str(claims["deal"]), user_id=str(claims["uid"]),
-                       crm=str(claims["crm"]))
+    return CardSession(
+        account_id=int(claims["sub"]), deal_id=str(claims["deal"]), user_id=str(claims["uid"]), crm=str(claims["crm"])
+    )

@@ -22,7 +22,7 @@ RULE_MESSAGES = {
     "call_not_logged": "Write down the call with {number} at {when} ({talk}): the card has no note or task since",
     "missed_call_not_returned": "Missed call from {number} at {when}: nobody has called back for {waited}",
     "unknown_number": "A call from {number} ({when}) that the CRM does not know: create the contact and deal, "
-                      "it is a lead",
+    "it is a lead",
 }
 
 UNTITLED_TASK = "untitled"
@@ -49,22 +49,38 @@ CALL_NOT_ANSWERED = "not answered"
 # -- the Bitrix24 deal tab -------------------------------------------------------------------------
 
 DEAL_TAB = {
-    "lang": "en", "heading": "crmwatch: issues on this deal", "loading": "Loading…",
-    "empty": "All is in order: nothing to fix on this deal.", "acknowledge": "Acknowledge",
-    "snooze": "Snooze", "snooze_1h": "1 hour", "snooze_tomorrow": "until tomorrow", "snooze_1w": "1 week",
-    "since": "since", "unavailable": "crmwatch is unavailable. Retrying in a few seconds.",
-    "expired": "The session has expired: reopen the tab.", "denied": "Access to crmwatch was refused.",
-    "failed": "Could not save that, please try again.", "user": "Signed in as",
-    "done_ack": "Acknowledged.", "done_snooze": "Snoozed {until}.", "undo": "Undo",
-    "snoozed_line": "{count} snoozed {until}", "unsnooze": "Bring back", "severity_critical": "Critical",
-    "severity_warning": "Warning", "severity_info": "Info",
+    "lang": "en",
+    "heading": "crmwatch: issues on this deal",
+    "loading": "Loading…",
+    "empty": "All is in order: nothing to fix on this deal.",
+    "acknowledge": "Acknowledge",
+    "snooze": "Snooze",
+    "snooze_1h": "1 hour",
+    "snooze_tomorrow": "until tomorrow",
+    "snooze_1w": "1 week",
+    "since": "since",
+    "unavailable": "crmwatch is unavailable. Retrying in a few seconds.",
+    "expired": "The session has expired: reopen the tab.",
+    "denied": "Access to crmwatch was refused.",
+    "failed": "Could not save that, please try again.",
+    "user": "Signed in as",
+    "done_ack": "Acknowledged.",
+    "done_snooze": "Snoozed {until}.",
+    "undo": "Undo",
+    "snoozed_line": "{count} snoozed {until}",
+    "unsnooze": "Bring back",
+    "severity_critical": "Critical",
+    "severity_warning": "Warning",
+    "severity_info": "Info",
 }
 
 DEAL_TAB_REFUSALS = {
     "bad_request": ("Incomplete request", "Bitrix24 opens this tab from a deal card."),
     "not_installed": ("The app is not installed", "This Bitrix24 portal is not connected to crmwatch."),
-    "forged": ("Sign-in not confirmed",
-               "Bitrix24 did not confirm this sign-in. Open the deal in Bitrix24 and this tab again."),
+    "forged": (
+        "Sign-in not confirmed",
+        "Bitrix24 did not confirm this sign-in. Open the deal in Bitrix24 and this tab again.",
+    ),
     "portal_down": ("Bitrix24 did not answer", "The sign-in could not be checked with the portal. Reload."),
 }
 

@@ -45,15 +45,46 @@ class AmoCrmAdapter:
     def make_limiter(self, settings: Any) -> SlidingWindowLimiter:
         return SlidingWindowLimiter(settings.amocrm_rate_per_second)
 
-    def make_client(self, base_url: str, tokens: TokenSource, limiter: SlidingWindowLimiter, *,
-                    max_retries: int, backoff_base: float, backoff_cap: float, timeout: float,
-                    transport: httpx.AsyncBaseTransport | None = None) -> AmoCrmClient:
-        return AmoCrmClient(base_url, tokens, limiter, max_retries=max_retries, backoff_base=backoff_base,
-                            backoff_cap=backoff_cap, timeout=timeout, transport=transport)
+    def make_client(
+        self,
+        base_url: str,
+        tokens: TokenSource,
+        limiter: SlidingWindowLimiter,
+        *,
+        max_retries: int,
+        backoff_base: float,
+        backoff_cap: float,
+        timeout: float,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> AmoCrmClient:
+        return AmoCrmClient(
+            base_url,
+            tokens,
+            limiter,
+            max_retries=max_retries,
+            backoff_base=backoff_base,
+            backoff_cap=backoff_cap,
+            timeout=timeout,
+            transport=transport,
+        )
 
-    async def oauth_exchange(self, base_url: str, *, client_id: str, client_secret: str, redirect_uri: str,
-                             code: str | None = None, refresh_token: str | None = None,
-                             transport: httpx.AsyncBaseTransport | None = None) -> TokenPair:
-        return await oauth.exchange(base_url, client_id=client_id, client_secret=client_secret,
-                                    redirect_uri=redirect_uri, code=code, refresh_token=refresh_token,
-                                    transport=transport)
+    async def oauth_exchange(
+        self,
+        base_url: str,
+        *,
+        client_id: str,
+        client_secret: str,
+        redirect_uri: str,
+        code: str | None = None,
+        refresh_token: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> TokenPair:
+        return await oauth.exchange(
+            base_url,
+            client_id=client_id,
+            client_secret=client_secret,
+            redirect_uri=redirect_uri,
+            code=code,
+            refresh_token=refresh_token,
+            transport=transport,
+        )

@@ -77,7 +77,10 @@ class AmoCrmClient:
         self._backoff_cap = backoff_cap
         self._sleep = sleep
         self._http = httpx.AsyncClient(
-            base_url=self.base_url, timeout=timeout, transport=transport, verify=tls_context(),
+            base_url=self.base_url,
+            timeout=timeout,
+            transport=transport,
+            verify=tls_context(),
             headers={"User-Agent": "crmwatch/0.1", "Accept": "application/hal+json, application/json"},
         )
 
@@ -93,8 +96,9 @@ class AmoCrmClient:
 
     # -- transport ---------------------------------------------------------------------------
 
-    async def request(self, method: str, url: str, *, params: Any = None, json: Any = None,
-                      idempotent: bool = True) -> httpx.Response:
+    async def request(
+        self, method: str, url: str, *, params: Any = None, json: Any = None, idempotent: bool = True
+    ) -> httpx.Response:
         """One logical call: rate-limited, retried on 429/5xx/network errors, refreshed once on 401.
 
         A non-idempotent write is retried only when it surely did not land (429, a refused
@@ -106,7 +110,8 @@ class AmoCrmClient:
             await self._limiter.acquire()
             try:
                 resp = await self._http.request(
-                    method, url, params=params, json=json, headers={"Authorization": f"Bearer {token}"})
+                    method, url, params=params, json=json, headers={"Authorization": f"Bearer {token}"}
+                )
             except httpx.TransportError as exc:
                 if not idempotent and not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
                     raise CrmAmbiguous(f"amoCRM {method} {_path(url)}: {type(exc).__name__}") from None
@@ -123,8 +128,9 @@ class AmoCrmClient:
                     raise CrmAuthError("amoCRM refused the access token after a refresh")
                 if resp.status_code not in RETRY_STATUSES:
                     if resp.status_code >= 400:
-                        raise CrmRequestError(f"amoCRM answered {resp.status_code} to {method} {_path(url)}: "
-                                              f"{resp.text[:300]}")
+                        raise CrmRequestError(
+                            f"amoCRM answered {resp.status_code} to {method} {_path(url)}: {resp.text[:300]}"
+                        )
                     return resp
                 reason, retry_after = f"HTTP {resp.status_code}", _retry_after(resp)
                 if resp.status_code == 429:
@@ -135,8 +141,10 @@ class AmoCrmClient:
             if attempt > self._max_retries:
                 raise CrmUnavailable(f"amoCRM {method} {_path(url)} failed {attempt} times, last: {reason}")
             delay = retry_after if retry_after is not None else self._backoff(attempt)
-            log.warning("amocrm.retry", extra={"path": _path(url), "reason": reason, "attempt": attempt,
-                                               "delay_s": round(delay, 2)})
+            log.warning(
+                "amocrm.retry",
+                extra={"path": _path(url), "reason": reason, "attempt": attempt, "delay_s": round(delay, 2)},
+            )
             await self._sleep(delay)
 
     def _backoff(self, attempt: int) -> float:
@@ -148,8 +156,9 @@ class AmoCrmClient:
             return None
         return resp.json()
 
-    async def paginate(self, path: str, key: str, params: dict[str, Any] | None = None,
-                       limit: int = PAGE_LIMIT) -> AsyncIterator[list[dict[str, Any]]]:
+    async def paginate(
+        self, path: str, key: str, params: dict[str, Any] | None = None, limit: int = PAGE_LIMIT
+    ) -> AsyncIterator[list[dict[str, Any]]]:
         """Pages of `_embedded[key]`, following `_links.next` until it is absent or a 204 arrives."""
         url: str | None = path
         query: Any = {**(params or {}), "limit": limit, "page": 1}
@@ -193,22 +202,36 @@ class AmoCrmClient:
             SyncSection("contacts", self._mapped("/api/v4/contacts", "contacts", lambda r: _contact(r, region))),
             SyncSection("deals", self._mapped("/api/v4/leads", "leads", _deal, {"with": "contacts"})),
             SyncSection("tasks", self._mapped("/api/v4/tasks", "tasks", _task, {"filter[is_completed]": 0})),
-            SyncSection("stage_events", self._mapped(
-                "/api/v4/events", "events", _stage_event,
-                {"filter[type]": "lead_status_changed", "filter[created_at][from]": since}, EVENTS_PAGE_LIMIT)),
-            SyncSection("notes", self._mapped(
-                "/api/v4/leads/notes", "notes", _note, {"filter[updated_at][from]": since})),
+            SyncSection(
+                "stage_events",
+                self._mapped(
+                    "/api/v4/events",
+                    "events",
+                    _stage_event,
+                    {"filter[type]": "lead_status_changed", "filter[created_at][from]": since},
+                    EVENTS_PAGE_LIMIT,
+                ),
+            ),
+            SyncSection(
+                "notes", self._mapped("/api/v4/leads/notes", "notes", _note, {"filter[updated_at][from]": since})
+            ),
             # Call notes read again as calls (their own section, so the counts say what they hold).
-            SyncSection("calls", self._mapped(
-                "/api/v4/leads/notes", "notes", lambda n: _call_note(n, region),
-                {"filter[updated_at][from]": since, "filter[note_type][]": ["call_in", "call_out"]})),
+            SyncSection(
+                "calls",
+                self._mapped(
+                    "/api/v4/leads/notes",
+                    "notes",
+                    lambda n: _call_note(n, region),
+                    {"filter[updated_at][from]": since, "filter[note_type][]": ["call_in", "call_out"]},
+                ),
+            ),
         ]
 
     async def fetch_deals(self, ids: list[str], *, region: str) -> list[DomainEvent]:
         """Full records of the given leads (for thin webhooks); unknown ids are simply absent."""
         out: list[DomainEvent] = []
         for start in range(0, len(ids), PAGE_LIMIT):
-            chunk = ids[start:start + PAGE_LIMIT]
+            chunk = ids[start : start + PAGE_LIMIT]
             query = [("with", "contacts"), *(("filter[id][]", i) for i in chunk), ("limit", PAGE_LIMIT)]
             body = await self.get_json("/api/v4/leads", query)
             rows = ((body or {}).get("_embedded") or {}).get("leads") or []
@@ -222,29 +245,47 @@ class AmoCrmClient:
     # -- writes ------------------------------------------------------------------------------------
 
     async def create_tasks(self, tasks: list[NewTask]) -> dict[str, str]:
-        body = [{"text": t.text, "complete_till": int(t.due_at.timestamp()), "entity_id": int(t.deal_id),
-                 "entity_type": "leads", "task_type_id": int(t.type_id or 1), "request_id": t.request_id,
-                 **({"responsible_user_id": int(t.responsible_user_id)} if t.responsible_user_id else {})}
-                for t in tasks]
+        body = [
+            {
+                "text": t.text,
+                "complete_till": int(t.due_at.timestamp()),
+                "entity_id": int(t.deal_id),
+                "entity_type": "leads",
+                "task_type_id": int(t.type_id or 1),
+                "request_id": t.request_id,
+                **({"responsible_user_id": int(t.responsible_user_id)} if t.responsible_user_id else {}),
+            }
+            for t in tasks
+        ]
         resp = await self.request("POST", "/api/v4/tasks", json=body, idempotent=False)
         return _created(resp, "tasks")
 
     async def add_notes(self, notes: list[NewNote]) -> dict[str, str]:
-        body = [{"entity_id": int(n.deal_id), "note_type": "common", "params": {"text": n.text},
-                 "request_id": n.request_id} for n in notes]
+        body = [
+            {"entity_id": int(n.deal_id), "note_type": "common", "params": {"text": n.text}, "request_id": n.request_id}
+            for n in notes
+        ]
         resp = await self.request("POST", "/api/v4/leads/notes", json=body, idempotent=False)
         return _created(resp, "notes")
 
     async def log_calls(self, calls: list[NewCall]) -> dict[str, str]:
         # POST /api/v4/calls files each call on the card of the contact or company with the number
         # (and its single open deal); a number amoCRM knows no one with is dropped.
-        body = [{"direction": "inbound" if c.direction is CallDirection.IN else "outbound", "uniq": c.uniq,
-                 "duration": c.talk_seconds, "source": c.source, "phone": c.phone,
-                 "call_status": CALL_STATUS_CODES.get(c.status, 6), "created_at": int(c.started_at.timestamp()),
-                 "request_id": c.request_id,
-                 **({"link": c.recording_url} if c.recording_url else {}),
-                 **({"responsible_user_id": int(c.responsible_user_id)} if c.responsible_user_id else {})}
-                for c in calls]
+        body = [
+            {
+                "direction": "inbound" if c.direction is CallDirection.IN else "outbound",
+                "uniq": c.uniq,
+                "duration": c.talk_seconds,
+                "source": c.source,
+                "phone": c.phone,
+                "call_status": CALL_STATUS_CODES.get(c.status, 6),
+                "created_at": int(c.started_at.timestamp()),
+                "request_id": c.request_id,
+                **({"link": c.recording_url} if c.recording_url else {}),
+                **({"responsible_user_id": int(c.responsible_user_id)} if c.responsible_user_id else {}),
+            }
+            for c in calls
+        ]
         resp = await self.request("POST", "/api/v4/calls", json=body, idempotent=False)
         return _created(resp, "calls")
 
@@ -282,13 +323,15 @@ class AmoCrmClient:
                 if isinstance(contact, ContactUpserted) and phone in (contact.phones or ()):
                     contacts.append(contact)
                     contact_ids.append(contact.id)
-                    deal_ids.extend(str(lead["id"]) for lead in (row.get("_embedded") or {}).get("leads") or []
-                                    if "id" in lead)
+                    deal_ids.extend(
+                        str(lead["id"]) for lead in (row.get("_embedded") or {}).get("leads") or [] if "id" in lead
+                    )
         async for rows in self.paginate("/api/v4/companies", "companies", {"query": query, "with": "leads"}):
             for row in rows:
                 if phone in _phones(row, region):
-                    deal_ids.extend(str(lead["id"]) for lead in (row.get("_embedded") or {}).get("leads") or []
-                                    if "id" in lead)
+                    deal_ids.extend(
+                        str(lead["id"]) for lead in (row.get("_embedded") or {}).get("leads") or [] if "id" in lead
+                    )
         deal_ids = list(dict.fromkeys(deal_ids))
         deals = await self.fetch_deals(deal_ids, region=region) if deal_ids else []
         return PhoneLookup(events=(*contacts, *deals), contact_ids=tuple(contact_ids), deal_ids=tuple(deal_ids))
@@ -298,14 +341,20 @@ class AmoCrmClient:
         if body:
             yield [_pipeline(p) for p in (body.get("_embedded") or {}).get("pipelines") or []]
 
-    async def _mapped(self, path: str, key: str, convert: Callable[[dict[str, Any]], DomainEvent | None],
-                      params: dict[str, Any] | None = None, limit: int = PAGE_LIMIT
-                      ) -> AsyncIterator[list[DomainEvent]]:
+    async def _mapped(
+        self,
+        path: str,
+        key: str,
+        convert: Callable[[dict[str, Any]], DomainEvent | None],
+        params: dict[str, Any] | None = None,
+        limit: int = PAGE_LIMIT,
+    ) -> AsyncIterator[list[DomainEvent]]:
         async for rows in self.paginate(path, key, params, limit):
             yield [ev for ev in map(convert, rows) if ev is not None]
 
 
 # -- API v4 records → domain events -------------------------------------------------------------
+
 
 def _call_note(n: dict[str, Any], region: str) -> DomainEvent | None:
     note = _note(n)
@@ -315,29 +364,43 @@ def _call_note(n: dict[str, Any], region: str) -> DomainEvent | None:
 def _pipeline(p: dict[str, Any]) -> PipelineUpserted:
     statuses = (p.get("_embedded") or {}).get("statuses") or []
     return PipelineUpserted(
-        id=str(p["id"]), name=p.get("name") or "", sort=int(p.get("sort") or 0),
+        id=str(p["id"]),
+        name=p.get("name") or "",
+        sort=int(p.get("sort") or 0),
         is_archived=bool(p.get("is_archive")),
-        stages=tuple(StageInfo(id=str(s["id"]), name=s.get("name") or "", sort=int(s.get("sort") or 0),
-                               kind=stage_kind(s["id"])) for s in statuses),
+        stages=tuple(
+            StageInfo(id=str(s["id"]), name=s.get("name") or "", sort=int(s.get("sort") or 0), kind=stage_kind(s["id"]))
+            for s in statuses
+        ),
     )
 
 
 def _user(u: dict[str, Any]) -> UserUpserted:
     rights = u.get("rights") or {}
-    return UserUpserted(id=str(u["id"]), name=u.get("name"), email=u.get("email"),
-                        is_active=rights.get("is_active", True))
+    return UserUpserted(
+        id=str(u["id"]), name=u.get("name"), email=u.get("email"), is_active=rights.get("is_active", True)
+    )
 
 
 def _phones(c: dict[str, Any], region: str) -> tuple[str, ...]:
-    phones = [v.get("value") for f in c.get("custom_fields_values") or []
-              if f.get("field_code") == "PHONE" for v in f.get("values") or [] if isinstance(v.get("value"), str)]
+    phones = [
+        v.get("value")
+        for f in c.get("custom_fields_values") or []
+        if f.get("field_code") == "PHONE"
+        for v in f.get("values") or []
+        if isinstance(v.get("value"), str)
+    ]
     return normalize_all(phones, region)
 
 
 def _contact(c: dict[str, Any], region: str) -> DomainEvent:
     return ContactUpserted(
-        id=str(c["id"]), updated_at=ts(c.get("updated_at")) or datetime.now(UTC), name=c.get("name"),
-        responsible_user_id=sid(c.get("responsible_user_id")), phones=_phones(c, region))
+        id=str(c["id"]),
+        updated_at=ts(c.get("updated_at")) or datetime.now(UTC),
+        name=c.get("name"),
+        responsible_user_id=sid(c.get("responsible_user_id")),
+        phones=_phones(c, region),
+    )
 
 
 def _deal(lead: dict[str, Any]) -> DealUpserted:
@@ -385,9 +448,13 @@ def _stage_event(e: dict[str, Any]) -> StageEntered | None:
     if not after or not after[0] or at is None or e.get("entity_id") is None:
         return None
     return StageEntered(
-        deal_id=str(e["entity_id"]), stage_id=str(after[0]["id"]), pipeline_id=sid(after[0].get("pipeline_id")),
-        at=at, from_stage_id=sid(before[0].get("id")) if before and before[0] else None,
-        by_user_id=sid(e.get("created_by")))
+        deal_id=str(e["entity_id"]),
+        stage_id=str(after[0]["id"]),
+        pipeline_id=sid(after[0].get("pipeline_id")),
+        at=at,
+        from_stage_id=sid(before[0].get("id")) if before and before[0] else None,
+        by_user_id=sid(e.get("created_by")),
+    )
 
 
 def _note(n: dict[str, Any]) -> NoteAdded | None:
@@ -396,12 +463,16 @@ def _note(n: dict[str, Any]) -> NoteAdded | None:
         return None
     params = n.get("params") if isinstance(n.get("params"), dict) else {}
     return NoteAdded(
-        id=str(n["id"]), entity_type="deal", entity_id=entity_id, deal_id=entity_id,
+        id=str(n["id"]),
+        entity_type="deal",
+        entity_id=entity_id,
+        deal_id=entity_id,
         kind=NOTE_KINDS.get(str(n.get("note_type")), NoteKind.OTHER),
         text=params.get("text") if isinstance(params.get("text"), str) else None,
         created_by=sid(n.get("created_by")),
         created_at=ts(n.get("created_at")) or datetime.now(UTC),
-        params={k: v for k, v in params.items() if k != "text"})
+        params={k: v for k, v in params.items() if k != "text"},
+    )
 
 
 _MARKER = re.compile(r"#cw\d+")

@@ -53,36 +53,77 @@ CONTACTS = (
 # (id, name, price, manager, contact id or None, stage path as (status, days ago)).
 # The first step is when the lead was created; every later one becomes a move_lead.
 LEADS: tuple[tuple[int, str, int, int, int | None, tuple[tuple[int, float], ...]], ...] = (
-    (31000001, "Поставка оборудования для ООО «Ромашка»", 480000, VOLKOV, 33000001,
-     ((FIRST_CONTACT, 21), (TALKS, 16), (PROPOSAL, 9))),
-    (31000002, "Кассовое оборудование для сети кофеен «Зерно»", 215000, MOROZOVA, 33000002,
-     ((FIRST_CONTACT, 3),)),
-    (31000003, "Видеонаблюдение на склад ИП Гусев", 96000, LEBEDEV, 33000003,
-     ((FIRST_CONTACT, 12), (TALKS, 8))),
-    (31000004, "Серверная стойка для «ТехноПарк Урал»", 1250000, VOLKOV, 33000004,
-     ((FIRST_CONTACT, 30), (TALKS, 25), (PROPOSAL, 18), (DECIDING, 6))),
-    (31000005, "Ноутбуки для бухгалтерии ООО «Вектор»", 340000, MOROZOVA, 33000005,
-     ((FIRST_CONTACT, 10), (TALKS, 7), (PROPOSAL, 2))),
-    (31000006, "Wi-Fi для гостиницы «Уют»", 158000, LEBEDEV, 33000006,
-     ((FIRST_CONTACT, 1),)),
-    (31000007, "Обслуживание оргтехники, договор на год", 72000, VOLKOV, 33000007,
-     ((FIRST_CONTACT, 40), (TALKS, 33))),
-    (31000008, "МФУ для школы №17", 64000, MOROZOVA, 33000008,
-     ((FIRST_CONTACT, 6), (TALKS, 5), (DECIDING, 1))),
-    (31000009, "POS-терминалы для «Пекарни на Ленина»", 128000, LEBEDEV, 33000009,
-     ((FIRST_CONTACT, 15), (TALKS, 11), (PROPOSAL, 4))),
-    (31000010, "Система контроля доступа для БЦ «Меридиан»", 890000, VOLKOV, 33000010,
-     ((FIRST_CONTACT, 20), (TALKS, 13), (PROPOSAL, 10), (DECIDING, 3))),
-    (31000011, "Мониторы для колл-центра ООО «Связь-Плюс»", 410000, MOROZOVA, 33000011,
-     ((FIRST_CONTACT, 25), (TALKS, 19), (PROPOSAL, 12), (DECIDING, 8), (WON_STATUS_ID, 2))),
-    (31000012, "Источники бесперебойного питания для клиники «Здоровье»", 187000, LEBEDEV, 33000012,
-     ((FIRST_CONTACT, 18), (TALKS, 14), (LOST_STATUS_ID, 5))),
-    (31000013, "Заявка с сайта: принтер этикеток", 23000, VOLKOV, None,
-     ((FIRST_CONTACT, 0.125),)),
-    (31000014, "ЛВС для производственного цеха ООО «Металлист»", 675000, LEBEDEV, 33000006,
-     ((FIRST_CONTACT, 9), (TALKS, 7))),
-    (31000015, "Облачное хранилище на 50 рабочих мест", 120000, HEAD, 33000002,
-     ((FIRST_CONTACT, 4), (TALKS, 2))),
+    (
+        31000001,
+        "Поставка оборудования для ООО «Ромашка»",
+        480000,
+        VOLKOV,
+        33000001,
+        ((FIRST_CONTACT, 21), (TALKS, 16), (PROPOSAL, 9)),
+    ),
+    (31000002, "Кассовое оборудование для сети кофеен «Зерно»", 215000, MOROZOVA, 33000002, ((FIRST_CONTACT, 3),)),
+    (31000003, "Видеонаблюдение на склад ИП Гусев", 96000, LEBEDEV, 33000003, ((FIRST_CONTACT, 12), (TALKS, 8))),
+    (
+        31000004,
+        "Серверная стойка для «ТехноПарк Урал»",
+        1250000,
+        VOLKOV,
+        33000004,
+        ((FIRST_CONTACT, 30), (TALKS, 25), (PROPOSAL, 18), (DECIDING, 6)),
+    ),
+    (
+        31000005,
+        "Ноутбуки для бухгалтерии ООО «Вектор»",
+        340000,
+        MOROZOVA,
+        33000005,
+        ((FIRST_CONTACT, 10), (TALKS, 7), (PROPOSAL, 2)),
+    ),
+    (31000006, "Wi-Fi для гостиницы «Уют»", 158000, LEBEDEV, 33000006, ((FIRST_CONTACT, 1),)),
+    (31000007, "Обслуживание оргтехники, договор на год", 72000, VOLKOV, 33000007, ((FIRST_CONTACT, 40), (TALKS, 33))),
+    (31000008, "МФУ для школы №17", 64000, MOROZOVA, 33000008, ((FIRST_CONTACT, 6), (TALKS, 5), (DECIDING, 1))),
+    (
+        31000009,
+        "POS-терминалы для «Пекарни на Ленина»",
+        128000,
+        LEBEDEV,
+        33000009,
+        ((FIRST_CONTACT, 15), (TALKS, 11), (PROPOSAL, 4)),
+    ),
+    (
+        31000010,
+        "Система контроля доступа для БЦ «Меридиан»",
+        890000,
+        VOLKOV,
+        33000010,
+        ((FIRST_CONTACT, 20), (TALKS, 13), (PROPOSAL, 10), (DECIDING, 3)),
+    ),
+    (
+        31000011,
+        "Мониторы для колл-центра ООО «Связь-Плюс»",
+        410000,
+        MOROZOVA,
+        33000011,
+        ((FIRST_CONTACT, 25), (TALKS, 19), (PROPOSAL, 12), (DECIDING, 8), (WON_STATUS_ID, 2)),
+    ),
+    (
+        31000012,
+        "Источники бесперебойного питания для клиники «Здоровье»",
+        187000,
+        LEBEDEV,
+        33000012,
+        ((FIRST_CONTACT, 18), (TALKS, 14), (LOST_STATUS_ID, 5)),
+    ),
+    (31000013, "Заявка с сайта: принтер этикеток", 23000, VOLKOV, None, ((FIRST_CONTACT, 0.125),)),
+    (
+        31000014,
+        "ЛВС для производственного цеха ООО «Металлист»",
+        675000,
+        LEBEDEV,
+        33000006,
+        ((FIRST_CONTACT, 9), (TALKS, 7)),
+    ),
+    (31000015, "Облачное хранилище на 50 рабочих мест", 120000, HEAD, 33000002, ((FIRST_CONTACT, 4), (TALKS, 2))),
 )
 
 # (id, lead id, text, due in days from now (negative = overdue), task type, created days ago).
@@ -114,31 +155,69 @@ def seed_demo(state: EmulatorState, now: int) -> None:
 
     for lead_id, name, price, manager, contact_id, path in LEADS:
         (first_status, created_days), moves = path[0], path[1:]
-        state.add_lead(lead_id, name, DEMO_PIPELINE_ID, first_status, price, manager,
-                       [contact_id] if contact_id else [], created_at=now - int(created_days * DAY))
+        state.add_lead(
+            lead_id,
+            name,
+            DEMO_PIPELINE_ID,
+            first_status,
+            price,
+            manager,
+            [contact_id] if contact_id else [],
+            created_at=now - int(created_days * DAY),
+        )
         for status_id, days_ago in moves:
             state.move_lead(lead_id, status_id, at=now - int(days_ago * DAY), by_user=manager)
 
     for task_id, lead_id, text, due_days, task_type, created_days in OPEN_TASKS:
         manager = state.leads[lead_id]["responsible_user_id"]
-        state.add_task(task_id, lead_id, text, now + int(due_days * DAY), manager, task_type,
-                       created_at=now - int(created_days * DAY))
+        state.add_task(
+            task_id,
+            lead_id,
+            text,
+            now + int(due_days * DAY),
+            manager,
+            task_type,
+            created_at=now - int(created_days * DAY),
+        )
     task_id, lead_id, text, due_days, task_type, created_days, result = DONE_TASK
     state.add_task(task_id, lead_id, text, now + due_days * DAY, VOLKOV, task_type, created_at=now - created_days * DAY)
     state.complete_task(task_id, result, at=now + due_days * DAY, by_user=VOLKOV)
 
-    state.add_note(61000001, 31000001, "common", "Обсудили сроки поставки, ждёт КП", created_by=VOLKOV,
-                   created_at=now - 10 * DAY)
-    state.add_note(61000002, 31000001, "call_out", created_by=VOLKOV, created_at=now - 8 * DAY,
-                   params={"uniq": "call-7701", "duration": 184, "source": "mango_office", "link": "",
-                           "phone": "+79123456701"})
-    state.add_note(61000003, 31000004, "common", "Клиент просит расширенную гарантию на 3 года", created_by=VOLKOV,
-                   created_at=now - 6 * DAY)
-    state.add_note(61000004, 31000009, "call_in", created_by=LEBEDEV, created_at=now - 4 * DAY,
-                   params={"uniq": "call-7702", "duration": 62, "source": "mango_office", "link": "",
-                           "phone": "+79123456709"})
-    state.add_note(61000005, 31000012, "common", "Выбрали другого поставщика: дешевле на 12%", created_by=LEBEDEV,
-                   created_at=now - 5 * DAY)
+    state.add_note(
+        61000001, 31000001, "common", "Обсудили сроки поставки, ждёт КП", created_by=VOLKOV, created_at=now - 10 * DAY
+    )
+    state.add_note(
+        61000002,
+        31000001,
+        "call_out",
+        created_by=VOLKOV,
+        created_at=now - 8 * DAY,
+        params={"uniq": "call-7701", "duration": 184, "source": "mango_office", "link": "", "phone": "+79123456701"},
+    )
+    state.add_note(
+        61000003,
+        31000004,
+        "common",
+        "Клиент просит расширенную гарантию на 3 года",
+        created_by=VOLKOV,
+        created_at=now - 6 * DAY,
+    )
+    state.add_note(
+        61000004,
+        31000009,
+        "call_in",
+        created_by=LEBEDEV,
+        created_at=now - 4 * DAY,
+        params={"uniq": "call-7702", "duration": 62, "source": "mango_office", "link": "", "phone": "+79123456709"},
+    )
+    state.add_note(
+        61000005,
+        31000012,
+        "common",
+        "Выбрали другого поставщика: дешевле на 12%",
+        created_by=LEBEDEV,
+        created_at=now - 5 * DAY,
+    )
 
 
 # -- webhooks --------------------------------------------------------------------------------------
@@ -160,8 +239,11 @@ def webhook_form(state: EmulatorState, kind: str, entity: dict | list[dict], **e
     for index, item in enumerate(entity if isinstance(entity, list) else [entity]):
         rows.extend(_RENDERERS[kind](state, kind.split(".")[1], index, {**item, **extra}))
     account = state.account
-    rows += [("account[subdomain]", account["subdomain"]), ("account[id]", account["id"]),
-             ("account[_links][self]", f"https://{account['subdomain']}.amocrm.ru")]
+    rows += [
+        ("account[subdomain]", account["subdomain"]),
+        ("account[id]", account["id"]),
+        ("account[_links][self]", f"https://{account['subdomain']}.amocrm.ru"),
+    ]
     return [(key, _text(value)) for key, value in rows]
 
 
@@ -179,11 +261,18 @@ def _lead_rows(state: EmulatorState, action: str, index: int, lead: dict) -> lis
         fields = [("id", lead["id"]), ("status_id", lead["status_id"]), ("pipeline_id", lead["pipeline_id"])]
         return [(f"{prefix}[{k}]", v) for k, v in fields]
     fields = [
-        ("id", lead["id"]), ("name", lead.get("name")), ("status_id", lead["status_id"]), ("price", lead.get("price")),
-        ("responsible_user_id", lead.get("responsible_user_id")), ("last_modified", lead.get("updated_at")),
-        ("modified_user_id", lead.get("updated_by")), ("created_user_id", lead.get("created_by")),
-        ("date_create", lead.get("created_at")), ("pipeline_id", lead["pipeline_id"]),
-        ("account_id", lead.get("account_id", state.account["id"])), ("created_at", lead.get("created_at")),
+        ("id", lead["id"]),
+        ("name", lead.get("name")),
+        ("status_id", lead["status_id"]),
+        ("price", lead.get("price")),
+        ("responsible_user_id", lead.get("responsible_user_id")),
+        ("last_modified", lead.get("updated_at")),
+        ("modified_user_id", lead.get("updated_by")),
+        ("created_user_id", lead.get("created_by")),
+        ("date_create", lead.get("created_at")),
+        ("pipeline_id", lead["pipeline_id"]),
+        ("account_id", lead.get("account_id", state.account["id"])),
+        ("created_at", lead.get("created_at")),
         ("updated_at", lead.get("updated_at")),
     ]
     if action == "status":
@@ -204,13 +293,19 @@ def _previous_stage(state: EmulatorState, lead: dict) -> tuple[int, int]:
 
 def _task_rows(state: EmulatorState, action: str, index: int, task: dict) -> list[tuple[str, Any]]:
     fields = [
-        ("id", task["id"]), ("element_id", task.get("entity_id")),
+        ("id", task["id"]),
+        ("element_id", task.get("entity_id")),
         ("element_type", ELEMENT_TYPES.get(task.get("entity_type", "leads"), 2)),
-        ("task_type", task.get("task_type_id", 1)), ("date_create", task.get("created_at")),
-        ("created_user_id", task.get("created_by")), ("last_modified", task.get("updated_at")),
-        ("text", task.get("text")), ("responsible_user_id", task.get("responsible_user_id")),
-        ("complete_till", task.get("complete_till")), ("status", 1 if task.get("is_completed") else 0),
-        ("group_id", task.get("group_id", 0)), ("account_id", task.get("account_id", state.account["id"])),
+        ("task_type", task.get("task_type_id", 1)),
+        ("date_create", task.get("created_at")),
+        ("created_user_id", task.get("created_by")),
+        ("last_modified", task.get("updated_at")),
+        ("text", task.get("text")),
+        ("responsible_user_id", task.get("responsible_user_id")),
+        ("complete_till", task.get("complete_till")),
+        ("status", 1 if task.get("is_completed") else 0),
+        ("group_id", task.get("group_id", 0)),
+        ("account_id", task.get("account_id", state.account["id"])),
     ]
     if action == "update" and task.get("is_completed"):
         fields.append(("action_close", 1))
@@ -222,18 +317,34 @@ def _task_rows(state: EmulatorState, action: str, index: int, task: dict) -> lis
 
 def _note_rows(state: EmulatorState, action: str, index: int, note: dict) -> list[tuple[str, Any]]:
     note_type, params = note.get("note_type", "common"), note.get("params") or {}
-    head = [("id", note["id"]), ("note_type", NOTE_TYPE_CODES.get(note_type, 4)),
-            ("element_id", note["entity_id"]), ("element_type", 2)]
+    head = [
+        ("id", note["id"]),
+        ("note_type", NOTE_TYPE_CODES.get(note_type, 4)),
+        ("element_id", note["entity_id"]),
+        ("element_type", 2),
+    ]
     account_id = note.get("account_id", state.account["id"])
     if note_type == "common":
-        fields = [*head, ("text", params.get("text")), ("created_by", note.get("created_by")),
-                  ("date_create", note.get("created_at")), ("last_modified", note.get("updated_at")),
-                  ("responsible_user_id", note.get("responsible_user_id")), ("account_id", account_id)]
+        fields = [
+            *head,
+            ("text", params.get("text")),
+            ("created_by", note.get("created_by")),
+            ("date_create", note.get("created_at")),
+            ("last_modified", note.get("updated_at")),
+            ("responsible_user_id", note.get("responsible_user_id")),
+            ("account_id", account_id),
+        ]
     else:
-        fields = [*head, ("created_by", note.get("created_by")), ("date_create", note.get("created_at")),
-                  ("account_id", account_id), ("metadata][UNIQ", params.get("uniq")),
-                  ("metadata][DURATION", params.get("duration")), ("metadata][PHONE", params.get("phone")),
-                  ("metadata][SRC", params.get("source"))]
+        fields = [
+            *head,
+            ("created_by", note.get("created_by")),
+            ("date_create", note.get("created_at")),
+            ("account_id", account_id),
+            ("metadata][UNIQ", params.get("uniq")),
+            ("metadata][DURATION", params.get("duration")),
+            ("metadata][PHONE", params.get("phone")),
+            ("metadata][SRC", params.get("source")),
+        ]
         if params.get("link"):
             fields.append(("metadata][LINK", params["link"]))
     prefix = f"leads[note][{index}]"
@@ -241,6 +352,11 @@ def _note_rows(state: EmulatorState, action: str, index: int, note: dict) -> lis
 
 
 _RENDERERS = {
-    "leads.add": _lead_rows, "leads.update": _lead_rows, "leads.status": _lead_rows, "leads.delete": _lead_rows,
-    "task.add": _task_rows, "task.update": _task_rows, "note.add": _note_rows,
+    "leads.add": _lead_rows,
+    "leads.update": _lead_rows,
+    "leads.status": _lead_rows,
+    "leads.delete": _lead_rows,
+    "task.add": _task_rows,
+    "task.update": _task_rows,
+    "note.add": _note_rows,
 }

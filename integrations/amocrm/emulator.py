@@ -54,18 +54,36 @@ class OAuthError(ApiError):
         self.hint = hint
 
     def body(self) -> dict[str, Any]:
-        return {"hint": self.hint, "title": "Некорректный запрос", "type": OAUTH_PROBLEM_TYPE,
-                "status": self.status, "detail": self.detail}
+        return {
+            "hint": self.hint,
+            "title": "Некорректный запрос",
+            "type": OAUTH_PROBLEM_TYPE,
+            "status": self.status,
+            "detail": self.detail,
+        }
 
 
 class EmulatorState:
     """Everything the emulated account holds. Plain data, so tests and the demo can poke at it directly."""
 
-    def __init__(self, *, account_id: int = 29876543, subdomain: str = "demoshop", name: str = "Демо-магазин",
-                 current_user_id: int = 8100001, created_at: int = 1700000000) -> None:
+    def __init__(
+        self,
+        *,
+        account_id: int = 29876543,
+        subdomain: str = "demoshop",
+        name: str = "Демо-магазин",
+        current_user_id: int = 8100001,
+        created_at: int = 1700000000,
+    ) -> None:
         self.account: dict[str, Any] = {
-            "id": account_id, "name": name, "subdomain": subdomain, "current_user_id": current_user_id,
-            "country": "RU", "currency": "RUB", "timezone": "Europe/Moscow", "created_at": created_at,
+            "id": account_id,
+            "name": name,
+            "subdomain": subdomain,
+            "current_user_id": current_user_id,
+            "country": "RU",
+            "currency": "RUB",
+            "timezone": "Europe/Moscow",
+            "created_at": created_at,
         }
         self.users: dict[int, dict[str, Any]] = {}
         self.pipelines: dict[int, dict[str, Any]] = {}
@@ -117,57 +135,132 @@ class EmulatorState:
         self.users[id] = user
         return user
 
-    def add_pipeline(self, id: int, name: str, statuses: Iterable[tuple[int, str, int]],
-                     is_main: bool = False, sort: int | None = None) -> dict:
-        rows = [_status(id, sid, sname, ssort, STAGE_COLORS[i % len(STAGE_COLORS)], True)
-                for i, (sid, sname, ssort) in enumerate(statuses)]
+    def add_pipeline(
+        self,
+        id: int,
+        name: str,
+        statuses: Iterable[tuple[int, str, int]],
+        is_main: bool = False,
+        sort: int | None = None,
+    ) -> dict:
+        rows = [
+            _status(id, sid, sname, ssort, STAGE_COLORS[i % len(STAGE_COLORS)], True)
+            for i, (sid, sname, ssort) in enumerate(statuses)
+        ]
         # amoCRM gives every pipeline its own copy of the two closing stages, with fixed ids.
         rows.append(_status(id, WON_STATUS_ID, "Успешно реализовано", 10000, "#CCFF66", False))
         rows.append(_status(id, LOST_STATUS_ID, "Закрыто и не реализовано", 11000, "#D5D8DB", False))
-        pipeline = {"id": id, "name": name, "sort": sort if sort is not None else len(self.pipelines) + 1,
-                    "is_main": is_main, "is_unsorted_on": False, "is_archive": False,
-                    "account_id": self.account["id"], "statuses": rows}
+        pipeline = {
+            "id": id,
+            "name": name,
+            "sort": sort if sort is not None else len(self.pipelines) + 1,
+            "is_main": is_main,
+            "is_unsorted_on": False,
+            "is_archive": False,
+            "account_id": self.account["id"],
+            "statuses": rows,
+        }
         self.pipelines[id] = pipeline
         return pipeline
 
-    def add_contact(self, id: int, name: str, phones: Iterable[str] = (), responsible_user_id: int | None = None,
-                    created_at: int | None = None, updated_at: int | None = None) -> dict:
+    def add_contact(
+        self,
+        id: int,
+        name: str,
+        phones: Iterable[str] = (),
+        responsible_user_id: int | None = None,
+        created_at: int | None = None,
+        updated_at: int | None = None,
+    ) -> dict:
         user = self._user_or_default(responsible_user_id)
         created = created_at if created_at is not None else self.unix_now()
         first, _, last = name.partition(" ")
-        contact = {"id": id, "name": name, "first_name": first, "last_name": last, "responsible_user_id": user,
-                   "group_id": 0, "created_by": user, "updated_by": user, "created_at": created,
-                   "updated_at": updated_at if updated_at is not None else created, "phones": list(phones),
-                   "account_id": self.account["id"]}
+        contact = {
+            "id": id,
+            "name": name,
+            "first_name": first,
+            "last_name": last,
+            "responsible_user_id": user,
+            "group_id": 0,
+            "created_by": user,
+            "updated_by": user,
+            "created_at": created,
+            "updated_at": updated_at if updated_at is not None else created,
+            "phones": list(phones),
+            "account_id": self.account["id"],
+        }
         self.contacts[id] = contact
         return contact
 
-    def add_company(self, id: int, name: str, phones: Iterable[str] = (), lead_ids: Iterable[int] = (),
-                    responsible_user_id: int | None = None) -> dict:
+    def add_company(
+        self,
+        id: int,
+        name: str,
+        phones: Iterable[str] = (),
+        lead_ids: Iterable[int] = (),
+        responsible_user_id: int | None = None,
+    ) -> dict:
         user = self._user_or_default(responsible_user_id)
         now = self.unix_now()
-        company = {"id": id, "name": name, "responsible_user_id": user, "group_id": 0, "created_by": user,
-                   "updated_by": user, "created_at": now, "updated_at": now, "phones": list(phones),
-                   "lead_ids": list(lead_ids), "account_id": self.account["id"]}
+        company = {
+            "id": id,
+            "name": name,
+            "responsible_user_id": user,
+            "group_id": 0,
+            "created_by": user,
+            "updated_by": user,
+            "created_at": now,
+            "updated_at": now,
+            "phones": list(phones),
+            "lead_ids": list(lead_ids),
+            "account_id": self.account["id"],
+        }
         self.companies[id] = company
         return company
 
-    def add_lead(self, id: int, name: str, pipeline_id: int, status_id: int, price: int = 0,
-                 responsible_user_id: int | None = None, contact_ids: Iterable[int] = (),
-                 created_at: int | None = None, updated_at: int | None = None) -> dict:
+    def add_lead(
+        self,
+        id: int,
+        name: str,
+        pipeline_id: int,
+        status_id: int,
+        price: int = 0,
+        responsible_user_id: int | None = None,
+        contact_ids: Iterable[int] = (),
+        created_at: int | None = None,
+        updated_at: int | None = None,
+    ) -> dict:
         self._check_status(pipeline_id, status_id)
         user = self._user_or_default(responsible_user_id)
         created = created_at if created_at is not None else self.unix_now()
-        lead = {"id": id, "name": name, "price": price, "responsible_user_id": user, "group_id": 0,
-                "status_id": status_id, "pipeline_id": pipeline_id, "created_by": user, "updated_by": user,
-                "created_at": created, "updated_at": updated_at if updated_at is not None else created,
-                "closed_at": created if status_id in CLOSED_STATUS_IDS else None, "is_deleted": False,
-                "contact_ids": list(contact_ids), "account_id": self.account["id"]}
+        lead = {
+            "id": id,
+            "name": name,
+            "price": price,
+            "responsible_user_id": user,
+            "group_id": 0,
+            "status_id": status_id,
+            "pipeline_id": pipeline_id,
+            "created_by": user,
+            "updated_by": user,
+            "created_at": created,
+            "updated_at": updated_at if updated_at is not None else created,
+            "closed_at": created if status_id in CLOSED_STATUS_IDS else None,
+            "is_deleted": False,
+            "contact_ids": list(contact_ids),
+            "account_id": self.account["id"],
+        }
         self.leads[id] = lead
         return lead
 
-    def move_lead(self, lead_id: int, status_id: int, at: int | None = None, by_user: int | None = None,
-                  pipeline_id: int | None = None) -> dict:
+    def move_lead(
+        self,
+        lead_id: int,
+        status_id: int,
+        at: int | None = None,
+        by_user: int | None = None,
+        pipeline_id: int | None = None,
+    ) -> dict:
         """Moves a lead and records the `lead_status_changed` event amoCRM would log."""
         lead = self.leads[lead_id]
         new_pipeline = pipeline_id if pipeline_id is not None else lead["pipeline_id"]
@@ -175,13 +268,25 @@ class EmulatorState:
         at = at if at is not None else self.unix_now()
         by_user = by_user if by_user is not None else lead["responsible_user_id"]
         before = {"id": lead["status_id"], "pipeline_id": lead["pipeline_id"]}
-        lead.update(status_id=status_id, pipeline_id=new_pipeline, updated_at=at, updated_by=by_user,
-                    closed_at=at if status_id in CLOSED_STATUS_IDS else None)
-        event = {"id": f"01{len(self.events) + 1:010x}", "type": "lead_status_changed", "entity_id": lead_id,
-                 "entity_type": "lead", "created_by": by_user, "created_at": at,
-                 "value_after": [{"lead_status": {"id": status_id, "pipeline_id": new_pipeline}}],
-                 "value_before": [{"lead_status": before}], "account_id": self.account["id"],
-                 "_embedded": {"entity": {"id": lead_id}}}
+        lead.update(
+            status_id=status_id,
+            pipeline_id=new_pipeline,
+            updated_at=at,
+            updated_by=by_user,
+            closed_at=at if status_id in CLOSED_STATUS_IDS else None,
+        )
+        event = {
+            "id": f"01{len(self.events) + 1:010x}",
+            "type": "lead_status_changed",
+            "entity_id": lead_id,
+            "entity_type": "lead",
+            "created_by": by_user,
+            "created_at": at,
+            "value_after": [{"lead_status": {"id": status_id, "pipeline_id": new_pipeline}}],
+            "value_before": [{"lead_status": before}],
+            "account_id": self.account["id"],
+            "_embedded": {"entity": {"id": lead_id}},
+        }
         self.events.append(event)
         return event
 
@@ -191,37 +296,75 @@ class EmulatorState:
         if unknown:
             raise ValueError(f"update_lead cannot change {sorted(unknown)}; use move_lead for stages")
         lead = self.leads[lead_id]
-        lead.update(changes, updated_at=at if at is not None else self.unix_now(),
-                    updated_by=by_user if by_user is not None else lead["responsible_user_id"])
+        lead.update(
+            changes,
+            updated_at=at if at is not None else self.unix_now(),
+            updated_by=by_user if by_user is not None else lead["responsible_user_id"],
+        )
         return lead
 
     def delete_lead(self, lead_id: int) -> dict:
         return self.leads.pop(lead_id)
 
-    def add_task(self, id: int, lead_id: int, text: str, complete_till: int, responsible_user_id: int | None = None,
-                 task_type_id: int = 1, created_at: int | None = None, is_completed: bool = False,
-                 created_by: int | None = None) -> dict:
+    def add_task(
+        self,
+        id: int,
+        lead_id: int,
+        text: str,
+        complete_till: int,
+        responsible_user_id: int | None = None,
+        task_type_id: int = 1,
+        created_at: int | None = None,
+        is_completed: bool = False,
+        created_by: int | None = None,
+    ) -> dict:
         user = self._user_or_default(responsible_user_id)
         created = created_at if created_at is not None else self.unix_now()
         author = created_by if created_by is not None else user
-        task = {"id": id, "created_by": author, "updated_by": author, "created_at": created, "updated_at": created,
-                "responsible_user_id": user, "group_id": 0, "entity_id": lead_id, "entity_type": "leads",
-                "duration": 0, "is_completed": is_completed, "task_type_id": task_type_id, "text": text,
-                # amoCRM serializes a missing result as an empty PHP array, i.e. [] rather than null.
-                "result": [], "complete_till": complete_till, "account_id": self.account["id"]}
+        task = {
+            "id": id,
+            "created_by": author,
+            "updated_by": author,
+            "created_at": created,
+            "updated_at": created,
+            "responsible_user_id": user,
+            "group_id": 0,
+            "entity_id": lead_id,
+            "entity_type": "leads",
+            "duration": 0,
+            "is_completed": is_completed,
+            "task_type_id": task_type_id,
+            "text": text,
+            # amoCRM serializes a missing result as an empty PHP array, i.e. [] rather than null.
+            "result": [],
+            "complete_till": complete_till,
+            "account_id": self.account["id"],
+        }
         self.tasks[id] = task
         return task
 
-    def complete_task(self, task_id: int, result_text: str | None = None, at: int | None = None,
-                      by_user: int | None = None) -> dict:
+    def complete_task(
+        self, task_id: int, result_text: str | None = None, at: int | None = None, by_user: int | None = None
+    ) -> dict:
         task = self.tasks[task_id]
-        task.update(is_completed=True, result={"text": result_text} if result_text else [],
-                    updated_at=at if at is not None else self.unix_now(),
-                    updated_by=by_user if by_user is not None else task["responsible_user_id"])
+        task.update(
+            is_completed=True,
+            result={"text": result_text} if result_text else [],
+            updated_at=at if at is not None else self.unix_now(),
+            updated_by=by_user if by_user is not None else task["responsible_user_id"],
+        )
         return task
 
-    def add_note(self, id: int, lead_id: int, note_type: str = "common", text: str | None = None,
-                 params: dict | None = None, created_by: int | None = None, created_at: int | None = None) -> dict:
+    def add_note(
+        self,
+        id: int,
+        lead_id: int,
+        note_type: str = "common",
+        text: str | None = None,
+        params: dict | None = None,
+        created_by: int | None = None,
+        created_at: int | None = None,
+    ) -> dict:
         if note_type not in NOTE_TYPES:
             raise ValueError(f"note_type must be one of {NOTE_TYPES}")
         if note_type == "common":
@@ -230,9 +373,19 @@ class EmulatorState:
             params = {"uniq": "", "duration": 0, "source": "", "link": "", "phone": "", **(params or {})}
         user = self._user_or_default(created_by)
         created = created_at if created_at is not None else self.unix_now()
-        note = {"id": id, "entity_id": lead_id, "created_by": user, "updated_by": user, "created_at": created,
-                "updated_at": created, "responsible_user_id": user, "group_id": 0, "note_type": note_type,
-                "params": params, "account_id": self.account["id"]}
+        note = {
+            "id": id,
+            "entity_id": lead_id,
+            "created_by": user,
+            "updated_by": user,
+            "created_at": created,
+            "updated_at": created,
+            "responsible_user_id": user,
+            "group_id": 0,
+            "note_type": note_type,
+            "params": params,
+            "account_id": self.account["id"],
+        }
         self.notes[id] = note
         return note
 
@@ -295,15 +448,34 @@ class EmulatorState:
 
 
 def _status(pipeline_id: int, id: int, name: str, sort: int, color: str, editable: bool) -> dict:
-    return {"id": id, "name": name, "sort": sort, "is_editable": editable, "pipeline_id": pipeline_id,
-            "color": color, "type": 0}
+    return {
+        "id": id,
+        "name": name,
+        "sort": sort,
+        "is_editable": editable,
+        "pipeline_id": pipeline_id,
+        "color": color,
+        "type": 0,
+    }
 
 
 def _problem(status: int, detail: str, **extra: Any) -> JSONResponse:
-    titles = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-              500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
-    body = {"title": titles.get(status, "Error"), "type": f"https://httpstatus.es/{status}", "status": status,
-            "detail": detail, **extra}
+    titles = {
+        400: "Bad Request",
+        401: "Unauthorized",
+        403: "Forbidden",
+        404: "Not Found",
+        500: "Internal Server Error",
+        502: "Bad Gateway",
+        503: "Service Unavailable",
+    }
+    body = {
+        "title": titles.get(status, "Error"),
+        "type": f"https://httpstatus.es/{status}",
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
 
 
@@ -314,11 +486,12 @@ def _validation_error(index: int, path: str, detail: str) -> ApiError:
 
 # -- query parsing ---------------------------------------------------------------------------------
 
+
 def _multi(request: Request, name: str) -> list[str]:
     """Values of `name`, `name[]` and `name[0]`.. (comma lists too): amoCRM clients send all of these."""
     values: list[str] = []
     for key, value in request.query_params.multi_items():
-        suffix = key[len(name):] if key.startswith(name) else None
+        suffix = key[len(name) :] if key.startswith(name) else None
         if suffix == "" or suffix == "[]" or (suffix and suffix[0] == "[" and suffix[1:-1].isdigit()):
             values.extend(v for v in value.split(",") if v)
     return values
@@ -362,8 +535,9 @@ def _page_query(query: str, page: int) -> str:
     return "&".join(f"page={page}" if key == "page" else part for part, key in zip(parts, keys, strict=True))
 
 
-def _paged(request: Request, rows: list, entity: str, render: Callable[[Any], dict],
-           max_limit: int = MAX_LIMIT) -> Response:
+def _paged(
+    request: Request, rows: list, entity: str, render: Callable[[Any], dict], max_limit: int = MAX_LIMIT
+) -> Response:
     page = _int(request.query_params.get("page", "1"), "page")
     limit = _int(request.query_params.get("limit", str(DEFAULT_LIMIT)), "limit")
     if page < 1:
@@ -371,7 +545,7 @@ def _paged(request: Request, rows: list, entity: str, render: Callable[[Any], di
     if not 1 <= limit <= max_limit:
         raise _validation_error(0, "limit", f"limit must be between 1 and {max_limit}")
     start = (page - 1) * limit
-    chunk = rows[start:start + limit]
+    chunk = rows[start : start + limit]
     if not chunk:
         # The amoCRM quirk: nothing to list is not an empty JSON list but a bodiless 204.
         return Response(status_code=204)
@@ -384,17 +558,33 @@ def _paged(request: Request, rows: list, entity: str, render: Callable[[Any], di
 
 # -- rendering -------------------------------------------------------------------------------------
 
+
 def _link(base: str, path: str) -> dict:
     return {"self": {"href": f"{base}{path}"}}
 
 
 def _render_user(base: str, user: dict) -> dict:
     access = {"view": "A", "edit": "A", "add": "A", "delete": "A", "export": "A"}
-    rights = {"leads": access, "contacts": access, "companies": access, "mail_access": True, "catalog_access": True,
-              "is_admin": user["is_admin"], "is_free": False, "is_active": user["is_active"], "group_id": None,
-              "role_id": None}
-    return {"id": user["id"], "name": user["name"], "email": user["email"], "lang": "ru", "rights": rights,
-            "_links": _link(base, f"/api/v4/users/{user['id']}")}
+    rights = {
+        "leads": access,
+        "contacts": access,
+        "companies": access,
+        "mail_access": True,
+        "catalog_access": True,
+        "is_admin": user["is_admin"],
+        "is_free": False,
+        "is_active": user["is_active"],
+        "group_id": None,
+        "role_id": None,
+    }
+    return {
+        "id": user["id"],
+        "name": user["name"],
+        "email": user["email"],
+        "lang": "ru",
+        "rights": rights,
+        "_links": _link(base, f"/api/v4/users/{user['id']}"),
+    }
 
 
 def _render_pipeline(pipeline: dict) -> dict:
@@ -413,12 +603,19 @@ def _closest_due(state: EmulatorState) -> dict[int, int]:
 
 def _render_lead(base: str, lead: dict, with_contacts: bool, due: dict[int, int]) -> dict:
     body = {k: v for k, v in lead.items() if k != "contact_ids"}
-    body.update(closest_task_at=due.get(lead["id"]), custom_fields_values=None, score=None,
-                labor_cost=None, _links=_link(base, f"/api/v4/leads/{lead['id']}"))
+    body.update(
+        closest_task_at=due.get(lead["id"]),
+        custom_fields_values=None,
+        score=None,
+        labor_cost=None,
+        _links=_link(base, f"/api/v4/leads/{lead['id']}"),
+    )
     embedded: dict[str, Any] = {"tags": [], "companies": []}
     if with_contacts:
-        embedded["contacts"] = [{"id": cid, "is_main": i == 0, "_links": _link(base, f"/api/v4/contacts/{cid}")}
-                                for i, cid in enumerate(lead["contact_ids"])]
+        embedded["contacts"] = [
+            {"id": cid, "is_main": i == 0, "_links": _link(base, f"/api/v4/contacts/{cid}")}
+            for i, cid in enumerate(lead["contact_ids"])
+        ]
     body["_embedded"] = embedded
     return body
 
@@ -434,28 +631,60 @@ def _matches_query(row: dict, query: str | None) -> bool:
 
 
 def _leads_of(state: EmulatorState, base: str, contact_id: int) -> list[dict]:
-    return [{"id": lead["id"], "_links": _link(base, f"/api/v4/leads/{lead['id']}")}
-            for lead in sorted(state.leads.values(), key=lambda r: r["id"])
-            if contact_id in lead["contact_ids"] and not lead["is_deleted"]]
+    return [
+        {"id": lead["id"], "_links": _link(base, f"/api/v4/leads/{lead['id']}")}
+        for lead in sorted(state.leads.values(), key=lambda r: r["id"])
+        if contact_id in lead["contact_ids"] and not lead["is_deleted"]
+    ]
 
 
 def _render_company(base: str, company: dict, with_leads: bool) -> dict:
     body = {k: v for k, v in company.items() if k not in ("phones", "lead_ids")}
     phones = [{"value": p, "enum_id": PHONE_ENUM_WORK, "enum_code": "WORK"} for p in company["phones"]]
-    body.update(closest_task_at=None, is_deleted=False, custom_fields_values=[
-        {"field_id": PHONE_FIELD_ID, "field_name": "Телефон", "field_code": "PHONE", "field_type": "multitext",
-         "values": phones}] if phones else None, _links=_link(base, f"/api/v4/companies/{company['id']}"),
-        _embedded={"tags": [], **({"leads": [{"id": i} for i in company["lead_ids"]]} if with_leads else {})})
+    body.update(
+        closest_task_at=None,
+        is_deleted=False,
+        custom_fields_values=[
+            {
+                "field_id": PHONE_FIELD_ID,
+                "field_name": "Телефон",
+                "field_code": "PHONE",
+                "field_type": "multitext",
+                "values": phones,
+            }
+        ]
+        if phones
+        else None,
+        _links=_link(base, f"/api/v4/companies/{company['id']}"),
+        _embedded={"tags": [], **({"leads": [{"id": i} for i in company["lead_ids"]]} if with_leads else {})},
+    )
     return body
 
 
 def _render_contact(base: str, contact: dict) -> dict:
     body = {k: v for k, v in contact.items() if k != "phones"}
     phones = [{"value": p, "enum_id": PHONE_ENUM_WORK, "enum_code": "WORK"} for p in contact["phones"]]
-    fields = [{"field_id": PHONE_FIELD_ID, "field_name": "Телефон", "field_code": "PHONE",
-               "field_type": "multitext", "values": phones}] if phones else None
-    body.update(closest_task_at=None, is_deleted=False, is_unsorted=False, custom_fields_values=fields,
-                _links=_link(base, f"/api/v4/contacts/{contact['id']}"), _embedded={"tags": [], "companies": []})
+    fields = (
+        [
+            {
+                "field_id": PHONE_FIELD_ID,
+                "field_name": "Телефон",
+                "field_code": "PHONE",
+                "field_type": "multitext",
+                "values": phones,
+            }
+        ]
+        if phones
+        else None
+    )
+    body.update(
+        closest_task_at=None,
+        is_deleted=False,
+        is_unsorted=False,
+        custom_fields_values=fields,
+        _links=_link(base, f"/api/v4/contacts/{contact['id']}"),
+        _embedded={"tags": [], "companies": []},
+    )
     return body
 
 
@@ -469,19 +698,37 @@ def _render_note(base: str, note: dict) -> dict:
 
 def _render_account(state: EmulatorState, base: str, withs: set[str]) -> dict:
     acc = state.account
-    body = {"id": acc["id"], "name": acc["name"], "subdomain": acc["subdomain"], "created_at": acc["created_at"],
-            "created_by": 0, "updated_at": acc["created_at"], "updated_by": 0,
-            "current_user_id": acc["current_user_id"], "country": acc["country"], "currency": acc["currency"],
-            "customers_mode": "disabled", "is_unsorted_on": False, "is_loss_reason_enabled": False,
-            "is_helpbot_enabled": False, "is_technical_account": False, "contact_name_display_order": 1,
-            "_links": _link(base, "/api/v4/account")}
+    body = {
+        "id": acc["id"],
+        "name": acc["name"],
+        "subdomain": acc["subdomain"],
+        "created_at": acc["created_at"],
+        "created_by": 0,
+        "updated_at": acc["created_at"],
+        "updated_by": 0,
+        "current_user_id": acc["current_user_id"],
+        "country": acc["country"],
+        "currency": acc["currency"],
+        "customers_mode": "disabled",
+        "is_unsorted_on": False,
+        "is_loss_reason_enabled": False,
+        "is_helpbot_enabled": False,
+        "is_technical_account": False,
+        "contact_name_display_order": 1,
+        "_links": _link(base, "/api/v4/account"),
+    }
     embedded: dict[str, Any] = {}
     # Like amoCRM, the timezone is only on the wire when asked for with `with=datetime_settings`.
     if "datetime_settings" in withs:
         embedded["datetime_settings"] = {
-            "date_pattern": "d.m.Y H:i", "short_date_pattern": "d.m.Y", "short_time_pattern": "H:i",
-            "date_format": "d.m.Y", "time_format": "H:i:s", "timezone": acc["timezone"],
-            "timezone_offset": _utc_offset(acc["timezone"])}
+            "date_pattern": "d.m.Y H:i",
+            "short_date_pattern": "d.m.Y",
+            "short_time_pattern": "H:i",
+            "date_format": "d.m.Y",
+            "time_format": "H:i:s",
+            "timezone": acc["timezone"],
+            "timezone_offset": _utc_offset(acc["timezone"]),
+        }
     if embedded:
         body["_embedded"] = embedded
     return body
@@ -496,6 +743,7 @@ def _utc_offset(tz_name: str) -> str:
 
 
 # -- writes ----------------------------------------------------------------------------------------
+
 
 async def _batch(request: Request) -> list[dict]:
     try:
@@ -527,9 +775,16 @@ def _create_tasks(state: EmulatorState, items: list[dict]) -> list[tuple[dict, s
     created = []
     user = state.account["current_user_id"]
     for i, item in enumerate(items):
-        task = state.add_task(state.next_id(state.tasks, 52000000), item.get("entity_id"), item["text"],
-                              item["complete_till"], item.get("responsible_user_id"), item.get("task_type_id", 1),
-                              created_at=state.unix_now(), created_by=user)
+        task = state.add_task(
+            state.next_id(state.tasks, 52000000),
+            item.get("entity_id"),
+            item["text"],
+            item["complete_till"],
+            item.get("responsible_user_id"),
+            item.get("task_type_id", 1),
+            created_at=state.unix_now(),
+            created_by=user,
+        )
         task["entity_type"] = item.get("entity_type", "leads")
         created.append((task, str(item.get("request_id", i))))
     return created
@@ -566,9 +821,14 @@ def _create_notes(state: EmulatorState, items: list[dict]) -> list[tuple[dict, s
             raise _validation_error(i, "params", "params must be an object")
     created = []
     for i, item in enumerate(items):
-        note = state.add_note(state.next_id(state.notes, 61000000), item["entity_id"], item["note_type"],
-                              params=item["params"], created_by=state.account["current_user_id"],
-                              created_at=state.unix_now())
+        note = state.add_note(
+            state.next_id(state.notes, 61000000),
+            item["entity_id"],
+            item["note_type"],
+            params=item["params"],
+            created_by=state.account["current_user_id"],
+            created_at=state.unix_now(),
+        )
         created.append((note, str(item.get("request_id", i))))
     return created
 
@@ -586,25 +846,40 @@ def _log_calls(state: EmulatorState, items: list[dict]) -> list[tuple[dict, str]
             raise _validation_error(i, "source", "source is required")
     created = []
     for i, item in enumerate(items):
-        contact = next((c for c in sorted(state.contacts.values(), key=lambda r: r["id"])
-                        if _matches_query(c, item["phone"]) and "".join(ch for ch in item["phone"] if ch.isdigit())),
-                       None)
+        contact = next(
+            (
+                c
+                for c in sorted(state.contacts.values(), key=lambda r: r["id"])
+                if _matches_query(c, item["phone"]) and "".join(ch for ch in item["phone"] if ch.isdigit())
+            ),
+            None,
+        )
         if contact is None:
             continue
-        leads = [lead for lead in state.leads.values() if contact["id"] in lead["contact_ids"]
-                 and not lead["is_deleted"] and lead["status_id"] not in CLOSED_STATUS_IDS]
+        leads = [
+            lead
+            for lead in state.leads.values()
+            if contact["id"] in lead["contact_ids"]
+            and not lead["is_deleted"]
+            and lead["status_id"] not in CLOSED_STATUS_IDS
+        ]
         if len(leads) != 1:
             continue
         params = {k: item[k] for k in ("uniq", "duration", "source", "link", "phone", "call_status") if k in item}
-        note = state.add_note(state.next_id(state.notes, 61000000), leads[0]["id"],
-                              "call_in" if item["direction"] == "inbound" else "call_out", params=params,
-                              created_by=item.get("responsible_user_id") or state.account["current_user_id"],
-                              created_at=state.unix_now())
+        note = state.add_note(
+            state.next_id(state.notes, 61000000),
+            leads[0]["id"],
+            "call_in" if item["direction"] == "inbound" else "call_out",
+            params=params,
+            created_by=item.get("responsible_user_id") or state.account["current_user_id"],
+            created_at=state.unix_now(),
+        )
         created.append((note, str(item.get("request_id", i))))
     return created
 
 
 # -- the app ---------------------------------------------------------------------------------------
+
 
 def create_emulator_app(state: EmulatorState, rate_limit_per_s: int | None = 7) -> FastAPI:
     # Handlers are all `async def` on purpose: they then run one at a time on the event loop, so the
@@ -666,11 +941,16 @@ def create_emulator_app(state: EmulatorState, rate_limit_per_s: int | None = 7) 
     @app.get("/api/v4/leads")
     async def leads(request: Request) -> Response:
         with_contacts = "contacts" in _multi(request, "with")
-        rows = _filtered(request, state.leads.values(), ids=("id", "pipeline_id", "status_id", "responsible_user_id"),
-                         ranges=("created_at", "updated_at", "closed_at"))
+        rows = _filtered(
+            request,
+            state.leads.values(),
+            ids=("id", "pipeline_id", "status_id", "responsible_user_id"),
+            ranges=("created_at", "updated_at", "closed_at"),
+        )
         due = _closest_due(state)
-        return _paged(request, _by_id(rows), "leads",
-                      lambda lead: _render_lead(base(request), lead, with_contacts, due))
+        return _paged(
+            request, _by_id(rows), "leads", lambda lead: _render_lead(base(request), lead, with_contacts, due)
+        )
 
     @app.get("/api/v4/leads/{lead_id:int}")
     async def lead(request: Request, lead_id: int) -> JSONResponse:
@@ -682,8 +962,9 @@ def create_emulator_app(state: EmulatorState, rate_limit_per_s: int | None = 7) 
 
     @app.get("/api/v4/contacts")
     async def contacts(request: Request) -> Response:
-        rows = _filtered(request, state.contacts.values(), ids=("id", "responsible_user_id"),
-                         ranges=("created_at", "updated_at"))
+        rows = _filtered(
+            request, state.contacts.values(), ids=("id", "responsible_user_id"), ranges=("created_at", "updated_at")
+        )
         rows = [r for r in rows if _matches_query(r, request.query_params.get("query"))]
         with_leads = "leads" in _multi(request, "with")
 
@@ -692,6 +973,7 @@ def create_emulator_app(state: EmulatorState, rate_limit_per_s: int | None = 7) 
             if with_leads:
                 body["_embedded"]["leads"] = _leads_of(state, base(request), c["id"])
             return body
+
         return _paged(request, _by_id(rows), "contacts", render)
 
     @app.get("/api/v4/companies")
@@ -702,8 +984,12 @@ def create_emulator_app(state: EmulatorState, rate_limit_per_s: int | None = 7) 
 
     @app.get("/api/v4/tasks")
     async def tasks(request: Request) -> Response:
-        rows = _filtered(request, state.tasks.values(), ids=("id", "entity_id", "responsible_user_id"),
-                         ranges=("created_at", "updated_at"))
+        rows = _filtered(
+            request,
+            state.tasks.values(),
+            ids=("id", "entity_id", "responsible_user_id"),
+            ranges=("created_at", "updated_at"),
+        )
         flag = request.query_params.get("filter[is_completed]")
         if flag is not None:
             rows = [t for t in rows if t["is_completed"] == bool(_int(flag, "filter[is_completed]"))]
@@ -733,10 +1019,22 @@ def create_emulator_app(state: EmulatorState, rate_limit_per_s: int | None = 7) 
             rows = [n for n in rows if n["note_type"] in types]
         return _paged(request, _by_id(rows), "notes", lambda n: _render_note(base(request), n))
 
-    def write_answer(request: Request, entity: str, done: list[tuple[dict, str]],
-                     render: Callable[[str, dict], dict], extra: tuple[str, ...] = ()) -> JSONResponse:
-        rows = [{"id": record["id"], **{k: record[k] for k in extra}, "request_id": request_id,
-                 "_links": render(base(request), record)["_links"]} for record, request_id in done]
+    def write_answer(
+        request: Request,
+        entity: str,
+        done: list[tuple[dict, str]],
+        render: Callable[[str, dict], dict],
+        extra: tuple[str, ...] = (),
+    ) -> JSONResponse:
+        rows = [
+            {
+                "id": record["id"],
+                **{k: record[k] for k in extra},
+                "request_id": request_id,
+                "_links": render(base(request), record)["_links"],
+            }
+            for record, request_id in done
+        ]
         body = {"_links": _link(base(request), request.url.path), "_embedded": {entity: rows}}
         return JSONResponse(body, media_type=HAL_JSON)
 

@@ -68,8 +68,13 @@ def money(value: Any) -> float | None:
 # call_status of a call note (API v4 /calls): 1 left a message, 2 call back later, 3 not there,
 # 4 talked, 5 wrong number, 6 no answer, 7 busy.
 CALL_STATUSES: dict[str, CallStatus] = {
-    "1": CallStatus.MISSED, "2": CallStatus.MISSED, "3": CallStatus.MISSED, "4": CallStatus.ANSWERED,
-    "5": CallStatus.FAILED, "6": CallStatus.MISSED, "7": CallStatus.BUSY,
+    "1": CallStatus.MISSED,
+    "2": CallStatus.MISSED,
+    "3": CallStatus.MISSED,
+    "4": CallStatus.ANSWERED,
+    "5": CallStatus.FAILED,
+    "6": CallStatus.MISSED,
+    "7": CallStatus.BUSY,
 }
 # The `uniq` crmwatch gives the calls it logs itself (app/calls/logging): not a new call.
 OWN_UNIQ_PREFIX = "crmwatch:"
@@ -88,19 +93,29 @@ def call_from_note(note: NoteAdded, region: str) -> CallEvent | None:
     except (TypeError, ValueError):
         duration = 0
     status = CALL_STATUSES.get(str(p.get("call_status") or "")) or (
-        CallStatus.ANSWERED if duration > 0 else CallStatus.MISSED)
+        CallStatus.ANSWERED if duration > 0 else CallStatus.MISSED
+    )
     answered = status is CallStatus.ANSWERED
     # amoCRM stamps the note when the call is logged, which is when it ended.
     ended = note.created_at
     started = ended - timedelta(seconds=duration)
     link = p.get("link")
     return CallEvent(
-        provider="amocrm", call_id=(uniq or f"note:{note.id}")[:128],
+        provider="amocrm",
+        call_id=(uniq or f"note:{note.id}")[:128],
         direction=CallDirection.IN if note.kind is NoteKind.CALL_IN else CallDirection.OUT,
-        client_number=to_e164(str(p.get("phone") or ""), region), manager_id=note.created_by,
-        started_at=started, answered_at=started if answered else None, ended_at=ended,
-        talk_seconds=duration if answered else 0, duration_seconds=duration, status=status, is_final=True,
-        recording_url=link if isinstance(link, str) and link else None, deal_id=note.deal_id)
+        client_number=to_e164(str(p.get("phone") or ""), region),
+        manager_id=note.created_by,
+        started_at=started,
+        answered_at=started if answered else None,
+        ended_at=ended,
+        talk_seconds=duration if answered else 0,
+        duration_seconds=duration,
+        status=status,
+        is_final=True,
+        recording_url=link if isinstance(link, str) and link else None,
+        deal_id=note.deal_id,
+    )
 
 
 def with_calls(events: list[DomainEvent], region: str) -> list[DomainEvent]:

@@ -31,8 +31,20 @@ from integrations.timestamps import from_unix as ts
 from .mapping import ENTITY_TYPES, NOTE_KINDS, money, sid, stage_kind, with_calls
 
 # Top-level keys amoCRM uses; anything else in a post means it is not an amoCRM webhook.
-KNOWN_ROOTS = {"account", "leads", "contacts", "companies", "task", "customers", "catalogs", "unsorted",
-               "talk", "message", "chats", "incoming_leads"}
+KNOWN_ROOTS = {
+    "account",
+    "leads",
+    "contacts",
+    "companies",
+    "task",
+    "customers",
+    "catalogs",
+    "unsorted",
+    "talk",
+    "message",
+    "chats",
+    "incoming_leads",
+}
 
 
 ACCOUNT_KEYS = frozenset({"account[id]", "account[subdomain]"})
@@ -48,8 +60,9 @@ def check(body: bytes) -> ParsedWebhook:
         raise WebhookMalformed(str(exc)) from None
     if not (roots & KNOWN_ROOTS):
         raise WebhookMalformed("no amoCRM entity or account in the body")
-    return ParsedWebhook(external_account_id=account.get("account[id]") or None,
-                         subdomain=account.get("account[subdomain]") or None)
+    return ParsedWebhook(
+        external_account_id=account.get("account[id]") or None, subdomain=account.get("account[subdomain]") or None
+    )
 
 
 def _tree(body: bytes) -> dict[str, Any]:

@@ -20,8 +20,14 @@ CORE_MARK = "/*@CRMWATCH_CARD_CORE@*/"
 URL_MARK = "/*@CRMWATCH_URL@*/"
 
 # File name → size amoCRM's widget requirements name for each logo.
-LOGOS = {"logo_main.png": (400, 272), "logo_medium.png": (240, 84), "logo_min.png": (84, 84),
-         "logo_small.png": (108, 108), "logo.png": (130, 100), "logo_dp.png": (174, 109)}
+LOGOS = {
+    "logo_main.png": (400, 272),
+    "logo_medium.png": (240, 84),
+    "logo_min.png": (84, 84),
+    "logo_small.png": (108, 108),
+    "logo.png": (130, 100),
+    "logo_dp.png": (174, 109),
+}
 _GREEN, _WHITE, _AMBER = (46, 125, 91), (255, 255, 255), (240, 160, 32)
 
 
@@ -43,8 +49,12 @@ def _png(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"".join(rows), 9))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"".join(rows), 9))
+        + chunk(b"IEND", b"")
+    )
 
 
 def script(crmwatch_url: str, card_core_js: str) -> str:
@@ -59,8 +69,10 @@ def build(out: Path, *, crmwatch_url: str, card_core_js: str) -> list[str]:
     """Writes the archive to `out`; returns the names it holds."""
     manifest = json.loads((SOURCES / "manifest.json").read_text(encoding="utf-8"))
     if manifest.get("locations") != ["lcard-1", "advanced_settings", "widget_page"]:
-        raise RuntimeError("the widget lives in the lead card's right panel (lcard-1) and opens the dashboard "
-                           "as a full page (advanced_settings, widget_page)")
+        raise RuntimeError(
+            "the widget lives in the lead card's right panel (lcard-1) and opens the dashboard "
+            "as a full page (advanced_settings, widget_page)"
+        )
     files: dict[str, bytes] = {
         "manifest.json": json.dumps(manifest, ensure_ascii=False, indent=2).encode(),
         "script.js": script(crmwatch_url, card_core_js).encode(),

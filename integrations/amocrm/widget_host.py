@@ -24,14 +24,35 @@ TOKEN_LIFETIME = 30 * 60
 SDK_JS = Path(__file__).parent / "widget_host_sdk.js"
 
 
-def mint_token(secret: str, *, base_url: str, audience: str, account_id: int, subdomain: str, user_id: int,
-               lifetime: int = TOKEN_LIFETIME, jti: str | None = None, now: int | None = None,
-               client_uuid: str = "00000000-0000-4000-8000-000000000000", is_admin: bool = False) -> str:
+def mint_token(
+    secret: str,
+    *,
+    base_url: str,
+    audience: str,
+    account_id: int,
+    subdomain: str,
+    user_id: int,
+    lifetime: int = TOKEN_LIFETIME,
+    jti: str | None = None,
+    now: int | None = None,
+    client_uuid: str = "00000000-0000-4000-8000-000000000000",
+    is_admin: bool = False,
+) -> str:
     """A disposable token exactly as amoCRM issues it for `$authorizedAjax`."""
     now = int(time.time()) if now is None else now
-    claims = {"iss": base_url.rstrip("/"), "aud": audience, "jti": jti or str(uuid.uuid4()), "iat": now, "nbf": now,
-              "exp": now + lifetime, "account_id": account_id, "subdomain": subdomain, "client_uuid": client_uuid,
-              "user_id": user_id, "is_admin": is_admin}
+    claims = {
+        "iss": base_url.rstrip("/"),
+        "aud": audience,
+        "jti": jti or str(uuid.uuid4()),
+        "iat": now,
+        "nbf": now,
+        "exp": now + lifetime,
+        "account_id": account_id,
+        "subdomain": subdomain,
+        "client_uuid": client_uuid,
+        "user_id": user_id,
+        "is_admin": is_admin,
+    }
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
@@ -39,7 +60,7 @@ def mint_token(secret: str, *, base_url: str, audience: str, account_id: int, su
 class CardHost:
     widget_zip: Path
     secret: str
-    base_url: str          # this host's own origin: the "amoCRM account address"
+    base_url: str  # this host's own origin: the "amoCRM account address"
     audience: str
     account_id: int
     subdomain: str
@@ -55,12 +76,27 @@ class CardHost:
     def token(self) -> str:
         now = int(time.time())
         if self.token_mode == "expired":
-            tok = mint_token(self.secret, base_url=self.base_url, audience=self.audience, account_id=self.account_id,
-                             subdomain=self.subdomain, user_id=self.user_id, now=now - 2 * TOKEN_LIFETIME)
+            tok = mint_token(
+                self.secret,
+                base_url=self.base_url,
+                audience=self.audience,
+                account_id=self.account_id,
+                subdomain=self.subdomain,
+                user_id=self.user_id,
+                now=now - 2 * TOKEN_LIFETIME,
+            )
         else:
             secret = self.secret if self.token_mode == "good" else self.secret + "-not-the-secret"
-            tok = mint_token(secret, base_url=self.base_url, audience=self.audience, account_id=self.account_id,
-                             subdomain=self.subdomain, user_id=self.user_id, now=now, is_admin=self.is_admin)
+            tok = mint_token(
+                secret,
+                base_url=self.base_url,
+                audience=self.audience,
+                account_id=self.account_id,
+                subdomain=self.subdomain,
+                user_id=self.user_id,
+                now=now,
+                is_admin=self.is_admin,
+            )
         self.tokens_issued.append(tok)
         return tok
 
@@ -108,8 +144,14 @@ def create_card_host_app(host: CardHost) -> FastAPI:
     async def card(lead_id: int = 31000001) -> HTMLResponse:
         settings = {"crmwatch_url": host.crmwatch_url}
         i18n = json.loads(read(f"i18n/{host.lang}.json"))
-        config = {"leadId": lead_id, "lang": host.lang, "userId": host.user_id, "subdomain": host.subdomain,
-                  "settings": settings, "i18n": i18n}
+        config = {
+            "leadId": lead_id,
+            "lang": host.lang,
+            "userId": host.user_id,
+            "subdomain": host.subdomain,
+            "settings": settings,
+            "i18n": i18n,
+        }
         blob = json.dumps(config, ensure_ascii=False).replace("</", "<\\/")
         return HTMLResponse(_PAGE.format(lang=host.lang, lead_id=lead_id, config=blob))
 
@@ -120,8 +162,15 @@ def create_card_host_app(host: CardHost) -> FastAPI:
         location = area if area in ("advanced_settings", "widget_page") else "advanced_settings"
         settings = {"crmwatch_url": host.crmwatch_url, "widget_code": "crmwatch"}
         i18n = json.loads(read(f"i18n/{host.lang}.json"))
-        config = {"leadId": None, "lang": host.lang, "userId": host.user_id, "subdomain": host.subdomain,
-                  "settings": settings, "i18n": i18n, "area": location}
+        config = {
+            "leadId": None,
+            "lang": host.lang,
+            "userId": host.user_id,
+            "subdomain": host.subdomain,
+            "settings": settings,
+            "i18n": i18n,
+            "area": location,
+        }
         blob = json.dumps(config, ensure_ascii=False).replace("</", "<\\/")
         return HTMLResponse(_SETTINGS_PAGE.format(lang=host.lang, config=blob))
 

@@ -39,17 +39,34 @@ class AmoCrmWidgetToken:
         if header.get("alg") != "HS256":
             raise CardRejected("token_invalid", "the widget token must be signed with HS256")
         account_id, subdomain = claims.get("account_id"), claims.get("subdomain")
-        return CardAccountHint(external_id=str(account_id) if account_id is not None else None,
-                               subdomain=str(subdomain).lower() if subdomain else None)
+        return CardAccountHint(
+            external_id=str(account_id) if account_id is not None else None,
+            subdomain=str(subdomain).lower() if subdomain else None,
+        )
 
-    async def verify(self, credential: str, *, base_url: str, secret: str | None = None, audience: str | None = None,
-                     transport: Any = None, ask_admin: bool = False) -> CardUser:
+    async def verify(
+        self,
+        credential: str,
+        *,
+        base_url: str,
+        secret: str | None = None,
+        audience: str | None = None,
+        transport: Any = None,
+        ask_admin: bool = False,
+    ) -> CardUser:
         if not secret:
-            raise CardRejected("widget_not_configured",
-                               "the integration's secret key is not set: PUT /api/accounts/{id}/widget")
+            raise CardRejected(
+                "widget_not_configured", "the integration's secret key is not set: PUT /api/accounts/{id}/widget"
+            )
         try:
-            claims = jwt.decode(credential, secret, algorithms=["HS256"], audience=audience, leeway=LEEWAY_SECONDS,
-                                options={"require": ["exp", "iat", "jti", "aud", "iss"]})
+            claims = jwt.decode(
+                credential,
+                secret,
+                algorithms=["HS256"],
+                audience=audience,
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["exp", "iat", "jti", "aud", "iss"]},
+            )
         except jwt.InvalidSignatureError:
             raise CardKeyMismatch() from None
         except jwt.ExpiredSignatureError:
@@ -69,5 +86,9 @@ class AmoCrmWidgetToken:
         if not jti or len(jti) > 100:
             raise CardRejected("token_invalid", "the token's jti is missing or too long")
         # `is_admin`: amoCRM's own word that this user administers the account (in every token).
-        return CardUser(id=str(user_id), jti=jti, is_admin=claims.get("is_admin") is True,
-                        expires_at=datetime.fromtimestamp(int(claims["exp"]) + LEEWAY_SECONDS, UTC))
+        return CardUser(
+            id=str(user_id),
+            jti=jti,
+            is_admin=claims.get("is_admin") is True,
+            expires_at=datetime.fromtimestamp(int(claims["exp"]) + LEEWAY_SECONDS, UTC),
+        )

@@ -57,37 +57,77 @@ class Bitrix24Adapter:
             # The webhook's secret goes into the sealed credentials, never into the stored URL.
             origin = urlunsplit((parts.scheme, parts.netloc, match["prefix"], "", ""))
             return AccountConnection(
-                base_url=origin, auth_kind="token",
+                base_url=origin,
+                auth_kind="token",
                 credentials={"access_token": f"{WEBHOOK_TOKEN_PREFIX}{match['user']}/{match['secret']}"},
-                webhook_secret=token)
+                webhook_secret=token,
+            )
         if app is None:
-            raise ValueError("base_url must be an inbound webhook (https://portal/rest/{user_id}/{secret}/), "
-                             "or give app: {client_id, client_secret} for an app")
-        if not isinstance(app, dict) or not all(isinstance(app.get(k), str) and app.get(k)
-                                                for k in ("client_id", "client_secret")) or set(app) - {
-                                                    "client_id", "client_secret"}:
+            raise ValueError(
+                "base_url must be an inbound webhook (https://portal/rest/{user_id}/{secret}/), "
+                "or give app: {client_id, client_secret} for an app"
+            )
+        if (
+            not isinstance(app, dict)
+            or not all(isinstance(app.get(k), str) and app.get(k) for k in ("client_id", "client_secret"))
+            or set(app) - {"client_id", "client_secret"}
+        ):
             raise ValueError("app must be {client_id, client_secret}")
         if parts.path.rstrip("/"):
             raise ValueError("an app's base_url is the portal address alone, e.g. https://portal.bitrix24.ru")
         return AccountConnection(
-            base_url=urlunsplit((parts.scheme, parts.netloc, "", "", "")), auth_kind="oauth",
-            credentials={"client_id": app["client_id"], "client_secret": app["client_secret"], "redirect_uri": "",
-                         "access_token": None, "refresh_token": None, "expires_at": None},
-            webhook_secret=token)
+            base_url=urlunsplit((parts.scheme, parts.netloc, "", "", "")),
+            auth_kind="oauth",
+            credentials={
+                "client_id": app["client_id"],
+                "client_secret": app["client_secret"],
+                "redirect_uri": "",
+                "access_token": None,
+                "refresh_token": None,
+                "expires_at": None,
+            },
+            webhook_secret=token,
+        )
 
     def make_limiter(self, settings: Any) -> PortalLimiter:
         return PortalLimiter(settings.bitrix24_rate_per_second, settings.bitrix24_burst)
 
-    def make_client(self, base_url: str, tokens: TokenSource, limiter: PortalLimiter, *, max_retries: int,
-                    backoff_base: float, backoff_cap: float, timeout: float,
-                    transport: httpx.AsyncBaseTransport | None = None) -> Bitrix24Crm:
-        return Bitrix24Crm(base_url, tokens, limiter, max_retries=max_retries, backoff_base=backoff_base,
-                           backoff_cap=backoff_cap, timeout=timeout, transport=transport)
+    def make_client(
+        self,
+        base_url: str,
+        tokens: TokenSource,
+        limiter: PortalLimiter,
+        *,
+        max_retries: int,
+        backoff_base: float,
+        backoff_cap: float,
+        timeout: float,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> Bitrix24Crm:
+        return Bitrix24Crm(
+            base_url,
+            tokens,
+            limiter,
+            max_retries=max_retries,
+            backoff_base=backoff_base,
+            backoff_cap=backoff_cap,
+            timeout=timeout,
+            transport=transport,
+        )
 
-    async def oauth_exchange(self, base_url: str, *, client_id: str, client_secret: str, redirect_uri: str,
-                             code: str | None = None, refresh_token: str | None = None,
-                             transport: httpx.AsyncBaseTransport | None = None) -> TokenPair:
+    async def oauth_exchange(
+        self,
+        base_url: str,
+        *,
+        client_id: str,
+        client_secret: str,
+        redirect_uri: str,
+        code: str | None = None,
+        refresh_token: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> TokenPair:
         if refresh_token is None:
             raise ValueError("Bitrix24 apps get their first tokens at install (ONAPPINSTALL), not from a code")
-        return await oauth.refresh(client_id=client_id, client_secret=client_secret, refresh_token=refresh_token,
-                                   transport=transport)
+        return await oauth.refresh(
+            client_id=client_id, client_secret=client_secret, refresh_token=refresh_token, transport=transport
+        )

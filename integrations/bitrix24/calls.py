@@ -31,8 +31,7 @@ INFO_CALL = "5"
 _STATUS = {"304": CallStatus.MISSED, "486": CallStatus.BUSY}
 # telephony.externalcall.register TYPE and finish STATUS_CODE for our call model.
 REGISTER_TYPE = {CallDirection.OUT: 1, CallDirection.IN: 2}
-FINISH_CODE = {CallStatus.ANSWERED: "200", CallStatus.MISSED: "304", CallStatus.BUSY: "486",
-               CallStatus.FAILED: "603"}
+FINISH_CODE = {CallStatus.ANSWERED: "200", CallStatus.MISSED: "304", CallStatus.BUSY: "486", CallStatus.FAILED: "603"}
 
 
 def _int(value: Any) -> int | None:
@@ -76,12 +75,20 @@ def call_end(data: Any, *, region: str) -> list[DomainEvent]:
     ended = started + timedelta(seconds=duration or 0) if started else None
     manager = sid(data.get("PORTAL_USER_ID"))
     event = CallEvent(
-        provider=PROVIDER, call_id=call_id, direction=_DIRECTION[call_type],
+        provider=PROVIDER,
+        call_id=call_id,
+        direction=_DIRECTION[call_type],
         client_number=to_e164(sid(data.get("PHONE_NUMBER")), region),
         line_number=to_e164(sid(data.get("PORTAL_NUMBER")), region),
-        manager_id=manager if manager != "0" else None, started_at=started, ended_at=ended,
-        talk_seconds=duration if status is CallStatus.ANSWERED else 0, duration_seconds=duration,
-        status=status, recording_url=sid(data.get("CALL_RECORD_URL")), is_final=True)
+        manager_id=manager if manager != "0" else None,
+        started_at=started,
+        ended_at=ended,
+        talk_seconds=duration if status is CallStatus.ANSWERED else 0,
+        duration_seconds=duration,
+        status=status,
+        recording_url=sid(data.get("CALL_RECORD_URL")),
+        is_final=True,
+    )
     return [event, RecordNamed(CALL_REF, ref_id(call_id, sid(data.get("CRM_ACTIVITY_ID"))))]
 
 
@@ -94,15 +101,24 @@ def binding_commands(refs: list[RecordNamed]) -> tuple[dict[str, tuple[str, dict
         activity, call_id = split_ref(ref.id)
         calls[f"c{i}"] = call_id
         commands[f"s{i}"] = ("voximplant.statistic.get", {"FILTER": {"CALL_ID": call_id}})
-        commands[f"b{i}"] = ("crm.activity.binding.list",
-                             {"activityId": activity or f"$result[s{i}][0][CRM_ACTIVITY_ID]"})
+        commands[f"b{i}"] = (
+            "crm.activity.binding.list",
+            {"activityId": activity or f"$result[s{i}][0][CRM_ACTIVITY_ID]"},
+        )
     return commands, calls
 
 
 def bound_deal(bindings: Any) -> str | None:
     """The deal among an activity's bindings; the newest when Bitrix24 bound the call to several."""
-    deals = [sid(b.get("entityId")) for b in bindings if isinstance(b, dict)
-             and str(b.get("entityTypeId")) == str(DEAL_TYPE_ID)] if isinstance(bindings, list) else []
+    deals = (
+        [
+            sid(b.get("entityId"))
+            for b in bindings
+            if isinstance(b, dict) and str(b.get("entityTypeId")) == str(DEAL_TYPE_ID)
+        ]
+        if isinstance(bindings, list)
+        else []
+    )
     deals = [d for d in deals if d]
     return max(deals, key=lambda d: (len(d), d)) if deals else None
 
@@ -120,11 +136,17 @@ def binding_event(call_id: str, stat: Any, bindings: Any) -> CallEvent | None:
 
 def register_params(call: NewCall, external_id: str) -> dict[str, Any]:
     params: dict[str, Any] = {
-        "USER_ID": call.responsible_user_id, "PHONE_NUMBER": call.phone,
-        "TYPE": REGISTER_TYPE.get(call.direction, 1), "CALL_START_DATE": call.started_at.isoformat(timespec="seconds"),
+        "USER_ID": call.responsible_user_id,
+        "PHONE_NUMBER": call.phone,
+        "TYPE": REGISTER_TYPE.get(call.direction, 1),
+        "CALL_START_DATE": call.started_at.isoformat(timespec="seconds"),
         # Never create a lead for a number the portal does not know, never pop up a card, never
         # post into the manager's chat: this is a record of a call that already happened.
-        "CRM_CREATE": 0, "SHOW": 0, "ADD_TO_CHAT": 0, "EXTERNAL_CALL_ID": external_id}
+        "CRM_CREATE": 0,
+        "SHOW": 0,
+        "ADD_TO_CHAT": 0,
+        "EXTERNAL_CALL_ID": external_id,
+    }
     if call.contact_id:
         params["CRM_ENTITY_TYPE"], params["CRM_ENTITY_ID"] = "CONTACT", call.contact_id
     return params
@@ -132,9 +154,12 @@ def register_params(call: NewCall, external_id: str) -> dict[str, Any]:
 
 def finish_params(call: NewCall, register_key: str) -> dict[str, Any]:
     params: dict[str, Any] = {
-        "CALL_ID": f"$result[{register_key}][CALL_ID]", "USER_ID": call.responsible_user_id,
+        "CALL_ID": f"$result[{register_key}][CALL_ID]",
+        "USER_ID": call.responsible_user_id,
         "DURATION": call.talk_seconds if call.status is CallStatus.ANSWERED else 0,
-        "STATUS_CODE": FINISH_CODE.get(call.status, "603"), "ADD_TO_CHAT": 0}
+        "STATUS_CODE": FINISH_CODE.get(call.status, "603"),
+        "ADD_TO_CHAT": 0,
+    }
     if call.recording_url and call.recording_url.startswith("http"):
         params["RECORD_URL"] = call.recording_url
     return params

@@ -47,11 +47,21 @@ class BatchResult:
 
 
 class Bitrix24Client:
-    def __init__(self, base_url: str, tokens: TokenSource, limiter: PortalLimiter, *, max_retries: int = 6,
-                 backoff_base: float = 0.5, backoff_cap: float = 60.0, timeout: float = 20.0,
-                 transport: httpx.AsyncBaseTransport | None = None,
-                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
-                 max_pause_wait: float = 30.0, task_kind: str = "activity") -> None:
+    def __init__(
+        self,
+        base_url: str,
+        tokens: TokenSource,
+        limiter: PortalLimiter,
+        *,
+        max_retries: int = 6,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 60.0,
+        timeout: float = 20.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        max_pause_wait: float = 30.0,
+        task_kind: str = "activity",
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._tokens = tokens
         self.limiter = limiter
@@ -61,21 +71,26 @@ class Bitrix24Client:
         self._sleep = sleep
         self._max_pause_wait = max_pause_wait
         self.task_kind = task_kind
-        self._http = httpx.AsyncClient(timeout=timeout, transport=transport, verify=tls_context(),
-                                       headers={"User-Agent": "crmwatch/0.1", "Accept": "application/json"})
+        self._http = httpx.AsyncClient(
+            timeout=timeout,
+            transport=transport,
+            verify=tls_context(),
+            headers={"User-Agent": "crmwatch/0.1", "Accept": "application/json"},
+        )
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
     def _endpoint(self, token: str, method: str) -> tuple[str, dict[str, Any]]:
         if token.startswith(WEBHOOK_TOKEN_PREFIX):
-            return f"{self.base_url}/rest/{token[len(WEBHOOK_TOKEN_PREFIX):]}/{method}.json", {}
+            return f"{self.base_url}/rest/{token[len(WEBHOOK_TOKEN_PREFIX) :]}/{method}.json", {}
         return f"{self.base_url}/rest/{method}.json", {"auth": token}
 
     # -- transport ---------------------------------------------------------------------------
 
-    async def call(self, method: str, params: dict[str, Any] | None = None, *,
-                   idempotent: bool = True) -> dict[str, Any]:
+    async def call(
+        self, method: str, params: dict[str, Any] | None = None, *, idempotent: bool = True
+    ) -> dict[str, Any]:
         """One REST call: the whole answer ({"result", "next", "total", "time"}).
 
         Retries 503 QUERY_LIMIT_EXCEEDED, other 5xx and network errors with backoff; a write that
@@ -126,27 +141,31 @@ class Bitrix24Client:
                         raise CrmAmbiguous(f"Bitrix24 answered {resp.status_code} to {method}")
                     reason = f"HTTP {resp.status_code}"
                 else:
-                    raise CrmRequestError(f"Bitrix24 refused {method}: {error or resp.status_code} "
-                                          f"{str(body.get('error_description') or '')[:300]}")
+                    raise CrmRequestError(
+                        f"Bitrix24 refused {method}: {error or resp.status_code} "
+                        f"{str(body.get('error_description') or '')[:300]}"
+                    )
             attempt += 1
             if attempt > self._max_retries:
                 raise CrmUnavailable(f"Bitrix24 {method} failed {attempt} times, last: {reason}")
             if reason != OPERATION_LIMIT:
                 delay = self._backoff(attempt)
-                log.warning("bitrix24.retry", extra={"method": method, "reason": reason, "attempt": attempt,
-                                                     "delay_s": round(delay, 2)})
+                log.warning(
+                    "bitrix24.retry",
+                    extra={"method": method, "reason": reason, "attempt": attempt, "delay_s": round(delay, 2)},
+                )
                 await self._sleep(delay)
 
     def _backoff(self, attempt: int) -> float:
         return backoff_delay(attempt, self._backoff_base, self._backoff_cap)
 
-    async def batch(self, commands: dict[str, tuple[str, dict[str, Any]]], *, halt: bool = False,
-                    idempotent: bool = True) -> BatchResult:
+    async def batch(
+        self, commands: dict[str, tuple[str, dict[str, Any]]], *, halt: bool = False, idempotent: bool = True
+    ) -> BatchResult:
         """Up to 50 commands in one request (one unit of the portal's request counter)."""
         if len(commands) > MAX_BATCH:
             raise ValueError(f"a batch holds at most {MAX_BATCH} commands, got {len(commands)}")
-        cmd = {key: f"{method}?{php_query(params)}" if params else method
-               for key, (method, params) in commands.items()}
+        cmd = {key: f"{method}?{php_query(params)}" if params else method for key, (method, params) in commands.items()}
         body = await self.call("batch", {"halt": 1 if halt else 0, "cmd": cmd}, idempotent=idempotent)
         inner = body.get("result") or {}
         errors = _mapping(inner.get("result_error"))
@@ -159,24 +178,30 @@ class Bitrix24Client:
             if code == QUERY_LIMIT:
                 self.limiter.penalize()
                 raise CrmUnavailable(f"Bitrix24 refused {method} inside a batch: {QUERY_LIMIT}")
-        return BatchResult(result=_mapping(inner.get("result")), errors=errors,
-                           total=_mapping(inner.get("result_total")), next=_mapping(inner.get("result_next")))
+        return BatchResult(
+            result=_mapping(inner.get("result")),
+            errors=errors,
+            total=_mapping(inner.get("result_total")),
+            next=_mapping(inner.get("result_next")),
+        )
 
-    async def batch_all(self, commands: dict[str, tuple[str, dict[str, Any]]], *,
-                        idempotent: bool = True) -> BatchResult:
+    async def batch_all(
+        self, commands: dict[str, tuple[str, dict[str, Any]]], *, idempotent: bool = True
+    ) -> BatchResult:
         """Any number of commands, 50 to a batch."""
         keys = list(commands)
         merged = BatchResult({}, {}, {}, {})
         for start in range(0, len(keys), MAX_BATCH):
-            part = await self.batch({k: commands[k] for k in keys[start:start + MAX_BATCH]}, idempotent=idempotent)
+            part = await self.batch({k: commands[k] for k in keys[start : start + MAX_BATCH]}, idempotent=idempotent)
             merged.result.update(part.result)
             merged.errors.update(part.errors)
             merged.total.update(part.total)
             merged.next.update(part.next)
         return merged
 
-    async def pages(self, method: str, params: dict[str, Any] | None = None, *,
-                    key: str | None = None) -> AsyncIterator[list[dict[str, Any]]]:
+    async def pages(
+        self, method: str, params: dict[str, Any] | None = None, *, key: str | None = None
+    ) -> AsyncIterator[list[dict[str, Any]]]:
         """A list method page by page (50 a page), following `next` until it is absent."""
         start: int | None = 0
         while start is not None:
@@ -187,16 +212,19 @@ class Bitrix24Client:
             nxt = body.get("next")
             start = int(nxt) if isinstance(nxt, int | str) and str(nxt).isdigit() and rows else None
 
-    async def export(self, method: str, params: dict[str, Any] | None = None, *, key: str | None = None,
-                     id_field: str = "ID") -> AsyncIterator[list[dict[str, Any]]]:
+    async def export(
+        self, method: str, params: dict[str, Any] | None = None, *, key: str | None = None, id_field: str = "ID"
+    ) -> AsyncIterator[list[dict[str, Any]]]:
         """A large list without counting: `>ID` past the last row seen, start=-1, by ID ascending.
         Bitrix24 recommends this over `start` paging for big tables (no COUNT(*), no deep OFFSET)."""
         last = 0
         params = dict(params or {})
         base_filter = dict(params.pop("filter", None) or {})
         while True:
-            body = await self.call(method, {**params, "filter": {**base_filter, f">{id_field}": last},
-                                            "order": {id_field: "ASC"}, "start": -1})
+            body = await self.call(
+                method,
+                {**params, "filter": {**base_filter, f">{id_field}": last}, "order": {id_field: "ASC"}, "start": -1},
+            )
             rows = _rows(body.get("result"), key)
             if rows:
                 yield rows

@@ -34,12 +34,49 @@ from .wire import ACTIVITY_PREFIX, DEAL_TYPE_ID, MAX_BATCH, TASK_PREFIX, iso
 
 log = logging.getLogger(__name__)
 
-DEAL_SELECT = ["id", "title", "categoryId", "stageId", "stageSemanticId", "closed", "assignedById", "opportunity",
-               "contactId", "contactIds", "createdTime", "updatedTime", "movedTime", "movedBy", "closedate"]
-TASK_SELECT = ["ID", "TITLE", "STATUS", "DEADLINE", "RESPONSIBLE_ID", "UF_CRM_TASK", "CHANGED_DATE", "CREATED_DATE",
-               "CREATED_BY"]
-ACTIVITY_SELECT = ["ID", "OWNER_TYPE_ID", "OWNER_ID", "TYPE_ID", "PROVIDER_ID", "SUBJECT", "RESPONSIBLE_ID",
-                   "DEADLINE", "END_TIME", "COMPLETED", "CREATED", "LAST_UPDATED", "AUTHOR_ID"]
+DEAL_SELECT = [
+    "id",
+    "title",
+    "categoryId",
+    "stageId",
+    "stageSemanticId",
+    "closed",
+    "assignedById",
+    "opportunity",
+    "contactId",
+    "contactIds",
+    "createdTime",
+    "updatedTime",
+    "movedTime",
+    "movedBy",
+    "closedate",
+]
+TASK_SELECT = [
+    "ID",
+    "TITLE",
+    "STATUS",
+    "DEADLINE",
+    "RESPONSIBLE_ID",
+    "UF_CRM_TASK",
+    "CHANGED_DATE",
+    "CREATED_DATE",
+    "CREATED_BY",
+]
+ACTIVITY_SELECT = [
+    "ID",
+    "OWNER_TYPE_ID",
+    "OWNER_ID",
+    "TYPE_ID",
+    "PROVIDER_ID",
+    "SUBJECT",
+    "RESPONSIBLE_ID",
+    "DEADLINE",
+    "END_TIME",
+    "COMPLETED",
+    "CREATED",
+    "LAST_UPDATED",
+    "AUTHOR_ID",
+]
 # New, pending, in progress, deferred: a task the responsible person still has to do.
 OPEN_TASK_STATUSES = [1, 2, 3, 6]
 NOT_FOUND = {"NOT_FOUND", "ERROR_NOT_FOUND"}
@@ -76,22 +113,57 @@ class Bitrix24Crm(Bitrix24Client):
         since = datetime.now(UTC) - timedelta(days=history_days)
         return [
             SyncSection("pipelines", self._pipelines()),
-            SyncSection("users", self._mapped(self.pages("user.get", {"FILTER": {"USER_TYPE": "employee"}}),
-                                              mapping.user)),
-            SyncSection("contacts", self._mapped(self.export(
-                "crm.contact.list", {"select": ["ID", "NAME", "LAST_NAME", "PHONE", "ASSIGNED_BY_ID", "DATE_MODIFY"]}),
-                lambda c: mapping.contact(c, region))),
+            SyncSection(
+                "users", self._mapped(self.pages("user.get", {"FILTER": {"USER_TYPE": "employee"}}), mapping.user)
+            ),
+            SyncSection(
+                "contacts",
+                self._mapped(
+                    self.export(
+                        "crm.contact.list",
+                        {"select": ["ID", "NAME", "LAST_NAME", "PHONE", "ASSIGNED_BY_ID", "DATE_MODIFY"]},
+                    ),
+                    lambda c: mapping.contact(c, region),
+                ),
+            ),
             SyncSection("deals", self._deals()),
-            SyncSection("stage_events", self._mapped(self.export(
-                "crm.stagehistory.list", {"entityTypeId": DEAL_TYPE_ID, "filter": {">=CREATED_TIME": iso(since)},
-                                          "select": ["ID", "OWNER_ID", "STAGE_ID", "CATEGORY_ID", "CREATED_TIME"]},
-                key="items"), mapping.stage_history)),
-            SyncSection("activities", self._mapped(self.export(
-                "crm.activity.list", {"filter": {"OWNER_TYPE_ID": DEAL_TYPE_ID, "COMPLETED": "N"},
-                                      "select": ACTIVITY_SELECT}), mapping.activity)),
-            SyncSection("tasks", self._mapped(self.export(
-                "tasks.task.list", {"filter": {"STATUS": OPEN_TASK_STATUSES}, "select": TASK_SELECT},
-                key="tasks", id_field="ID"), self._task_row)),
+            SyncSection(
+                "stage_events",
+                self._mapped(
+                    self.export(
+                        "crm.stagehistory.list",
+                        {
+                            "entityTypeId": DEAL_TYPE_ID,
+                            "filter": {">=CREATED_TIME": iso(since)},
+                            "select": ["ID", "OWNER_ID", "STAGE_ID", "CATEGORY_ID", "CREATED_TIME"],
+                        },
+                        key="items",
+                    ),
+                    mapping.stage_history,
+                ),
+            ),
+            SyncSection(
+                "activities",
+                self._mapped(
+                    self.export(
+                        "crm.activity.list",
+                        {"filter": {"OWNER_TYPE_ID": DEAL_TYPE_ID, "COMPLETED": "N"}, "select": ACTIVITY_SELECT},
+                    ),
+                    mapping.activity,
+                ),
+            ),
+            SyncSection(
+                "tasks",
+                self._mapped(
+                    self.export(
+                        "tasks.task.list",
+                        {"filter": {"STATUS": OPEN_TASK_STATUSES}, "select": TASK_SELECT},
+                        key="tasks",
+                        id_field="ID",
+                    ),
+                    self._task_row,
+                ),
+            ),
             SyncSection("notes", self._comments(since)),
         ]
 
@@ -104,8 +176,9 @@ class Bitrix24Crm(Bitrix24Client):
         ev = mapping.task(t)
         return ev if ev.deal_id else None  # only tasks bound to a deal (UF_CRM_TASK "D_<id>") matter
 
-    async def _mapped(self, pages: AsyncIterator[list[dict[str, Any]]], convert: Callable[[dict[str, Any]], Any]
-                      ) -> AsyncIterator[list[DomainEvent]]:
+    async def _mapped(
+        self, pages: AsyncIterator[list[dict[str, Any]]], convert: Callable[[dict[str, Any]], Any]
+    ) -> AsyncIterator[list[DomainEvent]]:
         async for rows in pages:
             out: list[DomainEvent] = []
             for row in rows:
@@ -122,29 +195,54 @@ class Bitrix24Crm(Bitrix24Client):
         if not categories:
             categories = [{"id": 0, "name": "", "sort": 0}]
         # Category 0's stages are DEAL_STAGE, the others' DEAL_STAGE_{id}: one batch reads them all.
-        commands = {f"c{c['id']}": ("crm.status.list", {"filter": {"ENTITY_ID": _stage_entity(c["id"])},
-                                                         "order": {"SORT": "ASC"}}) for c in categories}
+        commands = {
+            f"c{c['id']}": (
+                "crm.status.list",
+                {"filter": {"ENTITY_ID": _stage_entity(c["id"])}, "order": {"SORT": "ASC"}},
+            )
+            for c in categories
+        }
         stages = await self.batch_all(commands)
-        yield [mapping.pipeline(c, [s for s in stages.result.get(f"c{c['id']}") or [] if isinstance(s, dict)])
-               for c in categories]
+        yield [
+            mapping.pipeline(c, [s for s in stages.result.get(f"c{c['id']}") or [] if isinstance(s, dict)])
+            for c in categories
+        ]
 
     async def _comments(self, since: datetime) -> AsyncIterator[list[DomainEvent]]:
         """Timeline comments of open deals. crm.timeline.comment.list filters only by one entity
         (ENTITY_ID and ENTITY_TYPE are required), so each page of deal ids becomes one batch of
         per-deal lists; the newest 50 comments of a deal are plenty for the rules."""
-        async for rows in self.export("crm.item.list", {"entityTypeId": DEAL_TYPE_ID, "filter": {"closed": "N"},
-                                                        "select": ["id"]}, key="items", id_field="id"):
-            commands = {f"d{r['id']}": ("crm.timeline.comment.list", {
-                "filter": {"ENTITY_ID": r["id"], "ENTITY_TYPE": "deal"}, "order": {"ID": "DESC"},
-                "select": ["ID", "ENTITY_ID", "ENTITY_TYPE", "CREATED", "COMMENT", "AUTHOR_ID"]}) for r in rows}
+        async for rows in self.export(
+            "crm.item.list",
+            {"entityTypeId": DEAL_TYPE_ID, "filter": {"closed": "N"}, "select": ["id"]},
+            key="items",
+            id_field="id",
+        ):
+            commands = {
+                f"d{r['id']}": (
+                    "crm.timeline.comment.list",
+                    {
+                        "filter": {"ENTITY_ID": r["id"], "ENTITY_TYPE": "deal"},
+                        "order": {"ID": "DESC"},
+                        "select": ["ID", "ENTITY_ID", "ENTITY_TYPE", "CREATED", "COMMENT", "AUTHOR_ID"],
+                    },
+                )
+                for r in rows
+            }
             found = await self.batch_all(commands)
-            notes = [mapping.comment(c) for value in found.result.values() if isinstance(value, list)
-                     for c in value if isinstance(c, dict)]
+            notes = [
+                mapping.comment(c)
+                for value in found.result.values()
+                if isinstance(value, list)
+                for c in value
+                if isinstance(c, dict)
+            ]
             yield [n for n in notes if n is not None and n.created_at >= since]
 
     async def _deals(self) -> AsyncIterator[list[DomainEvent]]:
-        async for rows in self.export("crm.item.list", {"entityTypeId": DEAL_TYPE_ID, "select": DEAL_SELECT},
-                                      key="items", id_field="id"):
+        async for rows in self.export(
+            "crm.item.list", {"entityTypeId": DEAL_TYPE_ID, "select": DEAL_SELECT}, key="items", id_field="id"
+        ):
             # A new deal takes MOVED_TIME as its stage entry; older entries come from stage_events.
             yield [ev for item in rows for ev in mapping.deal(item, stage_entry=False)]
 
@@ -193,12 +291,14 @@ class Bitrix24Crm(Bitrix24Client):
         refs = list(dict.fromkeys(refs))
         # Two commands a call: a batch of 50 holds 25 calls.
         for start in range(0, len(refs), MAX_BATCH // 2):
-            commands, call_ids = calls_wire.binding_commands(refs[start:start + MAX_BATCH // 2])
+            commands, call_ids = calls_wire.binding_commands(refs[start : start + MAX_BATCH // 2])
             found = await self.batch(commands)
             refused = {k: e for k, e in found.errors.items() if not _not_found(e) and not _no_activity(e)}
             if refused:
-                log.warning("bitrix24.call_binding_unread", extra={"count": len(refused),
-                                                                    "error": str(next(iter(refused.values())))})
+                log.warning(
+                    "bitrix24.call_binding_unread",
+                    extra={"count": len(refused), "error": str(next(iter(refused.values())))},
+                )
             for ckey, call_id in call_ids.items():
                 i = ckey[1:]
                 ev = calls_wire.binding_event(call_id, found.result.get(f"s{i}"), found.result.get(f"b{i}"))
@@ -216,14 +316,23 @@ class Bitrix24Crm(Bitrix24Client):
             # anything else → a to-do activity (дело) on the deal.
             kinds[t.request_id] = "task" if (t.type_id or self.task_kind) == "task" else "activity"
             if kinds[t.request_id] == "task":
-                fields = {"TITLE": t.text.split("\n", 1)[0][:250], "DESCRIPTION": t.text, "DEADLINE": iso(t.due_at),
-                          "UF_CRM_TASK": [f"D_{t.deal_id}"]}
+                fields = {
+                    "TITLE": t.text.split("\n", 1)[0][:250],
+                    "DESCRIPTION": t.text,
+                    "DEADLINE": iso(t.due_at),
+                    "UF_CRM_TASK": [f"D_{t.deal_id}"],
+                }
                 if t.responsible_user_id:
                     fields["RESPONSIBLE_ID"] = t.responsible_user_id
                 commands[t.request_id] = ("tasks.task.add", {"fields": fields})
             else:
-                params: dict[str, Any] = {"ownerTypeId": DEAL_TYPE_ID, "ownerId": t.deal_id, "deadline": iso(t.due_at),
-                                          "title": t.text.split("\n", 1)[0][:250], "description": t.text}
+                params: dict[str, Any] = {
+                    "ownerTypeId": DEAL_TYPE_ID,
+                    "ownerId": t.deal_id,
+                    "deadline": iso(t.due_at),
+                    "title": t.text.split("\n", 1)[0][:250],
+                    "description": t.text,
+                }
                 if t.responsible_user_id:
                     params["responsibleId"] = t.responsible_user_id
                 commands[t.request_id] = ("crm.activity.todo.add", params)
@@ -241,9 +350,13 @@ class Bitrix24Crm(Bitrix24Client):
         return created
 
     async def add_notes(self, notes: list[NewNote]) -> dict[str, str]:
-        commands = {n.request_id: ("crm.timeline.comment.add",
-                                   {"fields": {"ENTITY_ID": n.deal_id, "ENTITY_TYPE": "deal", "COMMENT": n.text}})
-                    for n in notes}
+        commands = {
+            n.request_id: (
+                "crm.timeline.comment.add",
+                {"fields": {"ENTITY_ID": n.deal_id, "ENTITY_TYPE": "deal", "COMMENT": n.text}},
+            )
+            for n in notes
+        }
         result = await self.batch_all(commands, idempotent=False)
         created = {rid: str(v) for rid, v in result.result.items() if isinstance(v, int | str) and str(v).isdigit()}
         if not created:
@@ -255,10 +368,12 @@ class Bitrix24Crm(Bitrix24Client):
         commands: dict[str, tuple[str, dict[str, Any]]] = {}
         for c in closures:
             if c.task_id.startswith(TASK_PREFIX):
-                commands[c.task_id] = ("tasks.task.complete", {"taskId": c.task_id[len(TASK_PREFIX):]})
+                commands[c.task_id] = ("tasks.task.complete", {"taskId": c.task_id[len(TASK_PREFIX) :]})
             elif c.task_id.startswith(ACTIVITY_PREFIX):
-                commands[c.task_id] = ("crm.activity.update", {"id": c.task_id[len(ACTIVITY_PREFIX):],
-                                                               "fields": {"COMPLETED": "Y"}})
+                commands[c.task_id] = (
+                    "crm.activity.update",
+                    {"id": c.task_id[len(ACTIVITY_PREFIX) :], "fields": {"COMPLETED": "Y"}},
+                )
         if commands:
             result = await self.batch_all(commands)
             refused = {k: e for k, e in result.errors.items() if not _not_found(e)}
@@ -270,23 +385,36 @@ class Bitrix24Crm(Bitrix24Client):
         found: dict[str, str] = {}
         for deal_id in sorted(set(deal_ids)):
             if kind == "task" and self.task_kind == "task":
-                pages = self.pages("tasks.task.list", {"filter": {"UF_CRM_TASK": f"D_{deal_id}"},
-                                                       "select": ["ID", "TITLE", "DESCRIPTION"]}, key="tasks")
+                pages = self.pages(
+                    "tasks.task.list",
+                    {"filter": {"UF_CRM_TASK": f"D_{deal_id}"}, "select": ["ID", "TITLE", "DESCRIPTION"]},
+                    key="tasks",
+                )
                 text_of, prefix = (lambda r: f"{r.get('title') or ''} {r.get('description') or ''}"), TASK_PREFIX
+
                 def id_of(r):
-                    return (r.get("id") or r.get("ID"))
+                    return r.get("id") or r.get("ID")
             elif kind == "task":
-                pages = self.pages("crm.activity.list", {"filter": {"OWNER_TYPE_ID": DEAL_TYPE_ID, "OWNER_ID": deal_id},
-                                                         "select": ["ID", "SUBJECT", "DESCRIPTION"]})
+                pages = self.pages(
+                    "crm.activity.list",
+                    {
+                        "filter": {"OWNER_TYPE_ID": DEAL_TYPE_ID, "OWNER_ID": deal_id},
+                        "select": ["ID", "SUBJECT", "DESCRIPTION"],
+                    },
+                )
                 text_of, prefix = (lambda r: f"{r.get('SUBJECT') or ''} {r.get('DESCRIPTION') or ''}"), ACTIVITY_PREFIX
+
                 def id_of(r):
-                    return (r.get("ID"))
+                    return r.get("ID")
             else:
-                pages = self.pages("crm.timeline.comment.list", {"filter": {"ENTITY_ID": deal_id,
-                                                                            "ENTITY_TYPE": "deal"}})
+                pages = self.pages(
+                    "crm.timeline.comment.list", {"filter": {"ENTITY_ID": deal_id, "ENTITY_TYPE": "deal"}}
+                )
                 text_of, prefix = (lambda r: r.get("COMMENT") or ""), ""
+
                 def id_of(r):
-                    return (r.get("ID"))
+                    return r.get("ID")
+
             async for rows in pages:
                 for row in rows:
                     for marker in wanted & set(MARKER.findall(text_of(row))):
@@ -299,10 +427,15 @@ class Bitrix24Crm(Bitrix24Client):
         company is one of them. Each contact found is read in full and checked against the
         normalized number: the duplicate index also matches partial digit runs."""
         values = _phone_variants(phone)
-        found = await self.batch({
-            "contacts": ("crm.duplicate.findbycomm", {"entity_type": "CONTACT", "type": "PHONE", "values": values}),
-            "companies": ("crm.duplicate.findbycomm", {"entity_type": "COMPANY", "type": "PHONE", "values": values}),
-        })
+        found = await self.batch(
+            {
+                "contacts": ("crm.duplicate.findbycomm", {"entity_type": "CONTACT", "type": "PHONE", "values": values}),
+                "companies": (
+                    "crm.duplicate.findbycomm",
+                    {"entity_type": "COMPANY", "type": "PHONE", "values": values},
+                ),
+            }
+        )
         if found.errors:
             raise CrmRequestError(f"Bitrix24 refused crm.duplicate.findbycomm: {next(iter(found.errors.values()))}")
         contact_ids = _ids_of(found.result.get("contacts"), "CONTACT")
@@ -310,19 +443,29 @@ class Bitrix24Crm(Bitrix24Client):
         if not contact_ids and not company_ids:
             return PhoneLookup()
         commands: dict[str, tuple[str, dict[str, Any]]] = {
-            f"contact_{cid}": ("crm.contact.get", {"id": cid}) for cid in contact_ids[:MAX_BATCH - 2]}
+            f"contact_{cid}": ("crm.contact.get", {"id": cid}) for cid in contact_ids[: MAX_BATCH - 2]
+        }
         # crm.item.list filters by the deal's (primary) contact or company; "@" is IN.
         for name, ids in (("contactId", contact_ids), ("companyId", company_ids)):
             if ids:
-                commands[f"deals_{name}"] = ("crm.item.list", {
-                    "entityTypeId": DEAL_TYPE_ID, "filter": {f"@{name}": ids, "closed": "N"}, "select": DEAL_SELECT,
-                    "order": {"id": "DESC"}})
+                commands[f"deals_{name}"] = (
+                    "crm.item.list",
+                    {
+                        "entityTypeId": DEAL_TYPE_ID,
+                        "filter": {f"@{name}": ids, "closed": "N"},
+                        "select": DEAL_SELECT,
+                        "order": {"id": "DESC"},
+                    },
+                )
         read = await self.batch(commands)
         refused = {k: e for k, e in read.errors.items() if not _not_found(e)}
         if refused:
             raise CrmRequestError(f"Bitrix24 could not read what carries {phone}: {next(iter(refused.values()))}")
-        contacts = [mapping.contact(v, region) for k, v in read.result.items()
-                    if k.startswith("contact_") and isinstance(v, dict) and v.get("ID")]
+        contacts = [
+            mapping.contact(v, region)
+            for k, v in read.result.items()
+            if k.startswith("contact_") and isinstance(v, dict) and v.get("ID")
+        ]
         contacts = [c for c in contacts if phone in (c.phones or ())]
         carriers = {c.id for c in contacts}
         deal_events: list[DomainEvent] = []
@@ -333,13 +476,15 @@ class Bitrix24Crm(Bitrix24Client):
             for item in items or []:
                 if not isinstance(item, dict) or str(item.get("id")) in deal_ids:
                     continue
-                if key == "deals_contactId" and not carriers & {str(c) for c in
-                                                                (item.get("contactIds") or [item.get("contactId")])}:
+                if key == "deals_contactId" and not carriers & {
+                    str(c) for c in (item.get("contactIds") or [item.get("contactId")])
+                }:
                     continue  # its contact matched only a part of the number
                 deal_ids.append(str(item["id"]))
                 deal_events.extend(mapping.deal(item))
-        return PhoneLookup(events=(*contacts, *deal_events), contact_ids=tuple(c.id for c in contacts),
-                           deal_ids=tuple(deal_ids))
+        return PhoneLookup(
+            events=(*contacts, *deal_events), contact_ids=tuple(c.id for c in contacts), deal_ids=tuple(deal_ids)
+        )
 
     async def log_calls(self, calls: list[NewCall]) -> dict[str, str]:
         """An outside PBX's calls into the portal's telephony (and the contact's timeline):
@@ -349,13 +494,19 @@ class Bitrix24Crm(Bitrix24Client):
         register repeated within 30 minutes returns the same CALL_ID rather than a new call.
         Returns request_id → the statistics record id."""
         if (await self._tokens.access_token()).startswith(WEBHOOK_TOKEN_PREFIX):
-            raise ExternalCallsNeedApp("Bitrix24 registers external calls only for an app, not for an inbound "
-                                       "webhook: connect the portal as an app to log calls into cards")
+            raise ExternalCallsNeedApp(
+                "Bitrix24 registers external calls only for an app, not for an inbound "
+                "webhook: connect the portal as an app to log calls into cards"
+            )
         external = {c.request_id: calls_wire.external_call_id(c.uniq) for c in calls}
         done: dict[str, str] = {}
         keyed = {f"x{i}": c for i, c in enumerate(calls)}
-        seen = await self.batch_all({k: ("voximplant.statistic.get", {"FILTER": {"EXTERNAL_CALL_ID": external[
-            c.request_id]}}) for k, c in keyed.items()})
+        seen = await self.batch_all(
+            {
+                k: ("voximplant.statistic.get", {"FILTER": {"EXTERNAL_CALL_ID": external[c.request_id]}})
+                for k, c in keyed.items()
+            }
+        )
         for k, c in keyed.items():
             rows = seen.result.get(k)
             if isinstance(rows, list) and rows and isinstance(rows[0], dict) and rows[0].get("ID"):
@@ -363,15 +514,18 @@ class Bitrix24Crm(Bitrix24Client):
         todo = [c for c in calls if c.request_id not in done and c.responsible_user_id]
         for start in range(0, len(todo), MAX_BATCH // 2):
             commands: dict[str, tuple[str, dict[str, Any]]] = {}
-            part = {f"{i}": c for i, c in enumerate(todo[start:start + MAX_BATCH // 2])}
+            part = {f"{i}": c for i, c in enumerate(todo[start : start + MAX_BATCH // 2])}
             for i, c in part.items():
-                commands[f"r{i}"] = ("telephony.externalcall.register",
-                                     calls_wire.register_params(c, external[c.request_id]))
+                commands[f"r{i}"] = (
+                    "telephony.externalcall.register",
+                    calls_wire.register_params(c, external[c.request_id]),
+                )
                 commands[f"f{i}"] = ("telephony.externalcall.finish", calls_wire.finish_params(c, f"r{i}"))
             result = await self.batch(commands, idempotent=False)
             if any(str((e or {}).get("error")) == "WRONG_AUTH_TYPE" for e in result.errors.values()):
-                raise ExternalCallsNeedApp("Bitrix24 refused to register external calls for this connection "
-                                           "(WRONG_AUTH_TYPE): only an app may")
+                raise ExternalCallsNeedApp(
+                    "Bitrix24 refused to register external calls for this connection (WRONG_AUTH_TYPE): only an app may"
+                )
             for i, c in part.items():
                 row = result.result.get(f"f{i}")
                 if isinstance(row, dict) and row.get("ID"):
@@ -391,8 +545,11 @@ class Bitrix24Crm(Bitrix24Client):
             if offline:
                 commands[f"off_{name}"] = ("event.bind", {"event": name, "event_type": "offline"})
         result = await self.batch_all(commands)
-        refused = {k: e for k, e in result.errors.items()
-                   if "already" not in str((e or {}).get("error_description", "")).lower()}
+        refused = {
+            k: e
+            for k, e in result.errors.items()
+            if "already" not in str((e or {}).get("error_description", "")).lower()
+        }
         if refused:
             raise CrmRequestError(f"Bitrix24 refused event.bind: {next(iter(refused.values()))}")
 
@@ -459,9 +616,14 @@ class OfflineBatch:
         self.deliveries: list[QueuedDelivery] = []
         for ev in events:
             message_id = str(ev.get("MESSAGE_ID") or ev.get("ID") or "")
-            payload = json.dumps({"event": ev.get("EVENT_NAME"), "data": ev.get("EVENT_DATA") or {},
-                                  "offline": {"id": ev.get("ID"), "message_id": message_id,
-                                              "ts": ev.get("TIMESTAMP_X")}}, ensure_ascii=False)
+            payload = json.dumps(
+                {
+                    "event": ev.get("EVENT_NAME"),
+                    "data": ev.get("EVENT_DATA") or {},
+                    "offline": {"id": ev.get("ID"), "message_id": message_id, "ts": ev.get("TIMESTAMP_X")},
+                },
+                ensure_ascii=False,
+            )
             # A record is rewritten in place when its object changes again: its time is part of the key.
             key = hashlib.sha256(f"offline|{message_id}|{ev.get('TIMESTAMP_X')}".encode()).hexdigest()
             self._ids[key] = message_id

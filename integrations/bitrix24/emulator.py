@@ -63,7 +63,7 @@ def _matches(row: dict[str, Any], flt: dict[str, Any]) -> bool:
         key = raw_key
         for prefix in (">=", "<=", "!=", "!@", ">", "<", "!", "%", "=", "@"):
             if key.startswith(prefix):
-                op, key = prefix, key[len(prefix):]
+                op, key = prefix, key[len(prefix) :]
                 break
         actual = lowered.get(key.lower())
         if op == "%":
@@ -72,8 +72,11 @@ def _matches(row: dict[str, Any], flt: dict[str, Any]) -> bool:
                 return False
             continue
         if isinstance(expected, list):
-            hit = str(actual) in {str(e) for e in expected} if not isinstance(actual, list) else bool(
-                {str(a) for a in actual} & {str(e) for e in expected})
+            hit = (
+                str(actual) in {str(e) for e in expected}
+                if not isinstance(actual, list)
+                else bool({str(a) for a in actual} & {str(e) for e in expected})
+            )
             if (op in ("!", "!=", "!@")) == hit:
                 return False
             continue
@@ -86,8 +89,7 @@ def _matches(row: dict[str, Any], flt: dict[str, Any]) -> bool:
             try:
                 ok = {">": a > e, ">=": a >= e, "<": a < e, "<=": a <= e}[op]
             except TypeError:
-                ok = {">": str(a) > str(e), ">=": str(a) >= str(e), "<": str(a) < str(e),
-                      "<=": str(a) <= str(e)}[op]
+                ok = {">": str(a) > str(e), ">=": str(a) >= str(e), "<": str(a) < str(e), "<=": str(a) <= str(e)}[op]
         else:
             ok = str(a if a is not None else "") == str(e if e is not None else "")
             if op in ("!", "!="):
@@ -137,8 +139,15 @@ def _param(params: dict[str, Any], *names: str, default: Any = None) -> Any:
 class Bitrix24Emulator:
     """One portal. Plain data, so tests and the demo poke at it directly."""
 
-    def __init__(self, *, domain: str = "demoshop.bitrix24.ru", member_id: str = MEMBER_ID,
-                 application_token: str = APP_TOKEN, rate: float = 2.0, burst: int = 50) -> None:
+    def __init__(
+        self,
+        *,
+        domain: str = "demoshop.bitrix24.ru",
+        member_id: str = MEMBER_ID,
+        application_token: str = APP_TOKEN,
+        rate: float = 2.0,
+        burst: int = 50,
+    ) -> None:
         self.domain, self.member_id, self.application_token = domain, member_id, application_token
         self.webhooks: set[tuple[int, str]] = {(WEBHOOK_USER, WEBHOOK_SECRET)}
         self.access_tokens: set[str] = set()
@@ -187,10 +196,17 @@ class Bitrix24Emulator:
         access, refresh = secrets.token_hex(16), secrets.token_hex(16)
         self.access_tokens.add(access)
         self.refresh_tokens[refresh] = client_id
-        return {"access_token": access, "refresh_token": refresh, "expires": int(self.unix_now()) + 3600,
-                "expires_in": 3600, "member_id": self.member_id, "domain": self.domain,
-                "client_endpoint": f"https://{self.domain}/rest/", "server_endpoint": "https://oauth.bitrix.info/rest/",
-                "status": "L"}
+        return {
+            "access_token": access,
+            "refresh_token": refresh,
+            "expires": int(self.unix_now()) + 3600,
+            "expires_in": 3600,
+            "member_id": self.member_id,
+            "domain": self.domain,
+            "client_endpoint": f"https://{self.domain}/rest/",
+            "server_endpoint": "https://oauth.bitrix.info/rest/",
+            "status": "L",
+        }
 
     def fail_next(self, n: int, status: int = 500, error: str = "INTERNAL_SERVER_ERROR") -> None:
         self.faults.extend([(status, error)] * n)
@@ -239,10 +255,18 @@ class Bitrix24Emulator:
             if rec["MESSAGE_ID"] == message and not rec["PROCESS_ID"]:
                 rec["TIMESTAMP_X"] = _iso(self.unix_now())
                 return
-        self.offline.append({"ID": str(self.next_id()), "TIMESTAMP_X": _iso(self.unix_now()), "EVENT_NAME": event,
-                             "EVENT_DATA": {key: {"ID": record_id}} if key else {"ID": record_id},
-                             "EVENT_ADDITIONAL": {"user_id": 1},
-                             "MESSAGE_ID": message, "PROCESS_ID": "", "ERROR": "0"})
+        self.offline.append(
+            {
+                "ID": str(self.next_id()),
+                "TIMESTAMP_X": _iso(self.unix_now()),
+                "EVENT_NAME": event,
+                "EVENT_DATA": {key: {"ID": record_id}} if key else {"ID": record_id},
+                "EVENT_ADDITIONAL": {"user_id": 1},
+                "MESSAGE_ID": message,
+                "PROCESS_ID": "",
+                "ERROR": "0",
+            }
+        )
 
     def add_user(self, id: int, name: str, last_name: str = "", email: str = "", active: bool = True) -> dict:
         self.users[id] = {"ID": str(id), "NAME": name, "LAST_NAME": last_name, "EMAIL": email, "ACTIVE": active}
@@ -253,8 +277,17 @@ class Bitrix24Emulator:
 
     def add_stage(self, category_id: int, status_id: str, name: str, sort: int, semantics: str | None = None) -> None:
         entity = "DEAL_STAGE" if category_id == 0 else f"DEAL_STAGE_{category_id}"
-        self.statuses.append({"ID": str(len(self.statuses) + 1), "ENTITY_ID": entity, "STATUS_ID": status_id,
-                              "NAME": name, "SORT": str(sort), "SEMANTICS": semantics, "CATEGORY_ID": str(category_id)})
+        self.statuses.append(
+            {
+                "ID": str(len(self.statuses) + 1),
+                "ENTITY_ID": entity,
+                "STATUS_ID": status_id,
+                "NAME": name,
+                "SORT": str(sort),
+                "SEMANTICS": semantics,
+                "CATEGORY_ID": str(category_id),
+            }
+        )
 
     def _semantic(self, stage_id: str) -> str:
         for s in self.statuses:
@@ -262,20 +295,50 @@ class Bitrix24Emulator:
                 return s["SEMANTICS"] or "P"
         return "P"
 
-    def add_deal(self, id: int, title: str, stage_id: str, *, category_id: int = 0, assigned_by: int = 1,
-                 opportunity: float = 0, contact_id: int | None = None, company_id: int | None = None,
-                 at: float | None = None) -> dict:
+    def add_deal(
+        self,
+        id: int,
+        title: str,
+        stage_id: str,
+        *,
+        category_id: int = 0,
+        assigned_by: int = 1,
+        opportunity: float = 0,
+        contact_id: int | None = None,
+        company_id: int | None = None,
+        at: float | None = None,
+    ) -> dict:
         at = self.unix_now() if at is None else at
         sem = self._semantic(stage_id)
-        self.deals[id] = {"id": id, "title": title, "categoryId": category_id, "stageId": stage_id,
-                          "stageSemanticId": sem, "closed": "Y" if sem in ("S", "F") else "N",
-                          "assignedById": assigned_by, "opportunity": opportunity, "currencyId": "RUB",
-                          "contactId": contact_id, "contactIds": [contact_id] if contact_id else [],
-                          "companyId": company_id,
-                          "createdTime": _iso(at), "updatedTime": _iso(at), "movedTime": _iso(at),
-                          "movedBy": assigned_by}
-        self.stage_history.append({"ID": self.next_id(), "TYPE_ID": 1, "OWNER_ID": id, "CREATED_TIME": _iso(at),
-                                   "CATEGORY_ID": category_id, "STAGE_SEMANTIC_ID": sem, "STAGE_ID": stage_id})
+        self.deals[id] = {
+            "id": id,
+            "title": title,
+            "categoryId": category_id,
+            "stageId": stage_id,
+            "stageSemanticId": sem,
+            "closed": "Y" if sem in ("S", "F") else "N",
+            "assignedById": assigned_by,
+            "opportunity": opportunity,
+            "currencyId": "RUB",
+            "contactId": contact_id,
+            "contactIds": [contact_id] if contact_id else [],
+            "companyId": company_id,
+            "createdTime": _iso(at),
+            "updatedTime": _iso(at),
+            "movedTime": _iso(at),
+            "movedBy": assigned_by,
+        }
+        self.stage_history.append(
+            {
+                "ID": self.next_id(),
+                "TYPE_ID": 1,
+                "OWNER_ID": id,
+                "CREATED_TIME": _iso(at),
+                "CATEGORY_ID": category_id,
+                "STAGE_SEMANTIC_ID": sem,
+                "STAGE_ID": stage_id,
+            }
+        )
         self._offline("ONCRMDEALADD", id)
         return self.deals[id]
 
@@ -283,10 +346,24 @@ class Bitrix24Emulator:
         at = self.unix_now() if at is None else at
         deal = self.deals[id]
         sem = self._semantic(stage_id)
-        deal.update(stageId=stage_id, stageSemanticId=sem, closed="Y" if sem in ("S", "F") else "N",
-                    updatedTime=_iso(at), movedTime=_iso(at))
-        self.stage_history.append({"ID": self.next_id(), "TYPE_ID": 2, "OWNER_ID": id, "CREATED_TIME": _iso(at),
-                                   "CATEGORY_ID": deal["categoryId"], "STAGE_SEMANTIC_ID": sem, "STAGE_ID": stage_id})
+        deal.update(
+            stageId=stage_id,
+            stageSemanticId=sem,
+            closed="Y" if sem in ("S", "F") else "N",
+            updatedTime=_iso(at),
+            movedTime=_iso(at),
+        )
+        self.stage_history.append(
+            {
+                "ID": self.next_id(),
+                "TYPE_ID": 2,
+                "OWNER_ID": id,
+                "CREATED_TIME": _iso(at),
+                "CATEGORY_ID": deal["categoryId"],
+                "STAGE_SEMANTIC_ID": sem,
+                "STAGE_ID": stage_id,
+            }
+        )
         self._offline("ONCRMDEALUPDATE", id)
         return deal
 
@@ -294,16 +371,36 @@ class Bitrix24Emulator:
         self.deals.pop(id, None)
         self._offline("ONCRMDEALDELETE", id)
 
-    def add_activity(self, id: int | None, deal_id: int, subject: str, deadline: float, *, responsible: int = 1,
-                     completed: bool = False, at: float | None = None, type_id: int = 6) -> dict:
+    def add_activity(
+        self,
+        id: int | None,
+        deal_id: int,
+        subject: str,
+        deadline: float,
+        *,
+        responsible: int = 1,
+        completed: bool = False,
+        at: float | None = None,
+        type_id: int = 6,
+    ) -> dict:
         at = self.unix_now() if at is None else at
         id = id or self.next_id()
-        self.activities[id] = {"ID": str(id), "OWNER_TYPE_ID": "2", "OWNER_ID": str(deal_id), "TYPE_ID": str(type_id),
-                               "PROVIDER_ID": "CRM_TODO", "SUBJECT": subject, "DESCRIPTION": "",
-                               "RESPONSIBLE_ID": str(responsible), "DEADLINE": _iso(deadline),
-                               "END_TIME": _iso(deadline),
-                               "COMPLETED": "Y" if completed else "N", "CREATED": _iso(at), "LAST_UPDATED": _iso(at),
-                               "AUTHOR_ID": str(responsible)}
+        self.activities[id] = {
+            "ID": str(id),
+            "OWNER_TYPE_ID": "2",
+            "OWNER_ID": str(deal_id),
+            "TYPE_ID": str(type_id),
+            "PROVIDER_ID": "CRM_TODO",
+            "SUBJECT": subject,
+            "DESCRIPTION": "",
+            "RESPONSIBLE_ID": str(responsible),
+            "DEADLINE": _iso(deadline),
+            "END_TIME": _iso(deadline),
+            "COMPLETED": "Y" if completed else "N",
+            "CREATED": _iso(at),
+            "LAST_UPDATED": _iso(at),
+            "AUTHOR_ID": str(responsible),
+        }
         self._offline("ONCRMACTIVITYADD", id)
         return self.activities[id]
 
@@ -313,14 +410,32 @@ class Bitrix24Emulator:
         self._offline("ONCRMACTIVITYUPDATE", id)
         return self.activities[id]
 
-    def add_task(self, id: int | None, deal_id: int | None, title: str, deadline: float, *, responsible: int = 1,
-                 status: int = 2, at: float | None = None, description: str = "") -> dict:
+    def add_task(
+        self,
+        id: int | None,
+        deal_id: int | None,
+        title: str,
+        deadline: float,
+        *,
+        responsible: int = 1,
+        status: int = 2,
+        at: float | None = None,
+        description: str = "",
+    ) -> dict:
         at = self.unix_now() if at is None else at
         id = id or self.next_id()
-        self.tasks[id] = {"id": str(id), "title": title, "description": description, "status": str(status),
-                          "deadline": _iso(deadline), "responsibleId": str(responsible),
-                          "ufCrmTask": [f"D_{deal_id}"] if deal_id else [], "createdDate": _iso(at),
-                          "changedDate": _iso(at), "createdBy": str(responsible)}
+        self.tasks[id] = {
+            "id": str(id),
+            "title": title,
+            "description": description,
+            "status": str(status),
+            "deadline": _iso(deadline),
+            "responsibleId": str(responsible),
+            "ufCrmTask": [f"D_{deal_id}"] if deal_id else [],
+            "createdDate": _iso(at),
+            "changedDate": _iso(at),
+            "createdBy": str(responsible),
+        }
         self._offline("ONTASKADD", id, "FIELDS_AFTER")
         return self.tasks[id]
 
@@ -333,60 +448,132 @@ class Bitrix24Emulator:
     def add_comment(self, id: int | None, deal_id: int, text: str, author: int = 1, at: float | None = None) -> dict:
         at = self.unix_now() if at is None else at
         id = id or self.next_id()
-        self.comments[id] = {"ID": str(id), "ENTITY_ID": str(deal_id), "ENTITY_TYPE": "deal", "CREATED": _iso(at),
-                             "COMMENT": text, "AUTHOR_ID": str(author), "FILES": []}
+        self.comments[id] = {
+            "ID": str(id),
+            "ENTITY_ID": str(deal_id),
+            "ENTITY_TYPE": "deal",
+            "CREATED": _iso(at),
+            "COMMENT": text,
+            "AUTHOR_ID": str(author),
+            "FILES": [],
+        }
         self._offline("ONCRMTIMELINECOMMENTADD", id, None)
         return self.comments[id]
 
     def add_contact(self, id: int, name: str, phones: list[str], assigned_by: int = 1, at: float | None = None) -> dict:
         at = self.unix_now() if at is None else at
-        self.contacts[id] = {"ID": str(id), "NAME": name, "LAST_NAME": "", "ASSIGNED_BY_ID": str(assigned_by),
-                             "DATE_MODIFY": _iso(at),
-                             "PHONE": [{"ID": str(i), "VALUE_TYPE": "WORK", "VALUE": p, "TYPE_ID": "PHONE"}
-                                       for i, p in enumerate(phones, 1)]}
+        self.contacts[id] = {
+            "ID": str(id),
+            "NAME": name,
+            "LAST_NAME": "",
+            "ASSIGNED_BY_ID": str(assigned_by),
+            "DATE_MODIFY": _iso(at),
+            "PHONE": [
+                {"ID": str(i), "VALUE_TYPE": "WORK", "VALUE": p, "TYPE_ID": "PHONE"} for i, p in enumerate(phones, 1)
+            ],
+        }
         self._offline("ONCRMCONTACTADD", id)
         return self.contacts[id]
 
     def add_company(self, id: int, title: str, phones: list[str], assigned_by: int = 1) -> dict:
-        self.companies[id] = {"ID": str(id), "TITLE": title, "ASSIGNED_BY_ID": str(assigned_by),
-                              "PHONE": [{"ID": str(i), "VALUE_TYPE": "WORK", "VALUE": p, "TYPE_ID": "PHONE"}
-                                        for i, p in enumerate(phones, 1)]}
+        self.companies[id] = {
+            "ID": str(id),
+            "TITLE": title,
+            "ASSIGNED_BY_ID": str(assigned_by),
+            "PHONE": [
+                {"ID": str(i), "VALUE_TYPE": "WORK", "VALUE": p, "TYPE_ID": "PHONE"} for i, p in enumerate(phones, 1)
+            ],
+        }
         return self.companies[id]
 
     def _bind_call(self, activity_id: int, contact_id: int | None, deal_id: int | None) -> None:
         # Bitrix24 files a call activity on the contact and on that contact's open deal.
         self.bindings[activity_id] = ([{"entityTypeId": 3, "entityId": contact_id}] if contact_id else []) + (
-            [{"entityTypeId": 2, "entityId": deal_id}] if deal_id else [])
+            [{"entityTypeId": 2, "entityId": deal_id}] if deal_id else []
+        )
 
-    def _call_activity(self, *, user: int, phone: str, incoming: bool, start: float, duration: int,
-                       contact_id: int | None, deal_id: int | None, completed: bool) -> int:
+    def _call_activity(
+        self,
+        *,
+        user: int,
+        phone: str,
+        incoming: bool,
+        start: float,
+        duration: int,
+        contact_id: int | None,
+        deal_id: int | None,
+        completed: bool,
+    ) -> int:
         id = self.next_id()
         owner_type, owner = (3, contact_id) if contact_id else ((2, deal_id) if deal_id else (0, 0))
-        self.activities[id] = {"ID": str(id), "OWNER_TYPE_ID": str(owner_type), "OWNER_ID": str(owner or 0),
-                               "TYPE_ID": "2", "PROVIDER_ID": "VOXIMPLANT_CALL", "DIRECTION": "1" if incoming else "2",
-                               "SUBJECT": ("Входящий звонок " if incoming else "Исходящий звонок ") + phone,
-                               "DESCRIPTION": "", "RESPONSIBLE_ID": str(user), "DEADLINE": _iso(start),
-                               "END_TIME": _iso(start + duration), "COMPLETED": "Y" if completed else "N",
-                               "CREATED": _iso(start + duration), "LAST_UPDATED": _iso(start + duration),
-                               "AUTHOR_ID": str(user)}
+        self.activities[id] = {
+            "ID": str(id),
+            "OWNER_TYPE_ID": str(owner_type),
+            "OWNER_ID": str(owner or 0),
+            "TYPE_ID": "2",
+            "PROVIDER_ID": "VOXIMPLANT_CALL",
+            "DIRECTION": "1" if incoming else "2",
+            "SUBJECT": ("Входящий звонок " if incoming else "Исходящий звонок ") + phone,
+            "DESCRIPTION": "",
+            "RESPONSIBLE_ID": str(user),
+            "DEADLINE": _iso(start),
+            "END_TIME": _iso(start + duration),
+            "COMPLETED": "Y" if completed else "N",
+            "CREATED": _iso(start + duration),
+            "LAST_UPDATED": _iso(start + duration),
+            "AUTHOR_ID": str(user),
+        }
         self._bind_call(id, contact_id, deal_id)
         return id
 
-    def add_call(self, call_id: str, *, user: int, phone: str, call_type: int = 1, duration: int = 0,
-                 code: str = "200", start: float | None = None, contact_id: int | None = None,
-                 deal_id: int | None = None, record_url: str | None = None) -> dict:
+    def add_call(
+        self,
+        call_id: str,
+        *,
+        user: int,
+        phone: str,
+        call_type: int = 1,
+        duration: int = 0,
+        code: str = "200",
+        start: float | None = None,
+        contact_id: int | None = None,
+        deal_id: int | None = None,
+        record_url: str | None = None,
+    ) -> dict:
         """A call of the portal's own telephony that just ended: its statistics row and its activity."""
         start = self.unix_now() - duration if start is None else start
-        activity = self._call_activity(user=user, phone=phone, incoming=call_type in (2, 3), start=start,
-                                       duration=duration, contact_id=contact_id, deal_id=deal_id,
-                                       completed=code == "200")
-        row = {"ID": str(self.next_id()), "PORTAL_USER_ID": str(user), "PORTAL_NUMBER": "reg12345",
-               "PHONE_NUMBER": phone, "CALL_ID": call_id, "EXTERNAL_CALL_ID": None, "CALL_CATEGORY": "external",
-               "CALL_DURATION": str(duration), "CALL_START_DATE": _iso(start), "CALL_RECORD_URL": record_url or "",
-               "COST": "0.0000", "COST_CURRENCY": "RUR", "CALL_FAILED_CODE": code, "CALL_FAILED_REASON": "",
-               "CRM_ENTITY_TYPE": "CONTACT" if contact_id else "", "CRM_ENTITY_ID": str(contact_id or ""),
-               "CRM_ACTIVITY_ID": str(activity), "REST_APP_ID": None, "REST_APP_NAME": None,
-               "CALL_TYPE": str(call_type)}
+        activity = self._call_activity(
+            user=user,
+            phone=phone,
+            incoming=call_type in (2, 3),
+            start=start,
+            duration=duration,
+            contact_id=contact_id,
+            deal_id=deal_id,
+            completed=code == "200",
+        )
+        row = {
+            "ID": str(self.next_id()),
+            "PORTAL_USER_ID": str(user),
+            "PORTAL_NUMBER": "reg12345",
+            "PHONE_NUMBER": phone,
+            "CALL_ID": call_id,
+            "EXTERNAL_CALL_ID": None,
+            "CALL_CATEGORY": "external",
+            "CALL_DURATION": str(duration),
+            "CALL_START_DATE": _iso(start),
+            "CALL_RECORD_URL": record_url or "",
+            "COST": "0.0000",
+            "COST_CURRENCY": "RUR",
+            "CALL_FAILED_CODE": code,
+            "CALL_FAILED_REASON": "",
+            "CRM_ENTITY_TYPE": "CONTACT" if contact_id else "",
+            "CRM_ENTITY_ID": str(contact_id or ""),
+            "CRM_ACTIVITY_ID": str(activity),
+            "REST_APP_ID": None,
+            "REST_APP_NAME": None,
+            "CALL_TYPE": str(call_type),
+        }
         self.call_stats.append(row)
         return row
 
@@ -394,44 +581,81 @@ class Bitrix24Emulator:
         """ONVOXIMPLANTCALLEND as Bitrix24 posts it for a call added with add_call."""
         row = next(r for r in self.call_stats if r["CALL_ID"] == call_id)
         pairs = [("event", "ONVOXIMPLANTCALLEND"), ("event_handler_id", "31")]
-        pairs += [(f"data[{k}]", str(row[k])) for k in (
-            "CALL_ID", "CALL_TYPE", "PHONE_NUMBER", "PORTAL_NUMBER", "PORTAL_USER_ID", "CALL_DURATION",
-            "CALL_START_DATE", "COST", "COST_CURRENCY", "CALL_FAILED_CODE", "CALL_FAILED_REASON", "CRM_ACTIVITY_ID")]
-        pairs += [("ts", str(int(self.unix_now()))), ("auth[domain]", self.domain),
-                  ("auth[client_endpoint]", f"https://{self.domain}/rest/"),
-                  ("auth[server_endpoint]", "https://oauth.bitrix.info/rest/"), ("auth[member_id]", self.member_id),
-                  ("auth[application_token]", token or self.application_token)]
+        pairs += [
+            (f"data[{k}]", str(row[k]))
+            for k in (
+                "CALL_ID",
+                "CALL_TYPE",
+                "PHONE_NUMBER",
+                "PORTAL_NUMBER",
+                "PORTAL_USER_ID",
+                "CALL_DURATION",
+                "CALL_START_DATE",
+                "COST",
+                "COST_CURRENCY",
+                "CALL_FAILED_CODE",
+                "CALL_FAILED_REASON",
+                "CRM_ACTIVITY_ID",
+            )
+        ]
+        pairs += [
+            ("ts", str(int(self.unix_now()))),
+            ("auth[domain]", self.domain),
+            ("auth[client_endpoint]", f"https://{self.domain}/rest/"),
+            ("auth[server_endpoint]", "https://oauth.bitrix.info/rest/"),
+            ("auth[member_id]", self.member_id),
+            ("auth[application_token]", token or self.application_token),
+        ]
         return "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs)
 
-    def event_form(self, event: str, record_id: int | str, *, token: str | None = None,
-                   member_id: str | None = None) -> str:
+    def event_form(
+        self, event: str, record_id: int | str, *, token: str | None = None, member_id: str | None = None
+    ) -> str:
         """The body Bitrix24 posts to a handler for this event, urlencoded in wire order."""
         field = {"ONTASK": "data[FIELDS_AFTER][ID]", "ONCRMTIMELINECOMMENT": "data[ID]"}
         name = next((v for k, v in field.items() if event.startswith(k)), "data[FIELDS][ID]")
-        pairs = [("event", event), ("event_handler_id", "15"), (name, str(record_id)),
-                 ("ts", str(int(self.unix_now()))), ("auth[domain]", self.domain),
-                 ("auth[client_endpoint]", f"https://{self.domain}/rest/"),
-                 ("auth[server_endpoint]", "https://oauth.bitrix.info/rest/"),
-                 ("auth[member_id]", member_id or self.member_id),
-                 ("auth[application_token]", token or self.application_token)]
+        pairs = [
+            ("event", event),
+            ("event_handler_id", "15"),
+            (name, str(record_id)),
+            ("ts", str(int(self.unix_now()))),
+            ("auth[domain]", self.domain),
+            ("auth[client_endpoint]", f"https://{self.domain}/rest/"),
+            ("auth[server_endpoint]", "https://oauth.bitrix.info/rest/"),
+            ("auth[member_id]", member_id or self.member_id),
+            ("auth[application_token]", token or self.application_token),
+        ]
         return "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs)
 
     def install_form(self, client_id: str) -> str:
         tokens = self.issue_tokens(client_id)
-        pairs = [("event", "ONAPPINSTALL"), ("data[VERSION]", "1"), ("data[ACTIVE]", "Y"), ("data[INSTALLED]", "Y"),
-                 ("data[LANGUAGE_ID]", "ru"), ("ts", str(int(self.unix_now()))), ("auth[access_token]",
-                 tokens["access_token"]), ("auth[expires]", str(tokens["expires"])), ("auth[expires_in]", "3600"),
-                 ("auth[scope]", "crm,task,placement,telephony"), ("auth[domain]", self.domain),
-                 ("auth[server_endpoint]", "https://oauth.bitrix.info/rest/"), ("auth[status]", "L"),
-                 ("auth[client_endpoint]", f"https://{self.domain}/rest/"), ("auth[member_id]", self.member_id),
-                 ("auth[user_id]", "1"), ("auth[refresh_token]", tokens["refresh_token"]),
-                 ("auth[application_token]", self.application_token)]
+        pairs = [
+            ("event", "ONAPPINSTALL"),
+            ("data[VERSION]", "1"),
+            ("data[ACTIVE]", "Y"),
+            ("data[INSTALLED]", "Y"),
+            ("data[LANGUAGE_ID]", "ru"),
+            ("ts", str(int(self.unix_now()))),
+            ("auth[access_token]", tokens["access_token"]),
+            ("auth[expires]", str(tokens["expires"])),
+            ("auth[expires_in]", "3600"),
+            ("auth[scope]", "crm,task,placement,telephony"),
+            ("auth[domain]", self.domain),
+            ("auth[server_endpoint]", "https://oauth.bitrix.info/rest/"),
+            ("auth[status]", "L"),
+            ("auth[client_endpoint]", f"https://{self.domain}/rest/"),
+            ("auth[member_id]", self.member_id),
+            ("auth[user_id]", "1"),
+            ("auth[refresh_token]", tokens["refresh_token"]),
+            ("auth[application_token]", self.application_token),
+        ]
         return "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs)
 
     # -- REST ------------------------------------------------------------------------------------
 
-    def _page(self, rows: list[dict], params: dict[str, Any], key: str | None = None,
-              id_field: str = "ID") -> dict[str, Any]:
+    def _page(
+        self, rows: list[dict], params: dict[str, Any], key: str | None = None, id_field: str = "ID"
+    ) -> dict[str, Any]:
         flt = _param(params, "filter", default={}) or {}
         rows = [r for r in rows if _matches(r, flt)]
         order = _param(params, "order", default={}) or {}
@@ -441,7 +665,7 @@ class Bitrix24Emulator:
         if start == -1:
             page, body = rows[:PAGE_SIZE], {}
         else:
-            page = rows[start:start + PAGE_SIZE]
+            page = rows[start : start + PAGE_SIZE]
             body = {"total": len(rows)}
             if start + PAGE_SIZE < len(rows):
                 body["next"] = start + PAGE_SIZE
@@ -470,8 +694,10 @@ class Bitrix24Emulator:
         return self._page(list(self.users.values()), {"start": _param(p, "start", default=0)})
 
     def m_crm_category_list(self, p: dict) -> dict:
-        return {"result": {"categories": sorted(self.categories.values(), key=lambda c: c["id"])},
-                "total": len(self.categories)}
+        return {
+            "result": {"categories": sorted(self.categories.values(), key=lambda c: c["id"])},
+            "total": len(self.categories),
+        }
 
     def m_crm_status_list(self, p: dict) -> dict:
         return self._page(list(self.statuses), p)
@@ -510,9 +736,13 @@ class Bitrix24Emulator:
         deadline = _param(p, "deadline")
         if str(owner_type) != "2" or int(owner or 0) not in self.deals or not deadline:
             raise RestError(400, "ERROR_WRONG_OWNER" if deadline else "ERROR_ARGUMENT", "ownerId / deadline")
-        act = self.add_activity(None, int(owner), _param(p, "title", default="") or "",
-                                datetime.fromisoformat(deadline).timestamp(),
-                                responsible=int(_param(p, "responsibleId", default=1) or 1))
+        act = self.add_activity(
+            None,
+            int(owner),
+            _param(p, "title", default="") or "",
+            datetime.fromisoformat(deadline).timestamp(),
+            responsible=int(_param(p, "responsibleId", default=1) or 1),
+        )
         act["DESCRIPTION"] = _param(p, "description", default="") or ""
         return {"result": {"id": int(act["ID"])}}
 
@@ -542,9 +772,14 @@ class Bitrix24Emulator:
         if not f.get("TITLE") or not f.get("RESPONSIBLE_ID", 1):
             raise RestError(400, "ERROR_CORE", "TITLE")
         deal = next((b[2:] for b in f.get("UF_CRM_TASK") or [] if str(b).startswith("D_")), None)
-        task = self.add_task(None, int(deal) if deal else None, f["TITLE"],
-                             datetime.fromisoformat(f["DEADLINE"]).timestamp() if f.get("DEADLINE") else 0,
-                             responsible=int(f.get("RESPONSIBLE_ID") or 1), description=f.get("DESCRIPTION") or "")
+        task = self.add_task(
+            None,
+            int(deal) if deal else None,
+            f["TITLE"],
+            datetime.fromisoformat(f["DEADLINE"]).timestamp() if f.get("DEADLINE") else 0,
+            responsible=int(f.get("RESPONSIBLE_ID") or 1),
+            description=f.get("DESCRIPTION") or "",
+        )
         return {"result": {"task": dict(task)}}
 
     def m_tasks_task_complete(self, p: dict) -> dict:
@@ -568,8 +803,11 @@ class Bitrix24Emulator:
 
     def m_crm_timeline_comment_add(self, p: dict) -> dict:
         f = _param(p, "fields", default={}) or {}
-        if str(f.get("ENTITY_TYPE", "")).lower() != "deal" or int(f.get("ENTITY_ID") or 0) not in self.deals \
-                or not f.get("COMMENT"):
+        if (
+            str(f.get("ENTITY_TYPE", "")).lower() != "deal"
+            or int(f.get("ENTITY_ID") or 0) not in self.deals
+            or not f.get("COMMENT")
+        ):
             raise RestError(400, "ERROR_ARGUMENT", "ENTITY_ID / COMMENT")
         c = self.add_comment(None, int(f["ENTITY_ID"]), f["COMMENT"])
         return {"result": int(c["ID"])}
@@ -608,8 +846,9 @@ class Bitrix24Emulator:
         act = self.activities.get(int(raw))
         if act is None:
             raise RestError(400, "NOT_FOUND", "Element not found")
-        bindings = self.bindings.get(int(raw)) or [{"entityTypeId": int(act["OWNER_TYPE_ID"]),
-                                                    "entityId": int(act["OWNER_ID"])}]
+        bindings = self.bindings.get(int(raw)) or [
+            {"entityTypeId": int(act["OWNER_TYPE_ID"]), "entityId": int(act["OWNER_ID"])}
+        ]
         return {"result": [dict(b) for b in bindings]}
 
     def m_voximplant_statistic_get(self, p: dict) -> dict:
@@ -627,25 +866,42 @@ class Bitrix24Emulator:
         # A repeat within 30 minutes with the same number, type, user and EXTERNAL_CALL_ID is the same call.
         for call_id, reg in self.registered.items():
             if (reg["USER_ID"], reg["PHONE_NUMBER"], reg["TYPE"], reg["EXTERNAL_CALL_ID"]) == (
-                    user, phone, kind, external) and now - reg["at"] < 1800:
+                user,
+                phone,
+                kind,
+                external,
+            ) and now - reg["at"] < 1800:
                 return {"result": self._registration(call_id)}
         call_id = f"externalCall.{secrets.token_hex(16)}.{int(now)}"
         entity_type, entity_id = _param(p, "CRM_ENTITY_TYPE"), _param(p, "CRM_ENTITY_ID")
         if not entity_type:
             digits = _digits(phone)
-            match = next((id for id, c in self.contacts.items() if any(_digits(x["VALUE"]) == digits
-                                                                      for x in c["PHONE"])), None)
+            match = next(
+                (id for id, c in self.contacts.items() if any(_digits(x["VALUE"]) == digits for x in c["PHONE"])), None
+            )
             entity_type, entity_id = ("CONTACT", match) if match else (None, None)
-        self.registered[call_id] = {"USER_ID": user, "PHONE_NUMBER": phone, "TYPE": kind, "EXTERNAL_CALL_ID": external,
-                                    "CALL_START_DATE": _param(p, "CALL_START_DATE") or _iso(now), "at": now,
-                                    "CRM_ENTITY_TYPE": entity_type, "CRM_ENTITY_ID": entity_id, "finished": False}
+        self.registered[call_id] = {
+            "USER_ID": user,
+            "PHONE_NUMBER": phone,
+            "TYPE": kind,
+            "EXTERNAL_CALL_ID": external,
+            "CALL_START_DATE": _param(p, "CALL_START_DATE") or _iso(now),
+            "at": now,
+            "CRM_ENTITY_TYPE": entity_type,
+            "CRM_ENTITY_ID": entity_id,
+            "finished": False,
+        }
         return {"result": self._registration(call_id)}
 
     def _registration(self, call_id: str) -> dict:
         reg = self.registered[call_id]
-        return {"CALL_ID": call_id, "CRM_CREATED_LEAD": None, "CRM_CREATED_ENTITIES": [],
-                "CRM_ENTITY_TYPE": reg["CRM_ENTITY_TYPE"],
-                "CRM_ENTITY_ID": _num(str(reg["CRM_ENTITY_ID"] or "")) or None}
+        return {
+            "CALL_ID": call_id,
+            "CRM_CREATED_LEAD": None,
+            "CRM_CREATED_ENTITIES": [],
+            "CRM_ENTITY_TYPE": reg["CRM_ENTITY_TYPE"],
+            "CRM_ENTITY_ID": _num(str(reg["CRM_ENTITY_ID"] or "")) or None,
+        }
 
     def m_telephony_externalcall_finish(self, p: dict) -> dict:
         call_id = _param(p, "CALL_ID")
@@ -660,18 +916,40 @@ class Bitrix24Emulator:
         duration = int(_param(p, "DURATION", default=0) or 0)
         code = str(_param(p, "STATUS_CODE", default="") or ("200" if duration > 0 else "304"))
         contact = int(reg["CRM_ENTITY_ID"]) if reg["CRM_ENTITY_TYPE"] == "CONTACT" and reg["CRM_ENTITY_ID"] else None
-        deal = next((d["id"] for d in self.deals.values() if contact and d.get("contactId") == contact
-                     and d["closed"] == "N"), None)
+        deal = next(
+            (d["id"] for d in self.deals.values() if contact and d.get("contactId") == contact and d["closed"] == "N"),
+            None,
+        )
         start = datetime.fromisoformat(reg["CALL_START_DATE"]).timestamp()
-        activity = self._call_activity(user=int(reg["USER_ID"]), phone=reg["PHONE_NUMBER"],
-                                       incoming=reg["TYPE"] in ("2", "3"), start=start, duration=duration,
-                                       contact_id=contact, deal_id=deal, completed=True)
-        row = {"ID": str(self.next_id()), "CALL_ID": call_id, "EXTERNAL_CALL_ID": reg["EXTERNAL_CALL_ID"],
-               "PORTAL_USER_ID": reg["USER_ID"], "PHONE_NUMBER": reg["PHONE_NUMBER"], "PORTAL_NUMBER": "",
-               "CALL_TYPE": reg["TYPE"], "CALL_DURATION": str(duration), "CALL_START_DATE": reg["CALL_START_DATE"],
-               "CALL_RECORD_URL": _param(p, "RECORD_URL") or "", "CALL_FAILED_CODE": code, "CALL_FAILED_REASON": "",
-               "COST": "0.0000", "COST_CURRENCY": "", "CRM_ENTITY_TYPE": reg["CRM_ENTITY_TYPE"] or "",
-               "CRM_ENTITY_ID": str(reg["CRM_ENTITY_ID"] or ""), "CRM_ACTIVITY_ID": str(activity)}
+        activity = self._call_activity(
+            user=int(reg["USER_ID"]),
+            phone=reg["PHONE_NUMBER"],
+            incoming=reg["TYPE"] in ("2", "3"),
+            start=start,
+            duration=duration,
+            contact_id=contact,
+            deal_id=deal,
+            completed=True,
+        )
+        row = {
+            "ID": str(self.next_id()),
+            "CALL_ID": call_id,
+            "EXTERNAL_CALL_ID": reg["EXTERNAL_CALL_ID"],
+            "PORTAL_USER_ID": reg["USER_ID"],
+            "PHONE_NUMBER": reg["PHONE_NUMBER"],
+            "PORTAL_NUMBER": "",
+            "CALL_TYPE": reg["TYPE"],
+            "CALL_DURATION": str(duration),
+            "CALL_START_DATE": reg["CALL_START_DATE"],
+            "CALL_RECORD_URL": _param(p, "RECORD_URL") or "",
+            "CALL_FAILED_CODE": code,
+            "CALL_FAILED_REASON": "",
+            "COST": "0.0000",
+            "COST_CURRENCY": "",
+            "CRM_ENTITY_TYPE": reg["CRM_ENTITY_TYPE"] or "",
+            "CRM_ENTITY_ID": str(reg["CRM_ENTITY_ID"] or ""),
+            "CRM_ACTIVITY_ID": str(activity),
+        }
         self.call_stats.append(row)
         return {"result": dict(row)}
 
@@ -688,8 +966,9 @@ class Bitrix24Emulator:
     def m_placement_bind(self, p: dict) -> dict:
         if not _param(p, "PLACEMENT") or not _param(p, "HANDLER"):
             raise RestError(400, "ERROR_ARGUMENT", "PLACEMENT / HANDLER")
-        self.placements.append({"placement": _param(p, "PLACEMENT"), "handler": _param(p, "HANDLER"),
-                                "title": _param(p, "TITLE")})
+        self.placements.append(
+            {"placement": _param(p, "PLACEMENT"), "handler": _param(p, "HANDLER"), "title": _param(p, "TITLE")}
+        )
         return {"result": True}
 
     def m_event_offline_get(self, p: dict) -> dict:
@@ -706,8 +985,10 @@ class Bitrix24Emulator:
         else:
             for r in picked:
                 r["PROCESS_ID"] = pid
-        events = [{k: r[k] for k in ("ID", "TIMESTAMP_X", "EVENT_NAME", "EVENT_DATA", "EVENT_ADDITIONAL", "MESSAGE_ID")}
-                  for r in picked]
+        events = [
+            {k: r[k] for k in ("ID", "TIMESTAMP_X", "EVENT_NAME", "EVENT_DATA", "EVENT_ADDITIONAL", "MESSAGE_ID")}
+            for r in picked
+        ]
         return {"result": {"process_id": None if clear else pid, "events": events}}
 
     def m_event_offline_clear(self, p: dict) -> dict:
@@ -733,8 +1014,13 @@ class Bitrix24Emulator:
         cmd = _param(p, "cmd", default={}) or {}
         if len(cmd) > MAX_BATCH:
             raise RestError(400, "ERROR_BATCH_LENGTH_EXCEEDED", f"Max batch length exceeded {MAX_BATCH}")
-        out: dict[str, Any] = {"result": {}, "result_error": {}, "result_total": {}, "result_next": {},
-                               "result_time": {}}
+        out: dict[str, Any] = {
+            "result": {},
+            "result_error": {},
+            "result_total": {},
+            "result_next": {},
+            "result_time": {},
+        }
         halt = str(_param(p, "halt", default="0")) == "1"
         for key, line in cmd.items():
             method, _, query = str(line).partition("?")
@@ -759,8 +1045,10 @@ class Bitrix24Emulator:
 
     def refresh(self, params: dict[str, str]) -> tuple[int, dict[str, Any]]:
         client_id = params.get("client_id", "")
-        if (self.oauth_clients.get(client_id) != params.get("client_secret")
-                or params.get("grant_type") != "refresh_token"):
+        if (
+            self.oauth_clients.get(client_id) != params.get("client_secret")
+            or params.get("grant_type") != "refresh_token"
+        ):
             return 401, {"error": "invalid_client", "error_description": "Invalid client"}
         if self.refresh_tokens.pop(params.get("refresh_token", ""), None) != client_id:
             return 400, {"error": "invalid_grant", "error_description": "Invalid refresh token"}
@@ -772,8 +1060,18 @@ def create_bitrix24_app(state: Bitrix24Emulator) -> FastAPI:
 
     def answer(body: dict[str, Any], operating: dict[str, float]) -> JSONResponse:
         now = state.unix_now()
-        body = {**body, "time": {"start": now, "finish": now, "duration": 0.0, "processing": 0.0,
-                                 "date_start": _iso(now), "date_finish": _iso(now), **operating}}
+        body = {
+            **body,
+            "time": {
+                "start": now,
+                "finish": now,
+                "duration": 0.0,
+                "processing": 0.0,
+                "date_start": _iso(now),
+                "date_finish": _iso(now),
+                **operating,
+            },
+        }
         return JSONResponse(body)
 
     def error(exc: RestError) -> JSONResponse:
@@ -789,8 +1087,11 @@ def create_bitrix24_app(state: Bitrix24Emulator) -> FastAPI:
         state.request_log.append(path)
         raw = await request.body()
         try:
-            params = (await request.json()) if raw.strip().startswith(b"{") else (
-                _listify(parse_bracket_form(raw)) if raw else {})
+            params = (
+                (await request.json())
+                if raw.strip().startswith(b"{")
+                else (_listify(parse_bracket_form(raw)) if raw else {})
+            )
         except ValueError:
             return error(RestError(400, "INVALID_REQUEST", "bad body"))
         parts = path.removesuffix(".json").split("/")
@@ -816,9 +1117,14 @@ def create_bitrix24_app(state: Bitrix24Emulator) -> FastAPI:
         if not state._admit():
             return error(RestError(503, "QUERY_LIMIT_EXCEEDED", "Too many requests"))
         if state.blocked.get(method.lower(), 0) > state.unix_now():
-            return JSONResponse({"error": "OPERATION_TIME_LIMIT",
-                                 "error_description": "Method is blocked due to operation time limit.",
-                                 "time": {"operating_reset_at": int(state.blocked[method.lower()])}}, status_code=429)
+            return JSONResponse(
+                {
+                    "error": "OPERATION_TIME_LIMIT",
+                    "error_description": "Method is blocked due to operation time limit.",
+                    "time": {"operating_reset_at": int(state.blocked[method.lower()])},
+                },
+                status_code=429,
+            )
         operating = state._spend(method)
         try:
             if method.lower() == "batch":

@@ -19,9 +19,15 @@ from collections.abc import Callable
 
 
 class PortalLimiter:
-    def __init__(self, rate: float = 2.0, burst: int = 50, *, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time,
-                 sleep: Callable[[float], object] = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        rate: float = 2.0,
+        burst: int = 50,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        sleep: Callable[[float], object] = asyncio.sleep,
+    ) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be positive and burst at least 1")
         self.rate = rate

@@ -41,16 +41,30 @@ def stage_kind(semantics: Any) -> StageKind:
 
 def pipeline(category: dict[str, Any], statuses: list[dict[str, Any]]) -> PipelineUpserted:
     return PipelineUpserted(
-        id=str(category["id"]), name=category.get("name") or "", sort=int(category.get("sort") or 0),
-        stages=tuple(StageInfo(id=str(s["STATUS_ID"]), name=s.get("NAME") or "", sort=int(s.get("SORT") or 0),
-                               kind=stage_kind(s.get("SEMANTICS"))) for s in statuses))
+        id=str(category["id"]),
+        name=category.get("name") or "",
+        sort=int(category.get("sort") or 0),
+        stages=tuple(
+            StageInfo(
+                id=str(s["STATUS_ID"]),
+                name=s.get("NAME") or "",
+                sort=int(s.get("SORT") or 0),
+                kind=stage_kind(s.get("SEMANTICS")),
+            )
+            for s in statuses
+        ),
+    )
 
 
 def user(u: dict[str, Any]) -> UserUpserted:
     name = " ".join(p for p in (u.get("NAME"), u.get("LAST_NAME")) if p) or None
     active = u.get("ACTIVE")
-    return UserUpserted(id=str(u["ID"]), name=name, email=u.get("EMAIL") or None,
-                        is_active=None if active is None else active in (True, "Y", "true", "1", 1))
+    return UserUpserted(
+        id=str(u["ID"]),
+        name=name,
+        email=u.get("EMAIL") or None,
+        is_active=None if active is None else active in (True, "Y", "true", "1", 1),
+    )
 
 
 def deal(item: dict[str, Any], *, stage_entry: bool = True) -> list[DomainEvent]:
@@ -64,18 +78,33 @@ def deal(item: dict[str, Any], *, stage_entry: bool = True) -> list[DomainEvent]
         contacts = [item["contactId"]] if item.get("contactId") else []
     closed = item.get("closed") in ("Y", True)
     updated = when(item.get("updatedTime")) or _now()
-    events: list[DomainEvent] = [DealUpserted(
-        id=str(item["id"]), updated_at=updated, name=item.get("title") or "",
-        pipeline_id=sid(item.get("categoryId")) or "0", stage_id=stage,
-        stage_kind=stage_kind(semantic) if semantic else None,
-        price=float(item["opportunity"]) if item.get("opportunity") not in (None, "") else None,
-        responsible_user_id=sid(item.get("assignedById")), created_at=when(item.get("createdTime")),
-        closed_at=(when(item.get("closedate")) or moved or updated) if closed else None,
-        stage_changed_at=moved, contact_ids=tuple(str(c) for c in contacts if c))]
+    events: list[DomainEvent] = [
+        DealUpserted(
+            id=str(item["id"]),
+            updated_at=updated,
+            name=item.get("title") or "",
+            pipeline_id=sid(item.get("categoryId")) or "0",
+            stage_id=stage,
+            stage_kind=stage_kind(semantic) if semantic else None,
+            price=float(item["opportunity"]) if item.get("opportunity") not in (None, "") else None,
+            responsible_user_id=sid(item.get("assignedById")),
+            created_at=when(item.get("createdTime")),
+            closed_at=(when(item.get("closedate")) or moved or updated) if closed else None,
+            stage_changed_at=moved,
+            contact_ids=tuple(str(c) for c in contacts if c),
+        )
+    ]
     if stage and moved and stage_entry:
         # MOVED_TIME is when the deal entered its current stage: the fact stuck_stage counts from.
-        events.append(StageEntered(deal_id=str(item["id"]), stage_id=stage, pipeline_id=sid(item.get("categoryId"))
-                                   or "0", at=moved, by_user_id=sid(item.get("movedBy"))))
+        events.append(
+            StageEntered(
+                deal_id=str(item["id"]),
+                stage_id=stage,
+                pipeline_id=sid(item.get("categoryId")) or "0",
+                at=moved,
+                by_user_id=sid(item.get("movedBy")),
+            )
+        )
     return events
 
 
@@ -83,8 +112,12 @@ def stage_history(row: dict[str, Any]) -> StageEntered | None:
     at = when(row.get("CREATED_TIME"))
     if at is None or not row.get("OWNER_ID") or not row.get("STAGE_ID"):
         return None
-    return StageEntered(deal_id=str(row["OWNER_ID"]), stage_id=str(row["STAGE_ID"]),
-                        pipeline_id=sid(row.get("CATEGORY_ID")) or "0", at=at)
+    return StageEntered(
+        deal_id=str(row["OWNER_ID"]),
+        stage_id=str(row["STAGE_ID"]),
+        pipeline_id=sid(row.get("CATEGORY_ID")) or "0",
+        at=at,
+    )
 
 
 # Providers whose activities record a call that happened (Bitrix24's own telephony, and calls
@@ -103,18 +136,23 @@ def activity(a: dict[str, Any]) -> TaskUpserted | TaskDeleted:
     return TaskUpserted(
         id=ACTIVITY_PREFIX + str(a["ID"]),
         updated_at=when(a.get("LAST_UPDATED")) or when(a.get("CREATED")) or _now(),
-        deal_id=owner if is_deal else None, entity_type="deal" if is_deal else sid(a.get("OWNER_TYPE_ID")),
-        entity_id=owner, text=a.get("SUBJECT") or a.get("DESCRIPTION") or None, type_id="activity",
+        deal_id=owner if is_deal else None,
+        entity_type="deal" if is_deal else sid(a.get("OWNER_TYPE_ID")),
+        entity_id=owner,
+        text=a.get("SUBJECT") or a.get("DESCRIPTION") or None,
+        type_id="activity",
         responsible_user_id=sid(a.get("RESPONSIBLE_ID")),
         due_at=when(a.get("DEADLINE")) or when(a.get("END_TIME")),
-        is_completed=a.get("COMPLETED") in ("Y", True), created_at=when(a.get("CREATED")),
-        created_by=sid(a.get("AUTHOR_ID")))
+        is_completed=a.get("COMPLETED") in ("Y", True),
+        created_at=when(a.get("CREATED")),
+        created_by=sid(a.get("AUTHOR_ID")),
+    )
 
 
 def deal_of_task(bindings: Any) -> str | None:
     for value in bindings if isinstance(bindings, list) else []:
         if isinstance(value, str) and value.startswith(DEAL_PREFIX):
-            return value[len(DEAL_PREFIX):]
+            return value[len(DEAL_PREFIX) :]
     return None
 
 
@@ -124,10 +162,17 @@ def task(t: dict[str, Any]) -> TaskUpserted:
     return TaskUpserted(
         id=TASK_PREFIX + str(t["id"]),
         updated_at=when(t.get("changedDate")) or when(t.get("createdDate")) or _now(),
-        deal_id=deal_id, entity_type="deal" if deal_id else None, entity_id=deal_id,
-        text=t.get("title") or None, type_id="task", responsible_user_id=sid(t.get("responsibleId")),
-        due_at=when(t.get("deadline")), is_completed=str(t.get("status")) in TASK_DONE_STATUSES,
-        created_at=when(t.get("createdDate")), created_by=sid(t.get("createdBy")))
+        deal_id=deal_id,
+        entity_type="deal" if deal_id else None,
+        entity_id=deal_id,
+        text=t.get("title") or None,
+        type_id="task",
+        responsible_user_id=sid(t.get("responsibleId")),
+        due_at=when(t.get("deadline")),
+        is_completed=str(t.get("status")) in TASK_DONE_STATUSES,
+        created_at=when(t.get("createdDate")),
+        created_by=sid(t.get("createdBy")),
+    )
 
 
 def comment(c: dict[str, Any]) -> NoteAdded | None:
@@ -135,14 +180,25 @@ def comment(c: dict[str, Any]) -> NoteAdded | None:
     if entity_id is None:
         return None
     is_deal = str(c.get("ENTITY_TYPE", "")).lower() == "deal"
-    return NoteAdded(id=str(c["ID"]), entity_type="deal" if is_deal else str(c.get("ENTITY_TYPE", "")).lower(),
-                     entity_id=entity_id, deal_id=entity_id if is_deal else None, kind=NoteKind.COMMON,
-                     text=c.get("COMMENT") if isinstance(c.get("COMMENT"), str) else None,
-                     created_by=sid(c.get("AUTHOR_ID")), created_at=when(c.get("CREATED")) or _now())
+    return NoteAdded(
+        id=str(c["ID"]),
+        entity_type="deal" if is_deal else str(c.get("ENTITY_TYPE", "")).lower(),
+        entity_id=entity_id,
+        deal_id=entity_id if is_deal else None,
+        kind=NoteKind.COMMON,
+        text=c.get("COMMENT") if isinstance(c.get("COMMENT"), str) else None,
+        created_by=sid(c.get("AUTHOR_ID")),
+        created_at=when(c.get("CREATED")) or _now(),
+    )
 
 
 def contact(c: dict[str, Any], region: str) -> ContactUpserted:
     phones = [p.get("VALUE") for p in c.get("PHONE") or [] if isinstance(p, dict) and isinstance(p.get("VALUE"), str)]
     name = " ".join(p for p in (c.get("NAME"), c.get("LAST_NAME")) if p) or None
-    return ContactUpserted(id=str(c["ID"]), updated_at=when(c.get("DATE_MODIFY")) or _now(), name=name,
-                           responsible_user_id=sid(c.get("ASSIGNED_BY_ID")), phones=normalize_all(phones, region))
+    return ContactUpserted(
+        id=str(c["ID"]),
+        updated_at=when(c.get("DATE_MODIFY")) or _now(),
+        name=name,
+        responsible_user_id=sid(c.get("ASSIGNED_BY_ID")),
+        phones=normalize_all(phones, region),
+    )

@@ -17,10 +17,20 @@ OAUTH_URL = "https://oauth.bitrix.info/oauth/token/"
 ACCESS_TTL = timedelta(hours=1)
 
 
-async def refresh(*, client_id: str, client_secret: str, refresh_token: str,
-                  transport: httpx.AsyncBaseTransport | None = None, url: str = OAUTH_URL) -> TokenPair:
-    params = {"grant_type": "refresh_token", "client_id": client_id, "client_secret": client_secret,
-              "refresh_token": refresh_token}
+async def refresh(
+    *,
+    client_id: str,
+    client_secret: str,
+    refresh_token: str,
+    transport: httpx.AsyncBaseTransport | None = None,
+    url: str = OAUTH_URL,
+) -> TokenPair:
+    params = {
+        "grant_type": "refresh_token",
+        "client_id": client_id,
+        "client_secret": client_secret,
+        "refresh_token": refresh_token,
+    }
     async with httpx.AsyncClient(timeout=20.0, transport=transport, verify=tls_context()) as http:
         try:
             resp = await http.get(url, params=params)
@@ -35,6 +45,9 @@ async def refresh(*, client_id: str, client_secret: str, refresh_token: str,
     if resp.status_code >= 400 or "error" in body or not body.get("access_token"):
         raise CrmAuthError(f"Bitrix24 refused the refresh token: {body.get('error') or resp.status_code}")
     expires = body.get("expires")
-    expires_at = (datetime.fromtimestamp(int(expires), UTC) if str(expires or "").isdigit()
-                  else datetime.now(UTC) + timedelta(seconds=int(body.get("expires_in") or ACCESS_TTL.seconds)))
+    expires_at = (
+        datetime.fromtimestamp(int(expires), UTC)
+        if str(expires or "").isdigit()
+        else datetime.now(UTC) + timedelta(seconds=int(body.get("expires_in") or ACCESS_TTL.seconds))
+    )
     return TokenPair(access_token=body["access_token"], refresh_token=body["refresh_token"], expires_at=expires_at)

@@ -34,16 +34,25 @@ class Bitrix24Placement:
     def hint(self, claim: str) -> CardAccountHint:
         return CardAccountHint(external_id=claim or None)  # the form's member_id
 
-    async def verify(self, credential: str, *, base_url: str, secret: str | None = None, audience: str | None = None,
-                     transport: Any = None, ask_admin: bool = False) -> CardUser:
+    async def verify(
+        self,
+        credential: str,
+        *,
+        base_url: str,
+        secret: str | None = None,
+        audience: str | None = None,
+        transport: Any = None,
+        ask_admin: bool = False,
+    ) -> CardUser:
         user = await current_user(base_url, credential, transport=transport)
         if ask_admin and await is_admin(base_url, credential, transport=transport):
             user = replace(user, is_admin=True)
         return user
 
 
-async def current_user(base_url: str, auth_id: str, *, transport: httpx.AsyncBaseTransport | None = None,
-                       http_timeout: float = 10.0) -> CardUser:
+async def current_user(
+    base_url: str, auth_id: str, *, transport: httpx.AsyncBaseTransport | None = None, http_timeout: float = 10.0
+) -> CardUser:
     url = f"{base_url.rstrip('/')}/rest/user.current.json"
     try:
         async with httpx.AsyncClient(transport=transport, timeout=http_timeout) as http:
@@ -67,8 +76,9 @@ async def current_user(base_url: str, auth_id: str, *, transport: httpx.AsyncBas
     return CardUser(id=str(result["ID"]), name=name)
 
 
-async def is_admin(base_url: str, auth_id: str, *, transport: httpx.AsyncBaseTransport | None = None,
-                   http_timeout: float = 10.0) -> bool:
+async def is_admin(
+    base_url: str, auth_id: str, *, transport: httpx.AsyncBaseTransport | None = None, http_timeout: float = 10.0
+) -> bool:
     """`user.admin`: whether the AUTH_ID's user administers the portal. Asked after current_user
     confirmed the AUTH_ID; an unclear answer is taken as "no" (the narrower view)."""
     url = f"{base_url.rstrip('/')}/rest/user.admin.json"

@@ -34,21 +34,33 @@ CALL_END_EVENT = "ONVOXIMPLANTCALLEND"
 
 # What crmwatch subscribes to (event.bind), online and offline.
 SUBSCRIBED = (
-    "ONCRMDEALADD", "ONCRMDEALUPDATE", "ONCRMDEALDELETE",
-    "ONTASKADD", "ONTASKUPDATE", "ONTASKDELETE",
-    "ONCRMACTIVITYADD", "ONCRMACTIVITYUPDATE", "ONCRMACTIVITYDELETE",
+    "ONCRMDEALADD",
+    "ONCRMDEALUPDATE",
+    "ONCRMDEALDELETE",
+    "ONTASKADD",
+    "ONTASKUPDATE",
+    "ONTASKDELETE",
+    "ONCRMACTIVITYADD",
+    "ONCRMACTIVITYUPDATE",
+    "ONCRMACTIVITYDELETE",
     "ONCRMTIMELINECOMMENTADD",
-    "ONCRMCONTACTADD", "ONCRMCONTACTUPDATE", "ONCRMCONTACTDELETE",
+    "ONCRMCONTACTADD",
+    "ONCRMCONTACTUPDATE",
+    "ONCRMCONTACTDELETE",
 )
 # Bitrix24 offers no offline copy of telephony events: a call missed while we were down is not replayed.
 ONLINE_ONLY = (CALL_END_EVENT,)
 
 _NAMED = {
-    "ONCRMDEALADD": "deal", "ONCRMDEALUPDATE": "deal",
-    "ONCRMACTIVITYADD": "activity", "ONCRMACTIVITYUPDATE": "activity",
-    "ONTASKADD": "task", "ONTASKUPDATE": "task",
+    "ONCRMDEALADD": "deal",
+    "ONCRMDEALUPDATE": "deal",
+    "ONCRMACTIVITYADD": "activity",
+    "ONCRMACTIVITYUPDATE": "activity",
+    "ONTASKADD": "task",
+    "ONTASKUPDATE": "task",
     "ONCRMTIMELINECOMMENTADD": "comment",
-    "ONCRMCONTACTADD": "contact", "ONCRMCONTACTUPDATE": "contact",
+    "ONCRMCONTACTADD": "contact",
+    "ONCRMCONTACTUPDATE": "contact",
 }
 
 
@@ -68,19 +80,26 @@ def check(body: bytes) -> ParsedWebhook:
     if not found:  # raw UTF-8 took the thorough path, which returns no values
         tree = parse_bracket_form(body)
         auth = tree.get("auth") if isinstance(tree.get("auth"), dict) else {}
-        found = {"event": str(tree.get("event") or ""), "auth[member_id]": str(auth.get("member_id") or ""),
-                 "auth[application_token]": str(auth.get("application_token") or "")}
+        found = {
+            "event": str(tree.get("event") or ""),
+            "auth[member_id]": str(auth.get("member_id") or ""),
+            "auth[application_token]": str(auth.get("application_token") or ""),
+        }
     event = (found.get("event") or "").upper()
     if not event:
         raise WebhookMalformed("empty event name")
-    return ParsedWebhook(external_account_id=found.get("auth[member_id]") or None, subdomain=None,
-                         secret=found.get("auth[application_token]") or None, issues_secret=event == INSTALL_EVENT)
+    return ParsedWebhook(
+        external_account_id=found.get("auth[member_id]") or None,
+        subdomain=None,
+        secret=found.get("auth[application_token]") or None,
+        issues_secret=event == INSTALL_EVENT,
+    )
 
 
 def _record_id(data: Any, event: str) -> str | None:
     if not isinstance(data, dict):
         return None
-    for section in (("FIELDS_AFTER", "FIELDS_BEFORE") if event.startswith("ONTASK") else ("FIELDS",)):
+    for section in ("FIELDS_AFTER", "FIELDS_BEFORE") if event.startswith("ONTASK") else ("FIELDS",):
         fields = data.get(section)
         if isinstance(fields, dict) and fields.get("ID") not in (None, ""):
             return str(fields["ID"])
@@ -142,5 +161,8 @@ def _install(tree: dict[str, Any], received_at: datetime) -> CredentialsIssued:
     if creds.get("access_token"):
         creds["expires_at"] = (expires or received_at + timedelta(hours=1)).isoformat()
     creds["installed"] = str(data.get("INSTALLED") or "Y")
-    return CredentialsIssued(credentials=creds, external_id=auth.get("member_id") or None,
-                             webhook_secret=auth.get("application_token") or None)
+    return CredentialsIssued(
+        credentials=creds,
+        external_id=auth.get("member_id") or None,
+        webhook_secret=auth.get("application_token") or None,
+    )

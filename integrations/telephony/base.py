@@ -54,14 +54,21 @@ class StoredHook:
     meta: Mapping[str, str] = field(default_factory=dict)
 
     def dumps(self) -> str:
-        return json.dumps({"path": self.path, "body": self.body, "content_type": self.content_type,
-                           "meta": dict(self.meta)}, ensure_ascii=False, separators=(",", ":"))
+        return json.dumps(
+            {"path": self.path, "body": self.body, "content_type": self.content_type, "meta": dict(self.meta)},
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
 
     @classmethod
     def loads(cls, text: str) -> StoredHook:
         data = json.loads(text)
-        return cls(path=data.get("path") or "", body=data["body"], content_type=data.get("content_type"),
-                   meta=data.get("meta") or {})
+        return cls(
+            path=data.get("path") or "",
+            body=data["body"],
+            content_type=data.get("content_type"),
+            meta=data.get("meta") or {},
+        )
 
 
 class TelephonyAdapter(Protocol):

@@ -12,8 +12,9 @@ from integrations.base import WebhookMalformed
 def form_fields(body: bytes) -> dict[str, str]:
     """A flat urlencoded form; the last value wins for a repeated name. Raises WebhookMalformed."""
     try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body),
-                          errors="strict", max_num_fields=500)
+        pairs = parse_qsl(
+            body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body), errors="strict", max_num_fields=500
+        )
     except (UnicodeDecodeError, ValueError) as exc:
         raise WebhookMalformed(f"not a form-encoded body: {exc}") from None
     out = dict(pairs)
@@ -24,8 +25,6 @@ def form_fields(body: bytes) -> dict[str, str]:
 
 def digest(*parts: str) -> str:
     return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
-
-
 
 
 def as_int(value: Any) -> int | None:

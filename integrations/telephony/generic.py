@@ -54,7 +54,7 @@ class GenericCall(BaseModel):
 def _key(secret: str) -> bytes:
     if secret.startswith("whsec_"):
         try:
-            return base64.b64decode(secret[len("whsec_"):], validate=True)
+            return base64.b64decode(secret[len("whsec_") :], validate=True)
         except (binascii.Error, ValueError):
             pass
     return secret.encode()
@@ -105,11 +105,21 @@ class GenericAdapter:
         status = c.status
         if final and status is None:
             status = CallStatus.ANSWERED if (talk or 0) > 0 else CallStatus.MISSED
-        return [CallEvent(
-            provider=self.name, call_id=c.call_id, direction=c.direction,
-            client_number=to_e164(c.client_number, region), line_number=to_e164(c.line_number, region),
-            manager_ref=c.manager, started_at=c.started_at, answered_at=c.answered_at or (
-                received_at if c.event == "answer" else None),
-            ended_at=c.ended_at or (received_at if final else None), talk_seconds=talk,
-            duration_seconds=c.duration_seconds, status=status if final else None, is_final=final,
-            recording_url=c.recording_url)]
+        return [
+            CallEvent(
+                provider=self.name,
+                call_id=c.call_id,
+                direction=c.direction,
+                client_number=to_e164(c.client_number, region),
+                line_number=to_e164(c.line_number, region),
+                manager_ref=c.manager,
+                started_at=c.started_at,
+                answered_at=c.answered_at or (received_at if c.event == "answer" else None),
+                ended_at=c.ended_at or (received_at if final else None),
+                talk_seconds=talk,
+                duration_seconds=c.duration_seconds,
+                status=status if final else None,
+                is_final=final,
+                recording_url=c.recording_url,
+            )
+        ]

@@ -90,11 +90,20 @@ def _summary(entry: str, data: Mapping[str, Any], region: str) -> CallEvent:
     created, talk, end = unix(data.get("create_time")), unix(data.get("talk_time")), unix(data.get("end_time"))
     talk_seconds = max(0, int((end - talk).total_seconds())) if talk and end else 0
     return CallEvent(
-        provider="mango", call_id=entry, direction=direction, client_number=to_e164(client, region),
-        line_number=to_e164(text(data.get("line_number")), region), manager_ref=manager,
-        started_at=created, answered_at=talk, ended_at=end, talk_seconds=talk_seconds,
+        provider="mango",
+        call_id=entry,
+        direction=direction,
+        client_number=to_e164(client, region),
+        line_number=to_e164(text(data.get("line_number")), region),
+        manager_ref=manager,
+        started_at=created,
+        answered_at=talk,
+        ended_at=end,
+        talk_seconds=talk_seconds,
         duration_seconds=max(0, int((end - created).total_seconds())) if created and end else None,
-        status=CallStatus.ANSWERED if talk else CallStatus.MISSED, is_final=True)
+        status=CallStatus.ANSWERED if talk else CallStatus.MISSED,
+        is_final=True,
+    )
 
 
 def _call(entry: str, data: Mapping[str, Any], region: str) -> CallEvent:
@@ -110,10 +119,17 @@ def _call(entry: str, data: Mapping[str, Any], region: str) -> CallEvent:
     state = text(data.get("call_state"))
     to = data.get("to") if isinstance(data.get("to"), dict) else {}
     return CallEvent(
-        provider="mango", call_id=entry, direction=direction, client_number=to_e164(client, region),
-        line_number=to_e164(text(to.get("line_number")), region), manager_ref=manager,
-        started_at=at if state == "Appeared" else None, answered_at=at if state == "Connected" else None,
-        ended_at=at if state == "Disconnected" else None, seq=as_int(data.get("seq")))
+        provider="mango",
+        call_id=entry,
+        direction=direction,
+        client_number=to_e164(client, region),
+        line_number=to_e164(text(to.get("line_number")), region),
+        manager_ref=manager,
+        started_at=at if state == "Appeared" else None,
+        answered_at=at if state == "Connected" else None,
+        ended_at=at if state == "Disconnected" else None,
+        seq=as_int(data.get("seq")),
+    )
 
 
 def _recording(entry: str, data: Mapping[str, Any]) -> CallEvent:

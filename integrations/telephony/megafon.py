@@ -22,11 +22,21 @@ from integrations.phones import to_e164
 from .base import HookRequest, HookVerdict, StoredHook, WebhookMalformed, WebhookRejected
 from .common import as_int, digest, form_fields, text
 
-STATUSES = {"success": CallStatus.ANSWERED, "missed": CallStatus.MISSED, "cancel": CallStatus.MISSED,
-            "busy": CallStatus.BUSY, "notavailable": CallStatus.FAILED, "notallowed": CallStatus.FAILED,
-            "notfound": CallStatus.FAILED}
-DIRECTIONS = {"in": CallDirection.IN, "incoming": CallDirection.IN, "out": CallDirection.OUT,
-              "outgoing": CallDirection.OUT}
+STATUSES = {
+    "success": CallStatus.ANSWERED,
+    "missed": CallStatus.MISSED,
+    "cancel": CallStatus.MISSED,
+    "busy": CallStatus.BUSY,
+    "notavailable": CallStatus.FAILED,
+    "notallowed": CallStatus.FAILED,
+    "notfound": CallStatus.FAILED,
+}
+DIRECTIONS = {
+    "in": CallDirection.IN,
+    "incoming": CallDirection.IN,
+    "out": CallDirection.OUT,
+    "outgoing": CallDirection.OUT,
+}
 
 
 class MegafonAdapter:
@@ -55,7 +65,9 @@ class MegafonAdapter:
             return [UnknownEntity(kind=f"megafon.{f.get('cmd')}")]
         kind = (f.get("type") or "").lower()
         common: dict[str, Any] = {
-            "provider": self.name, "call_id": call_id, "client_number": to_e164(text(f.get("phone")), region),
+            "provider": self.name,
+            "call_id": call_id,
+            "client_number": to_e164(text(f.get("phone")), region),
             "line_number": to_e164(text(f.get("diversion") or f.get("telnum")), region),
             "manager_ref": text(f.get("user")) or text(f.get("ext")),
         }
@@ -65,10 +77,20 @@ class MegafonAdapter:
             status = STATUSES.get((f.get("status") or "").lower(), CallStatus.FAILED)
             answered = status is CallStatus.ANSWERED
             ended = started + timedelta(seconds=total) if started else received_at
-            return [CallEvent(**common, direction=DIRECTIONS.get(kind), started_at=started, ended_at=ended,
-                              answered_at=started if answered else None, duration_seconds=total,
-                              talk_seconds=total if answered else 0, status=status, is_final=True,
-                              recording_url=text(f.get("link")))]
+            return [
+                CallEvent(
+                    **common,
+                    direction=DIRECTIONS.get(kind),
+                    started_at=started,
+                    ended_at=ended,
+                    answered_at=started if answered else None,
+                    duration_seconds=total,
+                    talk_seconds=total if answered else 0,
+                    status=status,
+                    is_final=True,
+                    recording_url=text(f.get("link")),
+                )
+            ]
         if kind in ("incoming", "outgoing"):
             return [CallEvent(**common, direction=DIRECTIONS[kind], started_at=received_at)]
         if kind == "accepted":

@@ -26,8 +26,14 @@ from integrations.timestamps import from_unix as unix
 from .base import HookRequest, HookVerdict, StoredHook, WebhookMalformed, WebhookRejected
 from .common import digest, form_fields, text
 
-STATUSES = {"ANSWER": CallStatus.ANSWERED, "BUSY": CallStatus.BUSY, "NOANSWER": CallStatus.MISSED,
-            "CANCEL": CallStatus.MISSED, "CONGESTION": CallStatus.FAILED, "CHANUNAVAIL": CallStatus.FAILED}
+STATUSES = {
+    "ANSWER": CallStatus.ANSWERED,
+    "BUSY": CallStatus.BUSY,
+    "NOANSWER": CallStatus.MISSED,
+    "CANCEL": CallStatus.MISSED,
+    "CONGESTION": CallStatus.FAILED,
+    "CHANUNAVAIL": CallStatus.FAILED,
+}
 SUCCESS = {"success": True}
 
 
@@ -40,7 +46,7 @@ class SipuniAdapter:
         token = request.query.get("token", "")
         if not token or not hmac.compare_digest(token.encode(), str(credentials.get("token", "")).encode()):
             raise WebhookRejected("the token in the URL is not this account's")
-        fields = (dict(request.query) if request.method == "GET" else form_fields(request.body))
+        fields = dict(request.query) if request.method == "GET" else form_fields(request.body)
         fields.pop("token", None)  # a secret: not part of what we keep
         if fields.get("event") not in ("1", "2", "3", "4"):
             raise WebhookMalformed("event must be 1, 2, 3 or 4")
@@ -57,10 +63,12 @@ class SipuniAdapter:
         incoming = f.get("src_type") == "1"
         at = unix(f.get("timestamp")) or received_at
         common: dict[str, Any] = {
-            "provider": self.name, "call_id": call_id,
+            "provider": self.name,
+            "call_id": call_id,
             "direction": CallDirection.IN if incoming else CallDirection.OUT,
             "client_number": to_e164(text(f.get("src_num") if incoming else f.get("dst_num")), region),
-            "manager_ref": text(f.get("short_dst_num") or f.get("last_called")) if incoming
+            "manager_ref": text(f.get("short_dst_num") or f.get("last_called"))
+            if incoming
             else text(f.get("short_src_num")),
             "started_at": unix(f.get("call_start_timestamp")) or (at if event == "1" else None),
         }
@@ -71,8 +79,15 @@ class SipuniAdapter:
         status = STATUSES.get((f.get("status") or "").upper(), CallStatus.FAILED)
         answered_at = unix(f.get("call_answer_timestamp")) if status is CallStatus.ANSWERED else None
         started = common["started_at"]
-        return [CallEvent(
-            **common, ended_at=at, answered_at=answered_at, status=status, is_final=True,
-            talk_seconds=max(0, int((at - answered_at).total_seconds())) if answered_at else 0,
-            duration_seconds=max(0, int((at - started).total_seconds())) if started else None,
-            recording_url=text(f.get("call_record_link")))]
+        return [
+            CallEvent(
+                **common,
+                ended_at=at,
+                answered_at=answered_at,
+                status=status,
+                is_final=True,
+                talk_seconds=max(0, int((at - answered_at).total_seconds())) if answered_at else 0,
+                duration_seconds=max(0, int((at - started).total_seconds())) if started else None,
+                recording_url=text(f.get("call_record_link")),
+            )
+        ]

@@ -33,8 +33,12 @@ SIGNED: dict[str, tuple[str, ...]] = {
     "NOTIFY_OUT_END": ("internal", "destination", "call_start"),
     "NOTIFY_RECORD": ("pbx_call_id", "call_id_with_rec"),
 }
-STATUSES = {"answered": CallStatus.ANSWERED, "busy": CallStatus.BUSY, "no answer": CallStatus.MISSED,
-            "cancel": CallStatus.MISSED}
+STATUSES = {
+    "answered": CallStatus.ANSWERED,
+    "busy": CallStatus.BUSY,
+    "no answer": CallStatus.MISSED,
+    "cancel": CallStatus.MISSED,
+}
 
 
 def signature(fields: Mapping[str, str], secret: str) -> str:
@@ -63,8 +67,9 @@ class ZadarmaAdapter:
                 return HookVerdict(dedup_key="", store=False)
             raise WebhookMalformed(f"unknown event {event[:40]!r}")
         given = request.headers.get("signature", "")
-        if not given or not hmac.compare_digest(given.encode(),
-                                                signature(fields, str(credentials.get("api_secret", ""))).encode()):
+        if not given or not hmac.compare_digest(
+            given.encode(), signature(fields, str(credentials.get("api_secret", ""))).encode()
+        ):
             raise WebhookRejected("the Signature header does not match")
         zone = str(credentials.get("timezone") or "Europe/Moscow")
         return HookVerdict(dedup_key=digest(request.body.decode("utf-8")), meta={"timezone": zone})
@@ -82,9 +87,11 @@ class ZadarmaAdapter:
         outgoing = event.startswith("NOTIFY_OUT_")
         client = fields.get("destination") if outgoing else fields.get("caller_id")
         common: dict[str, Any] = {
-            "provider": self.name, "call_id": call_id,
+            "provider": self.name,
+            "call_id": call_id,
             "direction": CallDirection.OUT if outgoing else CallDirection.IN,
-            "client_number": to_e164(text(client), region), "manager_ref": text(fields.get("internal")),
+            "client_number": to_e164(text(client), region),
+            "manager_ref": text(fields.get("internal")),
             "started_at": started,
         }
         if not outgoing:
@@ -96,10 +103,17 @@ class ZadarmaAdapter:
             talk = as_int(fields.get("duration")) or 0
             answered = status is CallStatus.ANSWERED
             ended = max(received_at, started) if started else received_at
-            return [CallEvent(**common, status=status, is_final=True, ended_at=ended,
-                              talk_seconds=talk if answered else 0,
-                              answered_at=ended - timedelta(seconds=talk) if answered else None,
-                              duration_seconds=int((ended - started).total_seconds()) if started else None)]
+            return [
+                CallEvent(
+                    **common,
+                    status=status,
+                    is_final=True,
+                    ended_at=ended,
+                    talk_seconds=talk if answered else 0,
+                    answered_at=ended - timedelta(seconds=talk) if answered else None,
+                    duration_seconds=int((ended - started).total_seconds()) if started else None,
+                )
+            ]
         return [CallEvent(**common)]
 
 

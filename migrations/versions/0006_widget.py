@@ -23,8 +23,9 @@ def upgrade() -> None:
         sa.Column("secret", sa.LargeBinary(), nullable=True),
         sa.Column("audience", sa.String(length=500), nullable=True),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], name="fk_widget_configs_account_id_accounts",
-                                ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["account_id"], ["accounts.id"], name="fk_widget_configs_account_id_accounts", ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("account_id", name="pk_widget_configs"),
     )
     op.create_table(
@@ -32,8 +33,9 @@ def upgrade() -> None:
         sa.Column("account_id", sa.Integer(), nullable=False),
         sa.Column("jti", sa.String(length=100), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], name="fk_widget_token_uses_account_id_accounts",
-                                ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["account_id"], ["accounts.id"], name="fk_widget_token_uses_account_id_accounts", ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("account_id", "jti", name="pk_widget_token_uses"),
     )
     op.create_index("ix_widget_token_uses_expires_at", "widget_token_uses", ["expires_at"], unique=False)

@@ -75,7 +75,7 @@ async def test_acknowledge_and_snooze_with_history(client, rt, amo):
 
     past = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
     assert (await client.post(f"/api/findings/{b}/snooze", json={"until": past})).status_code == 409
-    naive = (await client.post(f"/api/findings/{b}/snooze", json={"until": "2030-01-01T10:00:00"}))
+    naive = await client.post(f"/api/findings/{b}/snooze", json={"until": "2030-01-01T10:00:00"})
     assert naive.status_code == 422
     until = datetime.now(UTC) + timedelta(days=1)
     snoozed = await client.post(f"/api/findings/{b}/snooze", json={"until": until.isoformat(), "reason": "в отпуске"})
@@ -86,8 +86,9 @@ async def test_acknowledge_and_snooze_with_history(client, rt, amo):
 
     # The snooze ends while the deal is still stuck: the next sweep opens it again.
     async with rt.sessions() as s, s.begin():
-        await s.execute(update(Finding).where(Finding.id == b).values(
-            snoozed_until=datetime.now(UTC) - timedelta(minutes=1)))
+        await s.execute(
+            update(Finding).where(Finding.id == b).values(snoozed_until=datetime.now(UTC) - timedelta(minutes=1))
+        )
     await client.post(f"/api/accounts/{acc['id']}/sweep")
     after = (await client.get(f"/api/findings/{b}")).json()
     assert after["status"] == "open" and after["history"][-1]["reason"] == "snooze ended"
@@ -99,8 +100,14 @@ async def test_a_webhook_resolves_a_finding_incrementally(client, rt, amo):
     acc = await demo_account(client, rt, amo)
     [item] = (await open_findings(client, acc, rule="overdue_task", deal_id="31000014"))["items"]
     task_id = item["entity_id"]
-    done = form_body("task_complete", **{"task[update][0][id]": task_id, "task[update][0][element_id]": "31000014",
-                                         "task[update][0][last_modified]": str(NOW + 60)})
+    done = form_body(
+        "task_complete",
+        **{
+            "task[update][0][id]": task_id,
+            "task[update][0][element_id]": "31000014",
+            "task[update][0][last_modified]": str(NOW + 60),
+        },
+    )
     assert (await client.post(f"/hooks/amocrm/{acc['key']}", content=done, headers=FORM)).status_code == 200
     await worker.drain(rt)
     detail = (await client.get(f"/api/findings/{item['id']}")).json()
@@ -112,16 +119,29 @@ async def test_rules_document_round_trip_and_validation(client, rt, amo):
     acc = await demo_account(client, rt, amo)
     url = f"/api/accounts/{acc['id']}/rules"
     defaults = (await client.get(url)).json()
-    assert set(defaults["rules"]) == {"overdue_task", "deal_without_task", "stuck_stage",
-                                      "task_rescheduled_without_contact", "empty_comment",
-                                      "call_not_logged", "unknown_number", "missed_call_not_returned"}
+    assert set(defaults["rules"]) == {
+        "overdue_task",
+        "deal_without_task",
+        "stuck_stage",
+        "task_rescheduled_without_contact",
+        "empty_comment",
+        "call_not_logged",
+        "unknown_number",
+        "missed_call_not_returned",
+    }
     assert defaults["rules"]["stuck_stage"]["settings"] == {"limit_days": 3.0}
     assert defaults["calendar"]["country"] == "RU" and defaults["sweep_interval_minutes"] == 5
 
-    doc = {"rules": {"stuck_stage": {"settings": {"limit_days": 10},
-                                     "stages": {"4100000/41000004": {"limit_days": 2}},
-                                     "exclude": {"users": ["8100004"]}}},
-           "calendar": {"work_start": "10:00", "work_end": "19:00"}}
+    doc = {
+        "rules": {
+            "stuck_stage": {
+                "settings": {"limit_days": 10},
+                "stages": {"4100000/41000004": {"limit_days": 2}},
+                "exclude": {"users": ["8100004"]},
+            }
+        },
+        "calendar": {"work_start": "10:00", "work_end": "19:00"},
+    }
     saved = await client.put(url, json=doc)
     assert saved.status_code == 200, saved.text
     assert saved.json()["rules"]["stuck_stage"]["stages"] == {"4100000/41000004": {"limit_days": 2}}

@@ -27,14 +27,23 @@ async def synced_account(client, rt, amo) -> dict:
 
 def test_merge_patch_follows_rfc_7396_appendix_a():
     # The examples of RFC 7396, Appendix A.
-    cases = [({"a": "b"}, {"a": "c"}, {"a": "c"}), ({"a": "b"}, {"b": "c"}, {"a": "b", "b": "c"}),
-             ({"a": "b"}, {"a": None}, {}), ({"a": "b", "b": "c"}, {"a": None}, {"b": "c"}),
-             ({"a": ["b"]}, {"a": "c"}, {"a": "c"}), ({"a": "c"}, {"a": ["b"]}, {"a": ["b"]}),
-             ({"a": {"b": "c"}}, {"a": {"b": "d", "c": None}}, {"a": {"b": "d"}}),
-             ({"a": [{"b": "c"}]}, {"a": [1]}, {"a": [1]}), (["a", "b"], ["c", "d"], ["c", "d"]),
-             ({"a": "b"}, ["c"], ["c"]), ({"a": "foo"}, None, None), ({"a": "foo"}, "bar", "bar"),
-             ({"e": None}, {"a": 1}, {"e": None, "a": 1}), ([1, 2], {"a": "b", "c": None}, {"a": "b"}),
-             ({}, {"a": {"bb": {"ccc": None}}}, {"a": {"bb": {}}})]
+    cases = [
+        ({"a": "b"}, {"a": "c"}, {"a": "c"}),
+        ({"a": "b"}, {"b": "c"}, {"a": "b", "b": "c"}),
+        ({"a": "b"}, {"a": None}, {}),
+        ({"a": "b", "b": "c"}, {"a": None}, {"b": "c"}),
+        ({"a": ["b"]}, {"a": "c"}, {"a": "c"}),
+        ({"a": "c"}, {"a": ["b"]}, {"a": ["b"]}),
+        ({"a": {"b": "c"}}, {"a": {"b": "d", "c": None}}, {"a": {"b": "d"}}),
+        ({"a": [{"b": "c"}]}, {"a": [1]}, {"a": [1]}),
+        (["a", "b"], ["c", "d"], ["c", "d"]),
+        ({"a": "b"}, ["c"], ["c"]),
+        ({"a": "foo"}, None, None),
+        ({"a": "foo"}, "bar", "bar"),
+        ({"e": None}, {"a": 1}, {"e": None, "a": 1}),
+        ([1, 2], {"a": "b", "c": None}, {"a": "b"}),
+        ({}, {"a": {"bb": {"ccc": None}}}, {"a": {"bb": {}}}),
+    ]
     for target, patch, result in cases:
         assert merge_patch(target, patch) == result, (target, patch)
 
@@ -42,12 +51,21 @@ def test_merge_patch_follows_rfc_7396_appendix_a():
 async def test_patch_changes_only_what_it_names(client, rt, amo):
     acc = await synced_account(client, rt, amo)
     url = f"/api/accounts/{acc['id']}/rules"
-    base = await client.patch(url, json={"calendar": {"work_start": "10:00:00"},
-                                          "rules": {"deal_without_task": {"settings": {"grace_minutes": 45}}}})
+    base = await client.patch(
+        url,
+        json={
+            "calendar": {"work_start": "10:00:00"},
+            "rules": {"deal_without_task": {"settings": {"grace_minutes": 45}}},
+        },
+    )
     assert base.status_code == 200, base.text  # plain application/json is accepted too
     # The README's example, as a merge patch: working hours and grace periods stay as they were.
-    patched = await client.patch(url, headers=MERGE, content=b'{"rules": {"stuck_stage": {"settings": '
-                                 b'{"limit_days": 5}, "stages": {"4100000/41000003": {"limit_days": 2}}}}}')
+    patched = await client.patch(
+        url,
+        headers=MERGE,
+        content=b'{"rules": {"stuck_stage": {"settings": '
+        b'{"limit_days": 5}, "stages": {"4100000/41000003": {"limit_days": 2}}}}}',
+    )
     assert patched.status_code == 200, patched.text
     doc = (await client.get(url)).json()
     assert doc["calendar"]["work_start"] == "10:00:00"
@@ -59,8 +77,11 @@ async def test_patch_changes_only_what_it_names(client, rt, amo):
     reset = await client.patch(url, headers=MERGE, json={"calendar": {"work_start": None}})
     assert reset.json()["calendar"]["work_start"] == "09:00:00"
     # An invalid result is refused whole, and nothing changes.
-    bad = await client.patch(url, headers=MERGE, json={"rules": {"stuck_stage": {"settings": {"limit_days": -1}}},
-                                                      "calendar": {"work_start": "08:00:00"}})
+    bad = await client.patch(
+        url,
+        headers=MERGE,
+        json={"rules": {"stuck_stage": {"settings": {"limit_days": -1}}}, "calendar": {"work_start": "08:00:00"}},
+    )
     assert bad.status_code == 422 and "limit_days" in bad.text
     after = (await client.get(url)).json()
     assert after["calendar"]["work_start"] == "09:00:00"
@@ -84,10 +105,19 @@ async def test_put_replaces_the_whole_document(client, rt, amo):
 async def test_unknown_pipelines_and_stages_are_kept_with_a_warning(client, rt, amo):
     acc = await synced_account(client, rt, amo)
     url = f"/api/accounts/{acc['id']}/rules"
-    resp = await client.patch(url, headers=MERGE, json={"rules": {"stuck_stage": {
-        "pipelines": {"4100000": {"limit_days": 4}, "999": {"limit_days": 1}},
-        "stages": {"4100000/41000003": {"limit_days": 2}, "4100000/123": {"limit_days": 2}},
-        "exclude": {"pipelines": ["777"]}}}})
+    resp = await client.patch(
+        url,
+        headers=MERGE,
+        json={
+            "rules": {
+                "stuck_stage": {
+                    "pipelines": {"4100000": {"limit_days": 4}, "999": {"limit_days": 1}},
+                    "stages": {"4100000/41000003": {"limit_days": 2}, "4100000/123": {"limit_days": 2}},
+                    "exclude": {"pipelines": ["777"]},
+                }
+            }
+        },
+    )
     assert resp.status_code == 200
     warnings = resp.json()["warnings"]
     assert len(warnings) == 3
@@ -103,8 +133,12 @@ async def test_a_body_without_its_content_type_is_told_to_be_json(client, rt, am
     before = (await client.get(url)).json()
     for method in ("PUT", "PATCH"):
         # What `curl -d '{...}'` sends without -H 'Content-Type: application/json'.
-        resp = await client.request(method, url, content=b'{"calendar": {"work_start": "07:00:00"}}',
-                                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+        resp = await client.request(
+            method,
+            url,
+            content=b'{"calendar": {"work_start": "07:00:00"}}',
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
         assert resp.status_code == 415
         assert resp.json()["detail"] == "a JSON body is expected: send it with Content-Type: application/json"
     assert (await client.get(url)).json() == before
@@ -126,9 +160,15 @@ async def test_acknowledge_and_snooze_are_idempotent(client, rt, amo):
     twice = await client.post(f"/api/findings/{b}/snooze", json={"until": until.astimezone().isoformat()})
     assert once.status_code == twice.status_code == 200 and twice.json() == once.json()
     async with rt.reads() as s:
-        events = await s.scalar(select(func.count()).select_from(FindingEvent)
-                                .where(FindingEvent.finding_id.in_([a, b]), FindingEvent.to_status != "open",
-                                       FindingEvent.to_status != "pending"))
+        events = await s.scalar(
+            select(func.count())
+            .select_from(FindingEvent)
+            .where(
+                FindingEvent.finding_id.in_([a, b]),
+                FindingEvent.to_status != "open",
+                FindingEvent.to_status != "pending",
+            )
+        )
     assert events == 2  # one acknowledgement, one snooze: the repeats recorded nothing
 
     # A different time is a new snooze.

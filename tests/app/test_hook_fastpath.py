@@ -27,8 +27,9 @@ async def _hook_count(client) -> float:
 async def test_a_webhook_answer_carries_the_request_id_and_is_measured_under_its_route(client):
     acc = await create_account(client)
     before = await _hook_count(client)  # the registry is the process's, shared by every test
-    resp = await client.post(f"/hooks/amocrm/{acc['key']}", content=form_body("lead_add"),
-                             headers={**FORM, "X-Request-ID": "hook-42"})
+    resp = await client.post(
+        f"/hooks/amocrm/{acc['key']}", content=form_body("lead_add"), headers={**FORM, "X-Request-ID": "hook-42"}
+    )
     assert resp.status_code == 200 and resp.headers["x-request-id"] == "hook-42"
     assert resp.headers["content-type"] == "application/json" and resp.json() == {"status": "accepted"}
     assert await _hook_count(client) == before + 1
@@ -51,8 +52,8 @@ async def test_a_crash_in_the_handler_is_a_json_500_that_stores_nothing(client, 
 async def test_other_methods_and_longer_paths_still_go_through_fastapi(client):
     acc = await create_account(client)
     assert (await client.get(f"/hooks/amocrm/{acc['key']}")).status_code == 405
-    assert (await client.post(f"/hooks/amocrm/{acc['key']}/extra", content=form_body("lead_add"),
-                              headers=FORM)).status_code == 404
-    assert (await client.post("/hooks/nosuchcrm/abc", content=form_body("lead_add"),
-                              headers=FORM)).status_code == 404
+    assert (
+        await client.post(f"/hooks/amocrm/{acc['key']}/extra", content=form_body("lead_add"), headers=FORM)
+    ).status_code == 404
+    assert (await client.post("/hooks/nosuchcrm/abc", content=form_body("lead_add"), headers=FORM)).status_code == 404
     assert "/hooks/amocrm/{key}" in (await client.get("/openapi.json")).json()["paths"]

@@ -31,8 +31,15 @@ async def test_every_fixture_lands_in_the_mirror(client, rt):
     acc = await create_account(client)
     aid = acc["id"]
     # Same-second changes apply in arrival order, so the stage move comes last here.
-    for name in ("lead_add", "two_leads_one_post", "task_add", "lead_note_common", "lead_note_call_out",
-                 "contact_update", "lead_status"):
+    for name in (
+        "lead_add",
+        "two_leads_one_post",
+        "task_add",
+        "lead_note_common",
+        "lead_note_call_out",
+        "contact_update",
+        "lead_status",
+    ):
         await post(client, acc, name)
     assert await worker.drain(rt) == 7
 
@@ -112,8 +119,12 @@ async def test_won_and_lost_close_the_deal(client, rt):
     await worker.drain(rt)
     deal = await get(rt, Deal, acc["id"], "31000001")
     assert deal.is_closed and deal.closed_at == at(1764000000)
-    await post(client, acc, "lead_status", **{"leads[status][0][status_id]": "41000002",
-                                              "leads[status][0][last_modified]": "1764000500"})
+    await post(
+        client,
+        acc,
+        "lead_status",
+        **{"leads[status][0][status_id]": "41000002", "leads[status][0][last_modified]": "1764000500"},
+    )
     await worker.drain(rt)
     deal = await get(rt, Deal, acc["id"], "31000001")
     assert not deal.is_closed and deal.closed_at is None and deal.stage_entered_at == at(1764000500)
@@ -124,11 +135,13 @@ async def test_a_thin_status_webhook_fetches_the_full_lead(client, rt, amo):
 
     seed_demo(amo, now=1764000000)
     acc = await create_account(client)
-    thin = ("leads%5Bstatus%5D%5B0%5D%5Bid%5D=31000003&leads%5Bstatus%5D%5B0%5D%5Bstatus_id%5D=41000003"
-            f"&leads%5Bstatus%5D%5B0%5D%5Bpipeline_id%5D={DEMO_PIPELINE_ID}"
-            "&leads%5Bstatus%5D%5B0%5D%5Bold_status_id%5D=41000002"
-            f"&leads%5Bstatus%5D%5B0%5D%5Bold_pipeline_id%5D={DEMO_PIPELINE_ID}"
-            "&account%5Bid%5D=29876543&account%5Bsubdomain%5D=demoshop")
+    thin = (
+        "leads%5Bstatus%5D%5B0%5D%5Bid%5D=31000003&leads%5Bstatus%5D%5B0%5D%5Bstatus_id%5D=41000003"
+        f"&leads%5Bstatus%5D%5B0%5D%5Bpipeline_id%5D={DEMO_PIPELINE_ID}"
+        "&leads%5Bstatus%5D%5B0%5D%5Bold_status_id%5D=41000002"
+        f"&leads%5Bstatus%5D%5B0%5D%5Bold_pipeline_id%5D={DEMO_PIPELINE_ID}"
+        "&account%5Bid%5D=29876543&account%5Bsubdomain%5D=demoshop"
+    )
     assert (await client.post(f"/hooks/amocrm/{acc['key']}", content=thin, headers=FORM)).status_code == 200
     await worker.drain(rt)
     deal = await get(rt, Deal, acc["id"], "31000003")

@@ -15,8 +15,15 @@ from app.ingest.writer import InboxWriter
 
 async def _account(rt) -> int:
     async with rt.sessions() as s, s.begin():
-        account = Account(name="w", crm="amocrm", base_url="https://w.amocrm.ru", key="writer-test-key",
-                          auth_kind="token", credentials=b"x", sync_counts={})
+        account = Account(
+            name="w",
+            crm="amocrm",
+            base_url="https://w.amocrm.ru",
+            key="writer-test-key",
+            auth_kind="token",
+            credentials=b"x",
+            sync_counts={},
+        )
         s.add(account)
         await s.flush()
         return account.id
@@ -24,9 +31,17 @@ async def _account(rt) -> int:
 
 def _row(account_id: int, n: int) -> dict:
     now = utcnow()
-    return {"account_id": account_id, "source": "amocrm", "dedup_key": f"body-{n}", "content_type": "x",
-            "payload": f"leads[status][0][id]={n}", "received_at": now, "status": "pending", "attempts": 0,
-            "next_attempt_at": now}
+    return {
+        "account_id": account_id,
+        "source": "amocrm",
+        "dedup_key": f"body-{n}",
+        "content_type": "x",
+        "payload": f"leads[status][0][id]={n}",
+        "received_at": now,
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+    }
 
 
 async def _stored(rt, account_id: int) -> set[str]:

@@ -30,8 +30,9 @@ async def test_fixture_webhook_is_stored_raw_and_answered_200(client, rt):
 async def test_a_redelivery_of_the_same_content_changes_nothing(client, rt):
     acc = await create_account(client)
     for _ in range(3):
-        assert (await client.post(f"/hooks/amocrm/{acc['key']}", content=form_body("task_add"),
-                                  headers=FORM)).status_code == 200
+        assert (
+            await client.post(f"/hooks/amocrm/{acc['key']}", content=form_body("task_add"), headers=FORM)
+        ).status_code == 200
     assert len(await inbox_rows(rt)) == 1
     other = form_body("task_add", **{"task[add][0][last_modified]": "1764000100"})
     await client.post(f"/hooks/amocrm/{acc['key']}", content=other, headers=FORM)
@@ -43,8 +44,9 @@ async def test_concurrent_deliveries_are_all_stored_once(client, rt):
 
     acc = await create_account(client)
     bodies = [form_body("lead_update", **{"leads[update][0][id]": str(31000000 + i)}) for i in range(40)]
-    resps = await asyncio.gather(*(client.post(f"/hooks/amocrm/{acc['key']}", content=b, headers=FORM)
-                                   for b in bodies + bodies[:10]))
+    resps = await asyncio.gather(
+        *(client.post(f"/hooks/amocrm/{acc['key']}", content=b, headers=FORM) for b in bodies + bodies[:10])
+    )
     assert {r.status_code for r in resps} == {200}
     assert len(await inbox_rows(rt)) == 40
 
@@ -68,8 +70,9 @@ async def test_another_amocrm_account_is_refused_once_ours_is_known(client, rt):
     assert (await client.post(f"/hooks/amocrm/{acc['key']}", content=other_sub, headers=FORM)).status_code == 401
     assert await inbox_rows(rt) == []
     # Our own account id passes, and so does an older delivery that carries only the subdomain.
-    assert (await client.post(f"/hooks/amocrm/{acc['key']}", content=form_body("lead_add"),
-                              headers=FORM)).status_code == 200
+    assert (
+        await client.post(f"/hooks/amocrm/{acc['key']}", content=form_body("lead_add"), headers=FORM)
+    ).status_code == 200
     only_sub = "&".join(p for p in form_body("lead_update").split("&") if not p.startswith("account%5Bid%5D"))
     assert (await client.post(f"/hooks/amocrm/{acc['key']}", content=only_sub, headers=FORM)).status_code == 200
     assert len(await inbox_rows(rt)) == 2
@@ -78,8 +81,14 @@ async def test_another_amocrm_account_is_refused_once_ours_is_known(client, rt):
 async def test_unparseable_bodies_get_400_and_store_nothing(client, rt):
     acc = await create_account(client)
     url = f"/hooks/amocrm/{acc['key']}"
-    for body in (b"", b"%%%&&&==", b"\xff\xfe\x00garbage", b"foo=bar&baz=1", b"leads=1&leads[add][0][id]=2",
-                 b'{"leads": {"add": []}}'):
+    for body in (
+        b"",
+        b"%%%&&&==",
+        b"\xff\xfe\x00garbage",
+        b"foo=bar&baz=1",
+        b"leads=1&leads[add][0][id]=2",
+        b'{"leads": {"add": []}}',
+    ):
         resp = await client.post(url, content=body, headers=FORM)
         assert resp.status_code == 400, body
         assert "not a amocrm webhook" in resp.json()["detail"] or "UTF-8" in resp.json()["detail"]

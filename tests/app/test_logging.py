@@ -25,8 +25,9 @@ def start_json_logs(level: str = "INFO") -> None:
 async def test_access_log_masks_the_webhook_key_and_carries_a_request_id(client, json_logs):
     start_json_logs("DEBUG")  # accepted webhooks are logged at DEBUG (see the next test)
     acc = await create_account(client, access_token="tok-should-not-appear")
-    resp = await client.post(f"/hooks/amocrm/{acc['key']}", content=form_body("lead_add"),
-                             headers={**FORM, "X-Request-ID": "req-123"})
+    resp = await client.post(
+        f"/hooks/amocrm/{acc['key']}", content=form_body("lead_add"), headers={**FORM, "X-Request-ID": "req-123"}
+    )
     assert resp.headers["x-request-id"] == "req-123"
     err = json_logs.readouterr().err
     lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
@@ -38,8 +39,15 @@ async def test_access_log_masks_the_webhook_key_and_carries_a_request_id(client,
 
 def test_secret_fields_are_redacted(json_logs):
     start_json_logs()
-    logging.getLogger("t").warning("x", extra={"access_token": "abc", "client_secret": "def", "count": 3,
-                                               "url": "https://h/hooks/telephony/mango/KEY123/events/call"})
+    logging.getLogger("t").warning(
+        "x",
+        extra={
+            "access_token": "abc",
+            "client_secret": "def",
+            "count": 3,
+            "url": "https://h/hooks/telephony/mango/KEY123/events/call",
+        },
+    )
     line = json.loads(json_logs.readouterr().err.strip().splitlines()[-1])
     assert line["access_token"] == "***" and line["client_secret"] == "***" and line["count"] == 3
     assert line["url"] == "https://h/hooks/telephony/mango/***/events/call"

@@ -56,12 +56,14 @@ async def test_each_open_finding_becomes_a_task_and_a_note_on_its_deal(client, r
 async def test_a_resolved_finding_closes_its_task(client, rt, amo):
     acc = await connected(client, rt, amo)
     await delivery.deliver_pending(rt)
-    [finding] = (await client.get(f"/api/accounts/{acc['id']}/findings",
-                                  params={"rule": "deal_without_task", "deal_id": "31000008"})).json()["items"]
+    [finding] = (
+        await client.get(
+            f"/api/accounts/{acc['id']}/findings", params={"rule": "deal_without_task", "deal_id": "31000008"}
+        )
+    ).json()["items"]
     [task] = [t for t in crm_tasks_by_crmwatch(amo) if t["entity_id"] == 31000008 and not t["is_completed"]]
     # The manager plans a next step in the CRM; the sweep sees it and the finding resolves.
-    amo.add_task(52999999, 31000008, "Позвонить клиенту", NOW + 86400, responsible_user_id=8100003,
-                 created_at=NOW)
+    amo.add_task(52999999, 31000008, "Позвонить клиенту", NOW + 86400, responsible_user_id=8100003, created_at=NOW)
     await client.post(f"/api/accounts/{acc['id']}/sync")
     await sync.run_pending(rt)
     assert (await client.get(f"/api/findings/{finding['id']}")).json()["status"] == "resolved"
@@ -93,11 +95,27 @@ async def test_the_outbox_api_shows_and_retries_actions(client, rt, amo):
 async def test_nothing_is_sent_for_a_finding_that_resolved_before_delivery(client, rt, amo):
     acc = await connected(client, rt, amo)
     async with rt.sessions() as s:
-        queued = await s.scalar(select(func.count()).select_from(OutboxAction).where(
-            OutboxAction.kind == "create_task", OutboxAction.status == "pending"))
+        queued = await s.scalar(
+            select(func.count())
+            .select_from(OutboxAction)
+            .where(OutboxAction.kind == "create_task", OutboxAction.status == "pending")
+        )
     assert queued
-    await client.put(f"/api/accounts/{acc['id']}/rules", json={"rules": {r: {"enabled": False} for r in (
-        "overdue_task", "deal_without_task", "stuck_stage", "task_rescheduled_without_contact", "empty_comment")}})
+    await client.put(
+        f"/api/accounts/{acc['id']}/rules",
+        json={
+            "rules": {
+                r: {"enabled": False}
+                for r in (
+                    "overdue_task",
+                    "deal_without_task",
+                    "stuck_stage",
+                    "task_rescheduled_without_contact",
+                    "empty_comment",
+                )
+            }
+        },
+    )
     await client.post(f"/api/accounts/{acc['id']}/sweep")
     await delivery.deliver_pending(rt)
     assert crm_tasks_by_crmwatch(amo) == []

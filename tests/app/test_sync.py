@@ -56,8 +56,16 @@ async def test_a_new_account_is_backfilled_once(client, rt, amo):
 async def test_requests_follow_amocrm_paging_rules(client, rt, amo):
     seed_demo(amo, now=NOW)
     for i in range(600):  # more than two pages of 250
-        amo.add_lead(40000000 + i, f"Сделка {i}", 4100000, 41000001, price=1000, responsible_user_id=8100002,
-                     created_at=NOW - 3600, updated_at=NOW - 3600)
+        amo.add_lead(
+            40000000 + i,
+            f"Сделка {i}",
+            4100000,
+            41000001,
+            price=1000,
+            responsible_user_id=8100002,
+            created_at=NOW - 3600,
+            updated_at=NOW - 3600,
+        )
     await create_account(client)
     await sync.run_pending(rt)
     assert await count(rt, Deal) == 615
@@ -93,8 +101,7 @@ async def test_sync_stays_under_seven_requests_per_second(client, rt, amo):
     rt.settings.amocrm_rate_per_second = 7
     seed_demo(amo, now=NOW)
     for i in range(3000):  # 13 pages of contacts: ~20 requests in all
-        amo.add_contact(50000000 + i, f"Контакт {i}", phones=[f"8 900 {i:03d}-00-00"], created_at=NOW,
-                        updated_at=NOW)
+        amo.add_contact(50000000 + i, f"Контакт {i}", phones=[f"8 900 {i:03d}-00-00"], created_at=NOW, updated_at=NOW)
     await create_account(client)
     started = time.monotonic()
     await sync.run_pending(rt)

@@ -69,8 +69,9 @@ async def _receive(rt: Runtime, mix: list[applymix.Hook]) -> None:
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://crmwatch.test") as http:
             for hook in mix:
-                resp = await http.post(hook.path, content=hook.body,
-                                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+                resp = await http.post(
+                    hook.path, content=hook.body, headers={"Content-Type": "application/x-www-form-urlencoded"}
+                )
                 assert resp.status_code == 200, resp.text
 
 
@@ -105,7 +106,13 @@ async def test_batches_apply_what_one_by_one_applies(runtimes: tuple[Runtime, Ru
     for label in ("deals", "tasks", "notes", "calls", "stage_history", "active findings"):
         assert changed[label], f"the mix changed no {label}"
     assert closed and moved
-    assert {"deal_without_task", "overdue_task", "empty_comment", "task_rescheduled_without_contact",
-            "call_not_logged", "missed_call_not_returned"} <= set(kinds)
+    assert {
+        "deal_without_task",
+        "overdue_task",
+        "empty_comment",
+        "task_rescheduled_without_contact",
+        "call_not_logged",
+        "missed_call_not_returned",
+    } <= set(kinds)
     async with batch.reads() as s:
         assert await s.scalar(select(func.count()).select_from(InboxEvent).where(InboxEvent.attempts > 0)) == 0

@@ -21,6 +21,7 @@ async def offline_page(browser: Any) -> tuple[Any, list[str]]:
         else:
             outside.append(route.request.url)
             await route.abort()
+
     await page.route("**/*", only_loopback)
     return page, outside
 

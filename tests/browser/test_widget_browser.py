@@ -41,8 +41,16 @@ from tests.app.widget.widget_support import (
 )
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 WAIT_MS = 15_000
 
@@ -56,8 +64,9 @@ def free_port() -> int:
 @contextlib.asynccontextmanager
 async def serving(app: Any, port: int) -> AsyncIterator[str]:
     # lifespan off: the crmwatch app is already started by the `app` fixture, in this event loop.
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None,
-                                           access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None, access_log=False)
+    )
     task = asyncio.create_task(server.serve())
     deadline = time.monotonic() + 10
     while not server.started:
@@ -111,8 +120,16 @@ async def test_amocrm_widget_in_the_lead_card(app, client, rt, amo, browser, tmp
     archive = tmp_path / "widget.zip"
     crm_url = f"http://127.0.0.1:{crm_port}"
     build_widget("amocrm", archive, crm_url)
-    host = CardHost(widget_zip=archive, secret=SECRET, base_url=host_origin, audience=AUDIENCE,
-                    account_id=AMO_ACCOUNT_ID, subdomain=SUBDOMAIN, user_id=MANAGER, crmwatch_url=crm_url)
+    host = CardHost(
+        widget_zip=archive,
+        secret=SECRET,
+        base_url=host_origin,
+        audience=AUDIENCE,
+        account_id=AMO_ACCOUNT_ID,
+        subdomain=SUBDOMAIN,
+        user_id=MANAGER,
+        crmwatch_url=crm_url,
+    )
     ARTIFACTS.mkdir(exist_ok=True)
     backend = "postgres" if "postgresql" in db_url else "sqlite"
 
@@ -131,12 +148,14 @@ async def test_amocrm_widget_in_the_lead_card(app, client, rt, amo, browser, tmp
         # Acknowledge hides the warning at once, and crmwatch records who did it.
         first_id = int(await cards.first.get_attribute("data-finding-id"))
         await cards.first.locator(".cw-ack").click()
-        await page.wait_for_function(f"document.querySelectorAll('.cw-item').length === {len(items) - 1}",
-                                     timeout=WAIT_MS)
+        await page.wait_for_function(
+            f"document.querySelectorAll('.cw-item').length === {len(items) - 1}", timeout=WAIT_MS
+        )
 
         async def acknowledged() -> dict | None:
             detail = (await client.get(f"/api/findings/{first_id}")).json()
             return detail if detail["status"] == "acknowledged" else None
+
         detail = await until(acknowledged)
         assert detail and detail["history"][-1]["actor"] == f"user:{MANAGER}"
 
@@ -145,7 +164,8 @@ async def test_amocrm_widget_in_the_lead_card(app, client, rt, amo, browser, tmp
         async with rt.sessions() as s, s.begin():
             await s.execute(update(Finding).where(Finding.id == second_id).values(status="resolved"))
         await page.wait_for_function(
-            f"!document.querySelector('.cw-item[data-finding-id=\"{second_id}\"]')", timeout=WAIT_MS)
+            f"!document.querySelector('.cw-item[data-finding-id=\"{second_id}\"]')", timeout=WAIT_MS
+        )
         if len(items) == 2:
             await page.get_by_text("Всё в порядке").wait_for(timeout=WAIT_MS)
         # ...and one that opens again comes back.
@@ -166,6 +186,7 @@ async def test_amocrm_widget_in_the_lead_card(app, client, rt, amo, browser, tmp
         async def snoozed() -> dict | None:
             detail = (await client.get(f"/api/findings/{second_id}")).json()
             return detail if detail["status"] == "snoozed" else None
+
         detail = await until(snoozed)
         assert detail and detail["snoozed_by"] == f"user:{MANAGER}"
 
@@ -190,12 +211,15 @@ async def test_amocrm_widget_in_the_lead_card(app, client, rt, amo, browser, tmp
 
 def bitrix_frame_page(crm_url: str, form: dict[str, str]) -> str:
     """What Bitrix24 does with a placement: POST the handler into an iframe in the deal card."""
-    inputs = "".join(f'<input type="hidden" name="{k}" value="{v.replace(chr(34), "&quot;")}">'
-                     for k, v in form.items())
-    return (f'<!doctype html><html><body style="margin:0"><form id="f" method="post" target="tab" '
-            f'action="{crm_url}/widget/bitrix24/deal-tab">{inputs}</form>'
-            '<iframe name="tab" style="width:700px;height:600px;border:0"></iframe>'
-            "<script>document.getElementById('f').submit()</script></body></html>")
+    inputs = "".join(
+        f'<input type="hidden" name="{k}" value="{v.replace(chr(34), "&quot;")}">' for k, v in form.items()
+    )
+    return (
+        f'<!doctype html><html><body style="margin:0"><form id="f" method="post" target="tab" '
+        f'action="{crm_url}/widget/bitrix24/deal-tab">{inputs}</form>'
+        '<iframe name="tab" style="width:700px;height:600px;border:0"></iframe>'
+        "<script>document.getElementById('f').submit()</script></body></html>"
+    )
 
 
 async def test_bitrix24_deal_tab_verified_and_forged(app, client, rt, browser, db_url):
@@ -215,8 +239,11 @@ async def test_bitrix24_deal_tab_verified_and_forged(app, client, rt, browser, d
 
     def user_current(request: httpx.Request) -> httpx.Response:
         good = f"auth={GOOD_AUTH}" in request.content.decode()
-        return (httpx.Response(200, json={"result": PORTAL_USER}) if good else
-                httpx.Response(401, json={"error": "invalid_token", "error_description": "invalid"}))
+        return (
+            httpx.Response(200, json={"result": PORTAL_USER})
+            if good
+            else httpx.Response(401, json={"error": "invalid_token", "error_description": "invalid"})
+        )
 
     with respx.mock(using="httpx", assert_all_called=False) as mock:
         checks = mock.post(f"{portal_origin}/rest/user.current.json").mock(side_effect=user_current)
@@ -236,6 +263,7 @@ async def test_bitrix24_deal_tab_verified_and_forged(app, client, rt, browser, d
             async def recorded() -> bool:
                 detail = (await client.get(f"/api/findings/{ids[0]}")).json()
                 return detail["status"] == "acknowledged" and detail["history"][-1]["actor"] == "user:7"
+
             assert await until(recorded)
 
             forged = await browser.new_page(viewport={"width": 760, "height": 700})

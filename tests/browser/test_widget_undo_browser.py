@@ -42,8 +42,16 @@ async def test_undo_snoozed_line_and_severity_words(app, client, rt, amo, browse
         await s.execute(update(Account).where(Account.id == acc["id"]).values(base_url=host_origin))
     archive = tmp_path / "widget.zip"
     build_widget("amocrm", archive, crm_url)
-    host = CardHost(widget_zip=archive, secret=SECRET, base_url=host_origin, audience=AUDIENCE,
-                    account_id=AMO_ACCOUNT_ID, subdomain=SUBDOMAIN, user_id=MANAGER, crmwatch_url=crm_url)
+    host = CardHost(
+        widget_zip=archive,
+        secret=SECRET,
+        base_url=host_origin,
+        audience=AUDIENCE,
+        account_id=AMO_ACCOUNT_ID,
+        subdomain=SUBDOMAIN,
+        user_id=MANAGER,
+        crmwatch_url=crm_url,
+    )
     async with rt.reads() as s:
         tomorrow = (await snooze_labels(s, await s.get(Account, acc["id"]), "ru"))["tomorrow"]
     ARTIFACTS.mkdir(exist_ok=True)
@@ -61,8 +69,10 @@ async def test_undo_snoozed_line_and_severity_words(app, client, rt, amo, browse
         # Every warning says its severity in a word, matching the finding's severity.
         for item in items:
             badge = page.locator(f'.cw-item[data-finding-id="{item["id"]}"] .cw-sev')
-            assert await badge.inner_text() in (SEVERITY_WORDS[item["severity"]],
-                                                SEVERITY_WORDS[item["severity"]].upper())
+            assert await badge.inner_text() in (
+                SEVERITY_WORDS[item["severity"]],
+                SEVERITY_WORDS[item["severity"]].upper(),
+            )
 
         # Acknowledge: "Принято." with an undo; the undo brings the warning back, recorded as the manager's.
         first = items[0]["id"]
@@ -110,8 +120,9 @@ async def test_undo_snoozed_line_and_severity_words(app, client, rt, amo, browse
         await cards.first.wait_for(timeout=WAIT_MS)
         back = int(await cards.first.get_attribute("data-finding-id"))
         assert await until(lambda: _is(status(back), "open"))
-        await page.wait_for_function(f"document.querySelectorAll('.cw-snoozed-item').length === {n - 1}",
-                                     timeout=WAIT_MS)
+        await page.wait_for_function(
+            f"document.querySelectorAll('.cw-snoozed-item').length === {n - 1}", timeout=WAIT_MS
+        )
 
 
 async def _is(value, expected: str) -> bool:

@@ -10,19 +10,25 @@ from integrations.formdata import FormError, items, parse_bracket_form
 
 
 def test_brackets_nest_and_values_stay_strings() -> None:
-    body = urlencode([
-        ("leads[status][0][id]", "31000001"),
-        ("leads[status][0][custom_fields][0][values][0][value]", "yandex"),
-        ("leads[status][0][name]", ""),
-        ("account[subdomain]", "demoshop"),
-    ]).encode()
+    body = urlencode(
+        [
+            ("leads[status][0][id]", "31000001"),
+            ("leads[status][0][custom_fields][0][values][0][value]", "yandex"),
+            ("leads[status][0][name]", ""),
+            ("account[subdomain]", "demoshop"),
+        ]
+    ).encode()
 
     assert parse_bracket_form(body) == {
-        "leads": {"status": {"0": {
-            "id": "31000001",
-            "custom_fields": {"0": {"values": {"0": {"value": "yandex"}}}},
-            "name": "",
-        }}},
+        "leads": {
+            "status": {
+                "0": {
+                    "id": "31000001",
+                    "custom_fields": {"0": {"values": {"0": {"value": "yandex"}}}},
+                    "name": "",
+                }
+            }
+        },
         "account": {"subdomain": "demoshop"},
     }
 
@@ -41,13 +47,17 @@ def test_items_skips_scalars_and_non_dicts() -> None:
     assert items(None) == []
 
 
-@pytest.mark.parametrize("body", [
-    b"a]b=1",
-    b"a=1&a[b]=2",
-    b"a[b]=2&a=1",
-    b"a" + b"[x]" * 10 + b"=1",
-    b"\xff=1",
-], ids=["bad-name", "scalar-then-nested", "nested-then-scalar", "too-deep", "non-utf8"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"a]b=1",
+        b"a=1&a[b]=2",
+        b"a[b]=2&a=1",
+        b"a" + b"[x]" * 10 + b"=1",
+        b"\xff=1",
+    ],
+    ids=["bad-name", "scalar-then-nested", "nested-then-scalar", "too-deep", "non-utf8"],
+)
 def test_malformed_forms_raise(body: bytes) -> None:
     with pytest.raises(FormError):
         parse_bracket_form(body)
@@ -66,10 +76,31 @@ def test_scan_accepts_and_refuses_exactly_what_the_full_parse_does():
     bodies = []
     for fixture in sorted((Path(__file__).parent.parent / "fixtures" / "amocrm").glob("*.txt")):
         lines = [ln for ln in fixture.read_text().splitlines() if ln and not ln.startswith("#")]
-        bodies.append("&".join(quote(k, safe="") + "=" + quote(v, safe="") for k, v in
-                               (ln.split("=", 1) for ln in lines)))
-    alphabet = ["[", "]", "=", "&", "%", "+", "a", "0", "Z", "_", "%5B", "%5D", "%5b", "%00", "%FF", "%D0", "%97",
-                "&account%5Bid%5D=7", "&account[subdomain]=x", "[x]" * 10]
+        bodies.append(
+            "&".join(quote(k, safe="") + "=" + quote(v, safe="") for k, v in (ln.split("=", 1) for ln in lines))
+        )
+    alphabet = [
+        "[",
+        "]",
+        "=",
+        "&",
+        "%",
+        "+",
+        "a",
+        "0",
+        "Z",
+        "_",
+        "%5B",
+        "%5D",
+        "%5b",
+        "%00",
+        "%FF",
+        "%D0",
+        "%97",
+        "&account%5Bid%5D=7",
+        "&account[subdomain]=x",
+        "[x]" * 10,
+    ]
     checked = 0
     for base in bodies:
         for _ in range(150):
@@ -77,7 +108,7 @@ def test_scan_accepts_and_refuses_exactly_what_the_full_parse_does():
             for _ in range(rng.randint(1, 4)):
                 at = rng.randrange(len(chars) + 1)
                 if rng.random() < 0.3 and chars:
-                    del chars[at:at + rng.randint(1, 3)]
+                    del chars[at : at + rng.randint(1, 3)]
                 else:
                     chars.insert(at, rng.choice(alphabet))
             body = "".join(chars).encode()
@@ -96,7 +127,8 @@ def test_scan_accepts_and_refuses_exactly_what_the_full_parse_does():
                 # And it reads the same: the top-level names, and the values it was asked for.
                 assert roots == set(tree), body
                 account = tree.get("account") if isinstance(tree.get("account"), dict) else {}
-                assert found == {f"account[{k}]": v for k, v in account.items()
-                                 if k in ("id", "subdomain") and isinstance(v, str)}, body
+                assert found == {
+                    f"account[{k}]": v for k, v in account.items() if k in ("id", "subdomain") and isinstance(v, str)
+                }, body
             checked += 1
     assert checked == 150 * len(bodies)

@@ -18,15 +18,20 @@ HOUR = 3600.0
 def seed(b24: Bitrix24Emulator) -> None:
     b24.add_user(7, "Анна", "Петрова", "anna@example.ru")
     b24.add_user(8, "Борис", "Смирнов", "boris@example.ru")
-    for status_id, name, sort, sem in (("NEW", "Новая", 10, None), ("PREPARATION", "Подготовка", 20, None),
-                                       ("WON", "Сделка успешна", 60, "S"), ("LOSE", "Сделка провалена", 70, "F")):
+    for status_id, name, sort, sem in (
+        ("NEW", "Новая", 10, None),
+        ("PREPARATION", "Подготовка", 20, None),
+        ("WON", "Сделка успешна", 60, "S"),
+        ("LOSE", "Сделка провалена", 70, "F"),
+    ):
         b24.add_stage(0, status_id, name, sort, sem)
     b24.add_category(3, "Опт", 200)
     for status_id, name, sort, sem in (("C3:NEW", "Новая", 10, None), ("C3:WON", "Отгружено", 50, "S")):
         b24.add_stage(3, status_id, name, sort, sem)
     b24.add_contact(311, "Иван Клиентов", ["8 (912) 345-67-89"], assigned_by=7, at=NOW - 50 * HOUR)
-    b24.add_deal(4521, "Поставка оборудования", "NEW", assigned_by=7, opportunity=150000, contact_id=311,
-                 at=NOW - 100 * HOUR)
+    b24.add_deal(
+        4521, "Поставка оборудования", "NEW", assigned_by=7, opportunity=150000, contact_id=311, at=NOW - 100 * HOUR
+    )
     b24.move_deal(4521, "PREPARATION", at=NOW - 60 * HOUR)
     b24.add_deal(4522, "Опт: бумага", "C3:NEW", category_id=3, assigned_by=8, at=NOW - 30 * HOUR)
     b24.add_deal(4523, "Закрытая", "WON", assigned_by=8, at=NOW - 20 * HOUR)

@@ -18,15 +18,23 @@ CLIENT_ID, CLIENT_SECRET = "local.6751a1b2c3.12345678", "s3cretS3cretS3cret"
 
 async def install(client, rt, b24) -> dict:
     b24.add_oauth_client(CLIENT_ID, CLIENT_SECRET)
-    resp = await client.post("/api/accounts", json={
-        "name": "Портал (приложение)", "crm": "bitrix24", "base_url": "https://demoshop.bitrix24.ru",
-        "app": {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}, "timezone": "Europe/Moscow"})
+    resp = await client.post(
+        "/api/accounts",
+        json={
+            "name": "Портал (приложение)",
+            "crm": "bitrix24",
+            "base_url": "https://demoshop.bitrix24.ru",
+            "app": {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
+            "timezone": "Europe/Moscow",
+        },
+    )
     assert resp.status_code == 201, resp.text
     acc = resp.json()
     assert acc["auth"] == "oauth" and acc["sync"]["state"] == "never"  # nothing to read before the install
     # Before the install no event but the install itself gets in.
-    early = await client.post(f"/hooks/bitrix24/{acc['key']}", content=b24.event_form("ONCRMDEALADD", 1),
-                              headers=B24_FORM)
+    early = await client.post(
+        f"/hooks/bitrix24/{acc['key']}", content=b24.event_form("ONCRMDEALADD", 1), headers=B24_FORM
+    )
     assert early.status_code == 401
     resp = await client.post(f"/hooks/bitrix24/{acc['key']}", content=b24.install_form(CLIENT_ID), headers=B24_FORM)
     assert resp.status_code == 200
@@ -47,13 +55,18 @@ async def test_install_saves_tokens_and_binds_events_and_the_deal_tab(client, rt
     assert ("ONCRMDEALUPDATE", f"http://crmwatch.test/hooks/bitrix24/{acc['key']}") in b24.bound
     assert ("ONVOXIMPLANTCALLEND", f"http://crmwatch.test/hooks/bitrix24/{acc['key']}") in b24.bound
     assert ("ONVOXIMPLANTCALLEND", "offline") not in b24.bound
-    assert b24.placements == [{"placement": "CRM_DEAL_DETAIL_TAB",
-                               "handler": "http://crmwatch.test/widget/bitrix24/deal-tab", "title": "crmwatch"}]
+    assert b24.placements == [
+        {
+            "placement": "CRM_DEAL_DETAIL_TAB",
+            "handler": "http://crmwatch.test/widget/bitrix24/deal-tab",
+            "title": "crmwatch",
+        }
+    ]
     # From now on events must carry the installed application_token.
-    ok = await client.post(f"/hooks/bitrix24/{acc['key']}", content=b24.event_form("ONCRMDEALADD", 1),
-                           headers=B24_FORM)
-    forged = await client.post(f"/hooks/bitrix24/{acc['key']}", headers=B24_FORM,
-                               content=b24.event_form("ONCRMDEALADD", 1, token="1" * 32))
+    ok = await client.post(f"/hooks/bitrix24/{acc['key']}", content=b24.event_form("ONCRMDEALADD", 1), headers=B24_FORM)
+    forged = await client.post(
+        f"/hooks/bitrix24/{acc['key']}", headers=B24_FORM, content=b24.event_form("ONCRMDEALADD", 1, token="1" * 32)
+    )
     assert ok.status_code == 200 and forged.status_code == 401
 
 
@@ -136,8 +149,11 @@ async def test_online_and_offline_copies_of_one_change_apply_once(client, rt, b2
     from app.mirror.models import StageHistory
 
     async with rt.sessions() as s:
-        history = list(await s.scalars(select(StageHistory).where(StageHistory.account_id == acc["id"],
-                                                                  StageHistory.deal_id == "4522")))
+        history = list(
+            await s.scalars(
+                select(StageHistory).where(StageHistory.account_id == acc["id"], StageHistory.deal_id == "4522")
+            )
+        )
     assert len(await inbox(rt)) >= 3  # install, online, offline
     assert [h.stage_id for h in history] == ["C3:WON"]
     assert (await deals(rt, acc["id"]))["4522"].is_closed

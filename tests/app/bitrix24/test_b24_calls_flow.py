@@ -62,8 +62,17 @@ async def portal_with_deal(client, rt, b24) -> dict:
 
 async def test_a_finished_call_is_bound_to_its_deal_and_opens_call_not_logged(client, rt, b24):
     acc = await portal_with_deal(client, rt, b24)
-    b24.add_call("externalCall.t1.1764000400", user=7, phone="+79123456789", call_type=1, duration=95,
-                 start=CALL_AT.timestamp(), contact_id=311, deal_id=4521, record_url="https://rec.example/t1.mp3")
+    b24.add_call(
+        "externalCall.t1.1764000400",
+        user=7,
+        phone="+79123456789",
+        call_type=1,
+        duration=95,
+        start=CALL_AT.timestamp(),
+        contact_id=311,
+        deal_id=4521,
+        record_url="https://rec.example/t1.mp3",
+    )
     b24.request_log.clear()
     resp = await post(client, acc["key"], b24.call_end_form("externalCall.t1.1764000400"))
     assert resp.status_code == 200 and b24.request_log == []  # the portal is read later, by the worker
@@ -71,7 +80,12 @@ async def test_a_finished_call_is_bound_to_its_deal_and_opens_call_not_logged(cl
     assert b24.request_log == ["1/abc123secret/batch.json"]  # statistics and bindings in one request
     [call] = await calls(rt)
     assert (call.provider, call.direction, call.status, call.talk_seconds, call.manager_id) == (
-        "bitrix24", "out", "answered", 95, "7")
+        "bitrix24",
+        "out",
+        "answered",
+        95,
+        "7",
+    )
     assert (call.deal_id, call.match_source, call.client_number) == ("4521", "source", "+79123456789")
     assert call.ended_at == CALL_AT + timedelta(seconds=95) and call.recording_url == "https://rec.example/t1.mp3"
     assert (await inbox(rt))[-1].status == "done"
@@ -86,10 +100,18 @@ async def test_a_finished_call_is_bound_to_its_deal_and_opens_call_not_logged(cl
 
 async def test_an_event_without_its_activity_id_finds_it_through_the_call_statistics(client, rt, b24):
     acc = await portal_with_deal(client, rt, b24)
-    row = b24.add_call("externalCall.t5.1", user=7, phone="+79123456789", duration=40, start=CALL_AT.timestamp(),
-                       contact_id=311, deal_id=4521)
+    row = b24.add_call(
+        "externalCall.t5.1",
+        user=7,
+        phone="+79123456789",
+        duration=40,
+        start=CALL_AT.timestamp(),
+        contact_id=311,
+        deal_id=4521,
+    )
     form = b24.call_end_form("externalCall.t5.1").replace(
-        f"data%5BCRM_ACTIVITY_ID%5D={row['CRM_ACTIVITY_ID']}", "data%5BCRM_ACTIVITY_ID%5D=")
+        f"data%5BCRM_ACTIVITY_ID%5D={row['CRM_ACTIVITY_ID']}", "data%5BCRM_ACTIVITY_ID%5D="
+    )
     assert "CRM_ACTIVITY_ID%5D=&" in form
     await post(client, acc["key"], form)
     await worker.drain(rt)
@@ -99,8 +121,17 @@ async def test_an_event_without_its_activity_id_finds_it_through_the_call_statis
 
 async def test_a_missed_incoming_call_nobody_returned_is_flagged(client, rt, b24):
     acc = await portal_with_deal(client, rt, b24)
-    b24.add_call("externalCall.t2.1764000500", user=7, phone="+79123456789", call_type=2, duration=0, code="304",
-                 start=CALL_AT.timestamp(), contact_id=311, deal_id=4521)
+    b24.add_call(
+        "externalCall.t2.1764000500",
+        user=7,
+        phone="+79123456789",
+        call_type=2,
+        duration=0,
+        code="304",
+        start=CALL_AT.timestamp(),
+        contact_id=311,
+        deal_id=4521,
+    )
     assert (await post(client, acc["key"], b24.call_end_form("externalCall.t2.1764000500"))).status_code == 200
     await worker.drain(rt)
     [call] = await calls(rt)
@@ -123,8 +154,15 @@ async def test_a_forged_call_end_event_is_refused_and_stores_nothing(client, rt,
 async def test_a_call_bound_to_a_contact_only_finds_the_deal_through_the_crm_search(client, rt, b24):
     seed(b24)
     acc = await create_b24_account(client)  # the mirror knows neither the contact nor the deal
-    b24.add_call("externalCall.t4.1", user=7, phone="+79123456789", call_type=2, duration=60,
-                 start=CALL_AT.timestamp(), contact_id=311)
+    b24.add_call(
+        "externalCall.t4.1",
+        user=7,
+        phone="+79123456789",
+        call_type=2,
+        duration=60,
+        start=CALL_AT.timestamp(),
+        contact_id=311,
+    )
     await post(client, acc["key"], b24.call_end_form("externalCall.t4.1"))
     await worker.drain(rt)
     [call] = await calls(rt)
@@ -141,12 +179,21 @@ async def mango_call_into_the_portal(client, rt, b24, acc: dict) -> OutboxAction
     for body in (b24.event_form("ONCRMCONTACTADD", 320), b24.event_form("ONCRMDEALADD", 4600)):
         assert (await post(client, acc["key"], body)).status_code == 200
     await worker.drain(rt)
-    resp = await client.put(f"/api/accounts/{acc['id']}/telephony/mango",
-                            json={"api_key": "fx-mango-api-key", "api_salt": "fx-mango-api-salt",
-                                  "extensions": {"101": "7"}, "log_calls": True})
+    resp = await client.put(
+        f"/api/accounts/{acc['id']}/telephony/mango",
+        json={
+            "api_key": "fx-mango-api-key",
+            "api_salt": "fx-mango-api-salt",
+            "extensions": {"101": "7"},
+            "log_calls": True,
+        },
+    )
     assert resp.status_code == 200, resp.text
-    await client.post(f"/hooks/telephony/mango/{acc['key']}/events/summary", content=MANGO.read_bytes().strip(),
-                      headers={"Content-Type": "application/x-www-form-urlencoded"})
+    await client.post(
+        f"/hooks/telephony/mango/{acc['key']}/events/summary",
+        content=MANGO.read_bytes().strip(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     await worker.drain(rt)
     await delivery.deliver_pending(rt)
     async with rt.sessions() as s:
@@ -154,8 +201,7 @@ async def mango_call_into_the_portal(client, rt, b24, acc: dict) -> OutboxAction
     return row
 
 
-async def test_an_outside_call_is_registered_and_finished_once_even_after_a_lost_answer(client, rt, b24,
-                                                                                        monkeypatch):
+async def test_an_outside_call_is_registered_and_finished_once_even_after_a_lost_answer(client, rt, b24, monkeypatch):
     acc = await install(client, rt, b24)
     seed(b24)
     finish = b24.m_telephony_externalcall_finish
@@ -178,10 +224,16 @@ async def test_an_outside_call_is_registered_and_finished_once_even_after_a_lost
     [stat] = b24.call_stats
     assert row.status == "sent" and row.external_id == stat["ID"]
     assert (stat["EXTERNAL_CALL_ID"], stat["CALL_TYPE"], stat["CALL_DURATION"], stat["CRM_ENTITY_ID"]) == (
-        "crmwatch:mango:MzM0NTY3ODk6MTAx", "1", "95", "320")
+        "crmwatch:mango:MzM0NTY3ODk6MTAx",
+        "1",
+        "95",
+        "320",
+    )
     assert len(b24.registered) == 1
-    assert b24.bindings[int(stat["CRM_ACTIVITY_ID"])] == [{"entityTypeId": 3, "entityId": 320},
-                                                         {"entityTypeId": 2, "entityId": 4600}]
+    assert b24.bindings[int(stat["CRM_ACTIVITY_ID"])] == [
+        {"entityTypeId": 3, "entityId": 320},
+        {"entityTypeId": 2, "entityId": 4600},
+    ]
     await delivery.deliver_pending(rt)
     assert len(b24.call_stats) == 1
 

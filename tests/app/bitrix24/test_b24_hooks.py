@@ -43,8 +43,13 @@ async def test_bad_account_fields_get_422_and_store_nothing(client):
         {"base_url": B24_WEBHOOK_URL, "application_token": "short"},
     ]
     for extra in cases:
-        body = {"name": "P", "crm": "bitrix24", "application_token": "f0e1d2c3b4a5968778695a4b3c2d1e0f",
-                "timezone": "Europe/Moscow", **extra}
+        body = {
+            "name": "P",
+            "crm": "bitrix24",
+            "application_token": "f0e1d2c3b4a5968778695a4b3c2d1e0f",
+            "timezone": "Europe/Moscow",
+            **extra,
+        }
         body = {k: v for k, v in body.items() if v is not None}
         resp = await client.post("/api/accounts", json=body)
         assert resp.status_code == 422, (extra, resp.text)
@@ -57,8 +62,9 @@ async def test_a_new_webhook_url_is_sealed_like_the_first(client, rt):
     alone = await client.patch(url, json={"base_url": "https://demoshop.bitrix24.ru/rest/1/newsecret9/"})
     assert alone.status_code == 422 and "application_token" in alone.text
     token = "a" * 32
-    resp = await client.patch(url, json={"base_url": "https://demoshop.bitrix24.ru/rest/1/newsecret9/",
-                                         "application_token": token})
+    resp = await client.patch(
+        url, json={"base_url": "https://demoshop.bitrix24.ru/rest/1/newsecret9/", "application_token": token}
+    )
     assert resp.status_code == 200 and resp.json()["base_url"] == "https://demoshop.bitrix24.ru"
     async with rt.sessions() as s:
         account = await s.get(Account, acc["id"])
@@ -71,8 +77,16 @@ async def test_a_new_webhook_url_is_sealed_like_the_first(client, rt):
 
 
 async def test_amocrm_still_refuses_bitrix24_fields(client):
-    resp = await client.post("/api/accounts", json={"name": "A", "crm": "amocrm", "base_url": "https://x.amocrm.ru",
-                                                    "access_token": "t", "application_token": "f0e1d2c3b4a59687"})
+    resp = await client.post(
+        "/api/accounts",
+        json={
+            "name": "A",
+            "crm": "amocrm",
+            "base_url": "https://x.amocrm.ru",
+            "access_token": "t",
+            "application_token": "f0e1d2c3b4a59687",
+        },
+    )
     assert resp.status_code == 422
 
 
@@ -89,7 +103,11 @@ async def test_a_deal_event_is_stored_then_hydrated_through_batch(client, rt, b2
     assert b24.request_log == ["1/abc123secret/batch.json"]
     deal = (await deals(rt, acc["id"]))["4521"]
     assert (deal.name, deal.stage_id, deal.pipeline_id, deal.responsible_user_id) == (
-        "Поставка оборудования", "PREPARATION", "0", "7")
+        "Поставка оборудования",
+        "PREPARATION",
+        "0",
+        "7",
+    )
     assert abs(deal.stage_entered_at.timestamp() - (NOW - 60 * HOUR)) < 1
     assert (await inbox(rt))[0].status == "done"
     async with rt.sessions() as s:
@@ -99,9 +117,11 @@ async def test_a_deal_event_is_stored_then_hydrated_through_batch(client, rt, b2
 async def test_task_activity_comment_and_deletes(client, rt, b24):
     seed(b24)
     acc = await create_b24_account(client)
-    for body in (b24_form("ONTASKUPDATE", **{"data[FIELDS_BEFORE][ID]": "881", "data[FIELDS_AFTER][ID]": "881"}),
-                 b24_form("ONCRMACTIVITYADD"),
-                 b24.event_form("ONCRMTIMELINECOMMENTADD", 501)):
+    for body in (
+        b24_form("ONTASKUPDATE", **{"data[FIELDS_BEFORE][ID]": "881", "data[FIELDS_AFTER][ID]": "881"}),
+        b24_form("ONCRMACTIVITYADD"),
+        b24.event_form("ONCRMTIMELINECOMMENTADD", 501),
+    ):
         assert (await post(client, acc["key"], body)).status_code == 200
     await worker.drain(rt)
     found = await tasks(rt, acc["id"])
@@ -160,7 +180,11 @@ async def test_a_call_end_event_becomes_a_call_even_when_its_activity_is_gone(cl
         [call] = await s.scalars(select(Call))
     # The portal no longer knows activity 10240: the call stays, unbound, for the number matching.
     assert (call.provider, call.provider_call_id, call.status, call.deal_id) == (
-        "bitrix24", "externalCall.7c1e0f2a.1764000400", "answered", None)
+        "bitrix24",
+        "externalCall.7c1e0f2a.1764000400",
+        "answered",
+        None,
+    )
 
 
 async def test_a_failed_read_keeps_the_event_and_retries_it(client, rt, b24):

@@ -42,8 +42,9 @@ async def test_activity_and_comment_go_out_in_batches_and_close_on_resolve(clien
 
     # The manager plans a call: the finding resolves and crmwatch completes its own activity.
     b24.add_activity(30001, 4524, "Позвонить", NOW + 5 * HOUR, responsible=7)
-    await client.post(f"/hooks/bitrix24/{acc['key']}", content=b24.event_form("ONCRMACTIVITYADD", 30001),
-                      headers=B24_FORM)
+    await client.post(
+        f"/hooks/bitrix24/{acc['key']}", content=b24.event_form("ONCRMACTIVITYADD", 30001), headers=B24_FORM
+    )
     await worker.drain(rt)
     await delivery.deliver_pending(rt)
     assert b24.activities[int(todo["ID"])]["COMPLETED"] == "Y"

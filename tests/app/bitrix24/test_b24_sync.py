@@ -18,8 +18,16 @@ async def test_a_portal_is_backfilled_with_progress(client, rt, b24):
     assert await sync.run_pending(rt) == 1
     body = (await client.get(f"/api/accounts/{acc['id']}")).json()
     assert body["sync"]["state"] == "done" and body["sync"]["error"] is None
-    assert body["sync"]["counts"] == {"pipelines": 2, "users": 2, "contacts": 1, "deals": 3, "stage_events": 4,
-                                      "activities": 1, "tasks": 1, "notes": 1}
+    assert body["sync"]["counts"] == {
+        "pipelines": 2,
+        "users": 2,
+        "contacts": 1,
+        "deals": 3,
+        "stage_events": 4,
+        "activities": 1,
+        "tasks": 1,
+        "notes": 1,
+    }
     found = await deals(rt, acc["id"])
     assert set(found) == {"4521", "4522", "4523"}
     # MOVED_TIME and the stage history say when the deal entered its stage.
@@ -53,7 +61,10 @@ async def test_a_big_portal_pages_through_more_than_50_deals(client, rt, b24):
     # start=-1 with ">id": no count query, pages of 50 by id.
     exports = [p for m, p in b24.calls if m == "crm.item.list" and "select" in p and "stageId" in p["select"]]
     assert [(p["start"], p["filter"], p["order"]) for p in exports] == [
-        (-1, {">id": 0}, {"id": "ASC"}), (-1, {">id": 6046}, {"id": "ASC"}), (-1, {">id": 6096}, {"id": "ASC"})]
+        (-1, {">id": 0}, {"id": "ASC"}),
+        (-1, {">id": 6046}, {"id": "ASC"}),
+        (-1, {">id": 6096}, {"id": "ASC"}),
+    ]
 
 
 async def test_a_sync_that_hits_the_limit_fails_visibly_and_can_be_rerun(client, rt, b24):

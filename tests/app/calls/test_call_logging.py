@@ -28,9 +28,15 @@ def crm(amo, *, contact: bool) -> None:
 
 async def run(client, rt, *, log_calls: bool) -> list[OutboxAction]:
     acc = await create_account(client)
-    await client.put(f"/api/accounts/{acc['id']}/telephony/mango",
-                     json={"api_key": "fx-mango-api-key", "api_salt": "fx-mango-api-salt",
-                           "extensions": {"101": "5512345"}, "log_calls": log_calls})
+    await client.put(
+        f"/api/accounts/{acc['id']}/telephony/mango",
+        json={
+            "api_key": "fx-mango-api-key",
+            "api_salt": "fx-mango-api-salt",
+            "extensions": {"101": "5512345"},
+            "log_calls": log_calls,
+        },
+    )
     body = (FIXTURES / "mango_summary_outbound_answered.form").read_bytes().strip()
     await client.post(f"/hooks/telephony/mango/{acc['key']}/events/summary", content=body, headers=FORM)
     await worker.drain(rt)

@@ -35,9 +35,10 @@ def signed(payload: dict) -> bytes:
 
 async def connect(client, **extra) -> dict:
     acc = await create_account(client)
-    resp = await client.put(f"/api/accounts/{acc['id']}/telephony/mango",
-                            json={"api_key": KEY, "api_salt": SALT, "extensions": {"101": 5512345, "102": "5512346"},
-                                  **extra})
+    resp = await client.put(
+        f"/api/accounts/{acc['id']}/telephony/mango",
+        json={"api_key": KEY, "api_salt": SALT, "extensions": {"101": 5512345, "102": "5512346"}, **extra},
+    )
     assert resp.status_code == 200, resp.text
     return acc
 
@@ -106,36 +107,55 @@ async def test_a_wrong_sign_is_refused_and_stores_nothing(client, rt):
     url = f"/hooks/telephony/mango/{acc['key']}/events/summary"
     tampered = fixture("mango_summary_inbound_missed").replace(b"1764000330", b"1764000331")
     assert (await client.post(url, content=tampered, headers=FORM)).status_code == 401
-    assert (await client.post("/hooks/telephony/mango/not-a-key/events/summary",
-                              content=fixture("mango_summary_inbound_missed"), headers=FORM)).status_code == 404
+    assert (
+        await client.post(
+            "/hooks/telephony/mango/not-a-key/events/summary",
+            content=fixture("mango_summary_inbound_missed"),
+            headers=FORM,
+        )
+    ).status_code == 404
     assert (await client.post(url, content=b"%%%&&&==", headers=FORM)).status_code == 400
     assert await inbox(rt) == []
 
 
 async def test_an_account_without_mango_settings_stores_nothing(client, rt):
     acc = await create_account(client)
-    resp = await client.post(f"/hooks/telephony/mango/{acc['key']}/events/summary",
-                             content=fixture("mango_summary_inbound_missed"), headers=FORM)
+    resp = await client.post(
+        f"/hooks/telephony/mango/{acc['key']}/events/summary",
+        content=fixture("mango_summary_inbound_missed"),
+        headers=FORM,
+    )
     assert resp.status_code == 404 and await inbox(rt) == []
 
 
 async def test_call_events_merge_with_the_summary_and_a_lower_seq_is_dropped(client, rt):
     acc = await connect(client)
-    base = {"entry_id": "MzM0NTY3ODk6MTAy", "call_id": "leg1", "from": {"number": "74957654321"},
-            "to": {"extension": "102", "number": "74951234567", "line_number": "74951234567"}}
+    base = {
+        "entry_id": "MzM0NTY3ODk6MTAy",
+        "call_id": "leg1",
+        "from": {"number": "74957654321"},
+        "to": {"extension": "102", "number": "74951234567", "line_number": "74951234567"},
+    }
     hook = f"/hooks/telephony/mango/{acc['key']}/events/"
     # Connected (seq 2) arrives before Appeared (seq 1): the late, older one is stale.
-    await client.post(hook + "call", content=signed({**base, "seq": 2, "call_state": "Connected",
-                                                     "timestamp": 1764000305}), headers=FORM)
-    await client.post(hook + "call", content=signed({**base, "seq": 1, "call_state": "Appeared",
-                                                     "timestamp": 1764000300}), headers=FORM)
+    await client.post(
+        hook + "call",
+        content=signed({**base, "seq": 2, "call_state": "Connected", "timestamp": 1764000305}),
+        headers=FORM,
+    )
+    await client.post(
+        hook + "call",
+        content=signed({**base, "seq": 1, "call_state": "Appeared", "timestamp": 1764000300}),
+        headers=FORM,
+    )
     await worker.drain(rt)
     [call] = await calls(rt)
     assert call.last_seq == 2 and call.started_at is None and not call.is_final
     assert call.answered_at == datetime.fromtimestamp(1764000305, UTC) and call.status is None
     await client.post(hook + "summary", content=fixture("mango_summary_inbound_missed"), headers=FORM)
-    await client.post(hook + "record/added", content=signed({"entry_id": "MzM0NTY3ODk6MTAy",
-                                                             "recording_id": "R1"}), headers=FORM)
+    await client.post(
+        hook + "record/added", content=signed({"entry_id": "MzM0NTY3ODk6MTAy", "recording_id": "R1"}), headers=FORM
+    )
     await worker.drain(rt)
     [call] = await calls(rt)
     assert call.is_final and call.status == "missed" and call.started_at == datetime.fromtimestamp(1764000300, UTC)
@@ -154,18 +174,33 @@ def contact(cid: str, *phones: str) -> ContactUpserted:
 def deal(did: str, contacts: tuple[str, ...], *, at: datetime = T0, closed: bool = False) -> DealUpserted:
     from integrations.base import StageKind
 
-    return DealUpserted(id=did, updated_at=at, name=did, pipeline_id="P", stage_id="142" if closed else "S",
-                        stage_kind=StageKind.WON if closed else StageKind.OPEN, contact_ids=contacts)
+    return DealUpserted(
+        id=did,
+        updated_at=at,
+        name=did,
+        pipeline_id="P",
+        stage_id="142" if closed else "S",
+        stage_kind=StageKind.WON if closed else StageKind.OPEN,
+        contact_ids=contacts,
+    )
 
 
 async def test_the_most_recently_active_open_deal_of_the_contact_is_matched(client, rt):
     acc = await connect(client)
     later = datetime(2025, 11, 24, 17, 0, tzinfo=UTC)
-    await seed(rt, acc["id"], contact("C1", "+79991234567"), deal("D-old", ("C1",)),
-               deal("D-new", ("C1",), at=later), deal("D-closed", ("C1",), at=datetime(2025, 11, 25, tzinfo=UTC),
-                                                    closed=True))
-    await client.post(f"/hooks/telephony/mango/{acc['key']}/events/summary",
-                      content=fixture("mango_summary_outbound_answered"), headers=FORM)
+    await seed(
+        rt,
+        acc["id"],
+        contact("C1", "+79991234567"),
+        deal("D-old", ("C1",)),
+        deal("D-new", ("C1",), at=later),
+        deal("D-closed", ("C1",), at=datetime(2025, 11, 25, tzinfo=UTC), closed=True),
+    )
+    await client.post(
+        f"/hooks/telephony/mango/{acc['key']}/events/summary",
+        content=fixture("mango_summary_outbound_answered"),
+        headers=FORM,
+    )
     await worker.drain(rt)
     [call] = await calls(rt)
     assert (call.contact_id, call.deal_id, call.match_source) == ("C1", "D-new", "mirror")
@@ -173,8 +208,11 @@ async def test_the_most_recently_active_open_deal_of_the_contact_is_matched(clie
 
 async def test_a_call_is_rematched_when_its_contact_and_deal_appear_later(client, rt, amo):
     acc = await connect(client)
-    await client.post(f"/hooks/telephony/mango/{acc['key']}/events/summary",
-                      content=fixture("mango_summary_outbound_answered"), headers=FORM)
+    await client.post(
+        f"/hooks/telephony/mango/{acc['key']}/events/summary",
+        content=fixture("mango_summary_outbound_answered"),
+        headers=FORM,
+    )
     await worker.drain(rt)
     [call] = await calls(rt)
     assert call.deal_id is None and call.contact_id is None and call.crm_searched_at is not None
@@ -192,11 +230,18 @@ async def test_a_call_is_rematched_when_its_contact_and_deal_appear_later(client
 async def test_a_deal_closed_since_stays_on_the_call(client, rt):
     acc = await connect(client)
     await seed(rt, acc["id"], contact("C1", "+79991234567"), deal("D1", ("C1",)))
-    await client.post(f"/hooks/telephony/mango/{acc['key']}/events/summary",
-                      content=fixture("mango_summary_outbound_answered"), headers=FORM)
+    await client.post(
+        f"/hooks/telephony/mango/{acc['key']}/events/summary",
+        content=fixture("mango_summary_outbound_answered"),
+        headers=FORM,
+    )
     await worker.drain(rt)
-    await seed(rt, acc["id"], deal("D1", ("C1",), at=datetime(2025, 11, 25, tzinfo=UTC), closed=True),
-               deal("D2", ("C1",), at=datetime(2025, 11, 25, tzinfo=UTC)))
+    await seed(
+        rt,
+        acc["id"],
+        deal("D1", ("C1",), at=datetime(2025, 11, 25, tzinfo=UTC), closed=True),
+        deal("D2", ("C1",), at=datetime(2025, 11, 25, tzinfo=UTC)),
+    )
     [call] = await calls(rt)
     assert call.deal_id == "D1"
 
@@ -208,8 +253,11 @@ async def test_unknown_to_the_mirror_the_crm_is_searched_by_phone(client, rt, am
     amo.add_contact(9002, "Однофамилец", phones=["+7 (999) 123-45-00"])
     amo.add_lead(8001, "Поставка", 7001, 70011, contact_ids=[9001])
     acc = await connect(client)
-    await client.post(f"/hooks/telephony/mango/{acc['key']}/events/summary",
-                      content=fixture("mango_summary_outbound_answered"), headers=FORM)
+    await client.post(
+        f"/hooks/telephony/mango/{acc['key']}/events/summary",
+        content=fixture("mango_summary_outbound_answered"),
+        headers=FORM,
+    )
     await worker.drain(rt)
     [call] = await calls(rt)
     assert (call.contact_id, call.deal_id, call.match_source) == ("9001", "8001", "crm_search")
@@ -223,8 +271,11 @@ async def test_a_number_on_a_company_matches_the_company_deal(client, rt, amo):
     amo.add_lead(8002, "Опт", 7001, 70011)
     amo.add_company(9500, "ООО Ромашка", phones=["8 999 123 45 67"], lead_ids=[8002])
     acc = await connect(client)
-    await client.post(f"/hooks/telephony/mango/{acc['key']}/events/summary",
-                      content=fixture("mango_summary_outbound_answered"), headers=FORM)
+    await client.post(
+        f"/hooks/telephony/mango/{acc['key']}/events/summary",
+        content=fixture("mango_summary_outbound_answered"),
+        headers=FORM,
+    )
     await worker.drain(rt)
     [call] = await calls(rt)
     assert (call.contact_id, call.deal_id, call.match_source) == (None, "8002", "crm_search")
@@ -242,11 +293,12 @@ async def test_daily_stats_per_manager(client, rt):
     ivanov, other = rows["5512345"], rows["5512346"]
     assert (ivanov.calls, ivanov.talk_seconds, ivanov.successful, ivanov.outgoing, ivanov.missed) == (1, 95, 1, 1, 0)
     assert (other.calls, other.incoming, other.missed, other.successful) == (1, 1, 1, 0)
-    resp = await client.get(f"/api/accounts/{acc['id']}/call-stats", params={"from": "2025-11-24",
-                                                                            "to": "2025-11-24"})
+    resp = await client.get(f"/api/accounts/{acc['id']}/call-stats", params={"from": "2025-11-24", "to": "2025-11-24"})
     assert resp.status_code == 200
     assert {(r["manager_id"], r["calls"], r["talk_seconds"]) for r in resp.json()} == {
-        ("5512345", 1, 95), ("5512346", 1, 0)}
+        ("5512345", 1, 95),
+        ("5512346", 1, 0),
+    }
 
 
 async def test_findings_from_mango_calls_carry_the_deal_and_the_number(client, rt):
@@ -289,8 +341,11 @@ async def test_cards_changed_counts_what_the_manager_did_that_day_and_a_sweep_re
 
     acc = await connect(client)
     await seed(rt, acc["id"], contact("C1", "+79991234567"), deal("D1", ("C1",)))
-    await client.post(f"/hooks/telephony/mango/{acc['key']}/events/summary",
-                      content=fixture("mango_summary_outbound_answered"), headers=FORM)
+    await client.post(
+        f"/hooks/telephony/mango/{acc['key']}/events/summary",
+        content=fixture("mango_summary_outbound_answered"),
+        headers=FORM,
+    )
     await worker.drain(rt)
 
     async def row():
@@ -299,8 +354,19 @@ async def test_cards_changed_counts_what_the_manager_did_that_day_and_a_sweep_re
 
     assert (await row()).cards_changed == 0
     # Written after the call (19:05 Moscow time, the same local day), by that manager.
-    await seed(rt, acc["id"], NoteAdded(id="N1", entity_type="deal", entity_id="D1", deal_id="D1",
-                                        kind=NoteKind.COMMON, text="Договорились о поставке в декабре",
-                                        created_by="5512345", created_at=datetime(2025, 11, 24, 16, 5, tzinfo=UTC)))
+    await seed(
+        rt,
+        acc["id"],
+        NoteAdded(
+            id="N1",
+            entity_type="deal",
+            entity_id="D1",
+            deal_id="D1",
+            kind=NoteKind.COMMON,
+            text="Договорились о поставке в декабре",
+            created_by="5512345",
+            created_at=datetime(2025, 11, 24, 16, 5, tzinfo=UTC),
+        ),
+    )
     await sweep_account(rt, acc["id"], now=datetime(2025, 11, 24, 20, 0, tzinfo=UTC))
     assert (await row()).cards_changed == 1 and stats.local_day(T0, "Europe/Moscow").isoformat() == "2025-11-24"

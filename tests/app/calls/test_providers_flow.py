@@ -32,9 +32,10 @@ async def calls(rt) -> list[Call]:
 
 async def test_zadarma_url_check_then_a_signed_end_event(client, rt):
     acc = await create_account(client)
-    resp = await client.put(f"/api/accounts/{acc['id']}/telephony/zadarma",
-                            json={"api_secret": "fx-zadarma-secret", "timezone": "Europe/Moscow",
-                                  "extensions": {"100": "5512345"}})
+    resp = await client.put(
+        f"/api/accounts/{acc['id']}/telephony/zadarma",
+        json={"api_secret": "fx-zadarma-secret", "timezone": "Europe/Moscow", "extensions": {"100": "5512345"}},
+    )
     assert resp.status_code == 200 and resp.json()["options"] == {"timezone": "Europe/Moscow"}
     assert "fx-zadarma-secret" not in resp.text
     url = f"/hooks/telephony/zadarma/{acc['key']}"
@@ -53,20 +54,32 @@ async def test_zadarma_url_check_then_a_signed_end_event(client, rt):
 
 async def test_megafon_history_is_stored_and_contact_is_answered_from_the_mirror(client, rt):
     acc = await create_account(client)
-    await client.put(f"/api/accounts/{acc['id']}/telephony/megafon",
-                     json={"crm_token": "fx-megafon-crm-token", "extensions": {"ivanov": "5512345"}})
+    await client.put(
+        f"/api/accounts/{acc['id']}/telephony/megafon",
+        json={"crm_token": "fx-megafon-crm-token", "extensions": {"ivanov": "5512345"}},
+    )
     async with rt.sessions() as s, s.begin():
         from datetime import UTC, datetime
 
-        await MirrorWriter(s, acc["id"]).apply([ContactUpserted(
-            id="C1", updated_at=datetime(2025, 11, 1, tzinfo=UTC), name="Пётр Петров", responsible_user_id="5512345",
-            phones=("+79991234567",))])
+        await MirrorWriter(s, acc["id"]).apply(
+            [
+                ContactUpserted(
+                    id="C1",
+                    updated_at=datetime(2025, 11, 1, tzinfo=UTC),
+                    name="Пётр Петров",
+                    responsible_user_id="5512345",
+                    phones=("+79991234567",),
+                )
+            ]
+        )
     url = f"/hooks/telephony/megafon/{acc['key']}"
-    resp = await client.post(url, content="cmd=contact&phone=79991234567&callid=q1&crm_token=fx-megafon-crm-token",
-                             headers=FORM)
+    resp = await client.post(
+        url, content="cmd=contact&phone=79991234567&callid=q1&crm_token=fx-megafon-crm-token", headers=FORM
+    )
     assert resp.status_code == 200 and resp.json() == {"contact_name": "Пётр Петров", "responsible": "ivanov"}
-    unknown = await client.post(url, content="cmd=contact&phone=79160000000&callid=q2&crm_token=fx-megafon-crm-token",
-                                headers=FORM)
+    unknown = await client.post(
+        url, content="cmd=contact&phone=79160000000&callid=q2&crm_token=fx-megafon-crm-token", headers=FORM
+    )
     assert unknown.json() == {}
     assert (await client.post(url, content="cmd=contact&phone=1&crm_token=wrong", headers=FORM)).status_code == 401
     assert await inbox(rt) == []
@@ -81,13 +94,25 @@ async def test_generic_replays_are_stored_once_and_stale_ones_refused(client, rt
     acc = await create_account(client)
     secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     await client.put(f"/api/accounts/{acc['id']}/telephony/generic", json={"secret": secret, "extensions": {}})
-    body = json.dumps({"call_id": "g-1", "event": "end", "direction": "in", "client_number": "+79991234567",
-                       "status": "missed", "started_at": "2025-11-24T16:00:00Z"}).encode()
+    body = json.dumps(
+        {
+            "call_id": "g-1",
+            "event": "end",
+            "direction": "in",
+            "client_number": "+79991234567",
+            "status": "missed",
+            "started_at": "2025-11-24T16:00:00Z",
+        }
+    ).encode()
     url = f"/hooks/telephony/generic/{acc['key']}"
 
     def headers(stamp: int, msg_id: str = "msg_1") -> dict[str, str]:
-        return {"Content-Type": "application/json", "webhook-id": msg_id, "webhook-timestamp": str(stamp),
-                "webhook-signature": sign(secret, msg_id, str(stamp), body)}
+        return {
+            "Content-Type": "application/json",
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(stamp),
+            "webhook-signature": sign(secret, msg_id, str(stamp), body),
+        }
 
     now = int(time.time())
     assert (await client.post(url, content=body, headers=headers(now))).status_code == 200
@@ -101,16 +126,31 @@ async def test_generic_replays_are_stored_once_and_stale_ones_refused(client, rt
 
 async def test_sipuni_events_by_get_and_post_are_one_call_answered_with_success(client, rt):
     acc = await create_account(client)
-    await client.put(f"/api/accounts/{acc['id']}/telephony/sipuni",
-                     json={"token": "sip-secret", "extensions": {"201": "5512345"}})
+    await client.put(
+        f"/api/accounts/{acc['id']}/telephony/sipuni", json={"token": "sip-secret", "extensions": {"201": "5512345"}}
+    )
     url = f"/hooks/telephony/sipuni/{acc['key']}"
-    start = {"event": "1", "call_id": "1774372584.533596", "src_type": "1", "src_num": "79991234567",
-             "dst_type": "2", "dst_num": "070196201", "short_dst_num": "201", "timestamp": "1764000000"}
+    start = {
+        "event": "1",
+        "call_id": "1774372584.533596",
+        "src_type": "1",
+        "src_num": "79991234567",
+        "dst_type": "2",
+        "dst_num": "070196201",
+        "short_dst_num": "201",
+        "timestamp": "1764000000",
+    }
     resp = await client.get(url, params={**start, "token": "sip-secret"})
     assert resp.status_code == 200 and resp.json() == {"success": True}
-    end = {**start, "event": "2", "status": "ANSWER", "call_start_timestamp": "1764000000",
-           "call_answer_timestamp": "1764000005", "timestamp": "1764000125",
-           "call_record_link": "https://sipuni.example.test/r/1.mp3"}
+    end = {
+        **start,
+        "event": "2",
+        "status": "ANSWER",
+        "call_start_timestamp": "1764000000",
+        "call_answer_timestamp": "1764000005",
+        "timestamp": "1764000125",
+        "call_record_link": "https://sipuni.example.test/r/1.mp3",
+    }
     from urllib.parse import urlencode
 
     resp = await client.post(url, params={"token": "sip-secret"}, content=urlencode(end), headers=FORM)

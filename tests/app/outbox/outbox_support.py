@@ -52,19 +52,38 @@ LONG_AGO = T0 - timedelta(days=20)
 
 def rules_doc(*enabled: str, notify: dict[str, Any] | None = None, **top: Any) -> dict[str, Any]:
     """A rules document in which only `enabled` rules run, each with the same `notify` overrides."""
-    rules = {name: {"enabled": name in enabled, **({"notify": notify} if notify and name in enabled else {})}
-             for name in RULES}
+    rules = {
+        name: {"enabled": name in enabled, **({"notify": notify} if notify and name in enabled else {})}
+        for name in RULES
+    }
     return {"rules": rules, **top}
 
 
-async def new_account(rt: Runtime, *, base_url: str = AMO_BASE, token: str = DEMO_TOKEN,
-                      rules: dict[str, Any] | None = None, amo: EmulatorState | None = None) -> int:
+async def new_account(
+    rt: Runtime,
+    *,
+    base_url: str = AMO_BASE,
+    token: str = DEMO_TOKEN,
+    rules: dict[str, Any] | None = None,
+    amo: EmulatorState | None = None,
+) -> int:
     """An active account with a long-lived token, one pipeline, three users and a rules document."""
     async with rt.sessions() as s, s.begin():
-        account = Account(name="Магазин", crm="amocrm", base_url=base_url, key=uuid.uuid4().hex,
-                          timezone="Europe/Moscow", region="RU", language="ru", auth_kind="token",
-                          credentials=rt.box.seal({"access_token": token}), credentials_version=1,
-                          status="active", sync_state="done", sync_counts={})
+        account = Account(
+            name="Магазин",
+            crm="amocrm",
+            base_url=base_url,
+            key=uuid.uuid4().hex,
+            timezone="Europe/Moscow",
+            region="RU",
+            language="ru",
+            auth_kind="token",
+            credentials=rt.box.seal({"access_token": token}),
+            credentials_version=1,
+            status="active",
+            sync_state="done",
+            sync_counts={},
+        )
         s.add(account)
         await s.flush()
         aid = account.id
@@ -87,33 +106,71 @@ async def set_rules(rt: Runtime, account_id: int, document: dict[str, Any]) -> N
         await rules_config.save(s, account_id, rules_config.RulesDocument.model_validate(document))
 
 
-async def add_deals(rt: Runtime, account_id: int, ids: Iterable[int], *, manager: str | None = MANAGER,
-                    created_at: datetime = LONG_AGO, stage_entered_at: datetime | None = None,
-                    amo: EmulatorState | None = None) -> list[str]:
+async def add_deals(
+    rt: Runtime,
+    account_id: int,
+    ids: Iterable[int],
+    *,
+    manager: str | None = MANAGER,
+    created_at: datetime = LONG_AGO,
+    stage_entered_at: datetime | None = None,
+    amo: EmulatorState | None = None,
+) -> list[str]:
     """Open deals with no task (so deal_without_task fires), in the mirror and optionally in the emulator."""
     out = []
     async with rt.sessions() as s, s.begin():
         for deal_id in ids:
-            s.add(Deal(account_id=account_id, id=str(deal_id), name=f"Сделка {deal_id}", pipeline_id=PIPELINE,
-                       stage_id=STAGE, stage_entered_at=stage_entered_at or created_at,
-                       stage_entered_source="event", responsible_user_id=manager, is_closed=False,
-                       is_deleted=False, created_at=created_at, source_updated_at=created_at,
-                       mirrored_at=created_at))
+            s.add(
+                Deal(
+                    account_id=account_id,
+                    id=str(deal_id),
+                    name=f"Сделка {deal_id}",
+                    pipeline_id=PIPELINE,
+                    stage_id=STAGE,
+                    stage_entered_at=stage_entered_at or created_at,
+                    stage_entered_source="event",
+                    responsible_user_id=manager,
+                    is_closed=False,
+                    is_deleted=False,
+                    created_at=created_at,
+                    source_updated_at=created_at,
+                    mirrored_at=created_at,
+                )
+            )
             out.append(str(deal_id))
             if amo is not None:
-                amo.add_lead(int(deal_id), f"Сделка {deal_id}", int(PIPELINE), int(STAGE),
-                             responsible_user_id=int(manager) if manager else None,
-                             created_at=int(created_at.timestamp()))
+                amo.add_lead(
+                    int(deal_id),
+                    f"Сделка {deal_id}",
+                    int(PIPELINE),
+                    int(STAGE),
+                    responsible_user_id=int(manager) if manager else None,
+                    created_at=int(created_at.timestamp()),
+                )
     return out
 
 
 async def plan_task(rt: Runtime, account_id: int, deal_id: str, at: datetime) -> None:
     """The manager plans a next step on the deal (the mirror learns of it): deal_without_task clears."""
     async with rt.sessions() as s, s.begin():
-        s.add(Task(account_id=account_id, id=f"9{deal_id}", deal_id=deal_id, entity_type="lead",
-                   entity_id=deal_id, text="Позвонить", type_id="1", responsible_user_id=MANAGER,
-                   due_at=at + timedelta(days=1), is_completed=False, is_deleted=False, created_at=at,
-                   created_by=MANAGER, source_updated_at=at))
+        s.add(
+            Task(
+                account_id=account_id,
+                id=f"9{deal_id}",
+                deal_id=deal_id,
+                entity_type="lead",
+                entity_id=deal_id,
+                text="Позвонить",
+                type_id="1",
+                responsible_user_id=MANAGER,
+                due_at=at + timedelta(days=1),
+                is_completed=False,
+                is_deleted=False,
+                created_at=at,
+                created_by=MANAGER,
+                source_updated_at=at,
+            )
+        )
 
 
 async def evaluate(rt: Runtime, account_id: int, now: datetime) -> engine.EvaluationResult:
@@ -138,8 +195,11 @@ async def findings(rt: Runtime, account_id: int, rule: str | None = None) -> lis
 async def make_due(rt: Runtime, *, status: str = "pending", at: datetime | None = None) -> int:
     """Moves the rows' next attempt (a backoff, or a lease for "sending") to the past."""
     async with rt.sessions() as s, s.begin():
-        result = await s.execute(update(OutboxAction).where(OutboxAction.status == status)
-                                 .values(next_attempt_at=at or utcnow() - timedelta(seconds=1)))
+        result = await s.execute(
+            update(OutboxAction)
+            .where(OutboxAction.status == status)
+            .values(next_attempt_at=at or utcnow() - timedelta(seconds=1))
+        )
         return result.rowcount or 0
 
 

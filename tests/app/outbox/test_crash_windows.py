@@ -139,8 +139,13 @@ class LosingAnswers(httpx.AsyncBaseTransport):
 
 
 async def tasks_account(rt, amo) -> int:
-    aid = await new_account(rt, amo=amo, rules=rules_doc(
-        "deal_without_task", notify={"note": False, "escalate_after_hours": None, "repeat_hours": None}))
+    aid = await new_account(
+        rt,
+        amo=amo,
+        rules=rules_doc(
+            "deal_without_task", notify={"note": False, "escalate_after_hours": None, "repeat_hours": None}
+        ),
+    )
     await add_deals(rt, aid, [31000001], amo=amo)
     await evaluate(rt, aid, T0)
     async with rt.sessions() as s, s.begin():  # queued now, as by a live sweep

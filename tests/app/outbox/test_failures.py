@@ -93,8 +93,7 @@ async def test_a_429_storm_longer_than_the_retries_waits_and_then_sends_once(rt)
     await account_with_tasks(rt, [31000001])
     fake = FakeAmo()
     with respx.mock(base_url=REAL_BASE) as mock:
-        tasks = mock.post("/api/v4/tasks").mock(
-            return_value=httpx.Response(429, headers={"Retry-After": "0.01"}))
+        tasks = mock.post("/api/v4/tasks").mock(return_value=httpx.Response(429, headers={"Retry-After": "0.01"}))
         await delivery.deliver_pending(rt)
         assert tasks.call_count == rt.settings.amocrm_max_retries + 1
         [row] = await outbox(rt)
@@ -156,10 +155,20 @@ async def test_a_batch_refused_for_one_bad_item_is_split_and_the_good_ones_are_s
         items = json.loads(request.content)
         wrong = [i for i, item in enumerate(items) if item["entity_id"] == bad]
         if wrong:
-            return httpx.Response(400, json={
-                "title": "Bad Request", "status": 400, "detail": "Request validation failed",
-                "validation-errors": [{"request_id": str(wrong[0]), "errors": [
-                    {"code": "NotFound", "path": "entity_id", "detail": "lead not found"}]}]})
+            return httpx.Response(
+                400,
+                json={
+                    "title": "Bad Request",
+                    "status": 400,
+                    "detail": "Request validation failed",
+                    "validation-errors": [
+                        {
+                            "request_id": str(wrong[0]),
+                            "errors": [{"code": "NotFound", "path": "entity_id", "detail": "lead not found"}],
+                        }
+                    ],
+                },
+            )
         return fake.create_tasks(request)
 
     with respx.mock(base_url=REAL_BASE, assert_all_called=False) as mock:

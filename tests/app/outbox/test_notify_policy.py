@@ -38,8 +38,11 @@ async def purposes(rt, purpose: str) -> list:
 
 
 async def test_an_open_finding_escalates_once_to_the_supervisor_after_the_limit(rt, amo, client):
-    aid = await new_account(rt, amo=amo, rules=rules_doc(
-        "deal_without_task", notify={"escalate_after_hours": 2, **NO_REPEAT}, supervisor_user_id=HEAD))
+    aid = await new_account(
+        rt,
+        amo=amo,
+        rules=rules_doc("deal_without_task", notify={"escalate_after_hours": 2, **NO_REPEAT}, supervisor_user_id=HEAD),
+    )
     await add_deals(rt, aid, [31000001, 31000002, 31000003], amo=amo)
     await evaluate(rt, aid, T0)
     by_deal = {f.deal_id: f for f in await findings(rt, aid)}
@@ -86,8 +89,7 @@ async def test_each_rule_escalates_after_its_own_limit(rt):
     await evaluate(rt, aid, T0 + timedelta(hours=2))
     assert [rule_of[r.finding_id] for r in await purposes(rt, "escalate")] == ["deal_without_task"]
     await evaluate(rt, aid, T0 + timedelta(hours=4, minutes=1))
-    assert sorted(rule_of[r.finding_id] for r in await purposes(rt, "escalate")) == ["deal_without_task",
-                                                                                      "stuck_stage"]
+    assert sorted(rule_of[r.finding_id] for r in await purposes(rt, "escalate")) == ["deal_without_task", "stuck_stage"]
 
 
 async def test_without_a_supervisor_nothing_escalates(rt):
@@ -99,9 +101,15 @@ async def test_without_a_supervisor_nothing_escalates(rt):
 
 
 async def test_escalations_go_to_the_head_of_the_managers_team(rt):
-    aid = await new_account(rt, rules=rules_doc(
-        "deal_without_task", notify={"escalate_after_hours": 1, **NO_REPEAT},
-        supervisor_user_id=HEAD, team_supervisors={OTHER_MANAGER: "8100009"}))
+    aid = await new_account(
+        rt,
+        rules=rules_doc(
+            "deal_without_task",
+            notify={"escalate_after_hours": 1, **NO_REPEAT},
+            supervisor_user_id=HEAD,
+            team_supervisors={OTHER_MANAGER: "8100009"},
+        ),
+    )
     await add_deals(rt, aid, [31000001], manager=MANAGER)
     await add_deals(rt, aid, [31000002], manager=OTHER_MANAGER)
     await evaluate(rt, aid, T0)
@@ -111,8 +119,9 @@ async def test_escalations_go_to_the_head_of_the_managers_team(rt):
 
 
 async def test_a_reminder_is_noted_once_per_interval_and_only_in_working_hours(rt, amo):
-    aid = await new_account(rt, amo=amo, rules=rules_doc(
-        "deal_without_task", notify={"repeat_hours": 2, **NO_ESCALATION}))
+    aid = await new_account(
+        rt, amo=amo, rules=rules_doc("deal_without_task", notify={"repeat_hours": 2, **NO_ESCALATION})
+    )
     await add_deals(rt, aid, [31000001, 31000002], amo=amo)
     await evaluate(rt, aid, T0)
     assert len(await purposes(rt, "open")) == 4  # a task and a note each
@@ -142,8 +151,9 @@ async def test_a_reminder_is_noted_once_per_interval_and_only_in_working_hours(r
 
 
 async def test_no_task_when_the_rule_says_so(rt, amo):
-    aid = await new_account(rt, amo=amo, rules=rules_doc(
-        "deal_without_task", notify={"task": False, **NO_REPEAT, **NO_ESCALATION}))
+    aid = await new_account(
+        rt, amo=amo, rules=rules_doc("deal_without_task", notify={"task": False, **NO_REPEAT, **NO_ESCALATION})
+    )
     await add_deals(rt, aid, [31000001], amo=amo)
     await evaluate(rt, aid, T0)
     assert [(r.kind, r.purpose) for r in await outbox(rt)] == [("add_note", "open")]
@@ -178,16 +188,16 @@ async def test_the_task_is_left_open_on_resolve_when_the_rule_says_so(rt, amo):
 
 
 async def test_a_suppressed_finding_says_nothing(rt, amo):
-    aid = await new_account(rt, amo=amo, rules=rules_doc(
-        "deal_without_task", "stuck_stage", notify={**NO_REPEAT, **NO_ESCALATION}))
+    aid = await new_account(
+        rt, amo=amo, rules=rules_doc("deal_without_task", "stuck_stage", notify={**NO_REPEAT, **NO_ESCALATION})
+    )
     # Both deals have sat in their stage for weeks. Deal 1 also has no task: its stuck_stage finding
     # is kept quiet by the open deal_without_task one (the default suppression). Deal 2 has a task.
     await add_deals(rt, aid, [31000001, 31000002], amo=amo)
     await plan_task(rt, aid, "31000002", T0 - timedelta(days=1))
     await evaluate(rt, aid, T0)
     found = {(f.rule, f.deal_id): f for f in await findings(rt, aid)}
-    assert set(found) == {("deal_without_task", "31000001"), ("stuck_stage", "31000001"),
-                          ("stuck_stage", "31000002")}
+    assert set(found) == {("deal_without_task", "31000001"), ("stuck_stage", "31000001"), ("stuck_stage", "31000002")}
     assert found[("stuck_stage", "31000001")].suppressed
     assert found[("stuck_stage", "31000001")].status == "open"
     speaking = {found[("deal_without_task", "31000001")].id, found[("stuck_stage", "31000002")].id}
@@ -201,8 +211,9 @@ async def test_a_suppressed_finding_says_nothing(rt, amo):
 
 
 async def test_a_finding_speaks_once_its_suppression_lifts(rt, amo):
-    aid = await new_account(rt, amo=amo, rules=rules_doc(
-        "deal_without_task", "stuck_stage", notify={**NO_REPEAT, **NO_ESCALATION}))
+    aid = await new_account(
+        rt, amo=amo, rules=rules_doc("deal_without_task", "stuck_stage", notify={**NO_REPEAT, **NO_ESCALATION})
+    )
     await add_deals(rt, aid, [31000001], amo=amo)
     await evaluate(rt, aid, T0)
     [stuck] = await findings(rt, aid, "stuck_stage")
@@ -214,4 +225,6 @@ async def test_a_finding_speaks_once_its_suppression_lifts(rt, amo):
     [stuck] = await findings(rt, aid, "stuck_stage")
     assert stuck.status == "open" and not stuck.suppressed
     assert {(r.kind, r.purpose) for r in await outbox(rt, finding_id=stuck.id)} == {
-        ("create_task", "open"), ("add_note", "open")}
+        ("create_task", "open"),
+        ("add_note", "open"),
+    }

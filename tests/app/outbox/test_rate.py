@@ -30,8 +30,9 @@ RATE = 7
 @pytest.mark.parametrize("amo_rate_limit", [RATE])  # the emulator answers 429 past 7 requests/s
 async def test_delivery_stays_under_seven_requests_per_second(rt, amo):
     rt.settings.amocrm_rate_per_second = RATE  # before the account's first client (and limiter) is made
-    aid = await new_account(rt, amo=amo, rules=rules_doc(
-        "deal_without_task", notify={"escalate_after_hours": None, "repeat_hours": None}))
+    aid = await new_account(
+        rt, amo=amo, rules=rules_doc("deal_without_task", notify={"escalate_after_hours": None, "repeat_hours": None})
+    )
     await add_deals(rt, aid, range(33000001, 33000351), amo=amo)
     await evaluate(rt, aid, T0)
     assert len(await outbox(rt, status="pending")) == 700  # 7 batches of tasks and 7 of notes

@@ -53,8 +53,9 @@ async def rendered(rt, account_id: int, now: datetime) -> dict[int, tuple[str, s
 
 
 async def test_tasks_and_notes_carry_amocrm_fields_text_link_and_marker(rt, frozen):
-    aid = await new_account(rt, base_url=REAL_BASE,
-                            rules=rules_doc("deal_without_task", notify={"task_due_hours": 6, **QUIET}))
+    aid = await new_account(
+        rt, base_url=REAL_BASE, rules=rules_doc("deal_without_task", notify={"task_due_hours": 6, **QUIET})
+    )
     await add_deals(rt, aid, [31000001, 31000002])
     await add_deals(rt, aid, [31000003], manager=None)  # nobody responsible: amoCRM picks its default user
     await evaluate(rt, aid, T0)
@@ -145,8 +146,9 @@ async def test_a_resolved_finding_completes_its_task_with_a_result(rt, frozen):
         assert await delivery.deliver_pending(rt) == 1
     [items] = bodies(patch)
     message, _ = words[close.finding_id]
-    assert items == [{"id": task_of["31000002"], "is_completed": True,
-                      "result": {"text": f"Нарушение устранено: {message}"}}]
+    assert items == [
+        {"id": task_of["31000002"], "is_completed": True, "result": {"text": f"Нарушение устранено: {message}"}}
+    ]
     [row] = await outbox(rt, id=close.id)
     assert row.status == "sent" and row.external_id is None
 
@@ -172,8 +174,9 @@ async def test_writes_go_in_batches_of_at_most_fifty(rt, frozen):
 
 
 async def test_the_configured_task_type_is_sent(rt, frozen):
-    aid = await new_account(rt, base_url=REAL_BASE,
-                            rules=rules_doc("deal_without_task", notify={"task_type_id": "2", **QUIET}))
+    aid = await new_account(
+        rt, base_url=REAL_BASE, rules=rules_doc("deal_without_task", notify={"task_type_id": "2", **QUIET})
+    )
     await add_deals(rt, aid, [31000001])
     await evaluate(rt, aid, T0)
     rt.http_transport = None

@@ -68,9 +68,16 @@ def default_calendar() -> BusinessCalendar:
 async def new_account(rt: Runtime, *, timezone: str = "Europe/Moscow") -> int:
     """An account row with the mirror's reference data (pipeline, stages, managers); returns its id."""
     async with rt.sessions() as s, s.begin():
-        account = Account(name="Демо", crm=PROFILE.crm, base_url=PROFILE.base_url,
-                          key=uuid.uuid4().hex, timezone=timezone, auth_kind="token",
-                          credentials=rt.box.seal({"access_token": "unused"}), sync_counts={})
+        account = Account(
+            name="Демо",
+            crm=PROFILE.crm,
+            base_url=PROFILE.base_url,
+            key=uuid.uuid4().hex,
+            timezone=timezone,
+            auth_kind="token",
+            credentials=rt.box.seal({"access_token": "unused"}),
+            sync_counts={},
+        )
         s.add(account)
         await s.flush()
         aid = account.id
@@ -83,47 +90,108 @@ async def new_account(rt: Runtime, *, timezone: str = "Europe/Moscow") -> int:
     return aid
 
 
-def add_pipeline(s: AsyncSession, account_id: int, pipeline_id: str, name: str,
-                 stages: dict[str, str]) -> None:
+def add_pipeline(s: AsyncSession, account_id: int, pipeline_id: str, name: str, stages: dict[str, str]) -> None:
     s.add(Pipeline(account_id=account_id, id=pipeline_id, name=name))
     for sort, (stage_id, stage_name) in enumerate(stages.items()):
         s.add(Stage(account_id=account_id, pipeline_id=pipeline_id, id=stage_id, name=stage_name, sort=sort))
 
 
-def add_deal(s: AsyncSession, account_id: int, deal_id: str, *, created_at: datetime,
-             stage_entered_at: datetime | None = None, pipeline_id: str = PIPELINE, stage_id: str = STAGE,
-             responsible_user_id: str | None = MANAGER, is_closed: bool = False,
-             is_deleted: bool = False) -> Deal:
-    deal = Deal(account_id=account_id, id=deal_id, name=f"Сделка {deal_id}", pipeline_id=pipeline_id,
-                stage_id=stage_id, stage_entered_at=stage_entered_at or created_at, stage_entered_source="event",
-                responsible_user_id=responsible_user_id, is_closed=is_closed, is_deleted=is_deleted,
-                created_at=created_at, source_updated_at=created_at, mirrored_at=created_at)
+def add_deal(
+    s: AsyncSession,
+    account_id: int,
+    deal_id: str,
+    *,
+    created_at: datetime,
+    stage_entered_at: datetime | None = None,
+    pipeline_id: str = PIPELINE,
+    stage_id: str = STAGE,
+    responsible_user_id: str | None = MANAGER,
+    is_closed: bool = False,
+    is_deleted: bool = False,
+) -> Deal:
+    deal = Deal(
+        account_id=account_id,
+        id=deal_id,
+        name=f"Сделка {deal_id}",
+        pipeline_id=pipeline_id,
+        stage_id=stage_id,
+        stage_entered_at=stage_entered_at or created_at,
+        stage_entered_source="event",
+        responsible_user_id=responsible_user_id,
+        is_closed=is_closed,
+        is_deleted=is_deleted,
+        created_at=created_at,
+        source_updated_at=created_at,
+        mirrored_at=created_at,
+    )
     s.add(deal)
     return deal
 
 
-def add_task(s: AsyncSession, account_id: int, task_id: str, deal_id: str, *, due_at: datetime,
-             created_at: datetime | None = None, responsible_user_id: str | None = MANAGER,
-             is_completed: bool = False, completed_at: datetime | None = None, is_deleted: bool = False,
-             previous_due_at: datetime | None = None, due_moved_at: datetime | None = None,
-             text: str = "Позвонить клиенту") -> Task:
+def add_task(
+    s: AsyncSession,
+    account_id: int,
+    task_id: str,
+    deal_id: str,
+    *,
+    due_at: datetime,
+    created_at: datetime | None = None,
+    responsible_user_id: str | None = MANAGER,
+    is_completed: bool = False,
+    completed_at: datetime | None = None,
+    is_deleted: bool = False,
+    previous_due_at: datetime | None = None,
+    due_moved_at: datetime | None = None,
+    text: str = "Позвонить клиенту",
+) -> Task:
     created = created_at or due_at
-    task = Task(account_id=account_id, id=task_id, deal_id=deal_id, entity_type=PROFILE.task_entity_type,
-                entity_id=deal_id, text=text, type_id=PROFILE.task_type_id,
-                responsible_user_id=responsible_user_id, due_at=due_at,
-                previous_due_at=previous_due_at, due_moved_at=due_moved_at, is_completed=is_completed,
-                completed_at=completed_at, is_deleted=is_deleted, created_at=created,
-                created_by=responsible_user_id,
-                source_updated_at=completed_at or due_moved_at or created)
+    task = Task(
+        account_id=account_id,
+        id=task_id,
+        deal_id=deal_id,
+        entity_type=PROFILE.task_entity_type,
+        entity_id=deal_id,
+        text=text,
+        type_id=PROFILE.task_type_id,
+        responsible_user_id=responsible_user_id,
+        due_at=due_at,
+        previous_due_at=previous_due_at,
+        due_moved_at=due_moved_at,
+        is_completed=is_completed,
+        completed_at=completed_at,
+        is_deleted=is_deleted,
+        created_at=created,
+        created_by=responsible_user_id,
+        source_updated_at=completed_at or due_moved_at or created,
+    )
     s.add(task)
     return task
 
 
-def add_note(s: AsyncSession, account_id: int, note_id: str, deal_id: str, text: str | None, *,
-             created_at: datetime, kind: str = "common", created_by: str | None = MANAGER) -> Note:
-    note = Note(account_id=account_id, id=note_id, entity_type="lead", entity_id=deal_id, deal_id=deal_id,
-                kind=kind, text=text, text_norm=fold(text), created_by=created_by, created_at=created_at,
-                params={})
+def add_note(
+    s: AsyncSession,
+    account_id: int,
+    note_id: str,
+    deal_id: str,
+    text: str | None,
+    *,
+    created_at: datetime,
+    kind: str = "common",
+    created_by: str | None = MANAGER,
+) -> Note:
+    note = Note(
+        account_id=account_id,
+        id=note_id,
+        entity_type="lead",
+        entity_id=deal_id,
+        deal_id=deal_id,
+        kind=kind,
+        text=text,
+        text_norm=fold(text),
+        created_by=created_by,
+        created_at=created_at,
+        params={},
+    )
     s.add(note)
     return note
 
@@ -131,8 +199,9 @@ def add_note(s: AsyncSession, account_id: int, note_id: str, deal_id: str, text:
 async def change(rt: Runtime, model: type[Any], account_id: int, entity_id: str, **values: Any) -> None:
     """Updates one mirror row in its own transaction, as an ingested CRM event would."""
     async with rt.sessions() as s, s.begin():
-        result = await s.execute(update(model).where(model.account_id == account_id, model.id == entity_id)
-                                 .values(**values))
+        result = await s.execute(
+            update(model).where(model.account_id == account_id, model.id == entity_id).values(**values)
+        )
         assert result.rowcount == 1, f"no {model.__name__} {entity_id}"
 
 
@@ -144,8 +213,9 @@ async def save_rules(rt: Runtime, account_id: int, document: dict[str, Any]) -> 
 # ---- engine and findings ----------------------------------------------------------------------------
 
 
-async def evaluate(rt: Runtime, account_id: int, now: datetime, *, deal_ids: list[str] | None = None,
-                   actor: str = "sweep") -> engine.EvaluationResult:
+async def evaluate(
+    rt: Runtime, account_id: int, now: datetime, *, deal_ids: list[str] | None = None, actor: str = "sweep"
+) -> engine.EvaluationResult:
     async with rt.sessions() as s, s.begin():
         return await engine.evaluate(s, account_id, deal_ids=deal_ids, now=now, actor=actor)
 
@@ -174,8 +244,9 @@ class Event:
 
 async def history(rt: Runtime, finding_id: int) -> list[Event]:
     async with rt.sessions() as s:
-        rows = await s.scalars(select(FindingEvent).where(FindingEvent.finding_id == finding_id)
-                               .order_by(FindingEvent.id))
+        rows = await s.scalars(
+            select(FindingEvent).where(FindingEvent.finding_id == finding_id).order_by(FindingEvent.id)
+        )
         return [Event(r.from_status, r.to_status, r.actor, r.reason) for r in rows]
 
 

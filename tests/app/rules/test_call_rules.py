@@ -27,19 +27,44 @@ CLIENT = "+79991234567"
 _ids = iter(range(1, 10_000))
 
 
-def add_call(s, account_id: int, *, started: datetime, talk: int = 95, status: str = "answered",
-             direction: str | None = "out", number: str | None = CLIENT, deal_id: str | None = "D1",
-             contact_id: str | None = "C1", manager: str | None = MANAGER, final: bool = True) -> Call:
+def add_call(
+    s,
+    account_id: int,
+    *,
+    started: datetime,
+    talk: int = 95,
+    status: str = "answered",
+    direction: str | None = "out",
+    number: str | None = CLIENT,
+    deal_id: str | None = "D1",
+    contact_id: str | None = "C1",
+    manager: str | None = MANAGER,
+    final: bool = True,
+) -> Call:
     from datetime import timedelta
 
     answered = started + timedelta(seconds=5) if status == "answered" else None
     ended = (answered or started) + timedelta(seconds=talk if status == "answered" else 30)
-    call = Call(account_id=account_id, provider="mango", provider_call_id=f"E{next(_ids)}", direction=direction,
-                client_number=number, manager_id=manager, manager_ref="101", started_at=started,
-                answered_at=answered, ended_at=ended, talk_seconds=talk if status == "answered" else 0,
-                duration_seconds=int((ended - started).total_seconds()), status=status, is_final=final,
-                recording_url="https://records.example.test/1.mp3", deal_id=deal_id, contact_id=contact_id,
-                match_source="mirror" if deal_id or contact_id else None)
+    call = Call(
+        account_id=account_id,
+        provider="mango",
+        provider_call_id=f"E{next(_ids)}",
+        direction=direction,
+        client_number=number,
+        manager_id=manager,
+        manager_ref="101",
+        started_at=started,
+        answered_at=answered,
+        ended_at=ended,
+        talk_seconds=talk if status == "answered" else 0,
+        duration_seconds=int((ended - started).total_seconds()),
+        status=status,
+        is_final=final,
+        recording_url="https://records.example.test/1.mp3",
+        deal_id=deal_id,
+        contact_id=contact_id,
+        match_source="mirror" if deal_id or contact_id else None,
+    )
     s.add(call)
     return call
 
@@ -55,6 +80,7 @@ async def one_call(rt, **kw) -> tuple[int, str]:
 
 
 # -- call_not_logged ----------------------------------------------------------------------------------
+
 
 async def test_a_talk_nobody_wrote_down_opens_after_30_working_minutes(rt):
     aid, cid = await one_call(rt, started=msk(2025, 12, 8, 12, 0))  # ends 12:01:40
@@ -80,8 +106,15 @@ async def test_a_note_by_that_manager_logs_the_call_even_late(rt):
     await evaluate(rt, aid, msk(2025, 12, 8, 13, 0))
     assert (await finding(rt, aid, "call_not_logged", cid)).status == "open"
     async with rt.sessions() as s, s.begin():
-        add_note(s, aid, "N-other", "D1", "Обсудили поставку, ждём счёт", created_at=msk(2025, 12, 8, 13, 5),
-                 created_by=OTHER_MANAGER)
+        add_note(
+            s,
+            aid,
+            "N-other",
+            "D1",
+            "Обсудили поставку, ждём счёт",
+            created_at=msk(2025, 12, 8, 13, 5),
+            created_by=OTHER_MANAGER,
+        )
         add_note(s, aid, "N-own", "D1", "Напоминание #cw12", created_at=msk(2025, 12, 8, 13, 5), created_by=MANAGER)
     await evaluate(rt, aid, msk(2025, 12, 8, 13, 10))
     assert (await finding(rt, aid, "call_not_logged", cid)).status == "open"  # another's note, our own marker
@@ -116,8 +149,9 @@ async def test_the_finding_reads_the_call_facts(rt):
     await evaluate(rt, aid, msk(2025, 12, 8, 13, 0))
     f = await finding(rt, aid, "call_not_logged", cid)
     async with rt.sessions() as s:
-        [out] = await findings_service.render(s, await s.get(Account, aid), [f], "http://x",
-                                              now=msk(2025, 12, 8, 13, 0))
+        [out] = await findings_service.render(
+            s, await s.get(Account, aid), [f], "http://x", now=msk(2025, 12, 8, 13, 0)
+        )
     assert "+7 999 123-45-67" in out.message and "08.12 12:00" in out.message and "1 мин 35 с" in out.message
     assert out.details["number"] == CLIENT and out.details["talk_seconds"] == 95
     assert out.details["recording_url"] == "https://records.example.test/1.mp3" and out.deal_id == "D1"
@@ -125,13 +159,30 @@ async def test_the_finding_reads_the_call_facts(rt):
 
 # -- unknown_number -----------------------------------------------------------------------------------
 
+
 async def test_calls_from_a_number_nobody_knows_are_one_lost_lead(rt):
     aid = await new_account(rt)
     async with rt.sessions() as s, s.begin():
-        add_call(s, aid, started=msk(2025, 12, 8, 11), status="missed", direction="in", deal_id=None,
-                 contact_id=None, number="+79160000001", manager=None)
-        add_call(s, aid, started=msk(2025, 12, 8, 11, 30), direction="in", deal_id=None, contact_id=None,
-                 number="+79160000001")
+        add_call(
+            s,
+            aid,
+            started=msk(2025, 12, 8, 11),
+            status="missed",
+            direction="in",
+            deal_id=None,
+            contact_id=None,
+            number="+79160000001",
+            manager=None,
+        )
+        add_call(
+            s,
+            aid,
+            started=msk(2025, 12, 8, 11, 30),
+            direction="in",
+            deal_id=None,
+            contact_id=None,
+            number="+79160000001",
+        )
     await evaluate(rt, aid, msk(2025, 12, 8, 11, 40))
     [f] = await findings(rt, aid, "unknown_number")
     assert f.entity_id == "+79160000001" and f.status == "open" and f.manager_id == MANAGER
@@ -153,6 +204,7 @@ async def test_unknown_number_waits_its_grace_in_working_time_and_resolves_on_a_
 
 
 # -- missed_call_not_returned --------------------------------------------------------------------------
+
 
 async def test_a_missed_call_nobody_returned_opens_after_30_working_minutes(rt):
     aid = await new_account(rt)
@@ -182,8 +234,17 @@ async def test_a_talk_with_another_number_does_not_split_a_clients_misses(rt):
         first = add_call(s, aid, started=msk(2025, 12, 8, 17, 40), status="missed", direction="in", manager=None)
         add_call(s, aid, started=msk(2025, 12, 8, 17, 45), status="missed", direction="in", manager=None)
         add_call(s, aid, started=msk(2025, 12, 8, 17, 42), number=other, deal_id=None, contact_id=None)
-        theirs = add_call(s, aid, started=msk(2025, 12, 8, 17, 50), status="missed", direction="in", manager=None,
-                          number=other, deal_id=None, contact_id=None)
+        theirs = add_call(
+            s,
+            aid,
+            started=msk(2025, 12, 8, 17, 50),
+            status="missed",
+            direction="in",
+            manager=None,
+            number=other,
+            deal_id=None,
+            contact_id=None,
+        )
         await s.flush()
         expected = {str(first.id), str(theirs.id)}
     await evaluate(rt, aid, msk(2025, 12, 9, 12))
@@ -226,8 +287,10 @@ async def test_the_missed_call_finding_says_how_long_the_client_has_waited(rt):
         account = await s.get(Account, aid)
         [ru] = await findings_service.render(s, account, [f], "http://x", now=msk(2025, 12, 8, 13, 0, 30))
         [en] = await findings_service.render(s, account, [f], "http://x", lang="en", now=msk(2025, 12, 8, 13, 0, 30))
-    assert ru.message == ("Пропущенный звонок с +7 999 123-45-67 в 08.12 11:00: "
-                          "клиенту не перезвонили уже 2 рабочих часа")
-    assert en.message == ("Missed call from +7 999 123-45-67 at 08.12 11:00: "
-                          "nobody has called back for 2 working hours")
+    assert ru.message == (
+        "Пропущенный звонок с +7 999 123-45-67 в 08.12 11:00: клиенту не перезвонили уже 2 рабочих часа"
+    )
+    assert en.message == (
+        "Missed call from +7 999 123-45-67 at 08.12 11:00: nobody has called back for 2 working hours"
+    )
     assert ru.details["number"] == CLIENT and ru.details["status"] == "missed"

@@ -33,8 +33,13 @@ async def test_deal_without_any_task_is_pending_for_fifteen_working_minutes_then
     await evaluate(rt, aid, CREATED + timedelta(minutes=14, seconds=59))
     f = await finding(rt, aid, RULE, "D1")
     assert f is not None
-    assert (f.status, f.started_at, f.deal_id, f.manager_id, f.entity_type) == ("pending", CREATED, "D1", MANAGER,
-                                                                                  "deal")
+    assert (f.status, f.started_at, f.deal_id, f.manager_id, f.entity_type) == (
+        "pending",
+        CREATED,
+        "D1",
+        MANAGER,
+        "deal",
+    )
     assert f.times_opened == 0 and f.opened_at is None
 
     opened = CREATED + timedelta(minutes=15)
@@ -74,8 +79,9 @@ async def test_started_at_is_when_the_last_task_was_completed(rt):
     last_done = msk(2025, 12, 8, 11, 0)
     async with rt.sessions() as s, s.begin():
         add_deal(s, aid, "D1", created_at=msk(2025, 12, 8, 9, 0))
-        add_task(s, aid, "T0", "D1", due_at=msk(2025, 12, 8, 10), is_completed=True,
-                 completed_at=msk(2025, 12, 8, 10, 5))
+        add_task(
+            s, aid, "T0", "D1", due_at=msk(2025, 12, 8, 10), is_completed=True, completed_at=msk(2025, 12, 8, 10, 5)
+        )
         add_task(s, aid, "T1", "D1", due_at=msk(2025, 12, 8, 12), is_completed=True, completed_at=last_done)
 
     await evaluate(rt, aid, msk(2025, 12, 8, 11, 10))
@@ -92,8 +98,9 @@ async def test_a_deleted_open_task_counts_from_its_deletion(rt):
     deleted_at = msk(2025, 12, 8, 11, 30)
     async with rt.sessions() as s, s.begin():
         add_deal(s, aid, "D1", created_at=msk(2025, 12, 8, 9, 0))
-        task = add_task(s, aid, "T1", "D1", due_at=msk(2025, 12, 9, 12), created_at=msk(2025, 12, 8, 9, 0),
-                        is_deleted=True)
+        task = add_task(
+            s, aid, "T1", "D1", due_at=msk(2025, 12, 9, 12), created_at=msk(2025, 12, 8, 9, 0), is_deleted=True
+        )
         task.source_updated_at = deleted_at
 
     await evaluate(rt, aid, msk(2025, 12, 8, 13))
@@ -128,7 +135,11 @@ async def test_an_open_task_resolves_the_finding_and_completing_it_regresses(rt)
     assert f is not None
     assert (f.status, f.started_at, f.times_opened) == ("open", done, 2)
     assert [e.reason for e in await history(rt, f.id)] == [
-        "condition began", "condition cleared", "regression", "grace period over"]
+        "condition began",
+        "condition cleared",
+        "regression",
+        "grace period over",
+    ]
 
 
 async def test_tasks_on_other_deals_or_accounts_do_not_count(rt):

@@ -40,8 +40,15 @@ async def _flagged(rt, aid) -> list[str]:
     return sorted(f.entity_id for f in await findings(rt, aid, RULE) if f.status == "open")
 
 
-EMPTY_NOTES = {"OK": "ок", "OK_SHOUTED": "Ок!!", "STOCK": "Перезвонить.", "STOCK_PADDED": "  перезвонить  ",
-               "TEN_CHARS": "Думает ещё", "EMPTY": "", "NULL": None}
+EMPTY_NOTES = {
+    "OK": "ок",
+    "OK_SHOUTED": "Ок!!",
+    "STOCK": "Перезвонить.",
+    "STOCK_PADDED": "  перезвонить  ",
+    "TEN_CHARS": "Думает ещё",
+    "EMPTY": "",
+    "NULL": None,
+}
 
 
 async def test_empty_or_stock_notes_are_findings(rt):
@@ -59,7 +66,12 @@ async def test_empty_or_stock_notes_are_findings(rt):
     assert sorted(f.entity_id for f in rows) == sorted(EMPTY_NOTES)
     for f in rows:
         assert (f.status, f.entity_type, f.deal_id, f.manager_id, f.started_at) == (
-            "open", "note", f"D_{f.entity_id}", OTHER_MANAGER, WRITTEN)
+            "open",
+            "note",
+            f"D_{f.entity_id}",
+            OTHER_MANAGER,
+            WRITTEN,
+        )
         assert await history(rt, f.id) == [Event(None, "open", "sweep", "condition began")]
 
 

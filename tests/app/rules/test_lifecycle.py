@@ -64,12 +64,28 @@ async def test_evaluating_twice_changes_nothing(rt):
         add_note(s, aid, "N1", "D1", "ок", created_at=NOW - timedelta(hours=2))
         # An overdue task that was also put off without contact.
         add_deal(s, aid, "D2", created_at=NOW - timedelta(hours=3))
-        add_task(s, aid, "T2", "D2", due_at=NOW - timedelta(minutes=30), created_at=NOW - timedelta(hours=3),
-                 previous_due_at=NOW - timedelta(hours=2), due_moved_at=NOW - timedelta(hours=1))
+        add_task(
+            s,
+            aid,
+            "T2",
+            "D2",
+            due_at=NOW - timedelta(minutes=30),
+            created_at=NOW - timedelta(hours=3),
+            previous_due_at=NOW - timedelta(hours=2),
+            due_moved_at=NOW - timedelta(hours=1),
+        )
         # A deal whose last task closed five minutes ago: deal_without_task is pending.
         add_deal(s, aid, "D3", created_at=NOW - timedelta(hours=3))
-        add_task(s, aid, "T3", "D3", due_at=NOW, created_at=NOW - timedelta(hours=3), is_completed=True,
-                 completed_at=NOW - timedelta(minutes=5))
+        add_task(
+            s,
+            aid,
+            "T3",
+            "D3",
+            due_at=NOW,
+            created_at=NOW - timedelta(hours=3),
+            is_completed=True,
+            completed_at=NOW - timedelta(minutes=5),
+        )
 
     first = await evaluate(rt, aid, NOW)
     rows = await findings(rt, aid)
@@ -135,8 +151,14 @@ async def test_a_snooze_that_ended_reopens_and_one_in_the_future_holds(rt):
     ended = await finding(rt, aid, "overdue_task", "T1")
     held = await finding(rt, aid, "overdue_task", "T2")
     assert ended is not None and held is not None
-    await _set_status(rt, ended.id, status="snoozed", snoozed_until=NOW + timedelta(minutes=30),
-                      snoozed_by="user:u1", snooze_reason="в отпуске")
+    await _set_status(
+        rt,
+        ended.id,
+        status="snoozed",
+        snoozed_until=NOW + timedelta(minutes=30),
+        snoozed_by="user:u1",
+        snooze_reason="в отпуске",
+    )
     async with rt.sessions() as s, s.begin():
         # The service refuses a snooze into the past by the real clock, which is far after NOW.
         await service.snooze(s, await s.get(Finding, held.id), utcnow() + timedelta(days=1), "user:u1", "жду")
@@ -227,7 +249,9 @@ async def test_a_bumped_rule_version_updates_still_violating_findings(rt, monkey
     await change(rt, Task, aid, "T2", is_completed=True, completed_at=NOW + timedelta(minutes=1))
     await evaluate(rt, aid, NOW + timedelta(minutes=5))
     assert {f.entity_id: (f.status, f.rule_version) for f in await findings(rt, aid, "overdue_task")} == {
-        "T1": ("open", 1), "T2": ("resolved", 1)}
+        "T1": ("open", 1),
+        "T2": ("resolved", 1),
+    }
 
     monkeypatch.setitem(RULES, "overdue_task", dataclasses.replace(RULES["overdue_task"], version=2))
     await evaluate(rt, aid, NOW + timedelta(minutes=10))
@@ -262,7 +286,10 @@ async def test_disabling_a_rule_resolves_its_findings(rt):
     await save_rules(rt, aid, {"rules": {"overdue_task": {"enabled": True}}})
     await evaluate(rt, aid, NOW + timedelta(minutes=10))
     assert {(f.entity_id, f.status) for f in await findings(rt, aid, "overdue_task")} == {
-        ("T1", "open"), ("T2", "open"), ("T3", "open")}
+        ("T1", "open"),
+        ("T2", "open"),
+        ("T3", "open"),
+    }
 
 
 async def test_disabling_every_rule_resolves_every_finding(rt):
@@ -321,8 +348,9 @@ async def test_a_task_moved_to_another_deal_takes_its_finding_along(rt):
     t1 = await finding(rt, aid, "overdue_task", "T1")
     assert t1 is not None and t1.deal_id == "D1"
     async with rt.sessions() as s, s.begin():
-        await s.execute(update(Task).where(Task.account_id == aid, Task.id == "T1").values(deal_id="D2",
-                                                                                           entity_id="D2"))
+        await s.execute(
+            update(Task).where(Task.account_id == aid, Task.id == "T1").values(deal_id="D2", entity_id="D2")
+        )
 
     # The event names the deal the task is on now; the finding is found by its entity.
     await evaluate(rt, aid, NOW + timedelta(minutes=1), deal_ids=["D2"], actor="incremental")
@@ -395,13 +423,22 @@ async def test_a_rule_that_computes_from_now_itself_is_still_evaluated_at_each_m
     from app.mirror.models import Deal
 
     def naive(ctx):
-        return (sa_select(Task.id.label("entity_id"), Task.deal_id.label("deal_id"),
-                          Deal.responsible_user_id.label("manager_id"), Task.due_at.label("started_at"),
-                          literal(True).label("opens"))
-                .join(Deal, and_(Deal.account_id == Task.account_id, Deal.id == Task.deal_id))
-                .where(Task.account_id == ctx.account_id, Task.is_completed == false(),
-                       Task.due_at <= literal(ctx.now, UtcDateTime()),
-                       *([Deal.id.in_(ctx.deal_ids)] if ctx.deal_ids is not None else [])))
+        return (
+            sa_select(
+                Task.id.label("entity_id"),
+                Task.deal_id.label("deal_id"),
+                Deal.responsible_user_id.label("manager_id"),
+                Task.due_at.label("started_at"),
+                literal(True).label("opens"),
+            )
+            .join(Deal, and_(Deal.account_id == Task.account_id, Deal.id == Task.deal_id))
+            .where(
+                Task.account_id == ctx.account_id,
+                Task.is_completed == false(),
+                Task.due_at <= literal(ctx.now, UtcDateTime()),
+                *([Deal.id.in_(ctx.deal_ids)] if ctx.deal_ids is not None else []),
+            )
+        )
 
     from app.rules import engine
 

@@ -165,10 +165,13 @@ async def test_grace_of_sixty_minutes_pending_on_sunday_open_on_monday_morning(r
     assert f is not None and f.status == "open"
 
 
-@pytest.mark.parametrize(("deal_change", "reason"), [
-    ({"is_closed": True, "closed_at": NOW - timedelta(minutes=1), "stage_id": "142"}, "deal closed"),
-    ({"is_deleted": True, "deleted_at": NOW - timedelta(minutes=1)}, "deal deleted"),
-])
+@pytest.mark.parametrize(
+    ("deal_change", "reason"),
+    [
+        ({"is_closed": True, "closed_at": NOW - timedelta(minutes=1), "stage_id": "142"}, "deal closed"),
+        ({"is_deleted": True, "deleted_at": NOW - timedelta(minutes=1)}, "deal deleted"),
+    ],
+)
 async def test_finding_resolves_when_its_deal_closes_or_is_deleted(rt, deal_change, reason):
     aid = await _deal_with_task(rt)
     await evaluate(rt, aid, NOW - timedelta(minutes=10))

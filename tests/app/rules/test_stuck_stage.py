@@ -45,8 +45,7 @@ async def test_default_limit_is_three_working_days(rt):
     await evaluate(rt, aid, thursday)
     f = await finding(rt, aid, RULE, "D1")
     assert f is not None
-    assert (f.status, f.started_at, f.deal_id, f.manager_id, f.opened_at) == ("open", ENTERED, "D1", MANAGER,
-                                                                              thursday)
+    assert (f.status, f.started_at, f.deal_id, f.manager_id, f.opened_at) == ("open", ENTERED, "D1", MANAGER, thursday)
 
 
 async def test_account_level_limit_in_the_rules_document(rt):
@@ -65,14 +64,28 @@ async def test_stage_override_beats_pipeline_override_beats_account(rt):
     aid = await new_account(rt)
     async with rt.sessions() as s, s.begin():
         add_pipeline(s, aid, "P2", "Опт", {"Q1": "Квалификация", "Q2": "Счёт"})
-        for deal_id, pipeline, stage in [("A", "P1", "S1"), ("NEGOTIATION", "P1", "S2"), ("CONTRACT", "P1", "S3"),
-                                         ("P2_STAGE", "P2", "Q1"), ("P2_OTHER", "P2", "Q2")]:
-            add_deal(s, aid, deal_id, created_at=ENTERED, stage_entered_at=ENTERED, pipeline_id=pipeline,
-                     stage_id=stage)
-    await save_rules(rt, aid, {"rules": {RULE: {
-        "stages": {"P1/S2": {"limit_days": 2}, "P1/S3": {"limit_days": 10}, "P2/Q1": {"limit_days": 1}},
-        "pipelines": {"P2": {"limit_days": 5}},
-    }}})
+        for deal_id, pipeline, stage in [
+            ("A", "P1", "S1"),
+            ("NEGOTIATION", "P1", "S2"),
+            ("CONTRACT", "P1", "S3"),
+            ("P2_STAGE", "P2", "Q1"),
+            ("P2_OTHER", "P2", "Q2"),
+        ]:
+            add_deal(
+                s, aid, deal_id, created_at=ENTERED, stage_entered_at=ENTERED, pipeline_id=pipeline, stage_id=stage
+            )
+    await save_rules(
+        rt,
+        aid,
+        {
+            "rules": {
+                RULE: {
+                    "stages": {"P1/S2": {"limit_days": 2}, "P1/S3": {"limit_days": 10}, "P2/Q1": {"limit_days": 1}},
+                    "pipelines": {"P2": {"limit_days": 5}},
+                }
+            }
+        },
+    )
 
     expected = [
         (msk(2025, 12, 9, 9, 59), []),
@@ -128,18 +141,30 @@ async def _move(rt, aid, stage_id, at):
     await change(rt, Deal, aid, "D1", stage_id=stage_id, stage_entered_at=at, source_updated_at=at)
 
 
-@pytest.mark.parametrize("exclude", [
-    {"stages": ["P1/S1"]},
-    {"pipelines": ["P1"]},
-    {"users": [MANAGER]},
-], ids=["stage", "pipeline", "user"])
+@pytest.mark.parametrize(
+    "exclude",
+    [
+        {"stages": ["P1/S1"]},
+        {"pipelines": ["P1"]},
+        {"users": [MANAGER]},
+    ],
+    ids=["stage", "pipeline", "user"],
+)
 async def test_excluded_deals_get_no_finding_and_existing_ones_resolve(rt, exclude):
     aid = await new_account(rt)
     async with rt.sessions() as s, s.begin():
         add_pipeline(s, aid, "P2", "Опт", {"Q1": "Квалификация"})
         add_deal(s, aid, "EXCLUDED", created_at=ENTERED, stage_entered_at=ENTERED)
-        add_deal(s, aid, "KEPT", created_at=ENTERED, stage_entered_at=ENTERED, pipeline_id="P2", stage_id="Q1",
-                 responsible_user_id=OTHER_MANAGER)
+        add_deal(
+            s,
+            aid,
+            "KEPT",
+            created_at=ENTERED,
+            stage_entered_at=ENTERED,
+            pipeline_id="P2",
+            stage_id="Q1",
+            responsible_user_id=OTHER_MANAGER,
+        )
     thursday = msk(2025, 12, 11, 12)
     await evaluate(rt, aid, thursday)
     assert await _open_stuck(rt, aid) == ["EXCLUDED", "KEPT"]

@@ -35,8 +35,17 @@ async def _rescheduled(rt, shift: timedelta = timedelta(days=1)) -> int:
     aid = await new_account(rt)
     async with rt.sessions() as s, s.begin():
         add_deal(s, aid, "D1", created_at=DEAL_CREATED)
-        add_task(s, aid, "T1", "D1", due_at=ORIGINAL_DUE + shift, created_at=TASK_CREATED,
-                 previous_due_at=ORIGINAL_DUE, due_moved_at=MOVED_AT, responsible_user_id=OTHER_MANAGER)
+        add_task(
+            s,
+            aid,
+            "T1",
+            "D1",
+            due_at=ORIGINAL_DUE + shift,
+            created_at=TASK_CREATED,
+            previous_due_at=ORIGINAL_DUE,
+            due_moved_at=MOVED_AT,
+            responsible_user_id=OTHER_MANAGER,
+        )
     return aid
 
 
@@ -59,12 +68,26 @@ async def test_a_note_or_call_since_the_task_was_set_means_contact(rt):
     async with rt.sessions() as s, s.begin():
         for kind in [*kinds, "none"]:
             add_deal(s, aid, f"D_{kind}", created_at=DEAL_CREATED)
-            add_task(s, aid, f"T_{kind}", f"D_{kind}", due_at=ORIGINAL_DUE + timedelta(days=1),
-                     created_at=TASK_CREATED, previous_due_at=ORIGINAL_DUE, due_moved_at=MOVED_AT)
+            add_task(
+                s,
+                aid,
+                f"T_{kind}",
+                f"D_{kind}",
+                due_at=ORIGINAL_DUE + timedelta(days=1),
+                created_at=TASK_CREATED,
+                previous_due_at=ORIGINAL_DUE,
+                due_moved_at=MOVED_AT,
+            )
         for kind in kinds:
-            add_note(s, aid, f"N_{kind}", f"D_{kind}",
-                     "Клиент просит перенести встречу на завтра" if kind == "common" else None,
-                     created_at=msk(2025, 12, 8, 13, 0), kind=kind)
+            add_note(
+                s,
+                aid,
+                f"N_{kind}",
+                f"D_{kind}",
+                "Клиент просит перенести встречу на завтра" if kind == "common" else None,
+                created_at=msk(2025, 12, 8, 13, 0),
+                kind=kind,
+            )
 
     await evaluate(rt, aid, NOW)
 
@@ -76,8 +99,14 @@ async def test_notes_that_are_not_contact_do_not_count(rt):
     other = await new_account(rt)
     async with rt.sessions() as s, s.begin():
         # Before the task was set, a system note, a note on another deal, the same deal id in another account.
-        add_note(s, aid, "N1", "D1", "Обсудили условия поставки, ждём реквизиты", created_at=TASK_CREATED
-                 - timedelta(minutes=1))
+        add_note(
+            s,
+            aid,
+            "N1",
+            "D1",
+            "Обсудили условия поставки, ждём реквизиты",
+            created_at=TASK_CREATED - timedelta(minutes=1),
+        )
         add_note(s, aid, "N2", "D1", "Этап сделки изменён", created_at=msk(2025, 12, 8, 13), kind="system")
         add_deal(s, aid, "D2", created_at=DEAL_CREATED)
         add_note(s, aid, "N3", "D2", None, created_at=msk(2025, 12, 8, 13), kind="call_out")
@@ -117,8 +146,17 @@ async def test_only_a_move_forward_by_at_least_an_hour_counts(rt):
     async with rt.sessions() as s, s.begin():
         for name, shift in shifts.items():
             add_deal(s, aid, f"D_{name}", created_at=DEAL_CREATED)
-            add_task(s, aid, f"T_{name}", f"D_{name}", due_at=ORIGINAL_DUE + shift, created_at=TASK_CREATED,
-                     previous_due_at=ORIGINAL_DUE, due_moved_at=MOVED_AT, responsible_user_id=MANAGER)
+            add_task(
+                s,
+                aid,
+                f"T_{name}",
+                f"D_{name}",
+                due_at=ORIGINAL_DUE + shift,
+                created_at=TASK_CREATED,
+                previous_due_at=ORIGINAL_DUE,
+                due_moved_at=MOVED_AT,
+                responsible_user_id=MANAGER,
+            )
 
     await evaluate(rt, aid, NOW)
 

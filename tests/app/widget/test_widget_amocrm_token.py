@@ -79,8 +79,9 @@ async def test_bad_signature_is_refused_and_burns_nothing(client, rt, amo):
 async def test_wrong_audience_is_refused(client, rt, amo):
     acc = await widget_account(client, rt, amo)
     deal_id, _ = await deal_with_findings(client, acc)
-    resp = await client.get(URL, params={"lead_id": deal_id},
-                            headers=headers(token(audience="https://someone-elses-integration.example")))
+    resp = await client.get(
+        URL, params={"lead_id": deal_id}, headers=headers(token(audience="https://someone-elses-integration.example"))
+    )
     assert resp.status_code == 401 and resp.json()["code"] == "token_invalid"
     assert AUDIENCE in resp.json()["detail"]
     assert await burned(rt) == 0
@@ -109,8 +110,10 @@ async def test_a_replayed_jti_is_refused_in_another_process_too(client, rt, amo,
     other = Runtime.build(settings)
     try:
         app2 = create_app(runtime=other, run_workers=False)
-        async with app2.router.lifespan_context(app2), httpx.AsyncClient(
-                transport=httpx.ASGITransport(app2), base_url="http://crmwatch.test") as c2:
+        async with (
+            app2.router.lifespan_context(app2),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app2), base_url="http://crmwatch.test") as c2,
+        ):
             resp = await c2.get(URL, params={"lead_id": deal_id}, headers=headers(tok))
             assert resp.status_code == 401 and resp.json()["code"] == "token_replayed"
             fresh = await c2.get(URL, params={"lead_id": deal_id}, headers=headers(token()))
@@ -139,27 +142,36 @@ async def test_another_accounts_token_sees_and_changes_nothing_here(client, rt, 
     acc = await widget_account(client, rt, amo)
     deal_id, items = await deal_with_findings(client, acc)
     other_secret = "the-other-integration-secret-xyz"
-    await add_other_amocrm_account(client, rt, base_url="https://othershop.amocrm.ru", external_id="111",
-                                   secret=other_secret)
-    theirs = {"secret": other_secret, "base_url": "https://othershop.amocrm.ru", "account_id": 111,
-              "subdomain": "othershop"}
+    await add_other_amocrm_account(
+        client, rt, base_url="https://othershop.amocrm.ru", external_id="111", secret=other_secret
+    )
+    theirs = {
+        "secret": other_secret,
+        "base_url": "https://othershop.amocrm.ru",
+        "account_id": 111,
+        "subdomain": "othershop",
+    }
     # Their valid token works on their own account, where this deal has no findings...
-    resp = await client.get(URL, params={"lead_id": deal_id}, headers=headers(token(**theirs),
-                                                                              "https://othershop.amocrm.ru"))
+    resp = await client.get(
+        URL, params={"lead_id": deal_id}, headers=headers(token(**theirs), "https://othershop.amocrm.ru")
+    )
     assert resp.status_code == 200 and resp.json()["items"] == []
     # ...and cannot acknowledge ours.
-    ack = await client.post(f"/widget/amocrm/findings/{items[0]['id']}/ack",
-                            headers=headers(token(**theirs), "https://othershop.amocrm.ru"))
+    ack = await client.post(
+        f"/widget/amocrm/findings/{items[0]['id']}/ack", headers=headers(token(**theirs), "https://othershop.amocrm.ru")
+    )
     assert ack.status_code == 404
     # Their secret signing our account's claims is a forgery.
     forged = await client.get(URL, params={"lead_id": deal_id}, headers=headers(token(secret=other_secret)))
     assert forged.status_code == 401 and forged.json()["code"] == "token_invalid"
     # Our token sent from their page, or issued by another address, is refused.
-    wrong_page = await client.get(URL, params={"lead_id": deal_id},
-                                  headers=headers(token(), "https://othershop.amocrm.ru"))
+    wrong_page = await client.get(
+        URL, params={"lead_id": deal_id}, headers=headers(token(), "https://othershop.amocrm.ru")
+    )
     assert wrong_page.status_code == 401
-    wrong_iss = await client.get(URL, params={"lead_id": deal_id},
-                                 headers=headers(token(base_url="https://othershop.amocrm.ru")))
+    wrong_iss = await client.get(
+        URL, params={"lead_id": deal_id}, headers=headers(token(base_url="https://othershop.amocrm.ru"))
+    )
     assert wrong_iss.status_code == 401 and "another amoCRM address" in wrong_iss.json()["detail"]
     # An account nobody connected.
     stranger = await client.get(URL, params={"lead_id": deal_id}, headers=headers(token(account_id=5, subdomain="x")))
@@ -175,18 +187,23 @@ async def test_acknowledge_and_snooze_record_the_amocrm_user(client, rt, amo):
     a, b = items[0]["id"], items[1]["id"]
     resp = await client.post(f"/widget/amocrm/findings/{a}/ack", headers=headers(token()))
     assert resp.status_code == 200
-    assert resp.json() == {"id": a, "status": "acknowledged", "by": f"user:{MANAGER}", "until": None,
-                           "until_label": None}
+    assert resp.json() == {
+        "id": a,
+        "status": "acknowledged",
+        "by": f"user:{MANAGER}",
+        "until": None,
+        "until_label": None,
+    }
     assert resp.headers["access-control-allow-origin"] == ORIGIN
     detail = (await client.get(f"/api/findings/{a}")).json()
     assert detail["status"] == "acknowledged" and detail["acknowledged_by"] == f"user:{MANAGER}"
     assert detail["history"][-1]["actor"] == f"user:{MANAGER}" and detail["history"][-1]["to_status"] == "acknowledged"
 
-    bad = await client.post(f"/widget/amocrm/findings/{b}/snooze", json={"preset": "forever"},
-                            headers=headers(token()))
+    bad = await client.post(f"/widget/amocrm/findings/{b}/snooze", json={"preset": "forever"}, headers=headers(token()))
     assert bad.status_code == 422
-    snoozed = await client.post(f"/widget/amocrm/findings/{b}/snooze", json={"preset": "tomorrow"},
-                                headers=headers(token()))
+    snoozed = await client.post(
+        f"/widget/amocrm/findings/{b}/snooze", json={"preset": "tomorrow"}, headers=headers(token())
+    )
     assert snoozed.status_code == 200, snoozed.text
     until = datetime.fromisoformat(snoozed.json()["until"])
     local = until.astimezone(ZoneInfo("Europe/Moscow"))
@@ -204,15 +221,22 @@ async def test_acknowledge_and_snooze_record_the_amocrm_user(client, rt, amo):
     again = await client.post(f"/widget/amocrm/findings/{a}/ack", headers=headers(token()))
     assert again.status_code == 200 and again.json()["status"] == "acknowledged"  # idempotent: nothing new
     async with rt.reads() as s:
-        events = await s.scalar(select(func.count()).select_from(FindingEvent).where(
-            FindingEvent.finding_id == a, FindingEvent.to_status == "acknowledged"))
+        events = await s.scalar(
+            select(func.count())
+            .select_from(FindingEvent)
+            .where(FindingEvent.finding_id == a, FindingEvent.to_status == "acknowledged")
+        )
     assert events == 1
 
 
 async def test_cors_preflight_is_open_only_to_connected_amocrm_addresses(client, rt, amo):
     await widget_account(client, rt, amo)
-    ask = {"Origin": ORIGIN, "Access-Control-Request-Method": "GET",
-           "Access-Control-Request-Headers": "x-auth-token", "Authorization": ""}
+    ask = {
+        "Origin": ORIGIN,
+        "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "x-auth-token",
+        "Authorization": "",
+    }
     ok = await client.options(URL, headers=ask)
     assert ok.status_code == 204
     assert ok.headers["access-control-allow-origin"] == ORIGIN
@@ -246,8 +270,9 @@ async def test_the_secret_is_sealed_and_never_echoed(client, rt, amo):
     assert short.status_code == 422
     unknown = await client.put(f"/api/accounts/{acc['id']}/widget", json={"secret": SECRET})
     assert unknown.status_code == 422
-    anonymous = await client.put(f"/api/accounts/{acc['id']}/widget", json={"client_secret": "x" * 20},
-                                 headers={"Authorization": ""})
+    anonymous = await client.put(
+        f"/api/accounts/{acc['id']}/widget", json={"client_secret": "x" * 20}, headers={"Authorization": ""}
+    )
     assert anonymous.status_code == 401
     assert (await client.put("/api/accounts/999/widget", json={"client_secret": "x" * 20})).status_code == 404
     async with rt.reads() as s:
@@ -256,11 +281,30 @@ async def test_the_secret_is_sealed_and_never_echoed(client, rt, amo):
 
 
 async def test_an_oauth_accounts_client_secret_and_redirect_uri_sign_its_tokens(rt):
-    account = Account(id=1, name="x", crm="amocrm", base_url="https://demoshop.amocrm.ru", key="k", auth_kind="oauth",
-                      credentials=rt.box.seal({"client_id": "c", "client_secret": "oauth-secret",
-                                               "redirect_uri": "https://hooks.example.com/amocrm/callback?x=1"}))
+    account = Account(
+        id=1,
+        name="x",
+        crm="amocrm",
+        base_url="https://demoshop.amocrm.ru",
+        key="k",
+        auth_kind="oauth",
+        credentials=rt.box.seal(
+            {
+                "client_id": "c",
+                "client_secret": "oauth-secret",
+                "redirect_uri": "https://hooks.example.com/amocrm/callback?x=1",
+            }
+        ),
+    )
     key = amocrm_token.signing_key(account, None, rt.box, "http://crmwatch.test")
     assert key == amocrm_token.SigningKey(secret="oauth-secret", audience="https://hooks.example.com")
-    plain = Account(id=2, name="y", crm="amocrm", base_url="https://a.amocrm.ru", key="k2", auth_kind="token",
-                    credentials=rt.box.seal({"access_token": "t"}))
+    plain = Account(
+        id=2,
+        name="y",
+        crm="amocrm",
+        base_url="https://a.amocrm.ru",
+        key="k2",
+        auth_kind="token",
+        credentials=rt.box.seal({"access_token": "t"}),
+    )
     assert amocrm_token.signing_key(plain, None, rt.box, "http://crmwatch.test") is None

@@ -23,25 +23,42 @@ PORTAL = "https://acme.bitrix24.ru"
 MEMBER_ID = "da45a03b265edd8787f8a258d793cc5d"
 GOOD_AUTH = "3cf49f6600631fcd00005a4b00000001f0f107d9825065d14b0d269c63cdaa0bb1967d"
 DEAL = "3473"
-PORTAL_USER = {"ID": "7", "ACTIVE": True, "NAME": "Анна", "LAST_NAME": "Смирнова", "EMAIL": "anna@acme.ru",
-               "TIME_ZONE": "", "TIME_ZONE_OFFSET": 10800}
+PORTAL_USER = {
+    "ID": "7",
+    "ACTIVE": True,
+    "NAME": "Анна",
+    "LAST_NAME": "Смирнова",
+    "EMAIL": "anna@acme.ru",
+    "TIME_ZONE": "",
+    "TIME_ZONE_OFFSET": 10800,
+}
 
 
 def placement_form(**over: str) -> dict[str, str]:
     """The CRM_DEAL_DETAIL_TAB handler's POST, as b24restdocs shows it."""
-    return {"DOMAIN": "acme.bitrix24.ru", "PROTOCOL": "1", "LANG": "ru", "APP_SID": "d8286e173e919aa1695254997a6e3123",
-            "AUTH_ID": GOOD_AUTH, "AUTH_EXPIRES": "3600",
-            "REFRESH_ID": "2c73c76600631fcd00005a4b00000001f0f1076f22983f060e8e14120e47cbc2c227a0",
-            "member_id": MEMBER_ID, "status": "L", "PLACEMENT": "CRM_DEAL_DETAIL_TAB",
-            "PLACEMENT_OPTIONS": json.dumps({"ID": DEAL}), **over}
+    return {
+        "DOMAIN": "acme.bitrix24.ru",
+        "PROTOCOL": "1",
+        "LANG": "ru",
+        "APP_SID": "d8286e173e919aa1695254997a6e3123",
+        "AUTH_ID": GOOD_AUTH,
+        "AUTH_EXPIRES": "3600",
+        "REFRESH_ID": "2c73c76600631fcd00005a4b00000001f0f1076f22983f060e8e14120e47cbc2c227a0",
+        "member_id": MEMBER_ID,
+        "status": "L",
+        "PLACEMENT": "CRM_DEAL_DETAIL_TAB",
+        "PLACEMENT_OPTIONS": json.dumps({"ID": DEAL}),
+        **over,
+    }
 
 
 def portal_answer(request: httpx.Request) -> httpx.Response:
     auth = parse_qs(request.content.decode()).get("auth", [""])[0]
     if auth == GOOD_AUTH:
         return httpx.Response(200, json={"result": PORTAL_USER, "time": {"start": 1722841503.05, "duration": 0.04}})
-    return httpx.Response(401, json={"error": "invalid_token",
-                                     "error_description": "The access token provided is invalid."})
+    return httpx.Response(
+        401, json={"error": "invalid_token", "error_description": "The access token provided is invalid."}
+    )
 
 
 @pytest.fixture
@@ -56,14 +73,35 @@ async def bitrix_account(rt) -> tuple[int, list[int]]:
     """A portal installed by the Bitrix24 app flow (member_id in external_id), with findings on two deals."""
     now = utcnow()
     async with rt.sessions() as s, s.begin():
-        account = Account(name="Акме", crm="bitrix24", base_url=PORTAL, key="b24-key", auth_kind="oauth",
-                          credentials=rt.box.seal({}), external_id=MEMBER_ID, timezone="Europe/Moscow")
+        account = Account(
+            name="Акме",
+            crm="bitrix24",
+            base_url=PORTAL,
+            key="b24-key",
+            auth_kind="oauth",
+            credentials=rt.box.seal({}),
+            external_id=MEMBER_ID,
+            timezone="Europe/Moscow",
+        )
         s.add(account)
         await s.flush()
-        rows = [Finding(account_id=account.id, rule=rule, rule_version=1, entity_type="deal", entity_id=deal,
-                        deal_id=deal, manager_id="7", severity="warning", status="open",
-                        started_at=now - timedelta(days=4), opened_at=now - timedelta(days=1), times_opened=1)
-                for rule, deal in (("stuck_stage", DEAL), ("deal_without_task", DEAL), ("stuck_stage", "9999"))]
+        rows = [
+            Finding(
+                account_id=account.id,
+                rule=rule,
+                rule_version=1,
+                entity_type="deal",
+                entity_id=deal,
+                deal_id=deal,
+                manager_id="7",
+                severity="warning",
+                status="open",
+                started_at=now - timedelta(days=4),
+                opened_at=now - timedelta(days=1),
+                times_opened=1,
+            )
+            for rule, deal in (("stuck_stage", DEAL), ("deal_without_task", DEAL), ("stuck_stage", "9999"))
+        ]
         s.add_all(rows)
         await s.flush()
         return account.id, [r.id for r in rows]
@@ -107,7 +145,9 @@ async def test_acknowledge_and_snooze_from_the_tab_record_the_portal_user(client
     async with rt.reads() as s:
         events = list(await s.scalars(select(FindingEvent).where(FindingEvent.finding_id.in_(ids[:2]))))
     assert {(e.finding_id, e.to_status, e.actor) for e in events} == {
-        (ids[0], "acknowledged", "user:7"), (ids[1], "snoozed", "user:7")}
+        (ids[0], "acknowledged", "user:7"),
+        (ids[1], "snoozed", "user:7"),
+    }
     # The page's token is for its own deal: another deal's finding is out of reach.
     other = await client.post(f"/widget/bitrix24/findings/{ids[2]}/ack", headers=auth)
     assert other.status_code == 404
@@ -121,8 +161,9 @@ async def test_a_forged_placement_is_refused_with_a_clear_page(client, rt, porta
     assert forged.status_code == 403
     assert "Вход не подтверждён" in forged.text and "data-token" not in forged.text
     # DOMAIN is the sender's claim: the check still goes to the portal stored at install.
-    elsewhere = await client.post("/widget/bitrix24/deal-tab",
-                                  data=placement_form(AUTH_ID="made-up", DOMAIN="evil.example.com"))
+    elsewhere = await client.post(
+        "/widget/bitrix24/deal-tab", data=placement_form(AUTH_ID="made-up", DOMAIN="evil.example.com")
+    )
     assert elsewhere.status_code == 403
     assert portal.call_count == 2 and all(c.request.url.host == "acme.bitrix24.ru" for c in portal.calls)
     unknown = await client.post("/widget/bitrix24/deal-tab", data=placement_form(member_id="0" * 32))
@@ -130,8 +171,12 @@ async def test_a_forged_placement_is_refused_with_a_clear_page(client, rt, porta
     assert portal.call_count == 2  # an unknown portal is not even asked
     english = await client.post("/widget/bitrix24/deal-tab", data=placement_form(AUTH_ID="x", LANG="en"))
     assert "Sign-in not confirmed" in english.text
-    for broken in (placement_form(PLACEMENT_OPTIONS="not json"), placement_form(PLACEMENT_OPTIONS="{}"),
-                   placement_form(AUTH_ID=""), placement_form(PLACEMENT="CRM_LEAD_DETAIL_TAB")):
+    for broken in (
+        placement_form(PLACEMENT_OPTIONS="not json"),
+        placement_form(PLACEMENT_OPTIONS="{}"),
+        placement_form(AUTH_ID=""),
+        placement_form(PLACEMENT="CRM_LEAD_DETAIL_TAB"),
+    ):
         resp = await client.post("/widget/bitrix24/deal-tab", data=broken)
         assert resp.status_code == 400 and "Неполный запрос" in resp.text
 

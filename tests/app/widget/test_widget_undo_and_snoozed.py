@@ -29,14 +29,15 @@ async def test_the_snooze_menu_names_monday_on_a_friday(client, rt, amo):
     acc = await widget_account(client, rt, amo)
     async with rt.reads() as s:
         account = await s.get(Account, acc["id"])
-        friday = datetime(2026, 12, 4, 13, 0, tzinfo=UTC)   # Friday 16:00 in Moscow
+        friday = datetime(2026, 12, 4, 13, 0, tzinfo=UTC)  # Friday 16:00 in Moscow
         tuesday = datetime(2026, 12, 1, 13, 0, tzinfo=UTC)
         assert await snooze_labels(s, account, "ru", friday) == {"tomorrow": "до пн 09:00"}
         assert await snooze_labels(s, account, "en", friday) == {"tomorrow": "until Mon 09:00"}
         assert await snooze_labels(s, account, "ru", tuesday) == {"tomorrow": "до завтра"}
         # New Year holidays in Russia: the next working morning is days away.
-        assert (await snooze_labels(s, account, "ru", datetime(2026, 12, 31, 13, 0, tzinfo=UTC)))["tomorrow"] \
-            == "до 11.01 09:00"
+        assert (await snooze_labels(s, account, "ru", datetime(2026, 12, 31, 13, 0, tzinfo=UTC)))[
+            "tomorrow"
+        ] == "до 11.01 09:00"
 
 
 async def test_snoozed_findings_are_listed_and_can_come_back(client, rt, amo):

@@ -21,8 +21,14 @@ ORIGIN = AMO_BASE
 
 
 def token(secret: str = SECRET, **over: object) -> str:
-    claims: dict = {"base_url": AMO_BASE, "audience": AUDIENCE, "account_id": AMO_ACCOUNT_ID, "subdomain": SUBDOMAIN,
-                    "user_id": MANAGER, **over}
+    claims: dict = {
+        "base_url": AMO_BASE,
+        "audience": AUDIENCE,
+        "account_id": AMO_ACCOUNT_ID,
+        "subdomain": SUBDOMAIN,
+        "user_id": MANAGER,
+        **over,
+    }
     return mint_token(secret, **claims)
 
 
@@ -32,8 +38,9 @@ async def widget_account(client, rt, amo, *, secret: str | None = SECRET) -> dic
     acc = await create_account(client)
     await sync.run_pending(rt)
     if secret is not None:
-        resp = await client.put(f"/api/accounts/{acc['id']}/widget", json={"client_secret": secret,
-                                                                           "audience": AUDIENCE})
+        resp = await client.put(
+            f"/api/accounts/{acc['id']}/widget", json={"client_secret": secret, "audience": AUDIENCE}
+        )
         assert resp.status_code == 200, resp.text
     return acc
 
@@ -53,7 +60,6 @@ async def add_other_amocrm_account(client, rt, *, base_url: str, external_id: st
     acc = await create_account(client, name="Другой", base_url=base_url)
     async with rt.sessions() as s, s.begin():
         await s.execute(update(Account).where(Account.id == acc["id"]).values(external_id=external_id))
-    resp = await client.put(f"/api/accounts/{acc['id']}/widget", json={"client_secret": secret,
-                                                                       "audience": AUDIENCE})
+    resp = await client.put(f"/api/accounts/{acc['id']}/widget", json={"client_secret": secret, "audience": AUDIENCE})
     assert resp.status_code == 200, resp.text
     return acc

@@ -120,11 +120,14 @@ async def collect(client: AmoCrmClient, section: str, region: str = "RU") -> lis
 
 # -- paging --------------------------------------------------------------------------------------
 
+
 async def test_paging_follows_next_link_until_204(client: AmoCrmClient, api: respx.MockRouter) -> None:
-    route = api.get(f"{BASE}/api/v4/tasks").mock(side_effect=[
-        httpx.Response(200, json=fixture_json("api_v4_tasks_page.json")),
-        httpx.Response(204),
-    ])
+    route = api.get(f"{BASE}/api/v4/tasks").mock(
+        side_effect=[
+            httpx.Response(200, json=fixture_json("api_v4_tasks_page.json")),
+            httpx.Response(204),
+        ]
+    )
 
     pages = await collect(client, "tasks")
 
@@ -142,7 +145,8 @@ async def test_events_section_pages_by_100_and_filters_status_changes(
     client: AmoCrmClient, api: respx.MockRouter
 ) -> None:
     route = api.get(f"{BASE}/api/v4/events").mock(
-        return_value=httpx.Response(200, json=fixture_json("api_v4_events_status.json")))
+        return_value=httpx.Response(200, json=fixture_json("api_v4_events_status.json"))
+    )
 
     before = datetime.now(UTC)
     await collect(client, "stage_events")
@@ -163,16 +167,16 @@ async def test_204_on_first_page_is_an_empty_list(client: AmoCrmClient, api: res
     assert route.call_count == 1
 
 
-async def test_next_link_to_another_host_is_not_followed(
-    client: AmoCrmClient, api: respx.MockRouter
-) -> None:
+async def test_next_link_to_another_host_is_not_followed(client: AmoCrmClient, api: respx.MockRouter) -> None:
     page1 = fixture_json("api_v4_tasks_page.json")
     page1["_links"]["next"]["href"] = "https://collector.example.net/api/v4/tasks?page=2"
     foreign = api.route(host="collector.example.net").mock(return_value=httpx.Response(204))
-    own = api.get(f"{BASE}/api/v4/tasks").mock(side_effect=[
-        httpx.Response(200, json=page1),
-        httpx.Response(204),
-    ])
+    own = api.get(f"{BASE}/api/v4/tasks").mock(
+        side_effect=[
+            httpx.Response(200, json=page1),
+            httpx.Response(204),
+        ]
+    )
 
     await collect(client, "tasks")
 
@@ -184,13 +188,14 @@ async def test_next_link_to_another_host_is_not_followed(
 
 # -- retries -------------------------------------------------------------------------------------
 
-async def test_429_is_retried_after_retry_after(
-    client: AmoCrmClient, api: respx.MockRouter, vt: VirtualTime
-) -> None:
-    route = api.get(f"{BASE}/api/v4/account").mock(side_effect=[
-        httpx.Response(429, headers={"Retry-After": "3"}),
-        httpx.Response(200, json={"id": 29876543, "subdomain": "demoshop"}),
-    ])
+
+async def test_429_is_retried_after_retry_after(client: AmoCrmClient, api: respx.MockRouter, vt: VirtualTime) -> None:
+    route = api.get(f"{BASE}/api/v4/account").mock(
+        side_effect=[
+            httpx.Response(429, headers={"Retry-After": "3"}),
+            httpx.Response(200, json={"id": 29876543, "subdomain": "demoshop"}),
+        ]
+    )
 
     ident = await client.identity()
 
@@ -199,13 +204,13 @@ async def test_429_is_retried_after_retry_after(
     assert vt.client_sleeps == [3.0]
 
 
-async def test_429_without_retry_after_backs_off(
-    client: AmoCrmClient, api: respx.MockRouter, vt: VirtualTime
-) -> None:
-    route = api.get(f"{BASE}/api/v4/account").mock(side_effect=[
-        httpx.Response(429),
-        httpx.Response(200, json={"id": 29876543}),
-    ])
+async def test_429_without_retry_after_backs_off(client: AmoCrmClient, api: respx.MockRouter, vt: VirtualTime) -> None:
+    route = api.get(f"{BASE}/api/v4/account").mock(
+        side_effect=[
+            httpx.Response(429),
+            httpx.Response(200, json={"id": 29876543}),
+        ]
+    )
 
     await client.identity()
 
@@ -217,11 +222,13 @@ async def test_429_without_retry_after_backs_off(
 async def test_503_is_retried_with_growing_backoff(
     client: AmoCrmClient, api: respx.MockRouter, vt: VirtualTime
 ) -> None:
-    route = api.get(f"{BASE}/api/v4/account").mock(side_effect=[
-        httpx.Response(503),
-        httpx.Response(503),
-        httpx.Response(200, json={"id": 29876543}),
-    ])
+    route = api.get(f"{BASE}/api/v4/account").mock(
+        side_effect=[
+            httpx.Response(503),
+            httpx.Response(503),
+            httpx.Response(200, json={"id": 29876543}),
+        ]
+    )
 
     ident = await client.identity()
 
@@ -233,13 +240,13 @@ async def test_503_is_retried_with_growing_backoff(
     assert 0.5 <= second <= 1.0
 
 
-async def test_transport_error_is_retried(
-    client: AmoCrmClient, api: respx.MockRouter, vt: VirtualTime
-) -> None:
-    route = api.get(f"{BASE}/api/v4/account").mock(side_effect=[
-        httpx.ConnectTimeout("connect timed out"),
-        httpx.Response(200, json={"id": 29876543}),
-    ])
+async def test_transport_error_is_retried(client: AmoCrmClient, api: respx.MockRouter, vt: VirtualTime) -> None:
+    route = api.get(f"{BASE}/api/v4/account").mock(
+        side_effect=[
+            httpx.ConnectTimeout("connect timed out"),
+            httpx.Response(200, json={"id": 29876543}),
+        ]
+    )
 
     ident = await client.identity()
 
@@ -263,13 +270,16 @@ async def test_retries_exhausted_is_crm_unavailable(
 
 # -- auth and request errors ---------------------------------------------------------------------
 
+
 async def test_401_refreshes_once_and_retries_with_new_token(
     client: AmoCrmClient, api: respx.MockRouter, tokens: FakeTokens
 ) -> None:
-    route = api.get(f"{BASE}/api/v4/account").mock(side_effect=[
-        httpx.Response(401),
-        httpx.Response(200, json={"id": 29876543}),
-    ])
+    route = api.get(f"{BASE}/api/v4/account").mock(
+        side_effect=[
+            httpx.Response(401),
+            httpx.Response(200, json={"id": 29876543}),
+        ]
+    )
 
     ident = await client.identity()
 
@@ -278,9 +288,7 @@ async def test_401_refreshes_once_and_retries_with_new_token(
     assert [c.request.headers["Authorization"] for c in route.calls] == ["Bearer tok-1", "Bearer tok-2"]
 
 
-async def test_second_401_is_auth_error(
-    client: AmoCrmClient, api: respx.MockRouter, tokens: FakeTokens
-) -> None:
+async def test_second_401_is_auth_error(client: AmoCrmClient, api: respx.MockRouter, tokens: FakeTokens) -> None:
     route = api.get(f"{BASE}/api/v4/account").mock(return_value=httpx.Response(401))
 
     with pytest.raises(CrmAuthError):
@@ -293,8 +301,9 @@ async def test_second_401_is_auth_error(
 async def test_401_without_a_fresh_token_is_auth_error(api: respx.MockRouter, vt: VirtualTime) -> None:
     tokens = FakeTokens(refreshes=[None])
     route = api.get(f"{BASE}/api/v4/account").mock(return_value=httpx.Response(401))
-    client = AmoCrmClient(BASE, tokens, SlidingWindowLimiter(1000, clock=vt.clock, sleep=vt.limiter_sleep),
-                          sleep=vt.client_sleep)
+    client = AmoCrmClient(
+        BASE, tokens, SlidingWindowLimiter(1000, clock=vt.clock, sleep=vt.limiter_sleep), sleep=vt.client_sleep
+    )
     try:
         with pytest.raises(CrmAuthError):
             await client.identity()
@@ -309,7 +318,8 @@ async def test_400_is_request_error_without_retry(
     client: AmoCrmClient, api: respx.MockRouter, vt: VirtualTime, tokens: FakeTokens
 ) -> None:
     route = api.get(f"{BASE}/api/v4/account").mock(
-        return_value=httpx.Response(400, json={"title": "Bad Request", "detail": "Invalid filter"}))
+        return_value=httpx.Response(400, json={"title": "Bad Request", "detail": "Invalid filter"})
+    )
 
     with pytest.raises(CrmRequestError):
         await client.identity()
@@ -321,9 +331,11 @@ async def test_400_is_request_error_without_retry(
 
 # -- mapping to domain events --------------------------------------------------------------------
 
+
 async def test_pipelines_map_to_stages_with_won_and_lost(client: AmoCrmClient, api: respx.MockRouter) -> None:
     api.get(f"{BASE}/api/v4/leads/pipelines").mock(
-        return_value=httpx.Response(200, json=fixture_json("api_v4_pipelines.json")))
+        return_value=httpx.Response(200, json=fixture_json("api_v4_pipelines.json"))
+    )
 
     [[pipeline]] = await collect(client, "pipelines")
 
@@ -344,20 +356,28 @@ async def test_pipelines_map_to_stages_with_won_and_lost(client: AmoCrmClient, a
 
 async def test_status_events_map_to_stage_entered(client: AmoCrmClient, api: respx.MockRouter) -> None:
     api.get(f"{BASE}/api/v4/events").mock(
-        return_value=httpx.Response(200, json=fixture_json("api_v4_events_status.json")))
+        return_value=httpx.Response(200, json=fixture_json("api_v4_events_status.json"))
+    )
 
     [[event]] = await collect(client, "stage_events")
 
     assert event == StageEntered(
-        deal_id="31000001", stage_id="41000003", pipeline_id="4100000", at=at(1764000000),
-        from_stage_id="41000002", by_user_id="8100001")
+        deal_id="31000001",
+        stage_id="41000003",
+        pipeline_id="4100000",
+        at=at(1764000000),
+        from_stage_id="41000002",
+        by_user_id="8100001",
+    )
 
 
 async def test_tasks_map_to_task_upserted(client: AmoCrmClient, api: respx.MockRouter) -> None:
-    api.get(f"{BASE}/api/v4/tasks").mock(side_effect=[
-        httpx.Response(200, json=fixture_json("api_v4_tasks_page.json")),
-        httpx.Response(204),
-    ])
+    api.get(f"{BASE}/api/v4/tasks").mock(
+        side_effect=[
+            httpx.Response(200, json=fixture_json("api_v4_tasks_page.json")),
+            httpx.Response(204),
+        ]
+    )
 
     [[task]] = await collect(client, "tasks")
 
@@ -376,19 +396,35 @@ async def test_contact_phones_are_normalized_to_e164(client: AmoCrmClient, api: 
     body = {
         "_page": 1,
         "_links": {"self": {"href": f"{BASE}/api/v4/contacts?limit=250&page=1"}},
-        "_embedded": {"contacts": [{
-            "id": 33000001,
-            "name": "Анна Кузнецова",
-            "responsible_user_id": 8100001,
-            "updated_at": 1764000000,
-            "custom_fields_values": [
-                {"field_id": 264911, "field_name": "Телефон", "field_code": "PHONE", "field_type": "multitext",
-                 "values": [{"value": "8 912 345-67-01", "enum_id": 193200, "enum_code": "WORK"},
-                            {"value": "+7 (912) 345-67-02", "enum_id": 193202, "enum_code": "MOB"}]},
-                {"field_id": 264913, "field_name": "Email", "field_code": "EMAIL", "field_type": "multitext",
-                 "values": [{"value": "anna@example.com", "enum_id": 193210, "enum_code": "WORK"}]},
-            ],
-        }]},
+        "_embedded": {
+            "contacts": [
+                {
+                    "id": 33000001,
+                    "name": "Анна Кузнецова",
+                    "responsible_user_id": 8100001,
+                    "updated_at": 1764000000,
+                    "custom_fields_values": [
+                        {
+                            "field_id": 264911,
+                            "field_name": "Телефон",
+                            "field_code": "PHONE",
+                            "field_type": "multitext",
+                            "values": [
+                                {"value": "8 912 345-67-01", "enum_id": 193200, "enum_code": "WORK"},
+                                {"value": "+7 (912) 345-67-02", "enum_id": 193202, "enum_code": "MOB"},
+                            ],
+                        },
+                        {
+                            "field_id": 264913,
+                            "field_name": "Email",
+                            "field_code": "EMAIL",
+                            "field_type": "multitext",
+                            "values": [{"value": "anna@example.com", "enum_id": 193210, "enum_code": "WORK"}],
+                        },
+                    ],
+                }
+            ]
+        },
     }
     api.get(f"{BASE}/api/v4/contacts").mock(return_value=httpx.Response(200, json=body))
 
@@ -401,13 +437,33 @@ async def test_contact_phones_are_normalized_to_e164(client: AmoCrmClient, api: 
 
 
 async def test_fetch_deals_asks_for_each_id_with_contacts(client: AmoCrmClient, api: respx.MockRouter) -> None:
-    body = {"_embedded": {"leads": [
-        {"id": 1, "name": "Заказ #1", "price": 15000, "responsible_user_id": 8100001, "status_id": 142,
-         "pipeline_id": 4100000, "updated_at": 1764000000, "closed_at": 1764000000,
-         "_embedded": {"contacts": [{"id": 33000001, "is_main": True}]}},
-        {"id": 2, "name": "Заказ #2", "price": None, "responsible_user_id": 8100002, "status_id": 41000002,
-         "pipeline_id": 4100000, "updated_at": 1764000000, "_embedded": {"contacts": []}},
-    ]}}
+    body = {
+        "_embedded": {
+            "leads": [
+                {
+                    "id": 1,
+                    "name": "Заказ #1",
+                    "price": 15000,
+                    "responsible_user_id": 8100001,
+                    "status_id": 142,
+                    "pipeline_id": 4100000,
+                    "updated_at": 1764000000,
+                    "closed_at": 1764000000,
+                    "_embedded": {"contacts": [{"id": 33000001, "is_main": True}]},
+                },
+                {
+                    "id": 2,
+                    "name": "Заказ #2",
+                    "price": None,
+                    "responsible_user_id": 8100002,
+                    "status_id": 41000002,
+                    "pipeline_id": 4100000,
+                    "updated_at": 1764000000,
+                    "_embedded": {"contacts": []},
+                },
+            ]
+        }
+    }
     route = api.get(f"{BASE}/api/v4/leads").mock(return_value=httpx.Response(200, json=body))
 
     deals = await client.fetch_deals(["1", "2"], region="RU")
@@ -423,6 +479,7 @@ async def test_fetch_deals_asks_for_each_id_with_contacts(client: AmoCrmClient, 
 
 
 # -- rate limit ----------------------------------------------------------------------------------
+
 
 async def test_rate_limit_holds_at_most_7_calls_per_rolling_second(api: respx.MockRouter) -> None:
     stamps: list[float] = []

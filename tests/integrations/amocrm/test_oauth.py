@@ -49,8 +49,11 @@ async def test_code_grant_sends_json_and_returns_pair(token_route: respx.Route) 
 
 
 async def test_refresh_grant_sends_refresh_token(token_route: respx.Route) -> None:
-    token_route.mock(return_value=httpx.Response(200, json={**GRANTED, "expires_in": 3600,
-                                                            "access_token": "acc-2", "refresh_token": "ref-2"}))
+    token_route.mock(
+        return_value=httpx.Response(
+            200, json={**GRANTED, "expires_in": 3600, "access_token": "acc-2", "refresh_token": "ref-2"}
+        )
+    )
 
     before = datetime.now(UTC)
     pair = await exchange(BASE, refresh_token="ref-1", **CREDS)
@@ -63,19 +66,24 @@ async def test_refresh_grant_sends_refresh_token(token_route: respx.Route) -> No
 
 
 async def test_revoked_token_is_auth_error_with_hint(token_route: respx.Route) -> None:
-    token_route.mock(return_value=httpx.Response(
-        400, json={"title": "Ошибка", "status": 400, "hint": "Token has been revoked"}))
+    token_route.mock(
+        return_value=httpx.Response(400, json={"title": "Ошибка", "status": 400, "hint": "Token has been revoked"})
+    )
 
     with pytest.raises(CrmAuthError, match="Token has been revoked"):
         await exchange(BASE, refresh_token="ref-1", **CREDS)
 
 
-@pytest.mark.parametrize("effect", [
-    httpx.Response(502, text="Bad Gateway"),
-    httpx.Response(429),
-    httpx.ConnectError("connection refused"),
-    httpx.ReadTimeout("read timed out"),
-], ids=["502", "429", "connect-error", "read-timeout"])
+@pytest.mark.parametrize(
+    "effect",
+    [
+        httpx.Response(502, text="Bad Gateway"),
+        httpx.Response(429),
+        httpx.ConnectError("connection refused"),
+        httpx.ReadTimeout("read timed out"),
+    ],
+    ids=["502", "429", "connect-error", "read-timeout"],
+)
 async def test_outage_is_unavailable_not_auth_error(token_route: respx.Route, effect: object) -> None:
     # An outage must not look like a revoked grant, or the account would be flagged for re-consent.
     token_route.mock(side_effect=[effect])

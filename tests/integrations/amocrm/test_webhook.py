@@ -79,8 +79,7 @@ def test_every_fixture_parses_into_known_events(name: str) -> None:
     events = parse_fixture(name)
     assert events
     assert not any(isinstance(ev, UnknownEntity) for ev in events), events
-    assert check(body_of(fixture_pairs(name))) == ParsedWebhook(
-        external_account_id="29876543", subdomain="demoshop")
+    assert check(body_of(fixture_pairs(name))) == ParsedWebhook(external_account_id="29876543", subdomain="demoshop")
 
 
 def test_lead_add() -> None:
@@ -141,13 +140,16 @@ def test_lead_note_call_out_keeps_call_params() -> None:
     # A call note is also a call, for the telephony rules (app/calls).
     assert isinstance(call, CallEvent) and call.provider == "amocrm" and call.call_id == "call-7788"
     assert (call.direction, call.client_number, call.talk_seconds, call.deal_id) == (
-        CallDirection.OUT, "+79991234567", 95, "31000001")
+        CallDirection.OUT,
+        "+79991234567",
+        95,
+        "31000001",
+    )
     assert note.id == "61000002"
     assert note.kind is NoteKind.CALL_OUT
     assert note.deal_id == "31000001"
     assert note.text is None
-    assert dict(note.params) == {
-        "uniq": "call-7788", "duration": "95", "phone": "+79991234567", "src": "mango_office"}
+    assert dict(note.params) == {"uniq": "call-7788", "duration": "95", "phone": "+79991234567", "src": "mango_office"}
 
 
 def test_task_add() -> None:
@@ -199,6 +201,7 @@ def test_two_leads_in_one_post_keep_their_order() -> None:
 
 # -- shapes the fixtures do not show -------------------------------------------------------------
 
+
 def test_thin_status_webhook_is_marked_thin_and_dated_on_receipt() -> None:
     pairs = [
         ("leads[status][0][id]", "31000001"),
@@ -241,16 +244,27 @@ def test_subdomain_only_account_is_accepted() -> None:
     assert parsed == ParsedWebhook(external_account_id=None, subdomain="demoshop")
 
 
-@pytest.mark.parametrize("body", [
-    b"",
-    b"%%%&&&==",
-    b"leads[add][0][name]=\xff\xfe&account[id]=1",
-    b"leads[add][0][name]=%FF%FE&account[id]=1",
-    b"foo=bar",
-    b"leads=1&leads[add][0][id]=2",
-    b"leads[add][0][id]=2&leads=1",
-], ids=["empty", "percent-garbage", "raw-non-utf8", "encoded-non-utf8", "no-amocrm-root",
-        "scalar-then-nested", "nested-then-scalar"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"%%%&&&==",
+        b"leads[add][0][name]=\xff\xfe&account[id]=1",
+        b"leads[add][0][name]=%FF%FE&account[id]=1",
+        b"foo=bar",
+        b"leads=1&leads[add][0][id]=2",
+        b"leads[add][0][id]=2&leads=1",
+    ],
+    ids=[
+        "empty",
+        "percent-garbage",
+        "raw-non-utf8",
+        "encoded-non-utf8",
+        "no-amocrm-root",
+        "scalar-then-nested",
+        "nested-then-scalar",
+    ],
+)
 def test_check_rejects_malformed(body: bytes) -> None:
     with pytest.raises(WebhookMalformed):
         check(body)

@@ -70,8 +70,15 @@ def client(tokens: Tokens | None = None, limiter: PortalLimiter | None = None, *
     async def no_sleep(seconds: float) -> None:
         slept.append(seconds)
 
-    c = Bitrix24Crm(PORTAL, tokens or Tokens(), limiter or PortalLimiter(1000, 1000), backoff_base=0.01,
-                    backoff_cap=0.02, sleep=kw.pop("sleep", no_sleep), **kw)
+    c = Bitrix24Crm(
+        PORTAL,
+        tokens or Tokens(),
+        limiter or PortalLimiter(1000, 1000),
+        backoff_base=0.01,
+        backoff_cap=0.02,
+        sleep=kw.pop("sleep", no_sleep),
+        **kw,
+    )
     c.slept = slept  # type: ignore[attr-defined]
     return c
 
@@ -92,7 +99,8 @@ async def test_webhook_mode_puts_the_secret_in_the_path_and_oauth_mode_sends_aut
 
 def test_php_query_encodes_nested_filters_as_batch_commands_carry_them():
     assert php_query({"entityTypeId": 2, "filter": {">ID": 5, "STAGE_ID": ["A", "B"]}, "flag": True}) == (
-        "entityTypeId=2&filter[%3EID]=5&filter[STAGE_ID][0]=A&filter[STAGE_ID][1]=B&flag=Y")
+        "entityTypeId=2&filter[%3EID]=5&filter[STAGE_ID][0]=A&filter[STAGE_ID][1]=B&flag=Y"
+    )
 
 
 @respx.mock
@@ -101,8 +109,10 @@ async def test_fetch_named_reads_records_in_one_batch_and_maps_them():
     events = await client().fetch_named([RecordNamed("deal", "4521"), RecordNamed("task", "881")], region="RU")
     sent = body_of(route.calls[0])
     assert sent["halt"] == 0
-    assert sent["cmd"] == {"deal_4521": "crm.item.get?entityTypeId=2&id=4521",
-                           "task_881": "tasks.task.get?taskId=881&" + php_query({"select": TASK_SELECT})}
+    assert sent["cmd"] == {
+        "deal_4521": "crm.item.get?entityTypeId=2&id=4521",
+        "task_881": "tasks.task.get?taskId=881&" + php_query({"select": TASK_SELECT}),
+    }
     deal = next(e for e in events if isinstance(e, DealUpserted))
     task = next(e for e in events if isinstance(e, TaskUpserted))
     assert (deal.id, deal.stage_id, deal.responsible_user_id) == ("4521", "PREPARATION", "7")
@@ -112,8 +122,9 @@ async def test_fetch_named_reads_records_in_one_batch_and_maps_them():
 
 @respx.mock
 async def test_a_deal_record_maps_moved_time_to_its_stage_entry():
-    respx.post(f"{HOOK}/batch.json").respond(json={"result": {
-        "result": {"deal_4521": fixture_json("crm_item_get_deal.json")["result"]}, "result_error": []}})
+    respx.post(f"{HOOK}/batch.json").respond(
+        json={"result": {"result": {"deal_4521": fixture_json("crm_item_get_deal.json")["result"]}, "result_error": []}}
+    )
     events = await client().fetch_named([RecordNamed("deal", "4521")], region="RU")
     deal, entered = events
     assert isinstance(deal, DealUpserted) and isinstance(entered, StageEntered)
@@ -123,9 +134,17 @@ async def test_a_deal_record_maps_moved_time_to_its_stage_entry():
 
 @respx.mock
 async def test_a_record_gone_from_the_portal_comes_back_as_its_deletion():
-    respx.post(f"{HOOK}/batch.json").respond(json={"result": {"result": [], "result_error": {
-        "deal_7": {"error": "NOT_FOUND", "error_description": "Элемент не найден"},
-        "activity_9": {"error": "NOT_FOUND", "error_description": "Not found"}}}})
+    respx.post(f"{HOOK}/batch.json").respond(
+        json={
+            "result": {
+                "result": [],
+                "result_error": {
+                    "deal_7": {"error": "NOT_FOUND", "error_description": "Элемент не найден"},
+                    "activity_9": {"error": "NOT_FOUND", "error_description": "Not found"},
+                },
+            }
+        }
+    )
     events = await client().fetch_named([RecordNamed("deal", "7"), RecordNamed("activity", "9")], region="RU")
     assert [type(e).__name__ for e in events] == ["DealDeleted", "TaskDeleted"]
     assert events[1].id == "act:9"
@@ -133,8 +152,14 @@ async def test_a_record_gone_from_the_portal_comes_back_as_its_deletion():
 
 @respx.mock
 async def test_another_error_inside_a_batch_raises_so_the_event_is_retried():
-    respx.post(f"{HOOK}/batch.json").respond(json={"result": {"result": [], "result_error": {
-        "deal_7": {"error": "ACCESS_DENIED", "error_description": "Access denied"}}}})
+    respx.post(f"{HOOK}/batch.json").respond(
+        json={
+            "result": {
+                "result": [],
+                "result_error": {"deal_7": {"error": "ACCESS_DENIED", "error_description": "Access denied"}},
+            }
+        }
+    )
     with pytest.raises(CrmRequestError):
         await client().fetch_named([RecordNamed("deal", "7")], region="RU")
 
@@ -146,10 +171,12 @@ async def test_a_batch_takes_at_most_50_commands():
 
 @respx.mock
 async def test_pages_follow_next_until_it_is_absent():
-    route = respx.post(f"{HOOK}/user.get.json").mock(side_effect=[
-        httpx.Response(200, json={"result": [{"ID": str(i)} for i in range(50)], "next": 50, "total": 60}),
-        httpx.Response(200, json={"result": [{"ID": str(i)} for i in range(50, 60)], "total": 60}),
-    ])
+    route = respx.post(f"{HOOK}/user.get.json").mock(
+        side_effect=[
+            httpx.Response(200, json={"result": [{"ID": str(i)} for i in range(50)], "next": 50, "total": 60}),
+            httpx.Response(200, json={"result": [{"ID": str(i)} for i in range(50, 60)], "total": 60}),
+        ]
+    )
     pages = [p async for p in client().pages("user.get")]
     assert [len(p) for p in pages] == [50, 10]
     assert [body_of(c)["start"] for c in route.calls] == [0, 50]
@@ -157,10 +184,12 @@ async def test_pages_follow_next_until_it_is_absent():
 
 @respx.mock
 async def test_export_pages_by_id_with_start_minus_one():
-    route = respx.post(f"{HOOK}/crm.item.list.json").mock(side_effect=[
-        httpx.Response(200, json={"result": {"items": [{"id": i} for i in range(1, 51)]}}),
-        httpx.Response(200, json={"result": {"items": [{"id": 51}, {"id": 52}]}}),
-    ])
+    route = respx.post(f"{HOOK}/crm.item.list.json").mock(
+        side_effect=[
+            httpx.Response(200, json={"result": {"items": [{"id": i} for i in range(1, 51)]}}),
+            httpx.Response(200, json={"result": {"items": [{"id": 51}, {"id": 52}]}}),
+        ]
+    )
     pages = [p async for p in client().export("crm.item.list", {"entityTypeId": 2}, key="items", id_field="id")]
     assert [len(p) for p in pages] == [50, 2]
     first, second = (body_of(c) for c in route.calls)
@@ -170,11 +199,13 @@ async def test_export_pages_by_id_with_start_minus_one():
 
 @respx.mock
 async def test_query_limit_backs_off_and_retries():
-    route = respx.post(f"{HOOK}/profile.json").mock(side_effect=[
-        httpx.Response(503, json=fixture_json("error_query_limit.json")),
-        httpx.Response(503, json=fixture_json("error_query_limit.json")),
-        httpx.Response(200, json={"result": {"ID": "1"}}),
-    ])
+    route = respx.post(f"{HOOK}/profile.json").mock(
+        side_effect=[
+            httpx.Response(503, json=fixture_json("error_query_limit.json")),
+            httpx.Response(503, json=fixture_json("error_query_limit.json")),
+            httpx.Response(200, json={"result": {"ID": "1"}}),
+        ]
+    )
     limiter = PortalLimiter(1000, 1000)
     c = client(limiter=limiter)
     await c.identity()
@@ -193,8 +224,13 @@ async def test_operation_time_limit_pauses_that_method_only():
     clock = Clock()
     limiter = PortalLimiter(1000, 1000, wall=clock, clock=clock)
     blocked = respx.post(f"{HOOK}/crm.item.list.json").respond(
-        429, json={"error": "OPERATION_TIME_LIMIT", "error_description": "Method is blocked",
-                   "time": {"operating_reset_at": clock.now + 300}})
+        429,
+        json={
+            "error": "OPERATION_TIME_LIMIT",
+            "error_description": "Method is blocked",
+            "time": {"operating_reset_at": clock.now + 300},
+        },
+    )
     other = respx.post(f"{HOOK}/profile.json").respond(json={"result": {}})
     c = client(limiter=limiter, sleep=clock.sleep)
     with pytest.raises(MethodPaused):
@@ -215,20 +251,24 @@ async def test_operation_time_limit_pauses_that_method_only():
 async def test_a_short_operation_pause_is_waited_out():
     clock = Clock()
     limiter = PortalLimiter(1000, 1000, wall=clock, clock=clock)
-    route = respx.post(f"{HOOK}/crm.item.list.json").mock(side_effect=[
-        httpx.Response(429, json={"error": "OPERATION_TIME_LIMIT", "time": {"operating_reset_at": clock.now + 10}}),
-        httpx.Response(200, json={"result": {"items": []}}),
-    ])
+    route = respx.post(f"{HOOK}/crm.item.list.json").mock(
+        side_effect=[
+            httpx.Response(429, json={"error": "OPERATION_TIME_LIMIT", "time": {"operating_reset_at": clock.now + 10}}),
+            httpx.Response(200, json={"result": {"items": []}}),
+        ]
+    )
     await client(limiter=limiter, sleep=clock.sleep).call("crm.item.list")
     assert route.call_count == 2 and clock.slept and clock.slept[0] == pytest.approx(10, abs=0.01)
 
 
 @respx.mock
 async def test_an_expired_oauth_token_is_refreshed_once():
-    route = respx.post(f"{PORTAL}/rest/profile.json").mock(side_effect=[
-        httpx.Response(401, json={"error": "expired_token", "error_description": "The access token has expired."}),
-        httpx.Response(200, json={"result": {"ID": "1"}}),
-    ])
+    route = respx.post(f"{PORTAL}/rest/profile.json").mock(
+        side_effect=[
+            httpx.Response(401, json={"error": "expired_token", "error_description": "The access token has expired."}),
+            httpx.Response(200, json={"result": {"ID": "1"}}),
+        ]
+    )
     tokens = Tokens("old", refreshed="new")
     await client(tokens).identity()
     assert tokens.refresh_calls == 1 and body_of(route.calls[1])["auth"] == "new"

@@ -38,8 +38,15 @@ def setup(rate: float, burst: int) -> tuple[Bitrix24Emulator, Bitrix24Crm, SimCl
     portal = Bitrix24Emulator()
     portal.clock = portal.unix_now = clock
     limiter = PortalLimiter(rate, burst, clock=clock, wall=clock, sleep=clock.sleep)
-    client = Bitrix24Crm("https://demoshop.bitrix24.ru", WebhookTokens(), limiter, backoff_base=0.5,
-                         backoff_cap=4.0, sleep=clock.sleep, transport=httpx.ASGITransport(create_bitrix24_app(portal)))
+    client = Bitrix24Crm(
+        "https://demoshop.bitrix24.ru",
+        WebhookTokens(),
+        limiter,
+        backoff_base=0.5,
+        backoff_cap=4.0,
+        sleep=clock.sleep,
+        transport=httpx.ASGITransport(create_bitrix24_app(portal)),
+    )
     return portal, client, clock
 
 

@@ -31,12 +31,15 @@ def test_check_reads_the_portal_and_its_token_without_building_the_tree():
     assert parsed.secret == "f0e1d2c3b4a5968778695a4b3c2d1e0f" and not parsed.issues_secret
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("ONCRMDEALADD", [RecordNamed("deal", "4522")]),
-    ("ONCRMDEALUPDATE", [RecordNamed("deal", "4521")]),
-    ("ONTASKUPDATE", [RecordNamed("task", "881")]),
-    ("ONCRMACTIVITYADD", [RecordNamed("activity", "10233")]),
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("ONCRMDEALADD", [RecordNamed("deal", "4522")]),
+        ("ONCRMDEALUPDATE", [RecordNamed("deal", "4521")]),
+        ("ONTASKUPDATE", [RecordNamed("task", "881")]),
+        ("ONCRMACTIVITYADD", [RecordNamed("activity", "10233")]),
+    ],
+)
 def test_fixtures_name_their_records(name, expected):
     assert parse(b24_form(name)) == expected
 
@@ -55,8 +58,13 @@ def test_deletions_need_no_read():
 
 
 def test_an_offline_record_parses_like_the_online_event():
-    body = json.dumps({"event": "ONCRMDEALUPDATE", "data": {"FIELDS": {"ID": 4521}},
-                       "offline": {"id": "7", "message_id": "m", "ts": "2025-11-24T19:00:00+03:00"}})
+    body = json.dumps(
+        {
+            "event": "ONCRMDEALUPDATE",
+            "data": {"FIELDS": {"ID": 4521}},
+            "offline": {"id": "7", "message_id": "m", "ts": "2025-11-24T19:00:00+03:00"},
+        }
+    )
     assert parse(body) == [RecordNamed("deal", "4521")]
 
 
@@ -72,8 +80,9 @@ def test_the_install_event_hands_over_tokens_member_id_and_application_token():
     assert datetime.fromisoformat(issued.credentials["expires_at"]) > NOW
 
 
-@pytest.mark.parametrize("body", [b'{"event": "ONCRMDEALADD"}', b"event=ONCRMDEALADD", b"a=%ZZ", b"auth[x]=1",
-                                  b"event=&auth[member_id]=1"])
+@pytest.mark.parametrize(
+    "body", [b'{"event": "ONCRMDEALADD"}', b"event=ONCRMDEALADD", b"a=%ZZ", b"auth[x]=1", b"event=&auth[member_id]=1"]
+)
 def test_garbage_is_malformed(body):
     with pytest.raises(WebhookMalformed):
         webhook.check(body)

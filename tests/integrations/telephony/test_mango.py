@@ -30,8 +30,9 @@ def signed(payload: dict, key: str = CREDS["api_key"], salt: str = CREDS["api_sa
 
 
 def request(body: bytes, path: str = "events/summary") -> HookRequest:
-    return HookRequest(method="POST", path=path, query={}, headers={}, body=body,
-                       content_type="application/x-www-form-urlencoded")
+    return HookRequest(
+        method="POST", path=path, query={}, headers={}, body=body, content_type="application/x-www-form-urlencoded"
+    )
 
 
 def parse(body: bytes, path: str = "events/summary"):
@@ -39,8 +40,9 @@ def parse(body: bytes, path: str = "events/summary"):
     return mango.parse(StoredHook(path=path, body=body.decode()), region="RU", received_at=NOW)
 
 
-@pytest.mark.parametrize("name", ["mango_summary_outbound_answered", "mango_summary_inbound_missed",
-                                  "mango_summary_ivr_only"])
+@pytest.mark.parametrize(
+    "name", ["mango_summary_outbound_answered", "mango_summary_inbound_missed", "mango_summary_ivr_only"]
+)
 def test_fixture_signatures_verify(name: str) -> None:
     verdict = mango.verify(request(fixture(name)), CREDS, NOW)
     assert verdict.store and len(verdict.dedup_key) == 64
@@ -88,9 +90,16 @@ def test_a_call_that_ended_in_the_voice_menu_is_not_answered_despite_entry_resul
 
 
 def test_call_events_carry_seq_and_state_times() -> None:
-    base = {"entry_id": "E1", "call_id": "C1", "timestamp": 1764000000, "seq": 1, "call_state": "Appeared",
-            "location": "abonent", "from": {"number": "89161112233"},
-            "to": {"extension": "102", "number": "74951234567", "line_number": "74951234567"}}
+    base = {
+        "entry_id": "E1",
+        "call_id": "C1",
+        "timestamp": 1764000000,
+        "seq": 1,
+        "call_state": "Appeared",
+        "location": "abonent",
+        "from": {"number": "89161112233"},
+        "to": {"extension": "102", "number": "74951234567", "line_number": "74951234567"},
+    }
     [appeared] = parse(signed(base), "events/call")
     [connected] = parse(signed({**base, "seq": 2, "call_state": "Connected", "timestamp": 1764000005}), "events/call")
     assert appeared.seq == 1 and appeared.direction is CallDirection.IN and not appeared.is_final
@@ -100,8 +109,9 @@ def test_call_events_carry_seq_and_state_times() -> None:
 
 
 def test_recording_events_name_the_recording() -> None:
-    [ev] = parse(signed({"entry_id": "E1", "recording_id": "R-77", "recording_state": "Completed"}),
-                 "events/record/added")
+    [ev] = parse(
+        signed({"entry_id": "E1", "recording_id": "R-77", "recording_state": "Completed"}), "events/record/added"
+    )
     assert ev.call_id == "E1" and ev.recording_url == "mango:R-77"
 
 
@@ -111,21 +121,24 @@ def test_an_event_kind_we_do_not_model_is_kept_but_ignored() -> None:
 
 
 # The normalization table: every way a number reaches us from a PBX or a card.
-@pytest.mark.parametrize(("raw", "e164"), [
-    ("+7 (912) 345-67-01", "+79123456701"),
-    ("8 912 345 67 01", "+79123456701"),
-    ("79123456701", "+79123456701"),
-    ("89123456701", "+79123456701"),
-    ("+7-912-345-67-01", "+79123456701"),
-    ("7 (495) 123-45-67", "+74951234567"),
-    ("8 (912) 345-67-01 доб. 12", "+79123456701"),  # an extension belongs to the office, not the number
-    ("+7 912 345 67 01 ext. 5", "+79123456701"),
-    ("+44 20 7946 0958", "+442079460958"),
-    ("810 44 20 7946 0958", "+442079460958"),  # the Russian international prefix
-    ("+375 29 123-45-67", "+375291234567"),
-    ("+1 (212) 555-0123", "+12125550123"),
-    ("101", None),  # an internal extension is nobody's phone
-    ("sip:ivanov@demoshop.mangosip.ru", None),
-])
+@pytest.mark.parametrize(
+    ("raw", "e164"),
+    [
+        ("+7 (912) 345-67-01", "+79123456701"),
+        ("8 912 345 67 01", "+79123456701"),
+        ("79123456701", "+79123456701"),
+        ("89123456701", "+79123456701"),
+        ("+7-912-345-67-01", "+79123456701"),
+        ("7 (495) 123-45-67", "+74951234567"),
+        ("8 (912) 345-67-01 доб. 12", "+79123456701"),  # an extension belongs to the office, not the number
+        ("+7 912 345 67 01 ext. 5", "+79123456701"),
+        ("+44 20 7946 0958", "+442079460958"),
+        ("810 44 20 7946 0958", "+442079460958"),  # the Russian international prefix
+        ("+375 29 123-45-67", "+375291234567"),
+        ("+1 (212) 555-0123", "+12125550123"),
+        ("101", None),  # an internal extension is nobody's phone
+        ("sip:ivanov@demoshop.mangosip.ru", None),
+    ],
+)
 def test_normalization_table(raw: str, e164: str | None) -> None:
     assert to_e164(raw, "RU") == e164

@@ -25,6 +25,7 @@ def req(body: bytes, headers: dict[str, str] | None = None) -> HookRequest:
 
 # -- MegaFon -------------------------------------------------------------------------------------------
 
+
 def test_megafon_history_is_a_finished_call() -> None:
     body = (FIXTURES / "megafon_history.form").read_bytes().strip()
     verdict = megafon.verify(req(body), {"crm_token": "fx-megafon-crm-token"}, NOW)
@@ -48,8 +49,10 @@ def test_megafon_contact_is_a_lookup_that_stores_nothing() -> None:
     assert not verdict.store and verdict.lookup_number == "79991234567"
 
 
-@pytest.mark.parametrize(("status", "expected"), [("missed", CallStatus.MISSED), ("Busy", CallStatus.BUSY),
-                                                  ("NotAvailable", CallStatus.FAILED)])
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [("missed", CallStatus.MISSED), ("Busy", CallStatus.BUSY), ("NotAvailable", CallStatus.FAILED)],
+)
 def test_megafon_statuses(status: str, expected: CallStatus) -> None:
     body = f"cmd=history&type=in&phone=79991234567&callid=x&start=20251124T160000Z&duration=20&status={status}"
     [ev] = megafon.parse(StoredHook(path="", body=body), region="RU", received_at=NOW)
@@ -59,9 +62,19 @@ def test_megafon_statuses(status: str, expected: CallStatus) -> None:
 # -- Standard Webhooks -----------------------------------------------------------------------------------
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-BODY = json.dumps({"call_id": "g-1", "event": "end", "direction": "in", "client_number": "8 999 123-45-67",
-                   "manager": "101", "started_at": "2025-11-24T16:00:00Z", "answered_at": "2025-11-24T16:00:05Z",
-                   "ended_at": "2025-11-24T16:01:05Z", "recording_url": "https://pbx.example.test/r/1.mp3"}).encode()
+BODY = json.dumps(
+    {
+        "call_id": "g-1",
+        "event": "end",
+        "direction": "in",
+        "client_number": "8 999 123-45-67",
+        "manager": "101",
+        "started_at": "2025-11-24T16:00:00Z",
+        "answered_at": "2025-11-24T16:00:05Z",
+        "ended_at": "2025-11-24T16:01:05Z",
+        "recording_url": "https://pbx.example.test/r/1.mp3",
+    }
+).encode()
 
 
 def signed_headers(msg_id: str = "msg_1", at: datetime = NOW, secret: str = SECRET, body: bytes = BODY) -> dict:
@@ -96,8 +109,9 @@ def test_one_of_several_signatures_is_enough_and_rotation_is_accepted() -> None:
     headers["webhook-signature"] = f"v1,bm90LWl0 {old} {headers['webhook-signature']}"
     assert generic.verify(req(BODY, headers), {"secret": SECRET}, NOW).store
     rotated = signed_headers(secret="whsec_b2xkLXNlY3JldA==")
-    assert generic.verify(req(BODY, rotated), {"secret": SECRET, "secondary_secret": "whsec_b2xkLXNlY3JldA=="},
-                          NOW).store
+    assert generic.verify(
+        req(BODY, rotated), {"secret": SECRET, "secondary_secret": "whsec_b2xkLXNlY3JldA=="}, NOW
+    ).store
 
 
 def test_tampering_or_missing_headers_is_refused() -> None:

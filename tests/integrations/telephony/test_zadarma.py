@@ -31,8 +31,7 @@ def request(headers: dict[str, str], body: bytes, method: str = "POST", query: d
 def parse(name: str):
     headers, body = fixture(name)
     verdict = zadarma.verify(request(headers, body), CREDS, RECEIVED)
-    return zadarma.parse(StoredHook(path="", body=body.decode(), meta=verdict.meta), region="RU",
-                         received_at=RECEIVED)
+    return zadarma.parse(StoredHook(path="", body=body.decode(), meta=verdict.meta), region="RU", received_at=RECEIVED)
 
 
 @pytest.mark.parametrize("name", ["zadarma_notify_end", "zadarma_notify_out_end"])
@@ -48,14 +47,20 @@ def test_fixture_signatures_verify_and_a_tampered_body_does_not(name: str) -> No
 
 
 def test_the_signature_covers_the_fields_of_each_event() -> None:
-    start = {"event": "NOTIFY_START", "call_start": "2025-11-24 19:00:00", "pbx_call_id": "in_1",
-             "caller_id": "79991234567", "called_did": "74951234567"}
+    start = {
+        "event": "NOTIFY_START",
+        "call_start": "2025-11-24 19:00:00",
+        "pbx_call_id": "in_1",
+        "caller_id": "79991234567",
+        "called_did": "74951234567",
+    }
     answer = {**start, "event": "NOTIFY_ANSWER", "destination": "100"}
     record = {"event": "NOTIFY_RECORD", "pbx_call_id": "in_1", "call_id_with_rec": "1764000000.1234"}
     for fields in (start, answer, record):
         body = urlencode(fields).encode()
-        assert zadarma.verify(request({"signature": signature(fields, "fx-zadarma-secret")}, body), CREDS,
-                              RECEIVED).store
+        assert zadarma.verify(
+            request({"signature": signature(fields, "fx-zadarma-secret")}, body), CREDS, RECEIVED
+        ).store
     # ANSWER is signed over destination, not called_did.
     wrong = signature({**answer, "event": "NOTIFY_START"}, "fx-zadarma-secret")
     with pytest.raises(WebhookRejected):
