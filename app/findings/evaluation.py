@@ -81,7 +81,7 @@ async def evaluate(
     if whole or total.changed:
         # The outbox is asked to act on what changed, in this same transaction. (A sweep also
         # asks when nothing changed: escalations and reminders come due with time alone.)
-        total.enqueued = await notify.enqueue(s, account_id, now, doc, calendar)
+        total.enqueued = await notify.enqueue(s, account_id, now, doc, calendar, None if whole else deal_ids)
     if whole:
         total.open = await lifecycle.count_open(s, account_id)
     return total

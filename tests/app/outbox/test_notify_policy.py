@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import timedelta
 
+from app.findings import evaluation
 from app.outbox import delivery
 from tests.app.outbox.outbox_support import (
     HEAD,
@@ -228,3 +229,29 @@ async def test_a_finding_speaks_once_its_suppression_lifts(rt, amo):
         ("create_task", "open"),
         ("add_note", "open"),
     }
+
+
+async def test_re_evaluating_one_deal_escalates_and_reminds_only_that_deal(rt):
+    """Escalations and reminders come due with time alone: a sweep finds them account-wide, while
+    re-evaluating the deals an event touched looks only at those deals (so its cost does not grow
+    with the account's open findings)."""
+    aid = await new_account(
+        rt,
+        rules=rules_doc(
+            "deal_without_task", notify={"escalate_after_hours": 1, "repeat_hours": 1}, supervisor_user_id=HEAD
+        ),
+    )
+    await add_deals(rt, aid, [31000001, 31000002])
+    await evaluate(rt, aid, T0)
+    later = T0 + timedelta(hours=2)
+    # A new deal makes the incremental evaluation change something, so it asks the outbox.
+    await add_deals(rt, aid, [31000003])
+    async with rt.sessions() as s, s.begin():
+        result = await evaluation.evaluate(s, aid, deal_ids=["31000001", "31000003"], now=later)
+    assert result.changed >= 1
+    assert {r.deal_id for r in await purposes(rt, "escalate")} == {"31000001"}
+    assert {r.deal_id for r in await purposes(rt, "repeat")} == {"31000001"}
+
+    await evaluate(rt, aid, later)  # the sweep catches up with the deal nobody touched
+    assert {r.deal_id for r in await purposes(rt, "escalate")} == {"31000001", "31000002"}
+    assert {r.deal_id for r in await purposes(rt, "repeat")} == {"31000001", "31000002"}
