@@ -51,7 +51,7 @@ def items(node: Any) -> list[dict[str, Any]]:
     if not isinstance(node, dict):
         return []
     keyed = [(k, v) for k, v in node.items() if isinstance(v, dict)]
-    keyed.sort(key=lambda kv: (0, int(kv[0])) if kv[0].isdigit() else (1, kv[0]))
+    keyed.sort(key=lambda kv: (0, int(kv[0])) if kv[0].isascii() and kv[0].isdigit() else (1, kv[0]))
     return [v for _, v in keyed]
 
 

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request, status
 from fastapi.responses import Response
 from sqlalchemy import func, select
 
-from app.deps import account_or_404
+from app.deps import AccountId, account_or_404
 from app.metrics import WEBHOOKS
 from app.security import require_admin, webhook_secret_matches
 from integrations.base import WebhookMalformed
@@ -85,7 +85,7 @@ admin_router = APIRouter(prefix="/api/accounts", tags=["ingest"], dependencies=[
 
 
 @admin_router.get("/{account_id}/inbox")
-async def inbox_state(account_id: int, request: Request) -> dict[str, Any]:
+async def inbox_state(account_id: AccountId, request: Request) -> dict[str, Any]:
     """Webhook deliveries by state, and the latest ones the worker could not apply."""
     rt = request.app.state.runtime
     async with rt.reads() as s:

@@ -9,6 +9,7 @@ event.offline.get are stored as JSON ({"event", "data", "offline": {…}}) and p
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -154,9 +155,9 @@ def _install(tree: dict[str, Any], received_at: datetime) -> CredentialsIssued:
         if auth.get(key):
             creds[key] = auth[key]
     expires = None
-    if str(auth.get("expires") or "").isdigit():
+    if re.fullmatch(r"[0-9]{1,12}", str(auth.get("expires") or "")):
         expires = datetime.fromtimestamp(int(auth["expires"]), UTC)
-    elif str(auth.get("expires_in") or "").isdigit():
+    elif re.fullmatch(r"[0-9]{1,9}", str(auth.get("expires_in") or "")):
         expires = received_at + timedelta(seconds=int(auth["expires_in"]))
     if creds.get("access_token"):
         creds["expires_at"] = (expires or received_at + timedelta(hours=1)).isoformat()
