@@ -78,3 +78,29 @@ class RequestContext:
                     },
                 )
             structlog.contextvars.unbind_contextvars("request_id")
+
+
+class DeclaredBodyLimit:
+    """A body that declares a length over the route's limit gets 413 before any handler runs, so a
+    handler that never reads its body does not act and then answer 413. A body without a length
+    (chunked) is counted as it is read, by FastAPI's `max_body_size` (and the webhook intake's own
+    bounded read)."""
+
+    def __init__(self, app: Any, limit: int, webhook_limit: int) -> None:
+        self.app, self.limit, self.webhook_limit = app, limit, webhook_limit
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            limit = self.webhook_limit if scope["path"].startswith("/hooks/") else self.limit
+            declared = declared_length(scope)
+            if declared is not None and declared > limit:
+                await JSONResponse({"detail": f"body over {limit} bytes"}, status_code=413)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def declared_length(scope: dict[str, Any]) -> int | None:
+    for name, value in scope.get("headers") or ():
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
