@@ -73,6 +73,19 @@ def _check_escapes(text: str) -> None:
             raise FormError(f"not UTF-8: {exc}") from None
 
 
+def _at(tree: dict[str, Any], key: str) -> Any:
+    """The node a decoded field path ("account[id]") names in a parsed form, or None."""
+    match = _KEY.match(key)
+    if not match:
+        return None
+    node: Any = tree
+    for part in [match.group(1), *_PART.findall(match.group(2))]:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
 # A whole form of plain fields: a name without escapes, brackets, "=", a value.
 _PLAIN_FIELD = r"[^\[\]&=%+]+(?:\[[^\[\]&=%+]*\])*=[^&]*"
 _PLAIN_FORM = re.compile(rf"{_PLAIN_FIELD}(?:&{_PLAIN_FIELD})*")
@@ -114,9 +127,10 @@ def scan_bracket_form(body: bytes, wanted: frozenset[str]) -> tuple[set[str], di
     try:
         text = body.decode("ascii")
     except UnicodeDecodeError:
-        # Raw UTF-8 in a form is legal, just unusual: take the thorough path.
+        # Raw UTF-8 in a form is legal, just unusual: take the thorough path, and read the wanted
+        # values from its tree (a check that finds no account fields would wave a foreign one through).
         tree = parse_bracket_form(body)
-        return set(tree), {}
+        return set(tree), {key: value for key in wanted if isinstance(value := _at(tree, key), str)}
     _check_escapes(text)
     if text.count("&") >= MAX_FIELDS:
         raise FormError("too many fields")

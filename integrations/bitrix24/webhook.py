@@ -78,14 +78,6 @@ def check(body: bytes) -> ParsedWebhook:
         raise WebhookMalformed(str(exc)) from None
     if "event" not in roots or "auth" not in roots:
         raise WebhookMalformed("no event or auth fields")
-    if not found:  # raw UTF-8 took the thorough path, which returns no values
-        tree = parse_bracket_form(body)
-        auth = tree.get("auth") if isinstance(tree.get("auth"), dict) else {}
-        found = {
-            "event": str(tree.get("event") or ""),
-            "auth[member_id]": str(auth.get("member_id") or ""),
-            "auth[application_token]": str(auth.get("application_token") or ""),
-        }
     event = (found.get("event") or "").upper()
     if not event:
         raise WebhookMalformed("empty event name")
