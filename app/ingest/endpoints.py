@@ -18,7 +18,7 @@ from app.security import require_admin, webhook_secret_matches
 from integrations.base import WebhookMalformed
 from integrations.registry import CRM_ADAPTERS, crm_adapter
 
-from .intake import NotText, account_and_body, as_text, refuse, store
+from .intake import NotText, account_and_body, as_text, refuse, store, with_sealed
 from .models import InboxEvent
 
 log = logging.getLogger(__name__)
@@ -56,8 +56,11 @@ def _crm_hook(crm: str) -> Callable[[Request, str], Awaitable[Response]]:
         ) or (parsed.subdomain and account.subdomain and parsed.subdomain != account.subdomain):
             return refuse(status.HTTP_401_UNAUTHORIZED, crm, "foreign_account", "the webhook names another CRM account")
         try:
-            text = as_text(body)
-        except NotText as exc:
+            as_text(body)
+            # What is stored holds no secret the CRM sent (README: "Retention and secrets at rest").
+            scrubbed = adapter.scrub_webhook(body)
+            text = with_sealed(rt.box, as_text(scrubbed.body), scrubbed.sealed)
+        except (NotText, WebhookMalformed) as exc:
             return refuse(status.HTTP_400_BAD_REQUEST, crm, "malformed", str(exc))
         await store(
             request, rt, account.id, crm, hashlib.sha256(body).hexdigest(), request.headers.get("content-type"), text
