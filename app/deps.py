@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from fastapi import HTTPException, Request, status
+from typing import Annotated
+
+from fastapi import HTTPException, Path, Request, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account
 from app.runtime import Runtime
+
+# Ids in a path are bounded by the column they are looked up in: a larger number is no row, and
+# handed to the database it overflows (PostgreSQL's int4/int8, SQLite's 64-bit integer) into a 500.
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+AccountId = Annotated[int, Path(ge=1, le=INT32_MAX, description="the account's id in crmwatch")]
+# Rows keyed by a BigInteger (findings, outbox actions, dashboard links).
+RowId = Annotated[int, Path(ge=1, le=INT64_MAX)]
 
 
 def runtime(request: Request) -> Runtime:

@@ -7,7 +7,10 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
+
+from app.middleware import CLIENT_CLOSED
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +27,10 @@ def install(app: FastAPI) -> None:
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
         ]
         return JSONResponse({"detail": "invalid request", "errors": errors}, status_code=422)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect) -> Response:
+        return client_gone()
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
@@ -45,3 +52,9 @@ def crash_response(method: str) -> JSONResponse:
     """Logs the exception being handled, with its traceback, and answers 500 without internals."""
     log.exception("http.unhandled", extra={"method": method})
     return JSONResponse({"detail": "internal error; see the server log by request id"}, status_code=500)
+
+
+def client_gone() -> Response:
+    """The client hung up while sending its body: nothing was done, and nobody reads the answer.
+    The access log records it (at INFO) as 499, the client's doing, not a server error."""
+    return Response(status_code=CLIENT_CLOSED)

@@ -25,7 +25,7 @@ from app.ingest.fastpath import HookFastPath
 from app.ingest.keys import KeyCache
 from app.ingest.telephony import hooks_router as telephony_hooks_router
 from app.ingest.writer import InboxWriter
-from app.middleware import RequestContext
+from app.middleware import DeclaredBodyLimit, RequestContext
 from app.mirror.endpoints import router as mirror_router
 from app.ops import pages
 from app.ops.endpoints import router as ops_router
@@ -97,14 +97,16 @@ def create_app(
         summary="Keeps a sales team's CRM honest: overdue tasks, deals without a next step, stuck deals, "
         "unlogged calls.",
         lifespan=lifespan,
+        # No route reads a body without a bound (a 413 past it); the hooks have their own below.
+        max_body_size=settings.max_request_bytes,
         # Served by app/ops/pages.py from a package, not from a CDN: the docs work offline.
         docs_url=None,
         redoc_url=None,
     )
     errors.install(app)
     # The webhook route first: routes are matched in order, and it takes most of the traffic.
-    app.include_router(ingest_router)
-    app.include_router(telephony_hooks_router)
+    app.include_router(ingest_router, max_body_size=settings.max_webhook_bytes)
+    app.include_router(telephony_hooks_router, max_body_size=settings.max_webhook_bytes)
     app.include_router(ops_router)
     pages.install(app)
     app.include_router(accounts_router)
@@ -119,6 +121,7 @@ def create_app(
     app.include_router(call_stats_router)
     app.include_router(dashboard_admin_router)
     app.include_router(dashboard_router)
+    app.add_middleware(DeclaredBodyLimit, limit=settings.max_request_bytes, webhook_limit=settings.max_webhook_bytes)
     app.add_middleware(RequestContext)
     app.hooks = HookFastPath(HOOK_HANDLERS)
     return app

@@ -52,7 +52,10 @@ class Settings(BaseSettings):
     heartbeat_file: str | None = None
 
     # Webhook bodies above this are refused with 413 before they are read in full.
-    max_webhook_bytes: int = 1024 * 1024
+    max_webhook_bytes: int = Field(default=1024 * 1024, ge=1)
+    # Every other request body (the admin API, the card's forms and calls) above this: 413, also
+    # for a chunked body that declares no length (it is counted as it arrives).
+    max_request_bytes: int = Field(default=256 * 1024, ge=1)
 
     # Background roles that `crmwatch serve` runs in-process.
     run_workers: bool = True

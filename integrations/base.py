@@ -208,6 +208,8 @@ class CredentialsIssued:
     credentials: Mapping[str, Any]
     external_id: str | None = None
     webhook_secret: str | None = None
+    # What a stored delivery keeps of that secret instead (see CrmAdapter.scrub_webhook).
+    webhook_secret_sha256: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +268,17 @@ class ParsedWebhook:
     secret: str | None = None
     # The delivery may set the account's first secret (an app install on an account that has none yet).
     issues_secret: bool = False
+    # A stored delivery (scrubbed) carries the secret's SHA-256 in its place.
+    secret_sha256: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScrubbedWebhook:
+    """A delivery as the inbox may keep it: `body` holds no secret the CRM sent; `sealed` holds
+    those the later parse still needs (an install's OAuth pair), for the caller to encrypt."""
+
+    body: bytes
+    sealed: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -467,6 +480,11 @@ class CrmAdapter(Protocol):
 
     def parse_webhook(self, body: bytes, *, region: str, received_at: datetime) -> list[DomainEvent]:
         """The full translation into domain events, run by the inbox worker."""
+        ...
+
+    def scrub_webhook(self, body: bytes) -> ScrubbedWebhook:
+        """The checked delivery without its secrets, before it is stored. The stored body, with the
+        `sealed` fields added back as form fields, must parse to the same events."""
         ...
 
     def subdomain_of(self, base_url: str) -> str | None: ...

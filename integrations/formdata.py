@@ -51,7 +51,7 @@ def items(node: Any) -> list[dict[str, Any]]:
     if not isinstance(node, dict):
         return []
     keyed = [(k, v) for k, v in node.items() if isinstance(v, dict)]
-    keyed.sort(key=lambda kv: (0, int(kv[0])) if kv[0].isdigit() else (1, kv[0]))
+    keyed.sort(key=lambda kv: (0, int(kv[0])) if kv[0].isascii() and kv[0].isdigit() else (1, kv[0]))
     return [v for _, v in keyed]
 
 
@@ -71,6 +71,19 @@ def _check_escapes(text: str) -> None:
             bytes.fromhex(run.replace("%", "")).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise FormError(f"not UTF-8: {exc}") from None
+
+
+def _at(tree: dict[str, Any], key: str) -> Any:
+    """The node a decoded field path ("account[id]") names in a parsed form, or None."""
+    match = _KEY.match(key)
+    if not match:
+        return None
+    node: Any = tree
+    for part in [match.group(1), *_PART.findall(match.group(2))]:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
 
 
 # A whole form of plain fields: a name without escapes, brackets, "=", a value.
@@ -114,9 +127,10 @@ def scan_bracket_form(body: bytes, wanted: frozenset[str]) -> tuple[set[str], di
     try:
         text = body.decode("ascii")
     except UnicodeDecodeError:
-        # Raw UTF-8 in a form is legal, just unusual: take the thorough path.
+        # Raw UTF-8 in a form is legal, just unusual: take the thorough path, and read the wanted
+        # values from its tree (a check that finds no account fields would wave a foreign one through).
         tree = parse_bracket_form(body)
-        return set(tree), {}
+        return set(tree), {key: value for key in wanted if isinstance(value := _at(tree, key), str)}
     _check_escapes(text)
     if text.count("&") >= MAX_FIELDS:
         raise FormError("too many fields")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 
-from app.deps import account_or_404, runtime
+from app.deps import AccountId, account_or_404, runtime
 from app.runtime import Runtime
 from app.security import require_admin
 from integrations.base import CrmAuthError, CrmUnavailable
@@ -37,7 +37,7 @@ async def list_accounts(rt: Runtime = Depends(runtime)) -> list[AccountOut]:
 
 
 @router.get("/{account_id}", response_model=AccountOut)
-async def get_account(account_id: int, rt: Runtime = Depends(runtime)) -> AccountOut:
+async def get_account(account_id: AccountId, rt: Runtime = Depends(runtime)) -> AccountOut:
     async with rt.reads() as s:
         account = await account_or_404(s, account_id)
         return service.to_out(rt, account)
@@ -45,7 +45,7 @@ async def get_account(account_id: int, rt: Runtime = Depends(runtime)) -> Accoun
 
 @router.patch("/{account_id}", response_model=AccountOut)
 async def patch_account(
-    account_id: int, body: AccountPatch, request: Request, rt: Runtime = Depends(runtime)
+    account_id: AccountId, body: AccountPatch, request: Request, rt: Runtime = Depends(runtime)
 ) -> AccountOut:
     try:
         async with rt.sessions() as s, s.begin():
@@ -60,7 +60,7 @@ async def patch_account(
 
 
 @router.delete("/{account_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_account(account_id: int, request: Request, rt: Runtime = Depends(runtime)) -> Response:
+async def delete_account(account_id: AccountId, request: Request, rt: Runtime = Depends(runtime)) -> Response:
     async with rt.sessions() as s, s.begin():
         account = await account_or_404(s, account_id)
         await s.delete(account)
@@ -69,7 +69,7 @@ async def delete_account(account_id: int, request: Request, rt: Runtime = Depend
 
 
 @router.post("/{account_id}/sync", status_code=status.HTTP_202_ACCEPTED, response_model=SyncOut)
-async def sync_account(account_id: int, rt: Runtime = Depends(runtime)) -> SyncOut:
+async def sync_account(account_id: AccountId, rt: Runtime = Depends(runtime)) -> SyncOut:
     async with rt.sessions() as s, s.begin():
         account = await account_or_404(s, account_id)
         await service.request_sync(s, account)

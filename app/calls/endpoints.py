@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from sqlalchemy import select
 
 from app.db import utcnow
-from app.deps import account_or_404, runtime
+from app.deps import AccountId, account_or_404, runtime
 from app.runtime import Runtime
 from app.security import require_admin
 from integrations.registry import TELEPHONY_ADAPTERS
@@ -58,7 +58,7 @@ def _out(rt: Runtime, key: str, config: TelephonyConfig, secrets: dict[str, Any]
 
 @router.put("/{account_id}/telephony/{provider}", response_model=TelephonyOut)
 async def put_telephony(
-    account_id: int, provider: str, body: TelephonyIn, request: Request, rt: Runtime = Depends(runtime)
+    account_id: AccountId, provider: str, body: TelephonyIn, request: Request, rt: Runtime = Depends(runtime)
 ) -> TelephonyOut:
     """Connects a PBX: its secrets (stored encrypted, never shown again) and the map of PBX
     extensions or logins to CRM users. Secrets left out keep their stored values."""
@@ -97,7 +97,7 @@ async def put_telephony(
 
 
 @router.get("/{account_id}/telephony/{provider}", response_model=TelephonyOut)
-async def get_telephony(account_id: int, provider: str, rt: Runtime = Depends(runtime)) -> TelephonyOut:
+async def get_telephony(account_id: AccountId, provider: str, rt: Runtime = Depends(runtime)) -> TelephonyOut:
     _provider_or_404(provider)
     async with rt.reads() as s:
         account = await account_or_404(s, account_id)
@@ -109,7 +109,7 @@ async def get_telephony(account_id: int, provider: str, rt: Runtime = Depends(ru
 
 @router.delete("/{account_id}/telephony/{provider}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_telephony(
-    account_id: int, provider: str, request: Request, rt: Runtime = Depends(runtime)
+    account_id: AccountId, provider: str, request: Request, rt: Runtime = Depends(runtime)
 ) -> Response:
     _provider_or_404(provider)
     async with rt.sessions() as s, s.begin():
@@ -123,7 +123,7 @@ async def delete_telephony(
 
 @router.get("/{account_id}/calls", response_model=list[CallOut])
 async def list_calls(
-    account_id: int,
+    account_id: AccountId,
     rt: Runtime = Depends(runtime),
     number: str | None = Query(None, description="client number in E.164"),
     deal_id: str | None = None,

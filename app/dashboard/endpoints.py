@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account
 from app.db import utcnow
-from app.deps import account_or_404, runtime
+from app.deps import AccountId, RowId, account_or_404, runtime
 from app.mirror.models import User
 from app.reports import endpoints as reports
 from app.reports import service as reports_service
@@ -75,7 +75,7 @@ def _link_out(link: DashboardLink, url: str | None = None) -> LinkOut:
 
 
 @admin_router.post("/{account_id}/dashboard/links", response_model=LinkOut, status_code=status.HTTP_201_CREATED)
-async def create_link(account_id: int, body: LinkIn, rt: Runtime = Depends(runtime)) -> LinkOut:
+async def create_link(account_id: AccountId, body: LinkIn, rt: Runtime = Depends(runtime)) -> LinkOut:
     """A read-only dashboard link for the whole team or for one manager. The URL is shown once; the
     link works until `expires_in_days` pass or it is revoked (DELETE)."""
     secret = access.new_link_secret()
@@ -101,7 +101,7 @@ async def create_link(account_id: int, body: LinkIn, rt: Runtime = Depends(runti
 
 
 @admin_router.get("/{account_id}/dashboard/links", response_model=list[LinkOut])
-async def list_links(account_id: int, rt: Runtime = Depends(runtime)) -> list[LinkOut]:
+async def list_links(account_id: AccountId, rt: Runtime = Depends(runtime)) -> list[LinkOut]:
     async with rt.reads() as s:
         await account_or_404(s, account_id)
         rows = await s.scalars(
@@ -113,7 +113,7 @@ async def list_links(account_id: int, rt: Runtime = Depends(runtime)) -> list[Li
 
 
 @admin_router.delete("/{account_id}/dashboard/links/{link_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def revoke_link(account_id: int, link_id: int, rt: Runtime = Depends(runtime)) -> Response:
+async def revoke_link(account_id: AccountId, link_id: RowId, rt: Runtime = Depends(runtime)) -> Response:
     """Revokes a link at once: its page and its data answer "revoked" from the next request on."""
     async with rt.sessions() as s, s.begin():
         link = await s.get(DashboardLink, link_id)

@@ -5,7 +5,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 
 from app.accounts.models import Account
-from app.deps import account_or_404, runtime
+from app.deps import AccountId, RowId, account_or_404, runtime
 from app.runtime import Runtime
 from app.security import require_admin
 
@@ -21,7 +21,7 @@ def _missing(what: str, ident: int) -> HTTPException:
 
 
 @router.post("/accounts/{account_id}/sweep", response_model=SweepOut)
-async def sweep(account_id: int, rt: Runtime = Depends(runtime)) -> SweepOut:
+async def sweep(account_id: AccountId, rt: Runtime = Depends(runtime)) -> SweepOut:
     """Evaluates every rule over the whole account now (the scheduler does this every few minutes)."""
     async with rt.sessions() as s, s.begin():
         await account_or_404(s, account_id)
@@ -33,7 +33,7 @@ async def sweep(account_id: int, rt: Runtime = Depends(runtime)) -> SweepOut:
 
 @router.get("/accounts/{account_id}/findings", response_model=FindingPage)
 async def list_findings(
-    account_id: int,
+    account_id: AccountId,
     status_: Literal["pending", "open", "acknowledged", "snoozed", "resolved", "all"] = Query("open", alias="status"),
     rule: str | None = None,
     deal_id: str | None = Query(None, description="the CRM's own deal id"),
@@ -65,13 +65,13 @@ async def _detail(rt: Runtime, finding_id: int, lang: str | None = None) -> Find
 
 @router.get("/findings/{finding_id}", response_model=FindingDetail)
 async def get_finding(
-    finding_id: int, lang: Literal["ru", "en"] | None = None, rt: Runtime = Depends(runtime)
+    finding_id: RowId, lang: Literal["ru", "en"] | None = None, rt: Runtime = Depends(runtime)
 ) -> FindingDetail:
     return await _detail(rt, finding_id, lang)
 
 
 @router.post("/findings/{finding_id}/ack", response_model=FindingDetail)
-async def acknowledge(finding_id: int, body: AckIn | None = None, rt: Runtime = Depends(runtime)) -> FindingDetail:
+async def acknowledge(finding_id: RowId, body: AckIn | None = None, rt: Runtime = Depends(runtime)) -> FindingDetail:
     body = body or AckIn()
     async with rt.sessions() as s, s.begin():
         finding = await s.get(Finding, finding_id, with_for_update=True)
@@ -85,7 +85,7 @@ async def acknowledge(finding_id: int, body: AckIn | None = None, rt: Runtime = 
 
 
 @router.post("/findings/{finding_id}/snooze", response_model=FindingDetail)
-async def snooze(finding_id: int, body: SnoozeIn, rt: Runtime = Depends(runtime)) -> FindingDetail:
+async def snooze(finding_id: RowId, body: SnoozeIn, rt: Runtime = Depends(runtime)) -> FindingDetail:
     if body.until.tzinfo is None:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, "until needs a time zone, e.g. 2026-12-01T09:00:00+03:00"

@@ -30,7 +30,11 @@ def _by_id(rows: Any) -> dict[str, Any]:
 
 async def _calls(s: AsyncSession, account_id: int, findings: list[Finding]) -> dict[str, Any]:
     """The calls that call and phone findings speak of, by the finding's entity id."""
-    ids = [int(f.entity_id) for f in findings if f.entity_type == "call" and f.entity_id.isdigit()]
+    ids = [
+        int(f.entity_id)
+        for f in findings
+        if f.entity_type == "call" and f.entity_id.isascii() and f.entity_id.isdigit()
+    ]
     numbers = [f.entity_id for f in findings if f.entity_type == "phone"]
     out: dict[str, Any] = {}
     if ids:

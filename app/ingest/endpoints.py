@@ -12,13 +12,13 @@ from fastapi import APIRouter, Depends, Request, status
 from fastapi.responses import Response
 from sqlalchemy import func, select
 
-from app.deps import account_or_404
+from app.deps import AccountId, account_or_404
 from app.metrics import WEBHOOKS
 from app.security import require_admin, webhook_secret_matches
 from integrations.base import WebhookMalformed
 from integrations.registry import CRM_ADAPTERS, crm_adapter
 
-from .intake import NotText, account_and_body, as_text, refuse, store
+from .intake import NotText, account_and_body, as_text, refuse, store, with_sealed
 from .models import InboxEvent
 
 log = logging.getLogger(__name__)
@@ -56,8 +56,11 @@ def _crm_hook(crm: str) -> Callable[[Request, str], Awaitable[Response]]:
         ) or (parsed.subdomain and account.subdomain and parsed.subdomain != account.subdomain):
             return refuse(status.HTTP_401_UNAUTHORIZED, crm, "foreign_account", "the webhook names another CRM account")
         try:
-            text = as_text(body)
-        except NotText as exc:
+            as_text(body)
+            # What is stored holds no secret the CRM sent (README: "Retention and secrets at rest").
+            scrubbed = adapter.scrub_webhook(body)
+            text = with_sealed(rt.box, as_text(scrubbed.body), scrubbed.sealed)
+        except (NotText, WebhookMalformed) as exc:
             return refuse(status.HTTP_400_BAD_REQUEST, crm, "malformed", str(exc))
         await store(
             request, rt, account.id, crm, hashlib.sha256(body).hexdigest(), request.headers.get("content-type"), text
@@ -85,7 +88,7 @@ admin_router = APIRouter(prefix="/api/accounts", tags=["ingest"], dependencies=[
 
 
 @admin_router.get("/{account_id}/inbox")
-async def inbox_state(account_id: int, request: Request) -> dict[str, Any]:
+async def inbox_state(account_id: AccountId, request: Request) -> dict[str, Any]:
     """Webhook deliveries by state, and the latest ones the worker could not apply."""
     rt = request.app.state.runtime
     async with rt.reads() as s:

@@ -17,8 +17,9 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import Response
+from starlette.requests import ClientDisconnect
 
-from app.errors import crash_response
+from app.errors import client_gone, crash_response
 from app.middleware import RequestContext
 
 Handler = Callable[[Request, str], Awaitable[Response]]
@@ -46,6 +47,8 @@ class HookFastPath:
         scope["route"] = self._routes[crm]
         try:
             response = await self._handlers[crm](Request(scope, receive), key)
+        except ClientDisconnect:
+            response = client_gone()
         except Exception:
             response = crash_response("POST")
         await response(scope, receive, send)

@@ -21,6 +21,7 @@ from integrations.http import backoff_delay
 from integrations.registry import TELEPHONY_SOURCE, telephony_adapter
 from integrations.telephony.base import StoredHook
 
+from .intake import unsealed
 from .models import InboxEvent
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ def parse(rt: Runtime, row: InboxEvent, region: str) -> list[DomainEvent]:
         pbx = telephony_adapter(row.source[len(TELEPHONY_SOURCE) :])
         return pbx.parse(StoredHook.loads(row.payload), region=region, received_at=row.received_at)
     return rt.crm_adapter(row.source).parse_webhook(
-        row.payload.encode("utf-8"), region=region, received_at=row.received_at
+        unsealed(rt.box, row.payload).encode("utf-8"), region=region, received_at=row.received_at
     )
 
 
@@ -68,7 +69,8 @@ async def account_facts(
             parsed = adapter.check_webhook(row.payload.encode("utf-8"), row.content_type)
         # Only a delivery signed with the account's secret (checked at intake) may say whose it is;
         # an unsigned one (amoCRM) leaves that to the CRM's API.
-        if parsed and parsed.external_account_id and parsed.secret and account.webhook_secret_hash:
+        signed = parsed is not None and (parsed.secret or parsed.secret_sha256)
+        if parsed and parsed.external_account_id and signed and account.webhook_secret_hash:
             account.external_id = parsed.external_account_id
     for ev in events:
         if not isinstance(ev, CredentialsIssued):
@@ -79,8 +81,8 @@ async def account_facts(
         account.status, account.status_reason = "active", None
         if ev.external_id and account.external_id in (None, ev.external_id):
             account.external_id = ev.external_id
-        if ev.webhook_secret and account.webhook_secret_hash is None:
-            account.webhook_secret_hash = webhook_secret_hash(ev.webhook_secret)
+        if account.webhook_secret_hash is None and (ev.webhook_secret or ev.webhook_secret_sha256):
+            account.webhook_secret_hash = ev.webhook_secret_sha256 or webhook_secret_hash(ev.webhook_secret)
         # A fresh install has data the backfill has not read yet.
         account.sync_state, account.sync_requested_at = "queued", utcnow()
         log.info("account.installed", extra={"account_id": account.id})

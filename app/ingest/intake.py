@@ -8,8 +8,10 @@ on the mirror: the parsing into domain events happens later, in the inbox worker
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import Request, status
 from fastapi.responses import JSONResponse
@@ -17,6 +19,7 @@ from fastapi.responses import JSONResponse
 from app.db import utcnow
 from app.metrics import WEBHOOKS
 from app.runtime import Runtime
+from app.security import CredentialBox
 
 
 class BodyTooLarge(Exception):
@@ -26,7 +29,7 @@ class BodyTooLarge(Exception):
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refusing to buffer more than `limit` bytes whatever Content-Length claims."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge
     chunks: list[bytes] = []
     size = 0
@@ -74,6 +77,26 @@ def as_text(body: bytes | str) -> str:
     if "\x00" in text:
         raise NotText("the body contains a NUL byte")
     return text
+
+
+# A form field the stored body ends with when a delivery carried secrets the worker still needs (a
+# Bitrix24 install's OAuth pair): those fields, sealed with the credentials' key (Fernet).
+SEALED_FIELD = "crmwatch_sealed"
+
+
+def with_sealed(box: CredentialBox, text: str, sealed: Mapping[str, str]) -> str:
+    """The scrubbed body as stored: plus the secrets it still needs, encrypted."""
+    if not sealed:
+        return text
+    return f"{text}&{SEALED_FIELD}={box.seal(dict(sealed)).decode('ascii')}"
+
+
+def unsealed(box: CredentialBox, text: str) -> str:
+    """The stored body with its sealed fields back in plain form, for the parse (in memory only)."""
+    head, sep, token = text.rpartition(f"&{SEALED_FIELD}=")
+    if not sep:
+        return text
+    return f"{head}&{urlencode(box.open(token.encode('ascii')))}"
 
 
 def inbox_row(

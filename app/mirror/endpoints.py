@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from app.db import utcnow
-from app.deps import account_or_404, runtime
+from app.deps import AccountId, account_or_404, runtime
 from app.runtime import Runtime
 from app.security import require_admin
 
@@ -13,7 +13,7 @@ router = APIRouter(prefix="/api/accounts", tags=["mirror"], dependencies=[Depend
 
 
 @router.get("/{account_id}/mirror")
-async def mirror_summary(account_id: int, rt: Runtime = Depends(runtime)) -> dict[str, int]:
+async def mirror_summary(account_id: AccountId, rt: Runtime = Depends(runtime)) -> dict[str, int]:
     """What crmwatch currently knows of the account's CRM: open deals, open and overdue tasks, …"""
     async with rt.reads() as s:
         await account_or_404(s, account_id)

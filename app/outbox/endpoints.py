@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from sqlalchemy import func, select
 
 from app.db import utcnow
-from app.deps import account_or_404, runtime
+from app.deps import AccountId, RowId, account_or_404, runtime
 from app.runtime import Runtime
 from app.security import require_admin
 
@@ -45,7 +45,7 @@ def _out(row: OutboxAction) -> OutboxOut:
 
 @router.get("/accounts/{account_id}/outbox", response_model=OutboxPage)
 async def list_outbox(
-    account_id: int,
+    account_id: AccountId,
     status_: Literal["pending", "sending", "sent", "dead", "cancelled", "all"] = Query("pending", alias="status"),
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0),
@@ -63,7 +63,7 @@ async def list_outbox(
 
 
 @router.post("/outbox/{action_id}/retry", response_model=OutboxOut)
-async def retry(action_id: int, rt: Runtime = Depends(runtime)) -> OutboxOut:
+async def retry(action_id: RowId, rt: Runtime = Depends(runtime)) -> OutboxOut:
     """Sends a dead (or waiting) action again now."""
     async with rt.sessions() as s, s.begin():
         row = await s.get(OutboxAction, action_id, with_for_update=True)

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts.models import Account
 from app.calls.schemas import CallStatsOut
 from app.db import utcnow
-from app.deps import account_or_404, runtime
+from app.deps import AccountId, account_or_404, runtime
 from app.mirror.models import Pipeline
 from app.rules.registry import RULES
 from app.runtime import Runtime
@@ -118,7 +118,7 @@ async def pipelines(s: AsyncSession, account: Account) -> list[dict[str, Any]]:
     responses={200: {"content": {"text/csv": {}, XLSX: {}}}, 422: {}},
 )
 async def managers_report(
-    account_id: int,
+    account_id: AccountId,
     period: PeriodParams = Depends(),
     fmt: Format = Query("json", alias="format"),
     lang: Lang = "ru",
@@ -135,7 +135,7 @@ async def managers_report(
 
 @router.get("/{account_id}/reports/daily")
 async def daily_report(
-    account_id: int,
+    account_id: AccountId,
     period: PeriodParams = Depends(),
     rt: Runtime = Depends(runtime),
     manager_id: str | None = Query(None, pattern=ID_PATTERN),
@@ -149,7 +149,7 @@ async def daily_report(
 
 @router.get("/{account_id}/reports/trend")
 async def trend_report(
-    account_id: int, period: PeriodParams = Depends(), rt: Runtime = Depends(runtime)
+    account_id: AccountId, period: PeriodParams = Depends(), rt: Runtime = Depends(runtime)
 ) -> dict[str, Any]:
     """For the charts: calls and successful calls per manager per day, findings opened vs resolved
     per day, and each rule's open findings at the end of each day."""
@@ -160,7 +160,7 @@ async def trend_report(
 
 @router.get("/{account_id}/reports/funnel", response_model=FunnelReport)
 async def funnel_report(
-    account_id: int,
+    account_id: AccountId,
     period: PeriodParams = Depends(),
     rt: Runtime = Depends(runtime),
     pipeline_id: str | None = Query(None, pattern=ID_PATTERN),
@@ -177,7 +177,7 @@ async def funnel_report(
 
 @router.get("/{account_id}/reports/deals")
 async def deals_report(
-    account_id: int,
+    account_id: AccountId,
     rt: Runtime = Depends(runtime),
     rule: str | None = Query(None, max_length=64),
     manager_id: str | None = Query(None, pattern=ID_PATTERN),
@@ -193,7 +193,7 @@ async def deals_report(
 # day, and app/calls must not depend on the reports that read it.
 @calls_router.get("/{account_id}/call-stats", response_model=list[CallStatsOut])
 async def call_stats(
-    account_id: int,
+    account_id: AccountId,
     rt: Runtime = Depends(runtime),
     day_from: date | None = Query(None, alias="from"),
     day_to: date | None = Query(None, alias="to"),

@@ -7,7 +7,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import Field, ValidationError
 
-from app.deps import account_or_404, runtime
+from app.deps import AccountId, account_or_404, runtime
 from app.merge_patch import merge_patch
 from app.runtime import Runtime
 from app.security import require_admin
@@ -53,7 +53,7 @@ async def _write(rt: Runtime, account_id: int, change: Any) -> Any:
 
 
 @router.get("/{account_id}/rules", response_model=config.RulesDocument)
-async def get_rules(account_id: int, rt: Runtime = Depends(runtime)) -> config.RulesDocument:
+async def get_rules(account_id: AccountId, rt: Runtime = Depends(runtime)) -> config.RulesDocument:
     """The account's rule settings with every default filled in."""
     async with rt.reads() as s:
         await account_or_404(s, account_id)
@@ -61,7 +61,7 @@ async def get_rules(account_id: int, rt: Runtime = Depends(runtime)) -> config.R
 
 
 @router.put("/{account_id}/rules", response_model=RulesAnswer)
-async def put_rules(account_id: int, document: dict[str, Any] = Body(...), rt: Runtime = Depends(runtime)) -> Any:
+async def put_rules(account_id: AccountId, document: dict[str, Any] = Body(...), rt: Runtime = Depends(runtime)) -> Any:
     """**Replaces the whole document**: whatever it leaves out goes back to its default (working
     hours, grace periods, other rules' settings). To change a few values, use PATCH. Overrides by
     pipeline (`pipelines`) and stage (`stages`, keyed `pipeline_id/stage_id`) hold only what
@@ -83,7 +83,7 @@ async def put_rules(account_id: int, document: dict[str, Any] = Body(...), rt: R
         }
     },
 )
-async def patch_rules(account_id: int, patch: dict[str, Any] = Body(...), rt: Runtime = Depends(runtime)) -> Any:
+async def patch_rules(account_id: AccountId, patch: dict[str, Any] = Body(...), rt: Runtime = Depends(runtime)) -> Any:
     """Changes part of the document with a JSON Merge Patch (RFC 7396; `Content-Type:
     application/merge-patch+json`, `application/json` is accepted too): objects merge key by key,
     `null` removes a key (it goes back to its default), anything else replaces what was there.

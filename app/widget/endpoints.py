@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account
-from app.deps import account_or_404, runtime
+from app.deps import AccountId, RowId, account_or_404, runtime
 from app.findings.models import Finding
 from app.findings.service import TransitionError
 from app.runtime import Runtime
@@ -51,14 +51,16 @@ def _config_out(rt: Runtime, account: Account, config: WidgetConfig | None) -> W
 
 
 @admin_router.get("/accounts/{account_id}/widget", response_model=WidgetConfigOut)
-async def get_widget_config(account_id: int, rt: Runtime = Depends(runtime)) -> WidgetConfigOut:
+async def get_widget_config(account_id: AccountId, rt: Runtime = Depends(runtime)) -> WidgetConfigOut:
     async with rt.reads() as s:
         account = await account_or_404(s, account_id)
         return _config_out(rt, account, await s.get(WidgetConfig, account_id))
 
 
 @admin_router.put("/accounts/{account_id}/widget", response_model=WidgetConfigOut)
-async def put_widget_config(account_id: int, body: WidgetConfigIn, rt: Runtime = Depends(runtime)) -> WidgetConfigOut:
+async def put_widget_config(
+    account_id: AccountId, body: WidgetConfigIn, rt: Runtime = Depends(runtime)
+) -> WidgetConfigOut:
     """Sets the amoCRM integration's secret key (never echoed back) and, if needed, the tokens' `aud`."""
     async with rt.sessions() as s, s.begin():
         account = await account_or_404(s, account_id)
@@ -192,7 +194,7 @@ async def _amocrm_change(
 @amocrm_router.post("/findings/{finding_id}/ack")
 async def amocrm_ack(
     request: Request,
-    finding_id: int,
+    finding_id: RowId,
     lang: Lang | None = None,
     x_auth_token: str | None = Header(None),
     rt: Runtime = Depends(runtime),
@@ -205,7 +207,7 @@ async def amocrm_ack(
 @amocrm_router.post("/findings/{finding_id}/snooze")
 async def amocrm_snooze(
     request: Request,
-    finding_id: int,
+    finding_id: RowId,
     body: CardSnoozeIn,
     lang: Lang | None = None,
     x_auth_token: str | None = Header(None),
@@ -223,7 +225,7 @@ async def amocrm_snooze(
 @amocrm_router.post("/findings/{finding_id}/reopen")
 async def amocrm_reopen(
     request: Request,
-    finding_id: int,
+    finding_id: RowId,
     lang: Lang | None = None,
     x_auth_token: str | None = Header(None),
     rt: Runtime = Depends(runtime),
@@ -248,7 +250,10 @@ async def bitrix24_deal_tab(request: Request, rt: Runtime = Depends(runtime)) ->
         deal_id = str(json.loads(field.get("PLACEMENT_OPTIONS") or "{}").get("ID") or "")
     except (ValueError, AttributeError):
         deal_id = ""
-    if not deal_id.isdigit() or field.get("PLACEMENT", "CRM_DEAL_DETAIL_TAB") != "CRM_DEAL_DETAIL_TAB":
+    if (
+        not (deal_id.isascii() and deal_id.isdigit() and len(deal_id) <= 20)
+        or field.get("PLACEMENT", "CRM_DEAL_DETAIL_TAB") != "CRM_DEAL_DETAIL_TAB"
+    ):
         return deal_tab.refusal(placement.page_lang(field.get("LANG")), "bad_request", status.HTTP_400_BAD_REQUEST)
     try:
         signed = await placement.sign_in(rt, field)
@@ -337,7 +342,7 @@ async def _bitrix24_change(
 
 @bitrix24_router.post("/findings/{finding_id}/ack")
 async def bitrix24_ack(
-    request: Request, finding_id: int, lang: Lang | None = None, rt: Runtime = Depends(runtime)
+    request: Request, finding_id: RowId, lang: Lang | None = None, rt: Runtime = Depends(runtime)
 ) -> dict[str, Any]:
     return await _bitrix24_change(
         request, rt, finding_id, lang, lambda s, account, card: service.acknowledge(s, account, finding_id, card.actor)
@@ -346,7 +351,7 @@ async def bitrix24_ack(
 
 @bitrix24_router.post("/findings/{finding_id}/snooze")
 async def bitrix24_snooze(
-    request: Request, finding_id: int, body: CardSnoozeIn, lang: Lang | None = None, rt: Runtime = Depends(runtime)
+    request: Request, finding_id: RowId, body: CardSnoozeIn, lang: Lang | None = None, rt: Runtime = Depends(runtime)
 ) -> dict[str, Any]:
     return await _bitrix24_change(
         request,
@@ -359,7 +364,7 @@ async def bitrix24_snooze(
 
 @bitrix24_router.post("/findings/{finding_id}/reopen")
 async def bitrix24_reopen(
-    request: Request, finding_id: int, lang: Lang | None = None, rt: Runtime = Depends(runtime)
+    request: Request, finding_id: RowId, lang: Lang | None = None, rt: Runtime = Depends(runtime)
 ) -> dict[str, Any]:
     """Undoes the tab's Acknowledge or Snooze: the finding is open again."""
     return await _bitrix24_change(

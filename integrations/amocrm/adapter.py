@@ -9,7 +9,14 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from integrations.base import AccountConnection, DomainEvent, ParsedWebhook, TokenPair, TokenSource
+from integrations.base import (
+    AccountConnection,
+    DomainEvent,
+    ParsedWebhook,
+    ScrubbedWebhook,
+    TokenPair,
+    TokenSource,
+)
 from integrations.ratelimit import SlidingWindowLimiter
 
 from . import oauth, webhook
@@ -26,6 +33,10 @@ class AmoCrmAdapter:
 
     def parse_webhook(self, body: bytes, *, region: str, received_at: datetime) -> list[DomainEvent]:
         return webhook.parse(body, region=region, received_at=received_at)
+
+    def scrub_webhook(self, body: bytes) -> ScrubbedWebhook:
+        # amoCRM signs nothing and puts no credential into a webhook: the URL key is the secret.
+        return ScrubbedWebhook(body)
 
     def subdomain_of(self, base_url: str) -> str | None:
         host = urlsplit(base_url).hostname or ""

@@ -12,6 +12,7 @@ address (verify). Accepting each jti once is the caller's (it needs storage).
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +25,9 @@ from integrations.http import origin
 LEEWAY_SECONDS = 30
 # amoCRM's tokens live 30 minutes; one claiming more is not one of theirs.
 MAX_LIFETIME_SECONDS = 30 * 60 + LEEWAY_SECONDS
+_ACCOUNT_ID = re.compile(r"[0-9]{1,20}")
+_SUBDOMAIN = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_JTI = re.compile(r"[\x21-\x7e]{1,100}")
 
 
 class AmoCrmWidgetToken:
@@ -39,10 +43,15 @@ class AmoCrmWidgetToken:
         if header.get("alg") != "HS256":
             raise CardRejected("token_invalid", "the widget token must be signed with HS256")
         account_id, subdomain = claims.get("account_id"), claims.get("subdomain")
-        return CardAccountHint(
-            external_id=str(account_id) if account_id is not None else None,
-            subdomain=str(subdomain).lower() if subdomain else None,
-        )
+        external_id = str(account_id) if account_id is not None else None
+        sub = str(subdomain).lower() if subdomain else None
+        # Not yet verified, and looked up in the database: only the shapes amoCRM issues (a NUL
+        # or any odd character goes no further than here).
+        if (external_id is not None and not _ACCOUNT_ID.fullmatch(external_id)) or (
+            sub is not None and not _SUBDOMAIN.fullmatch(sub)
+        ):
+            raise CardRejected("token_invalid", "the token's account_id or subdomain is not amoCRM's")
+        return CardAccountHint(external_id=external_id, subdomain=sub)
 
     async def verify(
         self,
@@ -80,10 +89,10 @@ class AmoCrmWidgetToken:
         if claims["exp"] - claims["iat"] > MAX_LIFETIME_SECONDS:
             raise CardRejected("token_invalid", "the token lives longer than amoCRM's 30 minutes")
         user_id = claims.get("user_id")
-        if user_id is None or not str(user_id).isdigit():
+        if user_id is None or not _ACCOUNT_ID.fullmatch(str(user_id)):
             raise CardRejected("token_invalid", "the token carries no user_id")
         jti = str(claims["jti"])
-        if not jti or len(jti) > 100:
+        if not _JTI.fullmatch(jti):
             raise CardRejected("token_invalid", "the token's jti is missing or too long")
         # `is_admin`: amoCRM's own word that this user administers the account (in every token).
         return CardUser(

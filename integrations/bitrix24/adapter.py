@@ -10,7 +10,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from integrations.base import AccountConnection, DomainEvent, ParsedWebhook, TokenPair, TokenSource
+from integrations.base import (
+    AccountConnection,
+    DomainEvent,
+    ParsedWebhook,
+    ScrubbedWebhook,
+    TokenPair,
+    TokenSource,
+)
 
 from . import oauth, webhook
 from .client import WEBHOOK_TOKEN_PREFIX
@@ -32,6 +39,9 @@ class Bitrix24Adapter:
 
     def parse_webhook(self, body: bytes, *, region: str, received_at: datetime) -> list[DomainEvent]:
         return webhook.parse(body, region=region, received_at=received_at)
+
+    def scrub_webhook(self, body: bytes) -> ScrubbedWebhook:
+        return webhook.scrub(body)
 
     def subdomain_of(self, base_url: str) -> str | None:
         return urlsplit(base_url).hostname

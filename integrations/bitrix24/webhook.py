@@ -8,9 +8,12 @@ event.offline.get are stored as JSON ({"event", "data", "offline": {…}}) and p
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from integrations.base import (
     ContactDeleted,
@@ -19,16 +22,22 @@ from integrations.base import (
     DomainEvent,
     ParsedWebhook,
     RecordNamed,
+    ScrubbedWebhook,
     TaskDeleted,
     UnknownEntity,
     WebhookMalformed,
 )
-from integrations.formdata import FormError, parse_bracket_form, scan_bracket_form
+from integrations.formdata import MAX_FIELDS, FormError, parse_bracket_form, scan_bracket_form
 
 from .calls import call_end
 from .wire import ACTIVITY_PREFIX, TASK_PREFIX
 
-_WANTED = frozenset({"event", "auth[member_id]", "auth[application_token]"})
+TOKEN_FIELD = "auth[application_token]"
+# What a stored delivery keeps of the application token: enough to tell it was signed, not to sign.
+TOKEN_SHA256_FIELD = "auth[application_token_sha256]"
+# The OAuth pair Bitrix24 puts into an app's deliveries (the install's is saved, the rest dropped).
+OAUTH_FIELDS = ("auth[access_token]", "auth[refresh_token]")
+_WANTED = frozenset({"event", "auth[member_id]", TOKEN_FIELD, TOKEN_SHA256_FIELD})
 INSTALL_EVENT = "ONAPPINSTALL"
 CALL_END_EVENT = "ONVOXIMPLANTCALLEND"
 
@@ -77,23 +86,38 @@ def check(body: bytes) -> ParsedWebhook:
         raise WebhookMalformed(str(exc)) from None
     if "event" not in roots or "auth" not in roots:
         raise WebhookMalformed("no event or auth fields")
-    if not found:  # raw UTF-8 took the thorough path, which returns no values
-        tree = parse_bracket_form(body)
-        auth = tree.get("auth") if isinstance(tree.get("auth"), dict) else {}
-        found = {
-            "event": str(tree.get("event") or ""),
-            "auth[member_id]": str(auth.get("member_id") or ""),
-            "auth[application_token]": str(auth.get("application_token") or ""),
-        }
     event = (found.get("event") or "").upper()
     if not event:
         raise WebhookMalformed("empty event name")
     return ParsedWebhook(
         external_account_id=found.get("auth[member_id]") or None,
         subdomain=None,
-        secret=found.get("auth[application_token]") or None,
+        secret=found.get(TOKEN_FIELD) or None,
         issues_secret=event == INSTALL_EVENT,
+        secret_sha256=found.get(TOKEN_SHA256_FIELD) or None,
     )
+
+
+def scrub(body: bytes) -> ScrubbedWebhook:
+    """The delivery without its secrets (run after check, on a form it accepted): the application
+    token becomes its SHA-256, the OAuth pair is dropped, except an install's, which is handed back
+    to be sealed (the worker saves it as the account's credentials)."""
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True, max_num_fields=MAX_FIELDS)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise WebhookMalformed(f"not a form-encoded body: {exc}") from None
+    install = any(k == "event" and v.upper() == INSTALL_EVENT for k, v in pairs)
+    kept: list[tuple[str, str]] = []
+    sealed: dict[str, str] = {}
+    for key, value in pairs:
+        if key == TOKEN_FIELD:
+            kept.append((TOKEN_SHA256_FIELD, hashlib.sha256(value.encode()).hexdigest() if value else ""))
+        elif key in OAUTH_FIELDS:
+            if install and value:
+                sealed[key] = value
+        elif key != TOKEN_SHA256_FIELD:  # only ours may say what the token's hash is
+            kept.append((key, value))
+    return ScrubbedWebhook(urlencode(kept).encode(), sealed)
 
 
 def _record_id(data: Any, event: str) -> str | None:
@@ -154,9 +178,9 @@ def _install(tree: dict[str, Any], received_at: datetime) -> CredentialsIssued:
         if auth.get(key):
             creds[key] = auth[key]
     expires = None
-    if str(auth.get("expires") or "").isdigit():
+    if re.fullmatch(r"[0-9]{1,12}", str(auth.get("expires") or "")):
         expires = datetime.fromtimestamp(int(auth["expires"]), UTC)
-    elif str(auth.get("expires_in") or "").isdigit():
+    elif re.fullmatch(r"[0-9]{1,9}", str(auth.get("expires_in") or "")):
         expires = received_at + timedelta(seconds=int(auth["expires_in"]))
     if creds.get("access_token"):
         creds["expires_at"] = (expires or received_at + timedelta(hours=1)).isoformat()
@@ -165,4 +189,5 @@ def _install(tree: dict[str, Any], received_at: datetime) -> CredentialsIssued:
         credentials=creds,
         external_id=auth.get("member_id") or None,
         webhook_secret=auth.get("application_token") or None,
+        webhook_secret_sha256=auth.get("application_token_sha256") or None,
     )

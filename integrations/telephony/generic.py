@@ -86,7 +86,8 @@ class GenericAdapter:
         given = request.headers.get("webhook-signature", "")
         if not (msg_id and stamp and given):
             raise WebhookRejected("webhook-id, webhook-timestamp and webhook-signature are required")
-        if not stamp.isdigit() or abs(now.timestamp() - int(stamp)) > TOLERANCE_SECONDS:
+        # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+        if not (stamp.isascii() and stamp.isdigit()) or abs(now.timestamp() - int(stamp)) > TOLERANCE_SECONDS:
             raise WebhookRejected("webhook-timestamp is more than 5 minutes away from our clock")
         secrets = [s for s in (credentials.get("secret"), credentials.get("secondary_secret")) if s]
         expected = {sign(str(s), msg_id, stamp, request.body).encode() for s in secrets}

@@ -14,6 +14,7 @@ import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from integrations.base import CallDirection, CallEvent, CallStatus, DomainEvent, UnknownEntity
 from integrations.phones import to_e164
@@ -55,7 +56,10 @@ class MangoAdapter:
             raise WebhookMalformed("the json field is not JSON") from None
         if not isinstance(data, dict):
             raise WebhookMalformed("the json field is not an object")
-        return HookVerdict(dedup_key=digest(request.path, fields["json"]))
+        # Only the event is kept: vpbx_api_key is the account's secret, and sign is derived from it.
+        return HookVerdict(
+            dedup_key=digest(request.path, fields["json"]), stored_body=urlencode({"json": fields["json"]})
+        )
 
     def parse(self, hook: StoredHook, *, region: str, received_at: datetime) -> list[DomainEvent]:
         data = json.loads(form_fields(hook.body.encode("utf-8"))["json"])

@@ -15,6 +15,7 @@ import hmac
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from integrations.base import CallDirection, CallEvent, CallStatus, DomainEvent, UnknownEntity
 from integrations.phones import to_e164
@@ -56,7 +57,8 @@ class MegafonAdapter:
         if not text(fields.get("callid")):
             raise WebhookMalformed("callid is missing")
         # The token is a secret: it is not part of what we keep.
-        return HookVerdict(dedup_key=digest(request.body.decode("utf-8")))
+        fields.pop("crm_token", None)
+        return HookVerdict(dedup_key=digest(request.body.decode("utf-8")), stored_body=urlencode(fields))
 
     def parse(self, hook: StoredHook, *, region: str, received_at: datetime) -> list[DomainEvent]:
         f = form_fields(hook.body.encode("utf-8"))

@@ -150,3 +150,24 @@ async def test_metrics_count_webhooks_without_secrets(client):
     text = (await client.get("/metrics")).text
     assert 'crmwatch_webhooks_total{crm="amocrm",outcome="accepted"}' in text
     assert acc["key"] not in text
+
+
+async def test_a_foreign_account_is_refused_whether_the_body_carries_raw_or_escaped_utf8(client, rt):
+    """Issue 17, defect 3: with a raw "Ж" in a field the check once saw no account fields at all."""
+    acc = await create_account(client)
+    async with rt.sessions() as s, s.begin():
+        await s.execute(update(Account).values(external_id="29876543"))
+    client._transport.app.state.keys.invalidate()
+    url = f"/hooks/amocrm/{acc['key']}"
+    escaped = form_body("lead_add", **{"account[id]": "999", "leads[add][0][name]": "Ж"})
+    raw = escaped.replace("%D0%96", "Ж").encode()
+    assert b"\xd0\x96" in raw and b"%D0%96" not in raw
+    for body in (escaped.encode(), raw, raw.replace(b"account%5Bid%5D", b"account[id]")):
+        assert (await client.post(url, content=body, headers=FORM)).status_code == 401, body
+    other_sub = form_body("lead_add", **{"account[subdomain]": "чужой", "leads[add][0][name]": "Ж"})
+    assert (await client.post(url, content=other_sub.replace("%D0%96", "Ж").encode(), headers=FORM)).status_code == 401
+    assert await inbox_rows(rt) == []
+    # Our own account with raw UTF-8 is accepted.
+    own = form_body("lead_add", **{"leads[add][0][name]": "Ж"}).replace("%D0%96", "Ж").encode()
+    assert (await client.post(url, content=own, headers=FORM)).status_code == 200
+    assert len(await inbox_rows(rt)) == 1

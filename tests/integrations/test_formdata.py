@@ -100,8 +100,18 @@ def test_scan_accepts_and_refuses_exactly_what_the_full_parse_does():
         "&account%5Bid%5D=7",
         "&account[subdomain]=x",
         "[x]" * 10,
+        # Raw UTF-8, alone and next to escapes of it (issue 17: the account check skipped such bodies).
+        "Ж",
+        "ё",
+        "Жa%D0%96",
+        "%D0%96Ж",
+        "€",
+        "&account[id]=999",
+        "&account[id]=Ж",
+        "&account%5Bsubdomain%5D=шоп",
+        "&account[id][x]=1",
     ]
-    checked = 0
+    checked = raw_utf8 = 0
     for base in bodies:
         for _ in range(150):
             chars = list(base)
@@ -123,7 +133,7 @@ def test_scan_accepts_and_refuses_exactly_what_the_full_parse_does():
             except FormError:
                 scan_ok = False
             assert scan_ok == full_ok, body
-            if scan_ok and body.isascii():
+            if scan_ok:
                 # And it reads the same: the top-level names, and the values it was asked for.
                 assert roots == set(tree), body
                 account = tree.get("account") if isinstance(tree.get("account"), dict) else {}
@@ -131,4 +141,27 @@ def test_scan_accepts_and_refuses_exactly_what_the_full_parse_does():
                     f"account[{k}]": v for k, v in account.items() if k in ("id", "subdomain") and isinstance(v, str)
                 }, body
             checked += 1
+            raw_utf8 += not body.isascii() and scan_ok
     assert checked == 150 * len(bodies)
+    assert raw_utf8 > 50  # raw UTF-8 bodies, accepted ones among them, are held to the same answer
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "account[id]=999&leads[add][0][name]=Ж",
+        "leads[add][0][name]=Ж&account%5Bid%5D=999",
+        "account[id]=1&leads[add][0][name]=%D0%96Ж&account[id]=999",
+        "account[subdomain]=шоп&account[id]=999&leads[add][0][id]=1",
+        "account[id]=999&account[subdomain]=%D1%88Ж",
+    ],
+)
+def test_raw_utf8_bodies_give_the_account_fields_a_full_parse_gives(body: str) -> None:
+    from integrations.formdata import scan_bracket_form
+
+    wanted = frozenset({"account[id]", "account[subdomain]"})
+    tree = parse_bracket_form(body.encode())
+    roots, found = scan_bracket_form(body.encode(), wanted)
+    assert roots == set(tree)
+    assert found == {f"account[{k}]": v for k, v in tree["account"].items() if k in ("id", "subdomain")}
+    assert found["account[id]"] == "999"
