@@ -7,6 +7,7 @@ from app.findings.models import Finding, FindingEvent
 from app.ingest.models import InboxEvent
 from app.mirror.models import Contact, ContactPhone, Deal, DealContact, Note, Pipeline, Stage, StageHistory, Task, User
 from app.outbox.models import OutboxAction
+from app.plans.models import Plan
 from app.rules.models import RuleConfig
 from app.widget.models import WidgetConfig, WidgetTokenUse
 
@@ -25,6 +26,7 @@ __all__ = [
     "Note",
     "OutboxAction",
     "Pipeline",
+    "Plan",
     "RuleConfig",
     "Stage",
     "StageHistory",
