@@ -5,7 +5,19 @@ from app.calls.models import Call, CallStatsDaily, TelephonyConfig
 from app.dashboard.models import DashboardLink
 from app.findings.models import Finding, FindingEvent
 from app.ingest.models import InboxEvent
-from app.mirror.models import Contact, ContactPhone, Deal, DealContact, Note, Pipeline, Stage, StageHistory, Task, User
+from app.mirror.models import (
+    Company,
+    Contact,
+    ContactPhone,
+    Deal,
+    DealContact,
+    Note,
+    Pipeline,
+    Stage,
+    StageHistory,
+    Task,
+    User,
+)
 from app.outbox.models import OutboxAction
 from app.plans.models import Plan
 from app.rules.models import RuleConfig
@@ -15,6 +27,7 @@ __all__ = [
     "Account",
     "Call",
     "CallStatsDaily",
+    "Company",
     "Contact",
     "ContactPhone",
     "DashboardLink",

@@ -141,7 +141,8 @@ async def report(
     before = previous_period(period)
     people = await repo.users(s, account.id)
     halves: tuple[dict[str, Client], dict[str, Client]] = ({}, {})
-    for r in await repo.client_months(s, account.id, account.timezone, before.start, period.start, period.end):
+    rows = await repo.client_months(s, account.id, account.timezone, before.start, period.start, period.end, by)
+    for r in rows:
         c = halves[int(r.half)].get(r.client_id)
         if c is None:
             c = halves[int(r.half)][r.client_id] = Client(r.client_id, r.name, r.responsible_user_id)

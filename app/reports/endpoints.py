@@ -189,7 +189,7 @@ async def deals_report(
         return jsonable_encoder(await service.deals(s, account, service.TEAM, rule_or_422(rule), manager_id, limit))
 
 
-ClientsBy = Literal["contact"]
+ClientsBy = Literal["contact", "company"]
 
 
 async def answer_abcxyz(
@@ -206,7 +206,7 @@ async def abcxyz_report(
     limit: int | None = Query(None, ge=1, le=100_000),
     rt: Runtime = Depends(runtime),
 ) -> dict[str, Any]:
-    """ABC/XYZ of clients (contacts; `by` defaults to the rules document's `abcxyz.clients`) over
+    """ABC/XYZ of clients (`by` contact or company; default: the rules document's `abcxyz.clients`) over
     the revenue of won deals closed in the period. `items`: per client revenue, `abc`, `xyz`, the
     coefficient of variation of monthly revenue, the manager, and the group in the previous period
     of equal length; `matrix`: clients and revenue per cell (all 9), also `by_manager` and for the

@@ -34,7 +34,7 @@ from app.calls.models import Call
 from app.calls.service import SUCCESSFUL_TALK_SECONDS
 from app.db import UtcDateTime, epoch, local_day
 from app.findings.models import Finding, FindingEvent
-from app.mirror.models import Contact, Deal, DealContact, Note, Stage, StageHistory, Task, User
+from app.mirror.models import Company, Contact, Deal, DealContact, Note, Stage, StageHistory, Task, User
 
 # Beyond any open stage's sort: where "won" lies in the pipeline for stage-to-stage conversion.
 WON_DEPTH = 2**31 - 1
@@ -621,22 +621,31 @@ def _deal_client_contact(account_id: int) -> Any:
 
 
 async def client_months(
-    s: AsyncSession, account_id: int, timezone: str, start: datetime, split: datetime, end: datetime
+    s: AsyncSession, account_id: int, timezone: str, start: datetime, split: datetime, end: datetime, by: str
 ) -> list[Any]:
     """Won deals closed in [start, end) per (half, client, local month, responsible manager): revenue
     and the number of deals, with the client's name and responsible manager as the mirror knows them.
-    `half` is 0 for deals closed before `split` (the previous period), 1 from it on (the period)."""
-    client = _deal_client_contact(account_id)
+    `half` is 0 for deals closed before `split` (the previous period), 1 from it on (the period).
+    `by`: "contact" (the deal's contact) or "company" (the deal's company); a deal without one is
+    nobody's client and is left out."""
+    cards: Any = Contact if by == "contact" else Company
+    client_id: Any = Deal.company_id
+    if by == "contact":
+        contact = _deal_client_contact(account_id)
+        client_id = contact.c.client_id
+    query = select(
+        case((Deal.closed_at >= split, 1), else_=0).label("half"),
+        client_id.label("client_id"),
+        local_month(Deal.closed_at, _zone(timezone)).label("month"),
+        Deal.responsible_user_id.label("manager_id"),
+        func.coalesce(Deal.price, 0).label("price"),
+    )
+    if by == "contact":
+        query = query.join(contact, contact.c.deal_id == Deal.id)
+    else:
+        query = query.where(Deal.company_id.is_not(None))
     inner = (
-        select(
-            case((Deal.closed_at >= split, 1), else_=0).label("half"),
-            client.c.client_id,
-            local_month(Deal.closed_at, _zone(timezone)).label("month"),
-            Deal.responsible_user_id.label("manager_id"),
-            func.coalesce(Deal.price, 0).label("price"),
-        )
-        .join(client, client.c.deal_id == Deal.id)
-        .join(
+        query.join(
             Stage,
             and_(Stage.account_id == Deal.account_id, Stage.pipeline_id == Deal.pipeline_id, Stage.id == Deal.stage_id),
         )
@@ -665,8 +674,8 @@ async def client_months(
     )
     g = grouped.c
     stmt = select(
-        g.half, g.client_id, g.month, g.manager_id, g.revenue, g.purchases, Contact.name, Contact.responsible_user_id
-    ).outerjoin(Contact, and_(Contact.account_id == account_id, Contact.id == g.client_id))
+        g.half, g.client_id, g.month, g.manager_id, g.revenue, g.purchases, cards.name, cards.responsible_user_id
+    ).outerjoin(cards, and_(cards.account_id == account_id, cards.id == g.client_id))
     return list(await s.execute(stmt))
 
 

@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from app.accounts.models import Account
-from app.mirror.models import Contact, Deal, DealContact, Pipeline, Stage, User
+from app.mirror.models import Company, Contact, Deal, DealContact, Pipeline, Stage, User
 from app.reports import abcxyz
 from app.reports.periods import Period
 from app.rules.config import AbcXyzIn
@@ -67,6 +67,8 @@ async def build(rt: Runtime) -> int:
                 # C3 has no card in the mirror: its manager is whoever sold it the most (102).
                 Contact(account_id=a, id="C4", name="АО Вектор", responsible_user_id="101"),
                 Contact(account_id=a, id="C5", name="Иван Кузнецов", responsible_user_id="102"),
+                # By company: C1's and C2's deals are K1's, C4's K2's (no card in the mirror).
+                Company(account_id=a, id="K1", name="ООО Альфа", responsible_user_id="102"),
             ]
         )
         seq = iter(range(1, 1000))
@@ -82,6 +84,7 @@ async def build(rt: Runtime) -> int:
                     stage_id=stage,
                     price=price,
                     responsible_user_id="101" if client in ("C1", "C4") else "102",
+                    company_id={"C1": "K1", "C2": "K1", "C4": "K2"}.get(client if isinstance(client, str) else ""),
                     created_at=msk(4, 1),
                     is_closed=closed is not None,
                     closed_at=closed,
@@ -194,6 +197,32 @@ async def test_unknown_account_and_no_token(client: httpx.AsyncClient) -> None:
     assert (await client.get("/api/accounts/999/reports/abcxyz")).status_code == 404
     resp = await client.get("/api/accounts/999/reports/abcxyz", headers={"Authorization": "Bearer x" + ADMIN_TOKEN})
     assert resp.status_code == 401
+
+
+async def test_by_company(client: httpx.AsyncClient, rt: Runtime) -> None:
+    """K1 = C1 + C2: Aug 260, Sep 250, Oct 240 = 750, CV sqrt(200/3)/250 = 3.27 % (X), A; K2 = C4's one
+    deal of 80: 750 of 830 = 90.4 % before it, B, Z. Before: K2 500 (AZ), K1 100 (BZ). Deals with no
+    company are nobody's here."""
+    aid = await build(rt)
+    resp = await client.get(
+        f"/api/accounts/{aid}/reports/abcxyz", params={"from": "2026-08-01", "to": "2026-10-31", "by": "company"}
+    )
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    got = [
+        (i["client_id"], i["name"], i["revenue"], i["abc"] + i["xyz"], i["cv"], i["manager_id"]) for i in body["items"]
+    ]
+    assert got == [("K1", "ООО Альфа", 750.0, "AX", 3.27, "102"), ("K2", None, 80.0, "BZ", None, "101")]
+    assert body["by"] == "company"
+    assert [(m["client_id"], m["from"], m["to"]) for m in body["movement"]] == [("K1", "BZ", "AX"), ("K2", "AZ", "BZ")]
+    # The rules document may make companies the default.
+    await client.patch(
+        f"/api/accounts/{aid}/rules",
+        json={"abcxyz": {"clients": "company"}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    again = await client.get(f"/api/accounts/{aid}/reports/abcxyz", params={"from": "2026-08-01", "to": "2026-10-31"})
+    assert [i["client_id"] for i in again.json()["items"]] == ["K1", "K2"]
 
 
 def test_classification_boundaries() -> None:
