@@ -5,8 +5,21 @@ from app.calls.models import Call, CallStatsDaily, TelephonyConfig
 from app.dashboard.models import DashboardLink
 from app.findings.models import Finding, FindingEvent
 from app.ingest.models import InboxEvent
-from app.mirror.models import Contact, ContactPhone, Deal, DealContact, Note, Pipeline, Stage, StageHistory, Task, User
+from app.mirror.models import (
+    Company,
+    Contact,
+    ContactPhone,
+    Deal,
+    DealContact,
+    Note,
+    Pipeline,
+    Stage,
+    StageHistory,
+    Task,
+    User,
+)
 from app.outbox.models import OutboxAction
+from app.plans.models import Plan
 from app.rules.models import RuleConfig
 from app.widget.models import WidgetConfig, WidgetTokenUse
 
@@ -14,6 +27,7 @@ __all__ = [
     "Account",
     "Call",
     "CallStatsDaily",
+    "Company",
     "Contact",
     "ContactPhone",
     "DashboardLink",
@@ -25,6 +39,7 @@ __all__ = [
     "Note",
     "OutboxAction",
     "Pipeline",
+    "Plan",
     "RuleConfig",
     "Stage",
     "StageHistory",

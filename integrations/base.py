@@ -70,6 +70,8 @@ class DealUpserted:
     # When the CRM says the deal entered stage_id (a status-change event); defaults to updated_at.
     stage_changed_at: datetime | None = None
     contact_ids: tuple[str, ...] | None = None
+    # The deal's company (amoCRM: _embedded.companies; Bitrix24: COMPANY_ID); () none, None not said.
+    company_ids: tuple[str, ...] | None = None
     # A thin event (ids only): the worker fetches the full record when it can.
     is_thin: bool = False
 
@@ -143,6 +145,14 @@ class ContactUpserted:
 @dataclass(frozen=True, slots=True)
 class ContactDeleted:
     id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CompanyUpserted:
+    id: str
+    updated_at: datetime
+    name: str | None = None
+    responsible_user_id: str | None = None
 
 
 class CallDirection(StrEnum):
@@ -231,6 +241,7 @@ DomainEvent = (
     | NoteAdded
     | ContactUpserted
     | ContactDeleted
+    | CompanyUpserted
     | CallEvent
     | RecordNamed
     | CredentialsIssued

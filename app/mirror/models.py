@@ -58,6 +58,7 @@ class Deal(Base):
         Index("ix_deals_open", "account_id", "is_closed", "is_deleted"),
         Index("ix_deals_responsible", "account_id", "responsible_user_id"),
         Index("ix_deals_closed", "account_id", "pipeline_id", "closed_at"),
+        Index("ix_deals_company", "account_id", "company_id"),
     )
     account_id: Mapped[int] = _account_pk()
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -69,6 +70,8 @@ class Deal(Base):
     stage_entered_source: Mapped[str | None] = mapped_column(String(16))
     price: Mapped[float | None] = mapped_column(Float)
     responsible_user_id: Mapped[str | None] = mapped_column(String(64))
+    # The client company (the ABC/XYZ report by company), when the CRM names one.
+    company_id: Mapped[str | None] = mapped_column(String(64))
     is_closed: Mapped[bool] = mapped_column(Boolean, default=False)
     is_deleted: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
@@ -184,6 +187,17 @@ class Contact(Base):
     name: Mapped[str | None] = mapped_column(String(500))
     responsible_user_id: Mapped[str | None] = mapped_column(String(64))
     is_deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    source_updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class Company(Base):
+    """A client company: its name and manager (its phones stay in the CRM)."""
+
+    __tablename__ = "companies"
+    account_id: Mapped[int] = _account_pk()
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(500))
+    responsible_user_id: Mapped[str | None] = mapped_column(String(64))
     source_updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect_insert, utcnow
 from integrations.base import (
+    CompanyUpserted,
     ContactDeleted,
     ContactUpserted,
     DealDeleted,
@@ -36,7 +37,7 @@ from integrations.base import (
     UserUpserted,
 )
 
-from .models import Contact, ContactPhone, Deal, DealContact, Note, Pipeline, Stage, StageHistory, Task, User
+from .models import Company, Contact, ContactPhone, Deal, DealContact, Note, Pipeline, Stage, StageHistory, Task, User
 from .text import fold
 
 
@@ -106,6 +107,7 @@ class MirrorWriter:
             NoteAdded: self._on_NoteAdded,
             ContactUpserted: self._on_ContactUpserted,
             ContactDeleted: self._on_ContactDeleted,
+            CompanyUpserted: self._on_CompanyUpserted,
         }
 
     async def apply(self, events: list[DomainEvent]) -> ApplyResult:
@@ -213,6 +215,8 @@ class MirrorWriter:
         deal.is_closed = closed
         if ev.is_thin:
             r.thin_deals.add(ev.id)
+        if ev.company_ids is not None:
+            deal.company_id = ev.company_ids[0] if ev.company_ids else None
         if ev.contact_ids is not None:
             if not is_new:
                 await self.s.execute(
@@ -363,6 +367,17 @@ class MirrorWriter:
                 self.s.add(ContactPhone(account_id=self.account_id, contact_id=ev.id, phone=phone))
             if ev.phones:
                 r.linked_contacts.add(ev.id)
+        return True
+
+    async def _on_CompanyUpserted(self, ev: CompanyUpserted, r: ApplyResult) -> bool:
+        company = await self.s.get(Company, (self.account_id, ev.id), with_for_update=True)
+        if company is None:
+            company = Company(account_id=self.account_id, id=ev.id)
+            self.s.add(company)
+        elif _is_stale(ev.updated_at, company.source_updated_at):
+            return False
+        _set(company, name=ev.name, responsible_user_id=ev.responsible_user_id)
+        company.source_updated_at = ev.updated_at
         return True
 
     async def _on_ContactDeleted(self, ev: ContactDeleted, r: ApplyResult) -> None:

@@ -24,7 +24,7 @@ from app.rules.registry import RULES
 from app.runtime import Runtime
 from app.security import require_admin
 
-from . import export, service
+from . import abcxyz, export, service
 from .periods import Period, PeriodError, resolve, today
 from .schemas import FunnelReport, ManagersReport
 
@@ -187,6 +187,34 @@ async def deals_report(
     async with rt.reads() as s:
         account = await account_or_404(s, account_id)
         return jsonable_encoder(await service.deals(s, account, service.TEAM, rule_or_422(rule), manager_id, limit))
+
+
+ClientsBy = Literal["contact", "company"]
+
+
+async def answer_abcxyz(
+    s: AsyncSession, account: Account, period: Period, scope: service.Scope, by: str | None, limit: int | None
+) -> dict[str, Any]:
+    return jsonable_encoder(await abcxyz.report(s, account, period, scope, by, limit))
+
+
+@router.get("/{account_id}/reports/abcxyz")
+async def abcxyz_report(
+    account_id: int,
+    period: PeriodParams = Depends(),
+    by: ClientsBy | None = None,
+    limit: int | None = Query(None, ge=1, le=100_000),
+    rt: Runtime = Depends(runtime),
+) -> dict[str, Any]:
+    """ABC/XYZ of clients (`by` contact or company; default: the rules document's `abcxyz.clients`) over
+    the revenue of won deals closed in the period. `items`: per client revenue, `abc`, `xyz`, the
+    coefficient of variation of monthly revenue, the manager, and the group in the previous period
+    of equal length; `matrix`: clients and revenue per cell (all 9), also `by_manager` and for the
+    `previous` period; `movement`: the clients whose group changed (e.g. AX → BX). Thresholds
+    (A 80 %, B 15 %, X ≤ 10 %, Y ≤ 25 %) are in the rules document under `abcxyz`."""
+    async with rt.reads() as s:
+        account = await account_or_404(s, account_id)
+        return await answer_abcxyz(s, account, period.resolve(account), service.TEAM, by, limit)
 
 
 # Served here rather than in app/calls (whose path it keeps): it is the team report's query per

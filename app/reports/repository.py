@@ -26,13 +26,15 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import aliased
+from sqlalchemy.sql.functions import FunctionElement
 
 from app.calls.models import Call
 from app.calls.service import SUCCESSFUL_TALK_SECONDS
 from app.db import UtcDateTime, epoch, local_day
 from app.findings.models import Finding, FindingEvent
-from app.mirror.models import Deal, DealContact, Note, Stage, StageHistory, Task, User
+from app.mirror.models import Company, Contact, Deal, DealContact, Note, Stage, StageHistory, Task, User
 
 # Beyond any open stage's sort: where "won" lies in the pipeline for stage-to-stage conversion.
 WON_DEPTH = 2**31 - 1
@@ -585,6 +587,98 @@ async def stage_conversion(
     )
 
 
+# --- ABC/XYZ of clients --------------------------------------------------------------------------------
+
+
+class local_month(FunctionElement[str]):
+    """'YYYY-MM' of a UTC datetime column in a time zone, on both databases."""
+
+    type = String()
+    inherit_cache = True
+    name = "local_month"
+
+
+@compiles(local_month, "postgresql")
+def _local_month_pg(element: local_month, compiler: Any, **kw: Any) -> str:
+    column, zone = list(element.clauses)
+    return f"to_char(timezone({compiler.process(zone, **kw)}, {compiler.process(column, **kw)}), 'YYYY-MM')"
+
+
+@compiles(local_month, "sqlite")
+def _local_month_sqlite(element: local_month, compiler: Any, **kw: Any) -> str:
+    return f"substr(crmwatch_local_day({compiler.process(element.clauses, **kw)}), 1, 7)"
+
+
+def _deal_client_contact(account_id: int) -> Any:
+    """(deal, client): a deal's client is its contact, the lowest contact id when it has several (the
+    mirror does not know which one the CRM calls main), so no deal's revenue counts twice."""
+    return (
+        select(DealContact.deal_id.label("deal_id"), func.min(DealContact.contact_id).label("client_id"))
+        .where(DealContact.account_id == account_id)
+        .group_by(DealContact.deal_id)
+        .subquery()
+    )
+
+
+async def client_months(
+    s: AsyncSession, account_id: int, timezone: str, start: datetime, split: datetime, end: datetime, by: str
+) -> list[Any]:
+    """Won deals closed in [start, end) per (half, client, local month, responsible manager): revenue
+    and the number of deals, with the client's name and responsible manager as the mirror knows them.
+    `half` is 0 for deals closed before `split` (the previous period), 1 from it on (the period).
+    `by`: "contact" (the deal's contact) or "company" (the deal's company); a deal without one is
+    nobody's client and is left out."""
+    cards: Any = Contact if by == "contact" else Company
+    client_id: Any = Deal.company_id
+    if by == "contact":
+        contact = _deal_client_contact(account_id)
+        client_id = contact.c.client_id
+    query = select(
+        case((Deal.closed_at >= split, 1), else_=0).label("half"),
+        client_id.label("client_id"),
+        local_month(Deal.closed_at, _zone(timezone)).label("month"),
+        Deal.responsible_user_id.label("manager_id"),
+        func.coalesce(Deal.price, 0).label("price"),
+    )
+    if by == "contact":
+        query = query.join(contact, contact.c.deal_id == Deal.id)
+    else:
+        query = query.where(Deal.company_id.is_not(None))
+    inner = (
+        query.join(
+            Stage,
+            and_(Stage.account_id == Deal.account_id, Stage.pipeline_id == Deal.pipeline_id, Stage.id == Deal.stage_id),
+        )
+        .where(
+            Deal.account_id == account_id,
+            Deal.is_closed.is_(True),
+            Deal.is_deleted.is_(False),
+            Deal.closed_at >= start,
+            Deal.closed_at < end,
+            Stage.kind == "won",
+        )
+        .subquery()
+    )
+    c = inner.c
+    grouped = (
+        select(
+            c.half,
+            c.client_id,
+            c.month,
+            c.manager_id,
+            func.sum(c.price).label("revenue"),
+            func.count().label("purchases"),
+        )
+        .group_by(c.half, c.client_id, c.month, c.manager_id)
+        .subquery()
+    )
+    g = grouped.c
+    stmt = select(
+        g.half, g.client_id, g.month, g.manager_id, g.revenue, g.purchases, cards.name, cards.responsible_user_id
+    ).outerjoin(cards, and_(cards.account_id == account_id, cards.id == g.client_id))
+    return list(await s.execute(stmt))
+
+
 def card_url(crm: str, base_url: str, deal_id: str) -> str:
     """The deal's card in the CRM (amoCRM: /leads/detail/ID; Bitrix24: /crm/deal/details/ID/)."""
     parts = urlsplit(base_url)
@@ -604,6 +698,7 @@ __all__ = [
     "call_days",
     "card_url",
     "cards_changed_days",
+    "client_months",
     "closed",
     "day_key",
     "earliest_created",
@@ -612,6 +707,7 @@ __all__ = [
     "findings_open_before",
     "funnel_time",
     "hygiene",
+    "local_month",
     "open_by_stage",
     "open_findings",
     "stage_conversion",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import date, time
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy import select
@@ -99,6 +99,66 @@ class CalendarIn(BaseModel):
         return self
 
 
+MILESTONES = ("first_contact", "meeting_held", "proposal_sent")
+
+
+class MilestoneIn(BaseModel):
+    """What counts as reaching a milestone (each deal once per period, whichever source says it)."""
+
+    model_config = ConfigDict(extra="forbid")
+    stages: list[str] = Field(default_factory=list, description="entering one of these 'pipeline_id/stage_id'")
+    task_types: list[str] = Field(default_factory=list, description="a task of one of these CRM types completed")
+    calls: bool = Field(default=False, description="an answered call of at least min_call_seconds")
+
+    @field_validator("stages")
+    @classmethod
+    def _stages(cls, keys: list[str]) -> list[str]:
+        for key in keys:
+            _stage_key(key)
+        return keys
+
+
+class PlansIn(BaseModel):
+    """Targets counted back from the plan, and the pace against it."""
+
+    model_config = ConfigDict(extra="forbid")
+    milestones: dict[str, MilestoneIn] = Field(
+        default_factory=dict, description=f"by milestone: {', '.join(MILESTONES)}"
+    )
+    min_call_seconds: int = Field(default=40, ge=1, le=3600)
+    history_days: int = Field(default=90, ge=7, le=366, description="the conversions' window")
+    min_history: int = Field(
+        default=5, ge=1, le=1000, description="fewer of the earlier step than this: the team's conversion applies"
+    )
+
+    @field_validator("milestones")
+    @classmethod
+    def _known(cls, value: dict[str, MilestoneIn]) -> dict[str, MilestoneIn]:
+        for name in value:
+            if name not in MILESTONES:
+                raise ValueError(f"unknown milestone {name!r}; known: {', '.join(MILESTONES)}")
+        return value
+
+
+class AbcXyzIn(BaseModel):
+    """ABC by revenue share, XYZ by the coefficient of variation of monthly revenue (percent)."""
+
+    model_config = ConfigDict(extra="forbid")
+    clients: Literal["contact", "company"] = "contact"
+    a_share: float = Field(default=80, gt=0, lt=100, description="A: the clients who make the top a_share %")
+    b_share: float = Field(default=15, gt=0, lt=100, description="B: the next b_share %; C: the rest")
+    x_cv: float = Field(default=10, ge=0, le=1000, description="X: coefficient of variation at most x_cv %")
+    y_cv: float = Field(default=25, ge=0, le=1000, description="Y: at most y_cv %; Z: above, or one purchase")
+
+    @model_validator(mode="after")
+    def _order(self) -> AbcXyzIn:
+        if self.a_share + self.b_share >= 100:
+            raise ValueError("a_share + b_share must leave something for C (below 100)")
+        if self.y_cv < self.x_cv:
+            raise ValueError("y_cv must not be below x_cv")
+        return self
+
+
 class RulesDocument(BaseModel):
     model_config = ConfigDict(extra="forbid")
     calendar: CalendarIn = Field(default_factory=CalendarIn)
@@ -110,6 +170,8 @@ class RulesDocument(BaseModel):
     team_supervisors: dict[str, str] = Field(default_factory=dict)
     # rule → the rules whose open finding on the same deal keeps it quiet
     suppress: dict[str, list[str]] = Field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_SUPPRESS.items()})
+    plans: PlansIn = Field(default_factory=PlansIn)
+    abcxyz: AbcXyzIn = Field(default_factory=AbcXyzIn)
 
     @model_validator(mode="after")
     def _check(self) -> RulesDocument:
@@ -222,4 +284,9 @@ async def unknown_places(s: AsyncSession, account_id: int, doc: RulesDocument) -
             if not known:
                 kind = "stage" if "/" in key else "pipeline"
                 warnings.append(f"{where}: the CRM has no {kind} {key!r} that crmwatch knows of; kept as written")
+    for name, milestone in doc.plans.milestones.items():
+        for key in milestone.stages:
+            if key not in stages:
+                where = f"plans.milestones.{name}.stages"
+                warnings.append(f"{where}: the CRM has no stage {key!r} that crmwatch knows of; kept as written")
     return warnings

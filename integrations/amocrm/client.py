@@ -16,6 +16,7 @@ import phonenumbers
 from integrations.base import (
     CallDirection,
     CallStatus,
+    CompanyUpserted,
     ContactUpserted,
     CrmAmbiguous,
     CrmAuthError,
@@ -200,6 +201,7 @@ class AmoCrmClient:
             SyncSection("pipelines", self._pipelines()),
             SyncSection("users", self._mapped("/api/v4/users", "users", _user)),
             SyncSection("contacts", self._mapped("/api/v4/contacts", "contacts", lambda r: _contact(r, region))),
+            SyncSection("companies", self._mapped("/api/v4/companies", "companies", _company)),
             SyncSection("deals", self._mapped("/api/v4/leads", "leads", _deal, {"with": "contacts"})),
             SyncSection("tasks", self._mapped("/api/v4/tasks", "tasks", _task, {"filter[is_completed]": 0})),
             SyncSection(
@@ -403,8 +405,19 @@ def _contact(c: dict[str, Any], region: str) -> DomainEvent:
     )
 
 
+def _company(c: dict[str, Any]) -> DomainEvent:
+    return CompanyUpserted(
+        id=str(c["id"]),
+        updated_at=ts(c.get("updated_at")) or datetime.now(UTC),
+        name=c.get("name"),
+        responsible_user_id=sid(c.get("responsible_user_id")),
+    )
+
+
 def _deal(lead: dict[str, Any]) -> DealUpserted:
-    contacts = ((lead.get("_embedded") or {}).get("contacts")) or []
+    embedded = lead.get("_embedded") or {}
+    contacts = embedded.get("contacts") or []
+    companies = embedded.get("companies")
     return DealUpserted(
         id=str(lead["id"]),
         updated_at=ts(lead.get("updated_at")) or datetime.now(UTC),
@@ -417,6 +430,7 @@ def _deal(lead: dict[str, Any]) -> DealUpserted:
         created_at=ts(lead.get("created_at")),
         closed_at=ts(lead.get("closed_at")),
         contact_ids=tuple(str(c["id"]) for c in contacts if "id" in c),
+        company_ids=None if companies is None else tuple(str(c["id"]) for c in companies if "id" in c),
     )
 
 

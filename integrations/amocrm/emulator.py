@@ -601,7 +601,18 @@ def _closest_due(state: EmulatorState) -> dict[int, int]:
     return due
 
 
-def _render_lead(base: str, lead: dict, with_contacts: bool, due: dict[int, int]) -> dict:
+def _companies_of(state: EmulatorState) -> dict[int, list[int]]:
+    """Lead id → the companies linked to it (amoCRM embeds them in every lead, with or without `with`)."""
+    out: dict[int, list[int]] = {}
+    for company in state.companies.values():
+        for lead_id in company["lead_ids"]:
+            out.setdefault(lead_id, []).append(company["id"])
+    return out
+
+
+def _render_lead(
+    base: str, lead: dict, with_contacts: bool, due: dict[int, int], companies: dict[int, list[int]] | None = None
+) -> dict:
     body = {k: v for k, v in lead.items() if k != "contact_ids"}
     body.update(
         closest_task_at=due.get(lead["id"]),
@@ -610,7 +621,13 @@ def _render_lead(base: str, lead: dict, with_contacts: bool, due: dict[int, int]
         labor_cost=None,
         _links=_link(base, f"/api/v4/leads/{lead['id']}"),
     )
-    embedded: dict[str, Any] = {"tags": [], "companies": []}
+    embedded: dict[str, Any] = {
+        "tags": [],
+        "companies": [
+            {"id": cid, "_links": _link(base, f"/api/v4/companies/{cid}")}
+            for cid in (companies or {}).get(lead["id"], [])
+        ],
+    }
     if with_contacts:
         embedded["contacts"] = [
             {"id": cid, "is_main": i == 0, "_links": _link(base, f"/api/v4/contacts/{cid}")}
@@ -947,9 +964,12 @@ def create_emulator_app(state: EmulatorState, rate_limit_per_s: int | None = 7) 
             ids=("id", "pipeline_id", "status_id", "responsible_user_id"),
             ranges=("created_at", "updated_at", "closed_at"),
         )
-        due = _closest_due(state)
+        due, companies = _closest_due(state), _companies_of(state)
         return _paged(
-            request, _by_id(rows), "leads", lambda lead: _render_lead(base(request), lead, with_contacts, due)
+            request,
+            _by_id(rows),
+            "leads",
+            lambda lead: _render_lead(base(request), lead, with_contacts, due, companies),
         )
 
     @app.get("/api/v4/leads/{lead_id:int}")
@@ -957,7 +977,9 @@ def create_emulator_app(state: EmulatorState, rate_limit_per_s: int | None = 7) 
         found = state.leads.get(lead_id)
         if found is None:
             raise ApiError(404, "Lead not found")
-        body = _render_lead(base(request), found, "contacts" in _multi(request, "with"), _closest_due(state))
+        body = _render_lead(
+            base(request), found, "contacts" in _multi(request, "with"), _closest_due(state), _companies_of(state)
+        )
         return JSONResponse(body, media_type=HAL_JSON)
 
     @app.get("/api/v4/contacts")

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from integrations.base import (
+    CompanyUpserted,
     ContactDeleted,
     ContactUpserted,
     DealDeleted,
@@ -213,9 +214,17 @@ def _contacts(node: Any, region: str, received_at: datetime) -> list[DomainEvent
             if action == "delete":
                 out.append(ContactDeleted(id=contact_id))
             elif action in ("add", "update", "restore", "responsible"):
-                # A company posted under contacts[...] carries type=company; we only mirror people.
+                # A company posted under contacts[...] carries type=company: the mirror keeps its
+                # name and manager (the clients of the ABC/XYZ report), not its phones.
                 if entry.get("type") == "company":
-                    out.append(UnknownEntity(kind="companies"))
+                    out.append(
+                        CompanyUpserted(
+                            id=contact_id,
+                            updated_at=ts(entry.get("last_modified")) or ts(entry.get("updated_at")) or received_at,
+                            name=entry.get("name") if isinstance(entry.get("name"), str) else None,
+                            responsible_user_id=sid(entry.get("responsible_user_id")),
+                        )
+                    )
                     continue
                 out.append(_contact(entry, region, received_at))
             else:

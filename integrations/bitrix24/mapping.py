@@ -92,6 +92,10 @@ def deal(item: dict[str, Any], *, stage_entry: bool = True) -> list[DomainEvent]
             closed_at=(when(item.get("closedate")) or moved or updated) if closed else None,
             stage_changed_at=moved,
             contact_ids=tuple(str(c) for c in contacts if c),
+            # 0 is Bitrix24's "no company".
+            company_ids=None
+            if "companyId" not in item
+            else tuple(str(c) for c in [item["companyId"]] if c not in (None, "", 0, "0")),
         )
     ]
     if stage and moved and stage_entry:

@@ -1,0 +1,147 @@
+"""Every query of the plans."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import String, and_, delete, false, func, literal, or_, select, union_all
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.calls.models import Call
+from app.mirror.models import Deal, Stage, StageHistory, Task, User
+from app.rules.config import MilestoneIn, PlansIn
+
+from .models import Plan
+
+
+async def month(s: AsyncSession, account_id: int, month: str) -> list[Plan]:
+    return list(
+        await s.scalars(
+            select(Plan).where(Plan.account_id == account_id, Plan.month == month).order_by(Plan.manager_id)
+        )
+    )
+
+
+async def replace_month(s: AsyncSession, account_id: int, month: str, rows: Iterable[Plan]) -> None:
+    await s.execute(delete(Plan).where(Plan.account_id == account_id, Plan.month == month))
+    s.add_all(list(rows))
+    await s.flush()
+
+
+async def known_users(s: AsyncSession, account_id: int, ids: Iterable[str]) -> set[str]:
+    wanted = sorted(set(ids))
+    if not wanted:
+        return set()
+    return set(await s.scalars(select(User.id).where(User.account_id == account_id, User.id.in_(wanted))))
+
+
+# --- milestones and wins per manager ------------------------------------------------------------------
+
+
+def _stage_in(pairs: list[tuple[str, str]], pipeline: Any, stage: Any) -> Any:
+    return or_(*(and_(pipeline == p, stage == st) for p, st in pairs)) if pairs else false()
+
+
+def _milestone_keys(account_id: int, name: str, m: MilestoneIn, start: datetime, end: datetime, min_call: int) -> list:
+    """(manager, milestone, key) for each sign that a deal reached the milestone in [start, end):
+    the key is the deal (a call with no deal: its number), so a deal counts once per milestone
+    whichever sources say so."""
+    label = literal(name, String())
+    parts: list[Any] = []
+    if m.stages:
+        pairs = [tuple(k.split("/", 1)) for k in m.stages]
+        pipeline = func.coalesce(StageHistory.pipeline_id, Deal.pipeline_id)
+        parts.append(
+            select(
+                Deal.responsible_user_id.label("manager_id"),
+                label.label("milestone"),
+                (literal("d:", String()) + StageHistory.deal_id).label("k"),
+            )
+            .join(Deal, and_(Deal.account_id == StageHistory.account_id, Deal.id == StageHistory.deal_id))
+            .where(
+                StageHistory.account_id == account_id,
+                StageHistory.entered_at >= start,
+                StageHistory.entered_at < end,
+                Deal.is_deleted.is_(False),
+                _stage_in(pairs, pipeline, StageHistory.stage_id),
+            )
+        )
+    if m.task_types:
+        parts.append(
+            select(
+                Task.responsible_user_id.label("manager_id"),
+                label.label("milestone"),
+                func.coalesce(literal("d:", String()) + Task.deal_id, literal("t:", String()) + Task.id).label("k"),
+            ).where(
+                Task.account_id == account_id,
+                Task.is_deleted.is_(False),
+                Task.completed_at >= start,
+                Task.completed_at < end,
+                Task.type_id.in_(list(m.task_types)),
+            )
+        )
+    if m.calls:
+        parts.append(
+            select(
+                Call.manager_id.label("manager_id"),
+                label.label("milestone"),
+                func.coalesce(
+                    literal("d:", String()) + Call.deal_id, literal("n:", String()) + Call.client_number
+                ).label("k"),
+            ).where(
+                Call.account_id == account_id,
+                Call.is_final.is_(True),
+                Call.status == "answered",
+                Call.talk_seconds >= min_call,
+                Call.direction.is_distinct_from("internal"),
+                Call.started_at >= start,
+                Call.started_at < end,
+            )
+        )
+    return parts
+
+
+async def milestone_counts(
+    s: AsyncSession, account_id: int, cfg: PlansIn, start: datetime, end: datetime
+) -> dict[tuple[str, str], int]:
+    """Distinct deals per (manager, milestone) that reached it in [start, end)."""
+    parts = [
+        part
+        for name, m in cfg.milestones.items()
+        for part in _milestone_keys(account_id, name, m, start, end, cfg.min_call_seconds)
+    ]
+    if not parts:
+        return {}
+    keys = union_all(*parts).subquery()
+    distinct = select(keys.c.manager_id, keys.c.milestone, keys.c.k).where(keys.c.manager_id.is_not(None)).distinct()
+    d = distinct.subquery()
+    rows = await s.execute(select(d.c.manager_id, d.c.milestone, func.count()).group_by(d.c.manager_id, d.c.milestone))
+    return {(r[0], r[1]): int(r[2]) for r in rows}
+
+
+async def won(s: AsyncSession, account_id: int, start: datetime, end: datetime) -> dict[str, tuple[int, float]]:
+    """Won deals closed in [start, end) per responsible manager: (count, revenue)."""
+    rows = await s.execute(
+        select(Deal.responsible_user_id, func.count(), func.coalesce(func.sum(Deal.price), 0))
+        .join(
+            Stage,
+            and_(Stage.account_id == Deal.account_id, Stage.pipeline_id == Deal.pipeline_id, Stage.id == Deal.stage_id),
+        )
+        .where(
+            Deal.account_id == account_id,
+            Deal.is_closed.is_(True),
+            Deal.is_deleted.is_(False),
+            Deal.closed_at >= start,
+            Deal.closed_at < end,
+            Deal.responsible_user_id.is_not(None),
+            Stage.kind == "won",
+        )
+        .group_by(Deal.responsible_user_id)
+    )
+    return {r[0]: (int(r[1]), float(r[2] or 0)) for r in rows}
+
+
+async def users(s: AsyncSession, account_id: int) -> dict[str, str | None]:
+    return {r.id: r.name for r in await s.execute(select(User.id, User.name).where(User.account_id == account_id))}
