@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.encoders import jsonable_encoder
 
 from app.db import utcnow
-from app.deps import account_or_404, runtime
+from app.deps import AccountId, account_or_404, runtime
 from app.runtime import Runtime
 from app.security import require_admin
 
@@ -21,7 +21,7 @@ MonthParam = Path(pattern=MONTH_PATTERN, description="the account's local month,
 
 
 @router.get("/{account_id}/plans/{month}", response_model=PlanOut, response_model_exclude_none=True)
-async def get_plan(account_id: int, month: str = MonthParam, rt: Runtime = Depends(runtime)) -> PlanOut:
+async def get_plan(account_id: AccountId, month: str = MonthParam, rt: Runtime = Depends(runtime)) -> PlanOut:
     """The month's plan per manager (empty when nobody set one)."""
     async with rt.reads() as s:
         await account_or_404(s, account_id)
@@ -29,7 +29,9 @@ async def get_plan(account_id: int, month: str = MonthParam, rt: Runtime = Depen
 
 
 @router.put("/{account_id}/plans/{month}", response_model=PlanOut, response_model_exclude_none=True)
-async def put_plan(account_id: int, body: PlanIn, month: str = MonthParam, rt: Runtime = Depends(runtime)) -> PlanOut:
+async def put_plan(
+    account_id: AccountId, body: PlanIn, month: str = MonthParam, rt: Runtime = Depends(runtime)
+) -> PlanOut:
     """**Replaces the month's whole plan**: per manager (the CRM's user id) `revenue` and/or
     `won_deals`, neither negative. A manager left out has no plan for the month. `warnings` names
     managers the mirror does not know; they are kept."""
@@ -40,7 +42,7 @@ async def put_plan(account_id: int, body: PlanIn, month: str = MonthParam, rt: R
 
 @router.get("/{account_id}/reports/plan")
 async def plan_report(
-    account_id: int,
+    account_id: AccountId,
     month: str | None = Query(None, pattern=MONTH_PATTERN, description="YYYY-MM; default: this month"),
     rt: Runtime = Depends(runtime),
 ) -> dict[str, Any]:

@@ -200,7 +200,7 @@ async def answer_abcxyz(
 
 @router.get("/{account_id}/reports/abcxyz")
 async def abcxyz_report(
-    account_id: int,
+    account_id: AccountId,
     period: PeriodParams = Depends(),
     by: ClientsBy | None = None,
     limit: int | None = Query(None, ge=1, le=100_000),
