@@ -99,6 +99,22 @@ def _script(state: EmulatorState, now: int) -> list[tuple[tuple[str, str], str, 
     steps.append(
         (("Менеджер поставил задачу", "A manager set a task"), "task.add", webhook_form(state, "task.add", task))
     )
+    # A problem that starts after the connection: crmwatch writes it into the CRM on its own.
+    late = state.add_task(
+        52000101,
+        31000100,
+        "Отправить расчёт стоимости",
+        now - 300,
+        responsible_user_id=8100003,
+        created_at=now - 900,
+    )
+    steps.append(
+        (
+            ("Задача менеджера просрочена", "A manager's task runs late"),
+            "task.add",
+            webhook_form(state, "task.add", late),
+        )
+    )
     moved = state.move_lead(31000003, 41000003, at=now - 120, by_user=8100004)
     old_stage = moved["value_before"][0]["lead_status"]["id"]
     steps.append(
@@ -330,8 +346,8 @@ async def _amocrm(
     ).raise_for_status()
     say("calendar", seconds=ESCALATE_SECONDS, head=head)
     synced = await _wait_until(lambda: _sync_finished(http, aid), 120, "the backfill")
-    escalate_at = time.monotonic() + ESCALATE_SECONDS + 1
     say("backfill", state=_sync_state(say, synced["state"]), counts=counts(synced["counts"], say.lang))
+    say("backlog_quiet")
 
     say("day")
     steps = _script(state, now)
@@ -347,6 +363,8 @@ async def _amocrm(
     for titles, status in calls:
         say("step", title=titles[say.lang == "en"], result=_step(say, status))
     inbox = await _wait_until(lambda: _inbox_drained(http, aid), 30, "the inbox worker")
+    # The late task's finding opened just now; its escalation comes due ESCALATE_SECONDS later.
+    escalate_at = time.monotonic() + ESCALATE_SECONDS + 1
     say("inbox", **inbox["counts"])
     say("mirror", **(await http.get(f"/api/accounts/{aid}/mirror")).json())
 
@@ -379,6 +397,9 @@ async def _amocrm(
     quiet = sum(1 for f in findings if f["suppressed"])
     if quiet:
         say("suppressed_note", count=quiet)
+    backlog = sum(1 for f in findings if f["backlog"] and not f["suppressed"] and f["deal_id"])
+    if backlog:
+        say("backlog_note", count=backlog)
 
     card_url, shown = await _show_widget(http, card, aid, findings)
     await _wait_until(lambda: _outbox_drained(http, aid), 60, "the outbox")
@@ -400,13 +421,15 @@ async def _written_into_amocrm(
 ) -> None:
     """What went into amoCRM, told so that it adds up against the open findings."""
     sent = (await http.get(f"/api/accounts/{aid}/outbox", params={"status": "sent", "limit": 1000})).json()["items"]
-    speaking = {f["id"] for f in findings if not f["suppressed"]}
+    speaking = {f["id"] for f in findings if not f["suppressed"] and not f["backlog"]}
     tasks = {str(t["id"]): t for t in state.tasks.values() if "#cw" in (t.get("text") or "")}
     notes = {str(n["id"]): n for n in state.notes.values() if "#cw" in ((n.get("params") or {}).get("text") or "")}
     opened = [a for a in sent if a["kind"] == "create_task" and a["purpose"] == "open"]
     for_open = [a for a in opened if a["finding_id"] in speaking]
     escalations = [a for a in sent if a["kind"] == "create_task" and a["purpose"] == "escalate"]
+    digests = [a for a in sent if a["kind"] == "digest"]
     say("written", tasks=len(tasks), notes=len(notes))
+    say("written_backlog", digests=len(digests))
     say("written_open", count=len(for_open))
     # Everything else written was for findings that resolved since (their tasks closed again).
     resolved_notes = [
@@ -420,12 +443,18 @@ async def _written_into_amocrm(
     say("written_escalated", count=len(escalations))
 
     def where(task: dict[str, Any]) -> str:
-        lead = state.leads.get(int(task["entity_id"]), {})
+        lead = state.leads.get(int(task["entity_id"] or 0), {})
         return _deal(say, lead.get("name"), lead.get("price"))
 
     def owner(task: dict[str, Any]) -> str:
         return state.users.get(task.get("responsible_user_id") or 0, {}).get("name", "?")
 
+    team = next((a for a in digests if a["purpose"] == "backlog_team"), None)
+    summary = tasks.get((team or {}).get("external_id") or "")
+    if summary:
+        say("example_summary", owner=owner(summary))
+        for line in summary["text"].splitlines()[:-1]:
+            say("example_summary_line", text=line)
     for action in for_open[:3]:
         task = tasks.get(action["external_id"] or "")
         if task:
@@ -526,9 +555,11 @@ async def _bitrix24_portal(
     await _wait_until(lambda: _outbox_drained(http, account["id"]), 60, "the Bitrix24 outbox")
     todos = [a for a in portal.activities.values() if "#cw" in a["DESCRIPTION"]]
     comments = [c for c in portal.comments.values() if "#cw" in c["COMMENT"]]
+    summaries = [t for t in portal.tasks.values() if "#cw" in t["description"]]
     still_open = [a for a in todos if a["COMPLETED"] != "Y"]
-    say("b24_written", todos=len(todos), comments=len(comments))
-    say("b24_written_open", open=len(still_open), closed=len(todos) - len(still_open))
+    backlog = sum(1 for f in findings if f["backlog"] and not f["suppressed"] and f["deal_id"])
+    say("b24_written", summaries=len(summaries), todos=len(todos), comments=len(comments))
+    say("b24_written_open", open=len(still_open), closed=len(todos) - len(still_open), backlog=backlog)
     for todo in still_open[:3]:
         say("b24_example", where=where(todo["OWNER_ID"]), text=todo["SUBJECT"])
     say("b24_refused", count=portal.refused_503)

@@ -18,6 +18,9 @@ TEXT: dict[str, dict[str, str]] = {
         "calendar": "  Для демонстрации: календарь аккаунта круглосуточный и эскалация просроченной задачи через "
         "{seconds} с, руководитель отдела продаж — {head}: так эскалация видна в любое время суток.",
         "backfill": "  Первичная загрузка: {state}, прочитано {counts}.",
+        "backlog_quiet": "  Нарушения, которые уже были до подключения, crmwatch показывает у себя и в виджете, "
+        "а в CRM пишет сводкой: одна задача каждому менеджеру и одна руководителю (настройка announce_backlog), "
+        "а не задачу и примечание на каждое.",
         "day": "\nРабочий день команды, как его присылает amoCRM (вебхуки):",
         "step": "  • {title}: {result}",
         "accepted": "принят",
@@ -35,16 +38,21 @@ TEXT: dict[str, dict[str, str]] = {
         "в CRM)",
         "suppressed_note": "  Подавленных {count}: они видны в списке, но задач и примечаний по ним нет, пока открыто "
         "нарушение, которое их объясняет (настройка suppress).",
+        "backlog_note": "  Было до подключения: {count}; в CRM они попали в сводки, а не по одному.",
         "deal": "сделка «{name}» ({amount})",
         "number": "номер {number}",
         "written": "\nЗаписано в amoCRM: задач {tasks}, примечаний {notes}.",
-        "written_open": "  По {count} открытым нарушениям (все, кроме подавленных): задача и примечание "
-        "ответственному менеджеру.",
+        "written_backlog": "  Сводок при подключении: {digests} (по одной каждому менеджеру с его нарушениями по "
+        "правилам и одна руководителю); задач и примечаний на каждое нарушение, бывшее до подключения, нет.",
+        "written_open": "  По {count} нарушениям, появившимся после подключения: задача и примечание ответственному "
+        "менеджеру.",
         "written_closed": "  По нарушениям, устранённым за демо-день (их задачи crmwatch уже закрыл): задач {count}, "
         "примечаний {notes}.",
         "written_no_card": "  Нарушений без сделки (звонок с неизвестного номера): {count}; писать их некуда, "
         "они видны в списке.",
         "written_escalated": "  Эскалаций: {count} (задача руководителю).",
+        "example_summary": "  сводка для {owner}:",
+        "example_summary_line": "    {text}",
         "example_task": "  задача для {owner}, {where}: {text}",
         "example_note": "  примечание, {where}: {text}",
         "escalation": "  эскалация: задача для {owner}, {where}: {text}",
@@ -54,8 +62,10 @@ TEXT: dict[str, dict[str, str]] = {
         "b24_account": "\nБитрикс24: портал «{name}» подключён входящим вебхуком (№{id}).",
         "b24_day": "События портала:",
         "b24_findings": "Открытые нарушения на портале ({total}):",
-        "b24_written": "Записано в портал: дел {todos} (crm.activity.todo.add), комментариев {comments}.",
-        "b24_written_open": "  По открытым нарушениям: {open}; закрыто, потому что нарушение устранено: {closed}.",
+        "b24_written": "Записано в портал: сводных задач {summaries} (tasks.task.add), дел {todos} "
+        "(crm.activity.todo.add), комментариев {comments}.",
+        "b24_written_open": "  По нарушениям после подключения: {open}; закрыто, потому что нарушение устранено: "
+        "{closed}; были до подключения и вошли в сводки: {backlog}.",
         "b24_example": "  дело, {where}: {text}",
         "b24_refused": "Запросов, отклонённых порталом из-за лимита: {count}.",
         "history": "\nИстория для дашборда ({crm}): четыре недели звонков ({calls}), сделок ({deals}), переходов по "
@@ -80,6 +90,9 @@ TEXT: dict[str, dict[str, str]] = {
         "calendar": "  For the demo: the account's calendar runs round the clock and an overdue task escalates after "
         "{seconds} s to the head of sales, {head}, so an escalation shows at any hour.",
         "backfill": "  First load: {state}; read: {counts}.",
+        "backlog_quiet": "  Problems that were there before the connection show in crmwatch and in the widget, and go "
+        "into the CRM as summaries: one task per manager and one for the head of sales (the announce_backlog "
+        "setting), not a task and a note each.",
         "day": "\nThe team's day, as amoCRM sends it (webhooks):",
         "step": "  • {title}: {result}",
         "accepted": "accepted",
@@ -97,16 +110,21 @@ TEXT: dict[str, dict[str, str]] = {
         "nothing into the CRM)",
         "suppressed_note": "  {count} suppressed: listed, but no task or note is written for them while the finding "
         "that explains them is open (the suppress setting).",
+        "backlog_note": "  There before the connection: {count}; they reached the CRM in summaries, not one by one.",
         "deal": "deal “{name}” ({amount})",
         "number": "number {number}",
         "written": "\nWritten into amoCRM: {tasks} tasks, {notes} notes.",
-        "written_open": "  For the {count} open findings (all but the suppressed): a task and a note for the manager "
-        "in charge.",
+        "written_backlog": "  Summaries at connection: {digests} (one per manager with their problems by rule, and one "
+        "for the head of sales); no task or note for each problem that was there before.",
+        "written_open": "  For the {count} findings that opened after the connection: a task and a note for the "
+        "manager in charge.",
         "written_closed": "  For findings that resolved during the demo day (crmwatch closed their tasks): {count} "
         "tasks, {notes} notes.",
         "written_no_card": "  Findings without a deal (a call from an unknown number): {count}; there is no card to "
         "write them on, the list shows them.",
         "written_escalated": "  Escalations: {count} (a task for the head of sales).",
+        "example_summary": "  summary for {owner}:",
+        "example_summary_line": "    “{text}”",  # the CRM's text, in the account's language
         "example_task": "  task for {owner}, {where}: {text}",
         "example_note": "  note, {where}: {text}",
         "escalation": "  escalation: task for {owner}, {where}: {text}",
@@ -115,8 +133,10 @@ TEXT: dict[str, dict[str, str]] = {
         "b24_account": "\nBitrix24: portal “{name}” connected by its inbound webhook (no. {id}).",
         "b24_day": "Portal events:",
         "b24_findings": "Open findings on the portal ({total}):",
-        "b24_written": "Written into the portal: {todos} activities (crm.activity.todo.add), {comments} comments.",
-        "b24_written_open": "  For open findings: {open}; closed because the finding resolved: {closed}.",
+        "b24_written": "Written into the portal: {summaries} summary tasks (tasks.task.add), {todos} activities "
+        "(crm.activity.todo.add), {comments} comments.",
+        "b24_written_open": "  For findings after the connection: {open}; closed because the finding resolved: "
+        "{closed}; there before the connection and summarized: {backlog}.",
         "b24_example": "  activity, {where}: {text}",
         "b24_refused": "Portal requests refused for the rate limit: {count}.",
         "history": "\nHistory for the dashboard ({crm}): four weeks of calls ({calls}), deals ({deals}), stage "

@@ -342,6 +342,10 @@ class CrmClient(Protocol):
         on these deals whose text carries one of the markers."""
         ...
 
+    async def find_marked_tasks_of(self, user_ids: list[str], markers: list[str]) -> dict[str, str]:
+        """The same for tasks on no card (digests): marker → CRM id, among these users' tasks."""
+        ...
+
     async def log_calls(self, calls: list[NewCall]) -> dict[str, str]:
         """Writes finished calls into the cards of the contacts with their numbers, in one request;
         returns request_id → the CRM's id for those it took (a number it knows no one with is dropped)."""
@@ -562,7 +566,7 @@ class CrmRequestError(CrmError):
 @dataclass(frozen=True, slots=True)
 class NewTask:
     request_id: str
-    deal_id: str
+    deal_id: str | None  # None: a task on no card (a digest for one person)
     responsible_user_id: str | None
     text: str
     due_at: datetime

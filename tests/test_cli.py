@@ -60,8 +60,8 @@ def test_demo_runs_the_scripted_day_against_the_emulator(tmp_path):
     for english in ("backfill", "inbox:", "sweep:", "open findings", "written into", "Look at"):
         assert english not in text
     assert "Первичная загрузка: готово, прочитано" in text and "сделок 15" in text
-    # Six amoCRM deliveries, one of them a redelivery, and three PBX calls: eight stored and applied.
-    assert "Входящие: применено 8, ждут 0, с ошибкой 0." in text
+    # Seven amoCRM deliveries, one of them a redelivery, and three PBX calls: nine stored and applied.
+    assert "Входящие: применено 9, ждут 0, с ошибкой 0." in text
     assert "Повторная доставка того же вебхука: принят, повтор ничего не меняет" in text
     assert "открытых сделок 14" in text
     # Deals by name and amount, numbers grouped as people write them.
@@ -73,32 +73,39 @@ def test_demo_runs_the_scripted_day_against_the_emulator(tmp_path):
     # Suppressed is explained where it shows.
     assert "(подавлено: пока по этой сделке открыто «Сделка без задачи»" in text
 
-    # The counts agree: every open finding is written, suppressed, or has no card to be written on.
+    # The counts agree: every open finding was there before the connection (and went into a
+    # summary), is written one by one, is suppressed, or has no card to be written on.
     total = int(re.search(r"Открытые нарушения \((\d+)\):", text).group(1))
     quiet = int(re.search(r"Подавленных (\d+):", text).group(1))
+    backlog = int(re.search(r"Было до подключения: (\d+); в CRM они попали в сводки", text).group(1))
     no_card = int(re.search(r"Нарушений без сделки \(звонок с неизвестного номера\): (\d+)", text).group(1))
-    for_open = int(re.search(r"По (\d+) открытым нарушениям", text).group(1))
-    assert total == for_open + quiet + no_card and for_open >= 10
+    for_open = int(re.search(r"По (\d+) нарушениям, появившимся после подключения", text).group(1))
+    assert total == backlog + for_open + quiet + no_card and backlog >= 10 and for_open >= 3
     tasks, notes = map(int, re.search(r"Записано в amoCRM: задач (\d+), примечаний (\d+)\.", text).groups())
-    closed = re.search(r"задач (\d+), примечаний (\d+)\.\n", text.split("устранённым за демо-день")[1])
+    summaries = int(re.search(r"Сводок при подключении: (\d+) \(по одной каждому менеджеру", text).group(1))
+    resolved_part = text.split("устранённым за демо-день")  # printed only when some resolved
+    closed = re.search(r"задач (\d+), примечаний (\d+)\.\n", resolved_part[1]) if len(resolved_part) > 1 else None
     closed_tasks, closed_notes = map(int, closed.groups()) if closed else (0, 0)
     escalated = int(re.search(r"Эскалаций: (\d+)", text).group(1))
-    assert tasks == for_open + closed_tasks + escalated and notes == for_open + closed_notes
+    assert tasks == summaries + for_open + closed_tasks + escalated and notes == for_open + closed_notes
+    # Four managers with problems before the connection and the head of sales: five summaries, not 18 + 18.
+    assert summaries == 5 and "сводка для Ольга Смирнова:" in text and "    • Сделка без задачи: " in text
     # A head of sales is set, and an escalation reaches her as a task.
     assert escalated >= 1
     assert re.search(r"эскалация: задача для Ольга Смирнова, сделка «[^»]+»+ \([\d\u00a0]+ ₽\): Эскалация", text)
     # Bitrix24: what was written adds up against what is open, and why.
     b24_open = int(re.search(r"Открытые нарушения на портале \((\d+)\)", text).group(1))
-    todos = int(re.search(r"Записано в портал: дел (\d+)", text).group(1))
-    still, closed_b24 = map(
+    summaries_b24 = int(re.search(r"Записано в портал: сводных задач (\d+)", text).group(1))
+    todos = int(re.search(r"дел (\d+) \(crm.activity.todo.add\)", text).group(1))
+    still, closed_b24, backlog_b24 = map(
         int,
         re.search(
-            r"По открытым нарушениям: (\d+); закрыто, потому что нарушение "
-            r"устранено: (\d+)\.",
+            r"По нарушениям после подключения: (\d+); закрыто, потому что нарушение "
+            r"устранено: (\d+); были до подключения и вошли в сводки: (\d+)\.",
             text,
         ).groups(),
     )
-    assert still == b24_open and todos == still + closed_b24
+    assert still + backlog_b24 == b24_open and todos == still + closed_b24 and summaries_b24 >= 1
     assert "Чужой запрос без токена портала: отклонён (401)" in text
     # The pages to open are pages a person can open: the widget's card, crmwatch's own page.
     card = re.search(

@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 from app.deps import AccountId, account_or_404, runtime
 from app.runtime import Runtime
@@ -20,12 +25,24 @@ def _crm_error(exc: Exception) -> HTTPException:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=AccountOut)
-async def create_account(body: AccountCreate, rt: Runtime = Depends(runtime)) -> AccountOut:
+async def create_account(body: AccountCreate, rt: Runtime = Depends(runtime)) -> Any:
+    """Connects a CRM account. `rules` (optional) is the rules document, as PUT
+    /api/accounts/{id}/rules takes it, in force from the first sweep; `"paused": true` creates it
+    paused (backfilled, but neither evaluated nor written to until PATCH `{"paused": false}`)."""
     try:
         async with rt.sessions() as s, s.begin():
             account = await service.create(rt, s, body)
     except (CrmAuthError, CrmUnavailable) as exc:
         raise _crm_error(exc) from None
+    except ValidationError as exc:
+        errors = [
+            {"loc": ["body", "rules", *e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        return JSONResponse(
+            {"detail": "invalid rules document", "errors": jsonable_encoder(errors)},
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        )
     rt.sync_wakeup.set()
     return service.to_out(rt, account)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Integer, LargeBinary, String, Text
+from sqlalchemy import JSON, Boolean, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UtcDateTime, utcnow
@@ -36,6 +36,12 @@ class Account(Base):
     # "active" | "needs_attention" (the CRM refuses our credentials)
     status: Mapped[str] = mapped_column(String(32), default="active")
     status_reason: Mapped[str | None] = mapped_column(Text)
+    # Paused: no evaluation and no writes to the CRM until resumed (webhooks and the backfill go on).
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Set when the account connects or is fully re-synced: what evaluations find until the sweep
+    # after the backfill is the backlog, announced by the rules document's `announce_backlog`
+    # instead of one task per finding. That sweep clears it.
+    backlog_since: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     # "never" | "queued" | "running" | "done" | "failed"
     sync_state: Mapped[str] = mapped_column(String(16), default="never")

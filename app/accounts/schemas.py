@@ -60,6 +60,11 @@ class AccountCreate(_AccountFields):
     timezone: str = "Europe/Moscow"
     region: str = Field(default="RU", min_length=2, max_length=2)
     language: Literal["ru", "en"] = "ru"
+    # The rules document (as PUT /api/accounts/{id}/rules takes it), in force from the first sweep.
+    rules: dict[str, Any] | None = None
+    # Created paused: the backfill runs, but nothing is evaluated or written into the CRM until
+    # PATCH {"paused": false}.
+    paused: bool = False
 
     @field_validator("crm")
     @classmethod
@@ -97,6 +102,7 @@ class AccountPatch(_AccountFields):
     region: str | None = Field(default=None, min_length=2, max_length=2)
     language: Literal["ru", "en"] | None = None
     rotate_key: bool = False
+    paused: bool | None = Field(default=None, description="true pauses the account, false resumes it")
 
     @model_validator(mode="after")
     def _one_credential(self) -> AccountPatch:
@@ -129,6 +135,10 @@ class AccountOut(BaseModel):
     subdomain: str | None
     status: str
     status_reason: str | None
+    paused: bool
+    # Since when what the rules find is the backlog of a new connection (or a full re-sync), to be
+    # announced by `announce_backlog`; null once the sweep after the backfill has run.
+    backlog_since: datetime | None
     hooks: dict[str, str]
     sync: SyncOut
     created_at: datetime

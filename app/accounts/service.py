@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import select, update
@@ -16,6 +17,23 @@ from .models import Account
 from .schemas import AccountCreate, AccountOut, AccountPatch, OAuthIn, SyncOut
 
 log = logging.getLogger(__name__)
+
+
+class RulesHook:
+    """How a rules document given with a new account is checked and stored. The rules package
+    sets these when imported (it builds on accounts, so accounts cannot import it)."""
+
+    validate: Callable[[dict[str, Any]], Any] | None = None
+    save: Callable[[AsyncSession, int, Any], Awaitable[None]] | None = None
+
+
+def validated_rules(data: AccountCreate) -> Any:
+    """The new account's rules document, validated (pydantic's ValidationError when it is not)."""
+    if data.rules is None:
+        return None
+    if RulesHook.validate is None:
+        raise RuntimeError("the rules package is not loaded")
+    return RulesHook.validate(data.rules)
 
 
 async def _credentials(
@@ -51,6 +69,9 @@ async def _credentials(
 
 
 async def create(rt: Runtime, s: AsyncSession, data: AccountCreate) -> Account:
+    """Raises pydantic's ValidationError (for a 422) when the rules document given is invalid,
+    before anything is stored or any code exchanged."""
+    rules = validated_rules(data)
     base_url = str(data.base_url).rstrip("/")
     connection = data.connection()
     secret_hash = None
@@ -76,6 +97,9 @@ async def create(rt: Runtime, s: AsyncSession, data: AccountCreate) -> Account:
         credentials_version=1,
         subdomain=rt.crm_adapter(data.crm).subdomain_of(base_url),
         status="active",
+        paused=data.paused,
+        # Until the sweep after the backfill, what the rules find is this account's backlog.
+        backlog_since=utcnow(),
         # Every new account is backfilled once, without anyone asking; one whose tokens the CRM
         # has yet to hand over (an app before its install) is backfilled when they arrive.
         sync_state="queued" if ready else "never",
@@ -84,6 +108,8 @@ async def create(rt: Runtime, s: AsyncSession, data: AccountCreate) -> Account:
     )
     s.add(account)
     await s.flush()
+    if rules is not None and RulesHook.save is not None:
+        await RulesHook.save(s, account.id, rules)
     log.info("account.created", extra={"account_id": account.id, "crm": account.crm, "auth": kind})
     return account
 
@@ -121,11 +147,19 @@ async def patch(rt: Runtime, s: AsyncSession, account: Account, data: AccountPat
         account.status, account.status_reason = "active", None
     if data.rotate_key:
         account.key = new_hook_key()
+    if data.paused is not None and data.paused != account.paused:
+        account.paused = data.paused
+        if not data.paused:
+            account.next_sweep_at = None  # resumed: swept at the scheduler's next tick
+        log.info("account.paused" if data.paused else "account.resumed", extra={"account_id": account.id})
     return account
 
 
 async def request_sync(s: AsyncSession, account: Account) -> None:
     account.sync_requested_at = utcnow()
+    # A full re-sync brings back whatever was missed at once: the backlog again, not news.
+    if account.backlog_since is None:
+        account.backlog_since = account.sync_requested_at
     # A running sync keeps going; sync_requested_at after its start makes it run once more.
     if account.sync_state != "running":
         account.sync_state = "queued"
@@ -161,6 +195,8 @@ def to_out(rt: Runtime, account: Account) -> AccountOut:
         subdomain=account.subdomain,
         status=account.status,
         status_reason=account.status_reason,
+        paused=bool(account.paused),
+        backlog_since=account.backlog_since,
         hooks=rt.crm_adapter(account.crm).hook_urls(rt.settings.public_url, account.key),
         sync=SyncOut(
             state=account.sync_state,

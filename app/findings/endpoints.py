@@ -24,7 +24,11 @@ def _missing(what: str, ident: int) -> HTTPException:
 async def sweep(account_id: AccountId, rt: Runtime = Depends(runtime)) -> SweepOut:
     """Evaluates every rule over the whole account now (the scheduler does this every few minutes)."""
     async with rt.sessions() as s, s.begin():
-        await account_or_404(s, account_id)
+        account = await account_or_404(s, account_id)
+        if account.paused:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT, f'account {account_id} is paused; resume it with PATCH {{"paused": false}}'
+            )
         result = await evaluation.evaluate(s, account_id, actor="api")
     if result.enqueued:
         rt.outbox_wakeup.set()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account
@@ -42,13 +42,13 @@ async def evaluate(
         return EvaluationResult()
     row = (
         await s.execute(
-            select(Account.timezone, RuleConfig.document)
+            select(Account.timezone, Account.paused, Account.backlog_since, Account.sync_state, RuleConfig.document)
             .outerjoin(RuleConfig, RuleConfig.account_id == Account.id)
             .where(Account.id == account_id)
         )
     ).first()
-    if row is None:
-        return EvaluationResult()
+    if row is None or row.paused:
+        return EvaluationResult()  # a paused account is left as it is until resumed
     settings = rules_engine.account_rules(account_id, row.document)
     calendar = settings.calendar(row.timezone)
     template = rules_engine.template(account_id, settings, row.timezone, whole, s.bind.dialect, lifecycle.compare)
@@ -78,10 +78,26 @@ async def evaluate(
         total.changed += await lifecycle.suppress(s, account_id, doc.suppress, changed, now)
     if differences:
         await lifecycle.empty_differences(s, differences)
+    # Until the sweep after the backfill, whatever opens was there before crmwatch came: the
+    # backlog, which is announced as a whole (or not at all), never finding by finding.
+    backlog = row.backlog_since is not None and doc.announce_backlog != "all"
+    if backlog and total.changed:
+        await notify.mark_backlog(s, account_id, now)
     if whole or total.changed:
         # The outbox is asked to act on what changed, in this same transaction. (A sweep also
         # asks when nothing changed: escalations and reminders come due with time alone.)
         total.enqueued = await notify.enqueue(s, account_id, now, doc, calendar, None if whole else deal_ids)
+    if whole and row.backlog_since is not None and row.sync_state == "done":
+        # The first sweep over a complete mirror: the backlog is known, and from now on every
+        # finding that opens is news.
+        if doc.announce_backlog == "summary":
+            total.enqueued += await notify.enqueue_backlog_summary(s, account_id, now, doc, row.backlog_since)
+        # (A re-sync asked for meanwhile has set a new moment, and keeps it.)
+        await s.execute(
+            update(Account)
+            .where(Account.id == account_id, Account.backlog_since == row.backlog_since)
+            .values(backlog_since=None)
+        )
     if whole:
         total.open = await lifecycle.count_open(s, account_id)
     return total

@@ -51,6 +51,9 @@ class Finding(Base):
     # Another open finding inhibits this one (Alertmanager-style): it stays, but stays quiet.
     suppressed: Mapped[bool] = mapped_column(Boolean, default=False)
     times_opened: Mapped[int] = mapped_column(Integer, default=0)
+    # The opening (times_opened) that was part of the backlog a new connection found: it is
+    # announced in a summary, never by its own task, note, reminder or escalation.
+    backlog_opening: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 

@@ -15,13 +15,14 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import String, and_, case, cast, exists, literal, or_, select, update
+from sqlalchemy import String, and_, case, cast, exists, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import wording
 from app.accounts.models import Account
 from app.calendar.business import BusinessCalendar
 from app.db import UtcDateTime, dialect_insert
+from app.mirror.models import User
 from app.outbox.models import OutboxAction
 from app.outbox.senders import Batch, Outcome, marker, register
 from app.rules import config as rules_config
@@ -99,7 +100,7 @@ async def enqueue(
         return [Finding.account_id == account_id, Finding.rule.in_(names), Finding.deal_id.is_not(None)]
 
     def speaking(names: list[str]) -> list[Any]:
-        return [*mine(names), Finding.status == "open", Finding.suppressed.is_(False)]
+        return [*mine(names), Finding.status == "open", Finding.suppressed.is_(False), NOT_BACKLOG]
 
     def row(kind: str, purpose: str, key: Any, user: Any = Finding.manager_id, ref: Any = None) -> Any:
         return select(
@@ -176,10 +177,155 @@ async def enqueue(
         added += await _insert(
             s,
             row("add_note", "resolve", _key("f", Finding.id, ":resolve:", Finding.times_opened)).where(
-                *resolved(names)
+                *resolved(names), NOT_BACKLOG
             ),
         )
+    if added:
+        added += await _flood_guard(s, account_id, now, doc.flood_limit)
     return added
+
+
+# A finding's opening that belonged to a new connection's backlog speaks only through its summary.
+NOT_BACKLOG = Finding.backlog_opening.is_distinct_from(Finding.times_opened)
+ACTIVE_FOR_SUMMARY = ("open",)
+
+
+async def mark_backlog(s: AsyncSession, account_id: int, now: datetime) -> None:
+    """The findings this evaluation opened belong to the backlog (see evaluation.evaluate)."""
+    at = literal(now, UtcDateTime())
+    await s.execute(
+        update(Finding)
+        .where(
+            Finding.account_id == account_id,
+            Finding.rule.in_(list(RULES)),  # the (account, rule, updated_at) index
+            Finding.updated_at == at,
+            Finding.opened_at == at,
+            Finding.status == "open",
+        )
+        .values(backlog_opening=Finding.times_opened)
+    )
+
+
+def _digest(account_id: int, purpose: str, key: str, user: str, details: dict[str, Any], at: datetime) -> Any:
+    return {
+        "account_id": account_id,
+        "finding_id": None,
+        "kind": "digest",
+        "purpose": purpose,
+        "dedup_key": key[:120],
+        "deal_id": None,
+        "user_id": user,
+        "ref_id": None,
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": at,
+        "created_at": at,
+        "details": details,
+    }
+
+
+async def _insert_digest(s: AsyncSession, values: dict[str, Any]) -> int | None:
+    """Inserts one digest row; its id, or None when its dedup key was taken (another process)."""
+    await s.execute(dialect_insert(s, OutboxAction.__table__).values(**values).on_conflict_do_nothing())
+    return await s.scalar(
+        select(OutboxAction.id).where(
+            OutboxAction.account_id == values["account_id"],
+            OutboxAction.dedup_key == values["dedup_key"],
+            OutboxAction.created_at == values["created_at"],
+        )
+    )
+
+
+async def enqueue_backlog_summary(
+    s: AsyncSession, account_id: int, now: datetime, doc: RulesDocument, since: datetime
+) -> int:
+    """One task per manager with their backlog counted by rule, and one per head of sales with
+    their team's (`team_supervisors`, else `supervisor_user_id`); returns how many rows."""
+    counts = (
+        await s.execute(
+            select(Finding.manager_id, Finding.rule, func.count())
+            .where(
+                Finding.account_id == account_id,
+                Finding.status.in_(ACTIVE_FOR_SUMMARY),
+                Finding.suppressed.is_(False),
+                Finding.deal_id.is_not(None),
+                Finding.backlog_opening == Finding.times_opened,
+                Finding.opened_at >= literal(since, UtcDateTime()),
+            )
+            .group_by(Finding.manager_id, Finding.rule)
+        )
+    ).all()
+    managers: dict[str, dict[str, int]] = {}
+    heads: dict[str, dict[str, Any]] = {}
+    for manager, rule, count in counts:
+        if manager is not None:
+            managers.setdefault(manager, {})[rule] = count
+        head = doc.team_supervisors.get(manager, doc.supervisor_user_id) if manager else doc.supervisor_user_id
+        if head is not None:
+            team = heads.setdefault(head, {"rules": {}, "managers": {}})
+            team["rules"][rule] = team["rules"].get(rule, 0) + count
+            if manager is not None:
+                team["managers"][manager] = team["managers"].get(manager, 0) + count
+    stamp = since.isoformat()
+    added = 0
+    for manager, rules in sorted(managers.items()):
+        key = f"backlog:{stamp}:{manager}"
+        added += (
+            await _insert_digest(s, _digest(account_id, "backlog", key, manager, {"rules": rules}, now)) is not None
+        )
+    for head, team in sorted(heads.items()):
+        key = f"backlog_team:{stamp}:{head}"
+        added += await _insert_digest(s, _digest(account_id, "backlog_team", key, head, team, now)) is not None
+    return added
+
+
+async def _flood_guard(s: AsyncSession, account_id: int, now: datetime, limit: int) -> int:
+    """Whoever would get more than `limit` tasks and notes from this one evaluation gets one task
+    summing them up instead: the rows stay, `grouped` under it, so their dedup keys still hold
+    and a later sweep does not send them. Returns the change in rows to send."""
+    at = literal(now, UtcDateTime())
+    fresh = [
+        OutboxAction.status == "pending",
+        OutboxAction.next_attempt_at == at,  # the (status, next_attempt_at) index
+        OutboxAction.account_id == account_id,
+        OutboxAction.created_at == at,
+        OutboxAction.kind.in_(("create_task", "add_note")),
+        OutboxAction.user_id.is_not(None),
+    ]
+    flooded = (
+        await s.execute(
+            select(OutboxAction.user_id, func.count())
+            .where(*fresh)
+            .group_by(OutboxAction.user_id)
+            .having(func.count() > limit)
+        )
+    ).all()
+    change = 0
+    for user, actions in flooded:
+        by_rule = (
+            await s.execute(
+                select(Finding.rule, func.count(func.distinct(Finding.id)))
+                .join(OutboxAction, OutboxAction.finding_id == Finding.id)
+                .where(*fresh, OutboxAction.user_id == user)
+                .group_by(Finding.rule)
+            )
+        ).all()
+        escalations = await s.scalar(
+            select(func.count()).where(*fresh, OutboxAction.user_id == user, OutboxAction.purpose == "escalate")
+        )
+        details = {"rules": dict(by_rule), "actions": actions, "escalations": escalations or 0}
+        digest = await _insert_digest(
+            s, _digest(account_id, "flood", f"flood:{now.isoformat()}:{user}", user, details, now)
+        )
+        if digest is None:
+            continue
+        await s.execute(
+            update(OutboxAction)
+            .where(*fresh, OutboxAction.user_id == user)
+            .values(status="grouped", ref_id=digest, last_error="grouped into one task (flood_limit)")
+        )
+        change += 1 - actions
+    return change
 
 
 def _supervisor(doc: RulesDocument) -> Any:
@@ -353,6 +499,76 @@ async def _close(rt: Runtime, client: Any, rows: list[OutboxAction], words: dict
             out.sent[row.id] = None
 
 
+async def _digest_texts(rt: Runtime, account: Account, rows: Sequence[OutboxAction]) -> dict[int, str]:
+    """A digest's text: what it sums up, by rule (and, for a head of sales, by manager)."""
+    words = wording.of(account.language)
+    people = {m for r in rows for m in ((r.details or {}).get("managers") or {})}
+    async with rt.reads() as s:
+        names = dict(
+            (
+                await s.execute(
+                    select(User.id, User.name).where(User.account_id == account.id, User.id.in_(sorted(people)))
+                )
+            ).all()
+        )
+    out: dict[int, str] = {}
+    for row in rows:
+        details = row.details or {}
+        rules: dict[str, int] = details.get("rules") or {}
+        total = sum(rules.values())
+        heading = {
+            "backlog": words.DIGEST_BACKLOG,
+            "backlog_team": words.DIGEST_BACKLOG_TEAM,
+        }.get(row.purpose, words.DIGEST_FLOOD)
+        lines = [heading.format(total=total, actions=details.get("actions", total))]
+        for rule, count in sorted(rules.items(), key=lambda item: (-item[1], item[0])):
+            lines.append(words.DIGEST_RULE_LINE.format(title=words.RULE_TITLES.get(rule, rule), count=count))
+        if details.get("escalations"):
+            lines.append(words.DIGEST_ESCALATIONS.format(count=details["escalations"]))
+        managers: dict[str, int] = details.get("managers") or {}
+        if managers:
+            ranked = sorted(managers.items(), key=lambda item: (-item[1], item[0]))
+            lines.append(
+                words.DIGEST_BY_MANAGER.format(managers=", ".join(f"{names.get(m) or m} — {n}" for m, n in ranked))
+            )
+        lines.append(words.DIGEST_WHERE)
+        out[row.id] = "\n".join(lines) + f"\n{marker(row.id)}"
+    return out
+
+
+async def _send_digests(batch: Batch) -> Outcome:
+    """digest rows: one task on no deal, for the person it sums things up for."""
+    texts = await _digest_texts(batch.rt, batch.account, batch.rows)
+    batch.outcome.texts.update(texts)
+    retried = [r for r in batch.rows if r.attempts > 1]
+    if retried:
+        found = await batch.client.find_marked_tasks_of(
+            sorted({r.user_id for r in retried if r.user_id}), [marker(r.id) for r in retried]
+        )
+        for r in retried:
+            if marker(r.id) in found:
+                batch.outcome.sent[r.id] = found[marker(r.id)]
+    todo = [r for r in batch.rows if r.id not in batch.outcome.sent]
+    if not todo:
+        return batch.outcome
+    async with batch.rt.reads() as s:
+        doc = await rules_config.load(s, batch.account.id)
+    due = doc.business_calendar(batch.account.timezone).add_working(
+        batch.now, rules_config.NotifyIn().task_due_hours * 3600
+    )
+    created = await batch.client.create_tasks(
+        [
+            NewTask(request_id=str(r.id), deal_id=None, responsible_user_id=r.user_id, text=texts[r.id], due_at=due)
+            for r in todo
+        ]
+    )
+    for r in todo:
+        if str(r.id) in created:
+            batch.outcome.sent[r.id] = created[str(r.id)]
+    return batch.outcome
+
+
 register("create_task", _send_created)
 register("add_note", _send_created)
 register("close_task", _send_closures)
+register("digest", _send_digests)

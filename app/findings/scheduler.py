@@ -64,7 +64,7 @@ async def sweep_due(rt: Runtime, now: datetime | None = None) -> int:
         due = list(
             await s.scalars(
                 select(Account.id)
-                .where(or_(Account.next_sweep_at.is_(None), Account.next_sweep_at <= now))
+                .where(Account.paused.is_(False), or_(Account.next_sweep_at.is_(None), Account.next_sweep_at <= now))
                 .order_by(Account.id)
             )
         )

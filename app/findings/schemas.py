@@ -30,6 +30,9 @@ class FindingOut(BaseModel):
     snoozed_by: str | None
     snooze_reason: str | None
     times_opened: int
+    # This opening was already there when the account connected (or was re-synced): it reached the
+    # CRM in a summary (announce_backlog), not as a task and a note of its own.
+    backlog: bool = False
     link: str
 
 

@@ -127,6 +127,7 @@ async def render(
                 snoozed_by=f.snoozed_by,
                 snooze_reason=f.snooze_reason,
                 times_opened=f.times_opened,
+                backlog=f.backlog_opening is not None and f.backlog_opening == f.times_opened,
                 link=f"{public_url.rstrip('/')}/api/findings/{f.id}",
             )
         )

@@ -61,7 +61,12 @@ async def claim(rt: Runtime, now: datetime | None = None) -> list[OutboxAction]:
         head_q = (
             select(OutboxAction.account_id, OutboxAction.kind)
             .join(Account, Account.id == OutboxAction.account_id)
-            .where(OutboxAction.status == "pending", OutboxAction.next_attempt_at <= now, Account.status == "active")
+            .where(
+                OutboxAction.status == "pending",
+                OutboxAction.next_attempt_at <= now,
+                Account.status == "active",
+                Account.paused.is_(False),
+            )
             .order_by(OutboxAction.id)
             .limit(1)
         )

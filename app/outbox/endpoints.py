@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from pydantic import BaseModel
@@ -30,6 +30,9 @@ class OutboxOut(BaseModel):
     last_error: str | None
     external_id: str | None
     text: str | None
+    # digest: what it sums up; grouped: ref_id is the digest that carries it
+    details: dict[str, Any] | None = None
+    ref_id: int | None = None
     created_at: datetime
     sent_at: datetime | None
 
@@ -46,7 +49,9 @@ def _out(row: OutboxAction) -> OutboxOut:
 @router.get("/accounts/{account_id}/outbox", response_model=OutboxPage)
 async def list_outbox(
     account_id: AccountId,
-    status_: Literal["pending", "sending", "sent", "dead", "cancelled", "all"] = Query("pending", alias="status"),
+    status_: Literal["pending", "sending", "sent", "dead", "cancelled", "grouped", "all"] = Query(
+        "pending", alias="status"
+    ),
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0),
     rt: Runtime = Depends(runtime),

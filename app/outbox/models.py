@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, BigId, UtcDateTime, utcnow
@@ -26,16 +27,16 @@ class OutboxAction(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
     finding_id: Mapped[int | None] = mapped_column(ForeignKey("findings.id", ondelete="SET NULL"))
-    # create_task | add_note | close_task
+    # create_task | add_note | close_task | digest (one task summing up many findings, on no deal)
     kind: Mapped[str] = mapped_column(String(16))
-    # open | escalate | repeat | resolve
+    # open | escalate | repeat | resolve; digest: backlog | backlog_team | flood
     purpose: Mapped[str] = mapped_column(String(16))
     dedup_key: Mapped[str] = mapped_column(String(120))
     deal_id: Mapped[str | None] = mapped_column(String(64))
     user_id: Mapped[str | None] = mapped_column(String(64))  # whom a task is for
-    # close_task: the create_task row whose CRM task it closes
+    # close_task: the create_task row whose CRM task it closes; grouped: the digest row
     ref_id: Mapped[int | None] = mapped_column(BigId)
-    # pending | sending | sent | dead | cancelled
+    # pending | sending | sent | dead | cancelled | grouped (folded into the digest ref_id names)
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
@@ -43,5 +44,7 @@ class OutboxAction(Base):
     # What the CRM gave back: the task's or note's id there.
     external_id: Mapped[str | None] = mapped_column(String(64))
     text: Mapped[str | None] = mapped_column(Text)  # as sent, for the record and for reconciling
+    # digest: what it sums up ({"rules": {rule: count}, "managers": {user id: count}}), worded at delivery
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

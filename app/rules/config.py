@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accounts import service as accounts_service
 from app.calendar.business import BusinessCalendar, CalendarConfig
 from app.mirror.models import Pipeline, Stage
 
@@ -168,6 +169,13 @@ class RulesDocument(BaseModel):
     # else to supervisor_user_id; with neither, nothing escalates.
     supervisor_user_id: str | None = None
     team_supervisors: dict[str, str] = Field(default_factory=dict)
+    # What the first sweep after connecting (or a full re-sync) does with the problems that were
+    # already there: "summary", one task per manager with their counts by rule and one for the
+    # supervisor; "none", nothing (they show in crmwatch only); "all", a task and a note for each.
+    announce_backlog: Literal["summary", "none", "all"] = "summary"
+    # When one evaluation would write more than this many tasks and notes for one person, they get
+    # one task that sums them up instead (the findings stay listed in crmwatch).
+    flood_limit: int = Field(default=20, ge=1, le=10_000)
     # rule → the rules whose open finding on the same deal keeps it quiet
     suppress: dict[str, list[str]] = Field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_SUPPRESS.items()})
     plans: PlansIn = Field(default_factory=PlansIn)
@@ -264,6 +272,11 @@ async def save(s: AsyncSession, account_id: int, doc: RulesDocument) -> None:
         s.add(RuleConfig(account_id=account_id, document=data))
     else:
         row.document = data
+
+
+# A rules document given with a new account (POST /api/accounts) is checked and stored by this module.
+accounts_service.RulesHook.validate = RulesDocument.model_validate
+accounts_service.RulesHook.save = save
 
 
 async def unknown_places(s: AsyncSession, account_id: int, doc: RulesDocument) -> list[str]:

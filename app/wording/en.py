@@ -39,6 +39,25 @@ CRM_TEXTS = {
     ("close_task", "resolve"): "Resolved: {message}",
 }
 
+# -- digests: one task instead of many (a new connection's backlog, or too many at once) -------
+
+DIGEST_BACKLOG = (
+    "crmwatch is connected and has checked your deals: {total} problems. It set no task for each one: "
+    "work through them from the list."
+)
+DIGEST_BACKLOG_TEAM = (
+    "crmwatch is connected and has checked the team's deals: {total} problems. Each manager got one "
+    "summary task instead of a task per problem."
+)
+DIGEST_FLOOD = (
+    "crmwatch: one check found {actions} tasks and notes for you ({total} problems). So as not to bury "
+    "you in them, they are gathered in this one task."
+)
+DIGEST_RULE_LINE = "• {title}: {count}"
+DIGEST_ESCALATIONS = "Escalations among them: {count}."
+DIGEST_BY_MANAGER = "By manager: {managers}."
+DIGEST_WHERE = "Each problem shows in its deal's card (the crmwatch widget) and on the crmwatch dashboard."
+
 # -- the call log: a note on the deal for a call the CRM would not file by number -----------------
 
 CALL_INCOMING = "Incoming call"

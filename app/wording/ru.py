@@ -40,6 +40,25 @@ CRM_TEXTS = {
     ("close_task", "resolve"): "Нарушение устранено: {message}",
 }
 
+# -- digests: one task instead of many (a new connection's backlog, or too many at once) -------
+
+DIGEST_BACKLOG = (
+    "crmwatch подключён и проверил ваши сделки: нарушений — {total}. Задачу на каждое он не ставил: "
+    "разберите их по списку."
+)
+DIGEST_BACKLOG_TEAM = (
+    "crmwatch подключён и проверил сделки отдела: нарушений — {total}. Каждому менеджеру поставлена одна "
+    "сводная задача вместо задачи на каждое нарушение."
+)
+DIGEST_FLOOD = (
+    "crmwatch: одна проверка нашла для вас {actions} задач и примечаний (нарушений — {total}). Чтобы не "
+    "засыпать вас ими, они собраны в эту задачу."
+)
+DIGEST_RULE_LINE = "• {title}: {count}"
+DIGEST_ESCALATIONS = "Из них эскалаций: {count}."
+DIGEST_BY_MANAGER = "По менеджерам: {managers}."
+DIGEST_WHERE = "Каждое нарушение видно в карточке сделки (виджет crmwatch) и на дашборде crmwatch."
+
 # -- the call log: a note on the deal for a call the CRM would not file by number -----------------
 
 CALL_INCOMING = "Входящий звонок"

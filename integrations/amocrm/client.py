@@ -251,8 +251,7 @@ class AmoCrmClient:
             {
                 "text": t.text,
                 "complete_till": int(t.due_at.timestamp()),
-                "entity_id": int(t.deal_id),
-                "entity_type": "leads",
+                **({"entity_id": int(t.deal_id), "entity_type": "leads"} if t.deal_id else {}),
                 "task_type_id": int(t.type_id or 1),
                 "request_id": t.request_id,
                 **({"responsible_user_id": int(t.responsible_user_id)} if t.responsible_user_id else {}),
@@ -307,6 +306,20 @@ class AmoCrmClient:
             for row in rows:
                 text = row.get("text") if kind == "task" else (row.get("params") or {}).get("text")
                 for marker in wanted & set(_MARKER.findall(text or "")):
+                    found[marker] = str(row["id"])
+        return found
+
+    async def find_marked_tasks_of(self, user_ids: list[str], markers: list[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        if not user_ids:
+            return found
+        wanted = set(markers)
+        params: dict[str, Any] = {"filter[responsible_user_id][]": sorted(set(user_ids))}
+        async for rows in self.paginate("/api/v4/tasks", "tasks", params):
+            for row in rows:
+                if row.get("entity_id"):
+                    continue
+                for marker in wanted & set(_MARKER.findall(row.get("text") or "")):
                     found[marker] = str(row["id"])
         return found
 

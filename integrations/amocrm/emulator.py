@@ -802,7 +802,8 @@ def _create_tasks(state: EmulatorState, items: list[dict]) -> list[tuple[dict, s
             created_at=state.unix_now(),
             created_by=user,
         )
-        task["entity_type"] = item.get("entity_type", "leads")
+        # A task on no card (amoCRM allows it) has neither entity id nor type.
+        task["entity_type"] = item.get("entity_type", "leads") if item.get("entity_id") is not None else None
         created.append((task, str(item.get("request_id", i))))
     return created
 

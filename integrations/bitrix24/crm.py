@@ -314,13 +314,15 @@ class Bitrix24Crm(Bitrix24Client):
         for t in tasks:
             # The rules document's task type picks the kind: "task" → a task bound to the deal,
             # anything else → a to-do activity (дело) on the deal.
-            kinds[t.request_id] = "task" if (t.type_id or self.task_kind) == "task" else "activity"
+            # A task on no card can only be a task: an activity always has an owner.
+            as_task = (t.type_id or self.task_kind) == "task" or not t.deal_id
+            kinds[t.request_id] = "task" if as_task else "activity"
             if kinds[t.request_id] == "task":
                 fields = {
                     "TITLE": t.text.split("\n", 1)[0][:250],
                     "DESCRIPTION": t.text,
                     "DEADLINE": iso(t.due_at),
-                    "UF_CRM_TASK": [f"D_{t.deal_id}"],
+                    **({"UF_CRM_TASK": [f"D_{t.deal_id}"]} if t.deal_id else {}),
                 }
                 if t.responsible_user_id:
                     fields["RESPONSIBLE_ID"] = t.responsible_user_id
@@ -419,6 +421,22 @@ class Bitrix24Crm(Bitrix24Client):
                 for row in rows:
                     for marker in wanted & set(MARKER.findall(text_of(row))):
                         found[marker] = prefix + str(id_of(row))
+        return found
+
+    async def find_marked_tasks_of(self, user_ids: list[str], markers: list[str]) -> dict[str, str]:
+        wanted = set(markers)
+        found: dict[str, str] = {}
+        for user_id in sorted(set(user_ids)):
+            pages = self.pages(
+                "tasks.task.list",
+                {"filter": {"RESPONSIBLE_ID": user_id}, "select": ["ID", "TITLE", "DESCRIPTION"]},
+                key="tasks",
+            )
+            async for rows in pages:
+                for row in rows:
+                    text = f"{row.get('title') or ''} {row.get('description') or ''}"
+                    for marker in wanted & set(MARKER.findall(text)):
+                        found[marker] = TASK_PREFIX + str(row.get("id") or row.get("ID"))
         return found
 
     async def search_phone(self, phone: str, *, region: str) -> PhoneLookup:

@@ -756,7 +756,10 @@ class Bitrix24Emulator:
         return {"result": True}
 
     def m_tasks_task_list(self, p: dict) -> dict:
-        rows = [dict(t, ID=t["id"], UF_CRM_TASK=t["ufCrmTask"], TITLE=t["title"]) for t in self.tasks.values()]
+        rows = [
+            dict(t, ID=t["id"], UF_CRM_TASK=t["ufCrmTask"], TITLE=t["title"], RESPONSIBLE_ID=t["responsibleId"])
+            for t in self.tasks.values()
+        ]
         body = self._page(rows, p, "tasks")
         body["result"]["tasks"] = [{k: v for k, v in r.items() if not k.isupper()} for r in body["result"]["tasks"]]
         return body

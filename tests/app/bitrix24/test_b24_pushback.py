@@ -17,7 +17,9 @@ async def connected(client, rt, b24, notify: dict | None = None) -> dict:
     seed(b24)
     b24.add_deal(4524, "Без задачи", "NEW", assigned_by=7, at=NOW - 100 * HOUR)
     acc = await create_b24_account(client)
-    await set_rules(rt, acc["id"], rules_doc("deal_without_task", notify={**QUIET, **(notify or {})}))
+    await set_rules(
+        rt, acc["id"], rules_doc("deal_without_task", notify={**QUIET, **(notify or {})}, announce_backlog="all")
+    )
     await sync.run_pending(rt)  # the backfill ends with a sweep
     return acc
 

@@ -41,7 +41,8 @@ NOW = int(time.time())
 async def connected(client, rt, amo) -> int:
     """The demo account, backfilled and swept once: its outbox holds tasks and notes to deliver."""
     seed_demo(amo, now=NOW)
-    acc = await create_account(client)
+    # Every existing problem written one by one (the default announces them in one summary).
+    acc = await create_account(client, rules={"announce_backlog": "all", "flood_limit": 1000})
     await sync.run_pending(rt)
     return acc["id"]
 

@@ -31,7 +31,11 @@ RATE = 7
 async def test_delivery_stays_under_seven_requests_per_second(rt, amo):
     rt.settings.amocrm_rate_per_second = RATE  # before the account's first client (and limiter) is made
     aid = await new_account(
-        rt, amo=amo, rules=rules_doc("deal_without_task", notify={"escalate_after_hours": None, "repeat_hours": None})
+        rt,
+        amo=amo,
+        rules=rules_doc(
+            "deal_without_task", notify={"escalate_after_hours": None, "repeat_hours": None}, flood_limit=10_000
+        ),
     )
     await add_deals(rt, aid, range(33000001, 33000351), amo=amo)
     await evaluate(rt, aid, T0)

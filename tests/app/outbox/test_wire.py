@@ -154,7 +154,9 @@ async def test_a_resolved_finding_completes_its_task_with_a_result(rt, frozen):
 
 
 async def test_writes_go_in_batches_of_at_most_fifty(rt, frozen):
-    aid = await new_account(rt, base_url=REAL_BASE, rules=rules_doc("deal_without_task", notify=QUIET))
+    aid = await new_account(
+        rt, base_url=REAL_BASE, rules=rules_doc("deal_without_task", notify=QUIET, flood_limit=10_000)
+    )
     deals = await add_deals(rt, aid, range(32000001, 32000121))
     await evaluate(rt, aid, T0)
     rt.http_transport = None
