@@ -32,13 +32,15 @@ async def sweep(account_id: AccountId, rt: Runtime = Depends(runtime)) -> SweepO
         result = await evaluation.evaluate(s, account_id, actor="api")
     if result.enqueued:
         rt.outbox_wakeup.set()
-    return SweepOut(opened=result.opened, resolved=result.resolved, open=result.open)
+    return SweepOut(opened=result.opened, resolved=result.resolved, expired=result.expired, open=result.open)
 
 
 @router.get("/accounts/{account_id}/findings", response_model=FindingPage)
 async def list_findings(
     account_id: AccountId,
-    status_: Literal["pending", "open", "acknowledged", "snoozed", "resolved", "all"] = Query("open", alias="status"),
+    status_: Literal["pending", "open", "acknowledged", "snoozed", "resolved", "expired", "all"] = Query(
+        "open", alias="status"
+    ),
     rule: str | None = None,
     deal_id: str | None = Query(None, description="the CRM's own deal id"),
     manager_id: str | None = Query(None, description="the CRM's own user id"),

@@ -11,10 +11,12 @@ materializing every violation.
 
 Then a few INSERT/UPDATE statements, joined to the differences by finding id, move findings
 between states for all rules at once: new → pending or open; pending → open; snoozed → open;
-resolved → open again on a regression; anything active → resolved when its entity no longer
-violates. Each transition is written to finding_events by an INSERT … SELECT with the same
-predicate just before the UPDATE, so no finding is ever pulled into Python. Re-evaluating a deal
-where nothing changed is one statement after the account's settings are read.
+resolved or expired → open again on a regression; anything active → resolved when its entity no
+longer violates, or expired when it only dropped out of its rule's look-back window (the rule is
+asked again about those entities with the window off: app/rules/base.py). Each transition is
+written to finding_events by an INSERT … SELECT with the same predicate just before the UPDATE,
+so no finding is ever pulled into Python. Re-evaluating a deal where nothing changed is one
+statement after the account's settings are read.
 
 The same code serves a sweep (the whole account) and incremental evaluation (the deals an
 event touched): the scope is a WHERE clause. Running it twice, or from two processes, is
@@ -61,10 +63,10 @@ from sqlalchemy.sql.elements import ClauseElement
 
 from app.db import CONNECTION_SETUP, CONNECTION_SETUP_DONE, BigId, UtcDateTime, dialect_insert, is_postgres
 from app.mirror.models import Deal
-from app.rules.base import one_of
+from app.rules.base import RuleContext, one_of
 from app.rules.engine import Template
 
-from .models import ACTIVE, Finding, FindingEvent
+from .models import ACTIVE, ENDED, Finding, FindingEvent
 
 INHIBITING = ("open", "acknowledged", "snoozed")
 
@@ -87,6 +89,8 @@ diff_table = Table(
     Column("opens", Boolean()),
     Column("finding_id", BigId),  # null: no finding yet
     Column("finding_status", String(16)),
+    # Gone only because it is past its rule's look-back window: the rule's past_window.
+    Column("past_window", String(8)),
     prefixes=["TEMPORARY"],
 )
 _d = diff_table.c
@@ -116,16 +120,20 @@ _DIFF_COLUMNS = [
     "opens",
     "finding_id",
     "finding_status",
+    "past_window",
 ]
 # Above this many differences PostgreSQL gets fresh statistics on them (temporary tables get no
 # autovacuum) and they are emptied by TRUNCATE, which leaves no dead rows behind.
 _MANY = 10_000
+# Entities per re-check of findings past their window (an IN-list each).
+_RECHECK_CHUNK = 1000
 
 
 @dataclass
 class EvaluationResult:
     opened: int = 0
     resolved: int = 0
+    expired: int = 0  # past their rule's look-back window, not fixed (never counted as resolved)
     open: int = 0
     enqueued: int = 0
     changed: int = 0  # findings whose state or facts this evaluation touched
@@ -189,7 +197,7 @@ def compare(t: Template, account_id: int, queries: list[Any]) -> Any:
         and_(
             v.rule.is_not(None),
             or_(
-                f.status == "resolved",
+                one_of(f.status, ENDED),
                 and_(f.status == "pending", v.opens == true()),
                 and_(f.status == "snoozed", f.snoozed_until <= now),
                 and_(one_of(f.status, ACTIVE), facts_differ),
@@ -210,6 +218,7 @@ def compare(t: Template, account_id: int, queries: list[Any]) -> Any:
         v.opens,
         f.id,
         f.status,
+        cast(null(), String(8)),
     ]
     if t.dialect == "postgresql":
         # Named and typed exactly as the table: a sweep re-creates it from this SELECT (see
@@ -307,11 +316,56 @@ async def count_open(s: AsyncSession, account_id: int) -> int:
     )
 
 
+_HISTORY_COLUMNS = ["finding_id", "at", "from_status", "to_status", "actor", "reason"]
+
+
 async def _history(s: AsyncSession, source: Any) -> None:
-    """Writes one finding_events row per finding that `source` selects: (id, from_status, to_status)."""
-    await s.execute(
-        insert(FindingEvent).from_select(["finding_id", "at", "from_status", "to_status", "actor", "reason"], source)
-    )
+    """Writes one finding_events row per finding that `source` selects: (id, at, from_status,
+    to_status, actor, reason[, resolution])."""
+    columns = _HISTORY_COLUMNS + ["resolution"] * (len(source.selected_columns) > len(_HISTORY_COLUMNS))
+    await s.execute(insert(FindingEvent).from_select(columns, source))
+
+
+async def _past_window(s: AsyncSession, account_id: int, template: Template, now: datetime) -> int:
+    """Marks the differences whose finding is gone only because it is past its rule's look-back
+    window: each such rule is asked again about those entities alone, with the window off; what
+    it still finds was not fixed. (A handful of entities by their ids, so the re-check is cheap
+    however long the history.) Returns how many are marked to expire."""
+    rules = {rule.name: rule for rule in template.enabled if rule.past_window}
+    expiring = 0
+    if not rules:
+        return 0
+    gone: dict[str, list[str]] = {}
+    for rule, entity_id in await s.execute(
+        select(_d.rule, _d.entity_id).where(
+            _d.present == false(), one_of(_d.finding_status, ACTIVE), one_of(_d.rule, sorted(rules))
+        )
+    ):
+        gone.setdefault(rule, []).append(entity_id)
+    for name, ids in sorted(gone.items()):
+        rule = rules[name]
+        ids.sort()
+        for i in range(0, len(ids), _RECHECK_CHUNK):
+            ctx = RuleContext(
+                account_id=account_id,
+                now=now,
+                calendar=template.settings.calendar(template.timezone),
+                config=template.settings.resolved[name],
+                entity_ids=ids[i : i + _RECHECK_CHUNK],
+                unbounded=True,
+                prefix="past",
+            )
+            found = rule.violations(ctx).subquery()
+            still = list(await s.scalars(select(found.c.entity_id)))
+            if still:
+                marked = await s.execute(
+                    update(diff_table)
+                    .where(_d.rule == name, _d.present == false(), _d.entity_id.in_(still))
+                    .values(past_window=rule.past_window)
+                )
+                if rule.past_window == "expire":
+                    expiring += marked.rowcount or 0
+    return expiring
 
 
 async def changed_deals(s: AsyncSession, differences: int) -> Any:
@@ -434,9 +488,9 @@ async def apply_differences(
                 .join(diff_table, new),
             )
 
-    # 2. Regressions: a resolved finding whose condition is back opens again, history kept.
-    if have("resolved"):
-        regressed = and_(by_id, _d.finding_status == "resolved", _d.present == true(), Finding.status == "resolved")
+    # 2. Regressions: a resolved or expired finding whose condition is back opens again, history kept.
+    if sum(have(status) for status in ENDED):
+        regressed = and_(by_id, one_of(_d.finding_status, ENDED), _d.present == true(), one_of(Finding.status, ENDED))
         result.opened += (
             await s.scalar(
                 select(func.count()).select_from(Finding).join(diff_table, and_(regressed, _d.opens == true()))
@@ -457,6 +511,7 @@ async def apply_differences(
                     status=new_status,
                     opened_at=case((_d.opens == true(), now), else_=None),
                     resolved_at=None,
+                    resolution=None,
                     acknowledged_at=None,
                     acknowledged_by=None,
                     snoozed_until=None,
@@ -513,6 +568,7 @@ async def apply_differences(
                 .values(
                     status=new_status,
                     snoozed_until=None,
+                    resolution=None,
                     updated_at=now,
                     opened_at=case((first_open, now), else_=Finding.opened_at),
                     times_opened=Finding.times_opened + case((first_open, 1), else_=0),
@@ -542,55 +598,97 @@ async def apply_differences(
             )
         ).rowcount or 0
 
-    # 6. Whatever no longer violates resolves, saying why.
+    # 6. Whatever no longer violates resolves, saying why; what is only past its rule's
+    # look-back window expires (or, for a rule that keeps such findings, stays as it is).
     if sum(have(status, present=False) for status in ACTIVE):
+        marked = await _past_window(s, account_id, template, now_)
         gone = [
-            Finding.id.in_(select(_d.finding_id).where(_d.present == false())),
+            Finding.id.in_(
+                select(_d.finding_id).where(
+                    _d.present == false(), or_(_d.past_window.is_(None), _d.past_window != "keep")
+                )
+            ),
             Finding.account_id == account_id,
             Finding.rule.in_(names),
             Finding.status.in_(ACTIVE),
         ]
+        expired = Finding.id.in_(select(_d.finding_id).where(_d.present == false(), _d.past_window == "expire"))
+        expiring = 0
+        if marked:
+            expiring = await s.scalar(select(func.count()).select_from(Finding).where(*gone, expired)) or 0
         deal = select(Deal).where(Deal.account_id == Finding.account_id, Deal.id == Finding.deal_id)
-        why = case(
-            *([(Finding.rule.in_(disabled), literal("rule disabled"))] if disabled else []),
-            (deal.where(Deal.is_deleted == true()).exists(), literal("deal deleted")),
-            (deal.where(Deal.is_closed == true()).exists(), literal("deal closed")),
-            else_=literal("condition cleared"),
+        # The first that applies: a rule switched off, the rule still seeing the problem past
+        # its window, the deal gone or finished, and only then a fix.
+        code = case(
+            *([(Finding.rule.in_(disabled), literal("rule_disabled"))] if disabled else []),
+            (expired, literal("expired")),
+            (deal.where(Deal.is_deleted == true()).exists(), literal("deal_deleted")),
+            (deal.where(Deal.is_closed == true()).exists(), literal("deal_closed")),
+            else_=literal("condition_cleared"),
         )
+        to_status = case((expired, literal("expired")), else_=literal("resolved"))
         if is_postgres(s):
-            # One pass instead of two: the UPDATE hands the rows it resolved, with their previous
+            # One pass instead of two: the UPDATE hands the rows it moved, with their previous
             # state, straight to the history INSERT.
-            old = select(Finding.id, Finding.status, why.label("why")).where(*gone).cte("gone")
+            old = (
+                select(Finding.id, Finding.status, code.label("code"), to_status.label("to_status"))
+                .where(*gone)
+                .cte("gone")
+            )
             moved = (
                 update(Finding)
                 .where(Finding.id == old.c.id)
-                .values(status="resolved", resolved_at=now, snoozed_until=None, updated_at=now)
-                .returning(Finding.id, old.c.status, old.c.why)
+                .values(
+                    status=old.c.to_status,
+                    resolution=old.c.code,
+                    resolved_at=now,
+                    snoozed_until=None,
+                    updated_at=now,
+                )
+                .returning(Finding.id, old.c.status, old.c.to_status, old.c.code)
                 .cte("moved")
             )
             count = (
                 await s.execute(
                     insert(FindingEvent)
                     .from_select(
-                        ["finding_id", "at", "from_status", "to_status", "actor", "reason"],
-                        select(moved.c.id, now, moved.c.status, literal("resolved"), literal(actor), moved.c.why),
+                        [*_HISTORY_COLUMNS, "resolution"],
+                        select(
+                            moved.c.id,
+                            now,
+                            moved.c.status,
+                            moved.c.to_status,
+                            literal(actor),
+                            func.replace(moved.c.code, "_", " "),
+                            moved.c.code,
+                        ),
                     )
                     .add_cte(moved)
                 )
             ).rowcount or 0
         else:
             await _history(
-                s, select(Finding.id, now, Finding.status, literal("resolved"), literal(actor), why).where(*gone)
+                s,
+                select(
+                    Finding.id,
+                    now,
+                    Finding.status,
+                    to_status,
+                    literal(actor),
+                    func.replace(code, "_", " "),
+                    code,
+                ).where(*gone),
             )
             count = (
                 await s.execute(
                     update(Finding)
                     .where(*gone)
-                    .values(status="resolved", resolved_at=now, snoozed_until=None, updated_at=now)
+                    .values(status=to_status, resolution=code, resolved_at=now, snoozed_until=None, updated_at=now)
                 )
             ).rowcount or 0
-        result.resolved += count
         result.changed += count
+        result.resolved += count - expiring
+        result.expired += expiring
 
 
 async def suppress(s: AsyncSession, account_id: int, suppress: dict[str, list[str]], deals: Any, now: datetime) -> int:

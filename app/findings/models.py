@@ -10,6 +10,18 @@ from app.db import Base, BigId, UtcDateTime, utcnow
 
 # States in which a finding is still alive (not resolved).
 ACTIVE = ("pending", "open", "acknowledged", "snoozed")
+# States a finding ends in: fixed (or made moot), or past its rule's look-back window unfixed.
+ENDED = ("resolved", "expired")
+# Why a finding stopped being open (Finding.resolution, FindingEvent.resolution).
+RESOLUTIONS = (
+    "condition_cleared",  # the rule no longer sees the problem: someone fixed it
+    "deal_closed",
+    "deal_deleted",
+    "rule_disabled",
+    "expired",  # past the rule's look-back window and still not fixed
+    "acknowledged",  # a person's action
+    "snoozed",  # a person's action
+)
 
 
 class Finding(Base):
@@ -37,12 +49,14 @@ class Finding(Base):
     deal_id: Mapped[str | None] = mapped_column(String(64))
     manager_id: Mapped[str | None] = mapped_column(String(64))
     severity: Mapped[str] = mapped_column(String(16))
-    # pending | open | acknowledged | snoozed | resolved
+    # pending | open | acknowledged | snoozed | resolved | expired
     status: Mapped[str] = mapped_column(String(16))
     # When the condition began, by the CRM's own clock (task due, stage entered, last task closed).
     started_at: Mapped[datetime] = mapped_column(UtcDateTime)
     opened_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)  # resolved or expired
+    # Why it is no longer open (one of RESOLUTIONS); None while it is pending or open.
+    resolution: Mapped[str | None] = mapped_column(String(32))
     acknowledged_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     acknowledged_by: Mapped[str | None] = mapped_column(String(100))
     snoozed_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
@@ -72,4 +86,6 @@ class FindingEvent(Base):
     # "sweep", "incremental", "admin", "user:<crm user id>", …
     actor: Mapped[str] = mapped_column(String(100))
     reason: Mapped[str | None] = mapped_column(Text)
+    # For a transition out of "open": why, as one of RESOLUTIONS.
+    resolution: Mapped[str | None] = mapped_column(String(32))
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON)

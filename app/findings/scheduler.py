@@ -52,7 +52,13 @@ async def sweep_account(
         log.exception("sweep.call_stats_failed", extra={"account_id": account_id})
     log.info(
         "sweep.done",
-        extra={"account_id": account_id, "opened": result.opened, "resolved": result.resolved, "open": result.open},
+        extra={
+            "account_id": account_id,
+            "opened": result.opened,
+            "resolved": result.resolved,
+            "expired": result.expired,
+            "open": result.open,
+        },
     )
     return result
 

@@ -5,7 +5,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Status = Literal["pending", "open", "acknowledged", "snoozed", "resolved"]
+Status = Literal["pending", "open", "acknowledged", "snoozed", "resolved", "expired"]
+# Why a finding is no longer open (app/findings/models.RESOLUTIONS).
+Resolution = Literal[
+    "condition_cleared", "deal_closed", "deal_deleted", "rule_disabled", "expired", "acknowledged", "snoozed"
+]
 
 
 class FindingOut(BaseModel):
@@ -23,7 +27,12 @@ class FindingOut(BaseModel):
     suppressed: bool
     started_at: datetime
     opened_at: datetime | None
-    resolved_at: datetime | None
+    resolved_at: datetime | None = Field(description="when it resolved or expired")
+    resolution: Resolution | None = Field(
+        description="why it is no longer open: condition_cleared (someone fixed it), deal_closed, deal_deleted, "
+        "rule_disabled, expired (past the rule's look-back window, not fixed), or a person's action "
+        "(acknowledged, snoozed); null while pending or open"
+    )
     acknowledged_at: datetime | None
     acknowledged_by: str | None
     snoozed_until: datetime | None
@@ -49,6 +58,7 @@ class HistoryOut(BaseModel):
     to_status: str
     actor: str
     reason: str | None
+    resolution: Resolution | None = Field(default=None, description="for a step out of open: why")
 
 
 class FindingDetail(FindingOut):
@@ -71,4 +81,5 @@ class SnoozeIn(BaseModel):
 class SweepOut(BaseModel):
     opened: int
     resolved: int
+    expired: int = Field(description="past their rule's look-back window and not fixed: never counted as resolved")
     open: int

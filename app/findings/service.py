@@ -121,6 +121,7 @@ async def render(
                 started_at=f.started_at,
                 opened_at=f.opened_at,
                 resolved_at=f.resolved_at,
+                resolution=f.resolution,
                 acknowledged_at=f.acknowledged_at,
                 acknowledged_by=f.acknowledged_by,
                 snoozed_until=f.snoozed_until,
@@ -164,7 +165,14 @@ async def search(
 async def history(s: AsyncSession, finding_id: int) -> list[HistoryOut]:
     rows = await s.scalars(select(FindingEvent).where(FindingEvent.finding_id == finding_id).order_by(FindingEvent.id))
     return [
-        HistoryOut(at=r.at, from_status=r.from_status, to_status=r.to_status, actor=r.actor, reason=r.reason)
+        HistoryOut(
+            at=r.at,
+            from_status=r.from_status,
+            to_status=r.to_status,
+            actor=r.actor,
+            reason=r.reason,
+            resolution=r.resolution,
+        )
         for r in rows
     ]
 
@@ -177,6 +185,8 @@ def _record(
     reason: str | None,
     details: dict[str, Any] | None = None,
 ) -> None:
+    """Records a person's transition; leaving the open list for acknowledged or snoozed is a
+    resolution by a person's action, and says so."""
     s.add(
         FindingEvent(
             finding_id=finding.id,
@@ -185,6 +195,7 @@ def _record(
             to_status=to_status,
             actor=actor,
             reason=reason,
+            resolution=to_status if to_status in ("acknowledged", "snoozed") else None,
             details=details,
         )
     )
@@ -202,6 +213,7 @@ async def acknowledge(s: AsyncSession, finding: Finding, actor: str, reason: str
     _record(s, finding, "acknowledged", actor, reason)
     now = utcnow()
     finding.status, finding.acknowledged_at, finding.acknowledged_by = "acknowledged", now, actor
+    finding.resolution = "acknowledged"
     finding.snoozed_until = finding.snoozed_by = finding.snooze_reason = None
     finding.updated_at = now
     return finding
@@ -216,19 +228,20 @@ async def snooze(s: AsyncSession, finding: Finding, until: datetime, actor: str,
         raise TransitionError("a finding can only be snoozed until a moment in the future")
     _record(s, finding, "snoozed", actor, reason, {"until": until.isoformat()})
     finding.status, finding.snoozed_until, finding.snoozed_by, finding.snooze_reason = "snoozed", until, actor, reason
+    finding.resolution = "snoozed"
     finding.updated_at = utcnow()
     return finding
 
 
 async def reopen(s: AsyncSession, finding: Finding, actor: str, reason: str | None) -> Finding:
     """Undoes an acknowledgement or a snooze (the card's "undo" and "bring back"): the finding is open
-    again. Idempotent; a resolved finding stays resolved."""
+    again. Idempotent; a resolved or expired finding stays so."""
     if finding.status == "open":
         return finding
     if finding.status not in ("acknowledged", "snoozed"):
         raise TransitionError(f"{_with_article(finding.status)} finding cannot be reopened")
     _record(s, finding, "open", actor, reason)
-    finding.status = "open"
+    finding.status, finding.resolution = "open", None
     finding.acknowledged_at = finding.acknowledged_by = None
     finding.snoozed_until = finding.snoozed_by = finding.snooze_reason = None
     finding.updated_at = utcnow()

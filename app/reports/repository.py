@@ -222,21 +222,25 @@ async def hygiene(s: AsyncSession, account_id: int, now: datetime, managers: Seq
 
 def _finding_deltas(account_id: int, managers: Sequence[str] | None) -> Select[Any]:
     """Each finding transition that changes how many findings are open: +1 when one opens (first
-    time, after its grace period, or again after resolving), -1 when an opened one resolves."""
+    time, after its grace period, or again after resolving or expiring), -1 when an opened one
+    resolves or expires. Expired (past the rule's look-back window, unfixed) is never a fix: it
+    is counted apart from resolved."""
     opened = and_(
         FindingEvent.to_status == "open",
-        or_(FindingEvent.from_status.is_(None), FindingEvent.from_status.in_(("pending", "resolved"))),
+        or_(FindingEvent.from_status.is_(None), FindingEvent.from_status.in_(("pending", "resolved", "expired"))),
     )
     resolved = and_(FindingEvent.to_status == "resolved", FindingEvent.from_status.in_(OPEN_FINDING))
+    expired = and_(FindingEvent.to_status == "expired", FindingEvent.from_status.in_(OPEN_FINDING))
     return (
         select(
             Finding.rule.label("rule"),
             FindingEvent.at.label("at"),
             case((opened, 1), else_=0).label("opened"),
             case((resolved, 1), else_=0).label("resolved"),
+            case((expired, 1), else_=0).label("expired"),
         )
         .join(Finding, Finding.id == FindingEvent.finding_id)
-        .where(Finding.account_id == account_id, _scope(Finding.manager_id, managers), or_(opened, resolved))
+        .where(Finding.account_id == account_id, _scope(Finding.manager_id, managers), or_(opened, resolved, expired))
     )
 
 
@@ -244,7 +248,9 @@ async def finding_days(
     s: AsyncSession, account_id: int, timezone: str, start: datetime, end: datetime, managers: Sequence[str] | None
 ) -> list[Any]:
     d = _finding_deltas(account_id, managers).where(FindingEvent.at >= start, FindingEvent.at < end).subquery()
-    per = select(d.c.rule, local_day(d.c.at, _zone(timezone)).label("day"), d.c.opened, d.c.resolved).subquery()
+    per = select(
+        d.c.rule, local_day(d.c.at, _zone(timezone)).label("day"), d.c.opened, d.c.resolved, d.c.expired
+    ).subquery()
     return list(
         await s.execute(
             select(
@@ -252,6 +258,7 @@ async def finding_days(
                 per.c.day,
                 func.sum(per.c.opened).label("opened"),
                 func.sum(per.c.resolved).label("resolved"),
+                func.sum(per.c.expired).label("expired"),
             ).group_by(per.c.rule, per.c.day)
         )
     )
@@ -261,7 +268,7 @@ async def findings_open_before(
     s: AsyncSession, account_id: int, start: datetime, managers: Sequence[str] | None
 ) -> dict[str, int]:
     d = _finding_deltas(account_id, managers).where(FindingEvent.at < start).subquery()
-    rows = await s.execute(select(d.c.rule, func.sum(d.c.opened - d.c.resolved)).group_by(d.c.rule))
+    rows = await s.execute(select(d.c.rule, func.sum(d.c.opened - d.c.resolved - d.c.expired)).group_by(d.c.rule))
     return {r[0]: int(r[1] or 0) for r in rows}
 
 

@@ -116,8 +116,9 @@ async def managers(s: AsyncSession, account: Account, period: Period, scope: Sco
 
 
 async def trend(s: AsyncSession, account: Account, period: Period, scope: Scope) -> dict[str, Any]:
-    """For the charts: calls and successful calls per manager per day, findings opened and resolved
-    per day, and each rule's open findings at the end of every day."""
+    """For the charts: calls and successful calls per manager per day, findings opened, resolved
+    (fixed) and expired (past the rule's look-back window, not fixed) per day, and each rule's
+    open findings at the end of every day."""
     days = period.days()
     people = await repo.users(s, account.id)
     series: dict[str, dict[str, list[int]]] = {}
@@ -127,13 +128,14 @@ async def trend(s: AsyncSession, account: Account, period: Period, scope: Scope)
         i = (repo.day_key(r.day) - period.day_from).days
         entry["calls"][i] = int(r.calls)
         entry["successful_calls"][i] = int(r.successful_calls)
-    opened, resolved = [0] * len(days), [0] * len(days)
+    opened, resolved, expired = [0] * len(days), [0] * len(days), [0] * len(days)
     delta: dict[str, list[int]] = defaultdict(lambda: [0] * len(days))
     for r in await repo.finding_days(s, account.id, account.timezone, period.start, period.end, scope.managers):
         i = (repo.day_key(r.day) - period.day_from).days
         opened[i] += int(r.opened)
         resolved[i] += int(r.resolved)
-        delta[r.rule][i] += int(r.opened) - int(r.resolved)
+        expired[i] += int(r.expired)
+        delta[r.rule][i] += int(r.opened) - int(r.resolved) - int(r.expired)
     before = await repo.findings_open_before(s, account.id, period.start, scope.managers)
     open_by_rule: dict[str, list[int]] = {}
     for rule in sorted(set(before) | set(delta)):
@@ -145,7 +147,7 @@ async def trend(s: AsyncSession, account: Account, period: Period, scope: Scope)
     return {
         "days": days,
         "calls": [{"manager_id": m, "name": _name(people, m), **v} for m, v in sorted(series.items())],
-        "findings": {"opened": opened, "resolved": resolved},
+        "findings": {"opened": opened, "resolved": resolved, "expired": expired},
         "open_by_rule": open_by_rule,
     }
 

@@ -10,13 +10,20 @@ these labelled columns, one row per entity:
     started_at  when the condition began, by the CRM's own timestamps
     opens       true once the grace period has passed (else the finding is "pending")
 
+A look-back window (`lookback_days`) bounds what OPENS, not what resolves: the rule takes its
+start from `ctx.lookback()` (or `ctx.lookback_per_stage()`) and names its entity with
+`ctx.entity_scope()`. When a finding of such a rule drops out of the violations, the lifecycle
+asks the rule again for that entity alone with the window off (`ctx.unbounded`): if it still
+violates, it was the window and not a fix, and the rule's `past_window` decides: "expire" (the
+finding becomes `expired`) or "keep" (it stays as it is).
+
 Durations are in working time: a setting such as "3 working days" becomes a cutoff instant
 (BusinessCalendar.cutoff), and the SQL compares a timestamp with it, per pipeline and stage.
 
 A rule's statement is built once per account and settings and then re-executed: every value
 that depends on the moment or the scope must come from the context's helpers (`now_param`,
-`ago`, `cutoff`, `account_cutoff`, `per_stage`, `deal_scope`,
-`deals_param`), which bind it as a parameter computed afresh at each
+`ago`, `lookback`, `lookback_working`, `cutoff`, `account_cutoff`, `per_stage`, `deal_scope`,
+`deals_param`, `entity_scope`), which bind it as a parameter computed afresh at each
 execution. A value computed from `ctx.now` in the rule's own code would be frozen at the
 first evaluation.
 """
@@ -25,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -34,6 +41,9 @@ from sqlalchemy import ColumnElement, Select, String, and_, bindparam, case, fal
 from app.calendar.business import BusinessCalendar
 from app.db import UtcDateTime
 from app.mirror.models import Deal
+
+# Where a look-back window starts when it is off (the re-check of findings past their window).
+BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def one_of(column: Any, values: Any) -> ColumnElement[bool]:
@@ -73,6 +83,9 @@ class RuleContext:
     calendar: BusinessCalendar
     config: ResolvedRuleConfig
     deal_ids: list[str] | None = None  # None: the whole account (a sweep); else only these deals
+    # The re-check of findings gone from the violations: only these entities, look-back windows off.
+    entity_ids: list[str] | None = None
+    unbounded: bool = False
     # Bound parameters of the rule's statement: name → how to compute its value for this evaluation.
     prefix: str = "rule"
     params: dict[str, Callable[[], Any]] = field(default_factory=dict)
@@ -97,6 +110,28 @@ class RuleContext:
     def ago(self, delta: timedelta) -> ColumnElement[datetime]:
         """The instant `delta` (calendar time) before now: a look-back horizon."""
         return self.bind(lambda: self.now - delta, UtcDateTime())
+
+    def lookback(self, delta: timedelta) -> ColumnElement[datetime]:
+        """Where a look-back window starts: only what began after it opens a finding."""
+        return self.bind(lambda: BEGINNING if self.unbounded else self.now - delta, UtcDateTime())
+
+    def lookback_per_stage(self, delta_of: Callable[[Any], timedelta]) -> ColumnElement[datetime]:
+        """lookback(), with the window's length from pipeline and stage overrides."""
+        return self.per_stage(lambda st: BEGINNING if self.unbounded else self.now - delta_of(st), UtcDateTime())
+
+    def lookback_working(self, seconds_of: Callable[[Any], float]) -> ColumnElement[datetime]:
+        """lookback() in working time, per deal (pipeline and stage overrides): what began less
+        than `seconds_of(settings)` working seconds ago is inside the window."""
+        return self.per_stage(
+            lambda st: BEGINNING if self.unbounded else self.calendar.cutoff(self.now, seconds_of(st)), UtcDateTime()
+        )
+
+    def entity_scope(self, column: Any, convert: Callable[[str], Any] = str) -> list[ColumnElement[bool]]:
+        """In a re-check, only the entities asked about (`convert` turns a finding's entity id
+        into the column's type), as WHERE clauses; else none."""
+        if self.entity_ids is None:
+            return []
+        return [column.in_(self.bind(lambda: [convert(e) for e in self.entity_ids or []], column.type, expanding=True))]
 
     def account_cutoff(self, seconds: float) -> ColumnElement[datetime]:
         """Like cutoff(), for rules over entities without a deal's pipeline and stage (calls)."""
@@ -169,3 +204,6 @@ class Rule:
     settings: type[RuleSettings]
     violations: Callable[[RuleContext], Select[Any]]
     render: Callable[[Any, RenderContext], tuple[str, dict[str, Any]]]
+    # A rule with a look-back window: what its findings do once they are past it unfixed,
+    # "expire" or "keep" (see the module's docstring). None: the rule has no window.
+    past_window: str | None = None

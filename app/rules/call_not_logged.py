@@ -4,6 +4,9 @@ no note, no stage move, no task set or closed by them on that deal since the cal
 
 Something written later still counts: the finding opens when the window has passed with
 nothing, and resolves as soon as the card says something.
+
+Past the look-back window a call still not written down EXPIRES: days later nobody writes down
+a conversation from memory, and the finding stays on record as not fixed.
 """
 
 from __future__ import annotations
@@ -93,7 +96,8 @@ def violations(ctx: RuleContext) -> Select[Any]:
             Call.direction.is_distinct_from("internal"),
             Call.talk_seconds >= st.min_talk_seconds,
             Call.manager_id.is_not(None),
-            Call.ended_at >= ctx.ago(timedelta(days=st.lookback_days)),
+            Call.ended_at >= ctx.lookback(timedelta(days=st.lookback_days)),
+            *ctx.entity_scope(Call.id, int),
             ~note,
             ~moved,
             ~task,
@@ -119,4 +123,5 @@ RULE = Rule(
     settings=Settings,
     violations=violations,
     render=render,
+    past_window="expire",
 )

@@ -1,4 +1,8 @@
-"""empty_comment: a note on a deal too short to say anything, or a stock phrase ("ок", "перезвонить")."""
+"""empty_comment: a note on a deal too short to say anything, or a stock phrase ("ок", "перезвонить").
+
+Past the look-back window an empty comment nobody followed with a proper one EXPIRES: what the
+talk was about is gone by then, and the finding stays on record as not fixed.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,6 @@ from pydantic import Field, field_validator
 from sqlalchemy import Select, and_, func, or_, select, true
 
 from app import wording
-from app.db import UtcDateTime
 from app.mirror.models import Deal, Note
 from app.mirror.text import fold
 
@@ -53,7 +56,7 @@ def violations(ctx: RuleContext) -> Select[Any]:
     # Length and look-back follow pipeline and stage overrides; the stock phrases are one list
     # per account (a phrase that says nothing says nothing in any stage).
     min_chars = ctx.per_stage(lambda st: st.min_chars)
-    since = ctx.per_stage(lambda st: ctx.now - timedelta(days=st.lookback_days), UtcDateTime())
+    since = ctx.lookback_per_stage(lambda st: timedelta(days=st.lookback_days))
     stock = ctx.settings.stock_phrases
     later = Note.__table__.alias("later")
     # A proper comment written after the empty one answers it.
@@ -83,6 +86,7 @@ def violations(ctx: RuleContext) -> Select[Any]:
             Note.account_id == ctx.account_id,
             Note.kind == "common",
             Note.created_at >= since,
+            *ctx.entity_scope(Note.id),
             _empty(Note, min_chars, stock),
             ~answered,
         )
@@ -105,4 +109,5 @@ RULE = Rule(
     settings=Settings,
     violations=violations,
     render=render,
+    past_window="expire",
 )

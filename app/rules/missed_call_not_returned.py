@@ -3,6 +3,10 @@ number (either direction) followed within N working minutes.
 
 Several missed calls from one number before anyone talks to it are one problem: the finding is
 on the first of them, and an answered call with the number resolves it.
+
+Past the look-back window a finding nobody returned EXPIRES: it is not fixed, and keeping it open
+would count one client twice, since the next miss from the number, no longer a repeat of one
+inside the window, opens a finding of its own.
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ def violations(ctx: RuleContext) -> Select[Any]:
         .correlate_except(answered)
         .scalar_subquery()
     )
-    since = ctx.ago(timedelta(days=st.lookback_days))
+    since = ctx.lookback(timedelta(days=st.lookback_days))
     repeat = (
         select(other.c.id)
         .where(
@@ -92,9 +96,13 @@ def violations(ctx: RuleContext) -> Select[Any]:
         missed.c.status != "answered",
         missed.c.client_number.is_not(None),
         missed.c.started_at >= since,
+        *ctx.entity_scope(missed.c.id, int),
         ~returned,
-        ~repeat,
     )
+    if not ctx.unbounded:
+        # (The re-check past the window asks only whether this miss was returned: it opened
+        # as the first of its misses inside the window, whatever came before that.)
+        query = query.where(~repeat)
     if ctx.deal_ids is not None:
         query = query.where(missed.c.deal_id.in_(ctx.deals_param()))
     return query
@@ -120,4 +128,5 @@ RULE = Rule(
     settings=Settings,
     violations=violations,
     render=render,
+    past_window="expire",
 )

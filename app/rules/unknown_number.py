@@ -3,6 +3,10 @@ That is a lost lead. One finding per number (however often it called), from its 
 it resolves when a contact with the number appears (the calls are re-matched then).
 
 Unmatched calls belong to no deal, so this rule runs in sweeps only.
+
+Past the look-back window (no call from the number for that long) the finding is KEPT: the
+number is still a lead nobody recorded, and only a contact with it (or a person) ends it. The
+window only keeps numbers that called long ago from opening findings.
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ def violations(ctx: RuleContext) -> Select[Any]:
             Call.client_number.is_not(None),
             Call.contact_id.is_(None),
             Call.deal_id.is_(None),
-            Call.started_at >= ctx.ago(timedelta(days=st.lookback_days)),
+            Call.started_at >= ctx.lookback(timedelta(days=st.lookback_days)),
+            *ctx.entity_scope(Call.client_number),
             ~select(ContactPhone.phone)
             .where(ContactPhone.account_id == Call.account_id, ContactPhone.phone == Call.client_number)
             .exists(),
@@ -84,4 +89,5 @@ RULE = Rule(
     settings=Settings,
     violations=violations,
     render=render,
+    past_window="keep",
 )

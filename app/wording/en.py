@@ -139,6 +139,7 @@ DASHBOARD = {
     "chart_rules": "Open findings by rule",
     "opened": "Opened",
     "resolved": "Resolved",
+    "expired_findings": "Expired unfixed",
     "successful_short": "successful",
     "funnel": "Funnel",
     "pipeline": "Pipeline",

@@ -140,6 +140,7 @@ DASHBOARD = {
     "chart_rules": "Открытые нарушения по правилам",
     "opened": "Открыто",
     "resolved": "Закрыто",
+    "expired_findings": "Истекло без исправления",
     "successful_short": "успешные",
     "funnel": "Воронка",
     "pipeline": "Воронка",

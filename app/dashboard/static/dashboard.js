@@ -168,7 +168,8 @@
     });
     chart('cw-chart-calls', calls, T.chart_calls);
     chart('cw-chart-findings', [{ type: 'bar', name: T.opened, x: days, y: trend.findings.opened, marker: { color: '#dc2626' } },
-                                { type: 'bar', name: T.resolved, x: days, y: trend.findings.resolved, marker: { color: '#16a34a' } }],
+                                { type: 'bar', name: T.resolved, x: days, y: trend.findings.resolved, marker: { color: '#16a34a' } },
+                                { type: 'bar', name: T.expired_findings, x: days, y: trend.findings.expired, marker: { color: '#9ca3af' } }],
           T.chart_findings);
     chart('cw-chart-rules', Object.keys(trend.open_by_rule).map(function (r) {
       return { type: 'scatter', mode: 'lines+markers', name: T.rules[r] || r, x: days, y: trend.open_by_rule[r] };

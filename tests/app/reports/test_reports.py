@@ -96,7 +96,7 @@ async def test_findings_over_time(rt: Runtime) -> None:
     account = await _account(rt, aid)
     async with rt.reads() as s:
         trend = await service.trend(s, account, WEEK, service.TEAM)
-    assert trend["findings"] == {"opened": [2, 1, 0, 0, 0], "resolved": [0, 0, 0, 1, 0]}
+    assert trend["findings"] == {"opened": [2, 1, 0, 0, 0], "resolved": [0, 0, 0, 1, 0], "expired": [0] * 5}
     assert trend["open_by_rule"] == {
         "deal_without_task": [1, 1, 1, 1, 1],
         "empty_comment": [1, 1, 1, 0, 0],
