@@ -554,6 +554,20 @@ class CrmUnavailable(CrmError):
     """Retries exhausted on 429/5xx/timeouts: try again later, nothing is lost."""
 
 
+class CrmRateLimited(CrmUnavailable):
+    """The CRM asked us to slow down (429 or its own limit code) for longer than this call may wait:
+    nothing of the last attempt ran, try again in `retry_after` seconds. Not a failure of the work."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class CrmStopping(CrmUnavailable):
+    """The process is stopping: a retry wait was cut short, nothing of the last attempt ran. The
+    work goes back for the next process, not counted as a failure by callers that know this."""
+
+
 class CrmAmbiguous(CrmUnavailable):
     """A write may or may not have reached the CRM (a timeout or 5xx after sending): read back
     before sending it again."""

@@ -8,6 +8,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from integrations.base import CrmRateLimited
+from integrations.http import fits, pause
+
 
 class SlidingWindowLimiter:
     """At most `rate` calls in any rolling window of `window` seconds.
@@ -24,7 +27,7 @@ class SlidingWindowLimiter:
         window: float = 1.0,
         margin: float = 0.05,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], object] = asyncio.sleep,
+        sleep: Callable[[float], object] = pause,
     ) -> None:
         self.capacity = max(1, int(rate * window)) if rate >= 1 else 1
         self.window = (window if rate >= 1 else 1.0 / rate) + margin
@@ -33,7 +36,9 @@ class SlidingWindowLimiter:
         self._clock = clock
         self._sleep = sleep
 
-    async def acquire(self) -> None:
+    async def acquire(self, reserve: float = 0.0) -> None:
+        """Waits for a slot. Raises CrmRateLimited rather than wait past the caller's deadline
+        (integrations.http.within), keeping `reserve` seconds of it for the request itself."""
         async with self._lock:
             while True:
                 now = self._clock()
@@ -42,7 +47,10 @@ class SlidingWindowLimiter:
                 if len(self._stamps) < self.capacity:
                     self._stamps.append(now)
                     return
-                await self._sleep(self.window - (now - self._stamps[0]) + 0.001)
+                wait = self.window - (now - self._stamps[0]) + 0.001
+                if not fits(wait, reserve):
+                    raise CrmRateLimited(f"the rate limit holds requests for {wait:.1f} s", retry_after=wait)
+                await self._sleep(wait)
 
     def penalize(self, seconds: float) -> None:
         """After a 429, hold every caller back: fill the window as if it were just used up."""

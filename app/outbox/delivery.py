@@ -12,6 +12,12 @@ as sent. Closing a task is idempotent and simply repeats.
 
 Failures follow the row's own schedule: backoff with jitter from seconds to an hour, and after
 three days the row goes to "dead", visible in the API, where it can be retried by hand.
+
+No wait inside a claim outlives its lease: once the lease runs out another worker may take the
+rows, read back, find nothing yet and send them too. So the CRM clients get the lease as their
+deadline (integrations.http.within); a Retry-After that would pass it ends the claim and the rows
+come back at now + Retry-After, which is the CRM's pace, not a failure. A stop request does the
+same with no delay: the rows go back to "pending" for the next process.
 """
 
 from __future__ import annotations
@@ -27,8 +33,8 @@ from sqlalchemy import bindparam, select, update
 from app.accounts.models import Account
 from app.db import is_postgres, utcnow
 from app.runtime import Runtime
-from integrations.base import CrmAuthError, CrmError, CrmRequestError
-from integrations.http import backoff_delay
+from integrations.base import CrmAuthError, CrmError, CrmRateLimited, CrmRequestError, CrmStopping
+from integrations.http import backoff_delay, stopping, within
 
 from .models import OutboxAction
 from .senders import SENDERS, Batch
@@ -37,6 +43,8 @@ log = logging.getLogger(__name__)
 
 BATCH = 50  # amoCRM takes at most 50 items per write
 LEASE = timedelta(minutes=5)
+# The part of the lease kept back from the CRM calls, for recording their outcome.
+LEASE_SPARE = 0.1
 GIVE_UP_AFTER = timedelta(days=3)
 AUTH_PAUSE = timedelta(minutes=10)
 WAIT_FOR_TASK = timedelta(seconds=30)  # a closure waits this long for its task (senders' Outcome.postponed)
@@ -110,12 +118,27 @@ async def deliver(rt: Runtime, rows: list[OutboxAction]) -> None:
     # On a failure, batch.outcome holds what the sender learnt before it (rows already in the CRM).
     out = batch.outcome
     try:
-        out = await sender(batch)
+        with within(_lease_left(rows, now)):
+            out = await sender(batch)
+    except CrmRateLimited as exc:
+        retry_at = utcnow() + timedelta(seconds=max(1.0, exc.retry_after))
+        await _record(rt, rows, out.sent, out.texts, out.postponed, out.cancelled, error=str(exc), retry_at=retry_at)
+        return
+    except CrmStopping:
+        await _record(rt, rows, out.sent, out.texts, out.postponed, out.cancelled, release=True)
+        return
+    except asyncio.CancelledError:
+        # Cancelled after the stop grace (app/workers.py): a write may be in flight, and the rows'
+        # attempts already count this claim, so whoever takes them next reads back first.
+        await _record(rt, rows, out.sent, out.texts, out.postponed, out.cancelled, release=True)
+        raise
     except CrmRequestError as exc:
         if len(rows) > 1:
             # One bad item fails the whole request: send each alone to find it.
             await _record(rt, rows, out.sent, out.texts, out.postponed, out.cancelled, retry_now=True)
             for row in rows:
+                if stopping():
+                    break  # the rest stay pending, due now, for the next process
                 if row.id not in out.sent and row.id not in out.postponed and row.id not in out.cancelled:
                     alone = await _reclaim(rt, row.id)
                     if alone is not None:
@@ -132,6 +155,12 @@ async def deliver(rt: Runtime, rows: list[OutboxAction]) -> None:
     finally:
         await client.aclose()
     await _record(rt, rows, out.sent, out.texts, out.postponed, out.cancelled)
+
+
+def _lease_left(rows: list[OutboxAction], now: datetime) -> float:
+    """Seconds the CRM calls of this claim may take: to the end of its lease, less LEASE_SPARE of it."""
+    ends = min(row.next_attempt_at for row in rows)
+    return (ends - now).total_seconds() - LEASE.total_seconds() * LEASE_SPARE
 
 
 async def _reclaim(rt: Runtime, row_id: int) -> OutboxAction | None:
@@ -156,6 +185,8 @@ async def _record(
     dead_error: str | None = None,
     delay: timedelta | None = None,
     retry_now: bool = False,
+    retry_at: datetime | None = None,
+    release: bool = False,
 ) -> None:
     """Writes a batch's Outcome (its parts: sent, texts, postponed, cancelled) back to the rows."""
     now = utcnow()
@@ -181,8 +212,11 @@ async def _record(
                 values = {"status": "pending", "next_attempt_at": now + WAIT_FOR_TASK}
             elif dead_error is not None:
                 values = {"status": "dead", "last_error": dead_error[:2000], "text": texts.get(row.id, "")}
-            elif retry_now:
+            elif retry_now or release:
                 values = {"status": "pending", "next_attempt_at": now}
+            elif retry_at is not None:
+                # The CRM's pace, not a failure: never a reason to give the row up.
+                values = {"status": "pending", "last_error": (error or "")[:2000], "next_attempt_at": retry_at}
             else:
                 reason = error or "the CRM did not confirm this item"
                 give_up = now - row.created_at > GIVE_UP_AFTER
@@ -191,7 +225,15 @@ async def _record(
                     "last_error": reason[:2000],
                     "next_attempt_at": now + (delay or backoff(row.attempts)),
                 }
-            await s.execute(update(OutboxAction).where(OutboxAction.id == row.id).values(**values))
+            # Only while the claim is still ours: a claim whose lease ran out may have been taken
+            # over (attempts counts claims), and the new holder's outcome must not be overwritten.
+            await s.execute(
+                update(OutboxAction)
+                .where(
+                    OutboxAction.id == row.id, OutboxAction.status == "sending", OutboxAction.attempts == row.attempts
+                )
+                .values(**values)
+            )
     sent = sum(1 for r in rows if r.id in done)
     log.info(
         "outbox.delivered",

@@ -21,6 +21,7 @@ from integrations.base import (
     CrmAmbiguous,
     CrmAuthError,
     CrmIdentity,
+    CrmRateLimited,
     CrmRequestError,
     CrmUnavailable,
     DealUpserted,
@@ -41,7 +42,7 @@ from integrations.base import (
     TokenSource,
     UserUpserted,
 )
-from integrations.http import backoff_delay, tls_context
+from integrations.http import backoff_delay, fits, pause, tls_context
 from integrations.phones import normalize_all
 from integrations.ratelimit import SlidingWindowLimiter
 from integrations.timestamps import from_unix as ts
@@ -77,6 +78,7 @@ class AmoCrmClient:
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._sleep = sleep
+        self._timeout = timeout
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=timeout,
@@ -103,12 +105,16 @@ class AmoCrmClient:
         """One logical call: rate-limited, retried on 429/5xx/network errors, refreshed once on 401.
 
         A non-idempotent write is retried only when it surely did not land (429, a refused
-        connection); after a timeout or a 5xx it raises CrmAmbiguous, and the caller reads back."""
+        connection); after a timeout or a 5xx it raises CrmAmbiguous, and the caller reads back.
+
+        No wait outlives the caller's deadline (integrations.http.within): a Retry-After or a
+        rate-limit queue (the limiter's) that would raises CrmRateLimited at once, for the caller to come back later,
+        and a backoff that would raises CrmUnavailable. A stop request cuts a wait short (CrmStopping)."""
         token = await self._tokens.access_token()
         refreshed = False
         attempt = 0
         while True:
-            await self._limiter.acquire()
+            await self._limiter.acquire(reserve=self._timeout)
             try:
                 resp = await self._http.request(
                     method, url, params=params, json=json, headers={"Authorization": f"Bearer {token}"}
@@ -139,14 +145,19 @@ class AmoCrmClient:
                 elif not idempotent:
                     raise CrmAmbiguous(f"amoCRM answered {resp.status_code} to {method} {_path(url)}")
             attempt += 1
+            delay = retry_after if retry_after is not None else self._backoff(attempt)
             if attempt > self._max_retries:
                 raise CrmUnavailable(f"amoCRM {method} {_path(url)} failed {attempt} times, last: {reason}")
-            delay = retry_after if retry_after is not None else self._backoff(attempt)
+            if not fits(delay, self._timeout):
+                message = f"amoCRM {method} {_path(url)}: {reason}, and no time left to wait {delay:.0f} s"
+                if reason == "HTTP 429":
+                    raise CrmRateLimited(message, retry_after=delay)
+                raise CrmUnavailable(message)
             log.warning(
                 "amocrm.retry",
                 extra={"path": _path(url), "reason": reason, "attempt": attempt, "delay_s": round(delay, 2)},
             )
-            await self._sleep(delay)
+            await pause(delay, self._sleep)
 
     def _backoff(self, attempt: int) -> float:
         return backoff_delay(attempt, self._backoff_base, self._backoff_cap)

@@ -105,6 +105,15 @@ class EmulatorState:
         self.unix_now: Callable[[], int] = lambda: int(time.time())
         self._hits: dict[str, deque[float]] = {}
         self._faults: deque[int] = deque()
+        # Every item a write endpoint applied, in order: (method, path, item as sent). Tests count
+        # the CRM writes of one action here (a close leaves no other trace when repeated).
+        self.writes: list[tuple[str, str, dict[str, Any]]] = []
+        # Timed fault modes (self.clock seconds), for storms longer than a lease and chaos runs.
+        self._storm_until = 0.0
+        self._storm_retry_after = 1.0
+        self._outage_until = 0.0
+        self._outage_status = 503
+        self._lose_answers_until = 0.0
 
     # -- credentials ---------------------------------------------------------------------------
 
@@ -127,6 +136,36 @@ class EmulatorState:
 
     def fail_next(self, n: int, status: int = 500) -> None:
         self._faults.extend([status] * n)
+
+    def rate_limit_storm(self, seconds: float, retry_after: float = 1.0) -> None:
+        """Every API request answers 429 with this Retry-After for the next `seconds`."""
+        self._storm_until = self.clock() + seconds
+        self._storm_retry_after = retry_after
+
+    def outage(self, seconds: float, status: int = 503) -> None:
+        """Every API request answers `status` for the next `seconds`, before doing anything."""
+        self._outage_until = self.clock() + seconds
+        self._outage_status = status
+
+    def lose_answers(self, seconds: float) -> None:
+        """For the next `seconds` writes are applied and then answered 502: the answer is lost."""
+        self._lose_answers_until = self.clock() + seconds
+
+    def healthy(self) -> None:
+        """Ends every timed fault mode."""
+        self._storm_until = self._outage_until = self._lose_answers_until = 0.0
+
+    def timed_fault(self) -> Response | None:
+        now = self.clock()
+        if now < self._storm_until:
+            self.rejected_429 += 1
+            return Response(status_code=429, headers={"Retry-After": f"{self._storm_retry_after:g}"})
+        if now < self._outage_until:
+            return _problem(self._outage_status, "Service unavailable")
+        return None
+
+    def answer_lost(self) -> bool:
+        return self.clock() < self._lose_answers_until
 
     # -- seeding -------------------------------------------------------------------------------
 
@@ -920,6 +959,9 @@ def create_emulator_app(state: EmulatorState, rate_limit_per_s: int | None = 7) 
             return _problem(401, "Неверный логин или пароль")
         if not state.admit(token.strip(), rate_limit_per_s):
             return Response(status_code=429)
+        timed = state.timed_fault()
+        if timed is not None:
+            return timed
         fault = state.take_fault()
         if fault is not None:
             return Response(status_code=fault) if fault == 429 else _problem(fault, "Injected fault")
@@ -1061,23 +1103,34 @@ def create_emulator_app(state: EmulatorState, rate_limit_per_s: int | None = 7) 
         body = {"_links": _link(base(request), request.url.path), "_embedded": {entity: rows}}
         return JSONResponse(body, media_type=HAL_JSON)
 
+    async def write(
+        request: Request,
+        entity: str,
+        apply: Callable[[EmulatorState, list[dict]], list[tuple[dict, str]]],
+        render: Callable[[str, dict], dict],
+        extra: tuple[str, ...] = (),
+    ) -> Response:
+        items = await _batch(request)
+        done = apply(state, items)
+        state.writes.extend((request.method, request.url.path, item) for item in items)
+        if state.answer_lost():
+            return _problem(502, "Bad gateway")
+        return write_answer(request, entity, done, render, extra)
+
     @app.post("/api/v4/tasks")
-    async def create_tasks(request: Request) -> JSONResponse:
-        return write_answer(request, "tasks", _create_tasks(state, await _batch(request)), _render_task)
+    async def create_tasks(request: Request) -> Response:
+        return await write(request, "tasks", _create_tasks, _render_task)
 
     @app.patch("/api/v4/tasks")
-    async def patch_tasks(request: Request) -> JSONResponse:
-        done = _patch_tasks(state, await _batch(request))
-        return write_answer(request, "tasks", done, _render_task, ("updated_at",))
+    async def patch_tasks(request: Request) -> Response:
+        return await write(request, "tasks", _patch_tasks, _render_task, ("updated_at",))
 
     @app.post("/api/v4/leads/notes")
-    async def create_notes(request: Request) -> JSONResponse:
-        done = _create_notes(state, await _batch(request))
-        return write_answer(request, "notes", done, _render_note, ("entity_id",))
+    async def create_notes(request: Request) -> Response:
+        return await write(request, "notes", _create_notes, _render_note, ("entity_id",))
 
     @app.post("/api/v4/calls")
-    async def log_calls(request: Request) -> JSONResponse:
-        done = _log_calls(state, await _batch(request))
-        return write_answer(request, "calls", done, _render_note, ("entity_id",))
+    async def log_calls(request: Request) -> Response:
+        return await write(request, "calls", _log_calls, _render_note, ("entity_id",))
 
     return app

@@ -18,8 +18,15 @@ from typing import Any
 
 import httpx
 
-from integrations.base import CrmAmbiguous, CrmAuthError, CrmRequestError, CrmUnavailable, TokenSource
-from integrations.http import backoff_delay, tls_context
+from integrations.base import (
+    CrmAmbiguous,
+    CrmAuthError,
+    CrmRateLimited,
+    CrmRequestError,
+    CrmUnavailable,
+    TokenSource,
+)
+from integrations.http import backoff_delay, fits, pause, tls_context
 
 from .limits import PortalLimiter
 from .wire import MAX_BATCH, PAGE_SIZE, php_query
@@ -34,7 +41,7 @@ OPERATION_LIMIT = "OPERATION_TIME_LIMIT"
 DEFAULT_METHOD_PAUSE_S = 60.0
 
 
-class MethodPaused(CrmUnavailable):
+class MethodPaused(CrmRateLimited):
     """Bitrix24 blocked this method (OPERATION_TIME_LIMIT) for longer than we are willing to wait."""
 
 
@@ -70,6 +77,7 @@ class Bitrix24Client:
         self._backoff_cap = backoff_cap
         self._sleep = sleep
         self._max_pause_wait = max_pause_wait
+        self._timeout = timeout
         self.task_kind = task_kind
         self._http = httpx.AsyncClient(
             timeout=timeout,
@@ -102,10 +110,13 @@ class Bitrix24Client:
         while True:
             wait = self.limiter.paused_for(method)
             if wait > 0:
-                if wait > self._max_pause_wait:
-                    raise MethodPaused(f"Bitrix24 blocked {method} for another {wait:.0f} s (OPERATION_TIME_LIMIT)")
-                await self._sleep(wait)
-            await self.limiter.acquire()
+                if wait > self._max_pause_wait or not fits(wait, self._timeout):
+                    raise MethodPaused(
+                        f"Bitrix24 blocked {method} for another {wait:.0f} s (OPERATION_TIME_LIMIT)", retry_after=wait
+                    )
+                await pause(wait, self._sleep)
+            # The caller's deadline (integrations.http.within) holds for every wait: see AmoCrmClient.request.
+            await self.limiter.acquire(reserve=self._timeout)
             url, auth = self._endpoint(token, method)
             try:
                 resp = await self._http.post(url, json={**(params or {}), **auth})
@@ -146,15 +157,21 @@ class Bitrix24Client:
                         f"{str(body.get('error_description') or '')[:300]}"
                     )
             attempt += 1
+            delay = self.limiter.paused_for(method) if reason == OPERATION_LIMIT else self._backoff(attempt)
             if attempt > self._max_retries:
                 raise CrmUnavailable(f"Bitrix24 {method} failed {attempt} times, last: {reason}")
+            if not fits(delay, self._timeout):
+                message = f"Bitrix24 {method}: {reason}, and no time left to wait {delay:.0f} s"
+                if reason in (OPERATION_LIMIT, QUERY_LIMIT):
+                    limited = MethodPaused if reason == OPERATION_LIMIT else CrmRateLimited
+                    raise limited(message, retry_after=max(delay, 1.0))
+                raise CrmUnavailable(message)
             if reason != OPERATION_LIMIT:
-                delay = self._backoff(attempt)
                 log.warning(
                     "bitrix24.retry",
                     extra={"method": method, "reason": reason, "attempt": attempt, "delay_s": round(delay, 2)},
                 )
-                await self._sleep(delay)
+                await pause(delay, self._sleep)
 
     def _backoff(self, attempt: int) -> float:
         return backoff_delay(attempt, self._backoff_base, self._backoff_cap)
@@ -173,11 +190,18 @@ class Bitrix24Client:
             code = err.get("error") if isinstance(err, dict) else None
             method = commands[key][0] if key in commands else "batch"
             if code == OPERATION_LIMIT:
-                self.limiter.pause_method(method, _reset_at(err) or time.time() + DEFAULT_METHOD_PAUSE_S)
-                raise MethodPaused(f"Bitrix24 blocked {method} (OPERATION_TIME_LIMIT) inside a batch")
+                reset = _reset_at(err) or time.time() + DEFAULT_METHOD_PAUSE_S
+                self.limiter.pause_method(method, reset)
+                raise MethodPaused(
+                    f"Bitrix24 blocked {method} (OPERATION_TIME_LIMIT) inside a batch",
+                    retry_after=max(1.0, reset - time.time()),
+                )
             if code == QUERY_LIMIT:
                 self.limiter.penalize()
-                raise CrmUnavailable(f"Bitrix24 refused {method} inside a batch: {QUERY_LIMIT}")
+                raise CrmRateLimited(
+                    f"Bitrix24 refused {method} inside a batch: {QUERY_LIMIT}",
+                    retry_after=max(1.0, self.limiter.delay()),
+                )
         return BatchResult(
             result=_mapping(inner.get("result")),
             errors=errors,

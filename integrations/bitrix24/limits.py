@@ -17,6 +17,9 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from integrations.base import CrmRateLimited
+from integrations.http import fits, pause
+
 
 class PortalLimiter:
     def __init__(
@@ -26,7 +29,7 @@ class PortalLimiter:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
-        sleep: Callable[[float], object] = asyncio.sleep,
+        sleep: Callable[[float], object] = pause,
     ) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be positive and burst at least 1")
@@ -47,14 +50,26 @@ class PortalLimiter:
         self._stamp = now
         return now
 
-    async def acquire(self) -> None:
+    async def acquire(self, reserve: float = 0.0) -> None:
+        """Waits for room in the bucket. Raises CrmRateLimited rather than wait past the caller's
+        deadline (integrations.http.within), keeping `reserve` seconds of it for the request itself."""
         async with self._lock:
             while True:
                 self._drain()
                 if self._level + 1 <= self.burst:
                     self._level += 1
                     return
-                await self._sleep((self._level + 1 - self.burst) / self.rate + 0.001)
+                wait = (self._level + 1 - self.burst) / self.rate + 0.001
+                if not fits(wait, reserve):
+                    raise CrmRateLimited(
+                        f"the portal's request limit holds requests for {wait:.1f} s", retry_after=wait
+                    )
+                await self._sleep(wait)
+
+    def delay(self) -> float:
+        """Seconds until a request could go (0: now), so a caller with a deadline can decline to queue."""
+        self._drain()
+        return max(0.0, (self._level + 1 - self.burst) / self.rate)
 
     def penalize(self, seconds: float | None = None) -> None:
         """After a 503 QUERY_LIMIT_EXCEEDED our count was behind the portal's (another app on the

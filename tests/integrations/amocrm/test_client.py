@@ -18,7 +18,9 @@ from integrations.amocrm.client import AmoCrmClient
 from integrations.base import (
     ContactUpserted,
     CrmAuthError,
+    CrmRateLimited,
     CrmRequestError,
+    CrmStopping,
     CrmUnavailable,
     DealUpserted,
     DomainEvent,
@@ -27,6 +29,7 @@ from integrations.base import (
     StageKind,
     TaskUpserted,
 )
+from integrations.http import stops_on, within
 from integrations.ratelimit import SlidingWindowLimiter
 
 # Copies of ../shared/fixtures/amocrm, kept inside the repository so the suite is self-contained.
@@ -500,3 +503,55 @@ async def test_rate_limit_holds_at_most_7_calls_per_rolling_second(api: respx.Mo
     for i, start in enumerate(stamps):
         in_window = sum(1 for t in stamps[i:] if t - start < 1.0)
         assert in_window <= 7, f"{in_window} calls within 1 s starting at call {i}"
+
+
+async def test_a_retry_after_past_the_callers_deadline_ends_the_call_at_once(
+    client: AmoCrmClient, api: respx.MockRouter, vt: VirtualTime
+) -> None:
+    # The outbox gives its lease as the deadline: waiting out an hour inside it would let another
+    # worker take the rows over and send them too.
+    route = api.post(f"{BASE}/api/v4/tasks").respond(429, headers={"Retry-After": "3600"})
+    with within(60), pytest.raises(CrmRateLimited) as caught:
+        await client.request("POST", "/api/v4/tasks", json=[{"text": "x"}], idempotent=False)
+    assert route.call_count == 1 and vt.client_sleeps == [] and caught.value.retry_after == 3600
+    # A limiter held back by that 429 does not let the next call queue past its deadline either.
+    with within(60), pytest.raises(CrmRateLimited):
+        await client.request("GET", "/api/v4/account")
+    assert route.call_count == 1
+
+
+async def test_a_backoff_past_the_deadline_is_an_outage_and_short_waits_still_retry(
+    client: AmoCrmClient, api: respx.MockRouter, vt: VirtualTime
+) -> None:
+    route = api.get(f"{BASE}/api/v4/account").mock(
+        side_effect=[httpx.Response(429, headers={"Retry-After": "3"}), httpx.Response(200, json={"id": 1})]
+    )
+    with within(60):
+        assert (await client.identity()).external_id == "1"
+    assert route.call_count == 2 and vt.client_sleeps == [3.0]
+    route.mock(side_effect=None, return_value=httpx.Response(503))
+    with within(0.5), pytest.raises(CrmUnavailable) as caught:
+        await client.identity()
+    assert not isinstance(caught.value, CrmRateLimited) and route.call_count == 3
+
+
+async def test_a_stop_request_cuts_a_retry_wait_short(api: respx.MockRouter, tokens: FakeTokens) -> None:
+    # Real sleeps: a 503 storm with an hour of backoff must not hold a stopping worker.
+    client = AmoCrmClient(BASE, tokens, SlidingWindowLimiter(1000), backoff_base=3600, backoff_cap=3600)
+    sent = asyncio.Event()
+
+    def unavailable(request: httpx.Request) -> httpx.Response:
+        sent.set()
+        return httpx.Response(503)
+
+    route = api.get(f"{BASE}/api/v4/account").mock(side_effect=unavailable)
+    stop = asyncio.Event()
+    with stops_on(stop):
+        call = asyncio.create_task(client.identity())
+        await asyncio.wait_for(sent.wait(), 5)
+        started = time.monotonic()
+        stop.set()
+        with pytest.raises(CrmStopping):
+            await asyncio.wait_for(call, 5)
+    assert time.monotonic() - started < 1 and route.call_count == 1
+    await client.aclose()

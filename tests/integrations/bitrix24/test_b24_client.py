@@ -14,6 +14,7 @@ import respx
 from integrations.base import (
     CrmAmbiguous,
     CrmAuthError,
+    CrmRateLimited,
     CrmRequestError,
     CrmUnavailable,
     DealUpserted,
@@ -27,6 +28,7 @@ from integrations.bitrix24.client import MethodPaused
 from integrations.bitrix24.crm import TASK_SELECT, Bitrix24Crm
 from integrations.bitrix24.limits import PortalLimiter
 from integrations.bitrix24.wire import php_query
+from integrations.http import within
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "bitrix24"
 PORTAL = "https://demoshop.bitrix24.ru"
@@ -312,3 +314,24 @@ async def test_enterprise_bucket_is_5_per_second_with_250():
     for _ in range(25):
         await limiter.acquire()
     assert clock.now - start == pytest.approx(5.0, abs=0.05)
+
+
+@respx.mock
+async def test_waits_past_the_callers_deadline_end_the_call_instead():
+    # QUERY_LIMIT backoff and an OPERATION_TIME_LIMIT pause are rate limits: within a deadline
+    # (the outbox's lease) they raise CrmRateLimited rather than wait past it.
+    route = respx.post(f"{HOOK}/profile.json").respond(503, json=fixture_json("error_query_limit.json"))
+    c = client()  # a retry keeps the request's 20 s timeout in reserve: no room within 10 s
+    with within(10), pytest.raises(CrmRateLimited):
+        await c.identity()
+    assert route.call_count == 1 and c.slept == []
+
+    clock = Clock()
+    limiter = PortalLimiter(1000, 1000, wall=clock, clock=clock)
+    blocked = respx.post(f"{HOOK}/crm.item.list.json").respond(
+        429, json={"error": "OPERATION_TIME_LIMIT", "time": {"operating_reset_at": clock.now + 20}}
+    )
+    c = client(limiter=limiter, sleep=clock.sleep)
+    with within(10), pytest.raises(MethodPaused) as caught:
+        await c.call("crm.item.list")
+    assert blocked.call_count == 1 and clock.slept == [] and caught.value.retry_after == pytest.approx(20, abs=1)
