@@ -71,7 +71,7 @@ def create_app(
         scheduler = None
         if workers:
             tasks = app_workers.start(rt, stop)
-            scheduler = app_workers.SweepScheduler(rt, settings.scheduler_tick_seconds)
+            scheduler = app_workers.scheduler(rt)
             scheduler.start()
         log.info("crmwatch.started", extra={"workers": workers, "database": rt.engine.dialect.name})
         try:
