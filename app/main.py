@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app import errors
+from app import errors, openapi
 from app import workers as app_workers
 from app.accounts.endpoints import router as accounts_router
 from app.calls.endpoints import router as telephony_router
@@ -104,6 +104,7 @@ def create_app(
         redoc_url=None,
     )
     errors.install(app)
+    openapi.install(app)
     # The webhook route first: routes are matched in order, and it takes most of the traffic.
     app.include_router(ingest_router, max_body_size=settings.max_webhook_bytes)
     app.include_router(telephony_hooks_router, max_body_size=settings.max_webhook_bytes)
