@@ -116,7 +116,7 @@ def _run_background(*, workers: bool) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        scheduler = app_workers.SweepScheduler(rt, settings.scheduler_tick_seconds)
+        scheduler = app_workers.scheduler(rt)
         scheduler.start()
         try:
             if workers:

@@ -6,8 +6,11 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import iter_route_contexts
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from app.middleware import CLIENT_CLOSED
@@ -27,6 +30,20 @@ def install(app: FastAPI) -> None:
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
         ]
         return JSONResponse({"detail": "invalid request", "errors": errors}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route whose path matched; every route of this path counts.
+            exc.headers = {**(exc.headers or {}), "Allow": ", ".join(allowed_methods(request.app, request.url.path))}
+        if exc.status_code == 422 and isinstance(exc.detail, str):
+            # One shape for every 422: the summary, and the errors a client can show by field.
+            return JSONResponse(
+                {"detail": exc.detail, "errors": [{"loc": [], "msg": exc.detail, "type": "value_error"}]},
+                status_code=422,
+                headers=exc.headers,
+            )
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(ClientDisconnect)
     async def _gone(request: Request, exc: ClientDisconnect) -> Response:
@@ -58,3 +75,15 @@ def client_gone() -> Response:
     """The client hung up while sending its body: nothing was done, and nobody reads the answer.
     The access log records it (at INFO) as 499, the client's doing, not a server error."""
     return Response(status_code=CLIENT_CLOSED)
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method some route of the app answers at `path`."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(app.routes):
+        regex = getattr(route, "path_regex", None)
+        if route.methods and regex is not None and regex.match(path):
+            methods |= route.methods
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)

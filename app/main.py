@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app import errors
+from app import errors, openapi
 from app import workers as app_workers
 from app.accounts.endpoints import router as accounts_router
 from app.calls.endpoints import router as telephony_router
@@ -72,7 +72,7 @@ def create_app(
         scheduler = None
         if workers:
             tasks = app_workers.start(rt, stop)
-            scheduler = app_workers.SweepScheduler(rt, settings.scheduler_tick_seconds)
+            scheduler = app_workers.scheduler(rt)
             scheduler.start()
         log.info("crmwatch.started", extra={"workers": workers, "database": rt.engine.dialect.name})
         try:
@@ -105,6 +105,7 @@ def create_app(
         redoc_url=None,
     )
     errors.install(app)
+    openapi.install(app)
     # The webhook route first: routes are matched in order, and it takes most of the traffic.
     app.include_router(ingest_router, max_body_size=settings.max_webhook_bytes)
     app.include_router(telephony_hooks_router, max_body_size=settings.max_webhook_bytes)

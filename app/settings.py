@@ -57,6 +57,16 @@ class Settings(BaseSettings):
     # for a chunked body that declares no length (it is counted as it arrives).
     max_request_bytes: int = Field(default=256 * 1024, ge=1)
 
+    # Retention (README, "Retention and secrets at rest"), in days; 0 keeps that table's rows forever.
+    # Applied inbox rows; failed ones stay until someone deals with them.
+    retention_inbox_days: int = Field(default=30, ge=0)
+    # Sent or cancelled outbox rows of resolved findings; dead ones stay until retried.
+    retention_outbox_days: int = Field(default=30, ge=0)
+    # Findings resolved this long ago, with their history (reports over older periods lose them).
+    retention_findings_days: int = Field(default=365, ge=0)
+    # How often the scheduler's leader purges.
+    retention_purge_minutes: float = Field(default=60.0, gt=0)
+
     # Background roles that `crmwatch serve` runs in-process.
     run_workers: bool = True
     inbox_poll_seconds: float = 1.0

@@ -12,7 +12,9 @@ from app.findings.scheduler import SweepScheduler
 from app.ingest import catchup
 from app.ingest import worker as inbox
 from app.outbox import delivery
+from app.retention import service as retention
 from app.runtime import Runtime
+from app.settings import Settings
 from app.sync import service as sync
 
 Loop = Callable[[Runtime, asyncio.Event], Awaitable[None]]
@@ -41,9 +43,22 @@ WORKERS: list[tuple[str, Loop]] = [
 ]
 
 
+# Periodic jobs the scheduler's leader runs beside the sweeps: (name, interval in seconds, job).
+PERIODIC: list[tuple[str, Callable[[Settings], float], Callable[[Runtime], Awaitable[object]]]] = [
+    ("retention-purge", lambda s: s.retention_purge_minutes * 60, retention.purge),
+]
+
+
+def scheduler(rt: Runtime) -> SweepScheduler:
+    """The sweep scheduler with every periodic job, for `serve`, `worker` and `scheduler`."""
+    return SweepScheduler(
+        rt, rt.settings.scheduler_tick_seconds, [(name, every(rt.settings), job) for name, every, job in PERIODIC]
+    )
+
+
 def start(rt: Runtime, stop: asyncio.Event) -> list[asyncio.Task[None]]:
     """Every worker as a task of the running loop."""
     return [asyncio.create_task(loop(rt, stop), name=name) for name, loop in WORKERS]
 
 
-__all__ = ["WORKERS", "SweepScheduler", "heartbeat", "start"]
+__all__ = ["PERIODIC", "WORKERS", "SweepScheduler", "heartbeat", "scheduler", "start"]

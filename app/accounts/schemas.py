@@ -1,10 +1,19 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from integrations.base import AccountConnection
 from integrations.registry import CRM_ADAPTERS
@@ -53,7 +62,8 @@ class AccountCreate(_AccountFields):
     model_config = ConfigDict(extra="allow")
 
     name: str = Field(min_length=1, max_length=200)
-    crm: str
+    # The schema names the CRMs (integrators' clients refuse a wrong one before sending it).
+    crm: Annotated[str, WithJsonSchema({"type": "string", "enum": sorted(CRM_ADAPTERS)})]
     base_url: AnyHttpUrl
     access_token: SecretStr | None = None
     oauth: OAuthIn | None = None

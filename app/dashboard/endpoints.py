@@ -153,7 +153,7 @@ async def session_page(lang: Lang | None = None, rt: Runtime = Depends(runtime))
     return pages.page(_lang(lang), None, ancestors)
 
 
-@router.post("/widget/amocrm/dashboard/session")
+@router.post("/widget/amocrm/dashboard/session", responses=widget_endpoints.CARD_REFUSALS)
 async def amocrm_session(
     request: Request, x_auth_token: str | None = Header(None), rt: Runtime = Depends(runtime)
 ) -> JSONResponse:

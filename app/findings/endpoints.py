@@ -76,7 +76,7 @@ async def get_finding(
     return await _detail(rt, finding_id, lang)
 
 
-@router.post("/findings/{finding_id}/ack", response_model=FindingDetail)
+@router.post("/findings/{finding_id}/ack", response_model=FindingDetail, responses={409: {}})
 async def acknowledge(finding_id: RowId, body: AckIn | None = None, rt: Runtime = Depends(runtime)) -> FindingDetail:
     body = body or AckIn()
     async with rt.sessions() as s, s.begin():
@@ -90,7 +90,7 @@ async def acknowledge(finding_id: RowId, body: AckIn | None = None, rt: Runtime 
     return await _detail(rt, finding_id)
 
 
-@router.post("/findings/{finding_id}/snooze", response_model=FindingDetail)
+@router.post("/findings/{finding_id}/snooze", response_model=FindingDetail, responses={409: {}})
 async def snooze(finding_id: RowId, body: SnoozeIn, rt: Runtime = Depends(runtime)) -> FindingDetail:
     if body.until.tzinfo is None:
         raise HTTPException(

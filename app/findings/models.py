@@ -27,8 +27,9 @@ RESOLUTIONS = (
 class Finding(Base):
     """One problem on one CRM entity, for one rule: (account, rule, entity) is its identity.
 
-    A finding is never deleted or duplicated: when the condition clears it resolves, and when
-    it comes back the same row opens again, so its history stays in one place.
+    A finding is never duplicated: when the condition clears it resolves, and when it comes back
+    the same row opens again, so its history stays in one place. Only one resolved longer than
+    the retention (app/retention) is deleted, with its history.
     """
 
     __tablename__ = "findings"
@@ -38,6 +39,7 @@ class Finding(Base):
         Index("ix_findings_account_deal", "account_id", "deal_id"),
         # What one evaluation changed carries its timestamp: the outbox step finds it by this.
         Index("ix_findings_changed", "account_id", "rule", "updated_at"),
+        Index("ix_findings_resolved", "status", "resolved_at"),  # the retention purge
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

@@ -9,8 +9,11 @@ take over when its connection drops. A double sweep would be harmless anyway (de
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import or_, select, text, update
@@ -83,14 +86,24 @@ async def sweep_due(rt: Runtime, now: datetime | None = None) -> int:
     return len(due)
 
 
+# Another periodic job the leader runs (app/workers.py lists them): (name, every N seconds, job).
+PeriodicJob = tuple[str, float, Callable[[Runtime], Awaitable[Any]]]
+
+
 class SweepScheduler:
-    def __init__(self, rt: Runtime, tick_seconds: float = 15.0) -> None:
+    def __init__(self, rt: Runtime, tick_seconds: float = 15.0, periodic: Sequence[PeriodicJob] = ()) -> None:
         self.rt = rt
         self.tick_seconds = tick_seconds
+        self.periodic = list(periodic)
         self._scheduler = AsyncIOScheduler(timezone="UTC")
         self._lock_conn: AsyncConnection | None = None
+        self._leading = asyncio.Lock()  # jobs run concurrently; one of them takes the lock
 
     async def _lead(self) -> bool:
+        async with self._leading:
+            return await self._take_lead()
+
+    async def _take_lead(self) -> bool:
         """Holds (or tries to take) the PostgreSQL advisory lock; SQLite is one process, always leader."""
         if self.rt.engine.dialect.name != "postgresql":
             return True
@@ -136,6 +149,15 @@ class SweepScheduler:
         except Exception:
             log.exception("scheduler.tick_failed")
 
+    async def run_job(self, name: str, job: Callable[[Runtime], Awaitable[Any]]) -> None:
+        if self.rt.intake_busy():
+            return  # as for the sweeps: the next run does it
+        try:
+            if await self._lead():
+                await job(self.rt)
+        except Exception:
+            log.exception("scheduler.job_failed", extra={"job": name})
+
     def start(self) -> None:
         self._scheduler.add_job(
             self.tick,
@@ -146,6 +168,18 @@ class SweepScheduler:
             coalesce=True,
             next_run_time=utcnow(),
         )
+        for name, every, job in self.periodic:
+            self._scheduler.add_job(
+                self.run_job,
+                "interval",
+                args=(name, job),
+                seconds=every,
+                id=name,
+                max_instances=1,
+                coalesce=True,
+                # Not in the first busy seconds after a start: the sweeps and the catch-up go first.
+                next_run_time=utcnow() + timedelta(seconds=min(every, 60.0)),
+            )
         self._scheduler.start()
 
     async def stop(self) -> None:

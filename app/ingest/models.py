@@ -18,6 +18,7 @@ class InboxEvent(Base):
     __table_args__ = (
         UniqueConstraint("account_id", "source", "dedup_key", name="uq_inbox_events_dedup"),
         Index("ix_inbox_events_pending", "status", "next_attempt_at", "id"),
+        Index("ix_inbox_events_processed", "status", "processed_at"),  # the retention purge
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

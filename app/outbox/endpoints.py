@@ -67,7 +67,7 @@ async def list_outbox(
         return OutboxPage(items=[_out(r) for r in rows], total=total)
 
 
-@router.post("/outbox/{action_id}/retry", response_model=OutboxOut)
+@router.post("/outbox/{action_id}/retry", response_model=OutboxOut, responses={409: {}})
 async def retry(action_id: RowId, rt: Runtime = Depends(runtime)) -> OutboxOut:
     """Sends a dead (or waiting) action again now."""
     async with rt.sessions() as s, s.begin():

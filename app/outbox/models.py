@@ -22,6 +22,7 @@ class OutboxAction(Base):
         UniqueConstraint("account_id", "dedup_key", name="uq_outbox_dedup"),
         Index("ix_outbox_due", "status", "next_attempt_at", "id"),
         Index("ix_outbox_finding", "finding_id"),
+        Index("ix_outbox_sent", "status", "sent_at"),  # the retention purge
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from datetime import date, time
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator, model_validator
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -71,14 +71,35 @@ class RuleEntry(BaseModel):
     exclude: ExcludeIn = Field(default_factory=ExcludeIn)
 
 
+# A local wall-clock time ("09:00", "18:30:00"): JSON Schema's `format: time` demands a zone, which
+# these never have (the account's time zone applies).
+WallTime = Annotated[
+    time,
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\\.[0-9]{1,6})?)?$",
+            "examples": ["09:00"],
+        }
+    ),
+]
+
+
 class CalendarIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     country: str | None = Field(default="RU", description="public holidays and transferred working days; null: none")
-    work_start: time = time(9, 0)
-    work_end: time = time(18, 0)
+    work_start: WallTime = time(9, 0)
+    work_end: WallTime = time(18, 0)
     work_days: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5], description="ISO weekdays, Monday = 1")
     extra_holidays: list[date] = Field(default_factory=list)
     extra_workdays: list[date] = Field(default_factory=list)
+
+    @field_validator("work_start", "work_end")
+    @classmethod
+    def _wall_clock(cls, value: time) -> time:
+        if value.tzinfo is not None:
+            raise ValueError("a wall-clock time without a zone (the account's time zone applies), e.g. 09:00")
+        return value
 
     @field_validator("work_days")
     @classmethod

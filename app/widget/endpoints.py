@@ -27,8 +27,11 @@ from .rejected import TokenRejected
 from .schemas import CardFindings, CardSnoozeIn, WidgetConfigIn, WidgetConfigOut
 
 admin_router = APIRouter(prefix="/api", tags=["widget"], dependencies=[Depends(require_admin)])
-amocrm_router = APIRouter(prefix="/widget/amocrm", tags=["widget"])
-bitrix24_router = APIRouter(prefix="/widget/bitrix24", tags=["widget"])
+# What every card call may answer besides its result (see _card_error); the app adds 400/404/422.
+CARD_REFUSALS: dict[int | str, dict[str, Any]] = {401: {}, 404: {}, 409: {}}
+amocrm_router = APIRouter(prefix="/widget/amocrm", tags=["widget"], responses=CARD_REFUSALS)
+bitrix24_router = APIRouter(prefix="/widget/bitrix24", tags=["widget"], responses=CARD_REFUSALS)
+PAGE = {"content": {"text/html": {"schema": {"type": "string"}}}}
 
 STATIC = Path(__file__).parent / "static"
 Lang = Literal["ru", "en"]
@@ -242,7 +245,15 @@ SESSION_MAX = timedelta(hours=1)
 SESSION_MIN = timedelta(minutes=5)
 
 
-@bitrix24_router.post("/deal-tab", response_class=HTMLResponse)
+@bitrix24_router.post(
+    "/deal-tab",
+    response_class=HTMLResponse,
+    responses={
+        400: {**PAGE, "description": "Not a deal tab's placement form (a page that says so)"},
+        403: {**PAGE, "description": "Not an installed portal, or the portal refused AUTH_ID (a page that says so)"},
+        503: {**PAGE, "description": "The portal did not answer (a page that says so)"},
+    },
+)
 async def bitrix24_deal_tab(request: Request, rt: Runtime = Depends(runtime)) -> HTMLResponse:
     """The deal tab Bitrix24 opens (placement.bind at install); verified with the portal on every load."""
     field = await placement.fields(request)
