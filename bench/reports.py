@@ -12,13 +12,15 @@ One run:
    then VACUUM ANALYZE;
 2. times each JSON report for the last 30 days (the service call and its JSON encoding, each in a
    fresh read transaction, `--runs` times): the team table, the same per day, the charts' trend,
-   the funnel, the drill-down of one rule;
+   the funnel, the drill-down of one rule, ABC/XYZ of clients (the period and the previous one of
+   equal length) and the plan report (this month, a plan for every manager, milestones on a stage
+   and on calls);
 3. times, in the same run and the same way, a bare count(*) over the rows each report reads (its
    period of calls, stage moves, notes, tasks, findings and deals), and prints each report's p50
    and p99 with its ratio to that count;
 4. drops the database, whatever happened.
 
-Goals (issue 12): p50 <= 300 ms and p99 <= 1 s for every report of a 30-day period. The exit code
+Goals (issues 12 and 16): p50 <= 300 ms and p99 <= 1 s for every report of a 30-day period. The exit code
 is 0 whatever the figures: this is a measurement, not a test.
 """
 
@@ -40,8 +42,10 @@ import app.models_all  # noqa: F401  (registers every table)
 from app.accounts.models import Account
 from app.db import make_engine, make_sessionmaker, scratch_database, utcnow
 from app.migrate import upgrade
-from app.reports import service
+from app.plans import service as plans_service
+from app.reports import abcxyz, service
 from app.reports.periods import Period, today
+from app.rules import config as rules_config
 
 DEFAULT_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 GOAL_P50_MS = 300.0
@@ -153,6 +157,10 @@ BARE = {
     "closed": "SELECT count(*) FROM deals WHERE account_id = :account AND pipeline_id = :pipeline "
     "AND closed_at >= :start AND closed_at < :end",
     "findings": "SELECT count(*) FROM findings WHERE account_id = :account AND status = 'open'",
+    # ABC/XYZ reads the deals closed in the period and in the previous one of equal length.
+    "closed_twice": "SELECT count(*) FROM deals WHERE account_id = :account "
+    "AND closed_at >= CAST(:start AS timestamptz) - (CAST(:end AS timestamptz) - CAST(:start AS timestamptz)) "
+    "AND closed_at < :end",
     "events": "SELECT count(*) FROM finding_events e JOIN findings f ON f.id = e.finding_id "
     "WHERE f.account_id = :account AND e.at >= :start AND e.at < :end",
 }
@@ -162,6 +170,8 @@ READS = {
     "trend": ["calls", "events"],
     "funnel": ["open_deals", "moves", "closed"],
     "deals": ["findings"],
+    "abcxyz": ["closed_twice"],
+    "plan": ["calls", "moves"],
 }
 
 
@@ -221,6 +231,27 @@ async def generate(engine: Any, args: argparse.Namespace) -> int:
         "calls": args.calls,
         "rules": RULES,
     }
+    sessions_ = make_sessionmaker(engine)
+    async with sessions_() as s, s.begin():
+        # The plan report's month: a plan for every manager, proposals on a stage, first contacts on calls.
+        month = plans_service.current_month(utcnow(), "Europe/Moscow")
+        await s.execute(
+            text(
+                "INSERT INTO plans (account_id, month, manager_id, revenue, won_deals, updated_at) "
+                "SELECT :a, :m, (:user_base + u)::text, 3000000, 8, now() FROM generate_series(1, :users) AS u"
+            ),
+            {"a": aid, "m": month, "user_base": USER_BASE, "users": USERS},
+        )
+        doc = {
+            "plans": {
+                "milestones": {
+                    "first_contact": {"calls": True},
+                    "meeting_held": {"stages": [f"{PIPELINE_ID}/7000003"]},
+                    "proposal_sent": {"stages": [f"{PIPELINE_ID}/7000004"]},
+                }
+            }
+        }
+        await rules_config.save(s, aid, rules_config.RulesDocument.model_validate(doc))
     for name, sql in SQL.items():
         started = time.perf_counter()
         async with engine.begin() as conn:
@@ -271,6 +302,11 @@ async def run(url: URL, args: argparse.Namespace) -> None:
                     out = await service.trend(s, account, period, scope)
                 elif name == "funnel":
                     out = await service.funnel(s, account, PIPELINE_ID, period, scope, utcnow())
+                elif name == "abcxyz":
+                    out = await abcxyz.report(s, account, period, scope, "contact", 200)
+                elif name == "plan":
+                    now = utcnow()
+                    out = await plans_service.pace(s, account, plans_service.current_month(now, account.timezone), now)
                 else:
                     out = await service.deals(s, account, scope, "overdue_task", None)
                 return jsonable_encoder(out)

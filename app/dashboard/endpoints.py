@@ -20,6 +20,8 @@ from app.accounts.models import Account
 from app.db import utcnow
 from app.deps import AccountId, RowId, account_or_404, runtime
 from app.mirror.models import User
+from app.plans import service as plans_service
+from app.plans.schemas import MONTH_PATTERN
 from app.reports import endpoints as reports
 from app.reports import service as reports_service
 from app.runtime import Runtime
@@ -294,6 +296,32 @@ async def dashboard_deals(
 ) -> Response:
     async def act(s: AsyncSession, viewer: access.Viewer) -> list[dict[str, Any]]:
         return await reports_service.deals(s, viewer.account, viewer.scope, reports.rule_or_422(rule), manager_id)
+
+    return await _answer(request, rt, act)
+
+
+@router.get("/dashboard/api/plan", include_in_schema=False)
+async def dashboard_plan(
+    request: Request, month: str | None = Query(None, pattern=MONTH_PATTERN), rt: Runtime = Depends(runtime)
+) -> Response:
+    async def act(s: AsyncSession, viewer: access.Viewer) -> dict[str, Any]:
+        now = utcnow()
+        chosen = month or plans_service.current_month(now, viewer.account.timezone)
+        return await plans_service.pace(s, viewer.account, chosen, now, viewer.scope.managers)
+
+    return await _answer(request, rt, act)
+
+
+@router.get("/dashboard/api/abcxyz", include_in_schema=False)
+async def dashboard_abcxyz(
+    request: Request,
+    period: reports.PeriodParams = Depends(),
+    by: reports.ClientsBy | None = None,
+    rt: Runtime = Depends(runtime),
+) -> Response:
+    async def act(s: AsyncSession, viewer: access.Viewer) -> dict[str, Any]:
+        # The page shows the matrix and the movement; the client list stops at the largest 200.
+        return await reports.answer_abcxyz(s, viewer.account, period.resolve(viewer.account), viewer.scope, by, 200)
 
     return await _answer(request, rt, act)
 

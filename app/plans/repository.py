@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, and_, delete, false, func, literal, or_, select, union_all
+from sqlalchemy import String, and_, case, delete, distinct, false, func, literal, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.calls.models import Call
@@ -40,12 +40,19 @@ async def known_users(s: AsyncSession, account_id: int, ids: Iterable[str]) -> s
 # --- milestones and wins per manager ------------------------------------------------------------------
 
 
+def _half(at: Any, split: datetime) -> Any:
+    return case((at >= split, 1), else_=0).label("half")
+
+
 def _stage_in(pairs: list[tuple[str, str]], pipeline: Any, stage: Any) -> Any:
     return or_(*(and_(pipeline == p, stage == st) for p, st in pairs)) if pairs else false()
 
 
-def _milestone_keys(account_id: int, name: str, m: MilestoneIn, start: datetime, end: datetime, min_call: int) -> list:
-    """(manager, milestone, key) for each sign that a deal reached the milestone in [start, end):
+def _milestone_keys(
+    account_id: int, name: str, m: MilestoneIn, start: datetime, split: datetime, end: datetime, min_call: int
+) -> list:
+    """(half, manager, milestone, key) for each sign that a deal reached the milestone in [start, end)
+    (half 0 before `split`, 1 from it on):
     the key is the deal (a call with no deal: its number), so a deal counts once per milestone
     whichever sources say so."""
     label = literal(name, String())
@@ -55,6 +62,7 @@ def _milestone_keys(account_id: int, name: str, m: MilestoneIn, start: datetime,
         pipeline = func.coalesce(StageHistory.pipeline_id, Deal.pipeline_id)
         parts.append(
             select(
+                _half(StageHistory.entered_at, split),
                 Deal.responsible_user_id.label("manager_id"),
                 label.label("milestone"),
                 (literal("d:", String()) + StageHistory.deal_id).label("k"),
@@ -71,6 +79,7 @@ def _milestone_keys(account_id: int, name: str, m: MilestoneIn, start: datetime,
     if m.task_types:
         parts.append(
             select(
+                _half(Task.completed_at, split),
                 Task.responsible_user_id.label("manager_id"),
                 label.label("milestone"),
                 func.coalesce(literal("d:", String()) + Task.deal_id, literal("t:", String()) + Task.id).label("k"),
@@ -85,6 +94,7 @@ def _milestone_keys(account_id: int, name: str, m: MilestoneIn, start: datetime,
     if m.calls:
         parts.append(
             select(
+                _half(Call.started_at, split),
                 Call.manager_id.label("manager_id"),
                 label.label("milestone"),
                 func.coalesce(
@@ -104,27 +114,33 @@ def _milestone_keys(account_id: int, name: str, m: MilestoneIn, start: datetime,
 
 
 async def milestone_counts(
-    s: AsyncSession, account_id: int, cfg: PlansIn, start: datetime, end: datetime
-) -> dict[tuple[str, str], int]:
-    """Distinct deals per (manager, milestone) that reached it in [start, end)."""
+    s: AsyncSession, account_id: int, cfg: PlansIn, start: datetime, split: datetime, end: datetime
+) -> dict[tuple[int, str, str], int]:
+    """Distinct deals per (half, manager, milestone) that reached it in [start, end): one pass over
+    the history window (half 0, before `split`) and the month (half 1)."""
     parts = [
         part
         for name, m in cfg.milestones.items()
-        for part in _milestone_keys(account_id, name, m, start, end, cfg.min_call_seconds)
+        for part in _milestone_keys(account_id, name, m, start, split, end, cfg.min_call_seconds)
     ]
     if not parts:
         return {}
-    keys = union_all(*parts).subquery()
-    distinct = select(keys.c.manager_id, keys.c.milestone, keys.c.k).where(keys.c.manager_id.is_not(None)).distinct()
-    d = distinct.subquery()
-    rows = await s.execute(select(d.c.manager_id, d.c.milestone, func.count()).group_by(d.c.manager_id, d.c.milestone))
-    return {(r[0], r[1]): int(r[2]) for r in rows}
-
-
-async def won(s: AsyncSession, account_id: int, start: datetime, end: datetime) -> dict[str, tuple[int, float]]:
-    """Won deals closed in [start, end) per responsible manager: (count, revenue)."""
+    k = union_all(*parts).subquery().c
     rows = await s.execute(
-        select(Deal.responsible_user_id, func.count(), func.coalesce(func.sum(Deal.price), 0))
+        select(k.half, k.manager_id, k.milestone, func.count(distinct(k.k)))
+        .where(k.manager_id.is_not(None))
+        .group_by(k.half, k.manager_id, k.milestone)
+    )
+    return {(int(r[0]), r[1], r[2]): int(r[3]) for r in rows}
+
+
+async def won(
+    s: AsyncSession, account_id: int, start: datetime, split: datetime, end: datetime
+) -> dict[tuple[int, str], tuple[int, float]]:
+    """Won deals closed in [start, end) per (half, responsible manager): (count, revenue)."""
+    half = case((Deal.closed_at >= split, 1), else_=0)
+    rows = await s.execute(
+        select(half, Deal.responsible_user_id, func.count(), func.coalesce(func.sum(Deal.price), 0))
         .join(
             Stage,
             and_(Stage.account_id == Deal.account_id, Stage.pipeline_id == Deal.pipeline_id, Stage.id == Deal.stage_id),
@@ -138,9 +154,9 @@ async def won(s: AsyncSession, account_id: int, start: datetime, end: datetime) 
             Deal.responsible_user_id.is_not(None),
             Stage.kind == "won",
         )
-        .group_by(Deal.responsible_user_id)
+        .group_by(half, Deal.responsible_user_id)
     )
-    return {r[0]: (int(r[1]), float(r[2] or 0)) for r in rows}
+    return {(int(r[0]), r[1]): (int(r[2]), float(r[3] or 0)) for r in rows}
 
 
 async def users(s: AsyncSession, account_id: int) -> dict[str, str | None]:

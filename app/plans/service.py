@@ -183,10 +183,12 @@ async def pace(
     names = await repo.users(s, account.id)
 
     hist_start = m.start - timedelta(days=cfg.history_days)
-    hist = await repo.milestone_counts(s, account.id, cfg, hist_start, m.start)
-    hist_won = await repo.won(s, account.id, hist_start, m.start)
-    fact = await repo.milestone_counts(s, account.id, cfg, m.start, m.end)
-    fact_won = await repo.won(s, account.id, m.start, m.end)
+    counted = await repo.milestone_counts(s, account.id, cfg, hist_start, m.start, m.end)
+    won = await repo.won(s, account.id, hist_start, m.start, m.end)
+    hist = {(mgr, k): n for (half, mgr, k), n in counted.items() if half == 0}
+    fact = {(mgr, k): n for (half, mgr, k), n in counted.items() if half == 1}
+    hist_won = {mgr: v for (half, mgr), v in won.items() if half == 0}
+    fact_won = {mgr: v for (half, mgr), v in won.items() if half == 1}
 
     configured = [name for name in CHAIN if name == "won_deals" or name in cfg.milestones]
 

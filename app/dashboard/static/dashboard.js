@@ -203,6 +203,122 @@
     }
   }
 
+  // -- plan and pace ---------------------------------------------------------------------------
+  function fill(template, values) {
+    return template.replace(/\{(\w+)\}/g, function (_, k) { return values[k]; });
+  }
+
+  function paceBar(row) {
+    // The fact's share of the month's target; the mark is where the pace says it should be by now.
+    var track = el('div', { 'class': 'cw-pace' + (row.behind ? ' cw-pace-behind' : '') });
+    if (row.target) {
+      var done = Math.min(100, 100 * row.fact / row.target), due = Math.min(100, 100 * (row.expected || 0) / row.target);
+      track.appendChild(el('div', { 'class': 'cw-pace-fill', style: 'width:' + done.toFixed(1) + '%' }));
+      track.appendChild(el('div', { 'class': 'cw-pace-mark', style: 'left:' + due.toFixed(1) + '%', title: T.expected + ': ' + num(row.expected) }));
+    }
+    return track;
+  }
+
+  function renderPlan(p) {
+    var box = document.getElementById('cw-plan-body');
+    box.textContent = '';
+    box.appendChild(el('p', { 'class': 'cw-hint', id: 'cw-plan-days',
+                              text: fill(T.working_days, { done: num(p.working_days_elapsed), total: p.working_days }) }));
+    if (!p.managers.length) { box.appendChild(el('p', { text: T.no_plan })); return; }
+    var head = el('tr', {}, [T.manager, T.milestone_col, T.target, T.per_week, T.fact, T.expected, T.pace, T.behind]
+      .map(function (h) { return el('th', { text: h }); }));
+    var rows = [];
+    p.managers.forEach(function (m) {
+      var team = m.conversions.some(function (c) { return c.source === 'team'; });
+      m.rows.forEach(function (r, i) {
+        var cells = [];
+        if (i === 0) {
+          var who = el('td', { rowspan: String(m.rows.length), 'class': 'cw-plan-who' + (m.behind ? ' cw-hot' : '') }, [el('b', { text: m.name })]);
+          if (team) { who.appendChild(el('div', { 'class': 'cw-note', text: T.conv_team })); }
+          cells.push(who);
+        }
+        cells.push(el('td', { 'class': 'cw-left', text: T['m_' + r.milestone] || r.milestone }),
+          el('td', { 'data-key': 'target', text: num(r.target) }), el('td', { 'data-key': 'per_week', text: num(r.per_week) }),
+          el('td', { 'data-key': 'fact', text: num(r.fact) }), el('td', { 'data-key': 'expected', text: num(r.expected) }),
+          el('td', { 'class': 'cw-pace-cell' }, [paceBar(r)]),
+          el('td', { 'data-key': 'behind', 'class': r.behind ? 'cw-hot' : 'cw-ok',
+                     text: r.behind ? '−' + num(r.behind_percent) + ' %' : T.on_pace }));
+        rows.push(el('tr', { 'data-manager': m.manager_id, 'data-milestone': r.milestone, 'class': r.behind ? 'cw-behind' : '' }, cells));
+      });
+    });
+    box.appendChild(el('div', { 'class': 'cw-scroll' }, [el('table', { id: 'cw-plan-table' }, [el('thead', {}, [head]), el('tbody', {}, rows)])]));
+  }
+
+  // -- ABC/XYZ -----------------------------------------------------------------------------------
+  // The matrix's own span (3, 6, 12 months to today), or the page's own period when it was opened on one.
+  var abc = { months: state.period === 'custom' ? 0 : 3, by: 'contact', manager: '', data: null };
+
+  function isoDay(d) { return d.getFullYear() + '-' + ('0' + (d.getMonth() + 1)).slice(-2) + '-' + ('0' + d.getDate()).slice(-2); }
+
+  function abcQuery() {
+    var span = '';
+    if (!abc.months && state.from && state.to) { span = '&from=' + state.from + '&to=' + state.to; } else {
+      var to = new Date(), from = new Date(to.getFullYear(), to.getMonth() - (abc.months || 3), to.getDate() + 1);
+      span = '&from=' + isoDay(from) + '&to=' + isoDay(to);
+    }
+    return '?lang=' + T.lang + span + '&by=' + abc.by;
+  }
+
+  function renderMatrix(matrix) {
+    var box = document.getElementById('cw-abc-matrix');
+    box.textContent = '';
+    var max = Math.max.apply(null, Object.keys(matrix).map(function (k) { return matrix[k].clients; }).concat([1]));
+    var tone = { A: [22, 163, 74], B: [202, 138, 4], C: [220, 38, 38] };
+    var head = el('tr', {}, ['', 'X', 'Y', 'Z'].map(function (h) { return el('th', { text: h }); }));
+    var rows = ['A', 'B', 'C'].map(function (a) {
+      return el('tr', {}, [el('th', { text: a, scope: 'row' })].concat(['X', 'Y', 'Z'].map(function (x) {
+        var cell = matrix[a + x], c = tone[a];
+        var alpha = cell.clients ? (0.12 + 0.45 * cell.clients / max).toFixed(2) : 0;
+        return el('td', { 'data-cell': a + x, style: 'background: rgba(' + c.join(',') + ',' + alpha + ')' }, [
+          el('b', { text: a + x }), el('div', { text: T.clients + ': ' + num(cell.clients) }), el('div', { 'class': 'cw-note', text: num(cell.revenue) })]);
+      })));
+    });
+    box.appendChild(el('table', { id: 'cw-abc-table', 'class': 'cw-matrix' }, [el('thead', {}, [head]), el('tbody', {}, rows)]));
+  }
+
+  function renderAbc(r) {
+    abc.data = r;
+    var pick = document.getElementById('cw-abc-manager');
+    pick.textContent = '';
+    pick.appendChild(el('option', { value: '', text: T.whole_team }));
+    r.by_manager.forEach(function (m) { pick.appendChild(el('option', { value: m.manager_id || '', text: m.name || '—' })); });
+    pick.value = abc.manager;
+    var chosen = r.by_manager.filter(function (m) { return (m.manager_id || '') === abc.manager; })[0];
+    renderMatrix(abc.manager && chosen ? chosen.matrix : r.matrix);
+    var box = document.getElementById('cw-abc-movement');
+    box.textContent = '';
+    box.appendChild(el('p', { 'class': 'cw-hint', text: fill(T.new_lost, { 'new': num(r.new_clients), lost: num(r.lost_clients) }) }));
+    var moved = r.movement.filter(function (m) { return !abc.manager || (m.manager_id || '') === abc.manager; });
+    if (!moved.length) { box.appendChild(el('p', { text: T.no_movement })); return; }
+    var head = el('tr', {}, [T.client, T.manager, T.was, T.now, T.revenue].map(function (h) { return el('th', { text: h }); }));
+    var rows = moved.map(function (m) {
+      var up = m.to < m.from;  // 'AX' < 'BZ': a better group sorts first
+      return el('tr', { 'data-client': m.client_id }, [el('td', { text: m.name || ('#' + m.client_id) }), el('td', { 'class': 'cw-left', text: m.manager_name || '—' }),
+        el('td', { text: m.from }), el('td', { 'class': up ? 'cw-ok' : 'cw-hot', text: m.to }), el('td', { text: num(m.revenue) })]);
+    });
+    box.appendChild(el('h2', { text: T.movement }));
+    box.appendChild(el('div', { 'class': 'cw-scroll' }, [el('table', { id: 'cw-movement-table' }, [el('thead', {}, [head]), el('tbody', {}, rows)])]));
+  }
+
+  function getRaw(path, q) {
+    return fetch('/dashboard/api/' + path + q, { headers: { 'Authorization': auth } }).then(function (r) {
+      if (r.status === 401) { throw new Error('expired'); }
+      if (!r.ok) { throw new Error('http ' + r.status); }
+      return r.json();
+    });
+  }
+
+  function loadPlan() {
+    var month = document.getElementById('cw-month').value;
+    return getRaw('plan', '?lang=' + T.lang + (month ? '&month=' + month : '')).then(renderPlan);
+  }
+  function loadAbc() { return getRaw('abcxyz', abcQuery()).then(renderAbc); }
+
   // -- frame, loading, refresh -------------------------------------------------------------------
   function showError(err) {
     var box = document.getElementById('cw-status');
@@ -218,7 +334,8 @@
   }
 
   function load() {
-    return Promise.all([getJson('managers'), getJson('trend'), getJson('funnel', { pipeline_id: state.pipeline })]).then(function (res) {
+    return Promise.all([getJson('managers'), getJson('trend'), getJson('funnel', { pipeline_id: state.pipeline }),
+                        loadPlan(), loadAbc()]).then(function (res) {
       state.managers = res[0];
       renderTable(res[0]);
       renderCharts(res[1]);
@@ -260,6 +377,24 @@
       el('div', { id: 'cw-chart-calls', 'class': 'cw-chart' }), el('div', { id: 'cw-chart-findings', 'class': 'cw-chart' }),
       el('div', { id: 'cw-chart-rules', 'class': 'cw-chart' })])]));
     root.appendChild(el('section', {}, [el('h2', { text: T.funnel }), el('div', { 'class': 'cw-bar' }, [pipe]), el('div', { id: 'cw-funnel-body' })]));
+    var now = new Date();
+    var month = el('input', { type: 'month', id: 'cw-month', 'aria-label': T.month,
+                              value: params.get('month') || (now.getFullYear() + '-' + ('0' + (now.getMonth() + 1)).slice(-2)) });
+    month.addEventListener('change', function () { loadPlan().catch(showError); });
+    root.appendChild(el('section', { id: 'cw-plan' }, [el('h2', { text: T.plan }), el('div', { 'class': 'cw-bar' }, [month]),
+                                                        el('div', { id: 'cw-plan-body' })]));
+    var spans = (abc.months ? [] : [el('option', { value: '0', text: T.custom })]).concat(
+      [3, 6, 12].map(function (n) { return el('option', { value: String(n), text: T['months_' + n] }); }));
+    var span = el('select', { id: 'cw-abc-span', 'aria-label': T.period }, spans);
+    span.value = String(abc.months);
+    span.addEventListener('change', function () { abc.months = Number(span.value); loadAbc().catch(showError); });
+    var by = el('select', { id: 'cw-abc-by' }, [el('option', { value: 'contact', text: T.by_contact }), el('option', { value: 'company', text: T.by_company })]);
+    by.addEventListener('change', function () { abc.by = by.value; loadAbc().catch(showError); });
+    var who = el('select', { id: 'cw-abc-manager', 'aria-label': T.manager });
+    who.addEventListener('change', function () { abc.manager = who.value; renderAbc(abc.data); });
+    root.appendChild(el('section', { id: 'cw-abc' }, [el('h2', { text: T.abc }), el('div', { 'class': 'cw-bar' }, [span, by, who]),
+      el('p', { 'class': 'cw-hint', text: T.abc_hint }),
+      el('div', { 'class': 'cw-abc-grid' }, [el('div', { id: 'cw-abc-matrix' }), el('div', { id: 'cw-abc-movement' })])]));
     load();
     // Fresh figures every minute, only while someone can see them.
     window.setInterval(function () { if (document.visibilityState === 'visible') { load(); } }, 60000);

@@ -39,29 +39,37 @@ def msk(month: int, day: int, hour: int = 12, minute: int = 0) -> datetime:
     return datetime(2026, month, day, hour, minute, tzinfo=MSK).astimezone(UTC)
 
 
-async def build(rt: Runtime) -> int:
+async def build(rt: Runtime, account_id: int | None = None) -> int:
+    """The clients above; into an existing account (with users 101, 102 and pipeline P1 with stages
+    S1, 142, 143) when `account_id` is given."""
     async with rt.sessions() as s, s.begin():
-        account = Account(
-            name="ABC",
-            crm="amocrm",
-            base_url="https://demoshop.amocrm.ru",
-            key=uuid.uuid4().hex,
-            timezone="Europe/Moscow",
-            auth_kind="token",
-            credentials=rt.box.seal({"access_token": "unused"}),
-            sync_counts={},
-        )
-        s.add(account)
-        await s.flush()
-        a = account.id
+        if account_id is None:
+            account = Account(
+                name="ABC",
+                crm="amocrm",
+                base_url="https://demoshop.amocrm.ru",
+                key=uuid.uuid4().hex,
+                timezone="Europe/Moscow",
+                auth_kind="token",
+                credentials=rt.box.seal({"access_token": "unused"}),
+                sync_counts={},
+            )
+            s.add(account)
+            await s.flush()
+            a = account.id
+            s.add_all(
+                [
+                    User(account_id=a, id="101", name="Анна Петрова"),
+                    User(account_id=a, id="102", name="Борис Иванов"),
+                    Pipeline(account_id=a, id="P1", name="Продажи", sort=1),
+                    Stage(account_id=a, pipeline_id="P1", id="S1", name="Новая", sort=10),
+                    Stage(account_id=a, pipeline_id="P1", id="142", name="Успешно", sort=10000, kind="won"),
+                    Stage(account_id=a, pipeline_id="P1", id="143", name="Не реализовано", sort=11000, kind="lost"),
+                ]
+            )
+        a = account_id or a
         s.add_all(
             [
-                User(account_id=a, id="101", name="Анна Петрова"),
-                User(account_id=a, id="102", name="Борис Иванов"),
-                Pipeline(account_id=a, id="P1", name="Продажи", sort=1),
-                Stage(account_id=a, pipeline_id="P1", id="S1", name="Новая", sort=10),
-                Stage(account_id=a, pipeline_id="P1", id="142", name="Успешно", sort=10000, kind="won"),
-                Stage(account_id=a, pipeline_id="P1", id="143", name="Не реализовано", sort=11000, kind="lost"),
                 Contact(account_id=a, id="C1", name="ООО Ромашка", responsible_user_id="101"),
                 Contact(account_id=a, id="C2", name="ИП Сидоров", responsible_user_id="102"),
                 # C3 has no card in the mirror: its manager is whoever sold it the most (102).
