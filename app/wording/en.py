@@ -184,6 +184,7 @@ REPORT_COLUMNS = {
     "deals_without_task": "Deals without a task",
     "tasks_per_deal": "Tasks per deal",
     "tasks_moved_without_contact": "Tasks moved without contact",
+    "first_contact_median_minutes": "First contact with a lead, median, working min",
     "open_findings_total": "Open findings",
     "day": "Day",
 }

@@ -185,6 +185,7 @@ REPORT_COLUMNS = {
     "deals_without_task": "Сделки без задачи",
     "tasks_per_deal": "Задач на сделку",
     "tasks_moved_without_contact": "Перенос задач без контакта",
+    "first_contact_median_minutes": "Первый контакт с лидом, медиана, раб. мин",
     "open_findings_total": "Открытые нарушения",
     "day": "День",
 }

@@ -6,6 +6,8 @@ Every figure below is worked out by hand next to the deal that makes it."""
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import datetime
 
 from app.mirror.models import ContactPhone, DealContact, User
@@ -88,3 +90,14 @@ async def test_a_manager_sees_only_their_median(rt, client):
     medians = {i["manager_id"]: i["first_contact_median_minutes"] for i in resp.json()["items"]}
     assert medians == {MANAGER: 12.0, OTHER_MANAGER: 40.0}
     assert resp.json()["totals"]["first_contact_median_minutes"] == 26.0
+
+
+async def test_the_median_is_in_the_spreadsheet(rt, client):
+    aid = await new_account(rt)
+    async with rt.sessions() as s, s.begin():
+        n = _deal(s, aid, "D1", msk(2025, 12, 8, 10))
+        _call(s, aid, n, msk(2025, 12, 8, 10, 12))
+    resp = await client.get(f"/api/accounts/{aid}/reports/managers", params={**WEEK, "format": "csv"})
+    header, *rows = list(csv.reader(io.StringIO(resp.content.decode("utf-8-sig"))))
+    column = header.index("Первый контакт с лидом, медиана, раб. мин")
+    assert {r[0]: r[column] for r in rows} == {"Иван Волков": "12.0", "Анна Лебедева": "", "Итого": "12.0"}
