@@ -59,6 +59,8 @@ class Deal(Base):
         Index("ix_deals_responsible", "account_id", "responsible_user_id"),
         Index("ix_deals_closed", "account_id", "pipeline_id", "closed_at"),
         Index("ix_deals_company", "account_id", "company_id"),
+        # New deals: lead_not_contacted judges the last working day's, the reports a period's.
+        Index("ix_deals_created", "account_id", "created_at"),
     )
     account_id: Mapped[int] = _account_pk()
     id: Mapped[str] = mapped_column(String(64), primary_key=True)

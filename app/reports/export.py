@@ -27,6 +27,7 @@ COLUMNS = (
     "deals_without_task",
     "tasks_per_deal",
     "tasks_moved_without_contact",
+    "first_contact_median_minutes",
     "open_findings_total",
 )
 DAY_COLUMNS = ("day", "name", "manager_id", *COLUMNS[2:9])

@@ -34,7 +34,8 @@ from app.calls.models import Call
 from app.calls.service import SUCCESSFUL_TALK_SECONDS
 from app.db import UtcDateTime, epoch, local_day
 from app.findings.models import Finding, FindingEvent
-from app.mirror.models import Company, Contact, Deal, DealContact, Note, Stage, StageHistory, Task, User
+from app.mirror.models import Company, Contact, ContactPhone, Deal, DealContact, Note, Stage, StageHistory, Task, User
+from app.rules.lead_not_contacted import contact_at, own_note
 
 # Beyond any open stage's sort: where "won" lies in the pipeline for stage-to-stage conversion.
 WON_DEPTH = 2**31 - 1
@@ -533,6 +534,94 @@ async def funnel_time(
     return float(value) if value is not None else None
 
 
+async def first_contact_medians(
+    s: AsyncSession,
+    account_id: int,
+    start: datetime,
+    end: datetime,
+    timezone: str,
+    table: Any,
+    managers: Sequence[str] | None,
+    by_manager: bool = True,
+) -> list[Any]:
+    """Per manager (or, not `by_manager`, for them all as one row): the median working seconds
+    from a deal's creation to its first contact, over the deals created in the period that have
+    had one. A contact is what lead_not_contacted
+    counts: an outgoing or answered call bound to the deal or with a number of its contacts, or a
+    note (crmwatch's own aside). The median is the middle row, or the mean of the two middle rows,
+    of each manager's deals ranked by that time: window functions both databases have."""
+    deals = (
+        select(Deal.id.label("id"), Deal.responsible_user_id.label("manager_id"), Deal.created_at.label("created"))
+        .where(
+            Deal.account_id == account_id,
+            Deal.is_deleted.is_(False),
+            Deal.created_at >= start,
+            Deal.created_at < end,
+            _scope(Deal.responsible_user_id, managers),
+        )
+        .subquery("d")
+    )
+    d = deals.c
+    counts, at = contact_at(Call, d.created)
+    bound = (
+        select(d.id.label("deal_id"), at.label("at"))
+        .select_from(deals)
+        .join(Call, and_(Call.account_id == account_id, Call.deal_id == d.id))
+        .where(counts)
+    )
+    numbered = (
+        select(d.id, at)
+        .select_from(deals)
+        .join(DealContact, and_(DealContact.account_id == account_id, DealContact.deal_id == d.id))
+        .join(
+            ContactPhone, and_(ContactPhone.account_id == account_id, ContactPhone.contact_id == DealContact.contact_id)
+        )
+        .join(Call, and_(Call.account_id == account_id, Call.client_number == ContactPhone.phone))
+        .where(counts)
+    )
+    noted = (
+        select(d.id, Note.created_at)
+        .select_from(deals)
+        .join(Note, and_(Note.account_id == account_id, Note.deal_id == d.id))
+        .where(Note.kind == "common", Note.created_at >= d.created, ~own_note(Note))
+    )
+    touches = union_all(bound, numbered, noted).subquery("t")
+    first = (
+        select(touches.c.deal_id, func.min(touches.c.at).label("first_at")).group_by(touches.c.deal_id).subquery("f")
+    )
+    pairs = (
+        select(d.manager_id, d.created, first.c.first_at)
+        .select_from(deals)
+        .join(first, first.c.deal_id == d.id)
+        .subquery("p")
+    )
+    w1, w_in = _worked(pairs.c.created, timezone, table)
+    w2, w_out = _worked(pairs.c.first_at, timezone, table)
+    waits = (
+        select(pairs.c.manager_id, (w_out - w_in).label("seconds"))
+        .select_from(pairs)
+        .join(w1, w1.c.day == local_day(pairs.c.created, _zone(timezone)))
+        .join(w2, w2.c.day == local_day(pairs.c.first_at, _zone(timezone)))
+        .subquery("w")
+    )
+    group = waits.c.manager_id if by_manager else literal("", String())
+    ranked = select(
+        group.label("manager_id"),
+        waits.c.seconds,
+        func.row_number().over(partition_by=group, order_by=waits.c.seconds).label("rn"),
+        func.count().over(partition_by=group).label("n"),
+    ).subquery("r")
+    r = ranked.c
+    middle = or_(r.rn == (r.n + 1) // 2, r.rn == (r.n + 2) // 2)
+    return list(
+        await s.execute(
+            select(r.manager_id, func.avg(r.seconds).label("seconds"), func.max(r.n).label("deals"))
+            .where(middle)
+            .group_by(r.manager_id)
+        )
+    )
+
+
 async def stage_conversion(
     s: AsyncSession, account_id: int, pipeline_id: str, start: datetime, end: datetime, managers: Sequence[str] | None
 ) -> list[Any]:
@@ -712,6 +801,7 @@ __all__ = [
     "finding_days",
     "finding_deals",
     "findings_open_before",
+    "first_contact_medians",
     "funnel_time",
     "hygiene",
     "local_month",

@@ -26,6 +26,11 @@ class ManagerFigures(BaseModel):
     deals_without_task: int
     tasks_per_deal: float | None
     tasks_moved_without_contact: int
+    first_contact_median_minutes: float | None = Field(
+        description="speed to lead: the median working minutes from a deal's creation to its first contact "
+        "(an outgoing or answered call with the client, or a note), over the deals created in the period that "
+        "have had one; null when none"
+    )
 
 
 class ManagerRow(ManagerFigures):

@@ -102,6 +102,23 @@ async def managers(s: AsyncSession, account: Account, period: Period, scope: Sco
         rows[r.manager_id]["open_findings"][r.rule] = int(r.n)
     for m, v in hygiene.items():
         rows[m].update(v)
+    # Speed to lead: working minutes from a deal's creation to its first contact, the median over
+    # the deals created in the period that have had one (None: no such deal).
+    table = working_table(
+        await calendar(s, account),
+        period.day_from,
+        max(period.day_to, today(now, account.timezone)) + timedelta(days=1),
+    )
+
+    async def medians(by_manager: bool) -> dict[str, float]:
+        found = await repo.first_contact_medians(
+            s, account.id, period.start, period.end, account.timezone, table, scope.managers, by_manager
+        )
+        return {r.manager_id: round(float(r.seconds) / 60, 1) for r in found if r.seconds is not None}
+
+    first_contact = await medians(True)
+    for m, row in rows.items():
+        row["first_contact_median_minutes"] = first_contact.get(m)
     for row in rows.values():
         _calls_vs_cards(row)
     totals: dict[str, Any] = {**dict.fromkeys(DAY_FIELDS, 0), **dict.fromkeys(HYGIENE_FIELDS, 0), "open_findings": {}}
@@ -111,6 +128,7 @@ async def managers(s: AsyncSession, account: Account, period: Period, scope: Sco
         for rule, n in row["open_findings"].items():
             totals["open_findings"][rule] = totals["open_findings"].get(rule, 0) + n
     _calls_vs_cards(totals)
+    totals["first_contact_median_minutes"] = (await medians(False)).get("")
     items = sorted(rows.values(), key=lambda r: (r["name"].lower(), r["manager_id"]))
     return {"from": period.day_from, "to": period.day_to, "timezone": period.timezone, "items": items, "totals": totals}
 

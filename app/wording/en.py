@@ -11,6 +11,7 @@ RULE_TITLES = {
     "call_not_logged": "Call not logged",
     "missed_call_not_returned": "Missed call not returned",
     "unknown_number": "Call from an unknown number",
+    "lead_not_contacted": "New lead not contacted",
 }
 
 RULE_MESSAGES = {
@@ -23,6 +24,7 @@ RULE_MESSAGES = {
     "missed_call_not_returned": "Missed call from {number} at {when}: nobody has called back for {waited}",
     "unknown_number": "A call from {number} ({when}) that the CRM does not know: create the contact and deal, "
     "it is a lead",
+    "lead_not_contacted": "New deal of {when}: nobody has contacted the client for {waited}",
 }
 
 UNTITLED_TASK = "untitled"
@@ -237,6 +239,7 @@ REPORT_COLUMNS = {
     "deals_without_task": "Deals without a task",
     "tasks_per_deal": "Tasks per deal",
     "tasks_moved_without_contact": "Tasks moved without contact",
+    "first_contact_median_minutes": "First contact with a lead, median, working min",
     "open_findings_total": "Open findings",
     "day": "Day",
 }

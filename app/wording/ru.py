@@ -11,6 +11,7 @@ RULE_TITLES = {
     "call_not_logged": "Звонок не зафиксирован",
     "missed_call_not_returned": "Пропущенный звонок без перезвона",
     "unknown_number": "Звонок с неизвестного номера",
+    "lead_not_contacted": "Новый лид без контакта",
 }
 
 RULE_MESSAGES = {
@@ -24,6 +25,7 @@ RULE_MESSAGES = {
     "missed_call_not_returned": "Пропущенный звонок с {number} в {when}: клиенту не перезвонили уже {waited}",
     "unknown_number": "Звонок с номера {number} ({when}), которого нет в CRM: "
     "заведите контакт и сделку, это новый клиент",
+    "lead_not_contacted": "Новая сделка от {when}: с клиентом не связались уже {waited}",
 }
 
 UNTITLED_TASK = "без названия"
@@ -238,6 +240,7 @@ REPORT_COLUMNS = {
     "deals_without_task": "Сделки без задачи",
     "tasks_per_deal": "Задач на сделку",
     "tasks_moved_without_contact": "Перенос задач без контакта",
+    "first_contact_median_minutes": "Первый контакт с лидом, медиана, раб. мин",
     "open_findings_total": "Открытые нарушения",
     "day": "День",
 }

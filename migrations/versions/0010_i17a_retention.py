@@ -1,7 +1,7 @@
 """retention: the indexes the purge of old inbox, outbox and finding rows reads
 
 Revision ID: 0010_i17a
-Revises: 0009
+Revises: 0010_i13b_lead
 Create Date: 2026-12-05
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0010_i17a"
-down_revision = "0009"
+down_revision = "0010_i13b_lead"
 branch_labels = None
 depends_on = None
 

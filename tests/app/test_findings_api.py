@@ -127,6 +127,7 @@ async def test_rules_document_round_trip_and_validation(client, rt, amo):
         "empty_comment",
         "call_not_logged",
         "unknown_number",
+        "lead_not_contacted",
         "missed_call_not_returned",
     }
     assert defaults["rules"]["stuck_stage"]["settings"] == {"limit_days": 3.0}

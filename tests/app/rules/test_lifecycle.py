@@ -97,13 +97,16 @@ async def test_evaluating_twice_changes_nothing(rt):
         ("overdue_task", "T2", "open", False),
         ("task_rescheduled_without_contact", "T2", "open", False),
         ("deal_without_task", "D3", "pending", False),
+        # New this morning, and nobody has called or written since.
+        ("lead_not_contacted", "D2", "open", False),
+        ("lead_not_contacted", "D3", "open", False),
     }
-    assert first.opened == 5
-    assert len(events) == 6
+    assert first.opened == 7
+    assert len(events) == 8
 
     for now in (NOW, NOW + timedelta(minutes=1)):
         again = await evaluate(rt, aid, now)
-        assert (again.opened, again.resolved, again.open) == (0, 0, 5)
+        assert (again.opened, again.resolved, again.open) == (0, 0, 7)
         assert _snapshot(await findings(rt, aid)) == _snapshot(rows)
         assert await all_events(rt) == events
 

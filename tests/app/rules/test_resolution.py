@@ -127,7 +127,9 @@ async def test_the_resolution_shows_in_the_findings_api(rt, client):
     aid, f = await _overdue(rt)
     await change(rt, Deal, aid, "D1", is_closed=True)
     await evaluate(rt, aid, msk(2025, 12, 8, 13))
-    page = (await client.get(f"/api/accounts/{aid}/findings", params={"status": "resolved"})).json()
+    page = (
+        await client.get(f"/api/accounts/{aid}/findings", params={"status": "resolved", "rule": "overdue_task"})
+    ).json()
     assert [(i["id"], i["status"], i["resolution"]) for i in page["items"]] == [(f.id, "resolved", "deal_closed")]
     detail = (await client.get(f"/api/findings/{f.id}")).json()
     assert (detail["history"][-1]["to_status"], detail["history"][-1]["resolution"]) == ("resolved", "deal_closed")

@@ -1,0 +1,23 @@
+"""speed to lead: the index lead_not_contacted and the first-contact report find new deals by
+
+Revision ID: 0010_i13b_lead
+Revises: 0010_i13b
+Create Date: 2026-12-05
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0010_i13b_lead"
+down_revision = "0010_i13b"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_index("ix_deals_created", "deals", ["account_id", "created_at"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_deals_created", table_name="deals")
