@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import BigInteger, Date, DateTime, Float, Integer, MetaData, event, text
+from sqlalchemy import BigInteger, Date, DateTime, Float, Integer, MetaData, String, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -179,6 +179,25 @@ def _local_day_pg(element: local_day, compiler: Any, **kw: Any) -> str:
 @compiles(local_day, "sqlite")
 def _local_day_sqlite(element: local_day, compiler: Any, **kw: Any) -> str:
     return f"crmwatch_local_day({compiler.process(element.clauses, **kw)})"
+
+
+class local_month(FunctionElement[str]):
+    """'YYYY-MM' of a UTC datetime column in a time zone, on both databases."""
+
+    type = String()
+    inherit_cache = True
+    name = "local_month"
+
+
+@compiles(local_month, "postgresql")
+def _local_month_pg(element: local_month, compiler: Any, **kw: Any) -> str:
+    column, zone = list(element.clauses)
+    return f"to_char(timezone({compiler.process(zone, **kw)}, {compiler.process(column, **kw)}), 'YYYY-MM')"
+
+
+@compiles(local_month, "sqlite")
+def _local_month_sqlite(element: local_month, compiler: Any, **kw: Any) -> str:
+    return f"substr(crmwatch_local_day({compiler.process(element.clauses, **kw)}), 1, 7)"
 
 
 def _sqlite_local_day(stored: str | None, zone: str) -> str | None:

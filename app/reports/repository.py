@@ -26,13 +26,11 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import aliased
-from sqlalchemy.sql.functions import FunctionElement
 
 from app.calls.models import Call
 from app.calls.service import SUCCESSFUL_TALK_SECONDS
-from app.db import UtcDateTime, epoch, local_day
+from app.db import UtcDateTime, epoch, local_day, local_month
 from app.findings.models import Finding, FindingEvent
 from app.mirror.models import Company, Contact, ContactPhone, Deal, DealContact, Note, Stage, StageHistory, Task, User
 from app.rules.lead_not_contacted import contact_at, own_note
@@ -686,25 +684,6 @@ async def stage_conversion(
 # --- ABC/XYZ of clients --------------------------------------------------------------------------------
 
 
-class local_month(FunctionElement[str]):
-    """'YYYY-MM' of a UTC datetime column in a time zone, on both databases."""
-
-    type = String()
-    inherit_cache = True
-    name = "local_month"
-
-
-@compiles(local_month, "postgresql")
-def _local_month_pg(element: local_month, compiler: Any, **kw: Any) -> str:
-    column, zone = list(element.clauses)
-    return f"to_char(timezone({compiler.process(zone, **kw)}, {compiler.process(column, **kw)}), 'YYYY-MM')"
-
-
-@compiles(local_month, "sqlite")
-def _local_month_sqlite(element: local_month, compiler: Any, **kw: Any) -> str:
-    return f"substr(crmwatch_local_day({compiler.process(element.clauses, **kw)}), 1, 7)"
-
-
 def _deal_client_contact(account_id: int) -> Any:
     """(deal, client): a deal's client is its contact, the lowest contact id when it has several (the
     mirror does not know which one the CRM calls main), so no deal's revenue counts twice."""
@@ -804,7 +783,6 @@ __all__ = [
     "first_contact_medians",
     "funnel_time",
     "hygiene",
-    "local_month",
     "open_by_stage",
     "open_findings",
     "stage_conversion",
