@@ -422,8 +422,8 @@ async def _written_into_amocrm(
     """What went into amoCRM, told so that it adds up against the open findings."""
     sent = (await http.get(f"/api/accounts/{aid}/outbox", params={"status": "sent", "limit": 1000})).json()["items"]
     speaking = {f["id"] for f in findings if not f["suppressed"] and not f["backlog"]}
-    tasks = {str(t["id"]): t for t in state.tasks.values() if "#cw" in (t.get("text") or "")}
-    notes = {str(n["id"]): n for n in state.notes.values() if "#cw" in ((n.get("params") or {}).get("text") or "")}
+    tasks = {str(t["id"]): t for t in state.tasks.values() if "/f/" in (t.get("text") or "")}
+    notes = {str(n["id"]): n for n in state.notes.values() if "/f/" in ((n.get("params") or {}).get("text") or "")}
     opened = [a for a in sent if a["kind"] == "create_task" and a["purpose"] == "open"]
     for_open = [a for a in opened if a["finding_id"] in speaking]
     escalations = [a for a in sent if a["kind"] == "create_task" and a["purpose"] == "escalate"]
@@ -453,7 +453,7 @@ async def _written_into_amocrm(
     summary = tasks.get((team or {}).get("external_id") or "")
     if summary:
         say("example_summary", owner=owner(summary))
-        for line in summary["text"].splitlines()[:-1]:
+        for line in summary["text"].splitlines():
             say("example_summary_line", text=line)
     for action in for_open[:3]:
         task = tasks.get(action["external_id"] or "")
@@ -553,9 +553,9 @@ async def _bitrix24_portal(
             message=item["message"],
         )
     await _wait_until(lambda: _outbox_drained(http, account["id"]), 60, "the Bitrix24 outbox")
-    todos = [a for a in portal.activities.values() if "#cw" in a["DESCRIPTION"]]
-    comments = [c for c in portal.comments.values() if "#cw" in c["COMMENT"]]
-    summaries = [t for t in portal.tasks.values() if "#cw" in t["description"]]
+    todos = [a for a in portal.activities.values() if "/f/" in a["DESCRIPTION"]]
+    comments = [c for c in portal.comments.values() if "/f/" in c["COMMENT"]]
+    summaries = [t for t in portal.tasks.values() if "/f/" in t["description"]]
     still_open = [a for a in todos if a["COMPLETED"] != "Y"]
     backlog = sum(1 for f in findings if f["backlog"] and not f["suppressed"] and f["deal_id"])
     say("b24_written", summaries=len(summaries), todos=len(todos), comments=len(comments))

@@ -18,6 +18,7 @@ from app.calls.endpoints import router as telephony_router
 from app.dashboard.endpoints import admin_router as dashboard_admin_router
 from app.dashboard.endpoints import router as dashboard_router
 from app.findings.endpoints import router as findings_router
+from app.findings.page import router as finding_page_router
 from app.ingest.endpoints import HOOK_HANDLERS
 from app.ingest.endpoints import admin_router as inbox_router
 from app.ingest.endpoints import router as ingest_router
@@ -115,6 +116,7 @@ def create_app(
     app.include_router(mirror_router)
     app.include_router(rules_router)
     app.include_router(findings_router)
+    app.include_router(finding_page_router)
     app.include_router(outbox_router)
     app.include_router(inbox_router)
     app.include_router(widget_router)

@@ -28,6 +28,12 @@ def _fernet_key(secret: str) -> bytes:
     return base64.urlsafe_b64encode(raw)
 
 
+def derived_key(server_secret: str, purpose: bytes) -> bytes:
+    """A key of its own for one use of the server secret (HKDF), so that a token signed for one
+    purpose (a card session, a page link) can never pass for another, nor open credentials."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=b"crmwatch", info=purpose).derive(server_secret.encode())
+
+
 def load_secret(settings: Settings) -> str:
     if settings.secret_key is not None:
         return settings.secret_key.get_secret_value()

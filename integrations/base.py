@@ -506,6 +506,10 @@ class CrmAdapter(Protocol):
 
     def hook_urls(self, public_url: str, key: str) -> dict[str, str]: ...
 
+    def deal_url(self, base_url: str, deal_id: str) -> str:
+        """The deal's card in the CRM, as a person opens it in the browser."""
+        ...
+
     def make_client(
         self,
         base_url: str,

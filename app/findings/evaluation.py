@@ -92,10 +92,10 @@ async def evaluate(
         # finding that opens is news.
         if doc.announce_backlog == "summary":
             total.enqueued += await notify.enqueue_backlog_summary(s, account_id, now, doc, row.backlog_since)
-        # (A re-sync asked for meanwhile has set a new moment, and keeps it.)
+        # (A re-sync asked for meanwhile keeps the account quiet until it has run.)
         await s.execute(
             update(Account)
-            .where(Account.id == account_id, Account.backlog_since == row.backlog_since)
+            .where(Account.id == account_id, Account.backlog_since == row.backlog_since, Account.sync_state == "done")
             .values(backlog_since=None)
         )
     if whole:

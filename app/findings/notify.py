@@ -24,13 +24,15 @@ from app.calendar.business import BusinessCalendar
 from app.db import UtcDateTime, dialect_insert
 from app.mirror.models import User
 from app.outbox.models import OutboxAction
-from app.outbox.senders import Batch, Outcome, marker, register
+from app.outbox.senders import Batch, Outcome, marker, page_marker, register
 from app.rules import config as rules_config
 from app.rules.config import RulesDocument
 from app.rules.registry import RULES
 from app.runtime import Runtime
+from app.security import load_secret
 from integrations.base import NewNote, NewTask, TaskClosure
 
+from . import page
 from . import service as findings_service
 from .models import Finding
 
@@ -398,6 +400,7 @@ async def _words(rt: Runtime, account: Account, rows: Sequence[OutboxAction], no
         doc = await rules_config.load(s, account.id)
     calendar = doc.business_calendar(account.timezone)
     tz = ZoneInfo(account.timezone)
+    secret = load_secret(rt.settings)
     words = wording.of(account.language)
     out: dict[int, Wording] = {}
     for row in rows:
@@ -408,11 +411,12 @@ async def _words(rt: Runtime, account: Account, rows: Sequence[OutboxAction], no
         who = (item.details.get("manager_name") or item.manager_id) if item else None
         template = words.CRM_TEXTS.get((row.kind, row.purpose))
         text = template.format(message=message, who=who, since=since) if template else message
-        link = item.link if item else ""
+        link = words.PAGE_LINK.format(url=page.url(rt.settings.public_url, secret, row.id))
         notify = doc.notify(finding.rule) if finding else rules_config.NotifyIn()
         due = calendar.add_working(now, notify.task_due_hours * 3600)
         if row.kind != "close_task":
-            text = f"{text}\n{link} {marker(row.id)}".strip()
+            # The link opens the finding's page; it is also the mark a read-back finds (page_marker).
+            text = f"{text}\n{link}"
         out[row.id] = Wording(
             text=text,
             due_at=due,
@@ -420,6 +424,15 @@ async def _words(rt: Runtime, account: Account, rows: Sequence[OutboxAction], no
             finding_resolved=finding is not None and finding.status == "resolved",
         )
     return out
+
+
+def _marks(rows: Sequence[OutboxAction]) -> list[str]:
+    # A row written before its text carried its page's link bears the old mark.
+    return [m for r in rows for m in (page_marker(r.id), marker(r.id))]
+
+
+def _found(found: dict[str, str], row_id: int) -> str | None:
+    return found.get(page_marker(row_id)) or found.get(marker(row_id))
 
 
 async def _send_created(batch: Batch) -> Outcome:
@@ -443,11 +456,11 @@ async def _create(client: Any, kind: str, rows: list[OutboxAction], words: dict[
     retried = [r for r in rows if r.attempts > 1]
     if retried:
         found = await client.find_marked(
-            "task" if kind == "create_task" else "note", [r.deal_id for r in retried], [marker(r.id) for r in retried]
+            "task" if kind == "create_task" else "note", [r.deal_id for r in retried], _marks(retried)
         )
         for r in retried:
-            if marker(r.id) in found:
-                out.sent[r.id] = found[marker(r.id)]
+            if _found(found, r.id) is not None:
+                out.sent[r.id] = _found(found, r.id)
             elif words[r.id].finding_resolved:
                 out.cancelled.add(r.id)  # not in the CRM, and nothing left to say: do not send it now
     todo = [r for r in rows if r.id not in out.sent and r.id not in out.cancelled]
@@ -502,6 +515,7 @@ async def _close(rt: Runtime, client: Any, rows: list[OutboxAction], words: dict
 async def _digest_texts(rt: Runtime, account: Account, rows: Sequence[OutboxAction]) -> dict[int, str]:
     """A digest's text: what it sums up, by rule (and, for a head of sales, by manager)."""
     words = wording.of(account.language)
+    secret = load_secret(rt.settings)
     people = {m for r in rows for m in ((r.details or {}).get("managers") or {})}
     async with rt.reads() as s:
         names = dict(
@@ -532,7 +546,8 @@ async def _digest_texts(rt: Runtime, account: Account, rows: Sequence[OutboxActi
                 words.DIGEST_BY_MANAGER.format(managers=", ".join(f"{names.get(m) or m} — {n}" for m, n in ranked))
             )
         lines.append(words.DIGEST_WHERE)
-        out[row.id] = "\n".join(lines) + f"\n{marker(row.id)}"
+        lines.append(words.PAGE_LINK.format(url=page.url(rt.settings.public_url, secret, row.id)))
+        out[row.id] = "\n".join(lines)
     return out
 
 
@@ -543,11 +558,11 @@ async def _send_digests(batch: Batch) -> Outcome:
     retried = [r for r in batch.rows if r.attempts > 1]
     if retried:
         found = await batch.client.find_marked_tasks_of(
-            sorted({r.user_id for r in retried if r.user_id}), [marker(r.id) for r in retried]
+            sorted({r.user_id for r in retried if r.user_id}), _marks(retried)
         )
         for r in retried:
-            if marker(r.id) in found:
-                batch.outcome.sent[r.id] = found[marker(r.id)]
+            if _found(found, r.id) is not None:
+                batch.outcome.sent[r.id] = _found(found, r.id)
     todo = [r for r in batch.rows if r.id not in batch.outcome.sent]
     if not todo:
         return batch.outcome

@@ -6,7 +6,8 @@ this module claims, hands the batch over, and records the typed Outcome it gets 
 A batch is claimed by marking its rows "sending" (attempts + 1, a lease) and committing, before
 anything goes out. If the process dies after the CRM accepted the write but before we recorded
 it, the lease runs out and the rows come back with attempts > 1. Such a row is never sent again
-blindly: every task and note carries a short marker (#cw<row id>) and, for a row that was tried
+blindly: every task and note carries a mark of its row (the link to its page, …/f/<row id>-…;
+a call-log note, #cw<row id>) and, for a row that was tried
 before, the deal's tasks or notes are read back first; a row whose marker is there is recorded
 as sent. Closing a task is idempotent and simply repeats.
 

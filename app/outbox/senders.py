@@ -20,8 +20,15 @@ from .models import OutboxAction
 
 
 def marker(row_id: int) -> str:
-    """The short mark every task and note carries, so that a row tried before is found in the CRM."""
+    """The short mark a call-log note carries (and tasks and notes did before they carried a link to
+    their page), so that a row tried before is found in the CRM."""
     return f"#cw{row_id}"
+
+
+def page_marker(row_id: int) -> str:
+    """The part of a task's or note's link (its page, app/findings/page.py) that names its row:
+    read back like marker(), but what a person sees is a link they can open."""
+    return f"/f/{row_id}-"
 
 
 @dataclass

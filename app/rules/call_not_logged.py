@@ -24,8 +24,9 @@ from app.mirror.models import Deal, Note, StageHistory, Task
 
 from .base import RenderContext, Rule, RuleContext, RuleSettings
 
-# Notes crmwatch itself writes carry this marker (app/outbox): they are not the manager's words.
-OWN_MARKER = "#cw"
+# Notes crmwatch itself writes carry one of these marks (app/outbox/senders.py: the call log's
+# "#cw<id>", a finding note's link to its page ".../f/<id>-…"): they are not the manager's words.
+OWN_MARKERS = ("#cw", "/f/")
 
 
 class Settings(RuleSettings):
@@ -50,7 +51,7 @@ def violations(ctx: RuleContext) -> Select[Any]:
             Note.kind == "common",
             Note.created_at >= since,
             _by_manager(Note.created_by),
-            or_(Note.text.is_(None), ~Note.text.contains(OWN_MARKER)),
+            or_(Note.text.is_(None), and_(*(~Note.text.contains(m) for m in OWN_MARKERS))),
         )
         .exists()
     )

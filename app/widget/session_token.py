@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import jwt
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from app.db import utcnow
+from app.security import derived_key
 
 from .rejected import TokenRejected
 
@@ -36,10 +35,7 @@ class CardSession:
 
 def _key(server_secret: str) -> str:
     # Its own key, derived from the server secret, so a page token can never open credentials.
-    raw = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"crmwatch", info=b"card-session-v1").derive(
-        server_secret.encode()
-    )
-    return base64.urlsafe_b64encode(raw).decode()
+    return base64.urlsafe_b64encode(derived_key(server_secret, b"card-session-v1")).decode()
 
 
 def issue(server_secret: str, session: CardSession, lifetime: timedelta) -> str:

@@ -60,6 +60,29 @@ DIGEST_ESCALATIONS = "Escalations among them: {count}."
 DIGEST_BY_MANAGER = "By manager: {managers}."
 DIGEST_WHERE = "Each problem shows in its deal's card (the crmwatch widget) and on the crmwatch dashboard."
 
+# -- the page a task's or note's link opens (app/findings/page.py) ---------------------------------
+
+PAGE_LINK = "Details: {url}"
+PAGE = {
+    "lang": "en",
+    "title": "crmwatch: a problem",
+    "digest_title": "crmwatch: a summary of problems",
+    "status": {
+        "pending": "pending",
+        "open": "open",
+        "acknowledged": "acknowledged",
+        "snoozed": "snoozed",
+        "resolved": "resolved",
+    },
+    "since": "Since {since}",
+    "manager": "in charge: {name}",
+    "open_deal": "Open the deal “{deal}” in the CRM",
+    "gone": "This problem is no longer there.",
+    "empty": "Nothing left here: all resolved or acknowledged.",
+    "refused": "This link does not fit: perhaps it was not copied whole.",
+    "read_only": "A read-only page. A problem is acknowledged or snoozed in the deal's card (the crmwatch widget).",
+}
+
 # -- the call log: a note on the deal for a call the CRM would not file by number -----------------
 
 CALL_INCOMING = "Incoming call"

@@ -61,6 +61,30 @@ DIGEST_ESCALATIONS = "Из них эскалаций: {count}."
 DIGEST_BY_MANAGER = "По менеджерам: {managers}."
 DIGEST_WHERE = "Каждое нарушение видно в карточке сделки (виджет crmwatch) и на дашборде crmwatch."
 
+# -- the page a task's or note's link opens (app/findings/page.py) ---------------------------------
+
+PAGE_LINK = "Подробнее: {url}"
+PAGE = {
+    "lang": "ru",
+    "title": "crmwatch: нарушение",
+    "digest_title": "crmwatch: сводка нарушений",
+    "status": {
+        "pending": "ожидает",
+        "open": "открыто",
+        "acknowledged": "принято",
+        "snoozed": "отложено",
+        "resolved": "устранено",
+    },
+    "since": "С {since}",
+    "manager": "ответственный: {name}",
+    "open_deal": "Открыть сделку «{deal}» в CRM",
+    "gone": "Этого нарушения больше нет.",
+    "empty": "Здесь ничего не осталось: всё устранено или принято.",
+    "refused": "Ссылка не подходит: возможно, она скопирована не полностью.",
+    "read_only": "Страница только для просмотра. Принять или отложить нарушение можно в карточке сделки "
+    "(виджет crmwatch).",
+}
+
 # -- the call log: a note on the deal for a call the CRM would not file by number -----------------
 
 CALL_INCOMING = "Входящий звонок"

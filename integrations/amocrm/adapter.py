@@ -48,6 +48,9 @@ class AmoCrmAdapter:
     def hook_urls(self, public_url: str, key: str) -> dict[str, str]:
         return {"amocrm": f"{public_url.rstrip('/')}/hooks/amocrm/{key}"}
 
+    def deal_url(self, base_url: str, deal_id: str) -> str:
+        return f"{base_url.rstrip('/')}/leads/detail/{deal_id}"
+
     def connect(self, base_url: str, fields: Mapping[str, Any]) -> AccountConnection | None:
         if fields:
             raise ValueError(f"unknown fields for amocrm: {', '.join(sorted(fields))}")

@@ -513,7 +513,8 @@ def _note(n: dict[str, Any]) -> NoteAdded | None:
     )
 
 
-_MARKER = re.compile(r"#cw\d+")
+# crmwatch's marks: #cw<row id>, or its page's link, …/f/<row id>-<signature>.
+_MARKER = re.compile(r"#cw\d+|/f/\d+-")
 # call_status of POST /api/v4/calls: 4 talked, 6 no answer, 7 busy.
 CALL_STATUS_CODES = {CallStatus.ANSWERED: 4, CallStatus.MISSED: 6, CallStatus.BUSY: 7, CallStatus.FAILED: 6}
 

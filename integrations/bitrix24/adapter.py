@@ -49,6 +49,9 @@ class Bitrix24Adapter:
     def hook_urls(self, public_url: str, key: str) -> dict[str, str]:
         return {"bitrix24": f"{public_url.rstrip('/')}/hooks/bitrix24/{key}"}
 
+    def deal_url(self, base_url: str, deal_id: str) -> str:
+        return f"{base_url.rstrip('/')}/crm/deal/details/{deal_id}/"
+
     def connect(self, base_url: str, fields: Mapping[str, Any]) -> AccountConnection | None:
         unknown = set(fields) - _FIELDS
         if unknown:

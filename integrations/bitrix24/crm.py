@@ -80,7 +80,8 @@ ACTIVITY_SELECT = [
 # New, pending, in progress, deferred: a task the responsible person still has to do.
 OPEN_TASK_STATUSES = [1, 2, 3, 6]
 NOT_FOUND = {"NOT_FOUND", "ERROR_NOT_FOUND"}
-MARKER = re.compile(r"#cw\d+")
+# crmwatch's marks: #cw<row id>, or its page's link, …/f/<row id>-<signature>.
+MARKER = re.compile(r"#cw\d+|/f/\d+-")
 MAX_DRAIN_BATCHES = 200
 # The deal card tab crmwatch shows (the page itself is served by the widget module).
 DEAL_TAB = "CRM_DEAL_DETAIL_TAB"

@@ -24,11 +24,11 @@ async def connected(client, rt, amo) -> dict:
 
 
 def crm_tasks_by_crmwatch(amo) -> list[dict]:
-    return [t for t in amo.tasks.values() if "#cw" in (t.get("text") or "")]
+    return [t for t in amo.tasks.values() if "/f/" in (t.get("text") or "")]
 
 
 def crm_notes_by_crmwatch(amo) -> list[dict]:
-    return [n for n in amo.notes.values() if "#cw" in ((n.get("params") or {}).get("text") or "")]
+    return [n for n in amo.notes.values() if "/f/" in ((n.get("params") or {}).get("text") or "")]
 
 
 async def test_each_open_finding_becomes_a_task_and_a_note_on_its_deal(client, rt, amo):
@@ -45,7 +45,8 @@ async def test_each_open_finding_becomes_a_task_and_a_note_on_its_deal(client, r
         assert task["entity_type"] == "leads"
         assert task["responsible_user_id"] == int(finding["manager_id"])
         assert task["complete_till"] > NOW
-        assert finding["link"] in task["text"]
+        # The link is one the manager can open (the finding's own page), not the admin API.
+        assert "/api/" not in task["text"] and "\nПодробнее: http://crmwatch.test/f/" in task["text"]
     # A second sweep writes nothing new.
     before = len(amo.request_log)
     assert (await client.post(f"/api/accounts/{acc['id']}/sweep")).json()["opened"] == 0

@@ -102,7 +102,7 @@ async def test_summary_is_one_task_per_manager_and_one_for_the_head_of_sales(cli
 
     await delivery.deliver_pending(rt)
     tasks = unbound_tasks(amo)
-    assert len(tasks) == len(rows) and not [n for n in amo.notes.values() if "#cw" in str(n.get("params"))]
+    assert len(tasks) == len(rows) and not [n for n in amo.notes.values() if "/f/" in str(n.get("params"))]
     volkov = next(t for t in tasks if t["responsible_user_id"] == int(VOLKOV))
     total = sum(by_manager[VOLKOV].values())
     assert f"нарушений — {total}" in volkov["text"] and "Сделка без задачи: " in volkov["text"]
@@ -321,9 +321,9 @@ async def test_bitrix24_summary_is_a_task_on_no_card_and_read_back_by_marker(cli
     assert rows and {r.kind for r in rows} == {"digest"}
     assert {r.user_id for r in rows if r.purpose == "backlog_team"} == {"1"}
     await delivery.deliver_pending(rt)
-    ours = [t for t in b24.tasks.values() if "#cw" in t["description"]]
+    ours = [t for t in b24.tasks.values() if "/f/" in t["description"]]
     assert len(ours) == len(rows) and all(t["ufCrmTask"] == [] for t in ours)
-    assert not [a for a in b24.activities.values() if "#cw" in a["DESCRIPTION"]]
+    assert not [a for a in b24.activities.values() if "/f/" in a["DESCRIPTION"]]
     seven = next(t for t in ours if t["responsibleId"] == "7")
     assert "Сделка без задачи: " in seven["description"]
     # The answer was lost: the task is found by its marker among the person's tasks, not re-created.
@@ -332,7 +332,7 @@ async def test_bitrix24_summary_is_a_task_on_no_card_and_read_back_by_marker(cli
         await s.execute(update(OutboxAction).where(OutboxAction.id == row.id).values(status="sending"))
     await make_due(rt, status="sending")
     await delivery.deliver_pending(rt)
-    assert len([t for t in b24.tasks.values() if "#cw" in t["description"]]) == len(rows)
+    assert len([t for t in b24.tasks.values() if "/f/" in t["description"]]) == len(rows)
     [again] = await outbox(rt, id=row.id)
     assert again.status == "sent" and again.external_id == f"task:{seven['id']}"
     assert acc["id"]

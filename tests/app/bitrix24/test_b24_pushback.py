@@ -25,7 +25,7 @@ async def connected(client, rt, b24, notify: dict | None = None) -> dict:
 
 
 def ours(b24, deal_id: int) -> list[dict]:
-    return [a for a in b24.activities.values() if a["OWNER_ID"] == str(deal_id) and "#cw" in a["DESCRIPTION"]]
+    return [a for a in b24.activities.values() if a["OWNER_ID"] == str(deal_id) and "/f/" in a["DESCRIPTION"]]
 
 
 async def test_activity_and_comment_go_out_in_batches_and_close_on_resolve(client, rt, b24):
@@ -37,7 +37,7 @@ async def test_activity_and_comment_go_out_in_batches_and_close_on_resolve(clien
     [todo] = ours(b24, 4524)
     assert todo["RESPONSIBLE_ID"] == "7" and todo["COMPLETED"] == "N" and todo["SUBJECT"]
     [comment] = [c for c in b24.comments.values() if c["ENTITY_ID"] == "4524"]
-    assert "#cw" in comment["COMMENT"] and "задач" in comment["COMMENT"]
+    assert "/f/" in comment["COMMENT"] and "задач" in comment["COMMENT"]
     sent = {r.kind: r for r in await outbox(rt)}
     assert sent["create_task"].status == "sent" and sent["create_task"].external_id == f"act:{todo['ID']}"
     assert sent["add_note"].external_id == comment["ID"]
@@ -56,7 +56,7 @@ async def test_activity_and_comment_go_out_in_batches_and_close_on_resolve(clien
 async def test_task_type_task_creates_a_task_bound_to_the_deal(client, rt, b24):
     await connected(client, rt, b24, {"task_type_id": "task"})
     await delivery.deliver_pending(rt)
-    [task] = [t for t in b24.tasks.values() if "#cw" in t["description"]]
+    [task] = [t for t in b24.tasks.values() if "/f/" in t["description"]]
     assert task["ufCrmTask"] == ["D_4524"] and task["responsibleId"] == "7"
     [row] = await outbox(rt, kind="create_task")
     assert row.external_id == f"task:{task['id']}"

@@ -22,12 +22,14 @@ from sqlalchemy import select, update
 from app.accounts.models import Account
 from app.db import utcnow
 from app.findings import evaluation as engine
+from app.findings import page as finding_page
 from app.findings.models import Finding
 from app.mirror.models import Deal, Pipeline, Stage, Task, User
 from app.outbox.models import OutboxAction
 from app.rules import config as rules_config
 from app.rules.registry import RULES
 from app.runtime import Runtime
+from app.security import load_secret
 from integrations.amocrm.demo_data import DEMO_TOKEN
 from integrations.amocrm.emulator import EmulatorState
 
@@ -203,12 +205,17 @@ async def make_due(rt: Runtime, *, status: str = "pending", at: datetime | None 
         return result.rowcount or 0
 
 
+def page_link(rt: Runtime, row_id: int) -> str:
+    """The link a task or note of this outbox row ends with: its finding's page."""
+    return finding_page.url(rt.settings.public_url, load_secret(rt.settings), row_id)
+
+
 def crm_tasks(amo: EmulatorState) -> list[dict]:
-    return [t for t in amo.tasks.values() if "#cw" in (t.get("text") or "")]
+    return [t for t in amo.tasks.values() if "/f/" in (t.get("text") or "")]
 
 
 def crm_notes(amo: EmulatorState) -> list[dict]:
-    return [n for n in amo.notes.values() if "#cw" in ((n.get("params") or {}).get("text") or "")]
+    return [n for n in amo.notes.values() if "/f/" in ((n.get("params") or {}).get("text") or "")]
 
 
 def writes(amo: EmulatorState, since: int = 0) -> list[tuple[str, str, str]]:

@@ -7,6 +7,7 @@ marker must find them instead of writing them twice.
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import timedelta
 
@@ -18,6 +19,7 @@ from app.db import utcnow
 from app.findings.scheduler import sweep_account
 from app.outbox import delivery
 from app.outbox.models import OutboxAction
+from app.outbox.senders import page_marker
 from app.sync import service as sync
 from integrations.amocrm.demo_data import seed_demo
 from tests.app.outbox.outbox_support import (
@@ -49,7 +51,7 @@ async def connected(client, rt, amo) -> int:
 
 def markers(records: list[dict], kind: str) -> list[str]:
     texts = [r["text"] if kind == "create_task" else r["params"]["text"] for r in records]
-    return [t.rsplit(" ", 1)[1] for t in texts]
+    return [re.search(r"/f/\d+-", t).group() for t in texts]
 
 
 def crm_records(amo, kind: str) -> list[dict]:
@@ -75,7 +77,7 @@ async def test_a_worker_that_dies_after_claiming_leaves_rows_that_come_back_when
     rows = await outbox(rt, kind=kind)
     assert {r.status for r in rows} == {"sent"} and {r.attempts for r in rows} == {2}
     records = crm_records(amo, kind)
-    assert sorted(markers(records, kind)) == sorted(f"#cw{r.id}" for r in rows)
+    assert sorted(markers(records, kind)) == sorted(page_marker(r.id) for r in rows)
     assert {str(r["id"]) for r in records} == {r.external_id for r in rows}
     # A second attempt looks before it writes.
     calls = [(m, p) for m, p, _ in amo.request_log[before:]]
@@ -112,7 +114,7 @@ async def test_a_worker_that_dies_after_the_crm_accepted_does_not_write_twice(cl
     assert crm_records(amo, kind) == in_crm
     by_marker = {m: str(r["id"]) for m, r in zip(markers(in_crm, kind), in_crm, strict=True)}
     for row in await outbox(rt, kind=kind):
-        assert row.status == "sent" and row.external_id == by_marker[f"#cw{row.id}"]
+        assert row.status == "sent" and row.external_id == by_marker[page_marker(row.id)]
 
     # Another sweep and delivery change nothing in the CRM.
     before = len(amo.request_log)

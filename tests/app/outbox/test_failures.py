@@ -7,6 +7,7 @@ answer was lost (5xx, a read timeout) is read back by its marker before it is se
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 
 import httpx
@@ -18,6 +19,7 @@ from app.accounts.models import Account
 from app.db import utcnow
 from app.outbox import delivery
 from app.outbox.models import OutboxAction
+from app.outbox.senders import page_marker
 from tests.app.outbox.outbox_support import (
     REAL_BASE,
     T0,
@@ -140,10 +142,10 @@ async def test_a_lost_answer_is_read_back_before_sending_again(rt, failure, land
     # Found there: recorded without a second POST. Not there: sent again.
     assert post.call_count == (1 if landed else 2)
     assert len(fake.tasks) == 2
-    by_marker = {t["text"].rsplit(" ", 1)[1]: str(t["id"]) for t in fake.tasks.values()}
+    by_marker = {re.search(r"/f/\d+-", t["text"]).group(): str(t["id"]) for t in fake.tasks.values()}
     for row in await outbox(rt):
         assert row.status == "sent" and row.attempts == 2 and row.last_error is None
-        assert row.external_id == by_marker[f"#cw{row.id}"]
+        assert row.external_id == by_marker[page_marker(row.id)]
 
 
 async def test_a_batch_refused_for_one_bad_item_is_split_and_the_good_ones_are_sent(rt):
@@ -184,7 +186,7 @@ async def test_a_batch_refused_for_one_bad_item_is_split_and_the_good_ones_are_s
     assert rows["31000001"].status == rows["31000003"].status == "sent"
     dead = rows[str(bad)]
     assert dead.status == "dead" and "400" in dead.last_error and "lead not found" in dead.last_error
-    assert dead.text and f"#cw{dead.id}" in dead.text  # what we tried to send stays on record
+    assert dead.text and page_marker(dead.id) in dead.text  # what we tried to send stays on record
 
 
 async def test_a_row_failing_for_three_days_goes_dead_and_can_be_retried_by_hand(rt, client):

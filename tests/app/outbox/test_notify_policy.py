@@ -24,6 +24,7 @@ from tests.app.outbox.outbox_support import (
     msk,
     new_account,
     outbox,
+    page_link,
     plan_task,
     rules_doc,
     set_rules,
@@ -72,7 +73,7 @@ async def test_an_open_finding_escalates_once_to_the_supervisor_after_the_limit(
     [task] = escalated
     assert task["responsible_user_id"] == int(HEAD) and task["entity_id"] == 31000001
     assert task["text"].startswith("Эскалация (Дмитрий Волков): У сделки нет запланированной задачи")
-    assert task["text"].endswith(f"#cw{escalation.id}")
+    assert task["text"].endswith(f"Подробнее: {page_link(rt, escalation.id)}")
 
 
 async def test_each_rule_escalates_after_its_own_limit(rt):

@@ -28,6 +28,7 @@ from tests.app.outbox.outbox_support import (
     evaluate,
     new_account,
     outbox,
+    page_link,
     plan_task,
     rules_doc,
 )
@@ -86,14 +87,15 @@ async def test_tasks_and_notes_carry_amocrm_fields_text_link_and_marker(rt, froz
     assert len(task_items) == 3
     for item in task_items:
         row = rows[int(item["request_id"])]
-        message, link = words[row.finding_id]
+        message, _ = words[row.finding_id]
         expected_keys = {"text", "complete_till", "entity_id", "entity_type", "task_type_id", "request_id"}
         if row.deal_id != "31000003":
             expected_keys.add("responsible_user_id")
             assert item["responsible_user_id"] == int(MANAGER)
         assert set(item) == expected_keys
         assert row.kind == "create_task"
-        assert item["text"] == f"{message}. Исправьте и отметьте задачу выполненной.\n{link} #cw{row.id}"
+        link = page_link(rt, row.id)
+        assert item["text"] == f"{message}. Исправьте и отметьте задачу выполненной.\nПодробнее: {link}"
         assert item["complete_till"] == due and isinstance(item["complete_till"], int)
         assert item["entity_id"] == int(row.deal_id) and isinstance(item["entity_id"], int)
         assert item["entity_type"] == "leads"
@@ -104,12 +106,13 @@ async def test_tasks_and_notes_carry_amocrm_fields_text_link_and_marker(rt, froz
     assert len(note_items) == 3
     for item in note_items:
         row = rows[int(item["request_id"])]
-        message, link = words[row.finding_id]
+        message, _ = words[row.finding_id]
+        link = page_link(rt, row.id)
         assert row.kind == "add_note"
         assert set(item) == {"entity_id", "note_type", "params", "request_id"}
         assert item["entity_id"] == int(row.deal_id)
         assert item["note_type"] == "common"
-        assert item["params"] == {"text": f"crmwatch: {message} (с 16.09 10:00)\n{link} #cw{row.id}"}
+        assert item["params"] == {"text": f"crmwatch: {message} (с 16.09 10:00)\nПодробнее: {link}"}
         assert item["request_id"] == str(row.id)
 
     # What amoCRM answered is on record: its ids, and the text as sent.
