@@ -6,8 +6,8 @@ A deal created outside working hours is counted from the next working minute (wo
 every duration here). A call still going when the deal was created counts: the lead often comes
 from that very call.
 
-Only deals created within the look-back window (`lookback_days`, in working days: 1) are judged,
-so connecting an account does not flag its whole history. Past the window a lead still not
+Only deals created within the look-back window (`lookback_days` working days, 1, on top of the
+`minutes`) are judged, so connecting an account does not flag its whole history. Past the window a lead still not
 contacted is KEPT open: it is the very lead the rule is about, and only a contact, the deal
 closing or a person ends it.
 """
@@ -80,7 +80,8 @@ def violations(ctx: RuleContext) -> Select[Any]:
         )
         .exists()
     )
-    since = ctx.lookback_working(lambda st: st.lookback_days * ctx.calendar.day_seconds)
+    # The window runs on past the deadline, so a long `minutes` still gets its chance to open.
+    since = ctx.lookback_working(lambda st: st.lookback_days * ctx.calendar.day_seconds + st.minutes * 60)
     deadline = ctx.cutoff(lambda st: st.minutes * 60)
     return select(
         Deal.id.label("entity_id"),

@@ -173,3 +173,10 @@ async def test_the_message_in_russian_and_english(rt):
     assert ru.message == "Новая сделка от 08.12 10:00: с клиентом не связались уже 40 рабочих минут"
     assert en.message == "New deal of 08.12 10:00: nobody has contacted the client for 40 working minutes"
     assert ru.details["waited_working_seconds"] == 2400
+
+
+async def test_a_deadline_longer_than_the_window_still_opens(rt):
+    aid = await _lead(rt)
+    await save_rules(rt, aid, {"rules": {RULE: {"settings": {"minutes": 1200}}}})  # 20 working hours
+    assert await _status(rt, aid, msk(2025, 12, 10, 11, 59)) == "pending"  # Mon 8 h + Tue 9 h + Wed 2 h 59
+    assert await _status(rt, aid, msk(2025, 12, 10, 12)) == "open"
