@@ -6,12 +6,14 @@ scope of the person looking instead of the admin's whole team.
 
 from __future__ import annotations
 
+import re
 from datetime import date, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
+from pydantic import BeforeValidator
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -38,14 +40,24 @@ ID_PATTERN = r"^[0-9A-Za-z_:.\-]{1,64}$"
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
+def _iso_day(value: object) -> object:
+    # pydantic would take "0" for 1970-01-01 (a Unix time); the schema says YYYY-MM-DD, and so do we.
+    if isinstance(value, str) and not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+        raise ValueError("a date as YYYY-MM-DD")
+    return value
+
+
+IsoDay = Annotated[date, BeforeValidator(_iso_day)]
+
+
 class PeriodParams:
     """?period=this_week, or ?from=YYYY-MM-DD&to=YYYY-MM-DD (local days, both inclusive)."""
 
     def __init__(
         self,
         period: PresetParam | None = None,
-        day_from: Annotated[date | None, Query(alias="from")] = None,
-        day_to: Annotated[date | None, Query(alias="to")] = None,
+        day_from: Annotated[IsoDay | None, Query(alias="from")] = None,
+        day_to: Annotated[IsoDay | None, Query(alias="to")] = None,
     ) -> None:
         self.preset, self.day_from, self.day_to = period, day_from, day_to
 
@@ -223,8 +235,8 @@ async def abcxyz_report(
 async def call_stats(
     account_id: AccountId,
     rt: Runtime = Depends(runtime),
-    day_from: date | None = Query(None, alias="from"),
-    day_to: date | None = Query(None, alias="to"),
+    day_from: IsoDay | None = Query(None, alias="from"),
+    day_to: IsoDay | None = Query(None, alias="to"),
     manager_id: str | None = Query(None, pattern=ID_PATTERN),
 ) -> list[CallStatsOut]:
     """Per manager per day (the account's local days): the manager's name, calls, talk seconds,
