@@ -95,10 +95,33 @@ async def claim(rt: Runtime, now: datetime | None = None) -> list[OutboxAction]:
     return rows
 
 
+async def claim_for_lane(rt: Runtime) -> list[OutboxAction]:
+    """claim(), where a cancellation (the stop grace ran out) cannot come between its commit and
+    the caller: the rows it took are given back before the cancellation goes on."""
+    claiming = asyncio.ensure_future(claim(rt))
+    try:
+        return await asyncio.shield(claiming)
+    except asyncio.CancelledError:
+        rows = await claiming
+        if rows:
+            await _record(rt, rows, {}, {}, set(), set(), release=True)
+        raise
+
+
 async def deliver(rt: Runtime, rows: list[OutboxAction]) -> None:
     """Sends one claimed batch through the sender of its kind and records the outcome of every row."""
     if not rows:
         return
+    try:
+        await _deliver(rt, rows)
+    except asyncio.CancelledError:
+        # Whatever step it came in: the rows still under this claim go back (the fence in
+        # _record leaves those already recorded alone).
+        await _record(rt, rows, {}, {}, set(), set(), release=True)
+        raise
+
+
+async def _deliver(rt: Runtime, rows: list[OutboxAction]) -> None:
     now = utcnow()
     async with rt.reads() as s:
         account = await s.get(Account, rows[0].account_id)
@@ -263,7 +286,7 @@ async def run_forever(rt: Runtime, stop: asyncio.Event, poll_seconds: float = 2.
             rows: list[OutboxAction] = []
             if not rt.intake_busy():
                 try:
-                    rows = await claim(rt)
+                    rows = await claim_for_lane(rt)
                     await deliver(rt, rows)
                 except Exception:
                     log.exception("outbox.worker_error")
@@ -272,4 +295,6 @@ async def run_forever(rt: Runtime, stop: asyncio.Event, poll_seconds: float = 2.
                     await asyncio.wait_for(rt.outbox_wakeup.wait(), poll_seconds)
                 rt.outbox_wakeup.clear()
 
-    await asyncio.gather(*(lane() for _ in range(IN_FLIGHT)))
+    # return_exceptions: when cancelled, gather then waits for every lane to give its claim back
+    # (otherwise it ends with the first lane that is done, and the others are cut off midway).
+    await asyncio.gather(*(lane() for _ in range(IN_FLIGHT)), return_exceptions=True)
