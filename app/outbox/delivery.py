@@ -42,8 +42,8 @@ from .senders import SENDERS, Batch
 log = logging.getLogger(__name__)
 
 BATCH = 50  # amoCRM takes at most 50 items per write
-LEASE = timedelta(minutes=5)
-# The part of the lease kept back from the CRM calls, for recording their outcome.
+# The lease is CRMWATCH_OUTBOX_LEASE_SECONDS (5 minutes). The part of it kept back from the CRM
+# calls, for recording their outcome:
 LEASE_SPARE = 0.1
 GIVE_UP_AFTER = timedelta(days=3)
 AUTH_PAUSE = timedelta(minutes=10)
@@ -91,7 +91,7 @@ async def claim(rt: Runtime, now: datetime | None = None) -> list[OutboxAction]:
             rows_q = rows_q.with_for_update(skip_locked=True)
         rows = list(await s.scalars(rows_q))
         for row in rows:
-            row.status, row.attempts, row.next_attempt_at = "sending", row.attempts + 1, now + LEASE
+            row.status, row.attempts, row.next_attempt_at = "sending", row.attempts + 1, now + _lease(rt)
     return rows
 
 
@@ -136,7 +136,7 @@ async def _deliver(rt: Runtime, rows: list[OutboxAction]) -> None:
     # On a failure, batch.outcome holds what the sender learnt before it (rows already in the CRM).
     out = batch.outcome
     try:
-        with within(_lease_left(rows, now)):
+        with within(_lease_left(rt, rows, now)):
             out = await sender(batch)
     except CrmRateLimited as exc:
         retry_at = utcnow() + timedelta(seconds=max(1.0, exc.retry_after))
@@ -175,10 +175,14 @@ async def _deliver(rt: Runtime, rows: list[OutboxAction]) -> None:
     await _record(rt, rows, out.sent, out.texts, out.postponed, out.cancelled)
 
 
-def _lease_left(rows: list[OutboxAction], now: datetime) -> float:
+def _lease(rt: Runtime) -> timedelta:
+    return timedelta(seconds=rt.settings.outbox_lease_seconds)
+
+
+def _lease_left(rt: Runtime, rows: list[OutboxAction], now: datetime) -> float:
     """Seconds the CRM calls of this claim may take: to the end of its lease, less LEASE_SPARE of it."""
     ends = min(row.next_attempt_at for row in rows)
-    return (ends - now).total_seconds() - LEASE.total_seconds() * LEASE_SPARE
+    return (ends - now).total_seconds() - rt.settings.outbox_lease_seconds * LEASE_SPARE
 
 
 async def _reclaim(rt: Runtime, row_id: int) -> OutboxAction | None:
@@ -187,7 +191,7 @@ async def _reclaim(rt: Runtime, row_id: int) -> OutboxAction | None:
         row = await s.get(OutboxAction, row_id, with_for_update=True)
         if row is None or row.status != "pending":
             return None
-        row.status, row.attempts, row.next_attempt_at = "sending", row.attempts + 1, utcnow() + LEASE
+        row.status, row.attempts, row.next_attempt_at = "sending", row.attempts + 1, utcnow() + _lease(rt)
     return row
 
 

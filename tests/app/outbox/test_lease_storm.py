@@ -44,8 +44,8 @@ NOTE_DEAL = 34000101  # a deal whose call has no contact: logged as a marked not
 
 
 @pytest.fixture
-def short_lease(monkeypatch: pytest.MonkeyPatch, rt: Runtime) -> None:
-    monkeypatch.setattr(delivery, "LEASE", timedelta(seconds=LEASE_S))
+def short_lease(rt: Runtime) -> None:
+    rt.settings.outbox_lease_seconds = LEASE_S
     # A request may take this long: what the client reserves of the lease before each wait.
     rt.settings.crm_timeout_seconds = 0.3
 
