@@ -120,7 +120,16 @@ def _run_background(*, workers: bool) -> int:
         scheduler.start()
         try:
             if workers:
-                await asyncio.gather(*(loop(rt, stop) for _, loop in app_workers.WORKERS))
+                tasks = app_workers.start(rt, stop)
+                stopped = asyncio.create_task(stop.wait())
+                # Until SIGTERM, or a loop that ended on its own (a crash: the process exits with it).
+                await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
+                log.info("worker.stopping")
+                await app_workers.finish(rt, stop, tasks)
+                stopped.cancel()
+                crashed = [t.exception() for t in tasks if t.done() and not t.cancelled() and t.exception()]
+                if crashed:
+                    raise crashed[0]
             else:
                 await app_workers.heartbeat(rt, stop)  # until stop: the scheduler runs beside it
         finally:

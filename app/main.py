@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -81,14 +80,7 @@ def create_app(
         finally:
             if scheduler is not None:
                 await scheduler.stop()
-            stop.set()
-            rt.inbox_wakeup.set()
-            rt.sync_wakeup.set()
-            rt.outbox_wakeup.set()
-            for task in tasks:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await app_workers.finish(rt, stop, tasks)
             await writer.stop()
             if runtime is None:
                 await rt.dispose()

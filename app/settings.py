@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     crm_backoff_base_seconds: float = 0.5
     crm_backoff_cap_seconds: float = 60.0
     crm_timeout_seconds: float = 20.0
+    # How long the outbox holds a claimed batch before another worker may take it over; no CRM
+    # wait inside a claim outlives it (app/outbox/delivery.py).
+    outbox_lease_seconds: float = Field(default=300.0, gt=0)
     # amoCRM API limits (per account): 7 req/s is amoCRM's documented ceiling.
     amocrm_rate_per_second: float = 7.0
     # Bitrix24's leaky bucket per portal: drains `rate` requests a second, refuses above `burst`

@@ -10,6 +10,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    StrictBool,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -74,7 +75,7 @@ class AccountCreate(_AccountFields):
     rules: dict[str, Any] | None = None
     # Created paused: the backfill runs, but nothing is evaluated or written into the CRM until
     # PATCH {"paused": false}.
-    paused: bool = False
+    paused: StrictBool = False
 
     @field_validator("crm")
     @classmethod
@@ -111,8 +112,8 @@ class AccountPatch(_AccountFields):
     timezone: str | None = None
     region: str | None = Field(default=None, min_length=2, max_length=2)
     language: Literal["ru", "en"] | None = None
-    rotate_key: bool = False
-    paused: bool | None = Field(default=None, description="true pauses the account, false resumes it")
+    rotate_key: StrictBool = False
+    paused: StrictBool | None = Field(default=None, description="true pauses the account, false resumes it")
 
     @model_validator(mode="after")
     def _one_credential(self) -> AccountPatch:

@@ -20,9 +20,10 @@ def _missing(what: str, ident: int) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"{what} {ident} not found")
 
 
-@router.post("/accounts/{account_id}/sweep", response_model=SweepOut)
+@router.post("/accounts/{account_id}/sweep", response_model=SweepOut, responses={409: {}})
 async def sweep(account_id: AccountId, rt: Runtime = Depends(runtime)) -> SweepOut:
-    """Evaluates every rule over the whole account now (the scheduler does this every few minutes)."""
+    """Evaluates every rule over the whole account now (the scheduler does this every few minutes);
+    409 while the account is paused."""
     async with rt.sessions() as s, s.begin():
         account = await account_or_404(s, account_id)
         if account.paused:

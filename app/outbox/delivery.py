@@ -43,8 +43,8 @@ from .senders import SENDERS, Batch
 log = logging.getLogger(__name__)
 
 BATCH = 50  # amoCRM takes at most 50 items per write
-LEASE = timedelta(minutes=5)
-# The part of the lease kept back from the CRM calls, for recording their outcome.
+# The lease is CRMWATCH_OUTBOX_LEASE_SECONDS (5 minutes). The part of it kept back from the CRM
+# calls, for recording their outcome:
 LEASE_SPARE = 0.1
 GIVE_UP_AFTER = timedelta(days=3)
 AUTH_PAUSE = timedelta(minutes=10)
@@ -97,14 +97,37 @@ async def claim(rt: Runtime, now: datetime | None = None) -> list[OutboxAction]:
             rows_q = rows_q.with_for_update(skip_locked=True)
         rows = list(await s.scalars(rows_q))
         for row in rows:
-            row.status, row.attempts, row.next_attempt_at = "sending", row.attempts + 1, now + LEASE
+            row.status, row.attempts, row.next_attempt_at = "sending", row.attempts + 1, now + _lease(rt)
     return rows
+
+
+async def claim_for_lane(rt: Runtime) -> list[OutboxAction]:
+    """claim(), where a cancellation (the stop grace ran out) cannot come between its commit and
+    the caller: the rows it took are given back before the cancellation goes on."""
+    claiming = asyncio.ensure_future(claim(rt))
+    try:
+        return await asyncio.shield(claiming)
+    except asyncio.CancelledError:
+        rows = await claiming
+        if rows:
+            await _record(rt, rows, {}, {}, set(), set(), release=True)
+        raise
 
 
 async def deliver(rt: Runtime, rows: list[OutboxAction]) -> None:
     """Sends one claimed batch through the sender of its kind and records the outcome of every row."""
     if not rows:
         return
+    try:
+        await _deliver(rt, rows)
+    except asyncio.CancelledError:
+        # Whatever step it came in: the rows still under this claim go back (the fence in
+        # _record leaves those already recorded alone).
+        await _record(rt, rows, {}, {}, set(), set(), release=True)
+        raise
+
+
+async def _deliver(rt: Runtime, rows: list[OutboxAction]) -> None:
     now = utcnow()
     async with rt.reads() as s:
         account = await s.get(Account, rows[0].account_id)
@@ -119,7 +142,7 @@ async def deliver(rt: Runtime, rows: list[OutboxAction]) -> None:
     # On a failure, batch.outcome holds what the sender learnt before it (rows already in the CRM).
     out = batch.outcome
     try:
-        with within(_lease_left(rows, now)):
+        with within(_lease_left(rt, rows, now)):
             out = await sender(batch)
     except CrmRateLimited as exc:
         retry_at = utcnow() + timedelta(seconds=max(1.0, exc.retry_after))
@@ -158,10 +181,14 @@ async def deliver(rt: Runtime, rows: list[OutboxAction]) -> None:
     await _record(rt, rows, out.sent, out.texts, out.postponed, out.cancelled)
 
 
-def _lease_left(rows: list[OutboxAction], now: datetime) -> float:
+def _lease(rt: Runtime) -> timedelta:
+    return timedelta(seconds=rt.settings.outbox_lease_seconds)
+
+
+def _lease_left(rt: Runtime, rows: list[OutboxAction], now: datetime) -> float:
     """Seconds the CRM calls of this claim may take: to the end of its lease, less LEASE_SPARE of it."""
     ends = min(row.next_attempt_at for row in rows)
-    return (ends - now).total_seconds() - LEASE.total_seconds() * LEASE_SPARE
+    return (ends - now).total_seconds() - rt.settings.outbox_lease_seconds * LEASE_SPARE
 
 
 async def _reclaim(rt: Runtime, row_id: int) -> OutboxAction | None:
@@ -170,7 +197,7 @@ async def _reclaim(rt: Runtime, row_id: int) -> OutboxAction | None:
         row = await s.get(OutboxAction, row_id, with_for_update=True)
         if row is None or row.status != "pending":
             return None
-        row.status, row.attempts, row.next_attempt_at = "sending", row.attempts + 1, utcnow() + LEASE
+        row.status, row.attempts, row.next_attempt_at = "sending", row.attempts + 1, utcnow() + _lease(rt)
     return row
 
 
@@ -269,7 +296,7 @@ async def run_forever(rt: Runtime, stop: asyncio.Event, poll_seconds: float = 2.
             rows: list[OutboxAction] = []
             if not rt.intake_busy():
                 try:
-                    rows = await claim(rt)
+                    rows = await claim_for_lane(rt)
                     await deliver(rt, rows)
                 except Exception:
                     log.exception("outbox.worker_error")
@@ -278,4 +305,6 @@ async def run_forever(rt: Runtime, stop: asyncio.Event, poll_seconds: float = 2.
                     await asyncio.wait_for(rt.outbox_wakeup.wait(), poll_seconds)
                 rt.outbox_wakeup.clear()
 
-    await asyncio.gather(*(lane() for _ in range(IN_FLIGHT)))
+    # return_exceptions: when cancelled, gather then waits for every lane to give its claim back
+    # (otherwise it ends with the first lane that is done, and the others are cut off midway).
+    await asyncio.gather(*(lane() for _ in range(IN_FLIGHT)), return_exceptions=True)

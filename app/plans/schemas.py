@@ -6,7 +6,8 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-MONTH_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
+# Years 1900-2099: a plan outside them is a typo, and year 1 has no 90 days of history before it.
+MONTH_PATTERN = r"^(19|20)[0-9]{2}-(0[1-9]|1[0-2])$"
 MANAGER_ID_PATTERN = r"^[0-9A-Za-z_:.\-]{1,64}$"
 MAX_REVENUE = 1e13
 MAX_WON_DEALS = 1_000_000

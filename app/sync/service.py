@@ -23,7 +23,7 @@ from app.db import is_postgres, utcnow
 from app.findings.scheduler import sweep_account
 from app.metrics import SYNC_ITEMS
 from app.runtime import Runtime
-from integrations.base import CrmAuthError, CrmError
+from integrations.base import CrmAuthError, CrmError, CrmStopping
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,19 @@ async def run_sync(rt: Runtime, account_id: int) -> None:
                     "sync.progress",
                     extra={"account_id": account_id, "section": section.name, "count": counts[section.name]},
                 )
+    except (CrmStopping, asyncio.CancelledError) as exc:
+        # The process is stopping: the sync goes back to the queue for the next one (it starts
+        # over; every page applied so far is committed and applying it again changes nothing).
+        async with rt.sessions() as s, s.begin():
+            await s.execute(
+                update(Account)
+                .where(Account.id == account_id, Account.sync_state == "running")
+                .values(sync_state="queued", sync_section=None)
+            )
+        log.info("sync.requeued", extra={"account_id": account_id})
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+        return
     except Exception as exc:
         needs_attention = isinstance(exc, CrmAuthError)
         if not isinstance(exc, CrmError):
@@ -133,10 +146,10 @@ async def run_sync(rt: Runtime, account_id: int) -> None:
     await sweep_account(rt, account_id, actor="sync")
 
 
-async def run_pending(rt: Runtime) -> int:
-    """Runs queued syncs one after another until none is left (tests, demo)."""
+async def run_pending(rt: Runtime, stop: asyncio.Event | None = None) -> int:
+    """Runs queued syncs one after another until none is left, or until `stop`."""
     done = 0
-    while (account_id := await claim_next(rt)) is not None:
+    while not (stop is not None and stop.is_set()) and (account_id := await claim_next(rt)) is not None:
         await run_sync(rt, account_id)
         done += 1
     return done
@@ -145,7 +158,7 @@ async def run_pending(rt: Runtime) -> int:
 async def run_forever(rt: Runtime, stop: asyncio.Event, poll_seconds: float = 5.0) -> None:
     while not stop.is_set():
         try:
-            await run_pending(rt)
+            await run_pending(rt, stop)
         except Exception:
             log.exception("sync.worker_error")
         with contextlib.suppress(TimeoutError):

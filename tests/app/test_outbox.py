@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 
 from app.outbox import delivery
 from app.outbox.models import OutboxAction
+from app.rules.registry import RULES
 from app.sync import service as sync
 from integrations.amocrm.demo_data import seed_demo
 from tests.conftest import create_account
@@ -106,16 +107,8 @@ async def test_nothing_is_sent_for_a_finding_that_resolved_before_delivery(clien
     await client.put(
         f"/api/accounts/{acc['id']}/rules",
         json={
-            "rules": {
-                r: {"enabled": False}
-                for r in (
-                    "overdue_task",
-                    "deal_without_task",
-                    "stuck_stage",
-                    "task_rescheduled_without_contact",
-                    "empty_comment",
-                )
-            }
+            # Every rule off, the ones added later too: each open finding resolves.
+            "rules": {r: {"enabled": False} for r in RULES}
         },
     )
     await client.post(f"/api/accounts/{acc['id']}/sweep")

@@ -293,6 +293,11 @@ async def test_a_paused_account_is_backfilled_but_neither_swept_nor_written_unti
     refused = await client.post(f"/api/accounts/{aid}/sweep")
     assert refused.status_code == 409 and "paused" in refused.json()["detail"]
 
+    # Only a JSON boolean pauses or resumes: 0 or "no" is refused, not read as false.
+    for wrong in (0, "no"):
+        assert (await client.patch(f"/api/accounts/{aid}", json={"paused": wrong})).status_code == 422
+    assert (await client.get(f"/api/accounts/{aid}")).json()["paused"] is True
+
     # Rules set while paused apply from the first sweep; resuming lets it run.
     await client.patch(f"/api/accounts/{aid}/rules", json={"flood_limit": 7})
     resumed = await client.patch(f"/api/accounts/{aid}", json={"paused": False})

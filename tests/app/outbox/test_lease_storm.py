@@ -19,7 +19,7 @@ from sqlalchemy import select
 from app.calls import calllog
 from app.calls.models import Call
 from app.db import utcnow
-from app.outbox import delivery
+from app.outbox import delivery, senders
 from app.outbox.models import OutboxAction
 from app.runtime import Runtime
 from tests.app.outbox.outbox_support import (
@@ -43,9 +43,15 @@ CALL_DEAL, CALL_CONTACT = 34000100, 34000200
 NOTE_DEAL = 34000101  # a deal whose call has no contact: logged as a marked note
 
 
+def carries_marker(text: str | None, row_id: int) -> bool:
+    """Tasks and notes carry their page's link; a call-log note carries the short mark."""
+    text = text or ""
+    return senders.page_marker(row_id) in text or text.endswith(senders.marker(row_id))
+
+
 @pytest.fixture
-def short_lease(monkeypatch: pytest.MonkeyPatch, rt: Runtime) -> None:
-    monkeypatch.setattr(delivery, "LEASE", timedelta(seconds=LEASE_S))
+def short_lease(rt: Runtime) -> None:
+    rt.settings.outbox_lease_seconds = LEASE_S
     # A request may take this long: what the client reserves of the lease before each wait.
     rt.settings.crm_timeout_seconds = 0.3
 
@@ -152,13 +158,13 @@ async def test_a_429_storm_longer_than_the_lease_writes_every_action_once(rt, am
     task_writes = writes_of(amo, "POST", "/api/v4/tasks")
     assert sorted(int(w["request_id"]) for w in task_writes) == [r.id for r in by_kind["create_task"]]
     for row in by_kind["create_task"]:
-        [task] = [t for t in amo.tasks.values() if (t.get("text") or "").endswith(f"#cw{row.id}")]
+        [task] = [t for t in amo.tasks.values() if carries_marker(t.get("text"), row.id)]
         assert str(task["id"]) == row.external_id and task["is_completed"]
     note_writes = writes_of(amo, "POST", "/api/v4/leads/notes")
     call_as_note = [r for r in rows if r.kind == "log_call" and r.deal_id == str(NOTE_DEAL)]
     assert sorted(int(w["request_id"]) for w in note_writes) == sorted(r.id for r in by_kind["add_note"] + call_as_note)
     for row in by_kind["add_note"] + call_as_note:
-        marked = [n for n in amo.notes.values() if ((n.get("params") or {}).get("text") or "").endswith(f"#cw{row.id}")]
+        marked = [n for n in amo.notes.values() if carries_marker((n.get("params") or {}).get("text"), row.id)]
         assert [str(n["id"]) for n in marked] == [row.external_id]
 
     # Closes: one PATCH item per task.

@@ -73,6 +73,9 @@ async def test_bad_input_is_422_and_stores_nothing(
 async def test_bad_month_on_get_and_unknown_account(client: httpx.AsyncClient) -> None:
     aid = (await create_account(client))["id"]
     assert (await client.get(f"/api/accounts/{aid}/plans/2026-00")).status_code == 422
+    # Year 0 was a 500 under fuzzing (no date before it to count history from).
+    assert (await client.get(f"/api/accounts/{aid}/plans/0000-01")).status_code == 422
+    assert (await client.get(f"/api/accounts/{aid}/reports/plan", params={"month": "0000-01"})).status_code == 422
     assert (await client.get("/api/accounts/9999/plans/2026-11")).status_code == 404
     put = await client.put("/api/accounts/9999/plans/2026-11", json={"managers": {"1": {"revenue": 1}}})
     assert put.status_code == 404
