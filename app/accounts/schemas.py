@@ -10,6 +10,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    StrictBool,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -106,7 +107,7 @@ class AccountPatch(_AccountFields):
     timezone: str | None = None
     region: str | None = Field(default=None, min_length=2, max_length=2)
     language: Literal["ru", "en"] | None = None
-    rotate_key: bool = False
+    rotate_key: StrictBool = False  # the schema says boolean: "0" or "yes" is refused
 
     @model_validator(mode="after")
     def _one_credential(self) -> AccountPatch:
