@@ -47,6 +47,7 @@ WHY = {
     413: "The body is over the size limit",
     415: "The body must be sent as application/json",
     422: "Validation error: `errors` names each field that is wrong",
+    502: "The CRM could not be reached (an OAuth code or token exchanged with it)",
     503: "The database does not answer",
 }
 _PATH_PARAM = re.compile(r"{[^}]+}")
@@ -97,8 +98,9 @@ def true_to_the_wire(schema: dict[str, Any]) -> dict[str, Any]:
                     responses[code] = {**_error(int(code)), **{k: v for k, v in answer.items() if k != "content"}}
                     if not answer.get("description") or answer["description"] in _DEFAULT_DESCRIPTIONS:
                         responses[code]["description"] = WHY.get(int(code), "Error")
-            if "503" in responses and "content" not in responses["503"]:
-                responses["503"] = _error(503)
+            for code in ("502", "503"):
+                if code in responses and "content" not in responses[code]:
+                    responses[code] = _error(int(code))
     return schema
 
 

@@ -66,6 +66,11 @@ def _ms(line: str) -> float:
 
 
 def test_the_api_keeps_to_its_schema_under_fuzzing(db_url, tmp_path):
+    # An account created with an OAuth code exchanges it with the CRM at the generated address: one
+    # that cannot be reached is a documented 502 (the gateway's answer), not a crash.
+    (tmp_path / "schemathesis.toml").write_text(
+        '[checks.not_a_server_error]\nexpected-statuses = ["2XX", "3XX", "4XX", "502"]\n'
+    )
     proc, port = _serve(db_url, tmp_path)
     base = f"http://127.0.0.1:{port}"
     try:

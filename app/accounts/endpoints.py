@@ -24,7 +24,7 @@ def _crm_error(exc: Exception) -> HTTPException:
     return HTTPException(status.HTTP_502_BAD_GATEWAY, f"the CRM could not be reached: {exc}")
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=AccountOut)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=AccountOut, responses={502: {}})
 async def create_account(body: AccountCreate, rt: Runtime = Depends(runtime)) -> Any:
     """Connects a CRM account. `rules` (optional) is the rules document, as PUT
     /api/accounts/{id}/rules takes it, in force from the first sweep; `"paused": true` creates it
@@ -60,7 +60,7 @@ async def get_account(account_id: AccountId, rt: Runtime = Depends(runtime)) -> 
         return service.to_out(rt, account)
 
 
-@router.patch("/{account_id}", response_model=AccountOut)
+@router.patch("/{account_id}", response_model=AccountOut, responses={502: {}})
 async def patch_account(
     account_id: AccountId, body: AccountPatch, request: Request, rt: Runtime = Depends(runtime)
 ) -> AccountOut:

@@ -112,7 +112,7 @@ class AccountPatch(_AccountFields):
     timezone: str | None = None
     region: str | None = Field(default=None, min_length=2, max_length=2)
     language: Literal["ru", "en"] | None = None
-    rotate_key: StrictBool = False
+    rotate_key: StrictBool = False  # the schema says boolean: "0" or "yes" is refused
     paused: StrictBool | None = Field(default=None, description="true pauses the account, false resumes it")
 
     @model_validator(mode="after")

@@ -5,7 +5,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 
 from app.accounts.models import Account
-from app.deps import AccountId, RowId, account_or_404, runtime
+from app.deps import INT32_MAX, AccountId, RowId, account_or_404, runtime
 from app.runtime import Runtime
 from app.security import require_admin
 
@@ -47,7 +47,7 @@ async def list_findings(
     manager_id: str | None = Query(None, description="the CRM's own user id"),
     lang: Literal["ru", "en"] | None = None,
     limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=INT32_MAX),
     rt: Runtime = Depends(runtime),
 ) -> FindingPage:
     async with rt.reads() as s:

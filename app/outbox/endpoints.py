@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from sqlalchemy import func, select
 
 from app.db import utcnow
-from app.deps import AccountId, RowId, account_or_404, runtime
+from app.deps import INT32_MAX, AccountId, RowId, account_or_404, runtime
 from app.runtime import Runtime
 from app.security import require_admin
 
@@ -53,7 +53,7 @@ async def list_outbox(
         "pending", alias="status"
     ),
     limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=INT32_MAX),
     rt: Runtime = Depends(runtime),
 ) -> OutboxPage:
     """What crmwatch has written, or will write, into the CRM, with attempts and the last error."""

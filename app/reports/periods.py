@@ -52,6 +52,9 @@ def today(now: datetime, timezone: str) -> date:
     return now.astimezone(ZoneInfo(timezone)).date()
 
 
+MAX_AGE_DAYS = 5 * 365
+
+
 def resolve(
     timezone: str, now: datetime, preset: str | None = None, day_from: date | None = None, day_to: date | None = None
 ) -> Period:
@@ -82,6 +85,10 @@ def resolve(
         raise PeriodError("from must not be after to")
     if (day_to - day_from).days + 1 > MAX_DAYS:
         raise PeriodError(f"a period is at most {MAX_DAYS} days")
+    # The funnel's working-time table runs from the period to today, a row a day: bounded, as are
+    # the query's parameters (a period in 2000 was a 500 on PostgreSQL).
+    if (current - day_from).days > MAX_AGE_DAYS or (day_to - current).days > MAX_DAYS:
+        raise PeriodError(f"a period lies within {MAX_AGE_DAYS // 365} years of today")
     return Period(day_from, day_to, timezone)
 
 

@@ -196,3 +196,13 @@ async def test_a_client_that_hangs_up_mid_body_is_counted_as_its_own_doing(clien
     metrics = (await client.get("/metrics")).text
     assert 'route="/hooks/amocrm/{key}",status="499"' in metrics
     assert 'status="500"' not in metrics
+
+
+async def test_found_by_schemathesis_an_old_period_and_a_huge_offset_are_422(client):
+    acc = await create_account(client)
+    old = {"pipeline_id": "0", "from": "2000-01-01", "to": "2000-01-01"}
+    assert (await client.get(f"/api/accounts/{acc['id']}/reports/funnel", params=old)).status_code == 422
+    for url in (f"/api/accounts/{acc['id']}/findings", f"/api/accounts/{acc['id']}/outbox"):
+        assert (await client.get(url, params={"offset": "6822477741070200374034432"})).status_code == 422
+    resp = await client.patch(f"/api/accounts/{acc['id']}", json={"rotate_key": "0"})
+    assert resp.status_code == 422
