@@ -112,6 +112,7 @@ async def test_nothing_is_sent_for_a_finding_that_resolved_before_delivery(clien
                     "stuck_stage",
                     "task_rescheduled_without_contact",
                     "empty_comment",
+                    "lead_not_contacted",
                 )
             }
         },
