@@ -27,8 +27,8 @@ from app.mirror.models import ContactPhone, Deal, DealContact, Note
 
 from .base import RenderContext, Rule, RuleContext, RuleSettings
 
-# Notes crmwatch itself writes carry this marker (app/outbox): they are not a contact.
-OWN_MARKER = "#cw"
+# Notes crmwatch itself writes carry call_not_logged's OWN_MARKER (app/outbox): they are not a contact.
+from .call_not_logged import OWN_MARKER
 
 
 class Settings(RuleSettings):
