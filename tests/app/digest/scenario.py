@@ -22,6 +22,7 @@ from app.mirror.models import Deal, Pipeline, Stage, StageHistory, Task, User
 from app.plans.models import Plan
 from app.rules import config as rules_config
 from app.runtime import Runtime
+from integrations.amocrm.demo_data import DEMO_TOKEN
 
 MSK = ZoneInfo("Europe/Moscow")
 
@@ -40,7 +41,7 @@ async def build(rt: Runtime, language: str = "ru", timezone: str = "Europe/Mosco
             timezone=timezone,
             language=language,
             auth_kind="token",
-            credentials=rt.box.seal({"access_token": "unused"}),
+            credentials=rt.box.seal({"access_token": DEMO_TOKEN}),
             sync_counts={},
         )
         s.add(account)
