@@ -71,11 +71,24 @@ async def enqueue(s: AsyncSession, account: Account, day: date) -> dict[str, int
     if not chosen:
         return {}
     assert cfg is not None
+    out: dict[str, int | None] = {}
+    existing = await s.execute(
+        select(OutboxAction.dedup_key, OutboxAction.id).where(
+            OutboxAction.account_id == account.id,
+            OutboxAction.dedup_key.in_([dedup_key(day, c) for c in chosen]),
+        )
+    )
+    known = {key: row_id for key, row_id in existing}
+    for channel in list(chosen):
+        if dedup_key(day, channel) in known:
+            out[channel] = known[dedup_key(day, channel)]
+            chosen.remove(channel)
+    if not chosen:
+        return out  # queued before: the scheduler's every tick after the first lands here
     lang = service.language(account, None)
     digest = await service.build(s, account, day)
     doc = await rules_config.load(s, account.id)
     now = utcnow()
-    out: dict[str, int | None] = {}
     for channel in chosen:
         if channel == "telegram":
             message = _clip(service.render_text(digest, lang, account.timezone, telegram=True), TELEGRAM_LIMIT)
@@ -107,6 +120,16 @@ async def enqueue(s: AsyncSession, account: Account, day: date) -> dict[str, int
             select(OutboxAction.id).where(OutboxAction.account_id == account.id, OutboxAction.dedup_key == key)
         )
     return out
+
+
+async def queued(s: AsyncSession, account_id: int, day: date) -> set[int]:
+    """The outbox rows of the day's digest already queued, on any channel."""
+    keys = [dedup_key(day, c) for c in CHANNELS]
+    return set(
+        await s.scalars(
+            select(OutboxAction.id).where(OutboxAction.account_id == account_id, OutboxAction.dedup_key.in_(keys))
+        )
+    )
 
 
 # --- Telegram --------------------------------------------------------------------------------------
@@ -201,4 +224,4 @@ def seal_token(rt: Runtime, token: str) -> bytes:
     return rt.box.seal({"bot_token": token})
 
 
-__all__ = ["CHANNELS", "KIND_CRM", "KIND_TELEGRAM", "channels", "dedup_key", "enqueue", "seal_token"]
+__all__ = ["CHANNELS", "KIND_CRM", "KIND_TELEGRAM", "channels", "dedup_key", "enqueue", "queued", "seal_token"]
