@@ -18,8 +18,11 @@ the outbox marker, read back before a retry like the findings' digests.
 from __future__ import annotations
 
 from datetime import date
+from email.message import EmailMessage
+from email.utils import formatdate
 from typing import Any
 
+import aiosmtplib
 import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -37,7 +40,9 @@ from .models import DigestSettings
 
 KIND_TELEGRAM = "digest_telegram"
 KIND_CRM = "digest_crm"
-CHANNELS = {"telegram": KIND_TELEGRAM, "crm": KIND_CRM}
+KIND_EMAIL = "digest_email"
+CHANNELS = {"telegram": KIND_TELEGRAM, "email": KIND_EMAIL, "crm": KIND_CRM}
+SMTP_TIMEOUT = 30.0
 TELEGRAM_API = "https://api.telegram.org"
 TELEGRAM_LIMIT = 4096  # sendMessage's text limit, in characters
 CRM_TEXT_LIMIT = 4000
@@ -54,6 +59,8 @@ def channels(cfg: DigestSettings | None) -> list[str]:
     out = []
     if cfg.telegram_chat_id and cfg.telegram_token:
         out.append("telegram")
+    if cfg.email and cfg.email.get("to"):
+        out.append("email")
     if cfg.crm:
         out.append("crm")
     return out
@@ -90,9 +97,16 @@ async def enqueue(s: AsyncSession, account: Account, day: date) -> dict[str, int
     doc = await rules_config.load(s, account.id)
     now = utcnow()
     for channel in chosen:
+        extra: dict[str, Any] = {}
         if channel == "telegram":
             message = _clip(service.render_text(digest, lang, account.timezone, telegram=True), TELEGRAM_LIMIT)
             user = None
+        elif channel == "email":
+            message, user = service.render_text(digest, lang, account.timezone), None
+            extra = {
+                "html": service.render_html(digest, lang, account.timezone),
+                "subject": service.title(digest, lang),
+            }
         else:
             message = _clip(service.render_text(digest, lang, account.timezone), CRM_TEXT_LIMIT)
             user = cfg.crm_user_id or doc.supervisor_user_id
@@ -112,7 +126,7 @@ async def enqueue(s: AsyncSession, account: Account, day: date) -> dict[str, int
                 attempts=0,
                 next_attempt_at=now,
                 created_at=now,
-                details={"day": day.isoformat(), "channel": channel, "message": message},
+                details={"day": day.isoformat(), "channel": channel, "message": message, **extra},
             )
             .on_conflict_do_nothing()
         )
@@ -181,6 +195,63 @@ async def send_telegram(batch: Batch) -> Outcome:
     return out
 
 
+# --- email ---------------------------------------------------------------------------------------
+
+
+def email_message(account: Account, cfg: dict[str, Any], row: OutboxAction) -> EmailMessage:
+    """HTML with a plain-text part. The Message-ID is the row's, so a resend after a lost answer
+    carries the same id and a mail client shows it once."""
+    details = row.details or {}
+    msg = EmailMessage()
+    msg["Subject"] = details.get("subject") or "crmwatch"
+    msg["From"] = cfg["from"]
+    msg["To"] = ", ".join(cfg["to"])
+    msg["Date"] = formatdate(localtime=False)
+    msg["Message-ID"] = f"<digest-{account.id}-{details.get('day')}-{row.id}@crmwatch>"
+    msg["Auto-Submitted"] = "auto-generated"
+    msg.set_content(details.get("message", ""))
+    msg.add_alternative(details.get("html", ""), subtype="html")
+    return msg
+
+
+async def send_email(batch: Batch) -> Outcome:
+    out = batch.outcome
+    async with batch.rt.reads() as s:
+        cfg = await s.get(DigestSettings, batch.account.id)
+    if cfg is None or not cfg.email or not cfg.email.get("to"):
+        out.cancelled.update(r.id for r in batch.rows)
+        return out
+    smtp = cfg.email
+    password = batch.rt.box.open(cfg.smtp_password)["password"] if cfg.smtp_password else None
+    for row in batch.rows:
+        msg = email_message(batch.account, smtp, row)
+        out.texts[row.id] = (row.details or {}).get("message", "")
+        try:
+            await aiosmtplib.send(
+                msg,
+                hostname=smtp["host"],
+                port=smtp["port"],
+                username=smtp.get("username"),
+                password=password,
+                use_tls=smtp.get("security") == "tls",
+                start_tls=smtp.get("security") == "starttls",
+                timeout=SMTP_TIMEOUT,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = sorted({e.code for e in exc.recipients})
+            error = (
+                f"smtp: recipients refused: {'; '.join(f'{e.recipient} {e.code} {e.message}' for e in exc.recipients)}"
+            )
+            raise (CrmRequestError(error) if all(c >= 500 for c in codes) else CrmError(error)) from None
+        except aiosmtplib.SMTPResponseException as exc:
+            error = f"smtp {exc.code}: {exc.message}"
+            raise (CrmRequestError(error) if exc.code >= 500 else CrmError(error)) from None
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise CrmError(f"smtp unreachable: {type(exc).__name__}: {exc}") from None
+        out.sent[row.id] = msg["Message-ID"]
+    return out
+
+
 # --- the CRM ---------------------------------------------------------------------------------------
 
 
@@ -218,10 +289,25 @@ async def send_crm(batch: Batch) -> Outcome:
 
 register(KIND_TELEGRAM, send_telegram)
 register(KIND_CRM, send_crm)
+register(KIND_EMAIL, send_email)
 
 
 def seal_token(rt: Runtime, token: str) -> bytes:
     return rt.box.seal({"bot_token": token})
 
 
-__all__ = ["CHANNELS", "KIND_CRM", "KIND_TELEGRAM", "channels", "dedup_key", "enqueue", "queued", "seal_token"]
+def seal_password(rt: Runtime, password: str) -> bytes:
+    return rt.box.seal({"password": password})
+
+
+__all__ = [
+    "CHANNELS",
+    "KIND_CRM",
+    "KIND_TELEGRAM",
+    "channels",
+    "dedup_key",
+    "enqueue",
+    "queued",
+    "seal_password",
+    "seal_token",
+]

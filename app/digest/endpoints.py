@@ -25,6 +25,7 @@ DayParam = Query(
     None, description="the morning the digest is for, YYYY-MM-DD (the account's local day); default: today"
 )
 # What the Bot API issues: "<bot id>:<35 characters>".
+EMAIL_PATTERN = r"^[^@\s<>,;]{1,64}@[A-Za-z0-9.\-]{1,253}\.[A-Za-z]{2,63}$"
 TOKEN_RE = re.compile(r"^[0-9]{1,20}:[A-Za-z0-9_-]{20,100}$")
 
 
@@ -41,11 +42,31 @@ class TelegramIn(BaseModel):
         return v
 
 
+class EmailIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    to: list[str] = Field(min_length=1, max_length=20)
+    sender: str = Field(alias="from", pattern=EMAIL_PATTERN, description="the From address")
+    host: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.\-]+$")
+    port: int = Field(587, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = Field(None, max_length=200)
+    password: SecretStr | None = None
+
+    @field_validator("to")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        for address in v:
+            if not re.match(EMAIL_PATTERN, address):
+                raise ValueError(f"not an email address: {address!r}")
+        return v
+
+
 class DigestSettingsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
     send_at: str = Field("09:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", description="local time, HH:MM")
     telegram: TelegramIn | None = Field(None, description="null: no Telegram")
+    email: EmailIn | None = Field(None, description="null: no email")
     crm: bool = Field(False, description="a task on no card in the CRM for crm_user_id")
     crm_user_id: str | None = Field(None, max_length=64, description="default: the rules' supervisor_user_id")
 
@@ -55,6 +76,7 @@ class DigestSettingsOut(BaseModel):
     send_at: str
     telegram_chat_id: str | None
     telegram_token_set: bool
+    email: dict[str, Any] | None = None
     crm: bool
     crm_user_id: str | None
 
@@ -69,6 +91,7 @@ def _out(cfg: DigestSettings | None) -> DigestSettingsOut:
         send_at=cfg.send_at,
         telegram_chat_id=cfg.telegram_chat_id,
         telegram_token_set=cfg.telegram_token is not None,
+        email=None if cfg.email is None else {**cfg.email, "password_set": cfg.smtp_password is not None},
         crm=cfg.crm,
         crm_user_id=cfg.crm_user_id,
     )
@@ -99,6 +122,21 @@ async def put_settings(
         else:
             cfg.telegram_chat_id = body.telegram.chat_id
             cfg.telegram_token = delivery.seal_token(rt, body.telegram.bot_token.get_secret_value())
+        if body.email is None:
+            cfg.email, cfg.smtp_password = None, None
+        else:
+            e = body.email
+            cfg.email = {
+                "to": e.to,
+                "from": e.sender,
+                "host": e.host,
+                "port": e.port,
+                "security": e.security,
+                "username": e.username,
+            }
+            cfg.smtp_password = (
+                None if e.password is None else delivery.seal_password(rt, e.password.get_secret_value())
+            )
         cfg.updated_at = utcnow()
         await s.flush()
         return _out(cfg)

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, LargeBinary, String
+from sqlalchemy import JSON, Boolean, ForeignKey, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UtcDateTime, utcnow
@@ -21,4 +22,7 @@ class DigestSettings(Base):
     telegram_token: Mapped[bytes | None] = mapped_column(LargeBinary)
     crm: Mapped[bool] = mapped_column(Boolean, default=False)  # a task on no card for crm_user_id
     crm_user_id: Mapped[str | None] = mapped_column(String(64))  # None: the rules' supervisor_user_id
+    # {"to": [...], "from", "host", "port", "security": starttls|tls|none, "username"}; the password sealed apart.
+    email: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    smtp_password: Mapped[bytes | None] = mapped_column(LargeBinary)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)

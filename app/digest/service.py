@@ -185,6 +185,10 @@ def _finding_label(f: dict[str, Any], lang: str) -> str:
     return f"{title}: {what}{who}"
 
 
+def title(d: Digest, lang: str) -> str:
+    return wording.of(lang).DIGEST["title"].format(account=d.account, day=d.day.strftime("%d.%m.%Y"))
+
+
 def render_html(d: Digest, lang: str, timezone: str) -> str:
     """A whole page: the preview, and the email's HTML part."""
     w = wording.of(lang).DIGEST
@@ -279,4 +283,4 @@ def language(account: Account, lang: str | None) -> str:
     return lang if lang in wording.LANGUAGES else ("ru" if account.language == "ru" else "en")
 
 
-__all__ = ["Digest", "build", "language", "previous_working_day", "render_html", "render_text"]
+__all__ = ["Digest", "build", "language", "previous_working_day", "render_html", "render_text", "title"]

@@ -26,6 +26,8 @@ def upgrade() -> None:
         sa.Column("telegram_token", sa.LargeBinary(), nullable=True),
         sa.Column("crm", sa.Boolean(), nullable=False),
         sa.Column("crm_user_id", sa.String(64), nullable=True),
+        sa.Column("email", sa.JSON(), nullable=True),
+        sa.Column("smtp_password", sa.LargeBinary(), nullable=True),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     )
 
