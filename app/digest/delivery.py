@@ -43,7 +43,6 @@ KIND_CRM = "digest_crm"
 KIND_EMAIL = "digest_email"
 CHANNELS = {"telegram": KIND_TELEGRAM, "email": KIND_EMAIL, "crm": KIND_CRM}
 SMTP_TIMEOUT = 30.0
-TELEGRAM_API = "https://api.telegram.org"
 TELEGRAM_LIMIT = 4096  # sendMessage's text limit, in characters
 CRM_TEXT_LIMIT = 4000
 TELEGRAM_TIMEOUT = 15.0
@@ -92,7 +91,7 @@ async def enqueue(s: AsyncSession, account: Account, day: date) -> dict[str, int
             chosen.remove(channel)
     if not chosen:
         return out  # queued before: the scheduler's every tick after the first lands here
-    lang = service.language(account, None)
+    lang = service.language(account, cfg.language)
     digest = await service.build(s, account, day)
     doc = await rules_config.load(s, account.id)
     now = utcnow()
@@ -177,7 +176,7 @@ async def send_telegram(batch: Batch) -> Outcome:
             out.texts[row.id] = message
             try:
                 resp = await http.post(
-                    f"{TELEGRAM_API}/bot{token}/sendMessage",
+                    f"{batch.rt.settings.telegram_api_url.rstrip('/')}/bot{token}/sendMessage",
                     json={
                         "chat_id": cfg.telegram_chat_id,
                         "text": message,

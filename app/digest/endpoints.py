@@ -67,6 +67,7 @@ class DigestSettingsIn(BaseModel):
     send_at: str = Field("09:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", description="local time, HH:MM")
     telegram: TelegramIn | None = Field(None, description="null: no Telegram")
     email: EmailIn | None = Field(None, description="null: no email")
+    language: Literal["ru", "en"] | None = Field(None, description="the digest's language; null: the account's")
     crm: bool = Field(False, description="a task on no card in the CRM for crm_user_id")
     crm_user_id: str | None = Field(None, max_length=64, description="default: the rules' supervisor_user_id")
 
@@ -76,6 +77,7 @@ class DigestSettingsOut(BaseModel):
     send_at: str
     telegram_chat_id: str | None
     telegram_token_set: bool
+    language: str | None = None
     email: dict[str, Any] | None = None
     crm: bool
     crm_user_id: str | None
@@ -91,6 +93,7 @@ def _out(cfg: DigestSettings | None) -> DigestSettingsOut:
         send_at=cfg.send_at,
         telegram_chat_id=cfg.telegram_chat_id,
         telegram_token_set=cfg.telegram_token is not None,
+        language=cfg.language,
         email=None if cfg.email is None else {**cfg.email, "password_set": cfg.smtp_password is not None},
         crm=cfg.crm,
         crm_user_id=cfg.crm_user_id,
@@ -117,6 +120,7 @@ async def put_settings(
             cfg = DigestSettings(account_id=account_id)
             s.add(cfg)
         cfg.enabled, cfg.send_at, cfg.crm, cfg.crm_user_id = body.enabled, body.send_at, body.crm, body.crm_user_id
+        cfg.language = body.language
         if body.telegram is None:
             cfg.telegram_chat_id, cfg.telegram_token = None, None
         else:

@@ -20,6 +20,7 @@ class DigestSettings(Base):
     send_at: Mapped[str] = mapped_column(String(5), default="09:00")  # local wall clock, HH:MM
     telegram_chat_id: Mapped[str | None] = mapped_column(String(64))
     telegram_token: Mapped[bytes | None] = mapped_column(LargeBinary)
+    language: Mapped[str | None] = mapped_column(String(5))  # ru | en; None: the account's
     crm: Mapped[bool] = mapped_column(Boolean, default=False)  # a task on no card for crm_user_id
     crm_user_id: Mapped[str | None] = mapped_column(String(64))  # None: the rules' supervisor_user_id
     # {"to": [...], "from", "host", "port", "security": starttls|tls|none, "username"}; the password sealed apart.

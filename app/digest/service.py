@@ -180,7 +180,8 @@ def _when(d: Any, tz: str) -> str:
 
 def _finding_label(f: dict[str, Any], lang: str) -> str:
     title = wording.of(lang).RULE_TITLES.get(f["rule"], f["rule"])
-    what = f["deal_name"] or (f"#{f['deal_id']}" if f["deal_id"] else f"#{f['finding_id']}")
+    quoted = wording.of(lang).DIGEST["quoted"]
+    what = quoted.format(name=f["deal_name"]) if f["deal_name"] else f"#{f['deal_id'] or f['finding_id']}"
     who = f" ({f['manager']})" if f["manager"] else ""
     return f"{title}: {what}{who}"
 

@@ -248,7 +248,8 @@ REPORT_SHEETS = {"managers": "Managers", "per_day": "Per day"}
 
 # The morning digest (app/digest): the preview page, Telegram, the CRM task.
 DIGEST = {
-    "title": "Morning digest — {account}, {day}",
+    "title": "Morning digest — “{account}”, {day}",
+    "quoted": "“{name}”",
     "fact": "Fact for {day}",
     "manager": "Manager",
     "calls": "Calls",

@@ -249,7 +249,8 @@ REPORT_SHEETS = {"managers": "Менеджеры", "per_day": "По дням"}
 
 # The morning digest (app/digest): the preview page, Telegram, the CRM task.
 DIGEST = {
-    "title": "Утренняя сводка — {account}, {day}",
+    "title": "Утренняя сводка — «{account}», {day}",
+    "quoted": "«{name}»",
     "fact": "Факт за {day}",
     "manager": "Менеджер",
     "calls": "Звонки",

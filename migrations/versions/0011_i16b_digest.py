@@ -24,6 +24,7 @@ def upgrade() -> None:
         sa.Column("send_at", sa.String(5), nullable=False),
         sa.Column("telegram_chat_id", sa.String(64), nullable=True),
         sa.Column("telegram_token", sa.LargeBinary(), nullable=True),
+        sa.Column("language", sa.String(5), nullable=True),
         sa.Column("crm", sa.Boolean(), nullable=False),
         sa.Column("crm_user_id", sa.String(64), nullable=True),
         sa.Column("email", sa.JSON(), nullable=True),

@@ -76,7 +76,7 @@ async def test_email_html_and_text(client: httpx.AsyncClient, rt: Runtime, smtp:
     assert env.mail_from == "crmwatch@shop.example"
     assert env.rcpt_tos == ["head@shop.example", "boss@shop.example"]
     msg = message_from_bytes(env.content, policy=policy.default)
-    assert msg["Subject"] == "Утренняя сводка — Сводка, 09.11.2026"
+    assert msg["Subject"] == "Утренняя сводка — «Сводка», 09.11.2026"
     assert msg["From"] == "crmwatch@shop.example" and msg["To"] == "head@shop.example, boss@shop.example"
     assert msg["Auto-Submitted"] == "auto-generated"
     assert msg.get_content_type() == "multipart/alternative"

@@ -24,7 +24,7 @@ async def test_preview_figures(client: httpx.AsyncClient, rt: Runtime) -> None:
     assert resp.status_code == 200, resp.text
     assert resp.headers["content-type"].startswith("text/html")
     page = resp.text
-    assert "Утренняя сводка — Сводка, 09.11.2026" in page
+    assert "Утренняя сводка — «Сводка», 09.11.2026" in page
     assert "Факт за 06.11.2026" in page  # Monday's digest reports Friday
     # name, calls, successful, cards changed, won, lost, findings opened, resolved
     assert _row(page, "fact", "101") == ["Анна Петрова", "3", "2", "1", "1", "0", "1", "1"]
@@ -45,7 +45,7 @@ async def test_preview_in_english(client: httpx.AsyncClient, rt: Runtime) -> Non
     a = await build(rt)
     resp = await client.get(f"/api/accounts/{a}/digest/preview", params={"date": "2026-11-09", "lang": "en"})
     assert resp.status_code == 200
-    assert "Morning digest — Сводка, 09.11.2026" in resp.text and "Fact for 06.11.2026" in resp.text
+    assert "Morning digest — “Сводка”, 09.11.2026" in resp.text and "Fact for 06.11.2026" in resp.text
     b = await build(rt, language="en")
     resp = await client.get(f"/api/accounts/{b}/digest/preview", params={"date": "2026-11-09"})
     assert "The oldest critical findings" in resp.text

@@ -72,7 +72,7 @@ async def test_telegram_sent_once(client: httpx.AsyncClient, rt: Runtime) -> Non
     sent = route.calls[0].request
     body = httpx.Response(200, content=sent.content).json()
     assert body["chat_id"] == "-1001234567890" and body["parse_mode"] == "HTML"
-    assert body["text"].startswith("<b>Утренняя сводка — Сводка, 09.11.2026</b>")
+    assert body["text"].startswith("<b>Утренняя сводка — «Сводка», 09.11.2026</b>")
     assert '<a href="https://demoshop.amocrm.ru/leads/detail/D3">' in body["text"]
     (row,) = await _rows(rt, a)
     assert (row.kind, row.status, row.external_id, row.dedup_key) == (
@@ -145,7 +145,7 @@ async def test_crm_task_for_the_supervisor(client: httpx.AsyncClient, rt: Runtim
     (row,) = await _rows(rt, a)
     assert row.status == "sent", row.last_error
     task = amo.tasks[int(row.external_id)] if int(row.external_id) in amo.tasks else amo.tasks[row.external_id]
-    assert task["text"].startswith("Утренняя сводка — Сводка, 09.11.2026")
+    assert task["text"].startswith("Утренняя сводка — «Сводка», 09.11.2026")
     assert f"#cw{row.id}" in task["text"]
     assert str(task["responsible_user_id"]) == "101"
 
