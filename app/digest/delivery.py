@@ -66,7 +66,17 @@ def channels(cfg: DigestSettings | None) -> list[str]:
 
 
 def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """Whole lines up to the limit: a cut inside a Telegram HTML tag would make the message refused."""
+    if len(text) <= limit:
+        return text
+    kept: list[str] = []
+    size = 1  # the closing "…"
+    for line in text.split("\n"):
+        if size + len(line) + 1 > limit:
+            break
+        kept.append(line)
+        size += len(line) + 1
+    return "\n".join([*kept, "…"])
 
 
 async def enqueue(s: AsyncSession, account: Account, day: date) -> dict[str, int | None]:

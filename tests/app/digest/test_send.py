@@ -10,6 +10,7 @@ import respx
 from sqlalchemy import select, update
 
 from app.db import utcnow
+from app.digest.delivery import _clip
 from app.digest.models import DigestSettings
 from app.outbox import delivery
 from app.outbox.models import OutboxAction
@@ -166,3 +167,10 @@ async def test_send_bad_input(client: httpx.AsyncClient, rt: Runtime) -> None:
         assert resp.status_code == 422, body
     assert (await client.get(f"/api/accounts/{a}/digest/settings")).json()["enabled"] is False
     assert await _rows(rt, a) == []
+
+
+def test_long_message_is_cut_between_lines() -> None:
+    lines = [f'{i}. <a href="https://demoshop.amocrm.ru/leads/detail/{i}">Сделка {i}</a>' for i in range(200)]
+    clipped = _clip("\n".join(lines), 4096)
+    assert len(clipped) <= 4096 and clipped.endswith("\n…")
+    assert all(line in lines for line in clipped.split("\n")[:-1])
