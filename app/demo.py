@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import logging
 import os
+import re
 import signal
 import socket
 import tempfile
@@ -46,8 +48,11 @@ from integrations.bitrix24.emulator import (
     Bitrix24Emulator,
     create_bitrix24_app,
 )
+from integrations.telegram.emulator import TelegramState, create_telegram_app
 
 DEMO_ADMIN_TOKEN = "demo-admin-token"
+DEMO_BOT_TOKEN = "123456789:demo-bot-token-0123456789abcdef"
+DEMO_CHAT = "-1001000000001"
 # The demo's amoCRM integration secret: the emulator signs the widget's disposable tokens with it.
 DEMO_WIDGET_SECRET = "demo-widget-secret-0123456789abcdef"
 HOUR = 3600
@@ -237,6 +242,7 @@ async def run_demo(
         public_url=f"http://{host}:{port}",
         log_level="WARNING",
         log_json=False,
+        telegram_api_url=f"http://{host}:{emulator_port}",
     )
     app_logging.configure(settings.log_level, settings.log_json)
     await upgrade_async(settings.database_url)
@@ -248,6 +254,9 @@ async def run_demo(
     emulator_app = create_emulator_app(state, rate_limit_per_s=7)
     card = _widget_card(state, f"http://{host}:{port}", f"http://{host}:{emulator_port}")
     emulator_app.router.routes.extend(create_card_host_app(card).router.routes)
+    # The Telegram Bot API beside it (its paths, /bot<token>/..., are its own): the morning digest goes there.
+    telegram = TelegramState(chats={DEMO_CHAT})
+    emulator_app.router.routes.extend(create_telegram_app(telegram).router.routes)
     emulator = _server(emulator_app, host, emulator_port)
     portal = Bitrix24Emulator()  # Bitrix24's own limits: 2 requests/s, a burst of 50
     b24_demo.seed_portal(portal, now)
@@ -274,6 +283,7 @@ async def run_demo(
             dashboards = await _dashboard_history(
                 http, say, settings.database_url, {"amocrm": amo_id, "bitrix24": b24_id}
             )
+            await _digest(http, say, telegram, amo_id, base)
             say("look")
             if card_url:
                 say("look_card", url=card_url)
@@ -577,6 +587,25 @@ async def _dashboard_history(
         say("history", crm=say[f"crm_{crm}"], **added)
         links[crm] = await demo_history.dashboard_url(http, account_id)
     return links
+
+
+async def _digest(http: httpx.AsyncClient, say: _Say, telegram: TelegramState, account_id: int, base: str) -> None:
+    """The morning digest of the amoCRM account, sent now into the emulated Telegram chat and printed."""
+    resp = await http.put(
+        f"/api/accounts/{account_id}/digest/settings",
+        json={"telegram": {"bot_token": DEMO_BOT_TOKEN, "chat_id": DEMO_CHAT}, "language": say.lang},
+    )
+    resp.raise_for_status()
+    (await http.post(f"/api/accounts/{account_id}/digest/send")).raise_for_status()
+
+    async def arrived() -> bool:
+        return bool(telegram.messages)
+
+    await _wait_until(arrived, 30, "the digest to reach Telegram")
+    say("digest", chat=DEMO_CHAT, url=f"{base}/api/accounts/{account_id}/digest/preview")
+    text = re.sub(r"<[^>]+>", "", telegram.messages[-1]["text"])
+    for line in html.unescape(text).splitlines():
+        print(f"  │ {line}", flush=True)
 
 
 async def _ok(http: httpx.AsyncClient, path: str) -> bool:

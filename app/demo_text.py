@@ -78,6 +78,8 @@ TEXT: dict[str, dict[str, str]] = {
         "look_dashboard_widget": "  тот же дашборд внутри amoCRM, страница виджета: {url}",
         "look_dashboard_b24": "  дашборд отдела продаж, Битрикс24 (ссылка только для просмотра): {url}",
         "look_home": "  crmwatch: {url}/  (документация API: {url}/docs, кнопка Authorize, токен {token})",
+        "digest": "\nУтренняя сводка руководителю отправлена в Telegram (эмулятор, чат {chat}); "
+        "предпросмотр HTML (API администратора): {url}",
         "running": "\nРаботает; Ctrl-C останавливает демо.",
         "money": "{amount} ₽",
     },
@@ -149,6 +151,8 @@ TEXT: dict[str, dict[str, str]] = {
         "look_dashboard_widget": "  the same dashboard inside amoCRM, the widget's page: {url}",
         "look_dashboard_b24": "  the sales team dashboard, Bitrix24 (a read-only link): {url}",
         "look_home": "  crmwatch: {url}/  (API docs: {url}/docs, button Authorize, token {token})",
+        "digest": "\nThe morning digest for the head of sales went to Telegram (the emulator, chat {chat}); "
+        "HTML preview (admin API): {url}",
         "running": "\nRunning; Ctrl-C stops the demo.",
         "money": "RUB {amount}",
     },

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from datetime import date
 from typing import Annotated
 
 from fastapi import HTTPException, Path, Request, status
+from pydantic import BeforeValidator
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account
@@ -17,6 +20,16 @@ INT64_MAX = 2**63 - 1
 AccountId = Annotated[int, Path(ge=1, le=INT32_MAX, description="the account's id in crmwatch")]
 # Rows keyed by a BigInteger (findings, outbox actions, dashboard links).
 RowId = Annotated[int, Path(ge=1, le=INT64_MAX)]
+
+
+def _iso_day(value: object) -> object:
+    # pydantic would take "0" for 1970-01-01 (a Unix time); the schema says YYYY-MM-DD, and so do we.
+    if isinstance(value, str) and not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+        raise ValueError("a date as YYYY-MM-DD")
+    return value
+
+
+IsoDay = Annotated[date, BeforeValidator(_iso_day)]
 
 
 def runtime(request: Request) -> Runtime:

@@ -16,6 +16,7 @@ from app.accounts.endpoints import router as accounts_router
 from app.calls.endpoints import router as telephony_router
 from app.dashboard.endpoints import admin_router as dashboard_admin_router
 from app.dashboard.endpoints import router as dashboard_router
+from app.digest.endpoints import router as digest_router
 from app.findings.endpoints import router as findings_router
 from app.findings.page import router as finding_page_router
 from app.ingest.endpoints import HOOK_HANDLERS
@@ -116,6 +117,7 @@ def create_app(
     app.include_router(reports_router)
     app.include_router(call_stats_router)
     app.include_router(plans_router)
+    app.include_router(digest_router)
     app.include_router(dashboard_admin_router)
     app.include_router(dashboard_router)
     app.add_middleware(DeclaredBodyLimit, limit=settings.max_request_bytes, webhook_limit=settings.max_webhook_bytes)

@@ -3,6 +3,7 @@
 from app.accounts.models import Account
 from app.calls.models import Call, CallStatsDaily, TelephonyConfig
 from app.dashboard.models import DashboardLink
+from app.digest.models import DigestSettings
 from app.findings.models import Finding, FindingEvent
 from app.ingest.models import InboxEvent
 from app.mirror.models import (
@@ -33,6 +34,7 @@ __all__ = [
     "DashboardLink",
     "Deal",
     "DealContact",
+    "DigestSettings",
     "Finding",
     "FindingEvent",
     "InboxEvent",

@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     retention_findings_days: int = Field(default=365, ge=0)
     # How often the scheduler's leader purges.
     retention_purge_minutes: float = Field(default=60.0, gt=0)
+    # Where the morning digest reaches the Telegram Bot API (the demo points it at its emulator).
+    telegram_api_url: str = "https://api.telegram.org"
 
     # Background roles that `crmwatch serve` runs in-process.
     run_workers: bool = True

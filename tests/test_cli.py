@@ -70,6 +70,9 @@ def test_demo_runs_the_scripted_day_against_the_emulator(tmp_path):
     assert "(1\u00a0250\u00a0000 ₽)" in text and "сделка 3100" not in text
     # The PBX's calls: a talk nobody wrote down, a missed call, a number the CRM does not know.
     assert "+7 912 345-67-04" in text and "номер +79161234599" in text
+    # The morning digest, sent into the emulated Telegram chat and printed from there.
+    assert "Утренняя сводка руководителю отправлена в Telegram (эмулятор, чат -1001000000001)" in text
+    assert "  │ Утренняя сводка — " in text and "  │ Самые старые критичные нарушения" in text
     # Suppressed is explained where it shows.
     assert "(подавлено: пока по этой сделке открыто «Сделка без задачи»" in text
 
@@ -142,6 +145,7 @@ def test_demo_in_english(tmp_path):
     assert re.search(r"the sales team dashboard, amoCRM \(a read-only link\): http://\S+/dashboard/l/\S+", text)
     assert "deal “Заявка с сайта: кондиционеры в офис” (RUB 260,000)" in text
     assert "overdue by" in text  # crmwatch's own messages in English too
+    assert "  │ Morning digest — " in text and "  │ The oldest critical findings" in text
     assert not re.search(
         r"[А-Яа-я]",
         " ".join(

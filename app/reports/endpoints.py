@@ -6,21 +6,19 @@ scope of the person looking instead of the admin's whole team.
 
 from __future__ import annotations
 
-import re
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
-from pydantic import BeforeValidator
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account
 from app.calls.schemas import CallStatsOut
 from app.db import utcnow
-from app.deps import AccountId, account_or_404, runtime
+from app.deps import AccountId, IsoDay, account_or_404, runtime
 from app.mirror.models import Pipeline
 from app.rules.registry import RULES
 from app.runtime import Runtime
@@ -38,16 +36,6 @@ Format = Literal["json", "csv", "xlsx"]
 PresetParam = Literal["today", "yesterday", "this_week", "last_week", "this_month", "last_month"]
 ID_PATTERN = r"^[0-9A-Za-z_:.\-]{1,64}$"
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-
-
-def _iso_day(value: object) -> object:
-    # pydantic would take "0" for 1970-01-01 (a Unix time); the schema says YYYY-MM-DD, and so do we.
-    if isinstance(value, str) and not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
-        raise ValueError("a date as YYYY-MM-DD")
-    return value
-
-
-IsoDay = Annotated[date, BeforeValidator(_iso_day)]
 
 
 class PeriodParams:

@@ -27,8 +27,8 @@ from app.mirror.models import ContactPhone, Deal, DealContact, Note
 
 from .base import RenderContext, Rule, RuleContext, RuleSettings
 
-# Notes crmwatch itself writes carry call_not_logged's OWN_MARKER (app/outbox): they are not a contact.
-from .call_not_logged import OWN_MARKER
+# Notes crmwatch itself writes carry one of call_not_logged's OWN_MARKERS (app/outbox): they are not a contact.
+from .call_not_logged import OWN_MARKERS
 
 
 class Settings(RuleSettings):
@@ -62,7 +62,7 @@ def by_number(deal_id: Any, account_id: Any) -> Any:
 
 
 def own_note(note: Any) -> ColumnElement[bool]:
-    return and_(note.text.is_not(None), note.text.contains(OWN_MARKER))
+    return and_(note.text.is_not(None), or_(*(note.text.contains(m) for m in OWN_MARKERS)))
 
 
 def violations(ctx: RuleContext) -> Select[Any]:

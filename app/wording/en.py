@@ -268,3 +268,38 @@ REPORT_COLUMNS = {
 }
 REPORT_TOTAL = "Total"
 REPORT_SHEETS = {"managers": "Managers", "per_day": "Per day"}
+
+# The morning digest (app/digest): the preview page, Telegram, the CRM task.
+DIGEST = {
+    "title": "Morning digest — “{account}”, {day}",
+    "quoted": "“{name}”",
+    "fact": "Fact for {day}",
+    "manager": "Manager",
+    "calls": "Calls",
+    "successful_calls": "Successful (≥ 40 s)",
+    "cards_changed": "Cards changed",
+    "won": "Won",
+    "lost": "Lost",
+    "findings_opened": "Findings opened",
+    "findings_resolved": "Findings resolved",
+    "today": "Today's plan",
+    "tasks_due": "Tasks due today",
+    "meetings": "Meetings",
+    "pace": "Pace against the plan for {month}",
+    "pace_line": "{name}: {milestone} {fact} of {target} (expected {expected})",
+    "behind": "behind by {percent} %",
+    "on_track": "on track",
+    "no_plan": "No plan for the month.",
+    "critical": "The oldest critical findings",
+    "no_critical": "No open critical findings.",
+    "since": "since {at}",
+    "nothing": "No data.",
+    "total": "Total",
+    "milestones": {
+        "revenue": "revenue",
+        "won_deals": "won deals",
+        "first_contact": "first contacts",
+        "meeting_held": "meetings",
+        "proposal_sent": "proposals",
+    },
+}

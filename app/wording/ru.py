@@ -270,3 +270,38 @@ REPORT_COLUMNS = {
 }
 REPORT_TOTAL = "Итого"
 REPORT_SHEETS = {"managers": "Менеджеры", "per_day": "По дням"}
+
+# The morning digest (app/digest): the preview page, Telegram, the CRM task.
+DIGEST = {
+    "title": "Утренняя сводка — «{account}», {day}",
+    "quoted": "«{name}»",
+    "fact": "Факт за {day}",
+    "manager": "Менеджер",
+    "calls": "Звонки",
+    "successful_calls": "Успешные (≥ 40 с)",
+    "cards_changed": "Изменено карточек",
+    "won": "Выиграно",
+    "lost": "Проиграно",
+    "findings_opened": "Нарушений открыто",
+    "findings_resolved": "Нарушений закрыто",
+    "today": "План на сегодня",
+    "tasks_due": "Задачи на сегодня",
+    "meetings": "Встречи",
+    "pace": "Темп к плану месяца {month}",
+    "pace_line": "{name}: {milestone} {fact} из {target} (ожидалось {expected})",
+    "behind": "отстаёт на {percent} %",
+    "on_track": "в графике",
+    "no_plan": "Плана на месяц нет.",
+    "critical": "Самые старые критичные нарушения",
+    "no_critical": "Открытых критичных нарушений нет.",
+    "since": "с {at}",
+    "nothing": "Нет данных.",
+    "total": "Итого",
+    "milestones": {
+        "revenue": "выручка",
+        "won_deals": "выигранные сделки",
+        "first_contact": "первые контакты",
+        "meeting_held": "встречи",
+        "proposal_sent": "КП",
+    },
+}
