@@ -1,7 +1,7 @@
 """speed to lead: the index lead_not_contacted and the first-contact report find new deals by
 
-Revision ID: 0010_i13b_lead
-Revises: 0010_i13b
+Revision ID: 0014
+Revises: 0013
 Create Date: 2026-12-05
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0010_i13b_lead"
-down_revision = "0010_i13b"
+revision = "0014"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 

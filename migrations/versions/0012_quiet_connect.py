@@ -1,7 +1,7 @@
 """quiet first connect: paused accounts, the backlog a new connection finds, grouped outbox actions
 
-Revision ID: 0010_i13a
-Revises: 0010_i16a_companies
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-05
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010_i13a"
-down_revision = "0010_i16a_companies"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 

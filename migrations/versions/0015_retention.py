@@ -1,7 +1,7 @@
 """retention: the indexes the purge of old inbox, outbox and finding rows reads
 
-Revision ID: 0010_i17a
-Revises: 0010_i13b_lead
+Revision ID: 0015
+Revises: 0014
 Create Date: 2026-12-05
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0010_i17a"
-down_revision = "0010_i13b_lead"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 

@@ -1,6 +1,6 @@
 """plans: a month's plan per manager (revenue and/or won deals)
 
-Revision ID: 0010_i16a
+Revision ID: 0010
 Revises: 0009
 Create Date: 2026-12-05
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010_i16a"
+revision = "0010"
 down_revision = "0009"
 branch_labels = None
 depends_on = None

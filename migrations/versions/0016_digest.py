@@ -1,7 +1,7 @@
 """digest: per-account settings of the morning digest (channels, local time, sealed bot token)
 
-Revision ID: 0011_i16b
-Revises: 0010_i17a
+Revision ID: 0016
+Revises: 0015
 Create Date: 2026-12-05
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0011_i16b"
-down_revision = "0010_i17a"
+revision = "0016"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 

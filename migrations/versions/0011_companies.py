@@ -1,7 +1,7 @@
 """companies: client companies in the mirror, and the deal's company (ABC/XYZ by company)
 
-Revision ID: 0010_i16a_companies
-Revises: 0010_i16a
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-05
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010_i16a_companies"
-down_revision = "0010_i16a"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 

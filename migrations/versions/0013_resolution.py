@@ -1,7 +1,7 @@
 """honest resolution: why each finding stopped being open, on the finding and in its history
 
-Revision ID: 0010_i13b
-Revises: 0010_i13a
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-12-05
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010_i13b"
-down_revision = "0010_i13a"
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
