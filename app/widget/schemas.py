@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr, UrlConstraints
 
 
 class CardFinding(BaseModel):
@@ -42,7 +42,8 @@ class WidgetConfigIn(BaseModel):
     client_secret: SecretStr | None = Field(
         default=None, min_length=8, description="the amoCRM integration's secret key (signs the widget tokens)"
     )
-    audience: HttpUrl | None = Field(
+    # Bounded by its column (widget_configs.audience, 500 characters): longer was a 500 on PostgreSQL.
+    audience: Annotated[HttpUrl, UrlConstraints(max_length=500)] | None = Field(
         default=None, description="the tokens' `aud`: the origin of the integration's redirect_uri"
     )
 

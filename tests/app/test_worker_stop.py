@@ -149,10 +149,11 @@ async def test_a_loop_stuck_in_a_request_is_cancelled_and_gives_its_claims_back(
     async with rt.sessions() as s:
         rows = list(await s.scalars(select(OutboxAction)))
     # Back in the queue at once; attempts count the interrupted claim, so the next one reads back first.
+    # (Rows no lane had claimed yet when stop came, on a slow machine, are untouched: attempts 0.)
     assert rows and all(r.status == "pending" and r.next_attempt_at <= utcnow() for r in rows), [
         f"{r.id}:{r.status}:{r.attempts}:{(r.next_attempt_at - utcnow()).total_seconds():.1f}" for r in rows
     ]
-    assert {r.attempts for r in rows} == {1}
+    assert 1 in {r.attempts for r in rows} and {r.attempts for r in rows} <= {0, 1}
 
 
 def closed_port() -> int:

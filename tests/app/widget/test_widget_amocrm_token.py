@@ -308,3 +308,13 @@ async def test_an_oauth_accounts_client_secret_and_redirect_uri_sign_its_tokens(
         credentials=rt.box.seal({"access_token": "t"}),
     )
     assert amocrm_token.signing_key(plain, None, rt.box, "http://crmwatch.test") is None
+
+
+async def test_an_audience_longer_than_its_column_is_refused_and_nothing_changes(client, rt, amo):
+    """Found by schemathesis: a 2,000-character audience URL was a 500 on PostgreSQL."""
+    acc = await widget_account(client, rt, amo, secret=None)
+    before = (await client.get(f"/api/accounts/{acc['id']}/widget")).json()
+    long_url = "https://" + ".".join(["a" * 60] * 33) + ".example"
+    resp = await client.put(f"/api/accounts/{acc['id']}/widget", json={"audience": long_url})
+    assert resp.status_code == 422 and "audience" in resp.text
+    assert (await client.get(f"/api/accounts/{acc['id']}/widget")).json() == before
