@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 
 class TelephonyIn(BaseModel):
@@ -14,7 +14,7 @@ class TelephonyIn(BaseModel):
         json_schema_extra={"example": {"api_key": "…", "api_salt": "…", "extensions": {"101": "5512345"}}},
     )
     extensions: dict[str, str | int] = Field(default_factory=dict, description="PBX extension or login → CRM user id")
-    log_calls: bool = Field(default=False, description="write each finished call into the matched card")
+    log_calls: StrictBool = Field(default=False, description="write each finished call into the matched card")
 
     @field_validator("extensions")
     @classmethod

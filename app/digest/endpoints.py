@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, field_validator
 
 from app.db import utcnow
 from app.deps import AccountId, IsoDay, account_or_404, runtime
@@ -62,12 +62,13 @@ class EmailIn(BaseModel):
 
 class DigestSettingsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    enabled: bool = True
+    # JSON booleans only, as the schema says ("0" is refused, not read as false).
+    enabled: StrictBool = True
     send_at: str = Field("09:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", description="local time, HH:MM")
     telegram: TelegramIn | None = Field(None, description="null: no Telegram")
     email: EmailIn | None = Field(None, description="null: no email")
     language: Literal["ru", "en"] | None = Field(None, description="the digest's language; null: the account's")
-    crm: bool = Field(False, description="a task on no card in the CRM for crm_user_id")
+    crm: StrictBool = Field(False, description="a task on no card in the CRM for crm_user_id")
     crm_user_id: str | None = Field(None, max_length=64, description="default: the rules' supervisor_user_id")
 
 
