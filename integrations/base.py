@@ -351,6 +351,11 @@ class CrmClient(Protocol):
         returns request_id → the CRM's id for those it took (a number it knows no one with is dropped)."""
         ...
 
+    async def find_calls(self, calls: list[NewCall]) -> dict[str, str]:
+        """Reads back what a lost answer to log_calls may have written: request_id → the CRM's id,
+        for those of these calls the CRM already holds (found by their `uniq`)."""
+        ...
+
     async def search_phone(self, phone: str, *, region: str) -> PhoneLookup:
         """Contacts and companies carrying this E.164 number, and the deals linked to them: the
         fallback when the mirror knows no contact with the number."""

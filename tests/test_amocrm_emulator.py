@@ -288,6 +288,40 @@ def test_task_writes_are_read_back(state: EmulatorState) -> None:
     assert done["_embedded"]["tasks"][0]["result"] == {"text": "Готово"}
 
 
+def test_calls_are_filed_where_amocrm_files_them_and_listed_by_card(state: EmulatorState) -> None:
+    """POST /api/v4/calls: one open lead → the lead's card; two → the contact's; a company's number
+    → the company's card; nobody with the number → dropped. Matched on the last 10 digits."""
+    state.add_contact(9001, "Один", phones=["+7 (999) 000-00-01"])
+    state.add_lead(31000001, "Одна сделка", 4100000, 41000001, contact_ids=[9001])
+    state.add_contact(9002, "Два", phones=["8 999 000 00 02"])
+    state.add_lead(31000002, "Первая", 4100000, 41000001, contact_ids=[9002])
+    state.add_lead(31000003, "Вторая", 4100000, 41000001, contact_ids=[9002])
+    state.add_company(9500, "ООО Ромашка", phones=["+7 999 000-00-03"])
+    client = make_client(state)
+
+    def call(phone: str, uniq: str) -> dict:
+        return {"direction": "inbound", "uniq": uniq, "duration": 5, "source": "t", "phone": phone, "request_id": uniq}
+
+    items = [call("79990000001", "u1"), call("+7 999 000-00-02", "u2"), call("89990000003", "u3"), call("+7999", "u4")]
+    resp = client.post("/api/v4/calls", json=items, headers=AUTH)
+    assert resp.status_code == 200
+    answered = {r["request_id"]: (r["entity_type"], r["entity_id"]) for r in resp.json()["_embedded"]["calls"]}
+    assert answered == {"u1": ("leads", 31000001), "u2": ("contacts", 9002), "u3": ("companies", 9500)}
+
+    def uniqs(entity: str, **params: str) -> list[str]:
+        got = client.get(f"/api/v4/{entity}/notes", params=params, headers=AUTH)
+        return [] if got.status_code == 204 else [n["params"]["uniq"] for n in got.json()["_embedded"]["notes"]]
+
+    calls = {"filter[note_type][]": "call_in"}
+    assert uniqs("leads", **calls) == ["u1"] and uniqs("contacts", **calls) == ["u2"]
+    assert uniqs("companies", **calls) == ["u3"]
+    assert uniqs("contacts", **{**calls, "filter[updated_at][from]": str(state.unix_now() + 60)}) == []
+    assert client.get("/api/v4/tasks/notes", headers=AUTH).status_code == 404
+    # The same uniq again is a second call: amoCRM does not deduplicate, so crmwatch must read back.
+    client.post("/api/v4/calls", json=[call("79990000001", "u1")], headers=AUTH)
+    assert uniqs("leads", **calls) == ["u1", "u1"]
+
+
 def test_writes_over_50_items_or_unknown_entities_are_400(state: EmulatorState) -> None:
     add_leads(state, 1)
     client = make_client(state)

@@ -4,7 +4,8 @@ A call is queued in the same transaction that learns it is finished and matched,
 call, so it is written once. amoCRM files a call by its number (POST /api/v4/calls) and drops a
 number no contact carries: a call matched to a deal only through a company, or not to a contact
 at all, is written as a note on the matched deal instead (marked, so a lost answer is found
-again rather than written twice).
+again rather than written twice). A call sent by number carries its `uniq`; a row tried before
+(a lost answer, a worker killed mid-request) asks the CRM for that uniq before sending again.
 """
 
 from __future__ import annotations
@@ -88,6 +89,22 @@ def note_text(call: Call, lang: str, timezone: str, marker: str) -> str:
     return f"{what} {number}, {when}, {how}{record}\n{marker}"
 
 
+def new_call(row: OutboxAction, call: Call) -> NewCall:
+    """The call as the CRM is asked to file it; `uniq` names the call, so a resend is found again."""
+    return NewCall(
+        request_id=str(row.id),
+        direction=CallDirection(call.direction or "out"),
+        phone=call.client_number,
+        status=CallStatus(call.status or "missed"),
+        talk_seconds=call.talk_seconds or 0,
+        started_at=call.started_at or call.created_at,
+        uniq=f"{UNIQ_PREFIX}{call.provider}:{call.provider_call_id}",
+        responsible_user_id=call.manager_id,
+        recording_url=call.recording_url,
+        contact_id=call.contact_id,
+    )
+
+
 async def send(batch: Batch) -> Outcome:
     """Delivers one batch of log_call rows: calls by number where a contact carries it, notes otherwise."""
     client, account, rows, out = batch.client, batch.account, batch.rows, batch.outcome
@@ -107,24 +124,18 @@ async def send(batch: Batch) -> Outcome:
         if call is not None:
             texts[row.id] = note_text(call, account.language, account.timezone, marker(row.id))
     if by_number:
-        created = await client.log_calls(
-            [
-                NewCall(
-                    request_id=str(row.id),
-                    direction=CallDirection(call.direction or "out"),
-                    phone=call.client_number,
-                    status=CallStatus(call.status or "missed"),
-                    talk_seconds=call.talk_seconds or 0,
-                    started_at=call.started_at or call.created_at,
-                    uniq=f"{UNIQ_PREFIX}{call.provider}:{call.provider_call_id}",
-                    responsible_user_id=call.manager_id,
-                    recording_url=call.recording_url,
-                    contact_id=call.contact_id,
-                )
-                for row, call in by_number
-            ]
-        )
+        new_calls = {row.id: new_call(row, call) for row, call in by_number}
+        # A row tried before may have been written with its answer lost: find it by its uniq first.
+        retried = [new_calls[row.id] for row, _ in by_number if row.attempts > 1]
+        found = await client.find_calls(retried) if retried else {}
         for row, _ in by_number:
+            if str(row.id) in found:
+                done[row.id] = found[str(row.id)]
+        todo_calls = [new_calls[row.id] for row, _ in by_number if row.id not in done]
+        created = await client.log_calls(todo_calls) if todo_calls else {}
+        for row, _ in by_number:
+            if row.id in done:
+                continue
             if str(row.id) in created:
                 done[row.id] = created[str(row.id)]
             else:

@@ -301,6 +301,27 @@ class AmoCrmClient:
         resp = await self.request("POST", "/api/v4/calls", json=body, idempotent=False)
         return _created(resp, "calls")
 
+    async def find_calls(self, calls: list[NewCall]) -> dict[str, str]:
+        """Calls already filed (a lost answer to POST /api/v4/calls), found by their `uniq`.
+
+        amoCRM answers a logged call with the call note it made (call_in / call_out, `uniq` in its
+        params) on the lead when the number's contact or company has one open lead, else on that
+        contact or company. So the notes of calls of all three kinds are read, those changed since
+        the earliest call began (a call is written after it began; less a margin for clocks)."""
+        if not calls:
+            return {}
+        wanted = {c.uniq: c.request_id for c in calls}
+        since = int(min(c.started_at for c in calls).timestamp()) - FIND_CALLS_MARGIN_S
+        params = {"filter[note_type][]": ["call_in", "call_out"], "filter[updated_at][from]": since}
+        found: dict[str, str] = {}
+        for entity in ("leads", "contacts", "companies"):
+            async for rows in self.paginate(f"/api/v4/{entity}/notes", "notes", params):
+                for row in rows:
+                    uniq = (row.get("params") or {}).get("uniq") if isinstance(row.get("params"), dict) else None
+                    if uniq in wanted:
+                        found[wanted[uniq]] = str(row["id"])
+        return found
+
     async def close_tasks(self, closures: list[TaskClosure]) -> None:
         # Completing a completed task changes nothing: safe to retry.
         body = [{"id": int(c.task_id), "is_completed": True, "result": {"text": c.result_text}} for c in closures]
@@ -515,6 +536,8 @@ def _note(n: dict[str, Any]) -> NoteAdded | None:
 
 # crmwatch's marks: #cw<row id>, or its page's link, …/f/<row id>-<signature>.
 _MARKER = re.compile(r"#cw\d+|/f/\d+-")
+# How far before a call's start its note may seem to have changed (amoCRM's clock against ours).
+FIND_CALLS_MARGIN_S = 600
 # call_status of POST /api/v4/calls: 4 talked, 6 no answer, 7 busy.
 CALL_STATUS_CODES = {CallStatus.ANSWERED: 4, CallStatus.MISSED: 6, CallStatus.BUSY: 7, CallStatus.FAILED: 6}
 

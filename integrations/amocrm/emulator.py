@@ -32,6 +32,7 @@ MAX_EVENTS_LIMIT = 100
 MAX_WRITE_BATCH = 50
 TOKEN_TTL_S = 86400
 NOTE_TYPES = ("common", "call_in", "call_out")
+NOTE_ENTITIES = ("leads", "contacts", "companies")  # the cards a note can be on (GET /api/v4/<entity>/notes)
 STAGE_COLORS = ("#99ccff", "#ffff99", "#ffcc66", "#ffcccc", "#d6eaff", "#deff81")
 HAL_JSON = "application/hal+json"
 PROBLEM_JSON = "application/problem+json"
@@ -403,7 +404,9 @@ class EmulatorState:
         params: dict | None = None,
         created_by: int | None = None,
         created_at: int | None = None,
+        entity_type: str = "leads",
     ) -> dict:
+        """A note on a card: a lead's (`lead_id`) unless `entity_type` says a contact's or a company's."""
         if note_type not in NOTE_TYPES:
             raise ValueError(f"note_type must be one of {NOTE_TYPES}")
         if note_type == "common":
@@ -424,6 +427,7 @@ class EmulatorState:
             "note_type": note_type,
             "params": params,
             "account_id": self.account["id"],
+            "entity_type": entity_type,  # not on the wire: which GET /api/v4/<entity>/notes lists it
         }
         self.notes[id] = note
         return note
@@ -749,7 +753,9 @@ def _render_task(base: str, task: dict) -> dict:
 
 
 def _render_note(base: str, note: dict) -> dict:
-    return {**note, "_links": _link(base, f"/api/v4/leads/{note['entity_id']}/notes/{note['id']}")}
+    entity = note.get("entity_type", "leads")
+    body = {k: v for k, v in note.items() if k != "entity_type"}
+    return {**body, "_links": _link(base, f"/api/v4/{entity}/{note['entity_id']}/notes/{note['id']}")}
 
 
 def _render_account(state: EmulatorState, base: str, withs: set[str]) -> dict:
@@ -890,9 +896,40 @@ def _create_notes(state: EmulatorState, items: list[dict]) -> list[tuple[dict, s
     return created
 
 
+def _last10(phone: str) -> str:
+    return "".join(ch for ch in phone if ch.isdigit())[-10:]
+
+
+def _call_card(state: EmulatorState, phone: str) -> tuple[str, int] | None:
+    """Where amoCRM files a call by number: the contact (else the company) whose phone ends in the
+    same 10 digits; on its lead when it has exactly one open lead, else on the contact or company
+    itself. None: nobody has the number, the call is dropped."""
+    wanted = _last10(phone)
+    if not wanted:
+        return None
+
+    def carries(row: dict) -> bool:
+        return any(_last10(p) == wanted for p in row.get("phones", ()))
+
+    def open_lead(lead_id: int) -> bool:
+        lead = state.leads.get(lead_id)
+        return lead is not None and not lead["is_deleted"] and lead["status_id"] not in CLOSED_STATUS_IDS
+
+    contact = next((c for c in sorted(state.contacts.values(), key=lambda r: r["id"]) if carries(c)), None)
+    if contact is not None:
+        leads = [i for i, lead in sorted(state.leads.items()) if contact["id"] in lead["contact_ids"] and open_lead(i)]
+        return ("leads", leads[0]) if len(leads) == 1 else ("contacts", contact["id"])
+    company = next((c for c in sorted(state.companies.values(), key=lambda r: r["id"]) if carries(c)), None)
+    if company is not None:
+        leads = [i for i in company["lead_ids"] if open_lead(i)]
+        return ("leads", leads[0]) if len(leads) == 1 else ("companies", company["id"])
+    return None
+
+
 def _log_calls(state: EmulatorState, items: list[dict]) -> list[tuple[dict, str]]:
-    """POST /api/v4/calls: a call lands on the open lead of the contact with its number (as a call
-    note); a number no contact has is dropped."""
+    """POST /api/v4/calls: a call becomes a call note (call_in / call_out, `uniq` in its params) on
+    the card _call_card picks; a number nobody has is dropped (absent from the answer). Like
+    amoCRM, a second call with the same uniq is a second note: nothing here deduplicates."""
     for i, item in enumerate(items):
         if item.get("direction") not in ("inbound", "outbound"):
             raise _validation_error(i, "direction", "direction must be inbound or outbound")
@@ -903,33 +940,18 @@ def _log_calls(state: EmulatorState, items: list[dict]) -> list[tuple[dict, str]
             raise _validation_error(i, "source", "source is required")
     created = []
     for i, item in enumerate(items):
-        contact = next(
-            (
-                c
-                for c in sorted(state.contacts.values(), key=lambda r: r["id"])
-                if _matches_query(c, item["phone"]) and "".join(ch for ch in item["phone"] if ch.isdigit())
-            ),
-            None,
-        )
-        if contact is None:
-            continue
-        leads = [
-            lead
-            for lead in state.leads.values()
-            if contact["id"] in lead["contact_ids"]
-            and not lead["is_deleted"]
-            and lead["status_id"] not in CLOSED_STATUS_IDS
-        ]
-        if len(leads) != 1:
+        card = _call_card(state, item["phone"])
+        if card is None:
             continue
         params = {k: item[k] for k in ("uniq", "duration", "source", "link", "phone", "call_status") if k in item}
         note = state.add_note(
             state.next_id(state.notes, 61000000),
-            leads[0]["id"],
+            card[1],
             "call_in" if item["direction"] == "inbound" else "call_out",
             params=params,
             created_by=item.get("responsible_user_id") or state.account["current_user_id"],
             created_at=state.unix_now(),
+            entity_type=card[0],
         )
         created.append((note, str(item.get("request_id", i))))
     return created
@@ -1076,9 +1098,12 @@ def create_emulator_app(state: EmulatorState, rate_limit_per_s: int | None = 7) 
         rows.sort(key=lambda e: (e["created_at"], e["id"]), reverse=True)
         return _paged(request, rows, "events", dict, max_limit=MAX_EVENTS_LIMIT)
 
-    @app.get("/api/v4/leads/notes")
-    async def notes(request: Request) -> Response:
-        rows = _filtered(request, state.notes.values(), ids=("id", "entity_id"), ranges=("updated_at",))
+    @app.get("/api/v4/{entity}/notes")
+    async def notes(request: Request, entity: str) -> Response:
+        if entity not in NOTE_ENTITIES:
+            raise ApiError(404, "Not found")
+        mine = (n for n in state.notes.values() if n.get("entity_type", "leads") == entity)
+        rows = _filtered(request, mine, ids=("id", "entity_id"), ranges=("updated_at",))
         types = set(_multi(request, "filter[note_type]"))
         if types:
             rows = [n for n in rows if n["note_type"] in types]
@@ -1131,6 +1156,6 @@ def create_emulator_app(state: EmulatorState, rate_limit_per_s: int | None = 7) 
 
     @app.post("/api/v4/calls")
     async def log_calls(request: Request) -> Response:
-        return await write(request, "calls", _log_calls, _render_note, ("entity_id",))
+        return await write(request, "calls", _log_calls, _render_note, ("entity_id", "entity_type"))
 
     return app

@@ -518,18 +518,7 @@ class Bitrix24Crm(Bitrix24Client):
                 "webhook: connect the portal as an app to log calls into cards"
             )
         external = {c.request_id: calls_wire.external_call_id(c.uniq) for c in calls}
-        done: dict[str, str] = {}
-        keyed = {f"x{i}": c for i, c in enumerate(calls)}
-        seen = await self.batch_all(
-            {
-                k: ("voximplant.statistic.get", {"FILTER": {"EXTERNAL_CALL_ID": external[c.request_id]}})
-                for k, c in keyed.items()
-            }
-        )
-        for k, c in keyed.items():
-            rows = seen.result.get(k)
-            if isinstance(rows, list) and rows and isinstance(rows[0], dict) and rows[0].get("ID"):
-                done[c.request_id] = str(rows[0]["ID"])
+        done = await self.find_calls(calls)
         todo = [c for c in calls if c.request_id not in done and c.responsible_user_id]
         for start in range(0, len(todo), MAX_BATCH // 2):
             commands: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -551,6 +540,27 @@ class Bitrix24Crm(Bitrix24Client):
                     done[c.request_id] = str(row["ID"])
             if not any(c.request_id in done for c in part.values()):
                 _raise_refused(result, "log a call")
+        return done
+
+    async def find_calls(self, calls: list[NewCall]) -> dict[str, str]:
+        """Calls the portal's statistics already hold, by their EXTERNAL_CALL_ID (our `uniq`)."""
+        done: dict[str, str] = {}
+        if not calls:
+            return done
+        keyed = {f"x{i}": c for i, c in enumerate(calls)}
+        seen = await self.batch_all(
+            {
+                k: (
+                    "voximplant.statistic.get",
+                    {"FILTER": {"EXTERNAL_CALL_ID": calls_wire.external_call_id(c.uniq)}},
+                )
+                for k, c in keyed.items()
+            }
+        )
+        for k, c in keyed.items():
+            rows = seen.result.get(k)
+            if isinstance(rows, list) and rows and isinstance(rows[0], dict) and rows[0].get("ID"):
+                done[c.request_id] = str(rows[0]["ID"])
         return done
 
     # -- events ------------------------------------------------------------------------------------
