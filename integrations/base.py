@@ -337,6 +337,11 @@ class CrmClient(Protocol):
 
     async def close_tasks(self, closures: list[TaskClosure]) -> None: ...
 
+    async def completed_tasks(self, task_ids: list[str]) -> set[str]:
+        """Which of these tasks (ids as create_tasks returned them) the CRM holds as completed: a
+        close whose answer was lost is read back rather than written again."""
+        ...
+
     async def find_marked(self, kind: str, deal_ids: list[str], markers: list[str]) -> dict[str, str]:
         """Reads back what a lost answer may have created: marker → CRM id, for tasks or notes
         on these deals whose text carries one of the markers."""

@@ -506,6 +506,15 @@ async def _close(rt: Runtime, client: Any, rows: list[OutboxAction], words: dict
             out.postponed.add(row.id)  # the task itself is still on its way
         else:
             closures.append((row, TaskClosure(task_id=task.external_id, result_text=words[row.id].text)))
+    # Tried before: the close may have landed with its answer lost. A task already completed is
+    # not written again (each write would record the result once more).
+    retried = [c.task_id for row, c in closures if row.attempts > 1]
+    if retried:
+        completed = await client.completed_tasks(retried)
+        for row, c in closures:
+            if row.attempts > 1 and c.task_id in completed:
+                out.sent[row.id] = None
+        closures = [(row, c) for row, c in closures if row.id not in out.sent]
     if closures:
         await client.close_tasks([c for _, c in closures])
         for row, _ in closures:

@@ -9,7 +9,7 @@ it, the lease runs out and the rows come back with attempts > 1. Such a row is n
 blindly: every task and note carries a mark of its row (the link to its page, …/f/<row id>-…;
 a call-log note, #cw<row id>) and, for a row that was tried
 before, the deal's tasks or notes are read back first; a row whose marker is there is recorded
-as sent. Closing a task is idempotent and simply repeats.
+as sent. A close tried before first reads back whether its task is already completed.
 
 Failures follow the row's own schedule: backoff with jitter from seconds to an hour, and after
 three days the row goes to "dead", visible in the API, where it can be retried by hand.

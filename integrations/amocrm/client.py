@@ -323,9 +323,19 @@ class AmoCrmClient:
         return found
 
     async def close_tasks(self, closures: list[TaskClosure]) -> None:
-        # Completing a completed task changes nothing: safe to retry.
+        # Not retried blindly after a 5xx or a timeout (each repeat writes the result again): the
+        # caller reads back with completed_tasks before closing again.
         body = [{"id": int(c.task_id), "is_completed": True, "result": {"text": c.result_text}} for c in closures]
-        await self.request("PATCH", "/api/v4/tasks", json=body)
+        await self.request("PATCH", "/api/v4/tasks", json=body, idempotent=False)
+
+    async def completed_tasks(self, task_ids: list[str]) -> set[str]:
+        ids = sorted({int(t) for t in task_ids if t.isdigit()})
+        done: set[str] = set()
+        for start in range(0, len(ids), PAGE_LIMIT):
+            params = {"filter[id][]": ids[start : start + PAGE_LIMIT]}
+            async for rows in self.paginate("/api/v4/tasks", "tasks", params):
+                done |= {str(r["id"]) for r in rows if r.get("is_completed")}
+        return done
 
     async def find_marked(self, kind: str, deal_ids: list[str], markers: list[str]) -> dict[str, str]:
         path, key = ("/api/v4/tasks", "tasks") if kind == "task" else ("/api/v4/leads/notes", "notes")

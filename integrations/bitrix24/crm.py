@@ -367,7 +367,8 @@ class Bitrix24Crm(Bitrix24Client):
         return created
 
     async def close_tasks(self, closures: list[TaskClosure]) -> None:
-        # Completing a completed activity or task changes nothing: safe to retry.
+        # Completing a completed activity or task changes nothing, but each write is a change in the
+        # portal's history: a close tried before reads back first (completed_tasks).
         commands: dict[str, tuple[str, dict[str, Any]]] = {}
         for c in closures:
             if c.task_id.startswith(TASK_PREFIX):
@@ -378,10 +379,33 @@ class Bitrix24Crm(Bitrix24Client):
                     {"id": c.task_id[len(ACTIVITY_PREFIX) :], "fields": {"COMPLETED": "Y"}},
                 )
         if commands:
-            result = await self.batch_all(commands)
+            # Not retried blindly after a 5xx or a timeout: the caller reads back (completed_tasks).
+            result = await self.batch_all(commands, idempotent=False)
             refused = {k: e for k, e in result.errors.items() if not _not_found(e)}
             if refused:
                 raise CrmRequestError(f"Bitrix24 refused to complete {sorted(refused)}: {next(iter(refused.values()))}")
+
+    async def completed_tasks(self, task_ids: list[str]) -> set[str]:
+        """Completed activities (COMPLETED=Y) and tasks (STATUS 5) among these, read in one batch."""
+        commands: dict[str, tuple[str, dict[str, Any]]] = {}
+        for t in task_ids:
+            if t.startswith(TASK_PREFIX):
+                commands[t] = ("tasks.task.get", {"taskId": t[len(TASK_PREFIX) :], "select": ["ID", "STATUS"]})
+            elif t.startswith(ACTIVITY_PREFIX):
+                commands[t] = ("crm.activity.get", {"id": t[len(ACTIVITY_PREFIX) :]})
+        if not commands:
+            return set()
+        result = await self.batch_all(commands)
+        done: set[str] = set()
+        for key, value in result.result.items():
+            if not isinstance(value, dict):
+                continue
+            if key.startswith(ACTIVITY_PREFIX) and value.get("COMPLETED") == "Y":
+                done.add(key)
+            task = value.get("task") if key.startswith(TASK_PREFIX) else None
+            if isinstance(task, dict) and str(task.get("status") or task.get("STATUS")) == "5":
+                done.add(key)
+        return done
 
     async def find_marked(self, kind: str, deal_ids: list[str], markers: list[str]) -> dict[str, str]:
         wanted = set(markers)
