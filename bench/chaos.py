@@ -124,6 +124,25 @@ class World:
     keys: dict[str, str] = field(default_factory=dict)  # crm → hook key
 
     planned: set[tuple[str, int]] = field(default_factory=set)  # (crm, deal) a manager has planned
+    b24_completions: Counter[str] = field(default_factory=Counter)  # activity id → crm.activity.update to done
+
+    def count_b24_completions(self) -> None:
+        """Wraps the portal's crm.activity.update to count the writes that complete an activity."""
+        update = self.b24.m_crm_activity_update
+
+        def counted(params: dict) -> dict:
+            fields = params.get("fields") or {}
+            if isinstance(fields, dict) and str(fields.get("COMPLETED", "")).upper() == "Y":
+                self.b24_completions[str(params.get("id"))] += 1
+            return update(params)
+
+        self.b24.m_crm_activity_update = counted  # type: ignore[method-assign]
+
+    def close_writes(self, crm: str) -> Counter[str]:
+        """How many times each task was written completed (amoCRM PATCH items; Bitrix24 updates)."""
+        if crm == "amocrm":
+            return Counter(str(w["id"]) for m, p, w in self.amo.writes if (m, p) == ("PATCH", "/api/v4/tasks"))
+        return self.b24_completions
 
     def unplanned(self, crm: str) -> int | None:
         """A deal that carries crmwatch's task (its finding is open) and no manager's plan yet."""
@@ -655,6 +674,8 @@ async def verify(url: str, world: World, tally: Tally) -> dict[str, int]:
         opened = {r.id: r for r in mine if r.kind == "create_task"}
         found[f"{crm}: plans posted"] = tally.plans[crm]
         found[f"{crm}: closes sent"] = len([r for r in closes if r.status == "sent"])
+        # Each close written once: a lost answer is read back, not written again.
+        found[f"{crm}: closes written twice"] = sum(n - 1 for n in world.close_writes(crm).values() if n > 1)
         found[f"{crm}: closes not applied in CRM"] = len(
             [
                 r
@@ -663,9 +684,6 @@ async def verify(url: str, world: World, tally: Tally) -> dict[str, int]:
                 and not completed.get(getattr(opened.get(r.ref_id), "external_id", None) or "", False)
             ]
         )
-    # Repeated closes are harmless (completing a completed task changes nothing), but counted.
-    patches = Counter(w["id"] for m, p, w in world.amo.writes if m == "PATCH" and p == "/api/v4/tasks")
-    found["amocrm: close writes repeated (idempotent)"] = sum(n - 1 for n in patches.values() if n > 1)
     return found
 
 
@@ -685,6 +703,7 @@ CHECKS = (
             "calls acked but not logged",
             "call logs duplicated in CRM",
             "closes not applied in CRM",
+            "closes written twice",
         )
     ),
 )
@@ -705,6 +724,7 @@ async def run(args: argparse.Namespace, url: str) -> int:
         deals=args.deals,
     )
     seed_crms(world)
+    world.count_b24_completions()
     emulators = [
         serve(create_emulator_app(world.amo, rate_limit_per_s=None), world.amo_port),
         serve(create_bitrix24_app(world.b24), world.b24_port),

@@ -57,5 +57,6 @@ def test_a_small_chaos_run_loses_nothing_and_does_nothing_twice():
             "calls acked but not logged",
             "call logs duplicated in CRM",
             "closes not applied in CRM",
+            "closes written twice",
         ):
             assert rows[f"{crm}: {check}"] == "0", f"{crm}: {check}"
