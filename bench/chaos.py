@@ -250,7 +250,13 @@ async def seed_amocrm_account(url: str, world: World) -> None:
 
 
 async def save_rules(s, account_id: int) -> None:
-    doc = {"rules": {name: {"enabled": name == "deal_without_task"} for name in RULES}}
+    # A task for each finding, the backlog found at connecting included (not one summing task per
+    # person), so every seeded deal's task is there for a plan to close.
+    doc = {
+        "rules": {name: {"enabled": name == "deal_without_task"} for name in RULES},
+        "announce_backlog": "all",
+        "flood_limit": 10_000,
+    }
     await rules_config.save(s, account_id, rules_config.RulesDocument.model_validate(doc))
 
 
