@@ -249,16 +249,13 @@ async def funnel(
         first = min(first, today(oldest, account.timezone))
     last = max(period.day_to, today(now, account.timezone)) + timedelta(days=1)
     table = working_table(cal, first, last)
-    times = {
-        r.stage_id: (float(r.seconds) if r.seconds is not None else None)
-        for r in await repo.stage_times(
-            s, account.id, pipeline_id, period.start, period.end, now, account.timezone, table, scope.managers
-        )
-    }
-    conversion = {
-        r.stage_id: (int(r.entered), int(r.moved_on or 0))
-        for r in await repo.stage_conversion(s, account.id, pipeline_id, period.start, period.end, scope.managers)
-    }
+    times: dict[str, float | None] = {}
+    conversion: dict[str, tuple[int, int]] = {}
+    for r in await repo.stage_figures(
+        s, account.id, pipeline_id, period.start, period.end, now, account.timezone, table, scope.managers
+    ):
+        times[r.stage_id] = float(r.seconds) if r.seconds is not None else None
+        conversion[r.stage_id] = (int(r.entered or 0), int(r.moved_on or 0))
     whole = await repo.funnel_time(
         s, account.id, pipeline_id, period.start, period.end, account.timezone, table, scope.managers
     )
