@@ -110,13 +110,13 @@ async def managers(s: AsyncSession, account: Account, period: Period, scope: Sco
         max(period.day_to, today(now, account.timezone)) + timedelta(days=1),
     )
 
-    async def medians(by_manager: bool) -> dict[str, float]:
-        found = await repo.first_contact_medians(
-            s, account.id, period.start, period.end, account.timezone, table, scope.managers, by_manager
-        )
-        return {r.manager_id: round(float(r.seconds) / 60, 1) for r in found if r.seconds is not None}
-
-    first_contact = await medians(True)
+    medians: tuple[dict[str, float], dict[str, float]] = ({}, {})  # per manager, the team's
+    for r in await repo.first_contact_medians(
+        s, account.id, period.start, period.end, account.timezone, table, scope.managers
+    ):
+        if r.seconds is not None:
+            medians[int(r.team)][r.manager_id] = round(float(r.seconds) / 60, 1)
+    first_contact = medians[0]
     for m, row in rows.items():
         row["first_contact_median_minutes"] = first_contact.get(m)
     for row in rows.values():
@@ -128,7 +128,7 @@ async def managers(s: AsyncSession, account: Account, period: Period, scope: Sco
         for rule, n in row["open_findings"].items():
             totals["open_findings"][rule] = totals["open_findings"].get(rule, 0) + n
     _calls_vs_cards(totals)
-    totals["first_contact_median_minutes"] = (await medians(False)).get("")
+    totals["first_contact_median_minutes"] = medians[1].get("")
     items = sorted(rows.values(), key=lambda r: (r["name"].lower(), r["manager_id"]))
     return {"from": period.day_from, "to": period.day_to, "timezone": period.timezone, "items": items, "totals": totals}
 
