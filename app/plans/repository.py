@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, and_, case, column, delete, func, literal, select, union_all, values
+from sqlalchemy import String, and_, case, column, delete, func, literal, literal_column, select, union_all, values
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.calls.models import Call
@@ -86,6 +86,52 @@ def _stage_keys(account_id: int, cfg: PlansIn, start: datetime, split: datetime,
     )
 
 
+def _counted_calls(account_id: int, start: datetime, end: datetime, min_call: int) -> list[Any]:
+    """A call that is a first contact: final, answered, at least min_call seconds, with a client."""
+    return [
+        Call.account_id == account_id,
+        Call.is_final.is_(True),
+        Call.status == "answered",
+        Call.talk_seconds >= min_call,
+        Call.direction.is_distinct_from("internal"),
+        Call.started_at >= start,
+        Call.started_at < end,
+    ]
+
+
+def _number_keys(
+    account_id: int, names: list[str], start: datetime, split: datetime, end: datetime, min_call: int
+) -> list[Any]:
+    """(half, manager, milestone, count) of the distinct numbers of the calls bound to no deal, per
+    call milestone. Their keys (a number) are never a deal's, so they are counted apart from the
+    deal keys and added: the one large set (every number called in 120 days) is hashed on its own,
+    narrow, instead of in one set with the deals' keys."""
+    out = []
+    for name in names:
+        numbers = (
+            select(
+                _half(Call.started_at, split).label("half"),
+                Call.manager_id.label("manager_id"),
+                Call.client_number.label("number"),
+            )
+            .where(
+                *_counted_calls(account_id, start, end, min_call),
+                Call.deal_id.is_(None),
+                Call.client_number.is_not(None),
+                Call.manager_id.is_not(None),
+            )
+            .group_by(literal_column("1"), literal_column("2"), literal_column("3"))
+            .subquery()
+            .c
+        )
+        out.append(
+            select(
+                numbers.half, numbers.manager_id, literal(name, String()).label("milestone"), func.count().label("n")
+            ).group_by(numbers.half, numbers.manager_id)
+        )
+    return out
+
+
 def _milestone_keys(
     account_id: int, name: str, m: MilestoneIn, start: datetime, split: datetime, end: datetime, min_call: int
 ) -> list:
@@ -111,23 +157,14 @@ def _milestone_keys(
             )
         )
     if m.calls:
+        # Only the calls bound to a deal: the others' keys are their numbers (see _number_keys).
         parts.append(
             select(
                 _half(Call.started_at, split),
                 Call.manager_id.label("manager_id"),
                 label.label("milestone"),
-                func.coalesce(
-                    literal("d:", String()) + Call.deal_id, literal("n:", String()) + Call.client_number
-                ).label("k"),
-            ).where(
-                Call.account_id == account_id,
-                Call.is_final.is_(True),
-                Call.status == "answered",
-                Call.talk_seconds >= min_call,
-                Call.direction.is_distinct_from("internal"),
-                Call.started_at >= start,
-                Call.started_at < end,
-            )
+                (literal("d:", String()) + Call.deal_id).label("k"),
+            ).where(*_counted_calls(account_id, start, end, min_call), Call.deal_id.is_not(None))
         )
     return parts
 
@@ -145,24 +182,33 @@ async def milestone_counts(
     stage_part = _stage_keys(account_id, cfg, start, split, end)
     if stage_part is not None:
         parts.append(stage_part)
-    if not parts:
+    numbered = _number_keys(
+        account_id, [n for n, m in cfg.milestones.items() if m.calls], start, split, end, cfg.min_call_seconds
+    )
+    if not parts and not numbered:
         return {}
-    k = union_all(*parts).subquery().c
-    # The distinct keys first, then a count per group: a hash of the keys rather than a sort of them
-    # all per group (count(DISTINCT) sorts, and on the bench's 100,000 keys it spilled to disk).
-    keys = (
-        select(k.half, k.manager_id, k.milestone, k.k)
-        .where(k.manager_id.is_not(None))
-        .group_by(k.half, k.manager_id, k.milestone, k.k)
-        .subquery()
-        .c
-    )
-    rows = await s.execute(
-        select(keys.half, keys.manager_id, keys.milestone, func.count()).group_by(
-            keys.half, keys.manager_id, keys.milestone
+    counted: list[Any] = list(numbered)
+    if parts:
+        k = union_all(*parts).subquery().c
+        # The distinct keys first, then a count per group: a hash of the keys rather than a sort of
+        # them all per group (count(DISTINCT) sorts).
+        keys = (
+            select(k.half, k.manager_id, k.milestone, k.k)
+            .where(k.manager_id.is_not(None))
+            .group_by(k.half, k.manager_id, k.milestone, k.k)
+            .subquery()
+            .c
         )
-    )
-    return {(int(r[0]), r[1], r[2]): int(r[3]) for r in rows}
+        counted.append(
+            select(keys.half, keys.manager_id, keys.milestone, func.count()).group_by(
+                keys.half, keys.manager_id, keys.milestone
+            )
+        )
+    out: dict[tuple[int, str, str], int] = {}
+    for r in await s.execute(union_all(*counted)):
+        key = (int(r[0]), r[1], r[2])
+        out[key] = out.get(key, 0) + int(r[3])
+    return out
 
 
 async def won(
