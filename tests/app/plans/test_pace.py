@@ -242,6 +242,8 @@ async def test_stage_milestones_in_one_pass_keep_each_milestone_and_pipeline(rt:
             "milestones": {
                 "meeting_held": {"task_types": ["2"], "stages": ["P1/S3"]},
                 "proposal_sent": {"stages": ["P1/S3"]},
+                # Calls and a stage: a deal called and moved counts once; a number called, once.
+                "first_contact": {"calls": True, "stages": ["P1/S3"]},
             }
         }
     )
@@ -254,6 +256,8 @@ async def test_stage_milestones_in_one_pass_keep_each_milestone_and_pipeline(rt:
     # October, 101: 24 meetings by task (H0..H23), of which H0..H11 also by stage; 12 proposals.
     assert counts[(0, "101", "meeting_held")] == 24
     assert counts[(0, "101", "proposal_sent")] == 12
+    # November, 101: ten numbers called (no deal) and F0 called twice; F0..F5 moved to S3: 10 + 6.
+    assert counts[(1, "101", "first_contact")] == 16
     # 102: K1 met and proposed, K2 only met.
     assert counts[(0, "102", "meeting_held")] == 2 and counts[(0, "102", "proposal_sent")] == 1
 
