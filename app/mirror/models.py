@@ -102,7 +102,8 @@ class StageHistory(Base):
             "ix_stage_history_entered",
             "account_id",
             "entered_at",
-            postgresql_include=["deal_id", "stage_id", "by_user_id", "id"],
+            # The pipeline too: the plan report's stage milestones match (pipeline, stage).
+            postgresql_include=["deal_id", "stage_id", "by_user_id", "id", "pipeline_id"],
         ),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

@@ -110,13 +110,13 @@ async def managers(s: AsyncSession, account: Account, period: Period, scope: Sco
         max(period.day_to, today(now, account.timezone)) + timedelta(days=1),
     )
 
-    async def medians(by_manager: bool) -> dict[str, float]:
-        found = await repo.first_contact_medians(
-            s, account.id, period.start, period.end, account.timezone, table, scope.managers, by_manager
-        )
-        return {r.manager_id: round(float(r.seconds) / 60, 1) for r in found if r.seconds is not None}
-
-    first_contact = await medians(True)
+    medians: tuple[dict[str, float], dict[str, float]] = ({}, {})  # per manager, the team's
+    for r in await repo.first_contact_medians(
+        s, account.id, period.start, period.end, account.timezone, table, scope.managers
+    ):
+        if r.seconds is not None:
+            medians[int(r.team)][r.manager_id] = round(float(r.seconds) / 60, 1)
+    first_contact = medians[0]
     for m, row in rows.items():
         row["first_contact_median_minutes"] = first_contact.get(m)
     for row in rows.values():
@@ -128,7 +128,7 @@ async def managers(s: AsyncSession, account: Account, period: Period, scope: Sco
         for rule, n in row["open_findings"].items():
             totals["open_findings"][rule] = totals["open_findings"].get(rule, 0) + n
     _calls_vs_cards(totals)
-    totals["first_contact_median_minutes"] = (await medians(False)).get("")
+    totals["first_contact_median_minutes"] = medians[1].get("")
     items = sorted(rows.values(), key=lambda r: (r["name"].lower(), r["manager_id"]))
     return {"from": period.day_from, "to": period.day_to, "timezone": period.timezone, "items": items, "totals": totals}
 
@@ -249,16 +249,13 @@ async def funnel(
         first = min(first, today(oldest, account.timezone))
     last = max(period.day_to, today(now, account.timezone)) + timedelta(days=1)
     table = working_table(cal, first, last)
-    times = {
-        r.stage_id: (float(r.seconds) if r.seconds is not None else None)
-        for r in await repo.stage_times(
-            s, account.id, pipeline_id, period.start, period.end, now, account.timezone, table, scope.managers
-        )
-    }
-    conversion = {
-        r.stage_id: (int(r.entered), int(r.moved_on or 0))
-        for r in await repo.stage_conversion(s, account.id, pipeline_id, period.start, period.end, scope.managers)
-    }
+    times: dict[str, float | None] = {}
+    conversion: dict[str, tuple[int, int]] = {}
+    for r in await repo.stage_figures(
+        s, account.id, pipeline_id, period.start, period.end, now, account.timezone, table, scope.managers
+    ):
+        times[r.stage_id] = float(r.seconds) if r.seconds is not None else None
+        conversion[r.stage_id] = (int(r.entered or 0), int(r.moved_on or 0))
     whole = await repo.funnel_time(
         s, account.id, pipeline_id, period.start, period.end, account.timezone, table, scope.managers
     )

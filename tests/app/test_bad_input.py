@@ -198,10 +198,18 @@ async def test_a_client_that_hangs_up_mid_body_is_counted_as_its_own_doing(clien
     assert 'status="500"' not in metrics
 
 
-async def test_found_by_schemathesis_an_old_period_and_a_huge_offset_are_422(client):
+async def test_found_by_schemathesis_an_old_period_and_a_huge_offset(client):
     acc = await create_account(client)
+    # A period in 2000 was a 500 (the funnel's working-time table overflowed asyncpg's 32,767 query
+    # arguments), then a 422; the table is one parameter now, so it is a report. Before the epoch, or
+    # more than a year ahead, is still a 422.
     old = {"pipeline_id": "0", "from": "2000-01-01", "to": "2000-01-01"}
-    assert (await client.get(f"/api/accounts/{acc['id']}/reports/funnel", params=old)).status_code == 422
+    resp = await client.get(f"/api/accounts/{acc['id']}/reports/funnel", params=old)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["from"] == "2000-01-01" and resp.json()["won"] == 0
+    for far in ({"from": "1969-12-31", "to": "1970-01-02"}, {"from": "2099-01-01", "to": "2099-01-01"}):
+        resp = await client.get(f"/api/accounts/{acc['id']}/reports/funnel", params={"pipeline_id": "0", **far})
+        assert resp.status_code == 422, resp.text
     for url in (f"/api/accounts/{acc['id']}/findings", f"/api/accounts/{acc['id']}/outbox"):
         assert (await client.get(url, params={"offset": "6822477741070200374034432"})).status_code == 422
     resp = await client.patch(f"/api/accounts/{acc['id']}", json={"rotate_key": "0"})

@@ -32,7 +32,7 @@ import httpx
 from app.accounts.models import Account
 from app.calls.models import Call
 from app.mirror.models import Deal, Pipeline, Stage, StageHistory, Task, User
-from app.plans import service
+from app.plans import repository, service
 from app.plans.models import Plan
 from app.rules import config as rules_config
 from app.runtime import Runtime
@@ -221,6 +221,45 @@ async def test_worked_example_targets_and_pace(rt: Runtime) -> None:
     assert vera["avg_deal"] == {"value": 100000.0, "source": "team"}
     rows = _rows(vera)
     assert [rows[k][0] for k in ("won_deals", "proposal_sent", "meeting_held", "first_contact")] == [3, 10, 20, 40]
+
+
+async def test_stage_milestones_in_one_pass_keep_each_milestone_and_pipeline(rt: Runtime) -> None:
+    """The stage milestones are counted in one pass over the moves: a stage two milestones name counts
+    for both (and once per deal with the milestone's other signs), a move that does not say its
+    pipeline is the deal's, and the same stage id in another pipeline is not the milestone."""
+    aid = await build(rt)
+    async with rt.sessions() as s, s.begin():
+        s.add_all(
+            [
+                # F5 has no proposal yet: a move in another pipeline's "S3" is not one...
+                StageHistory(account_id=aid, deal_id="F5", pipeline_id="P2", stage_id="S3", entered_at=msk(11, 11)),
+                # ...and a move that names no pipeline is in the deal's (P1): F5's proposal.
+                StageHistory(account_id=aid, deal_id="F5", pipeline_id=None, stage_id="S3", entered_at=msk(11, 12)),
+            ]
+        )
+    cfg = rules_config.PlansIn.model_validate(
+        {
+            "milestones": {
+                "meeting_held": {"task_types": ["2"], "stages": ["P1/S3"]},
+                "proposal_sent": {"stages": ["P1/S3"]},
+                # Calls and a stage: a deal called and moved counts once; a number called, once.
+                "first_contact": {"calls": True, "stages": ["P1/S3"]},
+            }
+        }
+    )
+    month = service.month_of("2026-11", "Europe/Moscow")
+    async with rt.reads() as s:
+        counts = await repository.milestone_counts(s, aid, cfg, msk(10, 1, 0), month.start, month.end)
+    # November, 101: meetings F0..F5 by task, F0..F5 by stage too: 6 deals; proposals F0..F5: 6.
+    assert counts[(1, "101", "meeting_held")] == 6
+    assert counts[(1, "101", "proposal_sent")] == 6
+    # October, 101: 24 meetings by task (H0..H23), of which H0..H11 also by stage; 12 proposals.
+    assert counts[(0, "101", "meeting_held")] == 24
+    assert counts[(0, "101", "proposal_sent")] == 12
+    # November, 101: ten numbers called (no deal) and F0 called twice; F0..F5 moved to S3: 10 + 6.
+    assert counts[(1, "101", "first_contact")] == 16
+    # 102: K1 met and proposed, K2 only met.
+    assert counts[(0, "102", "meeting_held")] == 2 and counts[(0, "102", "proposal_sent")] == 1
 
 
 def test_the_issue_worked_example_as_arithmetic() -> None:
