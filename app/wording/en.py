@@ -234,6 +234,21 @@ DASHBOARD = {
     "no_movement": "Nobody changed group.",
     "abc_hint": "A: the clients making 80 % of revenue, B: the next 15 %, C: the last 5 %; "
     "X: steady monthly purchases, Y: fluctuating, Z: irregular or one-off.",
+    "payments": "Expected payments",
+    "pay_overdue": "Overdue",
+    "pay_today": "Today",
+    "pay_tomorrow": "Tomorrow",
+    "pay_week": "Next 7 days",
+    "pay_received": "Received today",
+    "pay_expected_on": "Expected on",
+    "pay_days_overdue": "Days overdue",
+    "pay_reason": "Why",
+    "pay_won": "deal won",
+    "pay_paid": "marked paid",
+    "pay_none": "No expected payments.",
+    "pay_setup": "No payment date field yet: an administrator sets it with PUT /api/accounts/{id}/payments/settings.",
+    "pay_hint": "Amount: the payment amount field, else the deal's budget. "
+    "Overdue: the date passed and the deal is not won.",
 }
 
 DASHBOARD_REFUSALS = {
@@ -285,6 +300,7 @@ DIGEST = {
     "today": "Today's plan",
     "tasks_due": "Tasks due today",
     "meetings": "Meetings",
+    "payments": "Expected payments",
     "pace": "Pace against the plan for {month}",
     "pace_line": "{name}: {milestone} {fact} of {target} (expected {expected})",
     "behind": "behind by {percent} %",
