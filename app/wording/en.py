@@ -12,6 +12,7 @@ RULE_TITLES = {
     "missed_call_not_returned": "Missed call not returned",
     "unknown_number": "Call from an unknown number",
     "lead_not_contacted": "New lead not contacted",
+    "plan_behind_pace": "Behind the plan",
 }
 
 RULE_MESSAGES = {
@@ -25,6 +26,8 @@ RULE_MESSAGES = {
     "unknown_number": "A call from {number} ({when}) that the CRM does not know: create the contact and deal, "
     "it is a lead",
     "lead_not_contacted": "New deal of {when}: nobody has contacted the client for {waited}",
+    "plan_behind_pace": "{name} is {percent} % behind the month's plan: {milestone} {fact} of the {expected} "
+    "expected by now (the month's plan: {target})",
 }
 
 UNTITLED_TASK = "untitled"
@@ -318,4 +321,13 @@ DIGEST = {
         "meeting_held": "meetings",
         "proposal_sent": "proposals",
     },
+}
+
+# What the plan_behind_pace rule names a figure of the plan.
+PACE_FIGURES = {
+    "revenue": "revenue",
+    "won_deals": "deals won",
+    "first_contact": "first contacts",
+    "meeting_held": "meetings",
+    "proposal_sent": "proposals",
 }

@@ -12,6 +12,7 @@ RULE_TITLES = {
     "missed_call_not_returned": "Пропущенный звонок без перезвона",
     "unknown_number": "Звонок с неизвестного номера",
     "lead_not_contacted": "Новый лид без контакта",
+    "plan_behind_pace": "Отставание от плана",
 }
 
 RULE_MESSAGES = {
@@ -26,6 +27,8 @@ RULE_MESSAGES = {
     "unknown_number": "Звонок с номера {number} ({when}), которого нет в CRM: "
     "заведите контакт и сделку, это новый клиент",
     "lead_not_contacted": "Новая сделка от {when}: с клиентом не связались уже {waited}",
+    "plan_behind_pace": "{name} отстаёт от плана месяца на {percent} %: {milestone} {fact} из {expected}, "
+    "ожидаемых к этому дню (план на месяц {target})",
 }
 
 UNTITLED_TASK = "без названия"
@@ -320,4 +323,13 @@ DIGEST = {
         "meeting_held": "встречи",
         "proposal_sent": "КП",
     },
+}
+
+# What the plan_behind_pace rule names a figure of the plan.
+PACE_FIGURES = {
+    "revenue": "выручка",
+    "won_deals": "выигранные сделки",
+    "first_contact": "первые контакты",
+    "meeting_held": "встречи",
+    "proposal_sent": "КП",
 }
