@@ -117,6 +117,11 @@ async def test_a_manager_behind_gets_a_finding_a_task_on_no_card_and_an_escalati
     tasks = [t for t in amo.tasks.values() if "Анна Петрова отстаёт" in (t.get("text") or "")]
     assert {t["responsible_user_id"] for t in tasks} == {101, 900}
     assert all(not t.get("entity_id") for t in tasks)
+    # The task's link opens the finding's page: the manager's message, no card to link to.
+    page_path = next(t for t in tasks if t["responsible_user_id"] == 101)["text"].split("crmwatch.test", 1)[1]
+    page = await client.get(page_path)
+    assert page.status_code == 200 and "Анна Петрова отстаёт от плана месяца" in page.text
+    assert "/leads/detail/" not in page.text
 
     # Anna catches up: two more won this month. The next refresh and sweep resolve it and close the task.
     async with rt.sessions() as s, s.begin():
