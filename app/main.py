@@ -31,6 +31,7 @@ from app.mirror.endpoints import router as mirror_router
 from app.ops import pages
 from app.ops.endpoints import router as ops_router
 from app.outbox.endpoints import router as outbox_router
+from app.payments.endpoints import router as payments_router
 from app.plans.endpoints import router as plans_router
 from app.reports.endpoints import calls_router as call_stats_router
 from app.reports.endpoints import router as reports_router
@@ -118,6 +119,7 @@ def create_app(
     app.include_router(call_stats_router)
     app.include_router(plans_router)
     app.include_router(digest_router)
+    app.include_router(payments_router)
     app.include_router(dashboard_admin_router)
     app.include_router(dashboard_router)
     app.add_middleware(DeclaredBodyLimit, limit=settings.max_request_bytes, webhook_limit=settings.max_webhook_bytes)

@@ -19,6 +19,7 @@ from app.findings.scheduler import SweepScheduler
 from app.ingest import catchup
 from app.ingest import worker as inbox
 from app.outbox import delivery
+from app.plans import behind as plan_pace
 from app.retention import service as retention
 from app.runtime import Runtime
 from app.settings import Settings
@@ -62,6 +63,7 @@ WORKERS: list[tuple[str, Loop]] = [
 PERIODIC: list[tuple[str, Callable[[Settings], float], Callable[[Runtime], Awaitable[object]]]] = [
     ("retention-purge", lambda s: s.retention_purge_minutes * 60, retention.purge),
     ("morning-digest", lambda s: digest.TICK_SECONDS, digest.due),
+    ("plan-pace", lambda s: plan_pace.REFRESH_SECONDS, plan_pace.refresh_due),
 ]
 
 

@@ -72,6 +72,11 @@ class DealUpserted:
     contact_ids: tuple[str, ...] | None = None
     # The deal's company (amoCRM: _embedded.companies; Bitrix24: COMPANY_ID); () none, None not said.
     company_ids: tuple[str, ...] | None = None
+    # The deal's custom fields that have a value, by the CRM's field id (amoCRM: the numeric id;
+    # Bitrix24: the original UF_CRM_… name), each as one JSON scalar (the first value of a multiple
+    # field). None: not said (keep what the mirror has); {}: said, and none has a value. The mirror
+    # keeps only the fields the account configured (app/mirror/fields.py).
+    custom_fields: Mapping[str, Any] | None = None
     # A thin event (ids only): the worker fetches the full record when it can.
     is_thin: bool = False
 
@@ -318,7 +323,10 @@ class CrmClient(Protocol):
 
     async def identity(self) -> CrmIdentity: ...
 
-    def backfill(self, *, history_days: int, region: str) -> list[SyncSection]: ...
+    def backfill(self, *, history_days: int, region: str, deal_fields: tuple[str, ...] = ()) -> list[SyncSection]:
+        """The sections of a full read. `deal_fields`: the custom fields of deals the account keeps
+        (a CRM whose lists name their fields must ask for them)."""
+        ...
 
     async def fetch_deals(self, ids: list[str], *, region: str) -> list[DomainEvent]: ...
 

@@ -42,6 +42,9 @@ class Account(Base):
     # after the backfill is the backlog, announced by the rules document's `announce_backlog`
     # instead of one task per finding. That sweep clears it.
     backlog_since: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # The deal fields the account names, role → the CRM's field id (app/payments: payment_date,
+    # payment_amount, paid); the mirror keeps these custom fields of deals and no others.
+    deal_fields: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     # "never" | "queued" | "running" | "done" | "failed"
     sync_state: Mapped[str] = mapped_column(String(16), default="never")

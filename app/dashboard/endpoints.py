@@ -18,12 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account
 from app.db import utcnow
-from app.deps import AccountId, RowId, account_or_404, runtime
+from app.deps import AccountId, IsoDay, RowId, account_or_404, runtime
 from app.mirror.models import User
+from app.payments import report as payments_report
 from app.plans import service as plans_service
 from app.plans.schemas import MONTH_PATTERN
 from app.reports import endpoints as reports
 from app.reports import service as reports_service
+from app.reports.periods import today
 from app.runtime import Runtime
 from app.security import load_secret, require_admin
 from app.widget import amocrm_token, placement
@@ -322,6 +324,18 @@ async def dashboard_abcxyz(
     async def act(s: AsyncSession, viewer: access.Viewer) -> dict[str, Any]:
         # The page shows the matrix and the movement; the client list stops at the largest 200.
         return await reports.answer_abcxyz(s, viewer.account, period.resolve(viewer.account), viewer.scope, by, 200)
+
+    return await _answer(request, rt, act)
+
+
+@router.get("/dashboard/api/payments", include_in_schema=False)
+async def dashboard_payments(
+    request: Request, day: IsoDay | None = Query(None, alias="date"), rt: Runtime = Depends(runtime)
+) -> Response:
+    async def act(s: AsyncSession, viewer: access.Viewer) -> dict[str, Any]:
+        chosen = day or today(utcnow(), viewer.account.timezone)
+        # The page lists at most 50 deals per manager and bucket; the counts and sums are of all.
+        return await payments_report.payments(s, viewer.account, chosen, viewer.scope.managers, 50)
 
     return await _answer(request, rt, act)
 

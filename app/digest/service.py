@@ -22,6 +22,7 @@ from app import wording
 from app.accounts.models import Account
 from app.findings.models import Finding
 from app.mirror.models import Deal, Pipeline, Task
+from app.payments import report as payments_report
 from app.plans import service as plans
 from app.reports import repository as reports_repo
 from app.reports import service as reports
@@ -40,6 +41,8 @@ class Digest:
     facts: list[dict[str, Any]] = field(default_factory=list)  # per manager, FACT_FIELDS and name
     today: list[dict[str, Any]] = field(default_factory=list)  # per manager: tasks_due, meetings (or None)
     meetings_known: bool = False
+    # The account names a payment date field: today's rows carry the payments expected today.
+    payments_known: bool = False
     pace: dict[str, Any] = field(default_factory=dict)
     critical: list[dict[str, Any]] = field(default_factory=list)
 
@@ -108,10 +111,23 @@ async def build(s: AsyncSession, account: Account, day: date) -> Digest:
         .group_by(Task.responsible_user_id)
     )
     by_manager = {r.responsible_user_id: (int(r.tasks), int(r.meetings)) for r in due}
+    expected: dict[str | None, dict[str, Any]] = {}
+    if payments_report.Roles.of(account).date:
+        digest.payments_known = True
+        report = await payments_report.payments(s, account, day, None, 1)
+        expected = {i["manager_id"]: i["today"] for i in report["items"]}
     for r in digest.facts:
         tasks, meetings = by_manager.get(r["manager_id"], (0, 0))
+        pay = expected.get(r["manager_id"]) or {"count": 0, "amount": 0.0}
         digest.today.append(
-            {"manager_id": r["manager_id"], "name": r["name"], "tasks_due": tasks, "meetings": meetings}
+            {
+                "manager_id": r["manager_id"],
+                "name": r["name"],
+                "tasks_due": tasks,
+                "meetings": meetings,
+                "payments": pay["count"],
+                "payments_amount": pay["amount"],
+            }
         )
 
     digest.pace = await plans.pace(s, account, plans.current_month(start, account.timezone), start)
@@ -190,6 +206,12 @@ def title(d: Digest, lang: str) -> str:
     return wording.of(lang).DIGEST["title"].format(account=d.account, day=d.day.strftime("%d.%m.%Y"))
 
 
+def _today_cell(r: dict[str, Any], column: str) -> str:
+    if column == "payments" and r["payments"]:
+        return f"{r['payments']} ({_num(r['payments_amount'])})"
+    return str(r[column])
+
+
 def render_html(d: Digest, lang: str, timezone: str) -> str:
     """A whole page: the preview, and the email's HTML part."""
     w = wording.of(lang).DIGEST
@@ -211,12 +233,12 @@ def render_html(d: Digest, lang: str, timezone: str) -> str:
     else:
         parts.append(f"<p>{e(w['nothing'])}</p>")
     parts.append(f"<h2>{e(w['today'])}</h2>")
-    cols = ["tasks_due", *(["meetings"] if d.meetings_known else [])]
+    cols = ["tasks_due", *(["meetings"] if d.meetings_known else []), *(["payments"] if d.payments_known else [])]
     parts.append(
         f'<table class="today"><tr><th>{e(w["manager"])}</th>' + "".join(f"<th>{e(w[c])}</th>" for c in cols) + "</tr>"
     )
     for r in d.today:
-        cells = "".join(f"<td>{r[c]}</td>" for c in cols)
+        cells = "".join(f"<td>{e(_today_cell(r, c))}</td>" for c in cols)
         parts.append(f'<tr data-manager="{e(r["manager_id"])}"><td>{e(r["name"])}</td>{cells}</tr>')
     parts.append("</table>")
     parts.append(f"<h2>{e(w['pace'].format(month=d.pace.get('month', '')))}</h2>")
@@ -263,6 +285,8 @@ def render_text(d: Digest, lang: str, timezone: str, *, telegram: bool = False) 
         line = f"• {r['name']}: {w['tasks_due'].lower()} {r['tasks_due']}"
         if d.meetings_known:
             line += f", {w['meetings'].lower()} {r['meetings']}"
+        if d.payments_known:
+            line += f", {w['payments'].lower()} {_today_cell(r, 'payments')}"
         out.append(e(line))
     out += ["", bold(w["pace"].format(month=d.pace.get("month", "")))]
     lines = _pace_lines(d, lang)

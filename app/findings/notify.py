@@ -98,11 +98,14 @@ async def enqueue(
     added = 0
     in_scope = [] if deal_ids is None else [Finding.deal_id.in_(list(deal_ids))]
 
-    def mine(names: list[str]) -> list[Any]:
-        return [Finding.account_id == account_id, Finding.rule.in_(names), Finding.deal_id.is_not(None)]
+    def mine(names: list[str], on_card: bool = True) -> list[Any]:
+        # Notes live on a deal's card; a task may also go to a manager on no card, for a finding on
+        # the manager (plan_behind_pace). Findings on a number (unknown_number) stay in crmwatch.
+        where = Finding.deal_id.is_not(None) if on_card else or_(Finding.deal_id.is_not(None), ABOUT_MANAGER)
+        return [Finding.account_id == account_id, Finding.rule.in_(names), where]
 
-    def speaking(names: list[str]) -> list[Any]:
-        return [*mine(names), Finding.status == "open", Finding.suppressed.is_(False), NOT_BACKLOG]
+    def speaking(names: list[str], on_card: bool = True) -> list[Any]:
+        return [*mine(names, on_card), Finding.status == "open", Finding.suppressed.is_(False), NOT_BACKLOG]
 
     def row(kind: str, purpose: str, key: Any, user: Any = Finding.manager_id, ref: Any = None) -> Any:
         return select(
@@ -127,7 +130,7 @@ async def enqueue(
         added += await _insert(
             s,
             row("create_task", "open", _key("f", Finding.id, ":open:", Finding.times_opened, ":task")).where(
-                *speaking(names), Finding.updated_at == at
+                *speaking(names, on_card=False), Finding.updated_at == at
             ),
         )
     for names in _rules_where(doc, lambda n: n.note).values():
@@ -150,7 +153,7 @@ async def enqueue(
                     "escalate",
                     _key("f", Finding.id, ":escalate:", Finding.times_opened),
                     user=supervisor,
-                ).where(*speaking(names), *in_scope, Finding.opened_at <= late, supervisor.is_not(None)),
+                ).where(*speaking(names, on_card=False), *in_scope, Finding.opened_at <= late, supervisor.is_not(None)),
             )
 
     # Reminder on the card, only in working hours, spaced by the repeat interval.
@@ -170,11 +173,16 @@ async def enqueue(
             )
 
     # Resolved in this evaluation: close what was opened for it.
-    def resolved(names: list[str]) -> list[Any]:
-        return [*mine(names), Finding.updated_at == at, Finding.status == "resolved", Finding.resolved_at == at]
+    def resolved(names: list[str], on_card: bool = True) -> list[Any]:
+        return [
+            *mine(names, on_card),
+            Finding.updated_at == at,
+            Finding.status == "resolved",
+            Finding.resolved_at == at,
+        ]
 
     for names in _rules_where(doc, lambda n: n.close_on_resolve).values():
-        added += await _close_tasks(s, account_id, resolved(names), at)
+        added += await _close_tasks(s, account_id, resolved(names, on_card=False), at)
     for names in _rules_where(doc, lambda n: n.note_on_resolve).values():
         added += await _insert(
             s,
@@ -187,6 +195,8 @@ async def enqueue(
     return added
 
 
+# A finding on a manager, not on a deal (plan_behind_pace): its task goes to the manager on no card.
+ABOUT_MANAGER = Finding.entity_type == "manager"
 # A finding's opening that belonged to a new connection's backlog speaks only through its summary.
 NOT_BACKLOG = Finding.backlog_opening.is_distinct_from(Finding.times_opened)
 ACTIVE_FOR_SUMMARY = ("open",)
@@ -455,9 +465,17 @@ async def _create(client: Any, kind: str, rows: list[OutboxAction], words: dict[
     # Tried before and the answer was lost? Then it may already be in the CRM: look first.
     retried = [r for r in rows if r.attempts > 1]
     if retried:
-        found = await client.find_marked(
-            "task" if kind == "create_task" else "note", [r.deal_id for r in retried], _marks(retried)
+        on_card = [r for r in retried if r.deal_id is not None]
+        found = (
+            await client.find_marked(
+                "task" if kind == "create_task" else "note", [r.deal_id for r in on_card], _marks(on_card)
+            )
+            if on_card
+            else {}
         )
+        off_card = [r for r in retried if r.deal_id is None and r.user_id]
+        if off_card:  # a manager's task on no card: read back among the person's tasks
+            found |= await client.find_marked_tasks_of(sorted({r.user_id for r in off_card}), _marks(off_card))
         for r in retried:
             if _found(found, r.id) is not None:
                 out.sent[r.id] = _found(found, r.id)

@@ -14,6 +14,7 @@ from app.db import utcnow
 from app.mirror.models import Deal, Note, Stage, Task, User
 from app.rules import config as rules_config
 from app.rules.base import RenderContext
+from app.rules.models import ManagerPace
 from app.rules.registry import RULES
 
 from .models import Finding, FindingEvent
@@ -97,6 +98,15 @@ async def render(
         ),
     )
     rc.calls = await _calls(s, aid, findings)
+    managers = {f.entity_id for f in findings if f.entity_type == "manager"}
+    if managers:
+        rows = await s.scalars(
+            select(ManagerPace).where(ManagerPace.account_id == aid, ManagerPace.manager_id.in_(managers))
+        )
+        for row in rows:
+            rc.pace.setdefault(row.manager_id, []).append(row)
+        # The manager's own name, whoever the finding's manager_id names.
+        rc.users |= _by_id(await s.scalars(select(User).where(User.account_id == aid, User.id.in_(managers))))
     out = []
     for f in findings:
         rule = RULES.get(f.rule)

@@ -74,6 +74,9 @@ class Deal(Base):
     responsible_user_id: Mapped[str | None] = mapped_column(String(64))
     # The client company (the ABC/XYZ report by company), when the CRM names one.
     company_id: Mapped[str | None] = mapped_column(String(64))
+    # The account's configured custom fields of the deal only (app/mirror/fields.py): {field id:
+    # {"value", "set_at"}}; None when it has none of them.
+    custom_fields: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     is_closed: Mapped[bool] = mapped_column(Boolean, default=False)
     is_deleted: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

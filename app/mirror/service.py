@@ -37,6 +37,7 @@ from integrations.base import (
     UserUpserted,
 )
 
+from . import fields
 from .models import Company, Contact, ContactPhone, Deal, DealContact, Note, Pipeline, Stage, StageHistory, Task, User
 from .text import fold
 
@@ -87,6 +88,7 @@ class MirrorWriter:
         self.account_id = account_id
         self._stage_kinds: dict[tuple[str, str], str] | None = None
         self._users_seen: set[str] = set()
+        self._kept_fields: frozenset[str] | None = None  # the deal fields the account keeps (fields.py)
         self._extensions = extensions
         self._table = self._handlers()
         for extension in extensions:
@@ -202,6 +204,12 @@ class MirrorWriter:
             responsible_user_id=ev.responsible_user_id,
             created_at=ev.created_at,
         )
+        if ev.custom_fields is not None or deal.custom_fields:
+            if self._kept_fields is None:
+                self._kept_fields = await fields.kept_for(self.s, self.account_id)
+            merged = fields.merge(deal.custom_fields, ev.custom_fields, self._kept_fields, ev.updated_at)
+            if merged != deal.custom_fields:
+                deal.custom_fields = merged
         if not ev.is_thin:
             # A thin event's time is only when we received it; the full record read next
             # (with the CRM's own time) must still be able to land.

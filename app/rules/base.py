@@ -192,13 +192,15 @@ class RenderContext:
     users: dict[str, Any]
     # Calls by finding entity id: the call itself ("call" findings) or a number's latest call ("phone").
     calls: dict[str, Any] = field(default_factory=dict)
+    # A manager's pace against the month's plan ("manager" findings): their ManagerPace rows.
+    pace: dict[str, list[Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
     name: str
     version: int  # bump when the meaning changes: open findings are re-evaluated under the new one
-    entity_type: str  # deal | task | note | call | phone
+    entity_type: str  # deal | task | note | call | phone | manager
     severity: str  # info | warning | critical
     title: dict[str, str]
     settings: type[RuleSettings]
@@ -207,3 +209,5 @@ class Rule:
     # A rule with a look-back window: what its findings do once they are past it unfixed,
     # "expire" or "keep" (see the module's docstring). None: the rule has no window.
     past_window: str | None = None
+    # Whether the rule runs when the rules document does not say (`enabled` null or absent).
+    enabled_by_default: bool = True

@@ -63,7 +63,8 @@ class NotifyIn(BaseModel):
 
 class RuleEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    enabled: bool = True
+    # null: the rule's own default (every rule is on but plan_behind_pace); GET fills it in.
+    enabled: bool | None = None
     notify: NotifyIn = Field(default_factory=NotifyIn)
     settings: dict[str, Any] = Field(default_factory=dict)
     pipelines: dict[str, dict[str, Any]] = Field(default_factory=dict, description="overrides by pipeline id")
@@ -226,9 +227,16 @@ class RulesDocument(BaseModel):
         for name, rule in RULES.items():
             entry = self.rules.get(name, RuleEntry())
             rules[name] = entry.model_copy(
-                update={"settings": rule.settings.model_validate(entry.settings).model_dump(mode="json")}
+                update={
+                    "enabled": self._enabled(name, entry),
+                    "settings": rule.settings.model_validate(entry.settings).model_dump(mode="json"),
+                }
             )
         return self.model_copy(update={"rules": rules})
+
+    @staticmethod
+    def _enabled(name: str, entry: RuleEntry) -> bool:
+        return RULES[name].enabled_by_default if entry.enabled is None else entry.enabled
 
     def notify(self, name: str) -> NotifyIn:
         return self.rules.get(name, RuleEntry()).notify
@@ -239,7 +247,7 @@ class RulesDocument(BaseModel):
         base = model.model_validate(entry.settings)
         merged = base.model_dump()
         return ResolvedRuleConfig(
-            enabled=entry.enabled,
+            enabled=self._enabled(name, entry),
             settings=base,
             pipelines={pid: model.model_validate({**merged, **o}) for pid, o in entry.pipelines.items()},
             stages={_stage_key(k): model.model_validate({**merged, **o}) for k, o in entry.stages.items()},

@@ -22,6 +22,7 @@ from app.calls.service import mirror_writer
 from app.db import is_postgres, utcnow
 from app.findings.scheduler import sweep_account
 from app.metrics import SYNC_ITEMS
+from app.mirror import fields
 from app.runtime import Runtime
 from integrations.base import CrmAuthError, CrmError, CrmStopping
 
@@ -77,7 +78,12 @@ async def run_sync(rt: Runtime, account_id: int) -> None:
         identity = await client.identity()
         async with rt.sessions() as s, s.begin():
             await learn_identity(s, account_id, identity.external_id or None, identity.subdomain)
-        for section in client.backfill(history_days=rt.settings.backfill_history_days, region=account.region):
+        sections = client.backfill(
+            history_days=rt.settings.backfill_history_days,
+            region=account.region,
+            deal_fields=tuple(sorted(fields.kept(account.deal_fields))),
+        )
+        for section in sections:
             counts[section.name] = 0
             async for page in section.pages:
                 async with rt.sessions() as s, s.begin():

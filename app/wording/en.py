@@ -12,6 +12,7 @@ RULE_TITLES = {
     "missed_call_not_returned": "Missed call not returned",
     "unknown_number": "Call from an unknown number",
     "lead_not_contacted": "New lead not contacted",
+    "plan_behind_pace": "Behind the plan",
 }
 
 RULE_MESSAGES = {
@@ -25,6 +26,8 @@ RULE_MESSAGES = {
     "unknown_number": "A call from {number} ({when}) that the CRM does not know: create the contact and deal, "
     "it is a lead",
     "lead_not_contacted": "New deal of {when}: nobody has contacted the client for {waited}",
+    "plan_behind_pace": "{name} is {percent} % behind the month's plan: {milestone} {fact} of the {expected} "
+    "expected by now (the month's plan: {target})",
 }
 
 UNTITLED_TASK = "untitled"
@@ -234,6 +237,21 @@ DASHBOARD = {
     "no_movement": "Nobody changed group.",
     "abc_hint": "A: the clients making 80 % of revenue, B: the next 15 %, C: the last 5 %; "
     "X: steady monthly purchases, Y: fluctuating, Z: irregular or one-off.",
+    "payments": "Expected payments",
+    "pay_overdue": "Overdue",
+    "pay_today": "Today",
+    "pay_tomorrow": "Tomorrow",
+    "pay_week": "Next 7 days",
+    "pay_received": "Received today",
+    "pay_expected_on": "Expected on",
+    "pay_days_overdue": "Days overdue",
+    "pay_reason": "Why",
+    "pay_won": "deal won",
+    "pay_paid": "marked paid",
+    "pay_none": "No expected payments.",
+    "pay_setup": "No payment date field yet: an administrator sets it with PUT /api/accounts/{id}/payments/settings.",
+    "pay_hint": "Amount: the payment amount field, else the deal's budget. "
+    "Overdue: the date passed and the deal is not won.",
 }
 
 DASHBOARD_REFUSALS = {
@@ -285,6 +303,7 @@ DIGEST = {
     "today": "Today's plan",
     "tasks_due": "Tasks due today",
     "meetings": "Meetings",
+    "payments": "Expected payments",
     "pace": "Pace against the plan for {month}",
     "pace_line": "{name}: {milestone} {fact} of {target} (expected {expected})",
     "behind": "behind by {percent} %",
@@ -302,4 +321,13 @@ DIGEST = {
         "meeting_held": "meetings",
         "proposal_sent": "proposals",
     },
+}
+
+# What the plan_behind_pace rule names a figure of the plan.
+PACE_FIGURES = {
+    "revenue": "revenue",
+    "won_deals": "deals won",
+    "first_contact": "first contacts",
+    "meeting_held": "meetings",
+    "proposal_sent": "proposals",
 }

@@ -12,6 +12,7 @@ RULE_TITLES = {
     "missed_call_not_returned": "Пропущенный звонок без перезвона",
     "unknown_number": "Звонок с неизвестного номера",
     "lead_not_contacted": "Новый лид без контакта",
+    "plan_behind_pace": "Отставание от плана",
 }
 
 RULE_MESSAGES = {
@@ -26,6 +27,8 @@ RULE_MESSAGES = {
     "unknown_number": "Звонок с номера {number} ({when}), которого нет в CRM: "
     "заведите контакт и сделку, это новый клиент",
     "lead_not_contacted": "Новая сделка от {when}: с клиентом не связались уже {waited}",
+    "plan_behind_pace": "{name} отстаёт от плана месяца на {percent} %: {milestone} {fact} из {expected}, "
+    "ожидаемых к этому дню (план на месяц {target})",
 }
 
 UNTITLED_TASK = "без названия"
@@ -236,6 +239,21 @@ DASHBOARD = {
     "no_movement": "Никто не сменил группу.",
     "abc_hint": "A — клиенты, дающие 80 % выручки, B — следующие 15 %, C — остальные 5 %; "
     "X — стабильные покупки по месяцам, Y — колеблющиеся, Z — нерегулярные или разовые.",
+    "payments": "Ожидаемые оплаты",
+    "pay_overdue": "Просрочено",
+    "pay_today": "Сегодня",
+    "pay_tomorrow": "Завтра",
+    "pay_week": "Ближайшие 7 дней",
+    "pay_received": "Получено сегодня",
+    "pay_expected_on": "Ожидалась",
+    "pay_days_overdue": "Дней просрочки",
+    "pay_reason": "Основание",
+    "pay_won": "сделка выиграна",
+    "pay_paid": "отмечена оплата",
+    "pay_none": "Ожидаемых оплат нет.",
+    "pay_setup": "Поле с датой оплаты не задано: администратор указывает его "
+    "в PUT /api/accounts/{id}/payments/settings.",
+    "pay_hint": "Сумма — из поля суммы оплаты, иначе бюджет сделки. Просрочено — дата прошла, сделка не выиграна.",
 }
 
 DASHBOARD_REFUSALS = {
@@ -287,6 +305,7 @@ DIGEST = {
     "today": "План на сегодня",
     "tasks_due": "Задачи на сегодня",
     "meetings": "Встречи",
+    "payments": "Ожидаемые оплаты",
     "pace": "Темп к плану месяца {month}",
     "pace_line": "{name}: {milestone} {fact} из {target} (ожидалось {expected})",
     "behind": "отстаёт на {percent} %",
@@ -304,4 +323,13 @@ DIGEST = {
         "meeting_held": "встречи",
         "proposal_sent": "КП",
     },
+}
+
+# What the plan_behind_pace rule names a figure of the plan.
+PACE_FIGURES = {
+    "revenue": "выручка",
+    "won_deals": "выигранные сделки",
+    "first_contact": "первые контакты",
+    "meeting_held": "встречи",
+    "proposal_sent": "КП",
 }

@@ -42,6 +42,7 @@ from integrations.base import (
     TokenSource,
     UserUpserted,
 )
+from integrations.custom_fields import collect
 from integrations.http import backoff_delay, fits, pause, tls_context
 from integrations.phones import normalize_all
 from integrations.ratelimit import SlidingWindowLimiter
@@ -206,7 +207,8 @@ class AmoCrmClient:
             country=body.get("country"),
         )
 
-    def backfill(self, *, history_days: int, region: str) -> list[SyncSection]:
+    def backfill(self, *, history_days: int, region: str, deal_fields: tuple[str, ...] = ()) -> list[SyncSection]:
+        # Leads come with all their custom_fields_values: deal_fields needs no request of its own.
         since = int((datetime.now(UTC) - timedelta(days=history_days)).timestamp())
         return [
             SyncSection("pipelines", self._pipelines()),
@@ -486,6 +488,14 @@ def _deal(lead: dict[str, Any]) -> DealUpserted:
         closed_at=ts(lead.get("closed_at")),
         contact_ids=tuple(str(c["id"]) for c in contacts if "id" in c),
         company_ids=None if companies is None else tuple(str(c["id"]) for c in companies if "id" in c),
+        # API v4 answers null when no field has a value; a date is unix seconds, a flag a boolean.
+        custom_fields=collect(
+            [
+                (f.get("field_id"), [v.get("value") for v in f.get("values") or [] if isinstance(v, dict)])
+                for f in lead.get("custom_fields_values") or []
+                if isinstance(f, dict)
+            ]
+        ),
     )
 
 

@@ -644,6 +644,14 @@ def _closest_due(state: EmulatorState) -> dict[int, int]:
     return due
 
 
+def _field_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "checkbox"
+    if isinstance(value, int):
+        return "date"
+    return "numeric" if isinstance(value, float) else "text"
+
+
 def _companies_of(state: EmulatorState) -> dict[int, list[int]]:
     """Lead id → the companies linked to it (amoCRM embeds them in every lead, with or without `with`)."""
     out: dict[int, list[int]] = {}
@@ -656,10 +664,22 @@ def _companies_of(state: EmulatorState) -> dict[int, list[int]]:
 def _render_lead(
     base: str, lead: dict, with_contacts: bool, due: dict[int, int], companies: dict[int, list[int]] | None = None
 ) -> dict:
-    body = {k: v for k, v in lead.items() if k != "contact_ids"}
+    body = {k: v for k, v in lead.items() if k not in ("contact_ids", "custom_fields")}
+    # A lead's custom fields as API v4 writes them ({field id: value} in the emulator's state;
+    # a date as unix seconds, a flag as a boolean); null when none has a value.
+    fields = [
+        {
+            "field_id": int(fid),
+            "field_name": f"Field {fid}",
+            "field_code": None,
+            "field_type": _field_type(value),
+            "values": [{"value": value}],
+        }
+        for fid, value in (lead.get("custom_fields") or {}).items()
+    ]
     body.update(
         closest_task_at=due.get(lead["id"]),
-        custom_fields_values=None,
+        custom_fields_values=fields or None,
         score=None,
         labor_cost=None,
         _links=_link(base, f"/api/v4/leads/{lead['id']}"),

@@ -25,6 +25,7 @@ from integrations.base import (
     UnknownEntity,
     WebhookMalformed,
 )
+from integrations.custom_fields import collect
 from integrations.formdata import FormError, items, parse_bracket_form, scan_bracket_form
 from integrations.phones import normalize_all
 from integrations.timestamps import from_unix as ts
@@ -131,9 +132,27 @@ def _deal(entry: dict[str, Any], action: str, received_at: datetime) -> DealUpse
         responsible_user_id=sid(entry.get("responsible_user_id")),
         created_at=ts(entry.get("date_create")) or ts(entry.get("created_at")),
         stage_changed_at=updated if action == "status" else None,
+        custom_fields=_custom_fields(entry),
         # The digital pipeline's "send webhook" posts ids only: no name, no responsible.
         is_thin="name" not in entry or "responsible_user_id" not in entry,
     )
+
+
+def _custom_fields(entry: dict[str, Any]) -> dict[str, Any] | None:
+    """`custom_fields[n][id]` with `[values][m][value]` (or a bare `[values][m]`): a lead's fields
+    that have a value. A webhook lists them all; none listed at all means "not said" (a thin post,
+    or a lead with no values, which the next full read settles), as for a contact's phones."""
+    if "custom_fields" not in entry:
+        return None
+    pairs = []
+    for field in items(entry.get("custom_fields")):
+        values = field.get("values")
+        first = next(iter(items(values)), None) if isinstance(values, dict) else None
+        if first is not None:
+            pairs.append((field.get("id"), first.get("value")))
+        elif isinstance(values, dict):  # values[0]=1764000000
+            pairs.append((field.get("id"), [values[k] for k in sorted(values) if isinstance(values[k], str)]))
+    return collect(pairs)
 
 
 def _note(entry: dict[str, Any], received_at: datetime) -> DomainEvent:

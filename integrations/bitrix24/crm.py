@@ -110,7 +110,7 @@ class Bitrix24Crm(Bitrix24Client):
         await self.call("profile")
         return CrmIdentity(external_id="")
 
-    def backfill(self, *, history_days: int, region: str) -> list[SyncSection]:
+    def backfill(self, *, history_days: int, region: str, deal_fields: tuple[str, ...] = ()) -> list[SyncSection]:
         since = datetime.now(UTC) - timedelta(days=history_days)
         return [
             SyncSection("pipelines", self._pipelines()),
@@ -127,7 +127,7 @@ class Bitrix24Crm(Bitrix24Client):
                     lambda c: mapping.contact(c, region),
                 ),
             ),
-            SyncSection("deals", self._deals()),
+            SyncSection("deals", self._deals(deal_fields)),
             SyncSection(
                 "stage_events",
                 self._mapped(
@@ -240,10 +240,13 @@ class Bitrix24Crm(Bitrix24Client):
             ]
             yield [n for n in notes if n is not None and n.created_at >= since]
 
-    async def _deals(self) -> AsyncIterator[list[DomainEvent]]:
-        async for rows in self.export(
-            "crm.item.list", {"entityTypeId": DEAL_TYPE_ID, "select": DEAL_SELECT}, key="items", id_field="id"
-        ):
+    async def _deals(self, deal_fields: tuple[str, ...]) -> AsyncIterator[list[DomainEvent]]:
+        # `select` takes field names only (no "ufCrm*"): the account's configured user fields are
+        # named, in their original UF_CRM_… spelling, which useOriginalUfNames keeps in the answer.
+        params: dict[str, Any] = {"entityTypeId": DEAL_TYPE_ID, "select": [*DEAL_SELECT, *deal_fields]}
+        if deal_fields:
+            params["useOriginalUfNames"] = "Y"
+        async for rows in self.export("crm.item.list", params, key="items", id_field="id"):
             # A new deal takes MOVED_TIME as its stage entry; older entries come from stage_events.
             yield [ev for item in rows for ev in mapping.deal(item, stage_entry=False)]
 
@@ -257,7 +260,11 @@ class Bitrix24Crm(Bitrix24Client):
         for ref in dict.fromkeys(r for r in refs if r.kind != calls_wire.CALL_REF):
             key = f"{ref.kind}_{ref.id}"
             if ref.kind == "deal":
-                commands[key] = ("crm.item.get", {"entityTypeId": DEAL_TYPE_ID, "id": ref.id})
+                # Every field, user fields by their original UF_CRM_… names (the mirror keeps the configured ones).
+                commands[key] = (
+                    "crm.item.get",
+                    {"entityTypeId": DEAL_TYPE_ID, "id": ref.id, "useOriginalUfNames": "Y"},
+                )
             elif ref.kind == "activity":
                 commands[key] = ("crm.activity.get", {"id": ref.id})
             elif ref.kind == "task":

@@ -128,6 +128,15 @@ def _digits(value: Any) -> str:
     return "".join(ch for ch in str(value or "") if ch.isdigit())[-10:]
 
 
+def _camel_uf(name: str) -> str:
+    """crm.item's default spelling of a user field: UF_CRM_1721244707107 → ufCrm_1721244707107,
+    UF_CRM_PAID_ON → ufCrmPaidOn."""
+    rest = name[len("UF_CRM_") :]
+    if rest[:1].isdigit():
+        return "ufCrm_" + rest
+    return "ufCrm" + "".join(part.capitalize() for part in rest.split("_"))
+
+
 def _param(params: dict[str, Any], *names: str, default: Any = None) -> Any:
     lowered = {k.lower(): v for k, v in params.items()}
     for name in names:
@@ -704,14 +713,27 @@ class Bitrix24Emulator:
 
     def m_crm_item_list(self, p: dict) -> dict:
         self._deal_type(p)
-        return self._page([dict(d) for d in self.deals.values()], p, "items", "id")
+        # As the portal: user fields only when `select` names them (or is "*"); the other fields
+        # are all given whatever the select (the emulator's records are small).
+        select = _param(p, "select", default=None) or ["*"]
+        original = _param(p, "useOriginalUfNames", default="N") == "Y"
+        rows = []
+        for d in self.deals.values():
+            row = {k: v for k, v in d.items() if not k.startswith("UF_CRM_")}
+            for name, value in d.items():
+                if name.startswith("UF_CRM_") and ("*" in select or name in select or _camel_uf(name) in select):
+                    row[name if original else _camel_uf(name)] = value
+            rows.append(row)
+        return self._page(rows, p, "items", "id")
 
     def m_crm_item_get(self, p: dict) -> dict:
         self._deal_type(p)
         deal = self.deals.get(int(_param(p, "id", default=0) or 0))
         if deal is None:
             raise RestError(400, "NOT_FOUND", "Элемент не найден")
-        return {"result": {"item": dict(deal)}}
+        original = _param(p, "useOriginalUfNames", default="N") == "Y"
+        item = {k if original or not k.startswith("UF_CRM_") else _camel_uf(k): v for k, v in deal.items()}
+        return {"result": {"item": item}}
 
     def _deal_type(self, p: dict) -> None:
         if str(_param(p, "entityTypeId", default="")) != "2":

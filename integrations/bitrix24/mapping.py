@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +20,7 @@ from integrations.base import (
     TaskUpserted,
     UserUpserted,
 )
+from integrations.custom_fields import collect
 from integrations.phones import normalize_all
 
 from .wire import ACTIVITY_PREFIX, DEAL_TYPE_ID, TASK_PREFIX, sid, when
@@ -96,6 +98,7 @@ def deal(item: dict[str, Any], *, stage_entry: bool = True) -> list[DomainEvent]
             company_ids=None
             if "companyId" not in item
             else tuple(str(c) for c in [item["companyId"]] if c not in (None, "", 0, "0")),
+            custom_fields=user_fields(item),
         )
     ]
     if stage and moved and stage_entry:
@@ -110,6 +113,28 @@ def deal(item: dict[str, Any], *, stage_entry: bool = True) -> list[DomainEvent]
             )
         )
     return events
+
+
+_CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def uf_name(key: str) -> str | None:
+    """A user field's original name (UF_CRM_…) from either spelling crm.item answers in:
+    `UF_CRM_1721244707107` (useOriginalUfNames=Y) or `ufCrm_1721244707107` / `ufCrmPaidOn`
+    (camelCase, its default). None for any other field."""
+    if key.startswith("UF_CRM_"):
+        return key
+    if not key.startswith("ufCrm"):
+        return None
+    rest = key[len("ufCrm") :].lstrip("_")
+    return "UF_CRM_" + _CAMEL_HUMP.sub("_", rest).upper() if rest else None
+
+
+def user_fields(item: dict[str, Any]) -> dict[str, Any] | None:
+    """The record's user fields that have a value, by original name; None when the answer carried
+    no user field at all (a `select` that named none: not said)."""
+    pairs = [(name, value) for key, value in item.items() if (name := uf_name(key)) is not None]
+    return collect(pairs) if pairs else None
 
 
 def stage_history(row: dict[str, Any]) -> StageEntered | None:

@@ -129,7 +129,10 @@ async def test_rules_document_round_trip_and_validation(client, rt, amo):
         "unknown_number",
         "lead_not_contacted",
         "missed_call_not_returned",
+        "plan_behind_pace",
     }
+    # Every rule is on by default but plan_behind_pace (a finding on a manager, asked for on purpose).
+    assert {n for n, r in defaults["rules"].items() if not r["enabled"]} == {"plan_behind_pace"}
     assert defaults["rules"]["stuck_stage"]["settings"] == {"limit_days": 3.0}
     assert defaults["calendar"]["country"] == "RU" and defaults["sweep_interval_minutes"] == 5
 

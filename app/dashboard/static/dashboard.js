@@ -319,6 +319,63 @@
   }
   function loadAbc() { return getRaw('abcxyz', abcQuery()).then(renderAbc); }
 
+
+  // -- expected payments -------------------------------------------------------------------------
+  var PAY = [['overdue', 'pay_overdue'], ['today', 'pay_today'], ['tomorrow', 'pay_tomorrow'],
+             ['next_7_days', 'pay_week'], ['received_today', 'pay_received']];
+
+  function localDay(iso) {
+    if (!iso) { return ''; }
+    var p = iso.split('-');
+    return T.lang === 'ru' ? p[2] + '.' + p[1] + '.' + p[0] : iso;
+  }
+
+  function payCell(slot) { return slot.count ? slot.count + ' · ' + num(slot.amount) : '—'; }
+
+  function payDrill(item, bucket, label) {
+    var slot = item[bucket];
+    var close = el('button', { text: T.close, on: { click: function () { overlay.remove(); } } });
+    var rows = slot.deals.map(function (d) {
+      var when = bucket === 'received_today'
+        ? (d.reason || []).map(function (r) { return T['pay_' + r] || r; }).join(', ')
+        : localDay(d.expected_on) + (d.days_overdue ? ' · ' + T.pay_days_overdue + ': ' + d.days_overdue : '');
+      return el('tr', { 'data-deal': d.deal_id }, [
+        el('td', { text: d.name || ('#' + d.deal_id) }), el('td', { text: num(d.amount) }), el('td', { text: when }),
+        el('td', {}, [el('a', { href: d.url, target: '_blank', rel: 'noopener', 'class': 'cw-crm-link', text: T.open_in_crm })])]);
+    });
+    var overlay = el('div', { 'class': 'cw-drill', id: 'cw-drill', on: { click: function (e) { if (e.target === overlay) { overlay.remove(); } } } }, [
+      el('div', {}, [el('h2', { text: T.payments + ': ' + (item.name || '—') + ' — ' + label }), el('table', { id: 'cw-pay-deals' }, [
+        el('thead', {}, [el('tr', {}, [T.deal, T.amount, bucket === 'received_today' ? T.pay_reason : T.pay_expected_on, '']
+          .map(function (h) { return el('th', { text: h }); }))]),
+        el('tbody', {}, rows)]), close])]);
+    document.body.appendChild(overlay);
+  }
+
+  function renderPayments(r) {
+    var box = document.getElementById('cw-pay-body');
+    box.textContent = '';
+    if (!r.configured) { box.appendChild(el('p', { 'class': 'cw-hint', id: 'cw-pay-setup', text: T.pay_setup })); }
+    box.appendChild(el('div', { 'class': 'cw-kpis', id: 'cw-pay-kpis' }, PAY.map(function (p) {
+      var t = r.totals[p[0]];
+      return el('div', { 'class': 'cw-kpi' + (p[0] === 'overdue' && t.count ? ' cw-kpi-hot' : ''), 'data-key': p[0] },
+                [el('span', { text: T[p[1]] }), el('b', { text: num(t.amount) }), el('small', { text: String(t.count) })]);
+    })));
+    if (!r.items.length) { box.appendChild(el('p', { text: T.pay_none })); return; }
+    var head = el('tr', {}, [el('th', { text: T.manager })].concat(PAY.map(function (p) { return el('th', { text: T[p[1]] }); })));
+    var rows = r.items.map(function (item) {
+      return el('tr', { 'data-manager': item.manager_id || '' }, [el('td', { text: item.name || '—' })].concat(PAY.map(function (p) {
+        var slot = item[p[0]];
+        if (!slot.count) { return el('td', { text: '—' }); }
+        return el('td', { 'class': p[0] === 'overdue' ? 'cw-hot' : '', 'data-bucket': p[0] }, [el('button', { 'class': 'cw-link', text: payCell(slot),
+          on: { click: function () { payDrill(item, p[0], T[p[1]]); } } })]);
+      })));
+    });
+    box.appendChild(el('div', { 'class': 'cw-scroll' }, [el('table', { id: 'cw-pay-table' }, [el('thead', {}, [head]), el('tbody', {}, rows)])]));
+    box.appendChild(el('p', { 'class': 'cw-hint', text: T.pay_hint }));
+  }
+
+  function loadPayments() { return getRaw('payments', '?lang=' + T.lang).then(renderPayments); }
+
   // -- frame, loading, refresh -------------------------------------------------------------------
   function showError(err) {
     var box = document.getElementById('cw-status');
@@ -335,7 +392,7 @@
 
   function load() {
     return Promise.all([getJson('managers'), getJson('trend'), getJson('funnel', { pipeline_id: state.pipeline }),
-                        loadPlan(), loadAbc()]).then(function (res) {
+                        loadPlan(), loadAbc(), loadPayments()]).then(function (res) {
       state.managers = res[0];
       renderTable(res[0]);
       renderCharts(res[1]);
@@ -377,6 +434,7 @@
       el('div', { id: 'cw-chart-calls', 'class': 'cw-chart' }), el('div', { id: 'cw-chart-findings', 'class': 'cw-chart' }),
       el('div', { id: 'cw-chart-rules', 'class': 'cw-chart' })])]));
     root.appendChild(el('section', {}, [el('h2', { text: T.funnel }), el('div', { 'class': 'cw-bar' }, [pipe]), el('div', { id: 'cw-funnel-body' })]));
+    root.appendChild(el('section', { id: 'cw-pay' }, [el('h2', { text: T.payments }), el('div', { id: 'cw-pay-body' })]));
     var now = new Date();
     var month = el('input', { type: 'month', id: 'cw-month', 'aria-label': T.month,
                               value: params.get('month') || (now.getFullYear() + '-' + ('0' + (now.getMonth() + 1)).slice(-2)) });

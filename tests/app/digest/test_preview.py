@@ -6,6 +6,8 @@ import re
 
 import httpx
 
+from app.accounts.models import Account
+from app.mirror.models import Deal
 from app.runtime import Runtime
 
 from .scenario import build
@@ -62,3 +64,22 @@ async def test_preview_bad_input(client: httpx.AsyncClient, rt: Runtime) -> None
     assert (
         await client.get(f"/api/accounts/{a}/digest/preview", headers={"Authorization": "Bearer no"})
     ).status_code in (401, 403)
+
+
+async def test_preview_counts_todays_expected_payments(client: httpx.AsyncClient, rt: Runtime) -> None:
+    """With a payment date field named, today's rows say the payments expected today (and their sum)."""
+    a = await build(rt)
+    async with rt.sessions() as s, s.begin():
+        (await s.get(Account, a)).deal_fields = {"payment_date": "700101", "payment_amount": "700102"}
+        for id, manager, day, amount in (("P1", "101", "2026-11-09", "15000"), ("P2", "101", "2026-11-09", None),
+                                         ("P3", "102", "2026-11-10", "9000")):  # fmt: skip
+            fields = {"700101": {"value": day, "set_at": "2026-11-01T00:00:00+00:00"}}
+            if amount:
+                fields["700102"] = {"value": amount, "set_at": "2026-11-01T00:00:00+00:00"}
+            s.add(Deal(account_id=a, id=id, name=id, responsible_user_id=manager, price=500, is_closed=False,
+                       is_deleted=False, custom_fields=fields))  # fmt: skip
+    page = (await client.get(f"/api/accounts/{a}/digest/preview", params={"date": "2026-11-09"})).text
+    # tasks due today, meetings among them, payments expected today (the count, then the sum)
+    assert _row(page, "today", "101") == ["Анна Петрова", "2", "1", "2 (15 500)"]
+    assert _row(page, "today", "102") == ["Борис Иванов", "0", "0", "0"]
+    assert "<th>Ожидаемые оплаты</th>" in page

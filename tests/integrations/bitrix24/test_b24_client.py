@@ -112,7 +112,7 @@ async def test_fetch_named_reads_records_in_one_batch_and_maps_them():
     sent = body_of(route.calls[0])
     assert sent["halt"] == 0
     assert sent["cmd"] == {
-        "deal_4521": "crm.item.get?entityTypeId=2&id=4521",
+        "deal_4521": "crm.item.get?entityTypeId=2&id=4521&useOriginalUfNames=Y",
         "task_881": "tasks.task.get?taskId=881&" + php_query({"select": TASK_SELECT}),
     }
     deal = next(e for e in events if isinstance(e, DealUpserted))
