@@ -7,6 +7,11 @@ from prometheus_client import Counter, Gauge, Histogram
 WEBHOOKS = Counter("crmwatch_webhooks_total", "Webhook deliveries by CRM and outcome", ["crm", "outcome"])
 INBOX_PROCESSED = Counter("crmwatch_inbox_processed_total", "Inbox rows processed", ["source", "outcome"])
 INBOX_PENDING = Gauge("crmwatch_inbox_pending", "Inbox rows waiting for the worker (last seen)")
+INBOX_APPLY_SECONDS = Histogram(
+    "crmwatch_inbox_batch_seconds",
+    "Time to claim, apply and commit one inbox batch (before its re-evaluation)",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 SYNC_ITEMS = Counter("crmwatch_sync_items_total", "Records read by backfills", ["crm", "section"])
 HTTP_LATENCY = Histogram(
     "crmwatch_http_request_seconds",
