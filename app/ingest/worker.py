@@ -150,8 +150,7 @@ async def _apply_set(rt: Runtime, s: AsyncSession, batch: _Batch, now: datetime)
             if not await _defer_or_learn(rt, s, batch, row, touched, now):
                 events.extend(batch.events[row.id])
                 applied.append(row)
-        await writer.prefetch(events)
-        _collect(touched, account_id, await writer.apply(events))
+        _collect(touched, account_id, await writer.apply_batch(events))
         batch.done.extend((row, writer.unhandled(batch.events[row.id])) for row in applied)
     await s.flush()  # here, so that a failing write falls back to row by row
     return touched
