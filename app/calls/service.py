@@ -78,8 +78,8 @@ class CallWriter:
     async def prefetch(self, events: list[CallEvent]) -> None:
         """Creates (when new) and reads, locked, the rows of every call the events name, one
         statement each per chunk, so that apply() finds them in memory."""
-        keys = [k for k in dict.fromkeys((ev.provider, ev.call_id) for ev in events if await self._kept(ev))]
-        keys = [k for k in keys if k not in self._rows]
+        kept = [ev for ev in events if await self._kept(ev)]
+        keys = [k for k in dict.fromkeys((ev.provider, ev.call_id) for ev in kept) if k not in self._rows]
         now = utcnow()
         for start in range(0, len(keys), PREFETCH_CHUNK):
             chunk = keys[start : start + PREFETCH_CHUNK]

@@ -204,7 +204,9 @@ async def process_batch(rt: Runtime, limit: int | None = None, followups: Follow
             async with s.begin_nested():
                 touched = await _apply_set(rt, s, batch, now)
         except Exception as exc:
-            log.warning("inbox.batch_fallback", extra={"rows": len(rows), "error": f"{type(exc).__name__}: {exc}"})
+            log.warning(
+                "inbox.batch_fallback", extra={"rows": len(rows), "error": f"{type(exc).__name__}: {exc}"}, exc_info=True
+            )
             touched = await _apply_each(rt, s, batch, now)
         for row, ignored in batch.done:
             inbox.done(row, batch.events[row.id], ignored)
