@@ -29,7 +29,7 @@ from integrations.base import (
 )
 
 from . import calllog
-from .matching import match_call, rematch_contacts
+from .matching import best_matches, match_call, rematch_contacts, settle
 from .models import Call, TelephonyConfig
 
 # The articles' "successful contact": a conversation of at least this many seconds.
@@ -59,6 +59,10 @@ class CallWriter:
         self._extensions: dict[str, dict[str, Any]] = {}
         self._pbx: bool | None = None
         self._rows: dict[tuple[str, str], Call] = {}  # read ahead by prefetch()
+        # Calls whose match nothing else in the batch can change, and the matches of their
+        # numbers as the mirror has them (CallsInMirror.arrange): no query per call.
+        self.settled: set[tuple[str, str]] = set()
+        self.matches: dict[str, tuple[str | None, str | None]] = {}
 
     async def extension_map(self, provider: str) -> dict[str, Any]:
         if provider not in self._extensions:
@@ -101,7 +105,9 @@ class CallWriter:
                 .with_for_update()
             )
             wanted = set(chunk)
-            self._rows.update(((r.provider, r.provider_call_id), r) for r in rows if (r.provider, r.provider_call_id) in wanted)
+            self._rows.update(
+                ((r.provider, r.provider_call_id), r) for r in rows if (r.provider, r.provider_call_id) in wanted
+            )
 
     async def _row(self, ev: CallEvent) -> Call:
         if (ev.provider, ev.call_id) in self._rows:
@@ -166,7 +172,10 @@ class CallWriter:
         if ev.deal_id is not None:
             row.deal_id, row.match_source, row.matched_at = ev.deal_id, "source", utcnow()
         elif row.deal_id is None and row.client_number and row.direction != "internal":
-            await match_call(self.s, row)
+            if (ev.provider, ev.call_id) in self.settled and row.client_number in self.matches:
+                settle(row, *self.matches[row.client_number])
+            else:
+                await match_call(self.s, row)
         row.updated_at = utcnow()
         return row
 
@@ -194,8 +203,9 @@ class CallsInMirror:
         if not calls:
             return events
         await self.writer.prefetch(calls)
-        if len(calls) == len(events) or any(
-            isinstance(ev, ContactUpserted | ContactDeleted) or (isinstance(ev, DealUpserted) and ev.contact_ids is not None)
+        if any(
+            isinstance(ev, ContactUpserted | ContactDeleted)
+            or (isinstance(ev, DealUpserted) and ev.contact_ids is not None)
             for ev in events
         ):
             return events
@@ -231,6 +241,11 @@ class CallsInMirror:
             if number is None or candidates[number] & changed:
                 held.add((ev.provider, ev.call_id))
         free = [ev for ev in calls if (ev.provider, ev.call_id) not in held]
+        self.writer.settled = {(ev.provider, ev.call_id) for ev in free}
+        free_numbers = sorted({ev.client_number for ev in free if ev.client_number})
+        for start in range(0, len(free_numbers), PREFETCH_CHUNK):
+            chunk = free_numbers[start : start + PREFETCH_CHUNK]
+            self.writer.matches.update(await best_matches(self.s, self.account_id, chunk))
         moved = {id(ev) for ev in free}
         return free + [ev for ev in events if id(ev) not in moved]
 

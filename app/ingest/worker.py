@@ -64,7 +64,9 @@ async def claim(s: AsyncSession, limit: int, now: datetime) -> list[InboxEvent]:
     them (each account's 1st row, then each one's 2nd, …), so a burst of 20,000 events of one
     account leaves room in the very next batch for the 10 of another."""
     due = and_(InboxEvent.status == "pending", InboxEvent.next_attempt_at <= now)
-    waiting = (await s.execute(select(InboxEvent.account_id, func.count()).where(due).group_by(InboxEvent.account_id))).all()
+    waiting = (
+        await s.execute(select(InboxEvent.account_id, func.count()).where(due).group_by(InboxEvent.account_id))
+    ).all()
     postgres = is_postgres(s)
     chosen: list[int] = []
     total = 0
@@ -205,7 +207,9 @@ async def process_batch(rt: Runtime, limit: int | None = None, followups: Follow
                 touched = await _apply_set(rt, s, batch, now)
         except Exception as exc:
             log.warning(
-                "inbox.batch_fallback", extra={"rows": len(rows), "error": f"{type(exc).__name__}: {exc}"}, exc_info=True
+                "inbox.batch_fallback",
+                extra={"rows": len(rows), "error": f"{type(exc).__name__}: {exc}"},
+                exc_info=True,
             )
             touched = await _apply_each(rt, s, batch, now)
         for row, ignored in batch.done:
@@ -254,8 +258,7 @@ class FollowUps:
         leased rows come back by themselves, thin deals with the next sync."""
         if self.task is None:
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self.task), timeout)
+        await asyncio.wait({self.task}, timeout=timeout)
         if not self.task.done():
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
