@@ -253,12 +253,12 @@ class FollowUps:
             except Exception:
                 log.exception("inbox.followup_error")
 
-    async def close(self, timeout: float) -> None:
+    async def close(self, grace: float) -> None:
         """Lets the running step end (its CRM waits end at stop), then gives up on the rest:
         leased rows come back by themselves, thin deals with the next sync."""
         if self.task is None:
             return
-        await asyncio.wait({self.task}, timeout=timeout)
+        await asyncio.wait({self.task}, timeout=grace)
         if not self.task.done():
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
