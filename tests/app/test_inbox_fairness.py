@@ -3,6 +3,8 @@ on PostgreSQL two workers never hold rows of the same account (hence of the same
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy import func, insert, select
 
 from app.db import is_postgres, utcnow
@@ -97,3 +99,28 @@ async def test_two_workers_never_hold_the_same_account(client, rt):
     # Once the first committed, its accounts are free again.
     async with rt.sessions() as s, s.begin():
         assert {r.account_id for r in await worker.claim(s, 200, utcnow())} == set(ids)
+
+
+async def test_metrics_and_the_account_show_the_lag(client, rt):
+    aid = (await create_account(client))["id"]
+    await _receive(rt, aid, range(1, 4))
+    async with rt.sessions() as s, s.begin():  # the oldest came in 90 s ago
+        oldest = await s.scalar(select(func.min(InboxEvent.id)).where(InboxEvent.account_id == aid))
+        row = await s.get(InboxEvent, oldest)
+        row.received_at = utcnow() - timedelta(seconds=90)
+
+    text = (await client.get("/metrics")).text
+    assert f'crmwatch_inbox_depth{{account_id="{aid}"}} 3.0' in text
+    age = next(
+        ln for ln in text.splitlines() if ln.startswith(f'crmwatch_inbox_oldest_age_seconds{{account_id="{aid}"}}')
+    )
+    assert 90 <= float(age.split()[-1]) < 150
+    lag = (await client.get(f"/api/accounts/{aid}")).json()["inbox"]
+    assert lag["pending"] == 3 and 90 <= lag["lag_seconds"] < 150
+
+    assert await worker.drain(rt) == 3
+    text = (await client.get("/metrics")).text
+    # Caught up: the account drops out of the per-account gauges; the rate counts its rows.
+    assert f'account_id="{aid}"' not in text
+    assert "crmwatch_inbox_apply_rate 0.05" in text  # 3 rows over the last minute
+    assert (await client.get(f"/api/accounts/{aid}")).json()["inbox"]["lag_seconds"] == 0.0
