@@ -73,9 +73,9 @@ class Settings(BaseSettings):
     run_workers: bool = True
     inbox_poll_seconds: float = 1.0
     # Rows per inbox batch, applied set-based with one re-evaluation per account: large batches
-    # are what makes apply keep up with intake. (While webhooks are arriving the worker takes a
-    # few rows at a time instead: on SQLite, intake waits for the write lock; worker.BUSY_BATCH.)
-    inbox_batch_size: int = 500
+    # are what makes apply keep up with intake. (On SQLite at most worker.SQLITE_BATCH, and while
+    # webhooks are arriving a few rows at a time: intake waits for the write lock.)
+    inbox_batch_size: int = 2000
     inbox_max_attempts: int = 10
     # How often the scheduler looks for accounts due a sweep (each account's own interval is
     # in its rules document, 5 minutes by default).

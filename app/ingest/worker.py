@@ -51,6 +51,8 @@ ACCOUNT_LOCK_CLASS = 0x1B0C
 # A batch spreads over at least this many accounts when that many have rows waiting, so that
 # every busy account moves on, not only the one with the fewest rows.
 MIN_ACCOUNTS_PER_BATCH = 4
+# SQLite has one writer: a webhook arriving mid-batch waits for the batch to commit.
+SQLITE_BATCH = 500
 
 
 # -- claiming ---------------------------------------------------------------------------------
@@ -191,7 +193,10 @@ async def process_batch(rt: Runtime, limit: int | None = None, followups: Follow
     now = utcnow()
     started = time.perf_counter()
     async with rt.sessions() as s, s.begin():
-        rows = await claim(s, limit or rt.settings.inbox_batch_size, now)
+        size = limit or rt.settings.inbox_batch_size
+        if not is_postgres(s):
+            size = min(size, SQLITE_BATCH)
+        rows = await claim(s, size, now)
         if not rows:
             return 0
         ids = sorted({row.account_id for row in rows})
