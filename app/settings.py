@@ -72,8 +72,10 @@ class Settings(BaseSettings):
     # Background roles that `crmwatch serve` runs in-process.
     run_workers: bool = True
     inbox_poll_seconds: float = 1.0
-    # Small batches keep each write transaction short: on SQLite, webhook intake waits for it.
-    inbox_batch_size: int = 25
+    # Rows per inbox batch, applied set-based with one re-evaluation per account: large batches
+    # are what makes apply keep up with intake. (On SQLite at most worker.SQLITE_BATCH, and while
+    # webhooks are arriving a few rows at a time: intake waits for the write lock.)
+    inbox_batch_size: int = 2000
     inbox_max_attempts: int = 10
     # How often the scheduler looks for accounts due a sweep (each account's own interval is
     # in its rules document, 5 minutes by default).

@@ -57,7 +57,7 @@ async def list_accounts(rt: Runtime = Depends(runtime)) -> list[AccountOut]:
 async def get_account(account_id: AccountId, rt: Runtime = Depends(runtime)) -> AccountOut:
     async with rt.reads() as s:
         account = await account_or_404(s, account_id)
-        return service.to_out(rt, account)
+        return service.to_out(rt, account, await service.inbox_lag(s, account_id))
 
 
 @router.patch("/{account_id}", response_model=AccountOut, responses={502: {}})

@@ -132,6 +132,14 @@ class SyncOut(BaseModel):
     finished_at: datetime | None
 
 
+class InboxLagOut(BaseModel):
+    """How far the mirror is behind the deliveries accepted for the account."""
+
+    pending: int = Field(description="inbox rows accepted and not applied yet (waiting for a retry included)")
+    oldest_pending_at: datetime | None = Field(description="when the oldest of them was received")
+    lag_seconds: float = Field(description="its age: how far behind the mirror is; 0 when current")
+
+
 class AccountOut(BaseModel):
     id: int
     key: str
@@ -152,4 +160,6 @@ class AccountOut(BaseModel):
     backlog_since: datetime | None
     hooks: dict[str, str]
     sync: SyncOut
+    # Filled by GET /api/accounts/{id} (null in the other answers).
+    inbox: InboxLagOut | None = None
     created_at: datetime

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import column, func, select, table, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import utcnow
@@ -14,7 +15,7 @@ from app.runtime import Runtime
 from app.security import new_hook_key, webhook_secret_hash
 
 from .models import Account
-from .schemas import AccountCreate, AccountOut, AccountPatch, OAuthIn, SyncOut
+from .schemas import AccountCreate, AccountOut, AccountPatch, InboxLagOut, OAuthIn, SyncOut
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,28 @@ async def learn_identity(s: AsyncSession, account_id: int, external_id: str | No
         await s.execute(update(Account).where(Account.id == account_id).values(**values))
 
 
-def to_out(rt: Runtime, account: Account) -> AccountOut:
+# The inbox table by name: app/ingest builds on accounts, so accounts cannot import its model.
+_INBOX = table("inbox_events", column("account_id"), column("status"), column("received_at"))
+
+
+async def inbox_lag(s: AsyncSession, account_id: int) -> InboxLagOut:
+    """The account's rows not applied yet and the age of the oldest (as app/ingest/lag.py)."""
+    n, oldest = (
+        await s.execute(
+            select(func.count(), func.min(_INBOX.c.received_at)).where(
+                _INBOX.c.account_id == account_id, _INBOX.c.status == "pending"
+            )
+        )
+    ).one()
+    if isinstance(oldest, str):  # SQLite hands an aggregate of a bare column back as text
+        oldest = datetime.fromisoformat(oldest)
+    if oldest is not None and oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=UTC)
+    lag = max(0.0, (utcnow() - oldest).total_seconds()) if oldest is not None else 0.0
+    return InboxLagOut(pending=n or 0, oldest_pending_at=oldest, lag_seconds=round(lag, 1))
+
+
+def to_out(rt: Runtime, account: Account, inbox: InboxLagOut | None = None) -> AccountOut:
     return AccountOut(
         id=account.id,
         key=account.key,
@@ -207,5 +229,6 @@ def to_out(rt: Runtime, account: Account) -> AccountOut:
             started_at=account.sync_started_at,
             finished_at=account.sync_finished_at,
         ),
+        inbox=inbox,
         created_at=account.created_at,
     )

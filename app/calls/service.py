@@ -7,18 +7,29 @@ deals and queue the finished ones for the call log. `mirror_writer` is the write
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect_insert, utcnow
-from app.mirror.service import ApplyResult, Handler, MirrorWriter
-from integrations.base import CallEvent
+from app.mirror.models import ContactPhone, DealContact
+from app.mirror.service import PREFETCH_CHUNK, ApplyResult, Handler, MirrorWriter
+from integrations.base import (
+    CallEvent,
+    ContactDeleted,
+    ContactUpserted,
+    DealDeleted,
+    DealRestored,
+    DealUpserted,
+    DomainEvent,
+    StageEntered,
+)
 
 from . import calllog
-from .matching import match_call, rematch_contacts
+from .matching import best_matches, match_call, rematch_contacts, settle
 from .models import Call, TelephonyConfig
 
 # The articles' "successful contact": a conversation of at least this many seconds.
@@ -47,6 +58,11 @@ class CallWriter:
         self.account_id = account_id
         self._extensions: dict[str, dict[str, Any]] = {}
         self._pbx: bool | None = None
+        self._rows: dict[tuple[str, str], Call] = {}  # read ahead by prefetch()
+        # Calls whose match nothing else in the batch can change, and the matches of their
+        # numbers as the mirror has them (CallsInMirror.arrange): no query per call.
+        self.settled: set[tuple[str, str]] = set()
+        self.matches: dict[str, tuple[str | None, str | None]] = {}
 
     async def extension_map(self, provider: str) -> dict[str, Any]:
         if provider not in self._extensions:
@@ -59,7 +75,43 @@ class CallWriter:
             ) or {}
         return self._extensions[provider]
 
+    async def _kept(self, ev: CallEvent) -> bool:
+        """False for a CRM's copy of calls a connected PBX reports itself."""
+        return not (ev.provider in CRM_SOURCES and await self.pbx_connected())
+
+    async def prefetch(self, events: list[CallEvent]) -> None:
+        """Creates (when new) and reads, locked, the rows of every call the events name, one
+        statement each per chunk, so that apply() finds them in memory."""
+        kept = [ev for ev in events if await self._kept(ev)]
+        keys = [k for k in dict.fromkeys((ev.provider, ev.call_id) for ev in kept) if k not in self._rows]
+        now = utcnow()
+        for start in range(0, len(keys), PREFETCH_CHUNK):
+            chunk = keys[start : start + PREFETCH_CHUNK]
+            values = [
+                {
+                    "account_id": self.account_id,
+                    "provider": provider,
+                    "provider_call_id": call_id,
+                    "is_final": False,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for provider, call_id in chunk
+            ]
+            await self.s.execute(dialect_insert(self.s, Call.__table__).values(values).on_conflict_do_nothing())
+            rows = await self.s.scalars(
+                select(Call)
+                .where(Call.account_id == self.account_id, Call.provider_call_id.in_({c for _, c in chunk}))
+                .with_for_update()
+            )
+            wanted = set(chunk)
+            self._rows.update(
+                ((r.provider, r.provider_call_id), r) for r in rows if (r.provider, r.provider_call_id) in wanted
+            )
+
     async def _row(self, ev: CallEvent) -> Call:
+        if (ev.provider, ev.call_id) in self._rows:
+            return self._rows[(ev.provider, ev.call_id)]
         key = (Call.account_id == self.account_id, Call.provider == ev.provider, Call.provider_call_id == ev.call_id)
         row = await self.s.scalar(select(Call).where(*key).with_for_update())
         if row is not None:
@@ -92,7 +144,7 @@ class CallWriter:
     async def apply(self, ev: CallEvent) -> Call | None:
         """The merged call, or None when the event was stale (a lower seq than one already seen)
         or is a CRM's copy of calls a connected PBX reports itself."""
-        if ev.provider in CRM_SOURCES and await self.pbx_connected():
+        if not await self._kept(ev):
             return None
         row = await self._row(ev)
         if ev.seq is not None and row.last_seq is not None and ev.seq < row.last_seq:
@@ -120,7 +172,10 @@ class CallWriter:
         if ev.deal_id is not None:
             row.deal_id, row.match_source, row.matched_at = ev.deal_id, "source", utcnow()
         elif row.deal_id is None and row.client_number and row.direction != "internal":
-            await match_call(self.s, row)
+            if (ev.provider, ev.call_id) in self.settled and row.client_number in self.matches:
+                settle(row, *self.matches[row.client_number])
+            else:
+                await match_call(self.s, row)
         row.updated_at = utcnow()
         return row
 
@@ -135,6 +190,64 @@ class CallsInMirror:
 
     def handlers(self) -> Mapping[type, Handler]:
         return {CallEvent: self.on_call}
+
+    async def arrange(self, events: list[DomainEvent]) -> list[DomainEvent]:
+        """The batch's events in the order to apply them (MirrorWriter.apply_batch).
+
+        A call is matched to a card by what the mirror says then, so each call stays where it
+        came among the CRM's events when those events may change its match. The others (the
+        contacts with its number are linked to no deal the batch changes, and no contact changes
+        in the batch) are moved first: applied before or after, they match the same, and
+        together they cost no flush of the batch's other changes each."""
+        calls = [ev for ev in events if isinstance(ev, CallEvent)]
+        if not calls:
+            return events
+        await self.writer.prefetch(calls)
+        if any(
+            isinstance(ev, ContactUpserted | ContactDeleted)
+            or (isinstance(ev, DealUpserted) and ev.contact_ids is not None)
+            for ev in events
+        ):
+            return events
+        changed = set()
+        for ev in events:
+            if isinstance(ev, DealUpserted | DealDeleted | DealRestored):
+                changed.add(ev.id)
+            elif isinstance(ev, StageEntered):
+                changed.add(ev.deal_id)
+        numbers = sorted({ev.client_number for ev in calls if ev.client_number})
+        candidates: dict[str, set[str]] = defaultdict(set)
+        for start in range(0, len(numbers), PREFETCH_CHUNK):
+            rows = await self.s.execute(
+                select(ContactPhone.phone, DealContact.deal_id)
+                .join(
+                    DealContact,
+                    and_(
+                        DealContact.account_id == ContactPhone.account_id,
+                        DealContact.contact_id == ContactPhone.contact_id,
+                    ),
+                )
+                .where(
+                    ContactPhone.account_id == self.account_id,
+                    ContactPhone.phone.in_(numbers[start : start + PREFETCH_CHUNK]),
+                )
+            )
+            for phone, deal_id in rows:
+                candidates[phone].add(deal_id)
+        held: set[tuple[str, str]] = set()
+        for ev in calls:
+            row = self.writer._rows.get((ev.provider, ev.call_id))
+            number = ev.client_number or (row.client_number if row is not None else None)
+            if number is None or candidates[number] & changed:
+                held.add((ev.provider, ev.call_id))
+        free = [ev for ev in calls if (ev.provider, ev.call_id) not in held]
+        self.writer.settled = {(ev.provider, ev.call_id) for ev in free}
+        free_numbers = sorted({ev.client_number for ev in free if ev.client_number})
+        for start in range(0, len(free_numbers), PREFETCH_CHUNK):
+            chunk = free_numbers[start : start + PREFETCH_CHUNK]
+            self.writer.matches.update(await best_matches(self.s, self.account_id, chunk))
+        moved = {id(ev) for ev in free}
+        return free + [ev for ev in events if id(ev) not in moved]
 
     async def on_call(self, ev: CallEvent, r: ApplyResult) -> bool:
         call = await self.writer.apply(ev)

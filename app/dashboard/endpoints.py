@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts.models import Account
 from app.db import utcnow
 from app.deps import AccountId, IsoDay, RowId, account_or_404, runtime
+from app.ingest import lag
 from app.mirror.models import User
 from app.payments import report as payments_report
 from app.plans import service as plans_service
@@ -35,6 +36,9 @@ from integrations.http import origin
 
 from . import access, pages
 from .models import DashboardLink
+
+# The account header warns when the mirror is more than this far behind (issue 18).
+LAG_WARNING_S = 60
 
 admin_router = APIRouter(prefix="/api/accounts", tags=["dashboard"], dependencies=[Depends(require_admin)])
 router = APIRouter(tags=["dashboard"])
@@ -247,6 +251,9 @@ async def meta(request: Request, rt: Runtime = Depends(runtime)) -> Response:
             "timezone": viewer.account.timezone,
             "team_view": viewer.scope.managers is None,
             "pipelines": await reports.pipelines(s, viewer.account),
+            # How far the mirror is behind the CRM: the header warns past LAG_WARNING_S.
+            "lag_seconds": round((await lag.of_account(s, viewer.account.id)).seconds(utcnow()), 1),
+            "lag_warning_seconds": LAG_WARNING_S,
         }
 
     return await _answer(request, rt, act)

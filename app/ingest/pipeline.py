@@ -57,6 +57,26 @@ class Touched:
     named: dict[int, Named] = field(default_factory=lambda: defaultdict(Named))
     installed: set[int] = field(default_factory=set)
 
+    def follow_ups(self) -> Touched | None:
+        """What the steps that need the CRM have to do (the deals already evaluated left out);
+        None when nothing."""
+        if not (any(self.thin.values()) or any(self.calls.values()) or self.named or self.installed):
+            return None
+        out = Touched()
+        out.merge(self)
+        out.deals.clear()
+        return out
+
+    def merge(self, other: Touched) -> None:
+        """add(), keeping the named rows of both (add() takes the latest step's)."""
+        named = {account_id: batch for account_id, batch in other.named.items() if account_id in self.named}
+        for account_id, batch in named.items():
+            self.named[account_id].rows.update(batch.rows)
+        self.add(Touched(deals=other.deals, thin=other.thin, calls=other.calls, installed=other.installed))
+        for account_id, batch in other.named.items():
+            if account_id not in named:
+                self.named[account_id] = batch
+
     def add(self, other: Touched) -> None:
         for mine, theirs in ((self.deals, other.deals), (self.thin, other.thin), (self.calls, other.calls)):
             for account_id, ids in theirs.items():
@@ -85,9 +105,11 @@ async def named_records(rt: Runtime, touched: Touched) -> Touched:
 
 
 async def thin_deals(rt: Runtime, touched: Touched) -> Touched:
+    out = Touched()
     for account_id, deal_ids in touched.thin.items():
-        await complete_thin_deals(rt, account_id, sorted(deal_ids))
-    return Touched()
+        # Evaluated once already with what the thin event said; again with the full record.
+        out.deals[account_id] |= await complete_thin_deals(rt, account_id, sorted(deal_ids))
+    return out
 
 
 async def calls(rt: Runtime, touched: Touched) -> Touched:
@@ -190,23 +212,24 @@ async def apply_named(rt: Runtime, account_id: int, batch: Named) -> tuple[set[s
     return touched, calls
 
 
-async def complete_thin_deals(rt: Runtime, account_id: int, deal_ids: list[str]) -> None:
-    """Reads the full record of deals a thin webhook named. Best effort: the next sync fills
-    whatever this misses, and the thin event's own facts (the stage) are already applied."""
+async def complete_thin_deals(rt: Runtime, account_id: int, deal_ids: list[str]) -> set[str]:
+    """Reads the full record of deals a thin webhook named; returns the deals it changed. Best
+    effort: the next sync fills whatever this misses, and the thin event's own facts (the stage)
+    are already applied."""
     async with rt.reads() as s:
         account = await s.get(Account, account_id)
     if account is None or account.status != "active":
-        return
+        return set()
     client = rt.crm_client(account.id, account.crm, account.base_url)
     try:
         events = await client.fetch_deals(deal_ids, region=account.region)
     except CrmError as exc:
         log.warning("inbox.thin_fetch_failed", extra={"account_id": account_id, "error": str(exc)})
-        return
+        return set()
     finally:
         await client.aclose()
     async with rt.sessions() as s, s.begin():
-        await mirror_writer(s, account_id).apply(events)
+        return (await mirror_writer(s, account_id).apply(events)).touched_deals
 
 
 async def reevaluate(rt: Runtime, account_id: int, deal_ids: list[str]) -> None:

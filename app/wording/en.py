@@ -201,6 +201,10 @@ DASHBOARD = {
     "h": "h",
     "self_view": "You see your own figures only.",
     "team_view": "The whole team.",
+    "lag_warning": (
+        "The data is {minutes} min behind the CRM — changes are still being applied, "
+        "so figures and findings may be incomplete."
+    ),
     # Plan and pace, ABC/XYZ (issue 16)
     "plan": "Plan and pace",
     "milestone_col": "Measure",

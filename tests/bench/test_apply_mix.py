@@ -7,6 +7,7 @@ batches, several workers) to the result of the simplest one.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -75,7 +76,9 @@ async def _receive(rt: Runtime, mix: list[applymix.Hook]) -> None:
                 assert resp.status_code == 200, resp.text
 
 
-async def test_batches_apply_what_one_by_one_applies(runtimes: tuple[Runtime, Runtime]) -> None:
+async def test_batches_apply_what_one_by_one_applies(
+    runtimes: tuple[Runtime, Runtime], caplog: pytest.LogCaptureFixture
+) -> None:
     batch, one_by_one = runtimes
     now = utcnow()
     plans = await applymix.seed(batch, ACCOUNTS, DEALS, 7, now)
@@ -87,7 +90,10 @@ async def test_batches_apply_what_one_by_one_applies(runtimes: tuple[Runtime, Ru
     await _receive(batch, mix)
 
     # The worker's own path: batches of inbox_batch_size, one re-evaluation per account and batch.
-    assert await inbox_worker.drain(batch) == EVENTS
+    with caplog.at_level(logging.WARNING, logger="app.ingest.worker"):
+        assert await inbox_worker.drain(batch) == EVENTS
+    # Set-based all the way: no batch fell back to row by row.
+    assert not [r for r in caplog.records if r.getMessage() == "inbox.batch_fallback"]
     assert await applymix.replay_one_by_one(batch, one_by_one) == EVENTS
 
     async with batch.reads() as s:

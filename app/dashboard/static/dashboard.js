@@ -425,6 +425,11 @@
     pipe.addEventListener('change', function () { state.pipeline = pipe.value; load(); });
     root.appendChild(el('h1', { text: T.title + ' — ' + meta.account }));
     root.appendChild(el('p', { 'class': 'cw-sub', text: meta.team_view ? T.team_view : T.self_view }));
+    if (meta.lag_seconds > meta.lag_warning_seconds) {
+      // The mirror is behind the CRM (a mass edit still being applied): say so before any figure.
+      root.appendChild(el('p', { id: 'cw-lag', 'class': 'cw-warn', role: 'status',
+                                 text: T.lag_warning.replace('{minutes}', String(Math.max(1, Math.round(meta.lag_seconds / 60)))) }));
+    }
     root.appendChild(el('div', { 'class': 'cw-bar' }, [sel, from, to, apply,
       el('button', { id: 'cw-export-xlsx', text: T.export + ' XLSX', on: { click: function () { download('xlsx'); } } }),
       el('button', { id: 'cw-export-csv', text: T.export + ' CSV', on: { click: function () { download('csv'); } } }),
