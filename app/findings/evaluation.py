@@ -18,7 +18,7 @@ from app.db import is_postgres, utcnow
 from app.rules import engine as rules_engine
 from app.rules.models import RuleConfig
 
-from . import lifecycle, notify
+from . import due, lifecycle, notify
 from .lifecycle import EvaluationResult, diff_table
 
 __all__ = ["EvaluationResult", "diff_table", "evaluate"]
@@ -32,7 +32,11 @@ async def evaluate(
     now: datetime | None = None,
     actor: str = "sweep",
 ) -> EvaluationResult:
-    """Brings the account's findings in line with its mirror. The caller commits.
+    """Brings the account's findings in line with its mirror, and the moments at which they can
+    next change with time alone (due.py). The caller commits.
+
+    `deal_ids`: only these deals ("" for the account's entities without a deal, such as calls
+    nobody matched); None: the whole account (a sweep).
 
     `open` (the account's open findings) is counted for sweeps only: re-evaluating a few deals
     must not scan the whole account."""
@@ -98,6 +102,8 @@ async def evaluate(
             .where(Account.id == account_id, Account.backlog_since == row.backlog_since, Account.sync_state == "done")
             .values(backlog_since=None)
         )
+    # When the verdict on what was evaluated can next change with no event: the tick's index.
+    await due.refresh(s, account_id, settings, row.timezone, now, deal_ids)
     if whole:
         total.open = await lifecycle.count_open(s, account_id)
     return total

@@ -175,7 +175,7 @@ def compare(t: Template, account_id: int, queries: list[Any]) -> Any:
         # The findings on the touched deals (to see what is gone), and those the violations
         # name wherever the findings say they are (a task moved to another deal keeps its finding).
         findings = union(
-            select(*columns).where(*found, Finding.deal_id.in_(t.own.deals_param())),
+            select(*columns).where(*found, *t.own.in_deal_scope(Finding.deal_id)),
             select(*columns)
             .join(
                 cte,

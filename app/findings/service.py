@@ -16,6 +16,7 @@ from app.rules import config as rules_config
 from app.rules.base import RenderContext
 from app.rules.registry import RULES
 
+from . import due
 from .models import Finding, FindingEvent
 from .schemas import FindingOut, HistoryOut
 
@@ -230,6 +231,7 @@ async def snooze(s: AsyncSession, finding: Finding, until: datetime, actor: str,
     finding.status, finding.snoozed_until, finding.snoozed_by, finding.snooze_reason = "snoozed", until, actor, reason
     finding.resolution = "snoozed"
     finding.updated_at = utcnow()
+    await due.schedule(s, finding.account_id, [finding.deal_id], until)  # the tick wakes it then
     return finding
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, String, literal
+from sqlalchemy import Integer, String, literal, union_all
 
 from app.calendar.business import BusinessCalendar
 from app.db import utcnow
@@ -173,6 +173,48 @@ def template(
         _templates.clear()
     _templates[key] = template
     return template
+
+
+@dataclass(frozen=True)
+class Timing:
+    """The statement of when each deal's verdict can next change (the enabled rules' `timing`
+    queries, one UNION ALL), built once per account, settings and scope kind like a Template."""
+
+    settings: AccountRules
+    contexts: list[RuleContext]
+    statement: Any
+
+
+_timings: dict[tuple[int, str, bool], Timing] = {}
+
+
+def timing(account_id: int, settings: AccountRules, timezone: str, whole: bool, extra: Callable[[RuleContext], list[Any]]) -> Timing:
+    """The account's timing statement; `extra(ctx)` adds the findings' own moments (a snooze ending)."""
+    key = (account_id, timezone, whole)
+    cached = _timings.get(key)
+    if cached is not None and cached.settings is settings:
+        return cached
+    now = utcnow()
+    contexts: list[RuleContext] = []
+    queries: list[Any] = []
+    rules = [rule for rule in RULES.values() if settings.resolved[rule.name].enabled and rule.timing is not None]
+    for i, rule in enumerate([None, *rules]):
+        ctx = RuleContext(
+            account_id=account_id,
+            now=now,
+            calendar=settings.calendar(timezone),
+            config=settings.resolved[rule.name] if rule else ResolvedRuleConfig(enabled=True, settings=RuleSettings()),
+            deal_ids=None if whole else ["probe"],
+            prefix=f"t{i}",
+        )
+        contexts.append(ctx)
+        queries.extend(rule.timing(ctx) if rule and rule.timing else extra(ctx))
+    statement = union_all(*queries) if len(queries) > 1 else queries[0]
+    built = Timing(settings, contexts, statement)
+    if len(_timings) > 10_000:
+        _timings.clear()
+    _timings[key] = built
+    return built
 
 
 def tagged(rule: Rule, ctx: RuleContext) -> Any:

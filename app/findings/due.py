@@ -1,0 +1,126 @@
+"""When each deal's findings can next change with no new event, kept per deal (rule_due) so that
+the scheduler's tick re-evaluates only the deals whose moment has come.
+
+Every time-based rule says, in its `timing` queries (app/rules/base.py), when its verdict on a
+deal will change if nothing happens: a task falls due, a grace period or a stage's limit runs out
+in working time, a look-back window ends. The findings add their own: a snooze ends. Each
+evaluation brings the moments of what it evaluated up to date, in the caller's transaction:
+
+- an evaluation of a few deals (an event, a tick) reads their moments and computes each in
+  Python with the account's business calendar, exactly (BusinessCalendar.add_working);
+- a sweep cannot run the calendar over a million rows, so it stores for every deal an earlier
+  bound computed in SQL: `seconds` of wall time after `at` (working time never runs faster than
+  the wall clock), less a second for the databases' rounding. A tick that reaches a deal early
+  re-evaluates it, changes nothing, and stores the exact moment.
+
+The deal id "" stands for the account's entities without a deal (calls nobody matched): the
+evaluation of deal "" asks the rules about those.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, case, delete, func, insert, literal, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import dialect_insert, epoch
+from app.rules import engine as rules_engine
+from app.rules.base import RuleContext, moment
+from app.rules.engine import AccountRules
+
+from .models import DueMoment, Finding
+
+# The rounding a sweep's bound allows for (SQLite computes epoch seconds through julianday).
+_EARLY_SECONDS = 1.0
+
+
+def _findings_moments(ctx: RuleContext) -> list[Select[Any]]:
+    """A snoozed finding wakes up when its snooze ends."""
+    return [
+        select(*moment(Finding.deal_id, Finding.snoozed_until, 0.0, False)).where(
+            Finding.account_id == ctx.account_id,
+            Finding.status == "snoozed",
+            Finding.snoozed_until > ctx.now_param(),
+            *ctx.in_deal_scope(Finding.deal_id),
+        )
+    ]
+
+
+async def refresh(
+    s: AsyncSession,
+    account_id: int,
+    settings: AccountRules,
+    timezone: str,
+    now: datetime,
+    deal_ids: list[str] | None,
+) -> int:
+    """Recomputes the moments of the deals evaluated (None: the whole account); returns how many
+    deals have one."""
+    timing = rules_engine.timing(account_id, settings, timezone, deal_ids is None, _findings_moments)
+    params: dict[str, Any] = {}
+    for ctx in timing.contexts:
+        ctx.now, ctx.deal_ids = now, deal_ids
+        params.update(ctx.values())
+    if deal_ids is None:
+        await s.execute(delete(DueMoment).where(DueMoment.account_id == account_id))
+        rows = timing.statement.subquery("moments")
+        deal = func.coalesce(rows.c.deal_id, "")
+        bound = select(
+            literal(account_id), deal, func.min(epoch(rows.c.at) + rows.c.seconds) - _EARLY_SECONDS
+        ).group_by(deal)
+        result = await s.execute(
+            insert(DueMoment.__table__).from_select(["account_id", "deal_id", "due_epoch"], bound), params
+        )
+        return result.rowcount or 0
+    calendar = settings.calendar(timezone)
+    due: dict[str, float] = {}
+    for deal_id, at, seconds, working in await s.execute(timing.statement, params):
+        when = calendar.add_working(at, seconds) if working else at + timedelta(seconds=seconds)
+        key = deal_id or ""
+        stamp = when.timestamp()
+        if key not in due or stamp < due[key]:
+            due[key] = stamp
+    scope = set(deal_ids)
+    await s.execute(delete(DueMoment).where(DueMoment.account_id == account_id, DueMoment.deal_id.in_(sorted(scope))))
+    values = [
+        {"account_id": account_id, "deal_id": deal_id, "due_epoch": stamp}
+        for deal_id, stamp in sorted(due.items())
+        if deal_id in scope
+    ]
+    if values:
+        await s.execute(insert(DueMoment.__table__), values)
+    return len(values)
+
+
+async def schedule(s: AsyncSession, account_id: int, deal_ids: Iterable[str | None], at: datetime) -> None:
+    """Makes sure the tick looks at these deals (None: the account's entities without a deal) by
+    `at` (a person's snooze ends then)."""
+    stamp = at.timestamp()
+    for deal_id in sorted({d or "" for d in deal_ids}):
+        stmt = dialect_insert(s, DueMoment.__table__).values(account_id=account_id, deal_id=deal_id, due_epoch=stamp)
+        await s.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["account_id", "deal_id"],
+                set_={
+                    "due_epoch": case(
+                        (stmt.excluded.due_epoch < DueMoment.__table__.c.due_epoch, stmt.excluded.due_epoch),
+                        else_=DueMoment.__table__.c.due_epoch,
+                    )
+                },
+            )
+        )
+
+
+async def due_deals(s: AsyncSession, account_id: int, now: datetime, limit: int) -> list[str]:
+    """The deals whose moment has come, earliest first, through the index."""
+    return list(
+        await s.scalars(
+            select(DueMoment.deal_id)
+            .where(DueMoment.account_id == account_id, DueMoment.due_epoch <= now.timestamp())
+            .order_by(DueMoment.due_epoch)
+            .limit(limit)
+        )
+    )
