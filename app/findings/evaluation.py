@@ -21,7 +21,25 @@ from app.rules.models import RuleConfig
 from . import due, lifecycle, notify
 from .lifecycle import EvaluationResult, diff_table
 
-__all__ = ["EvaluationResult", "diff_table", "evaluate"]
+__all__ = ["EvaluationResult", "diff_table", "evaluate", "remind"]
+
+
+async def remind(s: AsyncSession, account_id: int, now: datetime) -> tuple[int, int]:
+    """Escalations and reminders that came due on the account's open findings (a sweep asks for
+    them too). Returns how many outbox rows were queued, and in how many minutes to look again."""
+    row = (
+        await s.execute(
+            select(Account.timezone, Account.paused, RuleConfig.document)
+            .outerjoin(RuleConfig, RuleConfig.account_id == Account.id)
+            .where(Account.id == account_id)
+        )
+    ).first()
+    if row is None or row.paused:
+        return 0, 5
+    settings = rules_engine.account_rules(account_id, row.document)
+    doc = settings.document
+    added = await notify.enqueue(s, account_id, now, doc, settings.calendar(row.timezone), None)
+    return added, doc.sweep_interval_minutes
 
 
 async def evaluate(

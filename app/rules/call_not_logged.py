@@ -113,9 +113,9 @@ def timing(ctx: RuleContext) -> list[Select[Any]]:
     seconds = ctx.per_stage(lambda s: s.minutes * 60.0)
     days = float(ctx.settings.lookback_days * 86400)
     return [
-        violations(ctx).with_only_columns(*moment(Call.deal_id, Call.ended_at, seconds, True)).where(
-            Call.ended_at > window
-        ),
+        violations(ctx)
+        .with_only_columns(*moment(Call.deal_id, Call.ended_at, seconds, True))
+        .where(Call.ended_at > window),
         violations(ctx).with_only_columns(*moment(Call.deal_id, Call.ended_at, days, False)),
     ]
 

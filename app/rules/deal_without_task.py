@@ -74,9 +74,7 @@ def violations(ctx: RuleContext) -> Select[Any]:
 def timing(ctx: RuleContext) -> list[Select[Any]]:
     """A deal without an open task opens a finding once the grace after its last task has run out."""
     deals = _deals(ctx)
-    return [
-        select(*moment(deals.c.id, deals.c.started, deals.c.seconds, True)).where(deals.c.started > deals.c.grace)
-    ]
+    return [select(*moment(deals.c.id, deals.c.started, deals.c.seconds, True)).where(deals.c.started > deals.c.grace)]
 
 
 def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:

@@ -188,7 +188,9 @@ class Timing:
 _timings: dict[tuple[int, str, bool], Timing] = {}
 
 
-def timing(account_id: int, settings: AccountRules, timezone: str, whole: bool, extra: Callable[[RuleContext], list[Any]]) -> Timing:
+def timing(
+    account_id: int, settings: AccountRules, timezone: str, whole: bool, extra: Callable[[RuleContext], list[Any]]
+) -> Timing:
     """The account's timing statement; `extra(ctx)` adds the findings' own moments (a snooze ending)."""
     key = (account_id, timezone, whole)
     cached = _timings.get(key)

@@ -117,7 +117,6 @@ def timing(ctx: RuleContext) -> list[Select[Any]]:
     missed = Call.__table__.alias("missed")
     earlier = Call.__table__.alias("earlier")
     since = ctx.lookback(timedelta(days=st.lookback_days))
-    ended = func.coalesce(missed.c.ended_at, missed.c.started_at)
     unreturned = [
         missed.c.account_id == ctx.account_id,
         missed.c.direction == "in",
