@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import Select, case, delete, func, insert, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import dialect_insert, epoch
+from app.db import among, dialect_insert, dialect_of, epoch
 from app.rules import engine as rules_engine
 from app.rules.base import RuleContext, moment
 from app.rules.engine import AccountRules
@@ -59,7 +59,7 @@ async def refresh(
 ) -> int:
     """Recomputes the moments of the deals evaluated (None: the whole account); returns how many
     deals have one."""
-    timing = rules_engine.timing(account_id, settings, timezone, deal_ids is None, _findings_moments)
+    timing = rules_engine.timing(account_id, settings, timezone, deal_ids is None, dialect_of(s), _findings_moments)
     params: dict[str, Any] = {}
     for ctx in timing.contexts:
         ctx.now, ctx.deal_ids = now, deal_ids
@@ -84,14 +84,26 @@ async def refresh(
         if key not in due or stamp < due[key]:
             due[key] = stamp
     scope = set(deal_ids)
-    await s.execute(delete(DueMoment).where(DueMoment.account_id == account_id, DueMoment.deal_id.in_(sorted(scope))))
+    gone = sorted(scope - set(due))
+    if gone:
+        await s.execute(
+            delete(DueMoment.__table__).where(
+                DueMoment.account_id == account_id, among(s, DueMoment.__table__.c.deal_id, gone)
+            )
+        )
     values = [
         {"account_id": account_id, "deal_id": deal_id, "due_epoch": stamp}
         for deal_id, stamp in sorted(due.items())
         if deal_id in scope
     ]
     if values:
-        await s.execute(insert(DueMoment.__table__), values)
+        upsert = dialect_insert(s, DueMoment.__table__)
+        await s.execute(
+            upsert.on_conflict_do_update(
+                index_elements=["account_id", "deal_id"], set_={"due_epoch": upsert.excluded.due_epoch}
+            ),
+            values,
+        )
     return len(values)
 
 

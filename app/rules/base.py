@@ -43,6 +43,7 @@ from sqlalchemy import (
     Select,
     String,
     and_,
+    any_,
     bindparam,
     case,
     cast,
@@ -52,6 +53,7 @@ from sqlalchemy import (
     or_,
     type_coerce,
 )
+from sqlalchemy.dialects import postgresql
 
 from app.calendar.business import BusinessCalendar
 from app.db import UtcDateTime
@@ -104,6 +106,8 @@ class RuleContext:
     # Bound parameters of the rule's statement: name → how to compute its value for this evaluation.
     prefix: str = "rule"
     params: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    # The database's dialect name: on PostgreSQL the deals in scope are one array parameter.
+    dialect: str = ""
 
     @property
     def settings(self) -> Any:
@@ -156,6 +160,13 @@ class RuleContext:
         """The deals in scope of an incremental evaluation, as an IN-list parameter."""
         return self.bind(lambda: self.deal_ids, String(), expanding=True)
 
+    def in_deals(self, column: Any) -> ColumnElement[bool]:
+        """`column` is one of the deals in scope: `= ANY(array)` on PostgreSQL (a tick's thousand
+        deals are one parameter, not a thousand rendered into the SQL at each execution)."""
+        if self.dialect == "postgresql":
+            return column == any_(self.bind(lambda: self.deal_ids, postgresql.ARRAY(String())))
+        return column.in_(self.deals_param())
+
     def dealless(self) -> ColumnElement[bool]:
         """True when the scope asks about the account's entities without a deal (the deal id ""
         in `deal_ids`: calls nobody matched), always in a sweep."""
@@ -166,13 +177,13 @@ class RuleContext:
         scope: the deals asked about, and no deal at all when "" is asked about. None in a sweep."""
         if self.deal_ids is None:
             return []
-        return [or_(column.in_(self.deals_param()), and_(column.is_(None), self.dealless()))]
+        return [or_(self.in_deals(column), and_(column.is_(None), self.dealless()))]
 
     def deal_scope(self) -> list[ColumnElement[bool]]:
         """The account, the incremental scope, and the rule's exclusions, as WHERE clauses on Deal."""
         clauses: list[ColumnElement[bool]] = [Deal.account_id == self.account_id]
         if self.deal_ids is not None:
-            clauses.append(Deal.id.in_(self.deals_param()))
+            clauses.append(self.in_deals(Deal.id))
         ex = self.config.exclude
         if ex.pipelines:
             clauses.append(or_(Deal.pipeline_id.is_(None), Deal.pipeline_id.not_in(sorted(ex.pipelines))))

@@ -114,6 +114,7 @@ def _context(
         config=t.settings.resolved[rule.name],
         deal_ids=deal_ids,
         prefix=f"r{i}",
+        dialect=t.dialect,
     )
 
 
@@ -137,6 +138,7 @@ def template(
         config=ResolvedRuleConfig(enabled=True, settings=RuleSettings()),
         deal_ids=None if whole else ["probe-a"],
         prefix="eval",
+        dialect=dialect.name,
     )
     template = Template(settings, rules, timezone, whole, own, {}, enabled, disabled, None, dialect.name, compare)
     for i, rule in enumerate(enabled):
@@ -185,14 +187,19 @@ class Timing:
     statement: Any
 
 
-_timings: dict[tuple[int, str, bool], Timing] = {}
+_timings: dict[tuple[int, str, bool, str], Timing] = {}
 
 
 def timing(
-    account_id: int, settings: AccountRules, timezone: str, whole: bool, extra: Callable[[RuleContext], list[Any]]
+    account_id: int,
+    settings: AccountRules,
+    timezone: str,
+    whole: bool,
+    dialect: str,
+    extra: Callable[[RuleContext], list[Any]],
 ) -> Timing:
     """The account's timing statement; `extra(ctx)` adds the findings' own moments (a snooze ending)."""
-    key = (account_id, timezone, whole)
+    key = (account_id, timezone, whole, dialect)
     cached = _timings.get(key)
     if cached is not None and cached.settings is settings:
         return cached
@@ -208,6 +215,7 @@ def timing(
             config=settings.resolved[rule.name] if rule else ResolvedRuleConfig(enabled=True, settings=RuleSettings()),
             deal_ids=None if whole else ["probe"],
             prefix=f"t{i}",
+            dialect=dialect,
         )
         contexts.append(ctx)
         queries.extend(rule.timing(ctx) if rule and rule.timing else extra(ctx))
