@@ -144,12 +144,17 @@ def dialect_insert(session: AsyncSession, table: Any) -> Any:
     return (postgresql.insert if is_postgres(session) else sqlite.insert)(table)
 
 
+# Above this many values an IN-list changing at every execution is one array parameter on
+# PostgreSQL (among()): rendered value by value into the SQL, a tick's thousand deals cost more
+# than running the query. (Below it the IN-list stays: the planner sees how few there are.)
+MANY_DEALS = 50
+
+
 def among(session_or_dialect: Any, column: Any, values: Any) -> Any:
-    """`column IN (values)` for a list that changes at every execution: on PostgreSQL one array
-    parameter (`= ANY($1)`); an IN-list of a thousand values is otherwise rendered into the SQL
-    text value by value, which costs more than running it."""
+    """`column IN (values)`, as `= ANY($1)` on PostgreSQL for more than MANY_DEALS values."""
+    values = list(values)
     name = session_or_dialect if isinstance(session_or_dialect, str) else dialect_of(session_or_dialect)
-    if name == "postgresql":
+    if name == "postgresql" and len(values) > MANY_DEALS:
         return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
     return column.in_(list(values))
 

@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import Select, case, delete, func, insert, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import among, dialect_insert, dialect_of, epoch
+from app.db import MANY_DEALS, among, dialect_insert, dialect_of, epoch
 from app.rules import engine as rules_engine
 from app.rules.base import RuleContext, moment
 from app.rules.engine import AccountRules
@@ -59,7 +59,10 @@ async def refresh(
 ) -> int:
     """Recomputes the moments of the deals evaluated (None: the whole account); returns how many
     deals have one."""
-    timing = rules_engine.timing(account_id, settings, timezone, deal_ids is None, dialect_of(s), _findings_moments)
+    many = deal_ids is not None and len(deal_ids) > MANY_DEALS
+    timing = rules_engine.timing(
+        account_id, settings, timezone, deal_ids is None, dialect_of(s), _findings_moments, many
+    )
     params: dict[str, Any] = {}
     for ctx in timing.contexts:
         ctx.now, ctx.deal_ids = now, deal_ids

@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account
-from app.db import is_postgres, utcnow
+from app.db import MANY_DEALS, is_postgres, utcnow
 from app.rules import engine as rules_engine
 from app.rules.models import RuleConfig
 
@@ -73,7 +73,8 @@ async def evaluate(
         return EvaluationResult()  # a paused account is left as it is until resumed
     settings = rules_engine.account_rules(account_id, row.document)
     calendar = settings.calendar(row.timezone)
-    template = rules_engine.template(account_id, settings, row.timezone, whole, s.bind.dialect, lifecycle.compare)
+    many = deal_ids is not None and len(deal_ids) > MANY_DEALS
+    template = rules_engine.template(account_id, settings, row.timezone, whole, s.bind.dialect, lifecycle.compare, many)
     # No await between setting the moment and scope and computing the parameters from them: the
     # template is shared by every evaluation of this account in this process.
     params: dict[str, Any] = {}

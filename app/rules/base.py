@@ -106,8 +106,8 @@ class RuleContext:
     # Bound parameters of the rule's statement: name → how to compute its value for this evaluation.
     prefix: str = "rule"
     params: dict[str, Callable[[], Any]] = field(default_factory=dict)
-    # The database's dialect name: on PostgreSQL the deals in scope are one array parameter.
-    dialect: str = ""
+    # The deals in scope as one array parameter (PostgreSQL, for a scope of many deals).
+    arrays: bool = False
 
     @property
     def settings(self) -> Any:
@@ -163,7 +163,7 @@ class RuleContext:
     def in_deals(self, column: Any) -> ColumnElement[bool]:
         """`column` is one of the deals in scope: `= ANY(array)` on PostgreSQL (a tick's thousand
         deals are one parameter, not a thousand rendered into the SQL at each execution)."""
-        if self.dialect == "postgresql":
+        if self.arrays:
             return column == any_(self.bind(lambda: self.deal_ids, postgresql.ARRAY(String())))
         return column.in_(self.deals_param())
 

@@ -80,6 +80,7 @@ class Template:
     insert: Any  # the whole statement when every enabled rule is cached, else None
     dialect: str
     compare: Compare
+    arrays: bool = False  # the deals in scope as one array parameter (many deals, PostgreSQL)
 
     def contexts(self) -> list[RuleContext]:
         return [self.own, *(ctx for ctx, _ in self.cached.values())]
@@ -97,7 +98,7 @@ class Template:
         return self.compare(self, account_id, queries)
 
 
-_templates: dict[tuple[int, str, bool, str], Template] = {}
+_templates: dict[tuple[int, str, bool, str, bool], Template] = {}
 _warned: set[str] = set()
 # Two probes far apart in working time and with different deals: a value frozen at build time
 # differs between them, a parameter does not.
@@ -114,16 +115,23 @@ def _context(
         config=t.settings.resolved[rule.name],
         deal_ids=deal_ids,
         prefix=f"r{i}",
-        dialect=t.dialect,
+        arrays=t.arrays,
     )
 
 
 def template(
-    account_id: int, settings: AccountRules, timezone: str, whole: bool, dialect: Any, compare: Compare
+    account_id: int,
+    settings: AccountRules,
+    timezone: str,
+    whole: bool,
+    dialect: Any,
+    compare: Compare,
+    many: bool = False,
 ) -> Template:
     """The account's template for this kind of scope. `compare` turns the rules' tagged queries
     into the whole statement (app/findings/lifecycle.compare: what differs from the findings)."""
-    key = (account_id, timezone, whole, dialect.name)
+    arrays = many and not whole and dialect.name == "postgresql"
+    key = (account_id, timezone, whole, dialect.name, arrays)
     cached = _templates.get(key)
     rules = tuple(RULES.values())
     if cached is not None and cached.settings is settings and cached.rules == rules:
@@ -138,9 +146,11 @@ def template(
         config=ResolvedRuleConfig(enabled=True, settings=RuleSettings()),
         deal_ids=None if whole else ["probe-a"],
         prefix="eval",
-        dialect=dialect.name,
+        arrays=arrays,
     )
-    template = Template(settings, rules, timezone, whole, own, {}, enabled, disabled, None, dialect.name, compare)
+    template = Template(
+        settings, rules, timezone, whole, own, {}, enabled, disabled, None, dialect.name, compare, arrays
+    )
     for i, rule in enumerate(enabled):
         probes = []
         for moment, deals in (
@@ -187,7 +197,7 @@ class Timing:
     statement: Any
 
 
-_timings: dict[tuple[int, str, bool, str], Timing] = {}
+_timings: dict[tuple[int, str, bool, str, bool], Timing] = {}
 
 
 def timing(
@@ -197,9 +207,11 @@ def timing(
     whole: bool,
     dialect: str,
     extra: Callable[[RuleContext], list[Any]],
+    many: bool = False,
 ) -> Timing:
     """The account's timing statement; `extra(ctx)` adds the findings' own moments (a snooze ending)."""
-    key = (account_id, timezone, whole, dialect)
+    arrays = many and not whole and dialect == "postgresql"
+    key = (account_id, timezone, whole, dialect, arrays)
     cached = _timings.get(key)
     if cached is not None and cached.settings is settings:
         return cached
@@ -215,7 +227,7 @@ def timing(
             config=settings.resolved[rule.name] if rule else ResolvedRuleConfig(enabled=True, settings=RuleSettings()),
             deal_ids=None if whole else ["probe"],
             prefix=f"t{i}",
-            dialect=dialect,
+            arrays=arrays,
         )
         contexts.append(ctx)
         queries.extend(rule.timing(ctx) if rule and rule.timing else extra(ctx))

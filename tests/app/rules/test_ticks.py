@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select, update
 
 from app.calls.models import Call
+from app.db import MANY_DEALS
 from app.findings import scheduler
 from app.findings import service as findings_service
 from app.findings.models import DueMoment, Finding
@@ -360,3 +361,20 @@ async def test_closing_a_deal_drops_its_moment(rt):
         await s.execute(update(Deal).where(Deal.account_id == aid).values(is_closed=True))
     await evaluate(rt, aid, now, deal_ids=["D1"])
     assert "D1" not in await _moments(rt, aid)
+
+
+async def test_a_tick_of_many_deals_is_the_same_as_of_a_few(rt):
+    """Past MANY_DEALS the deals in scope are one array parameter on PostgreSQL: same findings."""
+    aid = await new_account(rt)
+    start = msk(2025, 12, 8, 10, 0)
+    async with rt.sessions() as s, s.begin():
+        for i in range(MANY_DEALS + 10):
+            add_deal(s, aid, f"D{i}", created_at=start - timedelta(days=1))
+            add_task(s, aid, f"T{i}", f"D{i}", due_at=start + timedelta(minutes=5 + i % 3))
+    await evaluate(rt, aid, start, deal_ids=[f"D{i}" for i in range(MANY_DEALS + 10)], actor="incremental")
+    assert await scheduler.tick_account(rt, aid, start + timedelta(minutes=8)) == MANY_DEALS + 10
+    opened = await findings(rt, aid, "overdue_task")
+    assert len(opened) == MANY_DEALS + 10 and {f.status for f in opened} == {"open"}
+    # What is left to come is each deal's stage limit, days away.
+    moments = await _moments(rt, aid)
+    assert len(moments) == MANY_DEALS + 10 and min(moments.values()) > (start + timedelta(days=1)).timestamp()
