@@ -23,16 +23,37 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, case, delete, func, insert, literal, select
+from sqlalchemy import (
+    Column,
+    Float,
+    MetaData,
+    Select,
+    String,
+    Table,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import MANY_DEALS, among, dialect_insert, dialect_of, epoch
+from app.db import MANY_DEALS, among, dialect_insert, dialect_of, epoch, is_postgres
 from app.rules import engine as rules_engine
 from app.rules.base import RuleContext, moment
 from app.rules.engine import AccountRules
 
+from .lifecycle import CreateTempTableAs
 from .models import DueMoment, Finding
 
+# A sweep's moments before they are compared with the stored ones (made and dropped by the sweep).
+_new = Table(
+    "crmwatch_due_new", MetaData(), Column("deal_id", String(64)), Column("due_epoch", Float()), prefixes=["TEMPORARY"]
+)
 # The rounding a sweep's bound allows for (SQLite computes epoch seconds through julianday).
 _EARLY_SECONDS = 1.0
 
@@ -68,16 +89,7 @@ async def refresh(
         ctx.now, ctx.deal_ids = now, deal_ids
         params.update(ctx.values())
     if deal_ids is None:
-        await s.execute(delete(DueMoment).where(DueMoment.account_id == account_id))
-        rows = timing.statement.subquery("moments")
-        deal = func.coalesce(rows.c.deal_id, "")
-        bound = select(
-            literal(account_id), deal, func.min(epoch(rows.c.at) + rows.c.seconds) - _EARLY_SECONDS
-        ).group_by(deal)
-        result = await s.execute(
-            insert(DueMoment.__table__).from_select(["account_id", "deal_id", "due_epoch"], bound), params
-        )
-        return result.rowcount or 0
+        return await _refresh_whole(s, account_id, timing.statement, params)
     calendar = settings.calendar(timezone)
     due: dict[str, float] = {}
     for deal_id, at, seconds, working in await s.execute(timing.statement, params):
@@ -108,6 +120,43 @@ async def refresh(
             values,
         )
     return len(values)
+
+
+async def _refresh_whole(s: AsyncSession, account_id: int, statement: Any, params: dict[str, Any]) -> int:
+    """A sweep's moments: every deal's earlier bound into a temporary table (CREATE TABLE … AS,
+    which PostgreSQL may run in parallel and which maintains no index), then only the rows that
+    differ are written, so a steady sweep of a million deals rewrites a handful."""
+    rows = statement.subquery("moments")
+    deal = func.coalesce(rows.c.deal_id, "")
+    bound = select(
+        deal.label("deal_id"), (func.min(epoch(rows.c.at) + rows.c.seconds) - _EARLY_SECONDS).label("due_epoch")
+    ).group_by(deal)
+    await s.execute(text(f"DROP TABLE IF EXISTS {_new.name}"))
+    await s.execute(CreateTempTableAs(_new.name, bound), params)
+    if is_postgres(s):
+        await s.execute(text(f"ANALYZE {_new.name}"))
+    due = DueMoment.__table__.c
+    mine = due.account_id == account_id
+    same_deal = and_(mine, due.deal_id == _new.c.deal_id)
+    await s.execute(
+        update(DueMoment.__table__)
+        .where(same_deal, due.due_epoch != _new.c.due_epoch)
+        .values(due_epoch=_new.c.due_epoch)
+    )
+    await s.execute(
+        insert(DueMoment.__table__).from_select(
+            ["account_id", "deal_id", "due_epoch"],
+            select(literal(account_id), _new.c.deal_id, _new.c.due_epoch).where(
+                ~select(due.deal_id).where(same_deal).exists()
+            ),
+        )
+    )
+    await s.execute(
+        delete(DueMoment.__table__).where(mine, ~select(_new.c.deal_id).where(_new.c.deal_id == due.deal_id).exists())
+    )
+    count = await s.scalar(select(func.count()).select_from(_new)) or 0
+    await s.execute(text(f"DROP TABLE {_new.name}"))
+    return count
 
 
 async def schedule(s: AsyncSession, account_id: int, deal_ids: Iterable[str | None], at: datetime) -> None:

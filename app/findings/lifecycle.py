@@ -264,6 +264,9 @@ class _CreateTempTableAs(Executable, ClauseElement):
         self.name, self.query = name, query
 
 
+CreateTempTableAs = _CreateTempTableAs
+
+
 @compiles(_CreateTempTableAs)
 def _create_temp_table_as(element: _CreateTempTableAs, compiler: Any, **kw: Any) -> str:
     return f"CREATE TEMPORARY TABLE {element.name} AS {compiler.process(element.query, **kw)}"
