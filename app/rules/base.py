@@ -20,6 +20,10 @@ finding becomes `expired`) or "keep" (it stays as it is).
 Durations are in working time: a setting such as "3 working days" becomes a cutoff instant
 (BusinessCalendar.cutoff), and the SQL compares a timestamp with it, per pipeline and stage.
 
+A time-based rule also says when its verdict can next change with no event (`timing`: rows of
+`moment()`, such as "the grace after the task's due time, in working time"); the engine keeps the
+earliest per deal and the scheduler's tick re-evaluates a deal when it comes (app/findings/due.py).
+
 A rule's statement is built once per account and settings and then re-executed: every value
 that depends on the moment or the scope must come from the context's helpers (`now_param`,
 `ago`, `lookback`, `lookback_working`, `cutoff`, `account_cutoff`, `per_stage`, `deal_scope`,
