@@ -129,6 +129,8 @@ _MANY = 10_000
 # deals planned with the statistics of an earlier evaluation's handful join them with the findings
 # in ways that cost a hundred milliseconds.
 _ANALYZE_ABOVE = 200
+# connection.info: how many differences the connection's table held when last analyzed.
+_ANALYZED_ROWS = "crmwatch_diff_analyzed_rows"
 # Entities per re-check of findings past their window (an IN-list each).
 _RECHECK_CHUNK = 1000
 
@@ -279,6 +281,7 @@ async def compare_whole(s: AsyncSession, statement: Any, params: dict[str, Any])
     SELECT, with the same columns; a rollback brings the old one back."""
     await s.execute(text(f"DROP TABLE IF EXISTS {diff_table.name}"))
     await s.execute(_CreateTempTableAs(diff_table.name, statement.select), params)
+    (await s.connection()).info.pop(_ANALYZED_ROWS, None)  # a new table: no statistics yet
     return await s.scalar(select(func.count()).select_from(diff_table)) or 0
 
 
@@ -397,11 +400,18 @@ async def apply_differences(
     result: EvaluationResult,
 ) -> None:
     """Moves the findings the differences name, step by step, each step for all rules at once."""
-    if is_postgres(s) and (differences > _ANALYZE_ABOVE or template.whole):
+    if is_postgres(s):
         # Temporary tables get no autovacuum, and a sweep's table is new: without statistics the
         # planner guesses its size and may join a handful of differences with a million findings
-        # by scanning them all. (A few rows analyze in a millisecond.)
-        await s.execute(text(f"ANALYZE {diff_table.name}"))
+        # by scanning them all. (A few rows analyze in a millisecond.) The statistics stay with
+        # the connection: a few differences after a tick's thousands or a sweep's million are
+        # planned as that many (15 s for one regression at 1M deals), so they are analyzed too.
+        info = (await s.connection()).info
+        analyzed = info.get(_ANALYZED_ROWS)
+        stale = analyzed is None or analyzed > 10 * differences + _ANALYZE_ABOVE
+        if differences > _ANALYZE_ABOVE or template.whole or stale:
+            await s.execute(text(f"ANALYZE {diff_table.name}"))
+            info[_ANALYZED_ROWS] = differences
     now = literal(now_, UtcDateTime())
     names, disabled = [rule.name for rule in template.rules], template.disabled
     # What kinds of difference there are says which steps can change anything.
