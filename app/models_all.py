@@ -4,7 +4,7 @@ from app.accounts.models import Account
 from app.calls.models import Call, CallStatsDaily, TelephonyConfig
 from app.dashboard.models import DashboardLink
 from app.digest.models import DigestSettings
-from app.findings.models import Finding, FindingEvent
+from app.findings.models import DueMoment, Finding, FindingEvent
 from app.ingest.models import InboxEvent
 from app.mirror.models import (
     Company,
@@ -35,6 +35,7 @@ __all__ = [
     "Deal",
     "DealContact",
     "DigestSettings",
+    "DueMoment",
     "Finding",
     "FindingEvent",
     "InboxEvent",

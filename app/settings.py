@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     # How often the scheduler looks for accounts due a sweep (each account's own interval is
     # in its rules document, 5 minutes by default).
     scheduler_tick_seconds: float = 15.0
+    # How often the scheduler's leader re-evaluates the deals whose deadline has come
+    # (app/findings/scheduler.tick_due): the most a time-based finding waits after its deadline.
+    due_tick_seconds: float = Field(default=15.0, gt=0, le=300)
 
     # Every CRM client: retries of a failed request (429, 5xx, timeouts), their backoff, and the
     # timeout of one request.

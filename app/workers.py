@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from app.digest import scheduler as digest
+from app.findings import scheduler as findings_scheduler
 from app.findings.scheduler import SweepScheduler
 from app.ingest import catchup
 from app.ingest import worker as inbox
@@ -61,6 +62,7 @@ WORKERS: list[tuple[str, Loop]] = [
 
 # Periodic jobs the scheduler's leader runs beside the sweeps: (name, interval in seconds, job).
 PERIODIC: list[tuple[str, Callable[[Settings], float], Callable[[Runtime], Awaitable[object]]]] = [
+    ("due-tick", lambda s: s.due_tick_seconds, findings_scheduler.tick_due),
     ("retention-purge", lambda s: s.retention_purge_minutes * 60, retention.purge),
     ("morning-digest", lambda s: digest.TICK_SECONDS, digest.due),
     ("plan-pace", lambda s: plan_pace.REFRESH_SECONDS, plan_pace.refresh_due),

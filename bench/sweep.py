@@ -24,6 +24,16 @@ One run:
 6. prints the figures, the findings by rule and status, and whether each goal holds;
 7. drops the database, whatever happened.
 
+8. ticks (issue 13): first the catch-up after the sweep (a sweep stores earlier bounds of the
+   deals' moments; the ticks that reach them early store the exact ones), then a tick with
+   --due deals whose moment has come (their first open task fell due a second ago), timed
+   --tick-rounds times with fresh deals, on the big account and on a --small-deals account built
+   in the same database: the ratio of the two says whether a tick's cost follows the due deals or
+   the account; then the detection latency on a simulated clock: --due tasks fall due over the
+   next --latency-span seconds, each an event re-evaluated as the inbox does, and the clock moves
+   by the tick interval (15 s) or by the tick's own duration when it took longer; each finding's
+   opened_at is compared with its deadline (in working time: the next working minute).
+
 --profile also prints the slowest statements of the steady-state sweep (time per statement
 as seen by the client), to show where the time goes. The exit code is 0 whatever the
 figures: this is a measurement, not a test. See bench/README.md.
@@ -40,6 +50,7 @@ import statistics
 import sys
 import time
 from collections import defaultdict
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import event, text
@@ -50,14 +61,22 @@ import app.models_all  # noqa: F401  (registers every table)
 from app.accounts.models import Account
 from app.db import make_engine, make_sessionmaker, scratch_database, utcnow
 from app.findings import evaluation as rules_engine
+from app.findings import scheduler
 from app.migrate import upgrade
 from app.rules import config as rules_config
+from app.rules import engine as engine_rules
 
 DEFAULT_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 GOAL_SWEEP_S = 10.0
 GOAL_RATIO = 3.0
 GOAL_RSS_MB = 300.0
 GOAL_INCREMENTAL_MS = 5.0
+GOAL_CHANGED_MS = 20.0
+GOAL_TICK_MS = 100.0
+GOAL_TICK_RATIO = 2.0
+GOAL_LATENCY_P99_S = 60.0
+TICK_ROUNDS = 3
+TICK_SECONDS = 15.0  # the scheduler's due_tick_seconds
 BARE_RUNS = 3
 
 # CRM ids are text; these bases keep the kinds of ids apart and amoCRM-looking.
@@ -237,6 +256,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="no VACUUM ANALYZE between the sweeps (as if autovacuum had not run yet)",
     )
     p.add_argument("--profile", action="store_true", help="print the slowest statements of the steady sweep")
+    p.add_argument("--small-deals", type=int, default=10_000, help="deals of the account the tick is compared with")
+    p.add_argument("--due", type=int, default=1000, help="deals due at the timed tick (default 1000)")
+    p.add_argument("--tick-rounds", type=int, default=TICK_ROUNDS, help="timed ticks per account (default 3)")
+    p.add_argument("--latency-span", type=float, default=1200.0, help="seconds the simulated deadlines spread over")
+    p.add_argument("--no-ticks", action="store_true", help="skip the tick measurements")
     p.add_argument("--seed", type=int, default=42, help="seed of the generated data and the sampled deals")
     args = p.parse_args(argv)
     if args.deals < 10 or args.tasks_per_deal < 1 or args.notes_per_deal < 0:
@@ -512,6 +536,147 @@ async def findings_by_rule(engine: AsyncEngine, account_id: int) -> dict[str, di
     return out
 
 
+class BenchRuntime:
+    """What the scheduler's tick needs of app.runtime.Runtime: sessions and the outbox's wake-up."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.sessions = self.reads = make_sessionmaker(engine)
+        self.outbox_wakeup = asyncio.Event()
+
+
+async def catch_up(engine: AsyncEngine, account_id: int) -> tuple[int, float, int]:
+    """Ticks until nothing is due: the deals a sweep's earlier bounds made due early. Returns the
+    deals re-evaluated, the seconds it took, and the ticks."""
+    rt = BenchRuntime(engine)
+    started, done, ticks = time.perf_counter(), 0, 0
+    while True:
+        now = utcnow()
+        count = await scheduler.tick_account(rt, account_id, now)  # type: ignore[arg-type]
+        ticks += 1
+        done += count
+        if count == 0 or ticks > 1000:
+            return done, time.perf_counter() - started, ticks
+
+
+SQL_DUE_TASKS = """
+UPDATE tasks SET due_at = :at, source_updated_at = :at
+WHERE account_id = :account AND id IN (
+    SELECT min(id) FROM tasks WHERE account_id = :account AND deal_id = ANY(:deals) AND NOT is_completed
+    GROUP BY deal_id)
+"""
+# As the task's event would have left it: the deal's moment is the task's due time.
+SQL_DUE_MOMENTS = """
+INSERT INTO rule_due (account_id, deal_id, due_epoch)
+SELECT :account, d, :epoch FROM unnest(CAST(:deals AS text[])) AS d
+ON CONFLICT (account_id, deal_id) DO UPDATE SET due_epoch = excluded.due_epoch
+"""
+
+
+def deals_with_open_tasks(total: int, count: int, rng: random.Random) -> list[str]:
+    # Every tenth deal has only completed tasks (SQL_TASKS); the others have an open first task.
+    return [str(DEAL_BASE + d) for d in rng.sample([d for d in range(1, total + 1) if d % 10], count)]
+
+
+async def timed_tick(
+    engine: AsyncEngine, account_id: int, total: int, due: int, rng: random.Random
+) -> tuple[float, int]:
+    """One tick with `due` deals whose moment has just come; returns its ms and the deals it evaluated."""
+    deals = deals_with_open_tasks(total, min(due, total * 9 // 10), rng)
+    at = utcnow() - timedelta(seconds=1)
+    async with engine.begin() as conn:
+        await conn.execute(text(SQL_DUE_TASKS), {"account": account_id, "deals": deals, "at": at})
+        await conn.execute(text(SQL_DUE_MOMENTS), {"account": account_id, "deals": deals, "epoch": at.timestamp()})
+    rt = BenchRuntime(engine)
+    now = utcnow()
+    started = time.perf_counter()
+    count = await scheduler.tick_account(rt, account_id, now, batch=max(due, 1))  # type: ignore[arg-type]
+    return (time.perf_counter() - started) * 1000, count
+
+
+async def detection_latency(
+    engine: AsyncEngine, account_id: int, total: int, count: int, span: float, rng: random.Random
+) -> tuple[list[float], int, float]:
+    """Deadlines spread over the next `span` seconds, ticks on a simulated clock. Returns each
+    finding's delay after its deadline (seconds), the ticks, and the longest tick (ms)."""
+    deals = deals_with_open_tasks(total, min(count, total * 9 // 10), rng)
+    maker = make_sessionmaker(engine)
+    async with maker() as s:
+        timezone, document = (
+            await s.execute(
+                text(
+                    "SELECT a.timezone, r.document FROM accounts a LEFT JOIN rule_configs r ON r.account_id = a.id "
+                    "WHERE a.id = :a"
+                ),
+                {"a": account_id},
+            )
+        ).one()
+    settings = engine_rules.account_rules(account_id, document)
+    calendar = settings.calendar(timezone)
+    # The simulated clock starts at the account's next working minute (now, in working hours),
+    # after the ticks have worked off what falls due until then (a weekend's worth on a Saturday).
+    start = calendar.next_working_start(utcnow())
+    rt = BenchRuntime(engine)
+    started, backlog = time.perf_counter(), 0
+    while count_due := await scheduler.tick_account(rt, account_id, start):  # type: ignore[arg-type]
+        backlog += count_due
+    print(
+        f"simulated clock starts at {start:%a %H:%M} UTC: {backlog:,} deals due by then, worked off in "
+        f"{time.perf_counter() - started:.1f} s"
+    )
+    due_at: dict[str, datetime] = {}
+    async with maker() as s, s.begin():
+        rows = (
+            await s.execute(
+                text(
+                    "SELECT deal_id, min(id) FROM tasks WHERE account_id = :a AND deal_id = ANY(:deals) "
+                    "AND NOT is_completed GROUP BY deal_id"
+                ),
+                {"a": account_id, "deals": deals},
+            )
+        ).all()
+        tasks = {deal: task for deal, task in rows}
+        for task in tasks.values():
+            due_at[task] = start + timedelta(seconds=rng.uniform(30, span))
+        await s.execute(
+            text("UPDATE tasks SET due_at = :due, source_updated_at = :now WHERE account_id = :a AND id = :id"),
+            [{"due": due, "now": start, "a": account_id, "id": task} for task, due in due_at.items()],
+        )
+    # Each change is an event: the inbox re-evaluates its deal (here in batches of 100), which
+    # stores the deal's exact moment.
+    ordered = sorted(tasks)
+    for i in range(0, len(ordered), 100):
+        async with maker() as s, s.begin():
+            await rules_engine.evaluate(s, account_id, deal_ids=ordered[i : i + 100], now=start, actor="incremental")
+    grace = settings.resolved["overdue_task"].settings.grace_minutes * 60
+    deadline = {task: calendar.add_working(due, grace) for task, due in due_at.items()}
+    last = max(deadline.values()) + timedelta(seconds=120)
+    clock, ticks, longest = start, 0, 0.0
+    while clock <= last:
+        started = time.perf_counter()
+        await scheduler.tick_account(rt, account_id, clock)  # type: ignore[arg-type]
+        took = time.perf_counter() - started
+        longest, ticks = max(longest, took * 1000), ticks + 1
+        # The next tick comes an interval later, or when this one is done if it took longer.
+        clock += timedelta(seconds=max(TICK_SECONDS, took))
+    async with maker() as s:
+        opened = dict(
+            (
+                await s.execute(
+                    text(
+                        "SELECT entity_id, opened_at FROM findings WHERE account_id = :a AND rule = 'overdue_task' "
+                        "AND entity_id = ANY(:ids) AND status = 'open'"
+                    ),
+                    {"a": account_id, "ids": list(deadline)},
+                )
+            ).all()
+        )
+    delays = [(opened[task] - deadline[task]).total_seconds() for task in deadline if task in opened]
+    missing = len(deadline) - len(delays)
+    if missing:
+        print(f"  ! {missing} tasks past their deadline have no open finding")
+    return delays, ticks, longest
+
+
 class StatementProfile:
     """Client-side time of every statement, keyed by its SQL text, while attached."""
 
@@ -546,6 +711,17 @@ class StatementProfile:
 async def run(url: URL, args: argparse.Namespace) -> None:
     engine = make_engine(url_text(url))
     try:
+        small_id = None
+        if not args.no_ticks:
+            # The account the tick is compared with, built first (the big one rebuilds the indexes).
+            started = time.perf_counter()
+            small_id, _ = await generate(engine, argparse.Namespace(**{**vars(args), "deals": args.small_deals}))
+            await sweep(engine, small_id)
+            await sweep(engine, small_id)
+            print(
+                f"small account: {args.small_deals:,} deals, generated and swept in "
+                f"{time.perf_counter() - started:.1f} s"
+            )
         started = time.perf_counter()
         account_id, timings = await generate(engine, args)
         total = time.perf_counter() - started
@@ -619,6 +795,21 @@ async def run(url: URL, args: argparse.Namespace) -> None:
                 engine, account_id, flipped, args.incremental_budget
             )
 
+        ticks: dict[str, Any] = {}
+        if not args.no_ticks and small_id is not None:
+            rng = random.Random(args.seed + 2)
+            for label, acc, total in (("small", small_id, args.small_deals), ("large", account_id, args.deals)):
+                done, seconds, rounds = await catch_up(engine, acc)
+                print(f"catch-up after the sweep ({label}): {done:,} deals due early, {rounds} ticks, {seconds:.2f} s")
+                ticks[label] = [(await timed_tick(engine, acc, total, args.due, rng)) for _ in range(args.tick_rounds)]
+                for ms, count in ticks[label]:
+                    print(f"  tick, {label} account: {ms:8.1f} ms for {count:,} due deals")
+            delays, sim_ticks, longest = await detection_latency(
+                engine, account_id, args.deals, args.due, args.latency_span, rng
+            )
+            ticks["latency"] = (delays, sim_ticks, longest)
+        peak = max(peak, rss_mb())
+
         ratio = steady / bare if bare > 0 else float("inf")
         print("\nfindings by rule:")
         for rule, counts in (await findings_by_rule(engine, account_id)).items():
@@ -641,8 +832,40 @@ async def run(url: URL, args: argparse.Namespace) -> None:
                 f"{pct(changed_times, 0.95):.2f} ms p95 ({len(changed_times)} deals, {changed_count} "
                 f"with a finding changed; no goal)"
             )
+        goals_ticks: list[tuple[str, bool]] = []
+        if ticks:
+            small_ms = statistics.median(ms for ms, _ in ticks["small"])
+            large_ms = statistics.median(ms for ms, _ in ticks["large"])
+            delays, sim_ticks, longest = ticks["latency"]
+            print(
+                f"  tick, {args.due:,} due deals   {large_ms:8.1f} ms median at {args.deals:,} deals, "
+                f"{small_ms:.1f} ms at {args.small_deals:,} (ratio {large_ms / small_ms:.2f})"
+            )
+            if delays:
+                print(
+                    f"  detection latency         {pct(delays, 0.99):8.1f} s p99, "
+                    f"{statistics.median(delays):.1f} s median, "
+                    f"{max(delays):.1f} s max ({len(delays):,} deadlines, {sim_ticks} simulated ticks, "
+                    f"longest {longest:.0f} ms)"
+                )
+            goals_ticks = [
+                (f"tick with {args.due:,} due <= {GOAL_TICK_MS:g} ms", large_ms <= GOAL_TICK_MS),
+                (f"tick large / small <= {GOAL_TICK_RATIO:g}", large_ms / small_ms <= GOAL_TICK_RATIO),
+                (
+                    f"detection latency p99 <= {GOAL_LATENCY_P99_S:g} s",
+                    bool(delays) and pct(delays, 0.99) <= GOAL_LATENCY_P99_S,
+                ),
+            ]
+        if changed_times:
+            goals_ticks.append(
+                (
+                    f"re-evaluation after a change <= {GOAL_CHANGED_MS:g} ms median",
+                    statistics.median(changed_times) <= GOAL_CHANGED_MS,
+                )
+            )
         print("\ngoals:")
         for label, ok in (
+            *goals_ticks,
             (f"steady sweep <= {GOAL_SWEEP_S:g} s", steady <= GOAL_SWEEP_S),
             (f"steady sweep <= {GOAL_RATIO:g} x bare scan", ratio <= GOAL_RATIO),
             (f"peak RSS <= {GOAL_RSS_MB:g} MB", peak <= GOAL_RSS_MB),

@@ -178,6 +178,26 @@ class BusinessCalendar:
                     raise ValueError("business calendar has no working days to count back through")
             day -= _ONE_DAY
 
+    def deadline_cutoff(self, now: datetime, seconds: float) -> datetime:
+        """The latest instant t with add_working(t, seconds) <= now: what started at or before it
+        is past its deadline at `now`. The same as cutoff() for a positive duration; for none, a
+        deadline still falls on a working minute: out of hours, only what started before the last
+        working period ended is due (a task due at 18:55 on a Friday is overdue on Monday at 09:00).
+        """
+        if _seconds_to_us(seconds) > 0:
+            return self.cutoff(now, seconds)
+        now_us = _to_us(now)
+        day = self._local_date(now)
+        for _ in range(_MAX_IDLE_DAYS + 2):
+            period = self._period(day)
+            if period is not None and period[0] < period[1] and period[0] <= now_us:
+                if now_us < period[1]:
+                    return now.astimezone(UTC)
+                # add_working(t, 0) for t at or after the period's end is the next period's start.
+                return _from_us(period[1] - 1)
+            day -= _ONE_DAY
+        raise ValueError("business calendar has no working days to count back through")
+
     def add_working(self, start: datetime, seconds: float) -> datetime:
         """The instant at which `seconds` of working time have elapsed after `start`, in UTC.
 

@@ -24,9 +24,18 @@ MAX_SEARCHES = 20
 
 
 async def after_calls(rt: Runtime, account_id: int, call_ids: list[int]) -> set[str]:
-    """Returns the deals whose calls changed through the CRM look-up (to re-evaluate)."""
+    """Returns the deals whose calls changed through the CRM look-up (to re-evaluate), and ""
+    (the account's calls without a deal, app/findings/due.py) when some of these have none."""
     touched: set[str] = set()
     async with rt.reads() as s:
+        if await s.scalar(
+            select(Call.id)
+            .where(
+                Call.account_id == account_id, Call.id.in_(call_ids), Call.is_final.is_(True), Call.deal_id.is_(None)
+            )
+            .limit(1)
+        ):
+            touched.add("")
         unknown = list(
             await s.scalars(
                 select(Call.id).where(

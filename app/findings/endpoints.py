@@ -22,7 +22,8 @@ def _missing(what: str, ident: int) -> HTTPException:
 
 @router.post("/accounts/{account_id}/sweep", response_model=SweepOut, responses={409: {}})
 async def sweep(account_id: AccountId, rt: Runtime = Depends(runtime)) -> SweepOut:
-    """Evaluates every rule over the whole account now (the scheduler does this every few minutes);
+    """Evaluates every rule over the whole account now (the scheduler does this nightly, as a
+    reconciliation: findings follow their deadlines through its tick);
     409 while the account is paused."""
     async with rt.sessions() as s, s.begin():
         account = await account_or_404(s, account_id)

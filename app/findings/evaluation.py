@@ -14,14 +14,32 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account
-from app.db import is_postgres, utcnow
+from app.db import MANY_DEALS, is_postgres, utcnow
 from app.rules import engine as rules_engine
 from app.rules.models import RuleConfig
 
-from . import lifecycle, notify
+from . import due, lifecycle, notify
 from .lifecycle import EvaluationResult, diff_table
 
-__all__ = ["EvaluationResult", "diff_table", "evaluate"]
+__all__ = ["EvaluationResult", "diff_table", "evaluate", "remind"]
+
+
+async def remind(s: AsyncSession, account_id: int, now: datetime) -> tuple[int, int]:
+    """Escalations and reminders that came due on the account's open findings (a sweep asks for
+    them too). Returns how many outbox rows were queued, and in how many minutes to look again."""
+    row = (
+        await s.execute(
+            select(Account.timezone, Account.paused, RuleConfig.document)
+            .outerjoin(RuleConfig, RuleConfig.account_id == Account.id)
+            .where(Account.id == account_id)
+        )
+    ).first()
+    if row is None or row.paused:
+        return 0, 5
+    settings = rules_engine.account_rules(account_id, row.document)
+    doc = settings.document
+    added = await notify.enqueue(s, account_id, now, doc, settings.calendar(row.timezone), None)
+    return added, doc.sweep_interval_minutes
 
 
 async def evaluate(
@@ -32,7 +50,11 @@ async def evaluate(
     now: datetime | None = None,
     actor: str = "sweep",
 ) -> EvaluationResult:
-    """Brings the account's findings in line with its mirror. The caller commits.
+    """Brings the account's findings in line with its mirror, and the moments at which they can
+    next change with time alone (due.py). The caller commits.
+
+    `deal_ids`: only these deals ("" for the account's entities without a deal, such as calls
+    nobody matched); None: the whole account (a sweep).
 
     `open` (the account's open findings) is counted for sweeps only: re-evaluating a few deals
     must not scan the whole account."""
@@ -51,7 +73,8 @@ async def evaluate(
         return EvaluationResult()  # a paused account is left as it is until resumed
     settings = rules_engine.account_rules(account_id, row.document)
     calendar = settings.calendar(row.timezone)
-    template = rules_engine.template(account_id, settings, row.timezone, whole, s.bind.dialect, lifecycle.compare)
+    many = deal_ids is not None and len(deal_ids) > MANY_DEALS
+    template = rules_engine.template(account_id, settings, row.timezone, whole, s.bind.dialect, lifecycle.compare, many)
     # No await between setting the moment and scope and computing the parameters from them: the
     # template is shared by every evaluation of this account in this process.
     params: dict[str, Any] = {}
@@ -98,6 +121,8 @@ async def evaluate(
             .where(Account.id == account_id, Account.backlog_since == row.backlog_since, Account.sync_state == "done")
             .values(backlog_since=None)
         )
+    # When the verdict on what was evaluated can next change with no event: the tick's index.
+    await due.refresh(s, account_id, settings, row.timezone, now, deal_ids)
     if whole:
         total.open = await lifecycle.count_open(s, account_id)
     return total

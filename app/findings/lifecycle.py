@@ -61,7 +61,7 @@ from sqlalchemy.schema import CreateTable
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import ClauseElement
 
-from app.db import CONNECTION_SETUP, CONNECTION_SETUP_DONE, BigId, UtcDateTime, dialect_insert, is_postgres
+from app.db import CONNECTION_SETUP, CONNECTION_SETUP_DONE, BigId, UtcDateTime, among, dialect_insert, is_postgres
 from app.mirror.models import Deal
 from app.rules.base import RuleContext, one_of
 from app.rules.engine import Template
@@ -125,6 +125,12 @@ _DIFF_COLUMNS = [
 # Above this many differences PostgreSQL gets fresh statistics on them (temporary tables get no
 # autovacuum) and they are emptied by TRUNCATE, which leaves no dead rows behind.
 _MANY = 10_000
+# Above this many differences PostgreSQL is told how many there are (ANALYZE): a tick's thousand
+# deals planned with the statistics of an earlier evaluation's handful join them with the findings
+# in ways that cost a hundred milliseconds.
+_ANALYZE_ABOVE = 200
+# connection.info: how many differences the connection's table held when last analyzed.
+_ANALYZED_ROWS = "crmwatch_diff_analyzed_rows"
 # Entities per re-check of findings past their window (an IN-list each).
 _RECHECK_CHUNK = 1000
 
@@ -175,7 +181,7 @@ def compare(t: Template, account_id: int, queries: list[Any]) -> Any:
         # The findings on the touched deals (to see what is gone), and those the violations
         # name wherever the findings say they are (a task moved to another deal keeps its finding).
         findings = union(
-            select(*columns).where(*found, Finding.deal_id.in_(t.own.deals_param())),
+            select(*columns).where(*found, *t.own.in_deal_scope(Finding.deal_id)),
             select(*columns)
             .join(
                 cte,
@@ -260,6 +266,9 @@ class _CreateTempTableAs(Executable, ClauseElement):
         self.name, self.query = name, query
 
 
+CreateTempTableAs = _CreateTempTableAs
+
+
 @compiles(_CreateTempTableAs)
 def _create_temp_table_as(element: _CreateTempTableAs, compiler: Any, **kw: Any) -> str:
     return f"CREATE TEMPORARY TABLE {element.name} AS {compiler.process(element.query, **kw)}"
@@ -272,6 +281,7 @@ async def compare_whole(s: AsyncSession, statement: Any, params: dict[str, Any])
     SELECT, with the same columns; a rollback brings the old one back."""
     await s.execute(text(f"DROP TABLE IF EXISTS {diff_table.name}"))
     await s.execute(_CreateTempTableAs(diff_table.name, statement.select), params)
+    (await s.connection()).info.pop(_ANALYZED_ROWS, None)  # a new table: no statistics yet
     return await s.scalar(select(func.count()).select_from(diff_table)) or 0
 
 
@@ -390,11 +400,18 @@ async def apply_differences(
     result: EvaluationResult,
 ) -> None:
     """Moves the findings the differences name, step by step, each step for all rules at once."""
-    if is_postgres(s) and (differences > _MANY or template.whole):
+    if is_postgres(s):
         # Temporary tables get no autovacuum, and a sweep's table is new: without statistics the
         # planner guesses its size and may join a handful of differences with a million findings
-        # by scanning them all. (A few rows analyze in a millisecond.)
-        await s.execute(text(f"ANALYZE {diff_table.name}"))
+        # by scanning them all. (A few rows analyze in a millisecond.) The statistics stay with
+        # the connection: a few differences after a tick's thousands or a sweep's million are
+        # planned as that many (15 s for one regression at 1M deals), so they are analyzed too.
+        info = (await s.connection()).info
+        analyzed = info.get(_ANALYZED_ROWS)
+        stale = analyzed is None or analyzed > 10 * differences + _ANALYZE_ABOVE
+        if differences > _ANALYZE_ABOVE or template.whole or stale:
+            await s.execute(text(f"ANALYZE {diff_table.name}"))
+            info[_ANALYZED_ROWS] = differences
     now = literal(now_, UtcDateTime())
     names, disabled = [rule.name for rule in template.rules], template.disabled
     # What kinds of difference there are says which steps can change anything.
@@ -433,60 +450,76 @@ async def apply_differences(
             now,
             now,
         ).where(_d.finding_id.is_(None))
-        inserted = await s.execute(
-            dialect_insert(s, Finding.__table__)
-            .from_select(
-                [
-                    "account_id",
-                    "rule",
-                    "rule_version",
-                    "entity_type",
-                    "entity_id",
-                    "deal_id",
-                    "manager_id",
-                    "severity",
-                    "status",
-                    "started_at",
-                    "opened_at",
-                    "times_opened",
-                    "suppressed",
-                    "created_at",
-                    "updated_at",
-                ],
-                fresh,
-            )
-            .on_conflict_do_nothing()
-        )
-        count = inserted.rowcount or 0
-        result.changed += count
-        if count > _MANY and is_postgres(s):
-            # A first sweep of a big account inserts most of the table in this transaction;
-            # without fresh statistics the next statements are planned for an empty table.
-            await s.execute(text("ANALYZE findings"))
-        if count:
-            # The rows just inserted: created at this moment by this statement (a conflicting
-            # row another process inserted keeps its own history).
-            new = and_(
-                Finding.account_id == account_id,
-                Finding.rule == _d.rule,
-                Finding.entity_type == _d.entity_type,
-                Finding.entity_id == _d.entity_id,
-                _d.finding_id.is_(None),
-                Finding.created_at == now,
-                Finding.updated_at == now,
-            )
-            result.opened += (
-                await s.scalar(
-                    select(func.count()).select_from(Finding).join(diff_table, and_(new, Finding.status == "open"))
+        columns = [
+            "account_id",
+            "rule",
+            "rule_version",
+            "entity_type",
+            "entity_id",
+            "deal_id",
+            "manager_id",
+            "severity",
+            "status",
+            "started_at",
+            "opened_at",
+            "times_opened",
+            "suppressed",
+            "created_at",
+            "updated_at",
+        ]
+        adding = dialect_insert(s, Finding.__table__).from_select(columns, fresh).on_conflict_do_nothing()
+        if is_postgres(s):
+            # One statement: the rows inserted (not those another process inserted first) go
+            # straight to their history, and come back only as two counts.
+            added = adding.returning(Finding.id, Finding.status).cte("added")
+            began = (
+                insert(FindingEvent)
+                .from_select(
+                    _HISTORY_COLUMNS,
+                    select(added.c.id, now, literal(None), added.c.status, literal(actor), literal("condition began")),
                 )
-                or 0
+                .cte("began")
             )
-            await _history(
-                s,
-                select(Finding.id, now, literal(None), Finding.status, literal(actor), literal("condition began"))
-                .select_from(Finding)
-                .join(diff_table, new),
-            )
+            count, opened = (
+                await s.execute(
+                    select(func.count(), func.count().filter(added.c.status == "open"))
+                    .select_from(added)
+                    .add_cte(began)
+                )
+            ).one()
+            result.changed += count
+            result.opened += opened
+            if count > _MANY:
+                # A first sweep of a big account inserts most of the table in this transaction;
+                # without fresh statistics the next statements are planned for an empty table.
+                await s.execute(text("ANALYZE findings"))
+        else:
+            count = (await s.execute(adding)).rowcount or 0
+            result.changed += count
+            if count:
+                # The rows just inserted: created at this moment by this statement (a conflicting
+                # row another process inserted keeps its own history).
+                new = and_(
+                    Finding.account_id == account_id,
+                    Finding.rule == _d.rule,
+                    Finding.entity_type == _d.entity_type,
+                    Finding.entity_id == _d.entity_id,
+                    _d.finding_id.is_(None),
+                    Finding.created_at == now,
+                    Finding.updated_at == now,
+                )
+                result.opened += (
+                    await s.scalar(
+                        select(func.count()).select_from(Finding).join(diff_table, and_(new, Finding.status == "open"))
+                    )
+                    or 0
+                )
+                await _history(
+                    s,
+                    select(Finding.id, now, literal(None), Finding.status, literal(actor), literal("condition began"))
+                    .select_from(Finding)
+                    .join(diff_table, new),
+                )
 
     # 2. Regressions: a resolved or expired finding whose condition is back opens again, history kept.
     if sum(have(status) for status in ENDED):
@@ -697,8 +730,9 @@ async def suppress(s: AsyncSession, account_id: int, suppress: dict[str, list[st
     Returns how many findings changed their voice."""
     at = literal(now, UtcDateTime())
     scope = [Finding.account_id == account_id, Finding.status.in_(ACTIVE)]
+    listed = isinstance(deals, list)
     if deals is not None:
-        scope.append(Finding.deal_id.in_(deals))
+        scope.append(among(s, Finding.deal_id, deals) if listed else Finding.deal_id.in_(deals))
     targets = {target: inhibitors for target, inhibitors in suppress.items() if inhibitors}
     changed = 0
     for target, inhibitors in targets.items():
@@ -712,7 +746,9 @@ async def suppress(s: AsyncSession, account_id: int, suppress: dict[str, list[st
             inhibitor.c.deal_id.is_not(None),
         )
         if deals is not None:
-            loud_deals = loud_deals.where(inhibitor.c.deal_id.in_(deals))
+            loud_deals = loud_deals.where(
+                among(s, inhibitor.c.deal_id, deals) if listed else inhibitor.c.deal_id.in_(deals)
+            )
         mine = [*scope, Finding.rule == target]
         changed += (
             await s.execute(

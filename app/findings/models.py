@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, BigId, UtcDateTime, utcnow
@@ -91,3 +91,21 @@ class FindingEvent(Base):
     # For a transition out of "open": why, as one of RESOLUTIONS.
     resolution: Mapped[str | None] = mapped_column(String(32))
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class DueMoment(Base):
+    """When the rules' verdict on a deal can next change with no new event (a task falls due, a
+    grace period or a stage's limit runs out, a look-back window ends, a snooze ends): the
+    scheduler's tick re-evaluates the deals whose moment has come, found through the index, so
+    its cost follows how many are due, not the size of the account (app/findings/due.py).
+
+    `deal_id` "" stands for the account's entities without a deal (calls nobody matched).
+    `due_epoch` is seconds since 1970 (a float, so SQL can add a duration on both databases):
+    exact where Python's business calendar computed it, an earlier bound where a sweep did."""
+
+    __tablename__ = "rule_due"
+    __table_args__ = (Index("ix_rule_due_account_due", "account_id", "due_epoch"),)
+
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
+    deal_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    due_epoch: Mapped[float] = mapped_column(Float)

@@ -1,10 +1,20 @@
-"""Periodic sweeps. Every account is swept every `sweep_interval_minutes` (its rules document,
-5 by default), so time-based rules (overdue, stuck) fire without any new event arriving.
+"""What runs with time alone, on the scheduler's leader.
 
-APScheduler ticks every few seconds and sweeps the accounts whose next_sweep_at has passed;
-the schedule lives in the database, so a restart neither loses nor doubles it. On PostgreSQL
-several instances may run: only the one holding an advisory lock schedules, and the others
-take over when its connection drops. A double sweep would be harmless anyway (dedup key).
+- The tick (tick_due, every `due_tick_seconds`, 15 by default): the deals whose moment has come
+  (app/findings/due.py: a task fell due, a grace period or a stage's limit ran out, a look-back
+  window or a snooze ended) are re-evaluated, found through an index, so a finding opens within
+  seconds of its deadline and the tick's cost follows how many deals are due, not the account.
+- The sweep (sweep_due): the whole account, as a reconciliation, nightly at the rules document's
+  `sweep_at` (local time), and at the next scheduler round after the settings change, the
+  account is resumed or re-synced (next_sweep_at cleared), or on POST /api/accounts/{id}/sweep.
+  It finds nothing the ticks missed (tests/app/rules/test_ticks.py).
+- Escalations and reminders (remind_due, every `sweep_interval_minutes`): they come due on open
+  findings, not on the mirror, so they are looked for over the account's open findings.
+
+APScheduler drives these every few seconds; the sweep schedule lives in the database, so a
+restart neither loses nor doubles it. On PostgreSQL several instances may run: only the one
+holding an advisory lock schedules, and the others take over when its connection drops. A double
+sweep or tick would be harmless anyway (dedup key).
 """
 
 from __future__ import annotations
@@ -12,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import or_, select, text, update
@@ -25,7 +36,7 @@ from app.db import utcnow
 from app.rules import config as rules_config
 from app.runtime import Runtime
 
-from . import evaluation
+from . import due, evaluation
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +51,13 @@ async def sweep_account(
     async with rt.sessions() as s, s.begin():
         result = await evaluation.evaluate(s, account_id, now=now, actor=actor)
         doc = await rules_config.load(s, account_id)
+        timezone = await s.scalar(select(Account.timezone).where(Account.id == account_id))
         await s.execute(
             update(Account)
             .where(Account.id == account_id)
-            .values(last_sweep_at=now, next_sweep_at=now + timedelta(minutes=doc.sweep_interval_minutes))
+            .values(last_sweep_at=now, next_sweep_at=next_nightly(now, doc.sweep_at, timezone or "UTC"))
         )
+    _next_remind[account_id] = now + timedelta(minutes=doc.sweep_interval_minutes)  # the sweep reminded
     if result.enqueued:
         rt.outbox_wakeup.set()
     try:
@@ -84,6 +97,80 @@ async def sweep_due(rt: Runtime, now: datetime | None = None) -> int:
             # One account's bad data must not stop the others' sweeps.
             log.exception("sweep.failed", extra={"account_id": account_id})
     return len(due)
+
+
+def next_nightly(now: datetime, at: time, timezone: str) -> datetime:
+    """The next local `at` strictly after `now`, in UTC (a DST gap moves it, never skips a night)."""
+    zone = ZoneInfo(timezone)
+    local = now.astimezone(zone)
+    for days in range(3):
+        candidate = datetime.combine(local.date() + timedelta(days=days), at, tzinfo=zone).astimezone(UTC)
+        if candidate > now:
+            return candidate
+    return now + timedelta(days=1)
+
+
+# Deals re-evaluated per statement batch in a tick, and batches per account per tick: a backlog
+# of due deals (after a sweep's earlier bounds, or a long stop) is worked off over a few ticks.
+TICK_BATCH = 1000
+TICK_ROUNDS = 20
+
+
+async def tick_account(rt: Runtime, account_id: int, now: datetime, batch: int = TICK_BATCH) -> int:
+    """Re-evaluates the account's deals whose moment has come; returns how many."""
+    done = 0
+    for _ in range(TICK_ROUNDS):
+        async with rt.sessions() as s, s.begin():
+            deal_ids = await due.due_deals(s, account_id, now, batch)
+            if not deal_ids:
+                break
+            result = await evaluation.evaluate(s, account_id, deal_ids=deal_ids, now=now, actor="tick")
+        done += len(deal_ids)
+        if result.enqueued:
+            rt.outbox_wakeup.set()
+        if len(deal_ids) < batch:
+            break
+    return done
+
+
+async def tick_due(rt: Runtime, now: datetime | None = None) -> int:
+    """One tick over every active account; returns how many deals were re-evaluated."""
+    now = now or utcnow()
+    async with rt.reads() as s:
+        accounts = list(await s.scalars(select(Account.id).where(Account.paused.is_(False)).order_by(Account.id)))
+    done = 0
+    for account_id in accounts:
+        try:
+            done += await tick_account(rt, account_id, now)
+        except Exception:
+            log.exception("tick.failed", extra={"account_id": account_id})
+    return done
+
+
+# Per account, when this process (the leader) next looks for escalations and reminders; a new
+# leader looks at once.
+_next_remind: dict[int, datetime] = {}
+
+
+async def remind_due(rt: Runtime, now: datetime | None = None) -> int:
+    """Escalations and reminders of the accounts whose turn has come; returns how many were queued."""
+    now = now or utcnow()
+    async with rt.reads() as s:
+        accounts = list(await s.scalars(select(Account.id).where(Account.paused.is_(False)).order_by(Account.id)))
+    queued = 0
+    for account_id in accounts:
+        if _next_remind.get(account_id, now) > now:
+            continue
+        try:
+            async with rt.sessions() as s, s.begin():
+                added, every = await evaluation.remind(s, account_id, now)
+            _next_remind[account_id] = now + timedelta(minutes=every)
+            queued += added
+        except Exception:
+            log.exception("remind.failed", extra={"account_id": account_id})
+    if queued:
+        rt.outbox_wakeup.set()
+    return queued
 
 
 # Another periodic job the leader runs (app/workers.py lists them): (name, every N seconds, job).
@@ -146,6 +233,7 @@ class SweepScheduler:
         try:
             if await self._lead():
                 await sweep_due(self.rt)
+                await remind_due(self.rt)
         except Exception:
             log.exception("scheduler.tick_failed")
 

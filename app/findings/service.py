@@ -17,6 +17,7 @@ from app.rules.base import RenderContext
 from app.rules.models import ManagerPace
 from app.rules.registry import RULES
 
+from . import due
 from .models import Finding, FindingEvent
 from .schemas import FindingOut, HistoryOut
 
@@ -240,6 +241,7 @@ async def snooze(s: AsyncSession, finding: Finding, until: datetime, actor: str,
     finding.status, finding.snoozed_until, finding.snoozed_by, finding.snooze_reason = "snoozed", until, actor, reason
     finding.resolution = "snoozed"
     finding.updated_at = utcnow()
+    await due.schedule(s, finding.account_id, [finding.deal_id], until)  # the tick wakes it then
     return finding
 
 

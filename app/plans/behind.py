@@ -5,8 +5,9 @@ Why a table between them: the pace (targets walked back from the plan, the busin
 computed here, in app/plans, which imports the rules; the rules may not import the plans. So the
 scheduler's leader refreshes the table every REFRESH_SECONDS (app/workers.py PERIODIC), and the
 account's sweeps open, resolve, notify and escalate the findings through the findings' lifecycle
-like every other rule's. A finding opens at most a sweep after a refresh that shows the manager
-behind (refresh, then sweep, is at most 20 minutes with the defaults).
+like every other rule's. Sweeps are nightly, so a refresh that changes who is behind brings the
+account's sweep forward: a finding opens or resolves within a scheduler tick of that refresh
+(REFRESH_SECONDS plus the tick, with the defaults).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account
@@ -72,6 +73,13 @@ async def refresh(s: AsyncSession, account: Account, now: datetime) -> int:
                 )
             )
     s.add_all(rows)
+    # Sweeps are nightly (the ticks follow deals, and a manager is no deal): when the set of
+    # managers behind changes, the account's sweep is brought forward to the scheduler's next
+    # tick, so a finding opens or resolves within minutes of the refresh that saw it.
+    was = {key for key, r in old.items() if r.month == month and r.behind_since is not None}
+    now_behind = {(r.manager_id, r.milestone) for r in rows if r.behind_since is not None}
+    if was != now_behind:
+        await s.execute(update(Account).where(Account.id == account.id).values(next_sweep_at=now))
     return len(rows)
 
 

@@ -20,6 +20,10 @@ finding becomes `expired`) or "keep" (it stays as it is).
 Durations are in working time: a setting such as "3 working days" becomes a cutoff instant
 (BusinessCalendar.cutoff), and the SQL compares a timestamp with it, per pipeline and stage.
 
+A time-based rule also says when its verdict can next change with no event (`timing`: rows of
+`moment()`, such as "the grace after the task's due time, in working time"); the engine keeps the
+earliest per deal and the scheduler's tick re-evaluates a deal when it comes (app/findings/due.py).
+
 A rule's statement is built once per account and settings and then re-executed: every value
 that depends on the moment or the scope must come from the context's helpers (`now_param`,
 `ago`, `lookback`, `lookback_working`, `cutoff`, `account_cutoff`, `per_stage`, `deal_scope`,
@@ -36,7 +40,24 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import ColumnElement, Select, String, and_, bindparam, case, false, literal, not_, or_
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Float,
+    Select,
+    String,
+    and_,
+    any_,
+    bindparam,
+    case,
+    cast,
+    false,
+    literal,
+    not_,
+    or_,
+    type_coerce,
+)
+from sqlalchemy.dialects import postgresql
 
 from app.calendar.business import BusinessCalendar
 from app.db import UtcDateTime
@@ -89,6 +110,8 @@ class RuleContext:
     # Bound parameters of the rule's statement: name → how to compute its value for this evaluation.
     prefix: str = "rule"
     params: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    # The deals in scope as one array parameter (PostgreSQL, for a scope of many deals).
+    arrays: bool = False
 
     @property
     def settings(self) -> Any:
@@ -135,17 +158,36 @@ class RuleContext:
 
     def account_cutoff(self, seconds: float) -> ColumnElement[datetime]:
         """Like cutoff(), for rules over entities without a deal's pipeline and stage (calls)."""
-        return self.bind(lambda: self.calendar.cutoff(self.now, seconds), UtcDateTime())
+        return self.bind(lambda: self.calendar.deadline_cutoff(self.now, seconds), UtcDateTime())
 
     def deals_param(self) -> Any:
         """The deals in scope of an incremental evaluation, as an IN-list parameter."""
         return self.bind(lambda: self.deal_ids, String(), expanding=True)
 
+    def in_deals(self, column: Any) -> ColumnElement[bool]:
+        """`column` is one of the deals in scope: `= ANY(array)` on PostgreSQL (a tick's thousand
+        deals are one parameter, not a thousand rendered into the SQL at each execution)."""
+        if self.arrays:
+            return column == any_(self.bind(lambda: self.deal_ids, postgresql.ARRAY(String())))
+        return column.in_(self.deals_param())
+
+    def dealless(self) -> ColumnElement[bool]:
+        """True when the scope asks about the account's entities without a deal (the deal id ""
+        in `deal_ids`: calls nobody matched), always in a sweep."""
+        return self.bind(lambda: self.deal_ids is None or "" in self.deal_ids, Boolean())
+
+    def in_deal_scope(self, column: Any) -> list[ColumnElement[bool]]:
+        """WHERE clauses keeping an entity's deal (`column`, null for none) in the incremental
+        scope: the deals asked about, and no deal at all when "" is asked about. None in a sweep."""
+        if self.deal_ids is None:
+            return []
+        return [or_(self.in_deals(column), and_(column.is_(None), self.dealless()))]
+
     def deal_scope(self) -> list[ColumnElement[bool]]:
         """The account, the incremental scope, and the rule's exclusions, as WHERE clauses on Deal."""
         clauses: list[ColumnElement[bool]] = [Deal.account_id == self.account_id]
         if self.deal_ids is not None:
-            clauses.append(Deal.id.in_(self.deals_param()))
+            clauses.append(self.in_deals(Deal.id))
         ex = self.config.exclude
         if ex.pipelines:
             clauses.append(or_(Deal.pipeline_id.is_(None), Deal.pipeline_id.not_in(sorted(ex.pipelines))))
@@ -174,8 +216,23 @@ class RuleContext:
         return case(*whens, else_=default) if whens else default
 
     def cutoff(self, seconds_of: Callable[[Any], float]) -> ColumnElement[datetime]:
-        """The instant before which a condition has lasted long enough (working time), per deal."""
-        return self.per_stage(lambda st: self.calendar.cutoff(self.now, seconds_of(st)), UtcDateTime())
+        """The instant before which a condition has lasted long enough (working time), per deal:
+        started_at <= cutoff exactly when add_working(started_at, seconds) <= now, so even a
+        deadline with no grace falls on a working minute (BusinessCalendar.deadline_cutoff)."""
+        return self.per_stage(lambda st: self.calendar.deadline_cutoff(self.now, seconds_of(st)), UtcDateTime())
+
+
+def moment(deal_id: Any, at: Any, seconds: Any, working: Any) -> list[ColumnElement[Any]]:
+    """The columns of a rule's `timing` query: the deal (null: none), and when the verdict on
+    that deal can next change with no event: `seconds` of working time after `at` when
+    `working` is true (BusinessCalendar.add_working), else `seconds` of wall time after it."""
+    return [
+        cast(deal_id, String(64)).label("deal_id"),
+        # (Not CAST: SQLite would turn a timestamp's text into a number.)
+        type_coerce(at, UtcDateTime()).label("at"),
+        cast(seconds, Float()).label("seconds"),
+        cast(working if not isinstance(working, bool) else literal(working), Boolean()).label("working"),
+    ]
 
 
 @dataclass(slots=True)
@@ -211,3 +268,8 @@ class Rule:
     past_window: str | None = None
     # Whether the rule runs when the rules document does not say (`enabled` null or absent).
     enabled_by_default: bool = True
+    # When the rule's verdict can next change with no new event: SELECTs of `moment()` rows,
+    # only for what has not changed yet at ctx.now (a grace not yet over, a window not yet
+    # ended). The tick re-evaluates a deal once its earliest moment has come. None: the rule
+    # changes only with events.
+    timing: Callable[[RuleContext], list[Select[Any]]] | None = None

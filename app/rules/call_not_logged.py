@@ -22,7 +22,7 @@ from app.calls import facts
 from app.calls.models import Call
 from app.mirror.models import Deal, Note, StageHistory, Task
 
-from .base import RenderContext, Rule, RuleContext, RuleSettings
+from .base import RenderContext, Rule, RuleContext, RuleSettings, moment
 
 # Notes crmwatch itself writes carry one of these marks (app/outbox/senders.py: the call log's
 # "#cw<id>", a finding note's link to its page ".../f/<id>-…"): they are not the manager's words.
@@ -106,6 +106,20 @@ def violations(ctx: RuleContext) -> Select[Any]:
     )
 
 
+def timing(ctx: RuleContext) -> list[Select[Any]]:
+    """A call not written down opens once its window has passed, and leaves the look-back
+    window (and expires) `lookback_days` after it ended."""
+    window = ctx.cutoff(lambda s: s.minutes * 60)
+    seconds = ctx.per_stage(lambda s: s.minutes * 60.0)
+    days = float(ctx.settings.lookback_days * 86400)
+    return [
+        violations(ctx)
+        .with_only_columns(*moment(Call.deal_id, Call.ended_at, seconds, True))
+        .where(Call.ended_at > window),
+        violations(ctx).with_only_columns(*moment(Call.deal_id, Call.ended_at, days, False)),
+    ]
+
+
 def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:
     call = rc.calls.get(finding.entity_id)
     number = facts.pretty_number(call.client_number if call else None)
@@ -124,5 +138,6 @@ RULE = Rule(
     settings=Settings,
     violations=violations,
     render=render,
+    timing=timing,
     past_window="expire",
 )

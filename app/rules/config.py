@@ -185,7 +185,20 @@ class AbcXyzIn(BaseModel):
 class RulesDocument(BaseModel):
     model_config = ConfigDict(extra="forbid")
     calendar: CalendarIn = Field(default_factory=CalendarIn)
-    sweep_interval_minutes: int = Field(default=5, ge=1, le=1440)
+    # Findings follow their deadlines by the scheduler's tick; the whole account is swept as a
+    # reconciliation nightly at this local time (and after a settings change, a resume, a re-sync).
+    sweep_at: WallTime = Field(default=time(3, 0), description="local time of the nightly full sweep")
+    sweep_interval_minutes: int = Field(
+        default=5, ge=1, le=1440, description="how often escalations and reminders are looked for"
+    )
+
+    @field_validator("sweep_at")
+    @classmethod
+    def _sweep_wall_clock(cls, value: time) -> time:
+        if value.tzinfo is not None:
+            raise ValueError("a wall-clock time without a zone (the account's time zone applies), e.g. 03:00")
+        return value
+
     rules: dict[str, RuleEntry] = Field(default_factory=dict)
     # Escalations go to the team's head of sales (team_supervisors: manager id → supervisor id),
     # else to supervisor_user_id; with neither, nothing escalates.

@@ -11,7 +11,7 @@ from app import wording
 from app.calendar.business import humanize
 from app.mirror.models import Deal, Task
 
-from .base import RenderContext, Rule, RuleContext, RuleSettings, one_of
+from .base import RenderContext, Rule, RuleContext, RuleSettings, moment, one_of
 
 
 class Settings(RuleSettings):
@@ -24,7 +24,7 @@ class Settings(RuleSettings):
     )
 
 
-def violations(ctx: RuleContext) -> Select[Any]:
+def _deals(ctx: RuleContext) -> Any:
     types = ctx.settings.task_types
     counted = [one_of(Task.type_id, types)] if types is not None else []
     open_task = (
@@ -49,12 +49,19 @@ def violations(ctx: RuleContext) -> Select[Any]:
     # Computed once per deal in a subquery: written twice in one SELECT, the correlated
     # max() would run twice. OFFSET 0 keeps PostgreSQL from pulling the subquery up into the
     # outer SELECT, which would bring the second run back.
-    deals = (
-        select(Deal.id, Deal.responsible_user_id, started.label("started"), grace.label("grace"))
+    seconds = ctx.per_stage(lambda st: st.grace_minutes * 60.0)
+    return (
+        select(
+            Deal.id, Deal.responsible_user_id, started.label("started"), grace.label("grace"), seconds.label("seconds")
+        )
         .where(*ctx.open_deal(), ~open_task)
         .offset(0)
         .subquery()
     )
+
+
+def violations(ctx: RuleContext) -> Select[Any]:
+    deals = _deals(ctx)
     return select(
         deals.c.id.label("entity_id"),
         deals.c.id.label("deal_id"),
@@ -62,6 +69,12 @@ def violations(ctx: RuleContext) -> Select[Any]:
         deals.c.started.label("started_at"),
         (deals.c.started <= deals.c.grace).label("opens"),
     )
+
+
+def timing(ctx: RuleContext) -> list[Select[Any]]:
+    """A deal without an open task opens a finding once the grace after its last task has run out."""
+    deals = _deals(ctx)
+    return [select(*moment(deals.c.id, deals.c.started, deals.c.seconds, True)).where(deals.c.started > deals.c.grace)]
 
 
 def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:
@@ -80,4 +93,5 @@ RULE = Rule(
     settings=Settings,
     violations=violations,
     render=render,
+    timing=timing,
 )

@@ -16,7 +16,7 @@ from app import wording
 from app.mirror.models import Deal, Note
 from app.mirror.text import fold
 
-from .base import RenderContext, Rule, RuleContext, RuleSettings, one_of
+from .base import RenderContext, Rule, RuleContext, RuleSettings, moment, one_of
 
 STOCK_PHRASES = [
     "связался",
@@ -93,6 +93,12 @@ def violations(ctx: RuleContext) -> Select[Any]:
     )
 
 
+def timing(ctx: RuleContext) -> list[Select[Any]]:
+    """An empty comment nobody answered leaves the look-back window (and expires) `lookback_days` after it."""
+    days = ctx.per_stage(lambda st: st.lookback_days * 86400.0)
+    return [violations(ctx).with_only_columns(*moment(Note.deal_id, Note.created_at, days, False))]
+
+
 def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:
     note = rc.notes.get(finding.entity_id)
     text = (note.text or "").strip() if note else ""
@@ -109,5 +115,6 @@ RULE = Rule(
     settings=Settings,
     violations=violations,
     render=render,
+    timing=timing,
     past_window="expire",
 )

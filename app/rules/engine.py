@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, String, literal
+from sqlalchemy import Integer, String, literal, union_all
 
 from app.calendar.business import BusinessCalendar
 from app.db import utcnow
@@ -80,6 +80,7 @@ class Template:
     insert: Any  # the whole statement when every enabled rule is cached, else None
     dialect: str
     compare: Compare
+    arrays: bool = False  # the deals in scope as one array parameter (many deals, PostgreSQL)
 
     def contexts(self) -> list[RuleContext]:
         return [self.own, *(ctx for ctx, _ in self.cached.values())]
@@ -97,7 +98,7 @@ class Template:
         return self.compare(self, account_id, queries)
 
 
-_templates: dict[tuple[int, str, bool, str], Template] = {}
+_templates: dict[tuple[int, str, bool, str, bool], Template] = {}
 _warned: set[str] = set()
 # Two probes far apart in working time and with different deals: a value frozen at build time
 # differs between them, a parameter does not.
@@ -114,15 +115,23 @@ def _context(
         config=t.settings.resolved[rule.name],
         deal_ids=deal_ids,
         prefix=f"r{i}",
+        arrays=t.arrays,
     )
 
 
 def template(
-    account_id: int, settings: AccountRules, timezone: str, whole: bool, dialect: Any, compare: Compare
+    account_id: int,
+    settings: AccountRules,
+    timezone: str,
+    whole: bool,
+    dialect: Any,
+    compare: Compare,
+    many: bool = False,
 ) -> Template:
     """The account's template for this kind of scope. `compare` turns the rules' tagged queries
     into the whole statement (app/findings/lifecycle.compare: what differs from the findings)."""
-    key = (account_id, timezone, whole, dialect.name)
+    arrays = many and not whole and dialect.name == "postgresql"
+    key = (account_id, timezone, whole, dialect.name, arrays)
     cached = _templates.get(key)
     rules = tuple(RULES.values())
     if cached is not None and cached.settings is settings and cached.rules == rules:
@@ -137,8 +146,11 @@ def template(
         config=ResolvedRuleConfig(enabled=True, settings=RuleSettings()),
         deal_ids=None if whole else ["probe-a"],
         prefix="eval",
+        arrays=arrays,
     )
-    template = Template(settings, rules, timezone, whole, own, {}, enabled, disabled, None, dialect.name, compare)
+    template = Template(
+        settings, rules, timezone, whole, own, {}, enabled, disabled, None, dialect.name, compare, arrays
+    )
     for i, rule in enumerate(enabled):
         probes = []
         for moment, deals in (
@@ -173,6 +185,58 @@ def template(
         _templates.clear()
     _templates[key] = template
     return template
+
+
+@dataclass(frozen=True)
+class Timing:
+    """The statement of when each deal's verdict can next change (the enabled rules' `timing`
+    queries, one UNION ALL), built once per account, settings and scope kind like a Template."""
+
+    settings: AccountRules
+    contexts: list[RuleContext]
+    statement: Any
+
+
+_timings: dict[tuple[int, str, bool, str, bool], Timing] = {}
+
+
+def timing(
+    account_id: int,
+    settings: AccountRules,
+    timezone: str,
+    whole: bool,
+    dialect: str,
+    extra: Callable[[RuleContext], list[Any]],
+    many: bool = False,
+) -> Timing:
+    """The account's timing statement; `extra(ctx)` adds the findings' own moments (a snooze ending)."""
+    arrays = many and not whole and dialect == "postgresql"
+    key = (account_id, timezone, whole, dialect, arrays)
+    cached = _timings.get(key)
+    if cached is not None and cached.settings is settings:
+        return cached
+    now = utcnow()
+    contexts: list[RuleContext] = []
+    queries: list[Any] = []
+    rules = [rule for rule in RULES.values() if settings.resolved[rule.name].enabled and rule.timing is not None]
+    for i, rule in enumerate([None, *rules]):
+        ctx = RuleContext(
+            account_id=account_id,
+            now=now,
+            calendar=settings.calendar(timezone),
+            config=settings.resolved[rule.name] if rule else ResolvedRuleConfig(enabled=True, settings=RuleSettings()),
+            deal_ids=None if whole else ["probe"],
+            prefix=f"t{i}",
+            arrays=arrays,
+        )
+        contexts.append(ctx)
+        queries.extend(rule.timing(ctx) if rule and rule.timing else extra(ctx))
+    statement = union_all(*queries) if len(queries) > 1 else queries[0]
+    built = Timing(settings, contexts, statement)
+    if len(_timings) > 10_000:
+        _timings.clear()
+    _timings[key] = built
+    return built
 
 
 def tagged(rule: Rule, ctx: RuleContext) -> Any:

@@ -25,7 +25,7 @@ from app.calendar.business import humanize
 from app.calls.models import Call
 from app.mirror.models import ContactPhone, Deal, DealContact, Note
 
-from .base import RenderContext, Rule, RuleContext, RuleSettings
+from .base import RenderContext, Rule, RuleContext, RuleSettings, moment
 
 # Notes crmwatch itself writes carry one of call_not_logged's OWN_MARKERS (app/outbox): they are not a contact.
 from .call_not_logged import OWN_MARKERS
@@ -100,6 +100,18 @@ def violations(ctx: RuleContext) -> Select[Any]:
     )
 
 
+def timing(ctx: RuleContext) -> list[Select[Any]]:
+    """A lead nobody contacted yet opens `minutes` working minutes after the deal was created.
+    (Leaving the look-back window changes nothing: such a finding is kept.)"""
+    deadline = ctx.cutoff(lambda st: st.minutes * 60)
+    seconds = ctx.per_stage(lambda st: st.minutes * 60.0)
+    return [
+        violations(ctx)
+        .with_only_columns(*moment(Deal.id, Deal.created_at, seconds, True))
+        .where(Deal.created_at > deadline)
+    ]
+
+
 def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:
     waited = rc.calendar.working_seconds(finding.started_at, rc.now)
     local = finding.started_at.astimezone(ZoneInfo(rc.calendar.config.timezone))
@@ -120,5 +132,6 @@ RULE = Rule(
     settings=Settings,
     violations=violations,
     render=render,
+    timing=timing,
     past_window="keep",
 )

@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 from pydantic import Field
-from sqlalchemy import Select, String, cast, func, select, true
+from sqlalchemy import Select, String, and_, cast, func, select, true
 
 from app import wording
 from app.calendar.business import humanize
@@ -23,7 +23,7 @@ from app.calls import facts
 from app.calls.models import Call
 from app.mirror.models import Deal
 
-from .base import RenderContext, Rule, RuleContext, RuleSettings
+from .base import RenderContext, Rule, RuleContext, RuleSettings, moment
 
 
 class Settings(RuleSettings):
@@ -103,9 +103,50 @@ def violations(ctx: RuleContext) -> Select[Any]:
         # (The re-check past the window asks only whether this miss was returned: it opened
         # as the first of its misses inside the window, whatever came before that.)
         query = query.where(~repeat)
-    if ctx.deal_ids is not None:
-        query = query.where(missed.c.deal_id.in_(ctx.deals_param()))
-    return query
+    return query.where(*ctx.in_deal_scope(missed.c.deal_id))
+
+
+def timing(ctx: RuleContext) -> list[Select[Any]]:
+    """A missed call not returned opens once its window has passed and expires when it leaves the
+    look-back window; and a repeat miss counts on its own once the misses before it have left
+    the window (a moment of each earlier miss, on the later one's deal)."""
+    st = ctx.settings
+    days = float(st.lookback_days * 86400)
+    window = ctx.account_cutoff(st.minutes * 60)
+    pending = violations(ctx).subquery()
+    missed = Call.__table__.alias("missed")
+    earlier = Call.__table__.alias("earlier")
+    since = ctx.lookback(timedelta(days=st.lookback_days))
+    unreturned = [
+        missed.c.account_id == ctx.account_id,
+        missed.c.direction == "in",
+        missed.c.is_final == true(),
+        missed.c.status != "answered",
+        missed.c.client_number.is_not(None),
+        missed.c.started_at >= since,
+        *ctx.in_deal_scope(missed.c.deal_id),
+    ]
+    return [
+        select(*moment(pending.c.deal_id, pending.c.started_at, float(st.minutes * 60), True)).where(
+            pending.c.started_at > window
+        ),
+        select(*moment(missed.c.deal_id, missed.c.started_at, days, False)).where(*unreturned),
+        select(*moment(missed.c.deal_id, earlier.c.started_at, days, False))
+        .select_from(missed)
+        .join(
+            earlier,
+            and_(
+                earlier.c.account_id == missed.c.account_id,
+                earlier.c.client_number == missed.c.client_number,
+                earlier.c.direction == "in",
+                earlier.c.is_final == true(),
+                earlier.c.status != "answered",
+                earlier.c.started_at < missed.c.started_at,
+                earlier.c.started_at >= since,
+            ),
+        )
+        .where(*unreturned),
+    ]
 
 
 def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:
@@ -128,5 +169,6 @@ RULE = Rule(
     settings=Settings,
     violations=violations,
     render=render,
+    timing=timing,
     past_window="expire",
 )

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import Field
-from sqlalchemy import Select, and_, false, func, select
+from sqlalchemy import Select, and_, case, false, func, select
 
 from app import wording
 from app.calendar.business import humanize
 from app.mirror.models import Deal, Task
 
-from .base import RenderContext, Rule, RuleContext, RuleSettings, one_of
+from .base import RenderContext, Rule, RuleContext, RuleSettings, moment, one_of
 
 
 class Settings(RuleSettings):
@@ -47,6 +47,27 @@ def violations(ctx: RuleContext) -> Select[Any]:
     )
 
 
+def timing(ctx: RuleContext) -> list[Select[Any]]:
+    """An open task not yet due appears (pending) at its due time; one past it opens when its
+    grace has run out in working time. One row per task: the earlier of the two still to come."""
+    grace = ctx.cutoff(lambda st: st.grace_minutes * 60)
+    grace_seconds = ctx.per_stage(lambda st: st.grace_minutes * 60.0)
+    types = ctx.settings.task_types
+    not_due = Task.due_at > ctx.now_param()
+    return [
+        select(*moment(Task.deal_id, Task.due_at, case((not_due, 0.0), else_=grace_seconds), ~not_due))
+        .join(Deal, and_(Deal.account_id == Task.account_id, Deal.id == Task.deal_id))
+        .where(
+            *ctx.open_deal(),
+            Task.account_id == ctx.account_id,
+            Task.is_completed == false(),
+            Task.is_deleted == false(),
+            Task.due_at > grace,
+            *([one_of(Task.type_id, types)] if types is not None else []),
+        )
+    ]
+
+
 def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:
     task = rc.tasks.get(finding.entity_id)
     words = wording.of(rc.lang)
@@ -71,4 +92,5 @@ RULE = Rule(
     settings=Settings,
     violations=violations,
     render=render,
+    timing=timing,
 )

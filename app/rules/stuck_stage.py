@@ -11,7 +11,7 @@ from app import wording
 from app.calendar.business import humanize
 from app.mirror.models import Deal
 
-from .base import RenderContext, Rule, RuleContext, RuleSettings
+from .base import RenderContext, Rule, RuleContext, RuleSettings, moment
 
 
 class Settings(RuleSettings):
@@ -27,6 +27,17 @@ def violations(ctx: RuleContext) -> Select[Any]:
         Deal.stage_entered_at.label("started_at"),
         true().label("opens"),
     ).where(*ctx.open_deal(), Deal.stage_entered_at <= limit)
+
+
+def timing(ctx: RuleContext) -> list[Select[Any]]:
+    """A deal not stuck yet is at its stage's limit, in working time, after it entered the stage."""
+    limit = ctx.cutoff(lambda st: st.limit_days * ctx.calendar.day_seconds)
+    seconds = ctx.per_stage(lambda st: float(st.limit_days * ctx.calendar.day_seconds))
+    return [
+        select(*moment(Deal.id, Deal.stage_entered_at, seconds, True)).where(
+            *ctx.open_deal(), Deal.stage_entered_at > limit
+        )
+    ]
 
 
 def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:
@@ -53,4 +64,5 @@ RULE = Rule(
     settings=Settings,
     violations=violations,
     render=render,
+    timing=timing,
 )

@@ -15,14 +15,14 @@ from datetime import timedelta
 from typing import Any
 
 from pydantic import Field
-from sqlalchemy import Select, String, and_, cast, false, func, null, select, true
+from sqlalchemy import Select, String, and_, cast, func, null, select, true
 
 from app import wording
 from app.calls import facts
 from app.calls.models import Call
 from app.mirror.models import ContactPhone
 
-from .base import RenderContext, Rule, RuleContext, RuleSettings
+from .base import RenderContext, Rule, RuleContext, RuleSettings, moment
 
 
 class Settings(RuleSettings):
@@ -32,9 +32,9 @@ class Settings(RuleSettings):
     lookback_days: int = Field(default=7, ge=1, le=90, description="older calls are not judged")
 
 
-def violations(ctx: RuleContext) -> Select[Any]:
+def _unknown(ctx: RuleContext) -> Any:
     st = ctx.settings
-    unknown = (
+    return (
         select(
             Call.client_number.label("number"),
             func.min(Call.started_at).label("first_at"),
@@ -56,6 +56,11 @@ def violations(ctx: RuleContext) -> Select[Any]:
         .group_by(Call.client_number)
         .subquery()
     )
+
+
+def violations(ctx: RuleContext) -> Select[Any]:
+    st = ctx.settings
+    unknown = _unknown(ctx)
     last = Call.__table__.alias("last_call")
     grace = ctx.account_cutoff(st.grace_minutes * 60)
     query = select(
@@ -65,11 +70,27 @@ def violations(ctx: RuleContext) -> Select[Any]:
         unknown.c.first_at.label("started_at"),
         (unknown.c.first_at <= grace).label("opens"),
     ).join(last, and_(last.c.id == unknown.c.last_id))
-    if ctx.deal_ids is not None:
-        return query.where(false())
+    # Calls without a deal: only a sweep, or an evaluation that asks about them (deal id "").
+    query = query.where(ctx.dealless())
     if ctx.config.exclude.users:
         query = query.where(func.coalesce(last.c.manager_id, "").not_in(sorted(ctx.config.exclude.users)))
     return query
+
+
+def timing(ctx: RuleContext) -> list[Select[Any]]:
+    """An unknown number opens once the grace after its first call has run out; its first call
+    inside the look-back window moves on when that call leaves the window."""
+    st = ctx.settings
+    unknown = _unknown(ctx)
+    grace = ctx.account_cutoff(st.grace_minutes * 60)
+    days = float(st.lookback_days * 86400)
+    no_deal = cast(null(), String(64))
+    return [
+        select(*moment(no_deal, unknown.c.first_at, float(st.grace_minutes * 60), True)).where(
+            unknown.c.first_at > grace, ctx.dealless()
+        ),
+        select(*moment(no_deal, unknown.c.first_at, days, False)).where(ctx.dealless()),
+    ]
 
 
 def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:
@@ -89,5 +110,6 @@ RULE = Rule(
     settings=Settings,
     violations=violations,
     render=render,
+    timing=timing,
     past_window="keep",
 )

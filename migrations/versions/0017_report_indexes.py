@@ -1,6 +1,6 @@
 """report_indexes: the plan report's calls read from the index alone
 
-Revision ID: 0017_report_indexes
+Revision ID: 0017
 Revises: 0016
 Create Date: 2026-12-05
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0017_report_indexes"
+revision = "0017"
 down_revision = "0016"
 branch_labels = None
 depends_on = None

@@ -406,3 +406,26 @@ def test_humanize_with_calendar_output(ru: BusinessCalendar) -> None:
     overdue = ru.working_seconds(msk(2025, 10, 31, 19), msk(2025, 11, 5, 10))
     assert humanize(overdue, ru.day_seconds) == "1 рабочий день"
     assert humanize(overdue, ru.day_seconds, "en") == "1 working day"
+
+
+def test_deadline_cutoff_is_exactly_the_inverse_of_add_working():
+    """t <= deadline_cutoff(now, s) exactly when add_working(t, s) <= now, for a grace of none
+    too (then a deadline out of hours falls on the next working minute)."""
+    cal = BusinessCalendar(CalendarConfig(timezone="Europe/Moscow", country="RU"))
+    rng = random.Random(13)
+    base = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)  # the week of 8 March (Monday 9 March is a holiday)
+    for _ in range(3000):
+        t = base + timedelta(seconds=rng.randint(0, 7 * 86400))
+        now = t + timedelta(seconds=rng.choice([0, 1, 59, 3600, rng.randint(0, 5 * 86400)]))
+        seconds = rng.choice([0, 0, 60, 900, 3600, 27 * 3600])
+        assert (t <= cal.deadline_cutoff(now, seconds)) == (cal.add_working(t, seconds) <= now), (t, now, seconds)
+
+
+def test_a_deadline_with_no_grace_out_of_hours_waits_for_the_next_working_minute():
+    cal = BusinessCalendar(CalendarConfig(timezone="Europe/Moscow", country="RU"))
+    msk = ZoneInfo("Europe/Moscow")
+    due = datetime(2026, 3, 6, 18, 55, tzinfo=msk)  # Friday; Monday 9 March is a holiday
+    assert cal.add_working(due, 0) == datetime(2026, 3, 10, 9, 0, tzinfo=msk)
+    assert cal.deadline_cutoff(datetime(2026, 3, 9, 12, 0, tzinfo=msk), 0) < due
+    assert cal.deadline_cutoff(datetime(2026, 3, 10, 9, 0, tzinfo=msk), 0) >= due
+    assert cal.cutoff(datetime(2026, 3, 6, 19, 0, tzinfo=msk), 0) >= due  # (cutoff: wall-clock "now")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, update
 
@@ -195,8 +196,12 @@ async def test_scheduler_sweeps_accounts_whose_turn_has_come(client, rt, amo):
     assert await scheduler.sweep_due(rt, now + timedelta(minutes=4)) == 1
     async with rt.sessions() as s:
         account = await s.get(Account, acc["id"])
-    assert account.next_sweep_at == now + timedelta(minutes=4 + 5)
-    assert account.last_sweep_at == now + timedelta(minutes=4)
+    # The next one is the nightly reconciliation, at 03:00 in the account's time zone.
+    swept = now + timedelta(minutes=4)
+    nightly = account.next_sweep_at.astimezone(ZoneInfo(account.timezone))
+    assert (nightly.hour, nightly.minute) == (3, 0)
+    assert timedelta(0) < account.next_sweep_at - swept <= timedelta(days=1)
+    assert account.last_sweep_at == swept
 
 
 async def test_only_one_scheduler_leads_on_postgresql(rt):

@@ -161,7 +161,7 @@ async def test_the_purge_is_a_periodic_job_of_the_scheduler(client, rt):
     ids = await _seed(client, rt)
     scheduler = app_workers.scheduler(rt)
     every = {name: seconds for name, seconds, _ in scheduler.periodic}
-    assert set(every) == {"retention-purge", "morning-digest", "plan-pace"}
+    assert set(every) == {"due-tick", "retention-purge", "morning-digest", "plan-pace"}
     assert every["retention-purge"] == rt.settings.retention_purge_minutes * 60
     scheduler.start()
     try:

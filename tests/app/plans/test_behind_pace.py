@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 
 from app.accounts.models import Account
 from app.findings.models import Finding
-from app.findings.scheduler import sweep_account
+from app.findings.scheduler import sweep_account, sweep_due
 from app.mirror.models import Deal
 from app.outbox import delivery
 from app.outbox.models import OutboxAction
@@ -171,3 +171,25 @@ async def test_bad_settings_are_422(client, rt, bad):
     resp = await client.patch(f"/api/accounts/{aid}/rules", json={"rules": {RULE: {"settings": bad}}})
     assert resp.status_code == 422, resp.text
     assert (await client.get(f"/api/accounts/{aid}/rules")).json()["rules"][RULE]["enabled"] is False
+
+
+async def test_a_refresh_that_changes_who_is_behind_brings_the_nightly_sweep_forward(client, rt):
+    """Sweeps are nightly and a manager is no deal, so no tick reaches this rule: the refresh that
+    first sees a manager behind must make the scheduler's next tick sweep the account."""
+    aid = await build(rt)
+    assert (await client.patch(f"/api/accounts/{aid}/rules", json={"rules": {RULE: ON}})).status_code == 200
+    await sweep_account(rt, aid, NOW)  # the settings change's sweep: pace not refreshed yet, nothing opens
+    assert await _findings(rt, aid) == []
+    async with rt.sessions() as s:
+        assert (await s.get(Account, aid)).next_sweep_at > NOW + timedelta(hours=1)  # tonight
+
+    assert await _refresh(rt, aid, NOW) > 0
+    async with rt.sessions() as s:
+        assert (await s.get(Account, aid)).next_sweep_at == NOW
+    assert await sweep_due(rt, NOW + timedelta(seconds=15)) >= 1
+    assert "101" in {f.entity_id for f in await _findings(rt, aid) if f.status == "open"}
+
+    # The same verdict at the next refresh leaves the nightly sweep where it is.
+    await _refresh(rt, aid, NOW + timedelta(minutes=15))
+    async with rt.sessions() as s:
+        assert (await s.get(Account, aid)).next_sweep_at > NOW + timedelta(hours=1)

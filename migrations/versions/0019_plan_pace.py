@@ -1,7 +1,7 @@
 """plan pace: each manager's pace against the month's plan, what the plan_behind_pace rule reads
 
-Revision ID: 0017_plan_pace
-Revises: 0017_deal_fields
+Revision ID: 0019
+Revises: 0018
 Create Date: 2026-12-05
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0017_plan_pace"
-down_revision = "0017_deal_fields"
+revision = "0019"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 

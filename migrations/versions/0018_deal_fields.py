@@ -1,7 +1,7 @@
 """deal fields: the custom fields of deals an account names (expected payments), and the mirror's copy
 
-Revision ID: 0017_deal_fields
-Revises: 0016
+Revision ID: 0018
+Revises: 0017
 Create Date: 2026-12-05
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0017_deal_fields"
-down_revision = "0016"
+revision = "0018"
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,190 @@
+"""When each deal's findings can next change with no new event, kept per deal (rule_due) so that
+the scheduler's tick re-evaluates only the deals whose moment has come.
+
+Every time-based rule says, in its `timing` queries (app/rules/base.py), when its verdict on a
+deal will change if nothing happens: a task falls due, a grace period or a stage's limit runs out
+in working time, a look-back window ends. The findings add their own: a snooze ends. Each
+evaluation brings the moments of what it evaluated up to date, in the caller's transaction:
+
+- an evaluation of a few deals (an event, a tick) reads their moments and computes each in
+  Python with the account's business calendar, exactly (BusinessCalendar.add_working);
+- a sweep cannot run the calendar over a million rows, so it stores for every deal an earlier
+  bound computed in SQL: `seconds` of wall time after `at` (working time never runs faster than
+  the wall clock), less a second for the databases' rounding. A tick that reaches a deal early
+  re-evaluates it, changes nothing, and stores the exact moment.
+
+The deal id "" stands for the account's entities without a deal (calls nobody matched): the
+evaluation of deal "" asks the rules about those.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Float,
+    MetaData,
+    Select,
+    String,
+    Table,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import MANY_DEALS, among, dialect_insert, dialect_of, epoch, is_postgres
+from app.rules import engine as rules_engine
+from app.rules.base import RuleContext, moment
+from app.rules.engine import AccountRules
+
+from .lifecycle import CreateTempTableAs
+from .models import DueMoment, Finding
+
+# A sweep's moments before they are compared with the stored ones (made and dropped by the sweep).
+_new = Table(
+    "crmwatch_due_new", MetaData(), Column("deal_id", String(64)), Column("due_epoch", Float()), prefixes=["TEMPORARY"]
+)
+# The rounding a sweep's bound allows for (SQLite computes epoch seconds through julianday).
+_EARLY_SECONDS = 1.0
+
+
+def _findings_moments(ctx: RuleContext) -> list[Select[Any]]:
+    """A snoozed finding wakes up when its snooze ends."""
+    return [
+        select(*moment(Finding.deal_id, Finding.snoozed_until, 0.0, False)).where(
+            Finding.account_id == ctx.account_id,
+            Finding.status == "snoozed",
+            Finding.snoozed_until > ctx.now_param(),
+            *ctx.in_deal_scope(Finding.deal_id),
+        )
+    ]
+
+
+async def refresh(
+    s: AsyncSession,
+    account_id: int,
+    settings: AccountRules,
+    timezone: str,
+    now: datetime,
+    deal_ids: list[str] | None,
+) -> int:
+    """Recomputes the moments of the deals evaluated (None: the whole account); returns how many
+    deals have one."""
+    many = deal_ids is not None and len(deal_ids) > MANY_DEALS
+    timing = rules_engine.timing(
+        account_id, settings, timezone, deal_ids is None, dialect_of(s), _findings_moments, many
+    )
+    params: dict[str, Any] = {}
+    for ctx in timing.contexts:
+        ctx.now, ctx.deal_ids = now, deal_ids
+        params.update(ctx.values())
+    if deal_ids is None:
+        return await _refresh_whole(s, account_id, timing.statement, params)
+    calendar = settings.calendar(timezone)
+    due: dict[str, float] = {}
+    for deal_id, at, seconds, working in await s.execute(timing.statement, params):
+        when = calendar.add_working(at, seconds) if working else at + timedelta(seconds=seconds)
+        key = deal_id or ""
+        stamp = when.timestamp()
+        if key not in due or stamp < due[key]:
+            due[key] = stamp
+    scope = set(deal_ids)
+    gone = sorted(scope - set(due))
+    if gone:
+        await s.execute(
+            delete(DueMoment.__table__).where(
+                DueMoment.account_id == account_id, among(s, DueMoment.__table__.c.deal_id, gone)
+            )
+        )
+    values = [
+        {"account_id": account_id, "deal_id": deal_id, "due_epoch": stamp}
+        for deal_id, stamp in sorted(due.items())
+        if deal_id in scope
+    ]
+    if values:
+        upsert = dialect_insert(s, DueMoment.__table__)
+        await s.execute(
+            upsert.on_conflict_do_update(
+                index_elements=["account_id", "deal_id"], set_={"due_epoch": upsert.excluded.due_epoch}
+            ),
+            values,
+        )
+    return len(values)
+
+
+async def _refresh_whole(s: AsyncSession, account_id: int, statement: Any, params: dict[str, Any]) -> int:
+    """A sweep's moments: every deal's earlier bound into a temporary table (CREATE TABLE … AS,
+    which PostgreSQL may run in parallel and which maintains no index), then only the rows that
+    differ are written, so a steady sweep of a million deals rewrites a handful."""
+    rows = statement.subquery("moments")
+    deal = func.coalesce(rows.c.deal_id, "")
+    bound = select(
+        deal.label("deal_id"), (func.min(epoch(rows.c.at) + rows.c.seconds) - _EARLY_SECONDS).label("due_epoch")
+    ).group_by(deal)
+    await s.execute(text(f"DROP TABLE IF EXISTS {_new.name}"))
+    await s.execute(CreateTempTableAs(_new.name, bound), params)
+    if is_postgres(s):
+        await s.execute(text(f"ANALYZE {_new.name}"))
+    due = DueMoment.__table__.c
+    mine = due.account_id == account_id
+    same_deal = and_(mine, due.deal_id == _new.c.deal_id)
+    await s.execute(
+        update(DueMoment.__table__)
+        .where(same_deal, due.due_epoch != _new.c.due_epoch)
+        .values(due_epoch=_new.c.due_epoch)
+    )
+    await s.execute(
+        insert(DueMoment.__table__).from_select(
+            ["account_id", "deal_id", "due_epoch"],
+            select(literal(account_id), _new.c.deal_id, _new.c.due_epoch).where(
+                ~select(due.deal_id).where(same_deal).exists()
+            ),
+        )
+    )
+    await s.execute(
+        delete(DueMoment.__table__).where(mine, ~select(_new.c.deal_id).where(_new.c.deal_id == due.deal_id).exists())
+    )
+    count = await s.scalar(select(func.count()).select_from(_new)) or 0
+    await s.execute(text(f"DROP TABLE {_new.name}"))
+    return count
+
+
+async def schedule(s: AsyncSession, account_id: int, deal_ids: Iterable[str | None], at: datetime) -> None:
+    """Makes sure the tick looks at these deals (None: the account's entities without a deal) by
+    `at` (a person's snooze ends then)."""
+    stamp = at.timestamp()
+    for deal_id in sorted({d or "" for d in deal_ids}):
+        stmt = dialect_insert(s, DueMoment.__table__).values(account_id=account_id, deal_id=deal_id, due_epoch=stamp)
+        await s.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["account_id", "deal_id"],
+                set_={
+                    "due_epoch": case(
+                        (stmt.excluded.due_epoch < DueMoment.__table__.c.due_epoch, stmt.excluded.due_epoch),
+                        else_=DueMoment.__table__.c.due_epoch,
+                    )
+                },
+            )
+        )
+
+
+async def due_deals(s: AsyncSession, account_id: int, now: datetime, limit: int) -> list[str]:
+    """The deals whose moment has come, earliest first, through the index."""
+    return list(
+        await s.scalars(
+            select(DueMoment.deal_id)
+            .where(DueMoment.account_id == account_id, DueMoment.due_epoch <= now.timestamp())
+            .order_by(DueMoment.due_epoch)
+            .limit(limit)
+        )
+    )
