@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -56,12 +57,19 @@ def _check_sqlite(url: str) -> None:
 
 
 async def _ping(url: str) -> None:
+    before = set(threading.enumerate())
     engine = create_async_engine(url, pool_pre_ping=False)
     try:
         async with engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
     finally:
         await engine.dispose()
+        # After a failed connect aiosqlite stops its thread without waiting for it; the thread then
+        # answers this loop, which by then may be closed, and prints a traceback under our one-line
+        # error. Let such threads end while the loop is still open.
+        for thread in set(threading.enumerate()) - before:
+            if "_connection_worker_thread" in thread.name:
+                await asyncio.to_thread(thread.join, 2.0)
 
 
 async def wait_for_database(url: str, wait_seconds: float, pause: float = 1.0) -> None:

@@ -70,8 +70,17 @@ def one(events: list[DomainEvent], kind: type) -> DomainEvent:
 FIXTURE_FILES = sorted(p.name for p in FIXTURES.glob("*.txt"))
 
 
+# The copies of ../shared/fixtures/amocrm (our own additions may sit beside them).
+SHARED_COPIES = {
+    "contact_update.txt", "lead_add.txt", "lead_delete.txt", "lead_note_call_out.txt",
+    "lead_note_common.txt", "lead_responsible.txt", "lead_status.txt", "lead_update.txt",
+    "task_add.txt", "task_complete.txt", "task_delete.txt", "task_update_deadline.txt",
+    "two_leads_one_post.txt",
+}  # fmt: skip
+
+
 def test_fixture_copies_are_present() -> None:
-    assert len(FIXTURE_FILES) == 13
+    assert SHARED_COPIES <= set(FIXTURE_FILES)
 
 
 @pytest.mark.parametrize("name", FIXTURE_FILES)
