@@ -160,6 +160,11 @@ class CompanyUpserted:
     responsible_user_id: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class CompanyDeleted:
+    id: str
+
+
 class CallDirection(StrEnum):
     IN = "in"
     OUT = "out"
@@ -247,6 +252,7 @@ DomainEvent = (
     | ContactUpserted
     | ContactDeleted
     | CompanyUpserted
+    | CompanyDeleted
     | CallEvent
     | RecordNamed
     | CredentialsIssued

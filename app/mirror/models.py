@@ -204,6 +204,9 @@ class Company(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str | None] = mapped_column(String(500))
     responsible_user_id: Mapped[str | None] = mapped_column(String(64))
+    # A tombstone: a deleted company keeps its name for the revenue its past deals still carry,
+    # and an older read of it (a late update) cannot bring it back.
+    is_deleted: Mapped[bool] = mapped_column(Boolean, default=False)
     source_updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 

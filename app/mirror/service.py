@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect_insert, utcnow
 from integrations.base import (
+    CompanyDeleted,
     CompanyUpserted,
     ContactDeleted,
     ContactUpserted,
@@ -120,6 +121,7 @@ class MirrorWriter:
             ContactUpserted: self._on_ContactUpserted,
             ContactDeleted: self._on_ContactDeleted,
             CompanyUpserted: self._on_CompanyUpserted,
+            CompanyDeleted: self._on_CompanyDeleted,
         }
 
     def unhandled(self, events: list[DomainEvent]) -> int:
@@ -144,7 +146,7 @@ class MirrorWriter:
                 ids[Note].add(ev.id)
             elif isinstance(ev, ContactUpserted | ContactDeleted):
                 ids[Contact].add(ev.id)
-            elif isinstance(ev, CompanyUpserted):
+            elif isinstance(ev, CompanyUpserted | CompanyDeleted):
                 ids[Company].add(ev.id)
             user = getattr(ev, "responsible_user_id", None)
             if user is not None:
@@ -452,12 +454,20 @@ class MirrorWriter:
     async def _on_CompanyUpserted(self, ev: CompanyUpserted, r: ApplyResult) -> bool:
         company = await self._load(Company, ev.id)
         if company is None:
-            company = self._new(Company(account_id=self.account_id, id=ev.id))
-        elif _is_stale(ev.updated_at, company.source_updated_at):
+            company = self._new(Company(account_id=self.account_id, id=ev.id, is_deleted=False))
+        elif company.is_deleted or _is_stale(ev.updated_at, company.source_updated_at):
+            # A deleted company stays deleted (as a contact does): a read that raced the
+            # deletion must not bring it back.
             return False
         _set(company, name=ev.name, responsible_user_id=ev.responsible_user_id)
         company.source_updated_at = ev.updated_at
         return True
+
+    async def _on_CompanyDeleted(self, ev: CompanyDeleted, r: ApplyResult) -> None:
+        company = await self._load(Company, ev.id)
+        if company is None:
+            company = self._new(Company(account_id=self.account_id, id=ev.id))
+        company.is_deleted = True
 
     async def _on_ContactDeleted(self, ev: ContactDeleted, r: ApplyResult) -> None:
         contact = await self._load(Contact, ev.id)

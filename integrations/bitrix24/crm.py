@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from integrations.base import (
+    CompanyDeleted,
     CrmIdentity,
     CrmRequestError,
     DealDeleted,
@@ -45,12 +46,17 @@ DEAL_SELECT = [
     "opportunity",
     "contactId",
     "contactIds",
+    # The client company of the ABC/XYZ report by company: without it in `select` the portal
+    # leaves it out and the backfill would not say which company a deal belongs to.
+    "companyId",
     "createdTime",
     "updatedTime",
     "movedTime",
     "movedBy",
     "closedate",
 ]
+CONTACT_SELECT = ["ID", "NAME", "LAST_NAME", "PHONE", "ASSIGNED_BY_ID", "DATE_MODIFY"]
+COMPANY_SELECT = ["ID", "TITLE", "ASSIGNED_BY_ID", "DATE_CREATE", "DATE_MODIFY"]
 TASK_SELECT = [
     "ID",
     "TITLE",
@@ -120,12 +126,14 @@ class Bitrix24Crm(Bitrix24Client):
             SyncSection(
                 "contacts",
                 self._mapped(
-                    self.export(
-                        "crm.contact.list",
-                        {"select": ["ID", "NAME", "LAST_NAME", "PHONE", "ASSIGNED_BY_ID", "DATE_MODIFY"]},
-                    ),
+                    self.export("crm.contact.list", {"select": CONTACT_SELECT}),
                     lambda c: mapping.contact(c, region),
                 ),
+            ),
+            # Companies by name before the deals that name them (the ABC/XYZ report by company).
+            SyncSection(
+                "companies",
+                self._mapped(self.export("crm.company.list", {"select": COMPANY_SELECT}), mapping.company),
             ),
             SyncSection("deals", self._deals(deal_fields)),
             SyncSection(
@@ -273,6 +281,8 @@ class Bitrix24Crm(Bitrix24Client):
                 commands[key] = ("crm.timeline.comment.get", {"id": ref.id})
             elif ref.kind == "contact":
                 commands[key] = ("crm.contact.get", {"id": ref.id})
+            elif ref.kind == "company":
+                commands[key] = ("crm.company.get", {"id": ref.id})
         if not commands:
             return out
         found = await self.batch_all(commands)
@@ -731,6 +741,8 @@ def _deletion(kind: str, rid: str) -> DomainEvent | None:
         return TaskDeleted(ACTIVITY_PREFIX + rid)
     if kind == "task":
         return TaskDeleted(TASK_PREFIX + rid)
+    if kind == "company":
+        return CompanyDeleted(rid)
     return None
 
 
@@ -748,6 +760,8 @@ def _convert(kind: str, value: Any, region: str) -> list[DomainEvent]:
         return [note] if note else []
     if kind == "contact" and value.get("ID"):
         return [mapping.contact(value, region)]
+    if kind == "company" and value.get("ID"):
+        return [mapping.company(value)]
     return []
 
 

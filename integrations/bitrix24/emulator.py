@@ -145,6 +145,16 @@ def _param(params: dict[str, Any], *names: str, default: Any = None) -> Any:
     return default
 
 
+def _selected(row: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """The fields a list method's `select` names (the id always), as the portal answers: a field
+    left out of `select` is absent from the answer. No select, or "*": every field."""
+    select = _param(params, "select", default=None) or ["*"]
+    if not isinstance(select, list) or "*" in select:
+        return dict(row)
+    wanted = {str(name).lower() for name in select} | {"id"}
+    return {k: v for k, v in row.items() if k.lower() in wanted}
+
+
 class Bitrix24Emulator:
     """One portal. Plain data, so tests and the demo poke at it directly."""
 
@@ -484,16 +494,35 @@ class Bitrix24Emulator:
         self._offline("ONCRMCONTACTADD", id)
         return self.contacts[id]
 
-    def add_company(self, id: int, title: str, phones: list[str], assigned_by: int = 1) -> dict:
+    def add_company(
+        self, id: int, title: str, phones: list[str] = (), assigned_by: int = 1, at: float | None = None
+    ) -> dict:
+        at = self.unix_now() if at is None else at
         self.companies[id] = {
             "ID": str(id),
+            "COMPANY_TYPE": "CUSTOMER",
             "TITLE": title,
             "ASSIGNED_BY_ID": str(assigned_by),
+            "DATE_CREATE": _iso(at),
+            "DATE_MODIFY": _iso(at),
+            "HAS_PHONE": "Y" if phones else "N",
             "PHONE": [
                 {"ID": str(i), "VALUE_TYPE": "WORK", "VALUE": p, "TYPE_ID": "PHONE"} for i, p in enumerate(phones, 1)
             ],
         }
+        self._offline("ONCRMCOMPANYADD", id)
         return self.companies[id]
+
+    def update_company(self, id: int, at: float | None = None, **changes: Any) -> dict:
+        """Changes a company's fields (TITLE, ASSIGNED_BY_ID…), as a manager edits its card."""
+        at = self.unix_now() if at is None else at
+        self.companies[id].update(changes, DATE_MODIFY=_iso(at))
+        self._offline("ONCRMCOMPANYUPDATE", id)
+        return self.companies[id]
+
+    def delete_company(self, id: int) -> None:
+        self.companies.pop(id, None)
+        self._offline("ONCRMCOMPANYDELETE", id)
 
     def _bind_call(self, activity_id: int, contact_id: int | None, deal_id: int | None) -> None:
         # Bitrix24 files a call activity on the contact and on that contact's open deal.
@@ -663,8 +692,16 @@ class Bitrix24Emulator:
     # -- REST ------------------------------------------------------------------------------------
 
     def _page(
-        self, rows: list[dict], params: dict[str, Any], key: str | None = None, id_field: str = "ID"
+        self,
+        rows: list[dict],
+        params: dict[str, Any],
+        key: str | None = None,
+        id_field: str = "ID",
+        *,
+        selected: bool = False,
     ) -> dict[str, Any]:
+        """A page of `rows` as a list method answers; `selected`: only the fields `select` names
+        (taken after the filter, which may name fields the select leaves out)."""
         flt = _param(params, "filter", default={}) or {}
         rows = [r for r in rows if _matches(r, flt)]
         order = _param(params, "order", default={}) or {}
@@ -678,6 +715,8 @@ class Bitrix24Emulator:
             body = {"total": len(rows)}
             if start + PAGE_SIZE < len(rows):
                 body["next"] = start + PAGE_SIZE
+        if selected:
+            page = [_selected(r, params) for r in page]
         body["result"] = {key: page} if key else page
         return body
 
@@ -713,10 +752,11 @@ class Bitrix24Emulator:
 
     def m_crm_item_list(self, p: dict) -> dict:
         self._deal_type(p)
-        # As the portal: user fields only when `select` names them (or is "*"); the other fields
-        # are all given whatever the select (the emulator's records are small).
+        # As the portal: only the fields `select` names (all with "*"); user fields by either
+        # spelling, answered in the one useOriginalUfNames asks for.
         select = _param(p, "select", default=None) or ["*"]
         original = _param(p, "useOriginalUfNames", default="N") == "Y"
+        wanted = {str(name).lower() for name in select} | {"id"}
         rows = []
         for d in self.deals.values():
             row = {k: v for k, v in d.items() if not k.startswith("UF_CRM_")}
@@ -724,7 +764,13 @@ class Bitrix24Emulator:
                 if name.startswith("UF_CRM_") and ("*" in select or name in select or _camel_uf(name) in select):
                     row[name if original else _camel_uf(name)] = value
             rows.append(row)
-        return self._page(rows, p, "items", "id")
+        page = self._page(rows, p, "items", "id")
+        if "*" not in select:  # after the filter, which may name fields the select leaves out
+            page["result"]["items"] = [
+                {k: v for k, v in r.items() if k.lower() in wanted or k.startswith(("UF_CRM_", "ufCrm"))}
+                for r in page["result"]["items"]
+            ]
+        return page
 
     def m_crm_item_get(self, p: dict) -> dict:
         self._deal_type(p)
@@ -844,6 +890,15 @@ class Bitrix24Emulator:
         c = self.contacts.get(int(_param(p, "id", default=0) or 0))
         if c is None:
             raise RestError(400, "NOT_FOUND", "Not found")
+        return {"result": dict(c)}
+
+    def m_crm_company_list(self, p: dict) -> dict:
+        return self._page([dict(c) for c in self.companies.values()], p, selected=True)
+
+    def m_crm_company_get(self, p: dict) -> dict:
+        c = self.companies.get(int(_param(p, "id", default=0) or 0))
+        if c is None:
+            raise RestError(400, "", "Not found")
         return {"result": dict(c)}
 
     def m_crm_duplicate_findbycomm(self, p: dict) -> dict:

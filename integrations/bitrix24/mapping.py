@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from integrations.base import (
+    CompanyUpserted,
     ContactUpserted,
     DealUpserted,
     DomainEvent,
@@ -230,4 +231,16 @@ def contact(c: dict[str, Any], region: str) -> ContactUpserted:
         name=name,
         responsible_user_id=sid(c.get("ASSIGNED_BY_ID")),
         phones=normalize_all(phones, region),
+    )
+
+
+def company(c: dict[str, Any]) -> CompanyUpserted:
+    """A crm.company record (crm.company.get/list: UPPER_CASE fields). Its name and manager: the
+    client of the ABC/XYZ report by company (its phones stay in the portal)."""
+    title = c.get("TITLE")
+    return CompanyUpserted(
+        id=str(c["ID"]),
+        updated_at=when(c.get("DATE_MODIFY")) or when(c.get("DATE_CREATE")) or _now(),
+        name=title if isinstance(title, str) and title else None,
+        responsible_user_id=sid(c.get("ASSIGNED_BY_ID")),
     )

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from integrations.base import (
+    CompanyDeleted,
     ContactDeleted,
     CredentialsIssued,
     DealDeleted,
@@ -56,6 +57,9 @@ SUBSCRIBED = (
     "ONCRMCONTACTADD",
     "ONCRMCONTACTUPDATE",
     "ONCRMCONTACTDELETE",
+    "ONCRMCOMPANYADD",
+    "ONCRMCOMPANYUPDATE",
+    "ONCRMCOMPANYDELETE",
 )
 # Bitrix24 offers no offline copy of telephony events: a call missed while we were down is not replayed.
 ONLINE_ONLY = (CALL_END_EVENT,)
@@ -70,6 +74,9 @@ _NAMED = {
     "ONCRMTIMELINECOMMENTADD": "comment",
     "ONCRMCONTACTADD": "contact",
     "ONCRMCONTACTUPDATE": "contact",
+    # Company events carry data[FIELDS][ID] only, like the contact ones: the record is read.
+    "ONCRMCOMPANYADD": "company",
+    "ONCRMCOMPANYUPDATE": "company",
 }
 
 
@@ -167,6 +174,8 @@ def parse(body: bytes, *, region: str, received_at: datetime) -> list[DomainEven
         return [TaskDeleted(TASK_PREFIX + rid)]
     if rid and event == "ONCRMCONTACTDELETE":
         return [ContactDeleted(rid)]
+    if rid and event == "ONCRMCOMPANYDELETE":
+        return [CompanyDeleted(rid)]
     return [UnknownEntity(event.lower() or "unknown")]
 
 

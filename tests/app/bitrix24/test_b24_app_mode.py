@@ -52,6 +52,7 @@ async def test_install_saves_tokens_and_binds_events_and_the_deal_tab(client, rt
     assert creds["access_token"] in b24.access_tokens and creds["refresh_token"] in b24.refresh_tokens
     assert account.sync_state == "queued"
     assert ("ONCRMDEALUPDATE", "offline") in b24.bound and ("ONTASKADD", "offline") in b24.bound
+    assert ("ONCRMCOMPANYUPDATE", "offline") in b24.bound and ("ONCRMCOMPANYDELETE", "offline") in b24.bound
     assert ("ONCRMDEALUPDATE", f"http://crmwatch.test/hooks/bitrix24/{acc['key']}") in b24.bound
     assert ("ONVOXIMPLANTCALLEND", f"http://crmwatch.test/hooks/bitrix24/{acc['key']}") in b24.bound
     assert ("ONVOXIMPLANTCALLEND", "offline") not in b24.bound

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from app.mirror.models import ContactPhone, Note, Stage, StageHistory, User
+from app.mirror.models import Company, ContactPhone, Note, Stage, StageHistory, User
 from app.sync import service as sync
 from tests.app.bitrix24.support import HOUR, NOW, deals, seed, tasks
 from tests.conftest import create_b24_account
@@ -22,6 +22,7 @@ async def test_a_portal_is_backfilled_with_progress(client, rt, b24):
         "pipelines": 2,
         "users": 2,
         "contacts": 1,
+        "companies": 1,
         "deals": 3,
         "stage_events": 4,
         "activities": 1,
@@ -34,6 +35,8 @@ async def test_a_portal_is_backfilled_with_progress(client, rt, b24):
     assert abs(found["4521"].stage_entered_at.timestamp() - (NOW - 60 * HOUR)) < 1
     assert found["4521"].stage_entered_source == "event"
     assert found["4523"].is_closed and not found["4522"].is_closed and found["4522"].pipeline_id == "3"
+    # The deal's company (named in the backfill's select) and the company itself, by name.
+    assert (found["4523"].company_id, found["4521"].company_id) == ("2917", None)
     open_tasks = await tasks(rt, acc["id"])
     assert set(open_tasks) == {"act:10233", "task:881"}  # the unbound task 882 is not a deal's
     assert open_tasks["act:10233"].deal_id == "4521" and open_tasks["task:881"].deal_id == "4522"
@@ -43,12 +46,15 @@ async def test_a_portal_is_backfilled_with_progress(client, rt, b24):
         users = {u.id: u.name for u in await s.scalars(select(User))}
         notes = list(await s.scalars(select(Note)))
         history = list(await s.scalars(select(StageHistory).where(StageHistory.deal_id == "4521")))
+        company = await s.get(Company, (acc["id"], "2917"))
     assert kinds[("0", "WON")] == "won" and kinds[("0", "LOSE")] == "lost" and kinds[("0", "NEW")] == "open"
     assert kinds[("3", "C3:WON")] == "won"
     assert phones == {"+79123456789"}
     assert users["7"] == "Анна Петрова"
     assert [n.deal_id for n in notes] == ["4521"]
     assert sorted(h.stage_id for h in history) == ["NEW", "PREPARATION"]
+    assert (company.name, company.responsible_user_id, company.is_deleted) == ("ООО «Ромашка»", "8", False)
+    assert abs(company.source_updated_at.timestamp() - (NOW - 80 * HOUR)) < 1
 
 
 async def test_a_big_portal_pages_through_more_than_50_deals(client, rt, b24):

@@ -4,6 +4,7 @@ the leaky bucket, 503 QUERY_LIMIT_EXCEEDED and 429 OPERATION_TIME_LIMIT."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ import pytest
 import respx
 
 from integrations.base import (
+    CompanyDeleted,
+    CompanyUpserted,
     CrmAmbiguous,
     CrmAuthError,
     CrmRateLimited,
@@ -25,7 +28,7 @@ from integrations.base import (
     TaskUpserted,
 )
 from integrations.bitrix24.client import MethodPaused
-from integrations.bitrix24.crm import TASK_SELECT, Bitrix24Crm
+from integrations.bitrix24.crm import DEAL_SELECT, TASK_SELECT, Bitrix24Crm
 from integrations.bitrix24.limits import PortalLimiter
 from integrations.bitrix24.wire import php_query
 from integrations.http import within
@@ -335,3 +338,60 @@ async def test_waits_past_the_callers_deadline_end_the_call_instead():
     with within(10), pytest.raises(MethodPaused) as caught:
         await c.call("crm.item.list")
     assert blocked.call_count == 1 and clock.slept == [] and caught.value.retry_after == pytest.approx(20, abs=1)
+
+
+@respx.mock
+async def test_the_backfill_lists_companies_by_id_with_their_names():
+    # crm.company.list answers UPPER_CASE fields; paged like the contacts: >ID past the last row, start=-1.
+    rows = [
+        {"ID": str(i), "TITLE": f"Компания {i}", "ASSIGNED_BY_ID": "7", "DATE_MODIFY": "2025-11-24T19:10:00+03:00"}
+        for i in range(1, 51)
+    ]
+    last = {**rows[0], "ID": "51", "TITLE": "ООО «Ромашка»", "DATE_MODIFY": ""}
+    route = respx.post(f"{HOOK}/crm.company.list.json").mock(
+        side_effect=[httpx.Response(200, json={"result": rows}), httpx.Response(200, json={"result": [last]})]
+    )
+    [section] = [s for s in client().backfill(history_days=30, region="RU") if s.name == "companies"]
+    pages = [p async for p in section.pages]
+    assert [len(p) for p in pages] == [50, 1]
+    first, second = (body_of(c) for c in route.calls)
+    assert first["start"] == -1 and first["filter"] == {">ID": 0} and first["order"] == {"ID": "ASC"}
+    assert {"ID", "TITLE", "ASSIGNED_BY_ID", "DATE_MODIFY"} <= set(first["select"])
+    assert second["filter"] == {">ID": 50}
+    company = pages[0][0]
+    assert isinstance(company, CompanyUpserted)
+    assert (company.id, company.name, company.responsible_user_id) == ("1", "Компания 1", "7")
+    assert company.updated_at.isoformat() == "2025-11-24T16:10:00+00:00"
+    assert pages[1][0].name == "ООО «Ромашка»"
+
+
+@respx.mock
+async def test_a_company_is_read_with_crm_company_get_and_a_gone_one_is_deleted():
+    route = respx.post(f"{HOOK}/batch.json").respond(
+        json={
+            "result": {
+                "result": {"company_2917": fixture_json("crm_company_get.json")["result"]},
+                # crm.company.get answers a missing company with an empty code and "Not found".
+                "result_error": {"company_31": {"error": "", "error_description": "Not found"}},
+            }
+        }
+    )
+    events = await client().fetch_named([RecordNamed("company", "2917"), RecordNamed("company", "31")], region="RU")
+    assert body_of(route.calls[0])["cmd"] == {
+        "company_2917": "crm.company.get?id=2917",
+        "company_31": "crm.company.get?id=31",
+    }
+    assert events == [
+        CompanyUpserted(
+            id="2917",
+            updated_at=datetime(2025, 11, 24, 16, 10, tzinfo=UTC),
+            name="ООО «Ромашка»",
+            responsible_user_id="8",
+        ),
+        CompanyDeleted("31"),
+    ]
+
+
+def test_the_backfill_asks_for_the_deals_company():
+    # crm.item.list leaves out what `select` does not name: companyId must be named.
+    assert "companyId" in DEAL_SELECT

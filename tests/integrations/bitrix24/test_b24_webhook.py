@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from integrations.base import (
+    CompanyDeleted,
     ContactDeleted,
     CredentialsIssued,
     RecordNamed,
@@ -38,6 +39,8 @@ def test_check_reads_the_portal_and_its_token_without_building_the_tree():
         ("ONCRMDEALUPDATE", [RecordNamed("deal", "4521")]),
         ("ONTASKUPDATE", [RecordNamed("task", "881")]),
         ("ONCRMACTIVITYADD", [RecordNamed("activity", "10233")]),
+        ("ONCRMCOMPANYUPDATE", [RecordNamed("company", "2917")]),
+        ("ONCRMCOMPANYDELETE", [CompanyDeleted("2917")]),
     ],
 )
 def test_fixtures_name_their_records(name, expected):
@@ -55,6 +58,13 @@ def test_deletions_need_no_read():
     assert parse(body) == [TaskDeleted("task:881")]
     assert parse(b24.event_form("ONCRMACTIVITYDELETE", 5)) == [TaskDeleted("act:5")]
     assert parse(b24.event_form("ONCRMCONTACTDELETE", 9)) == [ContactDeleted("9")]
+    assert parse(b24.event_form("ONCRMCOMPANYDELETE", 31)) == [CompanyDeleted("31")]
+    assert parse(b24.event_form("ONCRMCOMPANYADD", 31)) == [RecordNamed("company", "31")]
+
+
+def test_company_events_are_subscribed_online_and_offline():
+    # App mode binds SUBSCRIBED both ways (Bitrix24 keeps offline copies of CRM events).
+    assert {"ONCRMCOMPANYADD", "ONCRMCOMPANYUPDATE", "ONCRMCOMPANYDELETE"} <= set(webhook.SUBSCRIBED)
 
 
 def test_an_offline_record_parses_like_the_online_event():
