@@ -28,6 +28,9 @@ def seed_portal(state: Bitrix24Emulator, now: float) -> None:
         state.add_stage(3, status_id, name, sort, sem)
     state.add_contact(311, "Иван Клиентов", ["+7 912 345-67-01"], assigned_by=7, at=now - 300 * HOUR)
     state.add_contact(312, "ООО «Ромашка»", ["8 (495) 123-45-67"], assigned_by=8, at=now - 300 * HOUR)
+    # Client companies (the ABC/XYZ report by company names them).
+    state.add_company(401, "ООО «Ромашка»", ["8 (495) 123-45-67"], assigned_by=8, at=now - 300 * HOUR)
+    state.add_company(402, "ИП Климов", ["+7 912 345-67-09"], assigned_by=8, at=now - 250 * HOUR)
     state.add_deal(
         4521, "Поставка оборудования", "NEW", assigned_by=7, opportunity=150000, contact_id=311, at=now - 200 * HOUR
     )
@@ -40,10 +43,13 @@ def seed_portal(state: Bitrix24Emulator, now: float) -> None:
         assigned_by=8,
         opportunity=48000,
         contact_id=312,
+        company_id=401,
         at=now - 90 * HOUR,
     )
-    state.add_deal(4523, "Кондиционеры в офис", "EXECUTING", assigned_by=8, opportunity=260000, at=now - 70 * HOUR)
-    state.add_deal(4524, "Картриджи", "WON", assigned_by=7, opportunity=12000, at=now - 50 * HOUR)
+    state.add_deal(
+        4523, "Кондиционеры в офис", "EXECUTING", assigned_by=8, opportunity=260000, company_id=402, at=now - 70 * HOUR
+    )
+    state.add_deal(4524, "Картриджи", "WON", assigned_by=7, opportunity=12000, company_id=401, at=now - 50 * HOUR)
     state.add_activity(10233, 4521, "Позвонить клиенту по КП", now - 30 * HOUR, responsible=7, at=now - 60 * HOUR)
     state.add_task(881, 4522, "Подготовить спецификацию", now + 20 * HOUR, responsible=8, at=now - 20 * HOUR)
     state.add_comment(501, 4523, "ок", author=8, at=now - 2 * HOUR)

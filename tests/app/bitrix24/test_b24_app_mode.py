@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from app.accounts.models import Account
 from app.ingest import catchup, worker
+from app.mirror.models import Company
 from integrations.bitrix24 import crm as b24crm
 from tests.app.bitrix24.support import HOUR, NOW, deals, inbox, seed, tasks
 from tests.conftest import B24_FORM
@@ -184,3 +185,21 @@ async def test_a_queued_deletion_applies_without_a_read(client, rt, b24):
     row = (await inbox(rt))[-1]
     assert row.status == "done" and row.content_type == "application/json"
     assert (await deals(rt, acc["id"]))["4521"].is_deleted
+
+
+async def test_company_changes_made_while_down_arrive_through_offline_events(client, rt, b24):
+    seed(b24)
+    acc = await install(client, rt, b24)
+    b24.offline.clear()
+    # crmwatch is down: a company is added, another renamed, then deleted, in the portal.
+    b24.add_company(3001, "ИП Васильев", assigned_by=7)
+    b24.update_company(2917, TITLE="ООО «Ромашка Плюс»")
+    b24.delete_company(2917)
+    assert [r["EVENT_NAME"] for r in b24.offline] == ["ONCRMCOMPANYADD", "ONCRMCOMPANYUPDATE", "ONCRMCOMPANYDELETE"]
+    assert await catchup.drain_account(rt, acc["id"]) == 3
+    await worker.drain(rt)
+    async with rt.sessions() as s:
+        added = await s.get(Company, (acc["id"], "3001"))
+        gone = await s.get(Company, (acc["id"], "2917"))
+    assert (added.name, added.responsible_user_id, added.is_deleted) == ("ИП Васильев", "7", False)
+    assert gone.is_deleted

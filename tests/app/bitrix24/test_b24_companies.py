@@ -15,6 +15,7 @@ import respx
 from app.ingest import worker
 from app.mirror.models import Company
 from app.sync import service as sync
+from integrations.bitrix24.demo_data import seed_portal
 from tests.app.bitrix24.support import HOUR, NOW, seed
 from tests.conftest import B24_FORM, b24_form, create_b24_account
 
@@ -134,3 +135,17 @@ async def test_abcxyz_by_company_on_a_bitrix24_portal_names_its_companies(client
     }
     assert items["2917"]["abc"] == "A" and items["3001"]["abc"] == "B"
     assert resp.json()["matrix"]["AZ"]["clients"] == 1
+
+
+async def test_the_demo_portal_backfills_named_companies(client, rt, b24):
+    seed_portal(b24, NOW)
+    acc = await create_b24_account(client)
+    assert await sync.run_pending(rt) == 1
+    body = (await client.get(f"/api/accounts/{acc['id']}")).json()
+    assert body["sync"]["counts"]["companies"] == 2
+    today = datetime.fromtimestamp(NOW, UTC).date()
+    resp = await client.get(
+        f"/api/accounts/{acc['id']}/reports/abcxyz",
+        params={"from": str(today - timedelta(days=30)), "to": str(today + timedelta(days=1)), "by": "company"},
+    )
+    assert [(i["client_id"], i["name"]) for i in resp.json()["items"]] == [("401", "ООО «Ромашка»")]  # won 4524
