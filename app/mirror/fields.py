@@ -36,6 +36,23 @@ def stamp(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
 
 
+def _canonical(value: Any) -> Any:
+    """One form of a value for comparing: the two ways in spell one value differently. amoCRM's
+    API v4 (the backfill) sends a checkbox as true and a number as a number, its webhooks send "1"
+    and "45000"; a value that only changed its spelling has not changed."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int | float) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, str):
+        return value.strip()
+    return value
+
+
+def same_value(a: Any, b: Any) -> bool:
+    return a == b or _canonical(a) == _canonical(b)
+
+
 def merge(
     old: Mapping[str, Any] | None, incoming: Mapping[str, Any] | None, keep: frozenset[str], at: datetime
 ) -> dict[str, Any] | None:
@@ -51,11 +68,11 @@ def merge(
             continue
         value = incoming[field_id]
         before = current.get(field_id)
-        if isinstance(before, dict) and before.get("value") == value:
+        if isinstance(before, dict) and same_value(before.get("value"), value):
             out[field_id] = before
         else:
             out[field_id] = {"value": value, "set_at": stamp(at)}
     return out or None
 
 
-__all__ = ["kept", "kept_for", "merge", "stamp"]
+__all__ = ["kept", "kept_for", "merge", "same_value", "stamp"]

@@ -6,6 +6,7 @@ the order amoCRM wrote them. See ../shared/fixtures/amocrm/README.md for the wir
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -138,10 +139,22 @@ def _deal(entry: dict[str, Any], action: str, received_at: datetime) -> DealUpse
     )
 
 
+# A bare value of unix seconds: what amoCRM's webhooks send for a date field (see _custom_fields).
+_UNIX = re.compile(r"-?[0-9]{1,12}")
+
+
 def _custom_fields(entry: dict[str, Any]) -> dict[str, Any] | None:
     """`custom_fields[n][id]` with `[values][m][value]` (or a bare `[values][m]`): a lead's fields
     that have a value. A webhook lists them all; none listed at all means "not said" (a thin post,
-    or a lead with no values, which the next full read settles), as for a contact's phones."""
+    or a lead with no values, which the next full read settles), as for a contact's phones.
+
+    amoCRM's webhooks keep the API v2 shape: most fields send `[values][m][value]` (lists add
+    `[enum]`), but a date field sends its value bare, as unix seconds of the date's midnight in the
+    account's time zone: `custom_fields[1][values][0]=1537920000` (captured deliveries from 2018,
+    2021 and 2024 agree; see the fixture lead_update_payment.txt). A bare run of digits is therefore
+    kept as an int, the type API v4 (the backfill) gives the same date, so a webhook does not look
+    like a change of a value the backfill stored. Anything else bare stays a string (read by
+    app/payments as an ISO or DD.MM.YYYY date)."""
     if "custom_fields" not in entry:
         return None
     pairs = []
@@ -151,7 +164,8 @@ def _custom_fields(entry: dict[str, Any]) -> dict[str, Any] | None:
         if first is not None:
             pairs.append((field.get("id"), first.get("value")))
         elif isinstance(values, dict):  # values[0]=1764000000
-            pairs.append((field.get("id"), [values[k] for k in sorted(values) if isinstance(values[k], str)]))
+            bare = [values[k].strip() for k in sorted(values) if isinstance(values[k], str) and values[k].strip()]
+            pairs.append((field.get("id"), [int(v) if _UNIX.fullmatch(v) else v for v in bare]))
     return collect(pairs)
 
 

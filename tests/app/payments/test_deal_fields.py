@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from app.accounts.models import Account
 from app.ingest import worker
+from app.mirror.fields import same_value
 from app.mirror.models import Deal
 from app.sync import service as sync
 from integrations.amocrm.demo_data import seed_demo
@@ -89,8 +90,9 @@ async def test_bitrix24_takes_uf_crm_names_only(client, rt):
 
 def test_amocrm_webhook_custom_fields_are_parsed() -> None:
     [deal] = parse(form_body("lead_update_payment").encode(), region="RU", received_at=datetime.now(UTC))
-    # The date field's bare [values][0] and the others' [values][0][value], every value as a string.
-    assert deal.custom_fields == {"512345": "yandex", "700101": "1764882000", "700102": "45 000,50", "700103": "1"}
+    # The date field's bare [values][0] (unix seconds: an int, as API v4 gives it) and the others'
+    # [values][0][value], as strings.
+    assert deal.custom_fields == {"512345": "yandex", "700101": 1764882000, "700102": "45 000,50", "700103": "1"}
     # A lead without custom_fields (a status post) does not say: the mirror keeps what it has.
     [plain] = parse(form_body("lead_update").encode(), region="RU", received_at=datetime.now(UTC))
     assert plain.custom_fields is None
@@ -106,7 +108,7 @@ async def test_amocrm_webhooks_keep_only_the_configured_fields(client, rt):
     deal = await _deal(rt, aid, "31000001")
     set_at = "2025-12-05T02:00:00+00:00"  # last_modified 1764900000
     assert deal.custom_fields == {
-        "700101": {"value": "1764882000", "set_at": set_at},
+        "700101": {"value": 1764882000, "set_at": set_at},
         "700102": {"value": "45 000,50", "set_at": set_at},
         "700103": {"value": "1", "set_at": set_at},
     }  # utm_source (512345) is not kept
@@ -123,7 +125,7 @@ async def test_amocrm_webhooks_keep_only_the_configured_fields(client, rt):
     await worker.drain(rt)
     deal = await _deal(rt, aid, "31000001")
     assert deal.custom_fields == {
-        "700101": {"value": "1764882000", "set_at": set_at},
+        "700101": {"value": 1764882000, "set_at": set_at},
         "700102": {"value": "46000", "set_at": "2025-12-05T03:00:00+00:00"},
     }
     # A post without custom fields says nothing about them.
@@ -152,6 +154,37 @@ async def test_amocrm_backfill_reads_custom_fields_values(client, rt, amo):
     assert {k: v["value"] for k, v in deal.custom_fields.items()} == {"700101": 1764882000, "700103": True}
     others = [d for d in (await _all_deals(rt, aid)) if d.id != str(lead_id)]
     assert others and all(d.custom_fields is None for d in others)
+
+
+async def test_a_webhook_after_the_backfill_does_not_restamp_unchanged_values(client, rt, amo):
+    # API v4 (the backfill) sends the date as an int and the checkbox as true; the webhook sends the
+    # date bare ("1764882000", read as an int) and the checkbox as "1". Same values: "paid" keeps the
+    # backfill's set_at, so a deal paid long ago is not "received today" because it was edited today.
+    seed_demo(amo, now=NOW)
+    lead_id = next(iter(amo.leads))
+    amo.leads[lead_id]["custom_fields"] = {"700101": 1764882000, "700103": True}
+    acc = await create_account(client, paused=True)
+    aid = acc["id"]
+    await client.put(f"/api/accounts/{aid}/payments/settings", json=AMO_FIELDS)
+    assert await sync.run_pending(rt) == 1
+    before = (await _deal(rt, aid, str(lead_id))).custom_fields
+    edited = form_body(
+        "lead_update_payment",
+        **{"leads[update][0][id]": str(lead_id), "leads[update][0][last_modified]": str(int(NOW) + 3600)},
+    )
+    await client.patch(f"/api/accounts/{aid}", json={"paused": False})
+    assert (await client.post(f"/hooks/amocrm/{acc['key']}", content=edited, headers=FORM)).status_code == 200
+    await worker.drain(rt)
+    after = (await _deal(rt, aid, str(lead_id))).custom_fields
+    assert after["700101"] == before["700101"] and after["700103"] == before["700103"]
+    assert after["700102"]["value"] == "45 000,50"  # new: stamped with the webhook's time
+    assert after["700102"]["set_at"] > before["700103"]["set_at"]
+
+
+def test_same_value_ignores_only_the_spelling() -> None:
+    assert same_value(True, "1") and same_value(False, "0") and same_value(1764882000, "1764882000")
+    assert same_value(46000.0, "46000") and same_value(" 5 ", "5")
+    assert not same_value(True, "0") and not same_value(1764882000, 1764968400) and not same_value("1", "")
 
 
 async def _all_deals(rt, aid: int) -> list[Deal]:
