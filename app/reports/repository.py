@@ -620,7 +620,9 @@ async def first_contact_medians(
             Deal.created_at < end,
             _scope(Deal.responsible_user_id, managers),
         )
-        .subquery("d")
+        # A CTE: read once for the four places below (PostgreSQL materializes a CTE used twice),
+        # not once per place.
+        .cte("d")
     )
     d = deals.c
     counts, at = contact_at(Call, d.created)
@@ -644,7 +646,9 @@ async def first_contact_medians(
         select(d.id, Note.created_at)
         .select_from(deals)
         .join(Note, and_(Note.account_id == account_id, Note.deal_id == d.id))
-        .where(Note.kind == "common", Note.created_at >= d.created, ~own_note(Note))
+        # Implied by the deal's creation in the period, and said so that only the period's notes
+        # are read (ix_notes_created), not every note of the account to hash-join them.
+        .where(Note.kind == "common", Note.created_at >= d.created, Note.created_at >= start, ~own_note(Note))
     )
     touches = union_all(bound, numbered, noted).subquery("t")
     first = (
