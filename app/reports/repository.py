@@ -30,7 +30,7 @@ from sqlalchemy.orm import aliased
 
 from app.calls.models import Call
 from app.calls.service import SUCCESSFUL_TALK_SECONDS
-from app.db import UtcDateTime, epoch, local_day, local_month
+from app.db import UtcDateTime, epoch, local_day, local_day_within, local_month
 from app.findings.models import Finding, FindingEvent
 from app.mirror.models import Company, Contact, ContactPhone, Deal, DealContact, Note, Stage, StageHistory, Task, User
 from app.rules.lead_not_contacted import contact_at, own_note
@@ -71,7 +71,7 @@ def _period_calls(
 ) -> Any:
     """The period's final calls (manager, local day when `timezone` is given, direction, answered,
     talk). Every final call counts, whichever way it arrived (live hook, backfill, CRM telephony)."""
-    day = [] if timezone is None else [local_day(Call.started_at, _zone(timezone)).label("day")]
+    day = [] if timezone is None else [local_day_within(Call.started_at, timezone, start, end).label("day")]
     return (
         select(
             Call.manager_id.label("manager_id"),
@@ -161,7 +161,9 @@ def _cards_per_day(
 ) -> Any:
     """(manager, local day, deal) once for each deal a manager changed that day."""
     t = _touches(account_id, start, end, managers)
-    per_day = select(t.c.manager_id, local_day(t.c.at, _zone(timezone)).label("day"), t.c.deal_id).subquery()
+    # Every branch of the touches is bounded to [start, end).
+    day = local_day_within(t.c.at, timezone, start, end)
+    per_day = select(t.c.manager_id, day.label("day"), t.c.deal_id).subquery()
     return select(per_day.c.manager_id, per_day.c.day, per_day.c.deal_id).distinct().subquery()
 
 
