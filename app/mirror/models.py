@@ -61,6 +61,17 @@ class Deal(Base):
         Index("ix_deals_company", "account_id", "company_id"),
         # New deals: lead_not_contacted judges the last working day's, the reports a period's.
         Index("ix_deals_created", "account_id", "created_at"),
+        # The open deals, per manager: the team table's deals without a task and the funnel's stage
+        # counts read them from this index alone on PostgreSQL (closed deals, most of an old
+        # account's, are not in it).
+        Index(
+            "ix_deals_open_by_manager",
+            "account_id",
+            "responsible_user_id",
+            postgresql_include=["id", "pipeline_id", "stage_id", "price"],
+            postgresql_where=text("NOT is_closed AND NOT is_deleted"),
+            sqlite_where=text("NOT is_closed AND NOT is_deleted"),
+        ),
     )
     account_id: Mapped[int] = _account_pk()
     id: Mapped[str] = mapped_column(String(64), primary_key=True)

@@ -69,6 +69,17 @@ async def day_rows(s: AsyncSession, account: Account, period: Period, scope: Sco
     return out
 
 
+async def period_totals(s: AsyncSession, account: Account, period: Period, scope: Scope) -> dict[str, dict[str, int]]:
+    """The same figures per manager over the whole period (the sum of their days): managers with
+    no call and no card changed are absent."""
+    out: dict[str, dict[str, int]] = {}
+    for r in await repo.call_totals(s, account.id, period.start, period.end, scope.managers):
+        out[r.manager_id] = {**{f: int(getattr(r, f)) for f in CALL_FIELDS}, "cards_changed": 0}
+    for r in await repo.cards_changed_totals(s, account.id, account.timezone, period.start, period.end, scope.managers):
+        out.setdefault(r.manager_id, dict.fromkeys(DAY_FIELDS, 0))["cards_changed"] = int(r.cards_changed)
+    return out
+
+
 async def daily(s: AsyncSession, account: Account, period: Period, scope: Scope) -> list[dict[str, Any]]:
     """Per manager per day, named; what `call-stats` and the period table read."""
     people = await repo.users(s, account.id)
@@ -79,11 +90,11 @@ async def daily(s: AsyncSession, account: Account, period: Period, scope: Scope)
 async def managers(s: AsyncSession, account: Account, period: Period, scope: Scope, now: datetime) -> dict[str, Any]:
     """One row per manager: the period's telephony and card changes, and the open problems now."""
     people = await repo.users(s, account.id)
-    days = await day_rows(s, account, period, scope)
+    period_rows = await period_totals(s, account, period, scope)
     findings = await repo.open_findings(s, account.id, scope.managers)
     hygiene = await repo.hygiene(s, account.id, now, scope.managers)
     ids = {m for m, (_, active) in people.items() if active and scope.allows(m)}
-    ids |= {m for m, _ in days} | {r.manager_id for r in findings} | set(hygiene)
+    ids |= set(period_rows) | {r.manager_id for r in findings} | set(hygiene)
     rows: dict[str, dict[str, Any]] = {
         m: {
             "manager_id": m,
@@ -95,9 +106,8 @@ async def managers(s: AsyncSession, account: Account, period: Period, scope: Sco
         for m in ids
         if m is not None
     }
-    for (m, _), v in days.items():
-        for f in DAY_FIELDS:
-            rows[m][f] += v[f]
+    for m, v in period_rows.items():
+        rows[m].update(v)
     for r in findings:
         rows[r.manager_id]["open_findings"][r.rule] = int(r.n)
     for m, v in hygiene.items():
@@ -327,4 +337,4 @@ async def funnel(
     }
 
 
-__all__ = ["TEAM", "Scope", "calendar", "daily", "day_rows", "deals", "funnel", "managers", "trend"]
+__all__ = ["TEAM", "Scope", "calendar", "daily", "day_rows", "deals", "funnel", "managers", "period_totals", "trend"]
