@@ -28,7 +28,7 @@ from integrations.base import (
     StageEntered,
 )
 
-from . import calllog
+from . import calllog, reach
 from .matching import best_matches, match_call, rematch_contacts, settle
 from .models import Call, TelephonyConfig
 
@@ -263,6 +263,11 @@ class CallsInMirror:
             deals, calls = await rematch_contacts(self.s, self.account_id, result.linked_contacts)
             result.touched_deals |= deals
             result.calls |= calls
+        # The deals these calls and phones reach beyond their own card (a number on another deal).
+        if result.calls:
+            result.touched_deals |= await reach.deals_of_calls(self.s, self.account_id, result.calls)
+        if result.rephoned_contacts:
+            result.touched_deals |= await reach.deals_of_contacts(self.s, self.account_id, result.rephoned_contacts)
         if result.calls:
             # In this same transaction: a call applied is a call that will be written to the card.
             await calllog.enqueue(self.s, self.account_id, sorted(result.calls))

@@ -55,6 +55,9 @@ class ApplyResult:
     # card) may match them now.
     linked_contacts: set[str] = field(default_factory=set)
     calls: set[int] = field(default_factory=set)  # calls this apply created or changed (the calls extension)
+    # Contacts whose phones were said again (maybe changed) or went with the contact: the deals of
+    # calls matched by number may see another verdict (app/calls/reach.py).
+    rephoned_contacts: set[str] = field(default_factory=set)
 
 
 # An event handler: applies one event, adding what it touched to the result.
@@ -449,6 +452,8 @@ class MirrorWriter:
                 self.s.add(ContactPhone(account_id=self.account_id, contact_id=ev.id, phone=phone))
             if ev.phones:
                 r.linked_contacts.add(ev.id)
+            if ev.phones or not is_new:
+                r.rephoned_contacts.add(ev.id)
         return True
 
     async def _on_CompanyUpserted(self, ev: CompanyUpserted, r: ApplyResult) -> bool:
@@ -477,3 +482,4 @@ class MirrorWriter:
         await self.s.execute(
             delete(ContactPhone).where(ContactPhone.account_id == self.account_id, ContactPhone.contact_id == ev.id)
         )
+        r.rephoned_contacts.add(ev.id)
