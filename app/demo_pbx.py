@@ -7,16 +7,14 @@ not know.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
 
 import httpx
 
 from app.rules.config import RulesDocument
 from integrations.amocrm.demo_data import LEBEDEV, MOROZOVA, VOLKOV
-from integrations.telephony.mango import sign
+from integrations.telephony.mango import call_summary, signed_form
 
 API_KEY, API_SALT = "demo-mango-api-key", "demo-mango-api-salt"
 LINE = "74951234567"
@@ -24,21 +22,16 @@ EXTENSIONS = {"102": str(VOLKOV), "103": str(MOROZOVA), "104": str(LEBEDEV)}
 
 
 def _summary(entry: str, direction: int, ext: str, client: str, start: int, talk: int) -> dict[str, Any]:
-    manager = {"extension": ext, "number": f"sip:{ext}@demoshop.mangosip.ru"}
-    outside = {"number": client}
-    return {
-        "entry_id": entry,
-        "call_direction": direction,
-        "from": manager if direction == 2 else outside,
-        "to": outside if direction == 2 else {**manager, "number": LINE},
-        "line_number": LINE,
-        "create_time": start,
-        "forward_time": start + 2,
-        "talk_time": start + 8 if talk else 0,
-        "end_time": start + 8 + talk if talk else start + 35,
-        "entry_result": 1 if talk else 0,
-        "disconnect_reason": 1110,
-    }
+    return call_summary(
+        entry,
+        inbound=direction == 1,
+        extension=ext,
+        domain="demoshop.mangosip.ru",
+        client=client,
+        line=LINE,
+        start=start,
+        talk=talk,
+    )
 
 
 def script(now: datetime, timezone: str) -> list[tuple[tuple[str, str], dict[str, Any]]]:
@@ -78,8 +71,7 @@ async def feed(
     path = "/hooks/telephony/mango/" + account["key"] + "/events/summary"
     answers = []
     for titles, summary in script(datetime.now(UTC), timezone):
-        payload = json.dumps(summary, separators=(",", ":"))
-        body = urlencode({"vpbx_api_key": API_KEY, "sign": sign(API_KEY, payload, API_SALT), "json": payload})
+        body = signed_form(API_KEY, API_SALT, summary)
         r = await http.post(path, content=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
         answers.append((titles, r.status_code))
     return hook, answers

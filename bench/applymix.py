@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 from sqlalchemy import Table, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -53,7 +53,7 @@ from app.outbox.models import OutboxAction
 from app.rules import config as rules_config
 from app.runtime import Runtime
 from integrations.phones import to_e164
-from integrations.telephony.mango import sign
+from integrations.telephony.mango import call_summary, signed_form
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 # A port nothing listens on: the mix carries full records, so nothing needs reading from the CRM.
@@ -117,11 +117,6 @@ def amo_body(template: str, fields: dict[str, Any], account: dict[str, str]) -> 
             value = str(fields[leaf]) if leaf in fields else value
         out.append(quote(key, safe="") + "=" + quote(value, safe=""))
     return "&".join(out)
-
-
-def mango_summary(api_key: str, api_salt: str, data: dict[str, Any]) -> str:
-    payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-    return urlencode({"vpbx_api_key": api_key, "sign": sign(api_key, payload, api_salt), "json": payload})
 
 
 # --------------------------------------------------------------------------- seeded accounts
@@ -572,25 +567,19 @@ def _open_deal(acc: SeededAccount, candidates: list[str], rng: random.Random) ->
 def _call(acc: SeededAccount, deal: dict[str, Any], ts: int, n: dict[str, int], rng: random.Random) -> Hook:
     """A Mango call summary with the deal's client: outbound and answered, or inbound and missed."""
     n["call"] += 1
-    ext = _extension(deal["responsible"])
-    manager = {"extension": ext, "number": f"sip:{ext}@bench{acc.index}.mangosip.ru"}
-    client = {"number": deal["phone"] or _phone(acc.index, 0)}
     answered = rng.random() < 0.6
     talk = rng.randrange(20, 400) if answered else 0
-    data = {
-        "entry_id": f"YmVuY2g{acc.index}-{n['call']}",
-        "call_direction": 2 if answered else 1,
-        "from": manager if answered else client,
-        "to": client if answered else {**manager, "number": LINE},
-        "line_number": LINE,
-        "create_time": ts,
-        "forward_time": ts + 1,
-        "talk_time": ts + 8 if answered else 0,
-        "end_time": ts + 8 + talk if answered else ts + 35,
-        "entry_result": 1 if answered else 0,
-        "disconnect_reason": 1110,
-    }
-    return Hook(f"/hooks/telephony/mango/{acc.key}/events/summary", mango_summary(acc.api_key, acc.api_salt, data))
+    data = call_summary(
+        f"YmVuY2g{acc.index}-{n['call']}",
+        inbound=not answered,
+        extension=_extension(deal["responsible"]),
+        domain=f"bench{acc.index}.mangosip.ru",
+        client=deal["phone"] or _phone(acc.index, 0),
+        line=LINE,
+        start=ts,
+        talk=talk,
+    )
+    return Hook(f"/hooks/telephony/mango/{acc.key}/events/summary", signed_form(acc.api_key, acc.api_salt, data))
 
 
 # --------------------------------------------------------------------------- one by one, and the comparison

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import re
@@ -76,7 +75,7 @@ from integrations.amocrm.demo_data import webhook_form  # noqa: E402
 from integrations.amocrm.emulator import EmulatorState, create_emulator_app  # noqa: E402
 from integrations.bitrix24.emulator import Bitrix24Emulator, create_bitrix24_app  # noqa: E402
 from integrations.bitrix24.wire import ACTIVITY_PREFIX  # noqa: E402
-from integrations.telephony.mango import sign  # noqa: E402
+from integrations.telephony.mango import call_summary, signed_form  # noqa: E402
 
 TOKEN = "chaos-token"
 SECRET = "chaos-secret-key"
@@ -395,27 +394,21 @@ def webhook(action: str, deal: int, token: str, stamp: int, account_id: int) -> 
 def mango_summary(entry: str, inbound: bool, number: str, talk: int) -> dict:
     """A Mango Office call summary (events/summary) for a finished call on extension EXTENSION."""
     start = int(time.time()) - 120
-    manager = {"extension": EXTENSION, "number": f"sip:{EXTENSION}@chaos.mangosip.ru"}
-    outside = {"number": number.lstrip("+")}
-    return {
-        "entry_id": entry,
-        "call_direction": 1 if inbound else 2,
-        "from": outside if inbound else manager,
-        "to": {**manager, "number": LINE} if inbound else outside,
-        "line_number": LINE,
-        "create_time": start,
-        "forward_time": start + 2,
-        "talk_time": start + 8 if talk else 0,
-        "end_time": start + 8 + talk if talk else start + 35,
-        "entry_result": 1 if talk else 0,
-        "disconnect_reason": 1110,
-    }
+    return call_summary(
+        entry,
+        inbound=inbound,
+        extension=EXTENSION,
+        domain="chaos.mangosip.ru",
+        client=number.lstrip("+"),
+        line=LINE,
+        start=start,
+        talk=talk,
+    )
 
 
 def mango_form(crm: str, summary: dict) -> str:
     api_key, salt = MANGO[crm]
-    payload = json.dumps(summary, separators=(",", ":"))
-    return urlencode({"vpbx_api_key": api_key, "sign": sign(api_key, payload, salt), "json": payload})
+    return signed_form(api_key, salt, summary)
 
 
 def next_delivery(n: int, token: str, world: World, rng: random.Random) -> tuple[str, str, str]:

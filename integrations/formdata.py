@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_left
 from typing import Any
-from urllib.parse import parse_qsl, unquote_plus
+from urllib.parse import parse_qsl, unquote, unquote_plus
 
 _KEY = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
 _PART = re.compile(r"\[([^\[\]]*)\]")
@@ -18,7 +18,47 @@ class FormError(ValueError):
 
 
 def parse_bracket_form(body: bytes) -> dict[str, Any]:
-    """Nested dicts of strings. Raises FormError on anything a real sender would not post."""
+    """Nested dicts of strings. Raises FormError on anything a real sender would not post.
+
+    The usual post (ASCII, percent-encoded, names of plain words and brackets) takes one pass
+    over the fields with str methods; anything else takes the general parser below. Both give
+    the same tree and refuse the same bodies (tests/integrations/test_formdata.py)."""
+    try:
+        text = body.decode("ascii")
+    except UnicodeDecodeError:
+        return _parse_general(body)
+    norm = text.replace("%5B", "[").replace("%5D", "]")
+    if "\x00" in text or _PLAIN_FORM.fullmatch(norm) is None:
+        return _parse_general(body)
+    _check_escapes(text)  # what the general parser's strict UTF-8 decoding would refuse
+    if text.count("&") >= MAX_FIELDS:
+        raise FormError("not a form-encoded body: Max number of fields exceeded")
+    root: dict[str, Any] = {}
+    for field in norm.split("&"):
+        key, _, value = field.partition("=")
+        if "+" in value:
+            value = value.replace("+", " ")
+        if "%" in value:
+            value = unquote(value, errors="strict")
+        name, bracket, rest = key.partition("[")
+        # The plain pattern admits only "name[part][part]…": the parts are what lies between.
+        path = [name, *rest[:-1].split("][")] if bracket else [name]
+        if len(path) > MAX_DEPTH:
+            raise FormError("field nested too deep")
+        node = root
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise FormError(f"field {key[:80]!r} clashes with a scalar")
+            node = child
+        if isinstance(node.get(path[-1]), dict):
+            raise FormError(f"field {key[:80]!r} clashes with a nested field")
+        node[path[-1]] = value
+    return root
+
+
+def _parse_general(body: bytes) -> dict[str, Any]:
+    """parse_bracket_form for any body: urllib's parser, then the names split by regex."""
     try:
         text = body.decode("utf-8")
         pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True, errors="strict", max_num_fields=MAX_FIELDS)

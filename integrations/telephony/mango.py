@@ -31,6 +31,35 @@ def sign(api_key: str, payload: str, api_salt: str) -> str:
     return hashlib.sha256((api_key + payload + api_salt).encode("utf-8")).hexdigest()
 
 
+def call_summary(
+    entry_id: str, *, inbound: bool, extension: str, domain: str, client: str, line: str, start: int, talk: int
+) -> dict[str, Any]:
+    """The summary Mango posts for a finished call between an extension and an outside number,
+    as the demo and the benches send it: an inbound call rings the line; `talk` seconds of
+    conversation (0: nobody answered)."""
+    manager = {"extension": extension, "number": f"sip:{extension}@{domain}"}
+    outside = {"number": client}
+    return {
+        "entry_id": entry_id,
+        "call_direction": 1 if inbound else 2,
+        "from": outside if inbound else manager,
+        "to": {**manager, "number": line} if inbound else outside,
+        "line_number": line,
+        "create_time": start,
+        "forward_time": start + 2,
+        "talk_time": start + 8 if talk else 0,
+        "end_time": start + 8 + talk if talk else start + 35,
+        "entry_result": 1 if talk else 0,
+        "disconnect_reason": 1110,
+    }
+
+
+def signed_form(api_key: str, api_salt: str, event: Mapping[str, Any]) -> str:
+    """The form body Mango posts for an event, signed with the account's key and salt."""
+    payload = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+    return urlencode({"vpbx_api_key": api_key, "sign": sign(api_key, payload, api_salt), "json": payload})
+
+
 class MangoAdapter:
     name = "mango"
     secret_fields = ("api_key", "api_salt")

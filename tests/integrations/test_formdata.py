@@ -165,3 +165,42 @@ def test_raw_utf8_bodies_give_the_account_fields_a_full_parse_gives(body: str) -
     assert roots == set(tree)
     assert found == {f"account[{k}]": v for k, v in tree["account"].items() if k in ("id", "subdomain")}
     assert found["account[id]"] == "999"
+
+
+def test_the_fast_parse_gives_the_tree_and_refusals_of_the_general_parser():
+    """parse_bracket_form takes a shortcut for the usual post: on fixtures mangled at random (the
+    alphabet above: escapes, brackets, raw UTF-8, NULs) it must agree with urllib's parser."""
+    import random
+    from pathlib import Path
+    from urllib.parse import quote
+
+    from integrations.formdata import _parse_general
+
+    def outcome(parse, body):
+        try:
+            return parse(body)
+        except FormError:
+            return FormError
+
+    rng = random.Random(23)
+    alphabet = ["[", "]", "=", "&", "%", "+", "a", "0", "%5B", "%5D", "%5b", "%00", "%FF", "%D0", "%97", "%2B"]
+    alphabet += ["\x00", "\n", "Ж", "[x]" * 10, "&a=1", "&a[b]=2", "&account[id][]=1", "%%5B", "%5%5D", "[]"]
+    fast = total = 0
+    for fixture in sorted((Path(__file__).parent.parent / "fixtures" / "amocrm").glob("*.txt")):
+        lines = [ln for ln in fixture.read_text().splitlines() if ln and not ln.startswith("#")]
+        base = "&".join(quote(k, safe="") + "=" + quote(v, safe="") for k, v in (ln.split("=", 1) for ln in lines))
+        assert parse_bracket_form(base.encode()) == _parse_general(base.encode())
+        for _ in range(150):
+            chars = list(base)
+            for _ in range(rng.randint(1, 4)):
+                at = rng.randrange(len(chars) + 1)
+                if rng.random() < 0.3 and chars:
+                    del chars[at : at + rng.randint(1, 3)]
+                else:
+                    chars.insert(at, rng.choice(alphabet))
+            body = "".join(chars).encode()
+            got = outcome(parse_bracket_form, body)
+            assert got == outcome(_parse_general, body), body
+            fast += got is not FormError
+            total += 1
+    assert fast > total // 10  # many mangled bodies still parse: trees are compared, not only refusals

@@ -12,7 +12,7 @@ import pytest
 from integrations.base import CallDirection, CallStatus, WebhookMalformed, WebhookRejected
 from integrations.phones import to_e164
 from integrations.telephony.base import HookRequest, StoredHook
-from integrations.telephony.mango import MangoAdapter, sign
+from integrations.telephony.mango import MangoAdapter, call_summary, sign, signed_form
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "telephony"
 CREDS = {"api_key": "fx-mango-api-key", "api_salt": "fx-mango-api-salt"}
@@ -142,3 +142,27 @@ def test_an_event_kind_we_do_not_model_is_kept_but_ignored() -> None:
 )
 def test_normalization_table(raw: str, e164: str | None) -> None:
     assert to_e164(raw, "RU") == e164
+
+
+@pytest.mark.parametrize(("inbound", "talk"), [(False, 95), (True, 0)])
+def test_the_built_summary_verifies_and_reads_as_the_call_it_describes(inbound: bool, talk: int) -> None:
+    """call_summary/signed_form: what the demo and the benches post."""
+    start = int(NOW.timestamp()) - 600
+    summary = call_summary(
+        "YnVpbHQ=",
+        inbound=inbound,
+        extension="102",
+        domain="x.mangosip.ru",
+        client="79123456704",
+        line="74951234567",
+        start=start,
+        talk=talk,
+    )
+    (event,) = parse(signed_form(CREDS["api_key"], CREDS["api_salt"], summary).encode())
+
+    assert event.call_id == "YnVpbHQ="
+    assert event.direction == (CallDirection.IN if inbound else CallDirection.OUT)
+    assert event.client_number == to_e164("79123456704")
+    assert event.status == (CallStatus.MISSED if inbound else CallStatus.ANSWERED)
+    assert event.talk_seconds == talk
+    assert event.is_final
