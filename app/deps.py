@@ -7,7 +7,7 @@ from datetime import date
 from typing import Annotated
 
 from fastapi import HTTPException, Path, Request, status
-from pydantic import BeforeValidator
+from pydantic import AfterValidator, BeforeValidator
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account
@@ -29,7 +29,19 @@ def _iso_day(value: object) -> object:
     return value
 
 
-IsoDay = Annotated[date, BeforeValidator(_iso_day)]
+# No CRM keeps a day before the epoch, and a report looks days around the one it is given (the day
+# before, a week ahead): at the ends of Python's calendar that arithmetic overflows into a 500.
+FIRST_DAY = date(1970, 1, 1)
+LAST_DAY = date(2999, 12, 31)
+
+
+def _day_in_range(value: date) -> date:
+    if not FIRST_DAY <= value <= LAST_DAY:
+        raise ValueError(f"a day from {FIRST_DAY.isoformat()} to {LAST_DAY.isoformat()}")
+    return value
+
+
+IsoDay = Annotated[date, BeforeValidator(_iso_day), AfterValidator(_day_in_range)]
 
 
 def runtime(request: Request) -> Runtime:

@@ -214,3 +214,18 @@ async def test_found_by_schemathesis_an_old_period_and_a_huge_offset(client):
         assert (await client.get(url, params={"offset": "6822477741070200374034432"})).status_code == 422
     resp = await client.patch(f"/api/accounts/{acc['id']}", json={"rotate_key": "0"})
     assert resp.status_code == 422
+
+
+async def test_found_by_schemathesis_a_day_out_of_range(client):
+    # `?date=0001-01-01` on the payments report was a 500 on PostgreSQL (the day before it, the
+    # overdue bucket's bound, is not a date). A day taken as "today" is bounded like a period.
+    acc = await create_account(client)
+    for url in (
+        f"/api/accounts/{acc['id']}/reports/payments",
+        f"/api/accounts/{acc['id']}/digest/preview",
+    ):
+        for day in ("0001-01-01", "1969-12-31", "9999-12-31"):
+            resp = await client.get(url, params={"date": day})
+            assert resp.status_code == 422, (url, day, resp.text)
+            assert "1970-01-01" in resp.text
+        assert (await client.get(url, params={"date": "2026-12-01"})).status_code == 200
