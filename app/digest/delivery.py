@@ -9,7 +9,16 @@ Telegram (Bot API sendMessage, parse_mode HTML): a 429 waits `parameters.retry_a
 outbox's CrmRateLimited path, never a failure); a 400/401/403/404 is final, the row goes dead with
 Telegram's own description ("Forbidden: bot was blocked by the user"); anything else (5xx, network)
 is retried with the outbox's backoff. The Bot API has no idempotency key and nothing to read back:
-a process dying between Telegram's answer and our record sends that message again on retry.
+a process dying between Telegram's answer and our record, or an answer lost on the way (a read
+timeout), sends that message again on retry. That cannot be closed, so it is made visible: before
+each sendMessage the row records that a post is under way (`details.posting`, the claim's attempt);
+only a refusal from Telegram (429, 4xx, 5xx) clears it, and a success is recorded as the row sent. A
+retry that still finds it set does not know whether the previous post arrived: it says so in the
+message's first line (the reader can tell the copy) and counts it (`details.resent_unknown`). One
+extra copy per lost answer or crash, never silently.
+
+Email: the Message-ID is the row's (stable across retries), so a mail client shows a resent copy
+once; the claim (attempts + 1) is committed before the SMTP transaction, like every outbox row.
 
 CRM: a task on no card for the digest's reader (`crm_user_id`, else the rules' supervisor), with
 the outbox marker, read back before a retry like the findings' digests.
@@ -17,6 +26,7 @@ the outbox marker, read back before a retry like the findings' digests.
 
 from __future__ import annotations
 
+import logging
 from datetime import date
 from email.message import EmailMessage
 from email.utils import formatdate
@@ -24,9 +34,10 @@ from typing import Any
 
 import aiosmtplib
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import wording
 from app.accounts.models import Account
 from app.db import dialect_insert, utcnow
 from app.outbox.models import OutboxAction
@@ -37,6 +48,8 @@ from integrations.base import CrmError, CrmRateLimited, CrmRequestError, NewTask
 
 from . import service
 from .models import DigestSettings
+
+log = logging.getLogger(__name__)
 
 KIND_TELEGRAM = "digest_telegram"
 KIND_CRM = "digest_crm"
@@ -119,6 +132,7 @@ async def enqueue(s: AsyncSession, account: Account, day: date) -> dict[str, int
         else:
             message = _clip(service.render_text(digest, lang, account.timezone), CRM_TEXT_LIMIT)
             user = cfg.crm_user_id or doc.supervisor_user_id
+        extra["lang"] = lang  # words a resend's note (Telegram)
         key = dedup_key(day, channel)
         await s.execute(
             dialect_insert(s, OutboxAction.__table__)
@@ -172,6 +186,25 @@ def _telegram_error(resp: httpx.Response) -> Exception:
     return CrmError(f"telegram {resp.status_code}: {description}")
 
 
+async def _mark_posting(rt: Runtime, row: OutboxAction, posting: int | None, **more: Any) -> None:
+    """Records on the row (while the claim is still ours) that a post is under way (`posting`: the
+    claim's attempt) or that Telegram answered (None)."""
+    details = {**(row.details or {}), "posting": posting, **more}
+    async with rt.sessions() as s, s.begin():
+        await s.execute(
+            update(OutboxAction)
+            .where(OutboxAction.id == row.id, OutboxAction.status == "sending", OutboxAction.attempts == row.attempts)
+            .values(details=details)
+        )
+    row.details = details
+
+
+def _resend_note(row: OutboxAction, message: str) -> str:
+    lang = (row.details or {}).get("lang") or "ru"
+    note = wording.of(lang if lang in wording.LANGUAGES else "ru").DIGEST["resent"]
+    return _clip(f"{note}\n\n{message}", TELEGRAM_LIMIT)
+
+
 async def send_telegram(batch: Batch) -> Outcome:
     out = batch.outcome
     async with batch.rt.reads() as s:
@@ -182,8 +215,19 @@ async def send_telegram(batch: Batch) -> Outcome:
     token = batch.rt.box.open(cfg.telegram_token)["bot_token"]
     async with httpx.AsyncClient(timeout=TELEGRAM_TIMEOUT) as http:
         for row in batch.rows:
-            message = (row.details or {}).get("message", "")
+            details = row.details or {}
+            message = details.get("message", "")
+            more: dict[str, Any] = {}
+            if details.get("posting") is not None:
+                # An earlier post got no answer we recorded: it may have arrived. Say so.
+                message = _resend_note(row, message)
+                more["resent_unknown"] = int(details.get("resent_unknown") or 0) + 1
+                log.warning(
+                    "digest.telegram_resent_unknown",
+                    extra={"account_id": row.account_id, "row_id": row.id, "attempt": row.attempts},
+                )
             out.texts[row.id] = message
+            await _mark_posting(batch.rt, row, row.attempts, **more)
             try:
                 resp = await http.post(
                     f"{batch.rt.settings.telegram_api_url.rstrip('/')}/bot{token}/sendMessage",
@@ -195,11 +239,16 @@ async def send_telegram(batch: Batch) -> Outcome:
                     },
                 )
             except httpx.HTTPError as exc:
-                # The token is in the URL: never let it into the row's error.
+                # The token is in the URL: never let it into the row's error. `posting` stays set:
+                # the request may have reached Telegram (a read timeout, a reset after sending).
                 raise CrmError(f"telegram unreachable: {type(exc).__name__}") from None
             if resp.status_code == 200 and resp.json().get("ok"):
+                # `posting` stays set: until the outbox records this row sent, a crash here means
+                # the message arrived and the retry sends a copy (which then says so).
                 out.sent[row.id] = str(resp.json()["result"]["message_id"])
                 continue
+            # Telegram refused it (429, 4xx, 5xx): this attempt did not arrive, the next is no copy.
+            await _mark_posting(batch.rt, row, None)
             raise _telegram_error(resp)
     return out
 

@@ -317,6 +317,7 @@ DIGEST = {
     "no_critical": "No open critical findings.",
     "since": "since {at}",
     "nothing": "No data.",
+    "resent": "♻️ Sent again: the previous attempt may have arrived — if so, this digest is a copy of it.",
     "total": "Total",
     "milestones": {
         "revenue": "revenue",

@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from datetime import timedelta
 from email import message_from_bytes, policy
 from typing import Any
 
 import httpx
 import pytest
 from aiosmtpd.controller import Controller
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from app.accounts.models import Account
+from app.db import utcnow
+from app.digest.delivery import send_email
 from app.digest.models import DigestSettings
 from app.outbox import delivery
 from app.outbox.models import OutboxAction
+from app.outbox.senders import Batch
 from app.runtime import Runtime
 
 from .scenario import build
@@ -130,3 +135,22 @@ async def test_smtp_password_sealed(client: httpx.AsyncClient, rt: Runtime) -> N
     assert b"s3cret-pass" not in cfg.smtp_password and "s3cret-pass" not in str(cfg.email)
     bad = {**email, "to": ["not an address"]}
     assert (await client.put(f"/api/accounts/{a}/digest/settings", json={"email": bad})).status_code == 422
+
+
+async def test_a_resend_after_a_lost_record_keeps_the_message_id(
+    client: httpx.AsyncClient, rt: Runtime, smtp: tuple[Inbox, int]
+) -> None:
+    # The server took the message, the process died before the outbox recorded it: the lease runs
+    # out and the digest is sent again, with the same Message-ID, so a mail client shows it once.
+    inbox, port = smtp
+    a = await _setup(client, rt, port, ["head@shop.example"])
+    await client.post(f"/api/accounts/{a}/digest/send", params={"date": "2026-11-09"})
+    rows = await delivery.claim(rt)
+    async with rt.reads() as s:
+        account = await s.get(Account, a)
+    await send_email(Batch(rt, None, account, rows, utcnow()))  # no _record: the crash
+    async with rt.sessions() as s, s.begin():
+        await s.execute(update(OutboxAction).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+    await delivery.deliver_pending(rt)
+    ids = [message_from_bytes(e.content, policy=policy.default)["Message-ID"] for e in inbox.envelopes]
+    assert len(ids) == 2 and ids[0] == ids[1] == f"<digest-{a}-2026-11-09-{rows[0].id}@crmwatch>"

@@ -9,11 +9,13 @@ import httpx
 import respx
 from sqlalchemy import select, update
 
+from app.accounts.models import Account
 from app.db import utcnow
-from app.digest.delivery import _clip
+from app.digest.delivery import _clip, send_telegram
 from app.digest.models import DigestSettings
 from app.outbox import delivery
 from app.outbox.models import OutboxAction
+from app.outbox.senders import Batch
 from app.runtime import Runtime
 from integrations.amocrm.emulator import EmulatorState
 
@@ -174,3 +176,63 @@ def test_long_message_is_cut_between_lines() -> None:
     clipped = _clip("\n".join(lines), 4096)
     assert len(clipped) <= 4096 and clipped.endswith("\n…")
     assert all(line in lines for line in clipped.split("\n")[:-1])
+
+
+async def _lease_runs_out(rt: Runtime) -> None:
+    async with rt.sessions() as s, s.begin():
+        await s.execute(update(OutboxAction).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+
+
+async def test_a_resend_after_an_unrecorded_answer_says_it_may_be_a_copy(
+    client: httpx.AsyncClient, rt: Runtime
+) -> None:
+    # Telegram cannot be read back: a process that dies between Telegram's answer and our record
+    # sends the digest again. The resend is not silent: its first line says it may be a copy.
+    a = await _setup(client, rt)
+    with respx.mock(using="httpx") as mock:
+        route = mock.post(SEND).mock(return_value=httpx.Response(200, json=OK))
+        mock.route().pass_through()  # the app under test is real
+        await client.post(f"/api/accounts/{a}/digest/send", params={"date": "2026-11-09"})
+        rows = await delivery.claim(rt)
+        async with rt.reads() as s:
+            account = await s.get(Account, a)
+        # The sender runs and Telegram takes the message; the process dies before _record.
+        out = await send_telegram(Batch(rt, None, account, rows, utcnow()))
+        assert route.call_count == 1 and out.sent == {rows[0].id: "4711"}
+        (row,) = await _rows(rt, a)
+        assert row.status == "sending" and row.details["posting"] == 1  # sent, but not recorded so
+        await _lease_runs_out(rt)
+        await delivery.deliver_pending(rt)
+    assert route.call_count == 2
+    first, second = (httpx.Response(200, content=c.request.content).json()["text"] for c in route.calls)
+    assert first.startswith("<b>Утренняя сводка") and not first.startswith("♻️")
+    assert second.startswith("♻️ Повторная отправка: прошлая попытка могла дойти")
+    assert second.endswith(first) or second.split("\n\n", 1)[1] == first
+    (row,) = await _rows(rt, a)
+    assert row.status == "sent" and row.attempts == 2 and row.details["resent_unknown"] == 1
+    assert row.text == second  # the record says what was really sent
+
+
+async def test_a_read_timeout_is_an_unknown_outcome_and_an_error_answer_is_not(
+    client: httpx.AsyncClient, rt: Runtime
+) -> None:
+    a = await _setup(client, rt, language="en")
+    with respx.mock(using="httpx") as mock:
+        route = mock.post(SEND).mock(
+            side_effect=[
+                httpx.Response(502, text="Bad Gateway"),  # answered: not sent, nothing to flag
+                httpx.ReadTimeout("no answer"),  # the request went out, no answer: may have arrived
+                httpx.Response(200, json=OK),
+            ]
+        )
+        mock.route().pass_through()  # the app under test is real
+        await client.post(f"/api/accounts/{a}/digest/send", params={"date": "2026-11-09"})
+        for _ in range(3):
+            await delivery.deliver_pending(rt)
+            await _lease_runs_out(rt)  # makes the backoff due now
+    texts = [httpx.Response(200, content=c.request.content).json()["text"] for c in route.calls]
+    assert len(texts) == 3
+    assert not texts[1].startswith("♻️")  # after a 502 the resend is plain
+    assert texts[2].startswith("♻️ Sent again: the previous attempt may have arrived")
+    (row,) = await _rows(rt, a)
+    assert row.status == "sent" and row.details["resent_unknown"] == 1
