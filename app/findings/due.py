@@ -74,7 +74,9 @@ def _findings_moments(ctx: RuleContext) -> list[Select[Any]]:
             *ctx.in_deal_scope(Finding.deal_id),
         )
     ]
-    if ctx.deal_ids is not None:
+    # Not for a tick's many deals on PostgreSQL (`arrays`): their moments have come, so nearly all
+    # change anyway, and reading them back cost more (8 ms for 1,000) than it saved.
+    if ctx.deal_ids is not None and not ctx.arrays:
         moments.append(
             select(*moment(DueMoment.deal_id, null(), DueMoment.due_epoch, null())).where(
                 DueMoment.account_id == ctx.account_id, ctx.in_deals(DueMoment.deal_id)
@@ -117,13 +119,13 @@ async def refresh(
         if key not in due or stamp < due[key]:
             due[key] = stamp
     scope = set(deal_ids)
-    gone = sorted(d for d in scope - set(due) if d in stored)
     kept = sorted((deal_id, stamp) for deal_id, stamp in due.items() if deal_id in scope)
-    changed = [(deal_id, stamp) for deal_id, stamp in kept if stored.get(deal_id) != stamp]
     if many and is_postgres(s):
-        if gone or changed:
-            await _store_many(s, account_id, gone, changed)
+        # The stored moments were not read (_findings_moments): every one is written.
+        await _store_many(s, account_id, sorted(scope - set(due)), kept)
         return len(kept)
+    gone = sorted(d for d in scope - set(due) if d in stored)
+    changed = [(deal_id, stamp) for deal_id, stamp in kept if stored.get(deal_id) != stamp]
     if gone:
         await s.execute(
             delete(DueMoment.__table__).where(
