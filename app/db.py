@@ -169,6 +169,10 @@ def among(session_or_dialect: Any, column: Any, values: Any) -> Any:
     name = session_or_dialect if isinstance(session_or_dialect, str) else dialect_of(session_or_dialect)
     if name == "postgresql" and len(values) > MANY_DEALS:
         return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
+    if len(values) == 1:
+        # The same test, but a plain parameter: an IN-list is rendered into the statement's text
+        # again at every execution.
+        return column == bindparam(None, values[0], type_=column.type)
     return column.in_(list(values))
 
 

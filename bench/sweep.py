@@ -227,6 +227,28 @@ BARE_SCAN = [
 ]
 
 
+# The simulated clock: the real one, or moved into the account's working hours (--clock working).
+# Reminders only run in working hours, so an evaluation's cost depends on the hour.
+_clock_offset = timedelta(0)
+
+
+def sim_now() -> datetime:
+    return utcnow() + _clock_offset
+
+
+def pin_clock(mode: str) -> None:
+    """--clock working: when run outside the account's working hours, every evaluation, tick and
+    generated deadline of the run happens an hour into the next working day (local 10:00 on a
+    9-18 calendar); inside them the clock is the real one."""
+    global _clock_offset
+    if mode != "working":
+        return
+    calendar = rules_config.RulesDocument().business_calendar(Account.__table__.c.timezone.default.arg)
+    now = utcnow()
+    if not calendar.is_working_time(now):
+        _clock_offset = calendar.next_working_start(now) + timedelta(hours=1) - now
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Rules sweep benchmark on PostgreSQL (see bench/README.md).")
     p.add_argument("--deals", type=int, default=1_000_000, help="open deals (default 1,000,000)")
@@ -254,6 +276,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-analyze",
         action="store_true",
         help="no VACUUM ANALYZE between the sweeps (as if autovacuum had not run yet)",
+    )
+    p.add_argument(
+        "--clock",
+        choices=("real", "working"),
+        default="real",
+        help="real: the wall clock; working: moved into the account's working hours when outside them",
     )
     p.add_argument("--profile", action="store_true", help="print the slowest statements of the steady sweep")
     p.add_argument("--small-deals", type=int, default=10_000, help="deals of the account the tick is compared with")
@@ -305,7 +333,7 @@ async def generate(engine: AsyncEngine, args: argparse.Namespace) -> tuple[int, 
             sync_counts={},
             # Just connected and backfilled: the first sweep finds the account's backlog.
             sync_state="done",
-            backlog_since=utcnow(),
+            backlog_since=sim_now(),
         )
         s.add(account)
         await s.flush()
@@ -452,7 +480,7 @@ async def sweep(engine: AsyncEngine, account_id: int) -> tuple[float, rules_engi
     maker = make_sessionmaker(engine)
     started = time.perf_counter()
     async with maker() as s, s.begin():
-        result = await rules_engine.evaluate(s, account_id)
+        result = await rules_engine.evaluate(s, account_id, now=sim_now())
     return time.perf_counter() - started, result
 
 
@@ -461,12 +489,12 @@ async def incremental(engine: AsyncEngine, account_id: int, deal_ids: list[str],
     deadline = time.perf_counter() + budget
     # One untimed call first: the connection's temporary table and the statement caches.
     async with maker() as s, s.begin():
-        await rules_engine.evaluate(s, account_id, deal_ids=[deal_ids[0]], actor="incremental")
+        await rules_engine.evaluate(s, account_id, deal_ids=[deal_ids[0]], now=sim_now(), actor="incremental")
     times = []
     for deal_id in deal_ids:
         started = time.perf_counter()
         async with maker() as s, s.begin():
-            await rules_engine.evaluate(s, account_id, deal_ids=[deal_id], actor="incremental")
+            await rules_engine.evaluate(s, account_id, deal_ids=[deal_id], now=sim_now(), actor="incremental")
         times.append((time.perf_counter() - started) * 1000)
         if time.perf_counter() > deadline:
             break
@@ -495,7 +523,7 @@ async def incremental_after_change(
             await s.execute(text(SQL_FLIP_TASK), {"account": account_id, "deal": deal_id})
         started = time.perf_counter()
         async with maker() as s, s.begin():
-            result = await rules_engine.evaluate(s, account_id, deal_ids=[deal_id], actor="incremental")
+            result = await rules_engine.evaluate(s, account_id, deal_ids=[deal_id], now=sim_now(), actor="incremental")
         times.append((time.perf_counter() - started) * 1000)
         changed += result.changed > 0
         if time.perf_counter() > deadline:
@@ -550,7 +578,7 @@ async def catch_up(engine: AsyncEngine, account_id: int) -> tuple[int, float, in
     rt = BenchRuntime(engine)
     started, done, ticks = time.perf_counter(), 0, 0
     while True:
-        now = utcnow()
+        now = sim_now()
         count = await scheduler.tick_account(rt, account_id, now)  # type: ignore[arg-type]
         ticks += 1
         done += count
@@ -582,12 +610,12 @@ async def timed_tick(
 ) -> tuple[float, int]:
     """One tick with `due` deals whose moment has just come; returns its ms and the deals it evaluated."""
     deals = deals_with_open_tasks(total, min(due, total * 9 // 10), rng)
-    at = utcnow() - timedelta(seconds=1)
+    at = sim_now() - timedelta(seconds=1)
     async with engine.begin() as conn:
         await conn.execute(text(SQL_DUE_TASKS), {"account": account_id, "deals": deals, "at": at})
         await conn.execute(text(SQL_DUE_MOMENTS), {"account": account_id, "deals": deals, "epoch": at.timestamp()})
     rt = BenchRuntime(engine)
-    now = utcnow()
+    now = sim_now()
     started = time.perf_counter()
     count = await scheduler.tick_account(rt, account_id, now, batch=max(due, 1))  # type: ignore[arg-type]
     return (time.perf_counter() - started) * 1000, count
@@ -614,7 +642,7 @@ async def detection_latency(
     calendar = settings.calendar(timezone)
     # The simulated clock starts at the account's next working minute (now, in working hours),
     # after the ticks have worked off what falls due until then (a weekend's worth on a Saturday).
-    start = calendar.next_working_start(utcnow())
+    start = calendar.next_working_start(sim_now())
     rt = BenchRuntime(engine)
     started, backlog = time.perf_counter(), 0
     while count_due := await scheduler.tick_account(rt, account_id, start):  # type: ignore[arg-type]
@@ -882,6 +910,8 @@ async def run(url: URL, args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    pin_clock(args.clock)
+    print(f"simulated clock: {sim_now():%a %H:%M} UTC ({args.clock})")
     base = async_url(args.database_url)
     with scratch_database(url_text(base), "crmwatch_bench") as scratch:
         url = make_url(scratch)

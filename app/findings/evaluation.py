@@ -74,7 +74,10 @@ async def evaluate(
     settings = rules_engine.account_rules(account_id, row.document)
     calendar = settings.calendar(row.timezone)
     many = deal_ids is not None and len(deal_ids) > MANY_DEALS
-    template = rules_engine.template(account_id, settings, row.timezone, whole, s.bind.dialect, lifecycle.compare, many)
+    one = deal_ids is not None and len(deal_ids) == 1
+    template = rules_engine.template(
+        account_id, settings, row.timezone, whole, s.bind.dialect, lifecycle.compare, many, one
+    )
     # No await between setting the moment and scope and computing the parameters from them: the
     # template is shared by every evaluation of this account in this process.
     params: dict[str, Any] = {}
@@ -82,7 +85,7 @@ async def evaluate(
         ctx.now, ctx.deal_ids = now, deal_ids
         params.update(ctx.values())
     statement = template.statement(account_id, now, deal_ids)
-    await lifecycle.prepare(s, whole)
+    await lifecycle.prepare(s, whole, many)
     total = EvaluationResult()
     if is_postgres(s) and whole:
         differences = await lifecycle.compare_whole(s, statement, params)
@@ -93,13 +96,14 @@ async def evaluate(
     doc = settings.document
     # Inhibition follows the findings' states and deals, so it can only change on the deals
     # whose findings changed, or anywhere when the settings did (seen by the next sweep).
+    emptied = False
     if whole and lifecycle.suppressed_with.get(account_id) is not doc:
         total.changed += await lifecycle.suppress(s, account_id, doc.suppress, None, now)
         lifecycle.remember_on_commit(s, account_id, doc)
     elif total.changed:
-        changed = await lifecycle.changed_deals(s, differences)
+        changed, emptied = await lifecycle.drain_changed_deals(s, differences)
         total.changed += await lifecycle.suppress(s, account_id, doc.suppress, changed, now)
-    if differences:
+    if differences and not emptied:
         await lifecycle.empty_differences(s, differences)
     # Until the sweep after the backfill, whatever opens was there before crmwatch came: the
     # backlog, which is announced as a whole (or not at all), never finding by finding.

@@ -15,13 +15,14 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import String, and_, case, cast, exists, func, literal, or_, select, update
+from sqlalchemy import BigInteger, String, and_, case, cast, exists, func, literal, null, or_, select, union_all, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import wording
 from app.accounts.models import Account
 from app.calendar.business import BusinessCalendar
-from app.db import UtcDateTime, among, dialect_insert
+from app.db import UtcDateTime, among, dialect_insert, is_postgres
 from app.mirror.models import User
 from app.outbox.models import OutboxAction
 from app.outbox.senders import Batch, Outcome, marker, page_marker, register
@@ -116,26 +117,39 @@ async def enqueue(
             key,
             Finding.deal_id,
             user,
-            ref if ref is not None else literal(None),
+            # (A typed NULL: the rows of several kinds go through one UNION on PostgreSQL.)
+            ref if ref is not None else cast(null(), BigInteger()),
             literal("pending"),
             literal(0),
             at,
             at,
         )
 
+    # On PostgreSQL, an evaluation of a few deals (an event's, a tick's) writes all its rows in one
+    # INSERT (with the cancellation of unsent tasks as a CTE) instead of one per kind and group:
+    # every statement is a round trip, and an event's re-evaluation is made of round trips.
+    merge = deal_ids is not None and is_postgres(s)
+    sources: list[Any] = []
+    cancels: list[Any] = []
+
+    async def add(source: Any) -> None:
+        nonlocal added
+        if merge:
+            sources.append(source)
+        else:
+            added += await _insert(s, source)
+
     # Opened in this evaluation (first time, after the grace period, after a regression), or
     # allowed to speak again in it (its suppression lifted). The dedup key keeps it to once.
     # (Every such change stamps updated_at with this evaluation's time, which an index finds.)
     for names in _rules_where(doc, lambda n: n.task).values():
-        added += await _insert(
-            s,
+        await add(
             row("create_task", "open", _key("f", Finding.id, ":open:", Finding.times_opened, ":task")).where(
                 *speaking(names, on_card=False), Finding.updated_at == at
             ),
         )
     for names in _rules_where(doc, lambda n: n.note).values():
-        added += await _insert(
-            s,
+        await add(
             row("add_note", "open", _key("f", Finding.id, ":open:", Finding.times_opened, ":note")).where(
                 *speaking(names), Finding.updated_at == at
             ),
@@ -146,8 +160,7 @@ async def enqueue(
     if supervisor is not None:
         for hours, names in _rules_where(doc, lambda n: n.escalate_after_hours).items():
             late = literal(calendar.cutoff(now, hours * 3600), UtcDateTime())
-            added += await _insert(
-                s,
+            await add(
                 row(
                     "create_task",
                     "escalate",
@@ -156,8 +169,12 @@ async def enqueue(
                 ).where(*speaking(names, on_card=False), *in_scope, Finding.opened_at <= late, supervisor.is_not(None)),
             )
 
-    # Reminder on the card, only in working hours, spaced by the repeat interval.
-    if calendar.is_working_time(now):
+    async def remind() -> None:
+        # Reminder on the card, only in working hours, spaced by the repeat interval. (After the
+        # openings: a note written for an opening just now counts as recent.)
+        if not calendar.is_working_time(now):
+            return
+        nonlocal added
         for hours, names in _rules_where(doc, lambda n: n.repeat_hours).items():
             since = literal(calendar.cutoff(now, hours * 3600), UtcDateTime())
             recent = exists().where(
@@ -172,6 +189,9 @@ async def enqueue(
                 ),
             )
 
+    if not merge:
+        await remind()
+
     # Resolved in this evaluation: close what was opened for it.
     def resolved(names: list[str], on_card: bool = True) -> list[Any]:
         return [
@@ -182,14 +202,29 @@ async def enqueue(
         ]
 
     for names in _rules_where(doc, lambda n: n.close_on_resolve).values():
-        added += await _close_tasks(s, account_id, resolved(names, on_card=False), at)
+        cancel, close = _close_tasks(account_id, resolved(names, on_card=False), at)
+        if merge:
+            cancels.append(cancel)
+        else:
+            await s.execute(cancel)
+        await add(close)
     for names in _rules_where(doc, lambda n: n.note_on_resolve).values():
-        added += await _insert(
-            s,
+        await add(
             row("add_note", "resolve", _key("f", Finding.id, ":resolve:", Finding.times_opened)).where(
                 *resolved(names), NOT_BACKLOG
             ),
         )
+    if sources:
+        stmt = (
+            postgresql.insert(OutboxAction.__table__)
+            .from_select(COLUMNS, union_all(*sources) if len(sources) > 1 else sources[0])
+            .on_conflict_do_nothing()
+        )
+        for i, cancel in enumerate(cancels):
+            stmt = stmt.add_cte(cancel.cte(f"cancelled_{i}"))
+        added += (await s.execute(stmt)).rowcount or 0
+    if merge:
+        await remind()
     if added:
         added += await _flood_guard(s, account_id, now, doc.flood_limit)
     return added
@@ -350,7 +385,9 @@ def _supervisor(doc: RulesDocument) -> Any:
     return literal(doc.supervisor_user_id) if doc.supervisor_user_id else None
 
 
-async def _close_tasks(s: AsyncSession, account_id: int, resolved: list[Any], at: Any) -> int:
+def _close_tasks(account_id: int, resolved: list[Any], at: Any) -> tuple[Any, Any]:
+    """For the findings `resolved` selects: the UPDATE that cancels their tasks never tried, and
+    the SELECT of the close_task rows for their tasks that may be in the CRM."""
     task = OutboxAction.__table__.alias("task")
     of_resolved = and_(
         task.c.account_id == account_id,
@@ -359,14 +396,15 @@ async def _close_tasks(s: AsyncSession, account_id: int, resolved: list[Any], at
     )
     # Never tried: nothing to close in the CRM, just do not send it. A row tried before may
     # already be there (its answer was lost): it gets a close, which waits for the read-back.
-    await s.execute(
+    # (The two sets are apart, so the order of the two statements does not matter.)
+    cancel = (
         update(OutboxAction)
         .where(
             OutboxAction.id.in_(select(task.c.id).where(of_resolved, task.c.status == "pending", task.c.attempts == 0))
         )
         .values(status="cancelled", last_error="the finding resolved before delivery")
     )
-    source = select(
+    close = select(
         literal(account_id),
         task.c.finding_id,
         literal("close_task"),
@@ -382,7 +420,7 @@ async def _close_tasks(s: AsyncSession, account_id: int, resolved: list[Any], at
     ).where(
         of_resolved, or_(task.c.status.in_(("sent", "sending")), and_(task.c.status == "pending", task.c.attempts > 0))
     )
-    return await _insert(s, source)
+    return cancel, close
 
 
 # -- sending: the outbox hands each claimed batch of these kinds to the senders below --------------

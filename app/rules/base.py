@@ -112,6 +112,8 @@ class RuleContext:
     params: dict[str, Callable[[], Any]] = field(default_factory=dict)
     # The deals in scope as one array parameter (PostgreSQL, for a scope of many deals).
     arrays: bool = False
+    # Exactly one deal in scope (an event's re-evaluation): `column = :deal`, a plain parameter.
+    one: bool = False
 
     @property
     def settings(self) -> Any:
@@ -169,6 +171,11 @@ class RuleContext:
         deals are one parameter, not a thousand rendered into the SQL at each execution)."""
         if self.arrays:
             return column == any_(self.bind(lambda: self.deal_ids, postgresql.ARRAY(String())))
+        if self.one:
+            # Same plan as an IN-list of one, but the statement's text is fixed: an IN-list is
+            # rendered into it again at every execution, which costs an event's re-evaluation
+            # more than some of its queries.
+            return column == self.bind(lambda: (self.deal_ids or [""])[0], String())
         return column.in_(self.deals_param())
 
     def dealless(self) -> ColumnElement[bool]:

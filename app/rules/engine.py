@@ -81,6 +81,7 @@ class Template:
     dialect: str
     compare: Compare
     arrays: bool = False  # the deals in scope as one array parameter (many deals, PostgreSQL)
+    one: bool = False  # exactly one deal in scope, as a plain parameter
 
     def contexts(self) -> list[RuleContext]:
         return [self.own, *(ctx for ctx, _ in self.cached.values())]
@@ -98,7 +99,7 @@ class Template:
         return self.compare(self, account_id, queries)
 
 
-_templates: dict[tuple[int, str, bool, str, bool], Template] = {}
+_templates: dict[tuple[int, str, bool, str, bool, bool], Template] = {}
 _warned: set[str] = set()
 # Two probes far apart in working time and with different deals: a value frozen at build time
 # differs between them, a parameter does not.
@@ -116,6 +117,7 @@ def _context(
         deal_ids=deal_ids,
         prefix=f"r{i}",
         arrays=t.arrays,
+        one=t.one,
     )
 
 
@@ -127,11 +129,14 @@ def template(
     dialect: Any,
     compare: Compare,
     many: bool = False,
+    one: bool = False,
 ) -> Template:
     """The account's template for this kind of scope. `compare` turns the rules' tagged queries
-    into the whole statement (app/findings/lifecycle.compare: what differs from the findings)."""
+    into the whole statement (app/findings/lifecycle.compare: what differs from the findings).
+    `many`: more than a few deals in scope; `one`: exactly one."""
     arrays = many and not whole and dialect.name == "postgresql"
-    key = (account_id, timezone, whole, dialect.name, arrays)
+    one = one and not whole and not arrays
+    key = (account_id, timezone, whole, dialect.name, arrays, one)
     cached = _templates.get(key)
     rules = tuple(RULES.values())
     if cached is not None and cached.settings is settings and cached.rules == rules:
@@ -147,9 +152,10 @@ def template(
         deal_ids=None if whole else ["probe-a"],
         prefix="eval",
         arrays=arrays,
+        one=one,
     )
     template = Template(
-        settings, rules, timezone, whole, own, {}, enabled, disabled, None, dialect.name, compare, arrays
+        settings, rules, timezone, whole, own, {}, enabled, disabled, None, dialect.name, compare, arrays, one
     )
     for i, rule in enumerate(enabled):
         probes = []
@@ -197,7 +203,7 @@ class Timing:
     statement: Any
 
 
-_timings: dict[tuple[int, str, bool, str, bool], Timing] = {}
+_timings: dict[tuple[int, str, bool, str, bool, bool], Timing] = {}
 
 
 def timing(
@@ -208,10 +214,12 @@ def timing(
     dialect: str,
     extra: Callable[[RuleContext], list[Any]],
     many: bool = False,
+    one: bool = False,
 ) -> Timing:
     """The account's timing statement; `extra(ctx)` adds the findings' own moments (a snooze ending)."""
     arrays = many and not whole and dialect == "postgresql"
-    key = (account_id, timezone, whole, dialect, arrays)
+    one = one and not whole and not arrays
+    key = (account_id, timezone, whole, dialect, arrays, one)
     cached = _timings.get(key)
     if cached is not None and cached.settings is settings:
         return cached
@@ -228,6 +236,7 @@ def timing(
             deal_ids=None if whole else ["probe"],
             prefix=f"t{i}",
             arrays=arrays,
+            one=one,
         )
         contexts.append(ctx)
         queries.extend(rule.timing(ctx) if rule and rule.timing else extra(ctx))
