@@ -339,40 +339,58 @@ async def _flood_guard(s: AsyncSession, account_id: int, now: datetime, limit: i
         OutboxAction.kind.in_(("create_task", "add_note")),
         OutboxAction.user_id.is_not(None),
     ]
-    flooded = (
+    # A handful of statements whatever the number of people flooded: in working hours a tick's
+    # reminders can flood most of the team at once, and per person this was five round trips.
+    counts = (
         await s.execute(
-            select(OutboxAction.user_id, func.count())
+            select(
+                OutboxAction.user_id,
+                Finding.rule,
+                func.count(),
+                func.count(func.distinct(OutboxAction.finding_id)),
+                func.sum(case((OutboxAction.purpose == "escalate", 1), else_=0)),
+            )
+            .select_from(OutboxAction)
+            .outerjoin(Finding, Finding.id == OutboxAction.finding_id)
             .where(*fresh)
-            .group_by(OutboxAction.user_id)
-            .having(func.count() > limit)
+            .group_by(OutboxAction.user_id, Finding.rule)
         )
     ).all()
-    change = 0
-    for user, actions in flooded:
-        by_rule = (
-            await s.execute(
-                select(Finding.rule, func.count(func.distinct(Finding.id)))
-                .join(OutboxAction, OutboxAction.finding_id == Finding.id)
-                .where(*fresh, OutboxAction.user_id == user)
-                .group_by(Finding.rule)
+    people: dict[str, dict[str, Any]] = {}
+    for user, rule, actions, findings, escalations in counts:
+        details = people.setdefault(user, {"rules": {}, "actions": 0, "escalations": 0})
+        details["actions"] += actions
+        details["escalations"] += int(escalations or 0)
+        if rule is not None:
+            details["rules"][rule] = findings
+    flooded = {user: details for user, details in sorted(people.items()) if details["actions"] > limit}
+    if not flooded:
+        return 0
+    keys = {f"flood:{now.isoformat()}:{user}"[:120]: user for user in flooded}
+    rows = [_digest(account_id, "flood", key, user, flooded[user], now) for key, user in keys.items()]
+    await s.execute(dialect_insert(s, OutboxAction.__table__).values(rows).on_conflict_do_nothing())
+    digests = {
+        keys[key]: digest_id
+        for digest_id, key in await s.execute(
+            select(OutboxAction.id, OutboxAction.dedup_key).where(
+                OutboxAction.account_id == account_id,
+                OutboxAction.dedup_key.in_(list(keys)),
+                OutboxAction.created_at == at,
             )
-        ).all()
-        escalations = await s.scalar(
-            select(func.count()).where(*fresh, OutboxAction.user_id == user, OutboxAction.purpose == "escalate")
         )
-        details = {"rules": dict(by_rule), "actions": actions, "escalations": escalations or 0}
-        digest = await _insert_digest(
-            s, _digest(account_id, "flood", f"flood:{now.isoformat()}:{user}", user, details, now)
+    }
+    if not digests:  # another process took every key
+        return 0
+    await s.execute(
+        update(OutboxAction)
+        .where(*fresh, OutboxAction.user_id.in_(sorted(digests)))
+        .values(
+            status="grouped",
+            ref_id=case(*((OutboxAction.user_id == user, digest_id) for user, digest_id in sorted(digests.items()))),
+            last_error="grouped into one task (flood_limit)",
         )
-        if digest is None:
-            continue
-        await s.execute(
-            update(OutboxAction)
-            .where(*fresh, OutboxAction.user_id == user)
-            .values(status="grouped", ref_id=digest, last_error="grouped into one task (flood_limit)")
-        )
-        change += 1 - actions
-    return change
+    )
+    return sum(1 - flooded[user]["actions"] for user in digests)
 
 
 def _supervisor(doc: RulesDocument) -> Any:

@@ -229,6 +229,26 @@ async def test_flood_guard_folds_a_burst_for_one_person_into_one_task(rt, amo):
     assert {r.status for r in await outbox(rt, status="grouped")} == {"grouped"}
 
 
+async def test_flood_guard_folds_each_flooded_person_under_their_own_task(rt, amo):
+    # Two people flooded by one evaluation (a tick's reminders in working hours flood many at
+    # once): each gets one task of their own, and each row is grouped under its person's task.
+    aid = await new_account(
+        rt, amo=amo, rules=rules_doc("deal_without_task", notify={"escalate_after_hours": None}, flood_limit=5)
+    )
+    await add_deals(rt, aid, range(33000001, 33000005), amo=amo)  # 4 findings: 8 actions
+    await add_deals(rt, aid, range(33000101, 33000107), manager=OTHER_MANAGER, amo=amo)  # 6: 12 actions
+    result = await evaluate(rt, aid, T0)
+    rows = await outbox(rt)
+    digests = {r.user_id: r for r in rows if r.kind == "digest"}
+    assert set(digests) == {MANAGER, OTHER_MANAGER}
+    assert digests[MANAGER].details == {"rules": {"deal_without_task": 4}, "actions": 8, "escalations": 0}
+    assert digests[OTHER_MANAGER].details == {"rules": {"deal_without_task": 6}, "actions": 12, "escalations": 0}
+    for user, digest in digests.items():
+        mine = [r for r in rows if r.kind != "digest" and r.user_id == user]
+        assert mine and {(r.status, r.ref_id) for r in mine} == {("grouped", digest.id)}
+    assert result.enqueued == 2
+
+
 async def test_a_lost_answer_to_a_digest_is_read_back_not_sent_twice(rt, amo):
     aid = await new_account(
         rt, amo=amo, rules=rules_doc("deal_without_task", notify={"escalate_after_hours": None}, flood_limit=4)
