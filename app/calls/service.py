@@ -195,26 +195,42 @@ class CallsInMirror:
         """The batch's events in the order to apply them (MirrorWriter.apply_batch).
 
         A call is matched to a card by what the mirror says then, so each call stays where it
-        came among the CRM's events when those events may change its match. The others (the
-        contacts with its number are linked to no deal the batch changes, and no contact changes
-        in the batch) are moved first: applied before or after, they match the same, and
+        came among the CRM's events when those events may change its match. The others (no deal
+        linked to a contact with its number changes in the batch, and no contact the batch
+        changes, deletes or links to a deal has that number, before or after) are moved first:
+        applied before or after, they match the same, and
         together they cost no flush of the batch's other changes each."""
         calls = [ev for ev in events if isinstance(ev, CallEvent)]
         if not calls:
             return events
         await self.writer.prefetch(calls)
-        if any(
-            isinstance(ev, ContactUpserted | ContactDeleted)
-            or (isinstance(ev, DealUpserted) and ev.contact_ids is not None)
-            for ev in events
-        ):
-            return events
         changed = set()
+        # Contacts whose numbers or deal links the batch may change: a call with one of their
+        # numbers (before or after) stays in place; the batch's other contacts change no match.
+        contacts: set[str] = set()
+        renumbered: set[str] = set()
         for ev in events:
             if isinstance(ev, DealUpserted | DealDeleted | DealRestored):
                 changed.add(ev.id)
+                if isinstance(ev, DealUpserted) and ev.contact_ids is not None:
+                    contacts.update(ev.contact_ids)
             elif isinstance(ev, StageEntered):
                 changed.add(ev.deal_id)
+            elif isinstance(ev, ContactUpserted):
+                contacts.add(ev.id)
+                renumbered.update(ev.phones or ())
+            elif isinstance(ev, ContactDeleted):
+                contacts.add(ev.id)
+        named = sorted(contacts)
+        for start in range(0, len(named), PREFETCH_CHUNK):
+            renumbered.update(
+                await self.s.scalars(
+                    select(ContactPhone.phone).where(
+                        ContactPhone.account_id == self.account_id,
+                        ContactPhone.contact_id.in_(named[start : start + PREFETCH_CHUNK]),
+                    )
+                )
+            )
         numbers = sorted({ev.client_number for ev in calls if ev.client_number})
         candidates: dict[str, set[str]] = defaultdict(set)
         for start in range(0, len(numbers), PREFETCH_CHUNK):
@@ -238,7 +254,7 @@ class CallsInMirror:
         for ev in calls:
             row = self.writer._rows.get((ev.provider, ev.call_id))
             number = ev.client_number or (row.client_number if row is not None else None)
-            if number is None or candidates[number] & changed:
+            if number is None or number in renumbered or candidates[number] & changed:
                 held.add((ev.provider, ev.call_id))
         free = [ev for ev in calls if (ev.provider, ev.call_id) not in held]
         self.writer.settled = {(ev.provider, ev.call_id) for ev in free}
