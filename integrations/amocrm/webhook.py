@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from integrations.base import (
+    CompanyDeleted,
     CompanyUpserted,
     ContactDeleted,
     ContactUpserted,
@@ -245,7 +246,9 @@ def _contacts(node: Any, region: str, received_at: datetime) -> list[DomainEvent
             if contact_id is None:
                 continue
             if action == "delete":
-                out.append(ContactDeleted(id=contact_id))
+                # A company's deletion is posted under contacts[...] too, with type=company.
+                company = entry.get("type") == "company"
+                out.append(CompanyDeleted(id=contact_id) if company else ContactDeleted(id=contact_id))
             elif action in ("add", "update", "restore", "responsible"):
                 # A company posted under contacts[...] carries type=company: the mirror keeps its
                 # name and manager (the clients of the ABC/XYZ report), not its phones.

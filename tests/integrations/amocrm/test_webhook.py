@@ -12,6 +12,8 @@ from integrations.amocrm.webhook import check, parse
 from integrations.base import (
     CallDirection,
     CallEvent,
+    CompanyDeleted,
+    ContactDeleted,
     ContactUpserted,
     DealDeleted,
     DealUpserted,
@@ -279,3 +281,18 @@ def test_check_rejects_malformed(body: bytes) -> None:
         check(body)
     with pytest.raises(WebhookMalformed):
         parse(body, region="RU", received_at=RECEIVED_AT)
+
+
+def test_contacts_delete_of_a_company_is_a_company_deletion() -> None:
+    # amoCRM posts a company's deletion under contacts[delete] with type=company: it must not
+    # tombstone a contact, and the company's tombstone keeps its name for past revenue.
+    events = parse_pairs(
+        [
+            ("contacts[delete][0][id]", "41000001"),
+            ("contacts[delete][0][type]", "company"),
+            ("contacts[delete][1][id]", "41000002"),
+            ("contacts[delete][1][type]", "contact"),
+            ("account[subdomain]", "demoshop"),
+        ]
+    )
+    assert events == [CompanyDeleted(id="41000001"), ContactDeleted(id="41000002")]
