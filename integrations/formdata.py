@@ -43,18 +43,24 @@ def parse_bracket_form(body: bytes) -> dict[str, Any]:
         name, bracket, rest = key.partition("[")
         # The plain pattern admits only "name[part][part]…": the parts are what lies between.
         path = [name, *rest[:-1].split("][")] if bracket else [name]
-        if len(path) > MAX_DEPTH:
-            raise FormError("field nested too deep")
-        node = root
-        for part in path[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise FormError(f"field {key[:80]!r} clashes with a scalar")
-            node = child
-        if isinstance(node.get(path[-1]), dict):
-            raise FormError(f"field {key[:80]!r} clashes with a nested field")
-        node[path[-1]] = value
+        _put(root, key, path, value)
     return root
+
+
+def _put(root: dict[str, Any], key: str, path: list[str], value: str) -> None:
+    """Puts one field's value at its path in the tree: both parsers build the same tree and refuse
+    the same clashes (a fuzz test holds them to it)."""
+    if len(path) > MAX_DEPTH:
+        raise FormError("field nested too deep")
+    node = root
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise FormError(f"field {key[:80]!r} clashes with a scalar")
+        node = child
+    if isinstance(node.get(path[-1]), dict):
+        raise FormError(f"field {key[:80]!r} clashes with a nested field")
+    node[path[-1]] = value
 
 
 def _parse_general(body: bytes) -> dict[str, Any]:
@@ -72,17 +78,7 @@ def _parse_general(body: bytes) -> dict[str, Any]:
         if not match:
             raise FormError(f"malformed field name: {key[:80]!r}")
         path = [match.group(1), *_PART.findall(match.group(2))]
-        if len(path) > MAX_DEPTH:
-            raise FormError("field nested too deep")
-        node = root
-        for part in path[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise FormError(f"field {key[:80]!r} clashes with a scalar")
-            node = child
-        if isinstance(node.get(path[-1]), dict):
-            raise FormError(f"field {key[:80]!r} clashes with a nested field")
-        node[path[-1]] = value
+        _put(root, key, path, value)
     return root
 
 
