@@ -312,8 +312,14 @@ async def _run(rt, start, program) -> None:
                 continue  # a person's action: no evaluation follows it
         await event(deal_id)
 
+    await assert_reconciled(rt, aid, now, program)
+
+
+async def assert_reconciled(rt, aid, now, program) -> None:
+    """The end of a property run: a full sweep (the reconciliation) finds nothing the ticks and
+    the incremental evaluations left undone."""
     ticked = _snapshot(await findings(rt, aid))
-    result = await evaluate(rt, aid, now)  # the reconciliation
+    result = await evaluate(rt, aid, now)
     assert (result.opened, result.resolved, result.expired, result.changed) == (0, 0, 0, 0), program
     assert _snapshot(await findings(rt, aid)) == ticked, program
 

@@ -16,8 +16,8 @@ from app.calls import reach
 from app.findings import evaluation, scheduler
 from app.findings.models import Finding
 from app.mirror.models import ContactPhone, Deal, DealContact
-from tests.app.rules.mirror_builder import add_deal, add_note, add_task, evaluate, findings, new_account, save_rules
-from tests.app.rules.test_ticks import RULES, STARTS, STEPS, _call, _snapshot
+from tests.app.rules.mirror_builder import add_deal, add_note, add_task, evaluate, new_account, save_rules
+from tests.app.rules.test_ticks import RULES, STARTS, STEPS, _call, _snapshot, assert_reconciled
 
 NUMBERS = ["+79993000001", "+79993000002", "+79993000003"]
 CONTACTS = ["C0", "C1", "C2"]
@@ -139,10 +139,7 @@ async def _run(rt, start, program) -> None:
         await evaluate(rt, aid, now, deal_ids=sorted(touched), actor="incremental")
         await _sweep_changes_nothing(rt, aid, now, program)
 
-    ticked = _snapshot(await findings(rt, aid))
-    result = await evaluate(rt, aid, now)  # the reconciliation
-    assert (result.opened, result.resolved, result.expired, result.changed) == (0, 0, 0, 0), program
-    assert _snapshot(await findings(rt, aid)) == ticked, program
+    await assert_reconciled(rt, aid, now, program)
 
 
 @settings(
