@@ -18,7 +18,12 @@ __all__ = ["browser", "chromium_path"]
 
 
 async def _seed(rt, aid: int) -> None:
-    today = datetime.now(ZoneInfo("Europe/Moscow")).date()
+    now = datetime.now(ZoneInfo("Europe/Moscow"))
+    today = now.date()
+    # "Won today" must fall on today's Moscow date whenever the suite runs, just after midnight too:
+    # halfway between the local midnight and now is always both today and in the past.
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    won_today = (midnight + (now - midnight) / 2).astimezone(UTC)
 
     def on(days: int) -> str:
         return (today + timedelta(days=days)).isoformat()
@@ -48,7 +53,7 @@ async def _seed(rt, aid: int) -> None:
                 deal("5003", "102", "10", 45000, on(-3)),
                 deal("5004", "102", "10", 8000, on(-1)),
                 deal("5005", "102", "10", 15000, on(0)),
-                deal("5006", "101", "142", 70000, on(-10), closed_at=datetime.now(UTC) - timedelta(minutes=5)),
+                deal("5006", "101", "142", 70000, on(-10), closed_at=won_today),
             ]
         )
 
