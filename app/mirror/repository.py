@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import false, func, select, true
+from sqlalchemy import ColumnElement, and_, false, func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .models import Contact, Deal, Note, Task, User
+from .models import Contact, Deal, Note, Stage, Task, User
+
+
+def deal_stage() -> ColumnElement[bool]:
+    """A deal's stage: stage ids repeat across pipelines (amoCRM's won 142 and lost 143 are in every
+    one), so the join needs the pipeline too."""
+    return and_(Stage.account_id == Deal.account_id, Stage.pipeline_id == Deal.pipeline_id, Stage.id == Deal.stage_id)
+
+
+def closed_between(start: datetime, end: datetime) -> list[Any]:
+    """Deals closed in [start, end) and not deleted: what the plans, reports and ABC/XYZ count as won
+    or lost in a period (with `deal_stage()` and the stage's kind)."""
+    return [Deal.is_closed.is_(True), Deal.is_deleted.is_(False), Deal.closed_at >= start, Deal.closed_at < end]
 
 
 async def summary(s: AsyncSession, account_id: int, now: datetime) -> dict[str, int]:

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts.models import Account
 from app.mirror.fields import stamp
 from app.mirror.models import Deal, Stage, User
+from app.mirror.repository import deal_stage
 from app.reports.periods import local_midnight
 from app.reports.repository import card_url
 
@@ -126,10 +127,7 @@ async def _candidates(s: AsyncSession, account: Account, roles: Roles, start: da
             Deal.custom_fields,
             Stage.kind,
         )
-        .outerjoin(
-            Stage,
-            and_(Stage.account_id == Deal.account_id, Stage.pipeline_id == Deal.pipeline_id, Stage.id == Deal.stage_id),
-        )
+        .outerjoin(Stage, deal_stage())
         .where(Deal.account_id == account.id, Deal.is_deleted == false(), or_(*maybe))
     )
     return list(await s.execute(stmt))

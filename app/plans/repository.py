@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.calls.models import Call
 from app.mirror.models import Deal, Stage, StageHistory, Task, User
+from app.mirror.repository import closed_between, deal_stage
 from app.rules.config import MilestoneIn, PlansIn
 
 from .models import Plan
@@ -218,16 +219,10 @@ async def won(
     half = case((Deal.closed_at >= split, 1), else_=0)
     rows = await s.execute(
         select(half, Deal.responsible_user_id, func.count(), func.coalesce(func.sum(Deal.price), 0))
-        .join(
-            Stage,
-            and_(Stage.account_id == Deal.account_id, Stage.pipeline_id == Deal.pipeline_id, Stage.id == Deal.stage_id),
-        )
+        .join(Stage, deal_stage())
         .where(
             Deal.account_id == account_id,
-            Deal.is_closed.is_(True),
-            Deal.is_deleted.is_(False),
-            Deal.closed_at >= start,
-            Deal.closed_at < end,
+            *closed_between(start, end),
             Deal.responsible_user_id.is_not(None),
             Stage.kind == "won",
         )

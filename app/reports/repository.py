@@ -33,6 +33,7 @@ from app.calls.service import SUCCESSFUL_TALK_SECONDS
 from app.db import UtcDateTime, epoch, local_day, local_day_within, local_month
 from app.findings.models import Finding, FindingEvent
 from app.mirror.models import Company, Contact, ContactPhone, Deal, DealContact, Note, Stage, StageHistory, Task, User
+from app.mirror.repository import closed_between, deal_stage
 from app.rules.lead_not_contacted import contact_at, own_note
 
 # Beyond any open stage's sort: where "won" lies in the pipeline for stage-to-stage conversion.
@@ -338,10 +339,7 @@ async def finding_deals(
             Stage.name.label("stage_name"),
         )
         .outerjoin(Deal, and_(Deal.account_id == Finding.account_id, Deal.id == Finding.deal_id))
-        .outerjoin(
-            Stage,
-            and_(Stage.account_id == Deal.account_id, Stage.pipeline_id == Deal.pipeline_id, Stage.id == Deal.stage_id),
-        )
+        .outerjoin(Stage, deal_stage())
         .where(*where)
         .order_by(Finding.opened_at, Finding.deal_id)
         .limit(limit)
@@ -406,10 +404,7 @@ def _closed_in(
     return [
         Deal.account_id == account_id,
         Deal.pipeline_id == pipeline_id,
-        Deal.is_closed.is_(True),
-        Deal.is_deleted.is_(False),
-        Deal.closed_at >= start,
-        Deal.closed_at < end,
+        *closed_between(start, end),
         *([] if managers is None else [_scope(Deal.responsible_user_id, managers)]),
     ]
 
@@ -425,10 +420,7 @@ async def closed(
             _returning().label("is_returning"),
             func.coalesce(Deal.price, 0).label("price"),
         )
-        .join(
-            Stage,
-            and_(Stage.account_id == Deal.account_id, Stage.pipeline_id == Deal.pipeline_id, Stage.id == Deal.stage_id),
-        )
+        .join(Stage, deal_stage())
         .where(*_closed_in(account_id, pipeline_id, start, end, managers), Stage.kind.in_(("won", "lost")))
         .subquery()
     )
@@ -733,16 +725,10 @@ async def client_months(
     else:
         query = query.where(Deal.company_id.is_not(None))
     inner = (
-        query.join(
-            Stage,
-            and_(Stage.account_id == Deal.account_id, Stage.pipeline_id == Deal.pipeline_id, Stage.id == Deal.stage_id),
-        )
+        query.join(Stage, deal_stage())
         .where(
             Deal.account_id == account_id,
-            Deal.is_closed.is_(True),
-            Deal.is_deleted.is_(False),
-            Deal.closed_at >= start,
-            Deal.closed_at < end,
+            *closed_between(start, end),
             Stage.kind == "won",
         )
         .subquery()
