@@ -181,15 +181,27 @@ def compare(t: Template, account_id: int, queries: list[Any]) -> Any:
         # The findings on the touched deals (to see what is gone), and those the violations
         # name wherever the findings say they are (a task moved to another deal keeps its finding).
         named = and_(Finding.rule == v.rule, Finding.entity_type == v.entity_type, Finding.entity_id == v.entity_id)
+        in_scope = select(*columns).where(*found, *t.own.in_deal_scope(Finding.deal_id))
         if t.dialect == "postgresql":
             # One probe of the dedup key per violation. As a plain join, a tick's two thousand
             # violations were hashed against a scan of every finding of the account (170 ms at
-            # 100k deals); LIMIT 1 (the key is unique) keeps the lookup a nested loop.
+            # 100k deals); LIMIT 1 (the key is unique) keeps the lookup a nested loop. Only the
+            # violations that no finding on the touched deals answers are probed (the others'
+            # finding is known already), so the two sets cannot overlap: no de-duplication of
+            # every finding read, only of the probes' few (two violations of one key).
+            scoped = in_scope.cte("scoped_findings")
+            sc = scoped.c
+            answered = (
+                select(sc.id)
+                .where(sc.rule == v.rule, sc.entity_type == v.entity_type, sc.entity_id == v.entity_id)
+                .exists()
+            )
             probe = select(*columns).where(*found, named).limit(1).lateral("named")
-            by_key = select(*probe.c).select_from(cte.join(probe, true()))
+            by_key = select(*probe.c).select_from(cte.join(probe, true())).where(~answered).distinct()
+            findings = union_all(select(*sc), by_key).subquery("f")
         else:
             by_key = select(*columns).join(cte, named).where(*found)
-        findings = union(select(*columns).where(*found, *t.own.in_deal_scope(Finding.deal_id)), by_key).subquery("f")
+            findings = union(in_scope, by_key).subquery("f")
     f = findings.c
     now = t.own.now_param()
     facts_differ = or_(

@@ -55,9 +55,11 @@ from sqlalchemy import (
     literal,
     not_,
     or_,
+    select,
     type_coerce,
 )
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.sql import util as sql_util
 
 from app.calendar.business import BusinessCalendar
 from app.db import UtcDateTime
@@ -114,6 +116,9 @@ class RuleContext:
     arrays: bool = False
     # Exactly one deal in scope (an event's re-evaluation): `column = :deal`, a plain parameter.
     one: bool = False
+    # With `arrays`: the deals in scope read once (scoped_deals), shared by every rule of the
+    # statement; each rule's query reads them in place of the deals table (on_scope).
+    scope: Any = None
 
     @property
     def settings(self) -> Any:
@@ -193,7 +198,8 @@ class RuleContext:
     def deal_scope(self) -> list[ColumnElement[bool]]:
         """The account, the incremental scope, and the rule's exclusions, as WHERE clauses on Deal."""
         clauses: list[ColumnElement[bool]] = [Deal.account_id == self.account_id]
-        if self.deal_ids is not None:
+        if self.deal_ids is not None and self.scope is None:
+            # (With a scope, Deal is read from it, which holds only the deals in scope.)
             clauses.append(self.in_deals(Deal.id))
         ex = self.config.exclude
         if ex.pipelines:
@@ -227,6 +233,25 @@ class RuleContext:
         started_at <= cutoff exactly when add_working(started_at, seconds) <= now, so even a
         deadline with no grace falls on a working minute (BusinessCalendar.deadline_cutoff)."""
         return self.per_stage(lambda st: self.calendar.deadline_cutoff(self.now, seconds_of(st)), UtcDateTime())
+
+
+def scoped_deals(ctx: RuleContext) -> Any:
+    """The deals in scope of a tick (`ctx.arrays`), read once by id as a CTE that every rule's
+    query in the statement reads instead of the deals table (on_scope). Looked up by each rule on
+    its own, a thousand deals cost each rule a scan or a thousand index probes."""
+    deals = Deal.__table__
+    ids = ctx.bind(lambda: ctx.deal_ids, postgresql.ARRAY(String()))
+    return select(deals).where(deals.c.account_id == ctx.account_id, deals.c.id == any_(ids)).cte("scoped_deals")
+
+
+def on_scope(query: Any, ctx: RuleContext) -> Any:
+    """`query` (a rule's) reading the deals from `ctx.scope` instead of the deals table, when
+    there is a scope. Every reference to a deal in a rule is to a deal in scope (the deal a
+    violation is on, or the deal of a call in scope), so the CTE, which holds every column of
+    those deals unfiltered, gives the same rows."""
+    if ctx.scope is None:
+        return query
+    return sql_util.ClauseAdapter(ctx.scope).traverse(query)
 
 
 def moment(deal_id: Any, at: Any, seconds: Any, working: Any) -> list[ColumnElement[Any]]:

@@ -24,7 +24,7 @@ from app.calendar.business import BusinessCalendar
 from app.db import utcnow
 
 from . import config as rules_config
-from .base import ResolvedRuleConfig, Rule, RuleContext, RuleSettings
+from .base import ResolvedRuleConfig, Rule, RuleContext, RuleSettings, on_scope, scoped_deals
 from .registry import RULES
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,7 @@ def _context(
         prefix=f"r{i}",
         arrays=t.arrays,
         one=t.one,
+        scope=t.own.scope,
     )
 
 
@@ -154,6 +155,8 @@ def template(
         arrays=arrays,
         one=one,
     )
+    if arrays:
+        own.scope = scoped_deals(own)
     template = Template(
         settings, rules, timezone, whole, own, {}, enabled, disabled, None, dialect.name, compare, arrays, one
     )
@@ -227,6 +230,7 @@ def timing(
     contexts: list[RuleContext] = []
     queries: list[Any] = []
     rules = [rule for rule in RULES.values() if settings.resolved[rule.name].enabled and rule.timing is not None]
+    scope = None
     for i, rule in enumerate([None, *rules]):
         ctx = RuleContext(
             account_id=account_id,
@@ -237,9 +241,16 @@ def timing(
             prefix=f"t{i}",
             arrays=arrays,
             one=one,
+            scope=scope,
         )
+        if arrays and scope is None:
+            # The deals in scope, read once for every rule's timing (the first context binds them).
+            scope = ctx.scope = scoped_deals(ctx)
         contexts.append(ctx)
-        queries.extend(rule.timing(ctx) if rule and rule.timing else extra(ctx))
+        if rule and rule.timing:
+            queries.extend(on_scope(query, ctx) for query in rule.timing(ctx))
+        else:
+            queries.extend(extra(ctx))
     statement = union_all(*queries) if len(queries) > 1 else queries[0]
     built = Timing(settings, contexts, statement)
     if len(_timings) > 10_000:
@@ -250,7 +261,7 @@ def timing(
 
 def tagged(rule: Rule, ctx: RuleContext) -> Any:
     """The rule's violations, each row tagged with the rule (its name, entity type, version, severity)."""
-    return rule.violations(ctx).add_columns(
+    return on_scope(rule.violations(ctx), ctx).add_columns(
         literal(rule.name, String()).label("rule"),
         literal(rule.entity_type, String()).label("entity_type"),
         literal(rule.version, Integer()).label("rule_version"),

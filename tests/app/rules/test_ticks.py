@@ -14,9 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, update
 
+from app import db as app_db
 from app.calls.models import Call
 from app.db import MANY_DEALS
-from app.findings import scheduler
+from app.findings import due, evaluation, scheduler
 from app.findings import service as findings_service
 from app.findings.models import DueMoment, Finding
 from app.mirror.models import Deal, Task
@@ -384,3 +385,22 @@ async def test_a_tick_of_many_deals_is_the_same_as_of_a_few(rt):
     # What is left to come is each deal's stage limit, days away.
     moments = await _moments(rt, aid)
     assert len(moments) == MANY_DEALS + 10 and min(moments.values()) > (start + timedelta(days=1)).timestamp()
+
+
+@settings(
+    max_examples=int(os.environ.get("CRMWATCH_TICK_EXAMPLES", "15")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    database=None,
+)
+@given(start=st.sampled_from(STARTS), program=st.lists(op, min_size=1, max_size=30))
+async def test_ticks_of_many_deals_leave_nothing_for_the_sweep(rt, start, program):
+    """The property above with every scoped evaluation taken as one of many deals: on PostgreSQL
+    the deals in scope are then read once (a CTE every rule's query reads instead of the deals
+    table) and the findings on them once, the path of a real tick's thousand deals."""
+    with (
+        mock.patch.object(app_db, "MANY_DEALS", 0),
+        mock.patch.object(evaluation, "MANY_DEALS", 0),
+        mock.patch.object(due, "MANY_DEALS", 0),
+    ):
+        await _run(rt, start, program)
