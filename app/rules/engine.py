@@ -215,8 +215,11 @@ def timing(
     extra: Callable[[RuleContext], list[Any]],
     many: bool = False,
     one: bool = False,
+    active: Callable[[str], Any] | None = None,
 ) -> Timing:
-    """The account's timing statement; `extra(ctx)` adds the findings' own moments (a snooze ending)."""
+    """The account's timing statement; `extra(ctx)` adds the findings' own moments (a snooze ending).
+    `active(rule)`: a rule's active findings, which a sweep's statement reads instead of the
+    rule's violations where the rule has a `sweep_timing` (the findings agree with them by then)."""
     arrays = many and not whole and dialect == "postgresql"
     one = one and not whole and not arrays
     key = (account_id, timezone, whole, dialect, arrays, one)
@@ -239,7 +242,12 @@ def timing(
             one=one,
         )
         contexts.append(ctx)
-        queries.extend(rule.timing(ctx) if rule and rule.timing else extra(ctx))
+        if rule is None:
+            queries.extend(extra(ctx))
+        elif whole and active is not None and rule.sweep_timing is not None:
+            queries.extend(rule.sweep_timing(ctx, active(rule.name)))
+        elif rule.timing is not None:
+            queries.extend(rule.timing(ctx))
     statement = union_all(*queries) if len(queries) > 1 else queries[0]
     built = Timing(settings, contexts, statement)
     if len(_timings) > 10_000:
