@@ -46,7 +46,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import MANY_DEALS, among, dialect_insert, dialect_of, epoch, is_postgres
+from app.db import MANY_DEALS, among, dialect_insert, dialect_of, float_epoch, is_postgres
 from app.rules import engine as rules_engine
 from app.rules.base import RuleContext, moment, one_of
 from app.rules.engine import AccountRules
@@ -200,7 +200,7 @@ async def _refresh_whole(s: AsyncSession, account_id: int, statement: Any, param
     rows = statement.subquery("moments")
     deal = func.coalesce(rows.c.deal_id, "")
     bound = select(
-        deal.label("deal_id"), (func.min(epoch(rows.c.at) + rows.c.seconds) - _EARLY_SECONDS).label("due_epoch")
+        deal.label("deal_id"), (func.min(float_epoch(rows.c.at) + rows.c.seconds) - _EARLY_SECONDS).label("due_epoch")
     ).group_by(deal)
     if is_postgres(s):
         return await _refresh_whole_postgres(s, account_id, bound, params)
