@@ -11,7 +11,10 @@ evaluation brings the moments of what it evaluated up to date, in the caller's t
 - a sweep cannot run the calendar over a million rows, so it stores for every deal an earlier
   bound computed in SQL: `seconds` of wall time after `at` (working time never runs faster than
   the wall clock), less a second for the databases' rounding. A tick that reaches a deal early
-  re-evaluates it, changes nothing, and stores the exact moment.
+  re-evaluates it, changes nothing, and stores the exact moment. The sweep runs after the
+  lifecycle has brought the findings in line with the violations, so a rule whose moments follow
+  from its violations reads its active findings instead of running its query again
+  (Rule.sweep_timing), and only the bounds that differ from the stored ones are written.
 
 The deal id "" stands for the account's entities without a deal (calls nobody matched): the
 evaluation of deal "" asks the rules about those.
