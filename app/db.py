@@ -199,6 +199,26 @@ def _epoch_pg(element: epoch, compiler: Any, **kw: Any) -> str:
     return f"EXTRACT(EPOCH FROM {compiler.process(element.clauses, **kw)})"
 
 
+class float_epoch(FunctionElement[float]):
+    """epoch() as a double precision number on PostgreSQL: date_part('epoch', …), the same
+    value as EXTRACT(EPOCH FROM …) rounded to a float, which EXTRACT returns as numeric (since
+    PostgreSQL 14) and costs 2.5x as much to compute (a sweep computes it for every deal's moment)."""
+
+    type = Float()
+    inherit_cache = True
+    name = "float_epoch"
+
+
+@compiles(float_epoch, "sqlite")
+def _float_epoch_sqlite(element: float_epoch, compiler: Any, **kw: Any) -> str:
+    return f"((julianday({compiler.process(element.clauses, **kw)}) - 2440587.5) * 86400.0)"
+
+
+@compiles(float_epoch, "postgresql")
+def _float_epoch_pg(element: float_epoch, compiler: Any, **kw: Any) -> str:
+    return f"date_part('epoch', {compiler.process(element.clauses, **kw)})"
+
+
 class local_day(FunctionElement[date]):
     """The calendar date of a UTC datetime column in a time zone: local_day(column, "Europe/Moscow")."""
 

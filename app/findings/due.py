@@ -11,7 +11,10 @@ evaluation brings the moments of what it evaluated up to date, in the caller's t
 - a sweep cannot run the calendar over a million rows, so it stores for every deal an earlier
   bound computed in SQL: `seconds` of wall time after `at` (working time never runs faster than
   the wall clock), less a second for the databases' rounding. A tick that reaches a deal early
-  re-evaluates it, changes nothing, and stores the exact moment.
+  re-evaluates it, changes nothing, and stores the exact moment. The sweep runs after the
+  lifecycle has brought the findings in line with the violations, so a rule whose moments follow
+  from its violations reads its active findings instead of running its query again
+  (Rule.sweep_timing), and only the bounds that differ from the stored ones are written.
 
 The deal id "" stands for the account's entities without a deal (calls nobody matched): the
 evaluation of deal "" asks the rules about those.
@@ -46,13 +49,13 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import MANY_DEALS, among, dialect_insert, dialect_of, epoch, is_postgres
+from app.db import MANY_DEALS, among, dialect_insert, dialect_of, float_epoch, is_postgres
 from app.rules import engine as rules_engine
-from app.rules.base import RuleContext, moment
+from app.rules.base import RuleContext, moment, one_of
 from app.rules.engine import AccountRules
 
 from .lifecycle import CreateTempTableAs
-from .models import DueMoment, Finding
+from .models import ACTIVE, DueMoment, Finding
 
 # A sweep's moments before they are compared with the stored ones (made and dropped by the sweep).
 _new = Table(
@@ -85,6 +88,18 @@ def _findings_moments(ctx: RuleContext) -> list[Select[Any]]:
     return moments
 
 
+def _active(account_id: int) -> Any:
+    def active(rule: str) -> Any:
+        """A rule's active findings: what a sweep's moments read instead of its violations."""
+        return (
+            select(Finding.deal_id, Finding.started_at)
+            .where(Finding.account_id == account_id, Finding.rule == rule, one_of(Finding.status, ACTIVE))
+            .subquery(f"active_{rule}")
+        )
+
+    return active
+
+
 async def refresh(
     s: AsyncSession,
     account_id: int,
@@ -94,11 +109,20 @@ async def refresh(
     deal_ids: list[str] | None,
 ) -> int:
     """Recomputes the moments of the deals evaluated (None: the whole account); returns how many
-    deals have one."""
+    deals have one (a sweep: how many moments it wrote or deleted)."""
     many = deal_ids is not None and len(deal_ids) > MANY_DEALS
     one = deal_ids is not None and len(deal_ids) == 1
     timing = rules_engine.timing(
-        account_id, settings, timezone, deal_ids is None, dialect_of(s), _findings_moments, many, one
+        account_id,
+        settings,
+        timezone,
+        deal_ids is None,
+        dialect_of(s),
+        _findings_moments,
+        many,
+        one,
+        # A sweep runs after the lifecycle brought the findings in line with the violations.
+        _active(account_id) if deal_ids is None else None,
     )
     params: dict[str, Any] = {}
     for ctx in timing.contexts:
@@ -173,40 +197,86 @@ async def _store_many(s: AsyncSession, account_id: int, gone: list[str], kept: l
 
 
 async def _refresh_whole(s: AsyncSession, account_id: int, statement: Any, params: dict[str, Any]) -> int:
-    """A sweep's moments: every deal's earlier bound into a temporary table (CREATE TABLE … AS,
-    which PostgreSQL may run in parallel and which maintains no index), then only the rows that
-    differ are written, so a steady sweep of a million deals rewrites a handful."""
+    """A sweep's moments: every deal's earlier bound, compared with the stored ones; only the rows
+    that differ are written, so a steady sweep of a million deals rewrites a handful. Returns how
+    many moments it wrote or deleted."""
     rows = statement.subquery("moments")
     deal = func.coalesce(rows.c.deal_id, "")
     bound = select(
-        deal.label("deal_id"), (func.min(epoch(rows.c.at) + rows.c.seconds) - _EARLY_SECONDS).label("due_epoch")
+        deal.label("deal_id"), (func.min(float_epoch(rows.c.at) + rows.c.seconds) - _EARLY_SECONDS).label("due_epoch")
     ).group_by(deal)
+    if is_postgres(s):
+        return await _refresh_whole_postgres(s, account_id, bound, params)
+    # SQLite has no data-modifying CTE: the bounds go into a temporary table first.
     await s.execute(text(f"DROP TABLE IF EXISTS {_new.name}"))
     await s.execute(CreateTempTableAs(_new.name, bound), params)
-    if is_postgres(s):
-        await s.execute(text(f"ANALYZE {_new.name}"))
     due = DueMoment.__table__.c
     mine = due.account_id == account_id
     same_deal = and_(mine, due.deal_id == _new.c.deal_id)
-    await s.execute(
-        update(DueMoment.__table__)
-        .where(same_deal, due.due_epoch != _new.c.due_epoch)
-        .values(due_epoch=_new.c.due_epoch)
-    )
-    await s.execute(
-        insert(DueMoment.__table__).from_select(
-            ["account_id", "deal_id", "due_epoch"],
-            select(literal(account_id), _new.c.deal_id, _new.c.due_epoch).where(
-                ~select(due.deal_id).where(same_deal).exists()
-            ),
+    written = (
+        await s.execute(
+            update(DueMoment.__table__)
+            .where(same_deal, due.due_epoch != _new.c.due_epoch)
+            .values(due_epoch=_new.c.due_epoch)
         )
-    )
-    await s.execute(
-        delete(DueMoment.__table__).where(mine, ~select(_new.c.deal_id).where(_new.c.deal_id == due.deal_id).exists())
-    )
-    count = await s.scalar(select(func.count()).select_from(_new)) or 0
+    ).rowcount or 0
+    written += (
+        await s.execute(
+            insert(DueMoment.__table__).from_select(
+                ["account_id", "deal_id", "due_epoch"],
+                select(literal(account_id), _new.c.deal_id, _new.c.due_epoch).where(
+                    ~select(due.deal_id).where(same_deal).exists()
+                ),
+            )
+        )
+    ).rowcount or 0
+    written += (
+        await s.execute(
+            delete(DueMoment.__table__).where(
+                mine, ~select(_new.c.deal_id).where(_new.c.deal_id == due.deal_id).exists()
+            )
+        )
+    ).rowcount or 0
     await s.execute(text(f"DROP TABLE {_new.name}"))
-    return count
+    return written
+
+
+async def _refresh_whole_postgres(s: AsyncSession, account_id: int, bound: Select[Any], params: dict[str, Any]) -> int:
+    """One statement: the bounds FULL JOIN the stored moments, keeping the rows that differ, which
+    data-modifying CTEs upsert or delete. A temporary table of every deal's bound (CREATE TABLE
+    AS, ANALYZE, then an UPDATE, an INSERT and a DELETE joined with it) cost 1.4 s at 100k deals
+    where this costs the bounds' query and one hash join."""
+    table = DueMoment.__table__
+    new = bound.subquery("new")
+    old = select(table.c.deal_id, table.c.due_epoch).where(table.c.account_id == account_id).subquery("old")
+    differ = (
+        select(func.coalesce(new.c.deal_id, old.c.deal_id).label("deal_id"), new.c.due_epoch)
+        .select_from(new.join(old, new.c.deal_id == old.c.deal_id, full=True))
+        .where(new.c.due_epoch.is_distinct_from(old.c.due_epoch))
+        .cte("differ")
+    )
+    upsert = postgresql.insert(table).from_select(
+        ["account_id", "deal_id", "due_epoch"],
+        select(literal(account_id), differ.c.deal_id, differ.c.due_epoch).where(differ.c.due_epoch.is_not(None)),
+    )
+    written = (
+        upsert.on_conflict_do_update(
+            index_elements=["account_id", "deal_id"], set_={"due_epoch": upsert.excluded.due_epoch}
+        )
+        .returning(table.c.deal_id)
+        .cte("written")
+    )
+    gone = (
+        delete(table)
+        .where(table.c.account_id == account_id, table.c.deal_id == differ.c.deal_id, differ.c.due_epoch.is_(None))
+        .returning(table.c.deal_id)
+        .cte("gone")
+    )
+    counted = (
+        select(func.count()).select_from(written).scalar_subquery()
+        + select(func.count()).select_from(gone).scalar_subquery()
+    )
+    return await s.scalar(select(counted), params) or 0
 
 
 async def schedule(s: AsyncSession, account_id: int, deal_ids: Iterable[str | None], at: datetime) -> None:

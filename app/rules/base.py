@@ -228,6 +228,13 @@ class RuleContext:
         default = value(self.config.settings)
         return case(*whens, else_=default) if whens else default
 
+    def with_stage(self, query: Select[Any], deal_id: Any) -> Select[Any]:
+        """`query` joined with the deal `deal_id` names when a setting has pipeline or stage
+        overrides (per_stage() then reads the deal's pipeline and stage); as it is when none has."""
+        if not (self.config.pipelines or self.config.stages):
+            return query
+        return query.join(Deal, and_(Deal.account_id == self.account_id, Deal.id == deal_id))
+
     def cutoff(self, seconds_of: Callable[[Any], float]) -> ColumnElement[datetime]:
         """The instant before which a condition has lasted long enough (working time), per deal:
         started_at <= cutoff exactly when add_working(started_at, seconds) <= now, so even a
@@ -305,3 +312,9 @@ class Rule:
     # ended). The tick re-evaluates a deal once its earliest moment has come. None: the rule
     # changes only with events.
     timing: Callable[[RuleContext], list[Select[Any]]] | None = None
+    # A sweep's `timing`, for a rule whose moments follow from its violations: a sweep asks for
+    # the moments once the findings agree with the violations, so the rule's active findings
+    # (`active`: a subquery of their deal_id and started_at) stand for its violations and its
+    # query need not run a second time. It must give every moment `timing` gives (an extra or
+    # earlier one only costs a tick a look). None: the sweep runs `timing`.
+    sweep_timing: Callable[[RuleContext, Any], list[Select[Any]]] | None = None

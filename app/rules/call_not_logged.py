@@ -120,6 +120,21 @@ def timing(ctx: RuleContext) -> list[Select[Any]]:
     ]
 
 
+def sweep_timing(ctx: RuleContext, active: Any) -> list[Select[Any]]:
+    """timing() for a sweep: the calls not written down are this rule's active findings, ended at
+    their started_at (no second run of the searches for a note, a stage move or a task)."""
+    window = ctx.cutoff(lambda s: s.minutes * 60)
+    seconds = ctx.per_stage(lambda s: s.minutes * 60.0)
+    days = float(ctx.settings.lookback_days * 86400)
+    since = ctx.lookback(timedelta(days=ctx.settings.lookback_days))
+
+    def rows(after: Any, working: bool) -> Select[Any]:
+        query = select(*moment(active.c.deal_id, active.c.started_at, after, working)).select_from(active)
+        return ctx.with_stage(query, active.c.deal_id).where(active.c.started_at >= since)
+
+    return [rows(seconds, True).where(active.c.started_at > window), rows(days, False)]
+
+
 def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:
     call = rc.calls.get(finding.entity_id)
     number = facts.pretty_number(call.client_number if call else None)
@@ -139,5 +154,6 @@ RULE = Rule(
     violations=violations,
     render=render,
     timing=timing,
+    sweep_timing=sweep_timing,
     past_window="expire",
 )

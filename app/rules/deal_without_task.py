@@ -77,6 +77,15 @@ def timing(ctx: RuleContext) -> list[Select[Any]]:
     return [select(*moment(deals.c.id, deals.c.started, deals.c.seconds, True)).where(deals.c.started > deals.c.grace)]
 
 
+def sweep_timing(ctx: RuleContext, active: Any) -> list[Select[Any]]:
+    """timing() for a sweep: the deals without an open task are this rule's active findings, and
+    when the last task closed is their started_at (no second run of the correlated max())."""
+    grace = ctx.cutoff(lambda st: st.grace_minutes * 60)
+    seconds = ctx.per_stage(lambda st: st.grace_minutes * 60.0)
+    query = select(*moment(active.c.deal_id, active.c.started_at, seconds, True)).select_from(active)
+    return [ctx.with_stage(query, active.c.deal_id).where(active.c.started_at > grace)]
+
+
 def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:
     idle = rc.calendar.working_seconds(finding.started_at, rc.now)
     span = humanize(idle, rc.calendar.day_seconds, rc.lang)
@@ -94,4 +103,5 @@ RULE = Rule(
     violations=violations,
     render=render,
     timing=timing,
+    sweep_timing=sweep_timing,
 )

@@ -99,6 +99,15 @@ def timing(ctx: RuleContext) -> list[Select[Any]]:
     return [violations(ctx).with_only_columns(*moment(Note.deal_id, Note.created_at, days, False))]
 
 
+def sweep_timing(ctx: RuleContext, active: Any) -> list[Select[Any]]:
+    """timing() for a sweep: the empty comments nobody answered are this rule's active findings,
+    written at their started_at (no second run of the search for a later proper comment)."""
+    days = ctx.per_stage(lambda st: st.lookback_days * 86400.0)
+    since = ctx.lookback_per_stage(lambda st: timedelta(days=st.lookback_days))
+    query = select(*moment(active.c.deal_id, active.c.started_at, days, False)).select_from(active)
+    return [ctx.with_stage(query, active.c.deal_id).where(active.c.started_at >= since)]
+
+
 def render(finding: Any, rc: RenderContext) -> tuple[str, dict[str, Any]]:
     note = rc.notes.get(finding.entity_id)
     text = (note.text or "").strip() if note else ""
@@ -116,5 +125,6 @@ RULE = Rule(
     violations=violations,
     render=render,
     timing=timing,
+    sweep_timing=sweep_timing,
     past_window="expire",
 )

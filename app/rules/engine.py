@@ -218,8 +218,11 @@ def timing(
     extra: Callable[[RuleContext], list[Any]],
     many: bool = False,
     one: bool = False,
+    active: Callable[[str], Any] | None = None,
 ) -> Timing:
-    """The account's timing statement; `extra(ctx)` adds the findings' own moments (a snooze ending)."""
+    """The account's timing statement; `extra(ctx)` adds the findings' own moments (a snooze ending).
+    `active(rule)`: a rule's active findings, which a sweep's statement reads instead of the
+    rule's violations where the rule has a `sweep_timing` (the findings agree with them by then)."""
     arrays = many and not whole and dialect == "postgresql"
     one = one and not whole and not arrays
     key = (account_id, timezone, whole, dialect, arrays, one)
@@ -247,10 +250,12 @@ def timing(
             # The deals in scope, read once for every rule's timing (the first context binds them).
             scope = ctx.scope = scoped_deals(ctx)
         contexts.append(ctx)
-        if rule and rule.timing:
-            queries.extend(on_scope(query, ctx) for query in rule.timing(ctx))
-        else:
+        if rule is None:
             queries.extend(extra(ctx))
+        elif whole and active is not None and rule.sweep_timing is not None:
+            queries.extend(rule.sweep_timing(ctx, active(rule.name)))
+        elif rule.timing is not None:
+            queries.extend(on_scope(query, ctx) for query in rule.timing(ctx))
     statement = union_all(*queries) if len(queries) > 1 else queries[0]
     built = Timing(settings, contexts, statement)
     if len(_timings) > 10_000:

@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 from unittest import mock
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, update
@@ -103,6 +104,71 @@ async def test_a_tick_re_evaluates_only_the_deals_whose_moment_has_come(rt):
     f = await finding(rt, aid, "overdue_task", "T0")
     assert f.status == "open" and f.opened_at == start + timedelta(minutes=10)
     assert [x.entity_id for x in await findings(rt, aid, "overdue_task")] == ["T0"]
+
+
+async def test_a_sweep_reads_moments_from_findings_as_the_rules_give_them(rt):
+    """deal_without_task, empty_comment and call_not_logged give a sweep their moments from their
+    active findings (Rule.sweep_timing), pipeline overrides included: the sweep stores for each deal the bound the
+    rules' own timing gives, one second before the exact moment an evaluation of the deal stores."""
+    aid = await new_account(rt)
+    now = msk(2025, 12, 8, 10, 0)  # Monday, working hours
+    await save_rules(
+        rt,
+        aid,
+        {
+            "rules": {
+                "deal_without_task": {"pipelines": {"P2": {"grace_minutes": 40}}},
+                "empty_comment": {"pipelines": {"P2": {"lookback_days": 3}}},
+                "call_not_logged": {"pipelines": {"P2": {"minutes": 50}}},
+                "stuck_stage": {"enabled": False},  # its moments would come first
+            }
+        },
+    )
+    async with rt.sessions() as s, s.begin():
+        for deal_id, pipeline in (("D1", "P1"), ("D2", "P2")):
+            # No open task since five minutes ago: pending until the grace has run out.
+            add_deal(s, aid, deal_id, created_at=now - timedelta(days=2), pipeline_id=pipeline)
+            add_task(
+                s,
+                aid,
+                f"T{deal_id}",
+                deal_id,
+                due_at=now - timedelta(hours=1),
+                created_at=now - timedelta(days=2),
+                is_completed=True,
+                completed_at=now - timedelta(minutes=5),
+            )
+        for deal_id, pipeline in (("D3", "P1"), ("D4", "P2")):
+            # An empty comment nobody answered: it leaves the look-back window in days.
+            add_deal(s, aid, deal_id, created_at=now - timedelta(days=2), pipeline_id=pipeline)
+            add_task(s, aid, f"T{deal_id}", deal_id, due_at=now + timedelta(days=60), created_at=now)
+            add_note(s, aid, f"N{deal_id}", deal_id, "ок", created_at=now - timedelta(days=1))
+        for deal_id, pipeline in (("D5", "P1"), ("D6", "P2")):
+            # A call not written down yet, ended five minutes ago (talk 95 s, 105 s in all).
+            add_deal(s, aid, deal_id, created_at=now - timedelta(days=2), pipeline_id=pipeline)
+            add_task(
+                s, aid, f"T{deal_id}", deal_id, due_at=now + timedelta(days=60), created_at=now - timedelta(days=2)
+            )
+            started = now - timedelta(minutes=5, seconds=105)
+            s.add(_call(aid, 1, started, "answered", "out", f"+7999000000{deal_id[1]}", deal_id))
+    await evaluate(rt, aid, now)
+    assert {f.deal_id for f in await findings(rt, aid, "deal_without_task")} == {"D1", "D2"}
+    assert {f.deal_id for f in await findings(rt, aid, "empty_comment")} == {"D3", "D4"}
+    assert {f.deal_id for f in await findings(rt, aid, "call_not_logged")} == {"D5", "D6"}
+    swept = await _moments(rt, aid)
+    await evaluate(rt, aid, now, deal_ids=["D1", "D2", "D3", "D4", "D5", "D6"], actor="incremental")
+    exact = await _moments(rt, aid)
+    assert exact == {
+        "D1": (now + timedelta(minutes=10)).timestamp(),
+        "D2": (now + timedelta(minutes=35)).timestamp(),
+        "D3": (now + timedelta(days=6)).timestamp(),
+        "D4": (now + timedelta(days=2)).timestamp(),
+        "D5": (now + timedelta(minutes=25)).timestamp(),
+        "D6": (now + timedelta(minutes=45)).timestamp(),
+    }
+    assert set(swept) == set(exact)
+    for deal_id, moment in exact.items():
+        assert swept[deal_id] == pytest.approx(moment - 1.0, abs=0.01), deal_id
 
 
 async def test_a_snooze_ends_at_the_tick(rt):
