@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect_insert, utcnow
 from app.mirror.models import Contact, ContactPhone, Deal, DealContact
-from app.mirror.service import PREFETCH_CHUNK, ApplyResult, Handler, MirrorWriter
+from app.mirror.service import PREFETCH_CHUNK, ApplyResult, Handler, MirrorWriter, update_together
 from integrations.base import (
     CallEvent,
     ContactDeleted,
@@ -223,6 +223,7 @@ class CallsInMirror:
         self.s = session
         self.account_id = account_id
         self.writer = CallWriter(session, account_id)
+        update_together(session, (Call,))
 
     def handlers(self) -> Mapping[type, Handler]:
         return {CallEvent: self.on_call}
