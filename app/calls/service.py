@@ -223,7 +223,9 @@ class CallsInMirror:
         self.s = session
         self.account_id = account_id
         self.writer = CallWriter(session, account_id)
-        update_together(session, (Call,))
+        # Calls rematched after a batch are read without a lock, and the CRM search (followup.py)
+        # stamps crm_searched_at in a transaction of its own meanwhile.
+        update_together(session, (Call,), apart=("crm_searched_at",))
 
     def handlers(self) -> Mapping[type, Handler]:
         return {CallEvent: self.on_call}
