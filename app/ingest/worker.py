@@ -13,7 +13,8 @@ again row by row, each row in its own savepoint: a row that fails is retried lat
 and, after inbox_max_attempts, parked as "failed" for inspection while the rest goes on.
 Nothing is deleted, so a bug fix can replay a parked row.
 
-Once the batch commits, the rules run once per account over the deals it touched. What needs
+Once the batch commits, the rules run once per account over the deals it touched, beside the
+next batch's apply (Evaluations: one evaluation at a time per account, deals merged). What needs
 the CRM (records a webhook only named, thin deals, phone searches) follows asynchronously
 (FollowUps), so a slow or dead CRM never holds the next batch back.
 """
