@@ -11,12 +11,12 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, false, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import dialect_insert, utcnow
-from app.mirror.models import ContactPhone, DealContact
-from app.mirror.service import PREFETCH_CHUNK, ApplyResult, Handler, MirrorWriter
+from app.mirror.models import Contact, ContactPhone, Deal, DealContact
+from app.mirror.service import PREFETCH_CHUNK, ApplyResult, Handler, MirrorWriter, update_together
 from integrations.base import (
     CallEvent,
     ContactDeleted,
@@ -63,6 +63,12 @@ class CallWriter:
         # numbers as the mirror has them (CallsInMirror.arrange): no query per call.
         self.settled: set[tuple[str, str]] = set()
         self.matches: dict[str, tuple[str | None, str | None]] = {}
+        # Calls whose match only the batch's changes to deals' fields can change (not to who has
+        # the number): matched at their place in the batch from the deals as the session holds
+        # them then, by rank() below, without a query (CallsInMirror.arrange).
+        self.ranked: set[tuple[str, str]] = set()
+        self.links: dict[str, list[tuple[str, str | None]]] = {}  # number → (contact, deal), by contact
+        self.deals: dict[str, Deal] = {}
 
     async def extension_map(self, provider: str) -> dict[str, Any]:
         if provider not in self._extensions:
@@ -131,6 +137,34 @@ class CallWriter:
         )
         return await self.s.scalar(select(Call).where(*key).with_for_update().execution_options(populate_existing=True))
 
+    def rank(self, number: str) -> tuple[str | None, str | None] | None:
+        """best_match() of a number whose contacts and their deal links the batch does not change,
+        from the deals' fields as they are now in the session: the most recently active open deal
+        of a contact with the number (by its CRM time, then id). None when memory cannot tell the
+        same as the query would (a time unknown until flush, a tie, a deal on two such contacts):
+        then the query runs."""
+        links = self.links.get(number)
+        if links is None:
+            return None
+        contacts = list(dict.fromkeys(contact for contact, _ in links))
+        best: list[tuple[Any, str, str]] = []
+        for contact, deal_id in links:
+            if deal_id is None:
+                continue
+            deal = self.deals.get(deal_id)
+            if deal is None:
+                continue  # no such deal: the query's join leaves the link out too
+            if deal.is_deleted is None or deal.is_closed is None or deal.source_updated_at is None:
+                return None
+            if not deal.is_deleted and not deal.is_closed:
+                best.append((deal.source_updated_at, deal.id, contact))
+        if not best:
+            return (contacts[0] if contacts else None), None
+        best.sort(reverse=True)
+        if len(best) > 1 and (best[1][0] == best[0][0]):
+            return None  # the same time: the query orders by id in the database's collation
+        return best[0][2], best[0][1]
+
     async def pbx_connected(self) -> bool:
         if self._pbx is None:
             self._pbx = (
@@ -174,6 +208,8 @@ class CallWriter:
         elif row.deal_id is None and row.client_number and row.direction != "internal":
             if (ev.provider, ev.call_id) in self.settled and row.client_number in self.matches:
                 settle(row, *self.matches[row.client_number])
+            elif (ev.provider, ev.call_id) in self.ranked and (found := self.rank(row.client_number)) is not None:
+                settle(row, *found)
             else:
                 await match_call(self.s, row)
         row.updated_at = utcnow()
@@ -187,6 +223,9 @@ class CallsInMirror:
         self.s = session
         self.account_id = account_id
         self.writer = CallWriter(session, account_id)
+        # Calls rematched after a batch are read without a lock, and the CRM search (followup.py)
+        # stamps crm_searched_at in a transaction of its own meanwhile.
+        update_together(session, (Call,), apart=("crm_searched_at",))
 
     def handlers(self) -> Mapping[type, Handler]:
         return {CallEvent: self.on_call}
@@ -251,11 +290,16 @@ class CallsInMirror:
             for phone, deal_id in rows:
                 candidates[phone].add(deal_id)
         held: set[tuple[str, str]] = set()
+        ranked: dict[tuple[str, str], str] = {}
         for ev in calls:
             row = self.writer._rows.get((ev.provider, ev.call_id))
             number = ev.client_number or (row.client_number if row is not None else None)
-            if number is None or number in renumbered or candidates[number] & changed:
+            if number is None or number in renumbered:
                 held.add((ev.provider, ev.call_id))
+            elif candidates[number] & changed:
+                held.add((ev.provider, ev.call_id))
+                ranked[(ev.provider, ev.call_id)] = number
+        await self._rank_ahead(ranked, changed)
         free = [ev for ev in calls if (ev.provider, ev.call_id) not in held]
         self.writer.settled = {(ev.provider, ev.call_id) for ev in free}
         free_numbers = sorted({ev.client_number for ev in free if ev.client_number})
@@ -264,6 +308,57 @@ class CallsInMirror:
             self.writer.matches.update(await best_matches(self.s, self.account_id, chunk))
         moved = {id(ev) for ev in free}
         return free + [ev for ev in events if id(ev) not in moved]
+
+    async def _rank_ahead(self, ranked: dict[tuple[str, str], str], changed: set[str]) -> None:
+        """For calls held in place only because the batch changes fields of deals their number
+        leads to: reads who has each number and those deals once, so that CallWriter.rank()
+        matches each call where it comes, in memory. The deals the batch names are the objects
+        its handlers change (read ahead by MirrorWriter.prefetch), so rank() sees each change as
+        it is applied."""
+        numbers = sorted(set(ranked.values()))
+        links: dict[str, list[tuple[str, str | None]]] = {}
+        for start in range(0, len(numbers), PREFETCH_CHUNK):
+            rows = await self.s.execute(
+                select(ContactPhone.phone, ContactPhone.contact_id, DealContact.deal_id)
+                .join(
+                    Contact,
+                    and_(Contact.account_id == ContactPhone.account_id, Contact.id == ContactPhone.contact_id),
+                )
+                .outerjoin(
+                    DealContact,
+                    and_(
+                        DealContact.account_id == ContactPhone.account_id,
+                        DealContact.contact_id == ContactPhone.contact_id,
+                    ),
+                )
+                .where(
+                    ContactPhone.account_id == self.account_id,
+                    ContactPhone.phone.in_(numbers[start : start + PREFETCH_CHUNK]),
+                    Contact.is_deleted == false(),
+                )
+                .order_by(ContactPhone.phone, ContactPhone.contact_id)
+            )
+            for phone, contact_id, deal_id in rows:
+                links.setdefault(phone, []).append((contact_id, deal_id))
+        wanted = sorted({d for pairs in links.values() for _, d in pairs if d is not None})
+        deals: dict[str, Deal] = {}
+        for start in range(0, len(wanted), PREFETCH_CHUNK):
+            deals.update(
+                (d.id, d)
+                for d in await self.s.scalars(
+                    select(Deal).where(
+                        Deal.account_id == self.account_id, Deal.id.in_(wanted[start : start + PREFETCH_CHUNK])
+                    )
+                )
+            )
+        # A linked deal the batch creates is not read here: those numbers keep the query.
+        unsure = {n for n, pairs in links.items() if any(d not in deals and d in changed for _, d in pairs if d)}
+        self.writer.links = {n: pairs for n, pairs in links.items() if n not in unsure}
+        for number in numbers:
+            if number not in links:
+                self.writer.links[number] = []  # nobody has it (as the mirror stands)
+        self.writer.deals = deals
+        self.writer.ranked = {key for key, number in ranked.items() if number not in unsure}
 
     async def on_call(self, ev: CallEvent, r: ApplyResult) -> bool:
         call = await self.writer.apply(ev)

@@ -8,9 +8,10 @@ function of the data and a recomputation is harmless.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, case, func, select, union
+from sqlalchemy import and_, case, func, or_, select, union
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account
@@ -67,49 +68,123 @@ async def cards_changed(s: AsyncSession, account_id: int, manager_id: str, start
     return await s.scalar(select(func.count()).select_from(touched)) or 0
 
 
+# Days per statement in refresh() (each is one CASE branch and one range in the WHERE).
+DAYS_PER_STATEMENT = 31
+
+
+def _day_of(column: Any, bounds: list[tuple[datetime, datetime]]) -> tuple[Any, Any]:
+    """The index in `bounds` of the local day `column` falls in (a CASE, the same on both
+    databases), and the condition that it falls in one of them."""
+    ranges = [and_(column >= start, column < end) for start, end in bounds]
+    return case(*((r, i) for i, r in enumerate(ranges))), or_(*ranges)
+
+
 async def refresh(s: AsyncSession, account_id: int, timezone: str, pairs: set[tuple[str, date]]) -> None:
-    for manager_id, day in sorted(pairs):
-        start, end = day_bounds(day, timezone)
-        answered = Call.status == "answered"
+    """Recomputes the rows of these (manager, day) pairs: per group of days, one statement for
+    the calls' figures and one for the cards changed, whatever the number of managers, then one
+    upsert (an inbox batch's calls name a few days and many managers)."""
+    days = sorted({day for _, day in pairs})
+    for first in range(0, len(days), DAYS_PER_STATEMENT):
+        chunk = days[first : first + DAYS_PER_STATEMENT]
+        wanted = sorted((m, d) for m, d in pairs if d in set(chunk))
+        await _refresh_days(s, account_id, timezone, chunk, wanted)
 
-        def count(condition: object) -> object:
-            return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
-        row = (
-            await s.execute(
-                select(
-                    func.count().label("calls"),
-                    func.coalesce(func.sum(case((answered, func.coalesce(Call.talk_seconds, 0)), else_=0)), 0).label(
-                        "talk"
-                    ),
-                    count(and_(answered, Call.talk_seconds >= SUCCESSFUL_TALK_SECONDS)).label("successful"),
-                    count(Call.direction == "in").label("incoming"),
-                    count(Call.direction == "out").label("outgoing"),
-                    count(and_(Call.direction == "in", Call.status != "answered")).label("missed"),
-                ).where(
-                    Call.account_id == account_id,
-                    Call.manager_id == manager_id,
-                    Call.is_final.is_(True),
-                    Call.direction.is_distinct_from("internal"),
-                    Call.started_at >= start,
-                    Call.started_at < end,
-                )
+async def _refresh_days(
+    s: AsyncSession, account_id: int, timezone: str, days: list[date], pairs: list[tuple[str, date]]
+) -> None:
+    bounds = [day_bounds(day, timezone) for day in days]
+    managers = sorted({m for m, _ in pairs})
+    answered = Call.status == "answered"
+
+    def count(condition: object) -> object:
+        return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+    day, in_days = _day_of(Call.started_at, bounds)
+    figures = {
+        (manager, days[index]): row
+        for manager, index, *row in await s.execute(
+            select(
+                Call.manager_id,
+                day.label("day"),
+                func.count(),
+                func.coalesce(func.sum(case((answered, func.coalesce(Call.talk_seconds, 0)), else_=0)), 0),
+                count(and_(answered, Call.talk_seconds >= SUCCESSFUL_TALK_SECONDS)),
+                count(Call.direction == "in"),
+                count(Call.direction == "out"),
+                count(and_(Call.direction == "in", Call.status != "answered")),
             )
-        ).one()
-        values = {
-            "calls": row.calls,
-            "talk_seconds": int(row.talk),
-            "successful": int(row.successful),
-            "incoming": int(row.incoming),
-            "outgoing": int(row.outgoing),
-            "missed": int(row.missed),
-            "cards_changed": await cards_changed(s, account_id, manager_id, start, end),
-            "updated_at": utcnow(),
-        }
-        stmt = dialect_insert(s, CallStatsDaily.__table__).values(
-            account_id=account_id, manager_id=manager_id, day=day, **values
+            .where(
+                Call.account_id == account_id,
+                Call.manager_id.in_(managers),
+                Call.is_final.is_(True),
+                Call.direction.is_distinct_from("internal"),
+                in_days,
+            )
+            .group_by(Call.manager_id, day)
         )
-        await s.execute(stmt.on_conflict_do_update(index_elements=["account_id", "manager_id", "day"], set_=values))
+    }
+    cards = {
+        (manager, days[index]): n for manager, index, n in await s.execute(_cards_changed(account_id, managers, bounds))
+    }
+    now = utcnow()
+    values = []
+    for manager_id, d in pairs:
+        calls, talk, successful, incoming, outgoing, missed = figures.get((manager_id, d), (0, 0, 0, 0, 0, 0))
+        values.append(
+            {
+                "account_id": account_id,
+                "manager_id": manager_id,
+                "day": d,
+                "calls": int(calls),
+                "talk_seconds": int(talk),
+                "successful": int(successful),
+                "incoming": int(incoming),
+                "outgoing": int(outgoing),
+                "missed": int(missed),
+                "cards_changed": int(cards.get((manager_id, d), 0)),
+                "updated_at": now,
+            }
+        )
+    if not values:
+        return
+    stmt = dialect_insert(s, CallStatsDaily.__table__).values(values)
+    names = ("calls", "talk_seconds", "successful", "incoming", "outgoing", "missed", "cards_changed", "updated_at")
+    await s.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["account_id", "manager_id", "day"], set_={n: stmt.excluded[n] for n in names}
+        )
+    )
+
+
+def _cards_changed(account_id: int, managers: list[str], bounds: list[tuple[datetime, datetime]]) -> Any:
+    """cards_changed() for every manager and day at once: (manager, day index, deals)."""
+    note_day, note_in = _day_of(Note.created_at, bounds)
+    stage_day, stage_in = _day_of(StageHistory.entered_at, bounds)
+    created_day, created_in = _day_of(Task.created_at, bounds)
+    completed_day, completed_in = _day_of(Task.completed_at, bounds)
+    touched = union(
+        select(Note.created_by.label("manager_id"), note_day.label("day"), Note.deal_id.label("deal_id")).where(
+            Note.account_id == account_id,
+            Note.created_by.in_(managers),
+            Note.kind == "common",
+            note_in,
+            Note.deal_id.is_not(None),
+        ),
+        select(StageHistory.by_user_id, stage_day, StageHistory.deal_id).where(
+            StageHistory.account_id == account_id, StageHistory.by_user_id.in_(managers), stage_in
+        ),
+        select(Task.created_by, created_day, Task.deal_id).where(
+            Task.account_id == account_id, Task.deal_id.is_not(None), Task.created_by.in_(managers), created_in
+        ),
+        select(Task.responsible_user_id, completed_day, Task.deal_id).where(
+            Task.account_id == account_id,
+            Task.deal_id.is_not(None),
+            Task.responsible_user_id.in_(managers),
+            completed_in,
+        ),
+    ).subquery()
+    return select(touched.c.manager_id, touched.c.day, func.count()).group_by(touched.c.manager_id, touched.c.day)
 
 
 async def refresh_day(s: AsyncSession, account_id: int, now: datetime) -> None:

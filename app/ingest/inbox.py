@@ -63,14 +63,15 @@ async def account_facts(
     """What a delivery teaches about its account: the CRM's own account id (when the delivery is
     signed), and the credentials an app install hands over."""
     parsed = None
-    if account.external_id is None:
+    # Only a delivery signed with the account's secret (checked at intake) may say whose it is;
+    # an unsigned one (amoCRM) leaves that to the CRM's API. Without a secret there is nothing
+    # to learn, so the body is not parsed a second time (a tenth of a batch's apply time).
+    if account.external_id is None and account.webhook_secret_hash:
         # A row drained from the CRM's own queue is no webhook: it says nothing of its account.
         with contextlib.suppress(WebhookMalformed):
             parsed = adapter.check_webhook(row.payload.encode("utf-8"), row.content_type)
-        # Only a delivery signed with the account's secret (checked at intake) may say whose it is;
-        # an unsigned one (amoCRM) leaves that to the CRM's API.
         signed = parsed is not None and (parsed.secret or parsed.secret_sha256)
-        if parsed and parsed.external_account_id and signed and account.webhook_secret_hash:
+        if parsed and parsed.external_account_id and signed:
             account.external_id = parsed.external_account_id
     for ev in events:
         if not isinstance(ev, CredentialsIssued):

@@ -135,8 +135,13 @@ STEPS: list[tuple[str, Step]] = [
 ]
 
 
-async def run(rt: Runtime, touched: Touched) -> None:
+async def run(rt: Runtime, touched: Touched, evaluate: Callable[[dict[int, set[str]]], None] | None = None) -> None:
+    """The steps in order. With `evaluate`, the re-evaluation is handed to it (the worker's
+    Evaluations, which coalesces it with the batches' own) instead of run here."""
     for _name, step in STEPS:
+        if evaluate is not None and step is reevaluate_touched:
+            evaluate(touched.deals)
+            continue
         touched.add(await step(rt, touched))
 
 

@@ -13,7 +13,8 @@ again row by row, each row in its own savepoint: a row that fails is retried lat
 and, after inbox_max_attempts, parked as "failed" for inspection while the rest goes on.
 Nothing is deleted, so a bug fix can replay a parked row.
 
-Once the batch commits, the rules run once per account over the deals it touched. What needs
+Once the batch commits, the rules run once per account over the deals it touched, beside the
+next batch's apply (Evaluations: one evaluation at a time per account, deals merged). What needs
 the CRM (records a webhook only named, thin deals, phone searches) follows asynchronously
 (FollowUps), so a slow or dead CRM never holds the next batch back.
 """
@@ -53,6 +54,8 @@ ACCOUNT_LOCK_CLASS = 0x1B0C
 MIN_ACCOUNTS_PER_BATCH = 4
 # SQLite has one writer: a webhook arriving mid-batch waits for the batch to commit.
 SQLITE_BATCH = 500
+# Accounts evaluated at the same time beside the batches (Evaluations).
+EVALUATION_SLOTS = 2
 
 
 # -- claiming ---------------------------------------------------------------------------------
@@ -180,16 +183,22 @@ async def _apply_each(rt: Runtime, s: AsyncSession, batch: _Batch, now: datetime
     return touched
 
 
-async def process_batch(rt: Runtime, limit: int | None = None, followups: FollowUps | None = None) -> int:
+async def process_batch(
+    rt: Runtime,
+    limit: int | None = None,
+    followups: FollowUps | None = None,
+    evaluations: Evaluations | None = None,
+) -> int:
     """Processes up to `limit` (default inbox_batch_size) due rows; returns how many it took.
 
     The rows are applied in one transaction; then the rules run over the deals they touched.
     The other steps of pipeline.py (what needs the CRM) run next, inline, or handed to
-    `followups` to run beside the next batches. A row whose events only name records
-    (RecordNamed) is applied in such a step: the records are read through the CRM API with no
-    transaction open, while the row stays pending under a lease (next_attempt_at moved ahead). If
-    the read fails or the process dies, the lease runs out and the row is taken again: nothing is
-    lost, and applying it twice changes nothing."""
+    `followups` to run beside the next batches; the re-evaluation likewise, inline or handed to
+    `evaluations` (only once the batch has committed, so it sees the batch's writes). A row
+    whose events only name records (RecordNamed) is applied in such a step: the records are
+    read through the CRM API with no transaction open, while the row stays pending under a
+    lease (next_attempt_at moved ahead). If the read fails or the process dies, the lease runs
+    out and the row is taken again: nothing is lost, and applying it twice changes nothing."""
     now = utcnow()
     started = time.perf_counter()
     async with rt.sessions() as s, s.begin():
@@ -221,7 +230,10 @@ async def process_batch(rt: Runtime, limit: int | None = None, followups: Follow
             inbox.done(row, batch.events[row.id], ignored)
     INBOX_APPLY_SECONDS.observe(time.perf_counter() - started)
     # The batch's own deals are evaluated at once; what needs the CRM comes after.
-    await pipeline.reevaluate_touched(rt, touched)
+    if evaluations is None:
+        await pipeline.reevaluate_touched(rt, touched)
+    else:
+        evaluations.submit(touched.deals)
     rest = touched.follow_ups()
     if rest is not None:
         if followups is None:
@@ -231,12 +243,74 @@ async def process_batch(rt: Runtime, limit: int | None = None, followups: Follow
     return len(rows)
 
 
+class Evaluations:
+    """The rules re-evaluation of committed batches, run beside the next batches' apply.
+
+    Per account, the deals waiting are one set: what batches and follow-ups submit while the
+    account waits or is being evaluated is merged, and evaluated once, next. An account has at
+    most one evaluation running (its own task), so the same deals are never evaluated twice at
+    once, and at most `slots` accounts are evaluated at the same time (PostgreSQL has the same
+    few cores as the worker). Accounts take the slots in turn (the semaphore is FIFO): a busy
+    account's next evaluation queues behind the others', so it never starves a small one.
+
+    Evaluation is not durable, as before: if the process dies with deals waiting, the next sweep
+    evaluates the whole account."""
+
+    def __init__(self, rt: Runtime, slots: int | None = None) -> None:
+        self.rt = rt
+        self.waiting: dict[int, set[str]] = {}
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.slots = asyncio.Semaphore(slots or EVALUATION_SLOTS)
+
+    def submit(self, deals: dict[int, set[str]]) -> None:
+        for account_id, ids in deals.items():
+            if not ids:
+                continue
+            self.waiting.setdefault(account_id, set()).update(ids)
+            if account_id not in self.tasks:
+                self.tasks[account_id] = asyncio.create_task(self._run(account_id), name=f"evaluate-{account_id}")
+
+    async def _run(self, account_id: int) -> None:
+        try:
+            while True:
+                async with self.slots:
+                    # Taken only once a slot is free: what arrived meanwhile is evaluated with it.
+                    ids = self.waiting.pop(account_id, None)
+                    if not ids:
+                        return
+                    await pipeline.reevaluate(self.rt, account_id, sorted(ids))
+        finally:
+            # In the same step as the last pop: a submit after it starts a new task.
+            self.tasks.pop(account_id, None)
+
+    def busy(self) -> bool:
+        return bool(self.tasks)
+
+    async def idle(self) -> None:
+        """Until nothing waits or runs (what is submitted meanwhile included)."""
+        while self.tasks:
+            await asyncio.wait(set(self.tasks.values()))
+
+    async def close(self, grace: float) -> None:
+        """Lets what waits be evaluated for up to `grace` seconds, then gives it up (the next
+        sweep evaluates those accounts)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.idle(), grace)
+        for task in list(self.tasks.values()):
+            task.cancel()
+        for task in list(self.tasks.values()):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
 class FollowUps:
     """The pipeline's CRM steps of past batches, run one after another beside the batches.
-    What is submitted while one runs is merged and runs next (a backlog never grows per batch)."""
+    What is submitted while one runs is merged and runs next (a backlog never grows per batch).
+    With `evaluations`, the deals they touch are evaluated there, merged with the batches' own."""
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, evaluations: Evaluations | None = None) -> None:
         self.rt = rt
+        self.evaluations = evaluations
         self.waiting: pipeline.Touched | None = None
         self.wakeup = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -254,7 +328,7 @@ class FollowUps:
         while self.waiting is not None:
             touched, self.waiting = self.waiting, None
             try:
-                await pipeline.run(self.rt, touched)
+                await pipeline.run(self.rt, touched, self.evaluations.submit if self.evaluations is not None else None)
             except Exception:
                 log.exception("inbox.followup_error")
 
@@ -295,6 +369,8 @@ BUSY_BATCH = 5
 BUSY_REST_FACTOR = 3.0
 # After stop, how long the follow-up running may take to end its step.
 FOLLOWUP_STOP_S = 1.0
+# After stop, how long the re-evaluations waiting may take (database work only, no CRM wait).
+EVALUATION_STOP_S = 3.0
 
 
 async def _oldest_pending_age(rt: Runtime) -> float:
@@ -304,7 +380,8 @@ async def _oldest_pending_age(rt: Runtime) -> float:
 
 
 async def run_forever(rt: Runtime, stop: asyncio.Event) -> None:
-    followups = FollowUps(rt)
+    evaluations = Evaluations(rt)
+    followups = FollowUps(rt, evaluations)
     try:
         while not stop.is_set():
             busy = rt.intake_busy()
@@ -313,7 +390,7 @@ async def run_forever(rt: Runtime, stop: asyncio.Event) -> None:
                 continue
             started = time.monotonic()
             try:
-                n = await process_batch(rt, BUSY_BATCH if busy else None, followups)
+                n = await process_batch(rt, BUSY_BATCH if busy else None, followups, evaluations)
                 if n == 0:
                     INBOX_PENDING.set(await pending_count(rt))
             except Exception:
@@ -327,3 +404,4 @@ async def run_forever(rt: Runtime, stop: asyncio.Event) -> None:
                 rt.inbox_wakeup.clear()
     finally:
         await followups.close(FOLLOWUP_STOP_S)
+        await evaluations.close(EVALUATION_STOP_S)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
+from app.calls.matching import match_call
 from app.calls.models import Call
 from app.calls.service import mirror_writer
 from integrations.base import CallDirection, CallEvent, ContactDeleted, ContactUpserted, DealUpserted, StageKind
@@ -94,3 +95,33 @@ async def test_calls_before_the_events_that_reach_their_number_keep_the_earlier_
         call("k3", A),
     )
     assert got == {"k1": ("C1", "D1"), "k2": ("C2", "D2"), "k3": ("C1", "D3")}
+
+
+async def test_calls_between_changes_to_their_deals_fields_match_as_the_deals_stand_then_without_a_query(
+    client, rt, monkeypatch
+):
+    from app.calls import service
+
+    account_id = await _seeded(client, rt)
+    async with rt.sessions() as s, s.begin():
+        await mirror_writer(s, account_id).apply([deal("D5", ("C1",), at=T0 + timedelta(minutes=30))])
+    queried = []
+
+    async def counted(*args, **kwargs):
+        queried.append(args)
+        return await match_call(*args, **kwargs)
+
+    monkeypatch.setattr(service, "match_call", counted)
+    won = DealUpserted(id="D1", updated_at=T0 + timedelta(hours=2), stage_id="W", stage_kind=StageKind.WON)
+    got = await _batch(
+        rt,
+        account_id,
+        call("k1", A),  # D5 is C1's most recent open deal
+        deal("D1", None, at=T0 + timedelta(hours=1)),  # D1 becomes the most recent (its links unchanged)
+        call("k2", A),
+        won,  # and then closes
+        call("k3", A),
+        call("k4", B),
+    )
+    assert got == {"k1": ("C1", "D5"), "k2": ("C1", "D1"), "k3": ("C1", "D5"), "k4": ("C2", "D2")}
+    assert queried == []
