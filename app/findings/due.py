@@ -281,21 +281,25 @@ async def _refresh_whole_postgres(s: AsyncSession, account_id: int, bound: Selec
 
 async def schedule(s: AsyncSession, account_id: int, deal_ids: Iterable[str | None], at: datetime) -> None:
     """Makes sure the tick looks at these deals (None: the account's entities without a deal) by
-    `at` (a person's snooze ends then)."""
-    stamp = at.timestamp()
-    for deal_id in sorted({d or "" for d in deal_ids}):
-        stmt = dialect_insert(s, DueMoment.__table__).values(account_id=account_id, deal_id=deal_id, due_epoch=stamp)
-        await s.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["account_id", "deal_id"],
-                set_={
-                    "due_epoch": case(
-                        (stmt.excluded.due_epoch < DueMoment.__table__.c.due_epoch, stmt.excluded.due_epoch),
-                        else_=DueMoment.__table__.c.due_epoch,
-                    )
-                },
+    `at`: a person's snooze ends then, or an inbox batch's deals are due for re-evaluation. A deal
+    whose moment is earlier keeps it. One statement however many deals."""
+    rows = [
+        {"account_id": account_id, "deal_id": d, "due_epoch": at.timestamp()}
+        for d in sorted({d or "" for d in deal_ids})
+    ]
+    if not rows:
+        return
+    table = DueMoment.__table__
+    stmt = dialect_insert(s, table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["account_id", "deal_id"],
+        set_={
+            "due_epoch": case(
+                (stmt.excluded.due_epoch < table.c.due_epoch, stmt.excluded.due_epoch), else_=table.c.due_epoch
             )
-        )
+        },
+    )
+    await s.execute(stmt, rows)
 
 
 async def due_deals(s: AsyncSession, account_id: int, now: datetime, limit: int) -> list[str]:

@@ -239,7 +239,8 @@ async def complete_thin_deals(rt: Runtime, account_id: int, deal_ids: list[str])
 
 async def reevaluate(rt: Runtime, account_id: int, deal_ids: list[str]) -> None:
     """Runs the rules over just the deals these events touched. If this fails or the process dies
-    first, nothing is lost: the next scheduled sweep evaluates the whole account anyway."""
+    first, nothing is lost: an inbox batch marks its deals due (worker.EVALUATION_FALLBACK), so
+    the tick evaluates them, and the next full sweep covers the rest (follow-ups' deals)."""
     try:
         async with rt.sessions() as s, s.begin():
             result = await evaluation.evaluate(s, account_id, deal_ids=deal_ids, actor="incremental")

@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts.models import Account
 from app.calls.service import mirror_writer
 from app.db import is_postgres, utcnow
+from app.findings import due
 from app.metrics import INBOX_APPLY_SECONDS, INBOX_PENDING
 from app.runtime import BUSY_WINDOW_S, Runtime
 from integrations.base import CredentialsIssued, DomainEvent, RecordNamed
@@ -56,6 +57,10 @@ MIN_ACCOUNTS_PER_BATCH = 4
 SQLITE_BATCH = 500
 # Accounts evaluated at the same time beside the batches (Evaluations).
 EVALUATION_SLOTS = 2
+# A batch's deals are marked due this long after it commits (app/findings/due.py), in its own
+# transaction: if the process dies before their evaluation, the tick evaluates them then. The
+# evaluation, seconds after the batch, replaces the mark with the deal's real moment.
+EVALUATION_FALLBACK = timedelta(minutes=2)
 
 
 # -- claiming ---------------------------------------------------------------------------------
@@ -226,6 +231,8 @@ async def process_batch(
                 exc_info=True,
             )
             touched = await _apply_each(rt, s, batch, now)
+        for account_id, deal_ids in touched.deals.items():
+            await due.schedule(s, account_id, deal_ids, now + EVALUATION_FALLBACK)
         for row, ignored in batch.done:
             inbox.done(row, batch.events[row.id], ignored)
     INBOX_APPLY_SECONDS.observe(time.perf_counter() - started)
@@ -253,8 +260,8 @@ class Evaluations:
     few cores as the worker). Accounts take the slots in turn (the semaphore is FIFO): a busy
     account's next evaluation queues behind the others', so it never starves a small one.
 
-    Evaluation is not durable, as before: if the process dies with deals waiting, the next sweep
-    evaluates the whole account."""
+    If the process dies with deals waiting, nothing is lost: each batch marked its deals due in
+    its own transaction (EVALUATION_FALLBACK), so the scheduler's tick evaluates them."""
 
     def __init__(self, rt: Runtime, slots: int | None = None) -> None:
         self.rt = rt
