@@ -101,7 +101,8 @@ class DueMoment(Base):
 
     `deal_id` "" stands for the account's entities without a deal (calls nobody matched).
     `due_epoch` is seconds since 1970 (a float, so SQL can add a duration on both databases):
-    exact where Python's business calendar computed it, an earlier bound where a sweep did."""
+    exact where Python's business calendar computed it, an earlier bound where a sweep did, or an
+    inbox batch's mark until the batch's evaluation runs (app/ingest/worker.EVALUATION_FALLBACK)."""
 
     __tablename__ = "rule_due"
     __table_args__ = (Index("ix_rule_due_account_due", "account_id", "due_epoch"),)
