@@ -271,16 +271,22 @@ def _digest(account_id: int, purpose: str, key: str, user: str, details: dict[st
     }
 
 
-async def _insert_digest(s: AsyncSession, values: dict[str, Any]) -> int | None:
-    """Inserts one digest row; its id, or None when its dedup key was taken (another process)."""
-    await s.execute(dialect_insert(s, OutboxAction.__table__).values(**values).on_conflict_do_nothing())
-    return await s.scalar(
-        select(OutboxAction.id).where(
-            OutboxAction.account_id == values["account_id"],
-            OutboxAction.dedup_key == values["dedup_key"],
-            OutboxAction.created_at == values["created_at"],
+async def _insert_digests(s: AsyncSession, account_id: int, rows: list[dict[str, Any]], at: datetime) -> dict[str, int]:
+    """Inserts digest rows (`_digest`, all made at `at`); returns dedup key -> id of those inserted
+    here, leaving out a key another process took first. One statement executed for many rows, not
+    a VALUES list of them all: that one is compiled afresh at every call, which cost more than the
+    insert (a tick floods most of a team)."""
+    if not rows:
+        return {}
+    await s.execute(dialect_insert(s, OutboxAction.__table__).on_conflict_do_nothing(), rows)
+    found = await s.execute(
+        select(OutboxAction.dedup_key, OutboxAction.id).where(
+            OutboxAction.account_id == account_id,
+            OutboxAction.dedup_key.in_([row["dedup_key"] for row in rows]),
+            OutboxAction.created_at == literal(at, UtcDateTime()),
         )
     )
+    return dict(found.all())
 
 
 async def enqueue_backlog_summary(
@@ -314,16 +320,17 @@ async def enqueue_backlog_summary(
             if manager is not None:
                 team["managers"][manager] = team["managers"].get(manager, 0) + count
     stamp = since.isoformat()
-    added = 0
-    for manager, rules in sorted(managers.items()):
-        key = f"backlog:{stamp}:{manager}"
-        added += (
-            await _insert_digest(s, _digest(account_id, "backlog", key, manager, {"rules": rules}, now)) is not None
-        )
-    for head, team in sorted(heads.items()):
-        key = f"backlog_team:{stamp}:{head}"
-        added += await _insert_digest(s, _digest(account_id, "backlog_team", key, head, team, now)) is not None
-    return added
+    rows = [
+        *(
+            _digest(account_id, "backlog", f"backlog:{stamp}:{manager}", manager, {"rules": rules}, now)
+            for manager, rules in sorted(managers.items())
+        ),
+        *(
+            _digest(account_id, "backlog_team", f"backlog_team:{stamp}:{head}", head, team, now)
+            for head, team in sorted(heads.items())
+        ),
+    ]
+    return len(await _insert_digests(s, account_id, rows, now))
 
 
 async def _flood_guard(s: AsyncSession, account_id: int, now: datetime, limit: int) -> int:
@@ -374,21 +381,11 @@ async def _flood_guard(s: AsyncSession, account_id: int, now: datetime, limit: i
     flooded = {user: details for user, details in sorted(people.items()) if details["actions"] > limit}
     if not flooded:
         return 0
-    keys = {f"flood:{now.isoformat()}:{user}"[:120]: user for user in flooded}
-    rows = [_digest(account_id, "flood", key, user, flooded[user], now) for key, user in keys.items()]
-    # One statement executed for many rows, not a VALUES list of them all: that one is compiled
-    # afresh at every call, which cost more than the insert (a tick floods most of a team).
-    await s.execute(dialect_insert(s, OutboxAction.__table__).on_conflict_do_nothing(), rows)
-    digests = {
-        keys[key]: digest_id
-        for digest_id, key in await s.execute(
-            select(OutboxAction.id, OutboxAction.dedup_key).where(
-                OutboxAction.account_id == account_id,
-                OutboxAction.dedup_key.in_(list(keys)),
-                OutboxAction.created_at == at,
-            )
-        )
-    }
+    rows = [
+        _digest(account_id, "flood", f"flood:{now.isoformat()}:{user}", user, flooded[user], now) for user in flooded
+    ]
+    ids = await _insert_digests(s, account_id, rows, now)
+    digests = {row["user_id"]: digest_id for row in rows if (digest_id := ids.get(row["dedup_key"])) is not None}
     if not digests:  # another process took every key
         return 0
     await s.execute(
