@@ -63,6 +63,8 @@ _new = Table(
 )
 # The rounding a sweep's bound allows for (SQLite computes epoch seconds through julianday).
 _EARLY_SECONDS = 1.0
+# Float epoch seconds: what two computations of the same moment may differ by.
+_ROUNDING = 0.001
 
 
 def _findings_moments(ctx: RuleContext) -> list[Select[Any]]:
@@ -150,6 +152,21 @@ async def refresh(
         return len(kept)
     gone = sorted(d for d in scope - set(due) if d in stored)
     changed = [(deal_id, stamp) for deal_id, stamp in kept if stored.get(deal_id) != stamp]
+    if one:
+        # An event's deal whose stored moment is a sweep's bound (the exact one less its rounding
+        # second) and still ahead keeps it: the tick then re-evaluates the deal a second early and
+        # stores the exact moment, as for every deal no event touched. Written here, it made the
+        # event's transaction a write (its flush at commit) at the first event after each sweep.
+        ahead = now.timestamp()
+        changed = [
+            (deal_id, stamp)
+            for deal_id, stamp in changed
+            if not (
+                (bound := stored.get(deal_id)) is not None
+                and bound > ahead
+                and 0 < stamp - bound <= _EARLY_SECONDS + _ROUNDING
+            )
+        ]
     if gone:
         await s.execute(
             delete(DueMoment.__table__).where(
@@ -158,14 +175,25 @@ async def refresh(
         )
     values = [{"account_id": account_id, "deal_id": deal_id, "due_epoch": stamp} for deal_id, stamp in changed]
     if values:
-        upsert = dialect_insert(s, DueMoment.__table__)
-        await s.execute(
-            upsert.on_conflict_do_update(
-                index_elements=["account_id", "deal_id"], set_={"due_epoch": upsert.excluded.due_epoch}
-            ),
-            values,
-        )
+        # One row (an event's deal) as a plain execution: a list of one goes the executemany way.
+        await s.execute(_upsert(s), values[0] if len(values) == 1 else values)
     return len(kept)
+
+
+_upserts: dict[str, Any] = {}
+
+
+def _upsert(s: AsyncSession) -> Any:
+    """The upsert of moments, built once per dialect: building it (its `excluded` columns) cost
+    more in Python than executing it, at every evaluation of a deal whose moment changed."""
+    name = dialect_of(s)
+    stmt = _upserts.get(name)
+    if stmt is None:
+        upsert = dialect_insert(s, DueMoment.__table__)
+        stmt = _upserts[name] = upsert.on_conflict_do_update(
+            index_elements=["account_id", "deal_id"], set_={"due_epoch": upsert.excluded.due_epoch}
+        )
+    return stmt
 
 
 async def _store_many(s: AsyncSession, account_id: int, gone: list[str], kept: list[tuple[str, float]]) -> None:
