@@ -189,16 +189,6 @@ class epoch(FunctionElement[float]):
     name = "epoch"
 
 
-@compiles(epoch, "sqlite")
-def _epoch_sqlite(element: epoch, compiler: Any, **kw: Any) -> str:
-    return f"((julianday({compiler.process(element.clauses, **kw)}) - 2440587.5) * 86400.0)"
-
-
-@compiles(epoch, "postgresql")
-def _epoch_pg(element: epoch, compiler: Any, **kw: Any) -> str:
-    return f"EXTRACT(EPOCH FROM {compiler.process(element.clauses, **kw)})"
-
-
 class float_epoch(FunctionElement[float]):
     """epoch() as a double precision number on PostgreSQL: date_part('epoch', …), the same
     value as EXTRACT(EPOCH FROM …) rounded to a float, which EXTRACT returns as numeric (since
@@ -209,9 +199,15 @@ class float_epoch(FunctionElement[float]):
     name = "float_epoch"
 
 
-@compiles(float_epoch, "sqlite")
-def _float_epoch_sqlite(element: float_epoch, compiler: Any, **kw: Any) -> str:
+@compiles(epoch, "sqlite")
+@compiles(float_epoch, "sqlite")  # SQLite's julianday arithmetic is a float already
+def _epoch_sqlite(element: epoch | float_epoch, compiler: Any, **kw: Any) -> str:
     return f"((julianday({compiler.process(element.clauses, **kw)}) - 2440587.5) * 86400.0)"
+
+
+@compiles(epoch, "postgresql")
+def _epoch_pg(element: epoch, compiler: Any, **kw: Any) -> str:
+    return f"EXTRACT(EPOCH FROM {compiler.process(element.clauses, **kw)})"
 
 
 @compiles(float_epoch, "postgresql")
