@@ -39,8 +39,9 @@ async def _findings(rt, aid: int) -> set[tuple[str, str]]:
 
 
 async def test_a_batch_whose_evaluation_never_ran_is_evaluated_by_the_tick(client, rt):
-    aid = (await create_account(client))["id"]
-    await post(client, {"key": (await client.get(f"/api/accounts/{aid}")).json()["key"]}, "lead_add")
+    acc = await create_account(client)
+    aid = acc["id"]
+    await post(client, acc, "lead_add")
     before = utcnow()
     assert await worker.process_batch(rt, evaluations=_DiesBeforeEvaluating(rt)) == 1
     assert await _findings(rt, aid) == set()
@@ -58,8 +59,9 @@ async def test_a_batch_whose_evaluation_never_ran_is_evaluated_by_the_tick(clien
 
 async def test_the_evaluation_replaces_the_mark_with_the_deals_real_moment(client, rt, monkeypatch):
     monkeypatch.setattr(worker, "EVALUATION_FALLBACK", timedelta(days=3, seconds=17))  # unmistakable
-    aid = (await create_account(client))["id"]
-    await post(client, {"key": (await client.get(f"/api/accounts/{aid}")).json()["key"]}, "lead_add")
+    acc = await create_account(client)
+    aid = acc["id"]
+    await post(client, acc, "lead_add")
     before = utcnow()
     assert await worker.process_batch(rt) == 1  # evaluated inline, right after the commit
     after = utcnow()
