@@ -15,7 +15,22 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import BigInteger, String, and_, case, cast, exists, func, literal, null, or_, select, union_all, update
+from sqlalchemy import (
+    BigInteger,
+    String,
+    and_,
+    case,
+    cast,
+    exists,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    text,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -169,12 +184,12 @@ async def enqueue(
                 ).where(*speaking(names, on_card=False), *in_scope, Finding.opened_at <= late, supervisor.is_not(None)),
             )
 
-    async def remind() -> None:
+    def reminders() -> list[tuple[Any, list[str], Any]]:
         # Reminder on the card, only in working hours, spaced by the repeat interval. (After the
         # openings: a note written for an opening just now counts as recent.)
         if not calendar.is_working_time(now):
-            return
-        nonlocal added
+            return []
+        out = []
         for hours, names in _rules_where(doc, lambda n: n.repeat_hours).items():
             since = literal(calendar.cutoff(now, hours * 3600), UtcDateTime())
             recent = exists().where(
@@ -182,15 +197,15 @@ async def enqueue(
                 OutboxAction.created_at > since,
                 OutboxAction.purpose.in_(("open", "repeat")),
             )
-            added += await _insert(
-                s,
-                row("add_note", "repeat", _key("f", Finding.id, ":repeat:", literal(now.isoformat()))).where(
-                    *speaking(names), *in_scope, Finding.opened_at <= since, ~recent
-                ),
+            source = row("add_note", "repeat", _key("f", Finding.id, ":repeat:", literal(now.isoformat()))).where(
+                *speaking(names), *in_scope, Finding.opened_at <= since, ~recent
             )
+            out.append(source)
+        return out
 
     if not merge:
-        await remind()
+        for source in reminders():
+            added += await _insert(s, source)
 
     # Resolved in this evaluation: close what was opened for it.
     def resolved(names: list[str], on_card: bool = True) -> list[Any]:
@@ -214,22 +229,149 @@ async def enqueue(
                 *resolved(names), NOT_BACKLOG
             ),
         )
-    if sources:
-        stmt = (
-            postgresql.insert(OutboxAction.__table__)
-            .from_select(COLUMNS, union_all(*sources) if len(sources) > 1 else sources[0])
-            .on_conflict_do_nothing()
-        )
-        for i, cancel in enumerate(cancels):
-            stmt = stmt.add_cte(cancel.cte(f"cancelled_{i}"))
-        added += (await s.execute(stmt)).rowcount or 0
     if merge:
-        await remind()
+        return await _insert_guarded(s, account_id, now, doc.flood_limit, sources, cancels, reminders())
     # Nobody can get more than the limit from an evaluation that added no more rows than that in
     # all (an event's, nearly always): the guard's grouped count would be a round trip for nothing.
     if added > doc.flood_limit:
         added += await _flood_guard(s, account_id, now, doc.flood_limit)
     return added
+
+
+# What the flood guard counts and groups: the tasks and notes for a person.
+_FLOODING = ("create_task", "add_note")
+_GROUPED = "grouped into one task (flood_limit)"
+
+
+async def _insert_guarded(
+    s: AsyncSession,
+    account_id: int,
+    now: datetime,
+    limit: int,
+    sources: list[Any],
+    cancels: list[Any],
+    repeats: list[Any],
+) -> int:
+    """An evaluation of a few deals on PostgreSQL: every outbox row in one statement, the flood
+    guard decided before anything is written. The rows not sent before (their dedup key is new)
+    are counted per person; whoever would get more than `limit` tasks and notes gets a digest,
+    inserted by the same statement, and their rows go in `grouped` under it at once (inserting
+    them pending and then updating a thousand of them cost as much as the insert). The
+    reminders come last, as before: a note for an opening written by this statement counts as
+    recent. Returns the change in rows to send, as enqueue() then _flood_guard() did."""
+    if not sources and not repeats:
+        return 0
+    table = OutboxAction.__table__
+    o = table.c
+    at = literal(now, UtcDateTime())
+
+    def unsent(query: Any, name: str) -> Any:
+        # Only the rows whose dedup key is new (ON CONFLICT still settles a race with another
+        # process), named as the outbox's columns (the sources' are positional).
+        rows = query.subquery(f"{name}_all")
+        named = [column.label(label) for column, label in zip(rows.c, COLUMNS, strict=True)]
+        taken = (
+            select(literal(1))
+            .select_from(table)
+            .where(o.account_id == account_id, o.dedup_key == named[COLUMNS.index("dedup_key")].element)
+            .exists()
+        )
+        return select(*named).where(~taken).cte(name)
+
+    def union(parts: list[Any]) -> Any:
+        return union_all(*parts) if len(parts) > 1 else parts[0]
+
+    parts: list[Any] = []
+    opened = None
+    if sources:
+        opened = unsent(union(sources), "fresh_rows")
+        parts.append(select(*opened.c))
+    if repeats:
+        query = union(repeats)
+        if opened is not None:
+            query = query.subquery("repeats_all")
+            finding_id = query.c[COLUMNS.index("finding_id")]
+            just_written = (
+                select(literal(1))
+                .select_from(opened)
+                .where(opened.c.finding_id == finding_id, opened.c.purpose == "open")
+                .exists()
+            )
+            query = select(*query.c).where(~just_written)
+        parts.append(select(*unsent(query, "fresh_repeats").c))
+    new = union(parts).cte("new_rows")
+    n = new.c
+    flooding = and_(n.kind.in_(_FLOODING), n.user_id.is_not(None))
+    flood = (
+        select(
+            n.user_id,
+            func.count().label("actions"),
+            func.sum(case((n.purpose == "escalate", 1), else_=0)).label("escalations"),
+        )
+        .where(flooding)
+        .group_by(n.user_id)
+        .having(func.count() > limit)
+        .cte("flooded")
+    )
+    per_rule = (
+        select(n.user_id, Finding.rule, func.count(func.distinct(n.finding_id)).label("findings"))
+        .select_from(new.join(flood, flood.c.user_id == n.user_id).join(Finding, Finding.id == n.finding_id))
+        .where(flooding)
+        .group_by(n.user_id, Finding.rule)
+        .cte("flooded_rules")
+    )
+    rules = (
+        select(func.json_object_agg(per_rule.c.rule, per_rule.c.findings))
+        .where(per_rule.c.user_id == flood.c.user_id)
+        .scalar_subquery()
+    )
+    details = func.json_build_object(
+        "rules",
+        func.coalesce(rules, text("'{}'::json")),
+        "actions",
+        flood.c.actions,
+        "escalations",
+        flood.c.escalations,
+    )
+    digest = postgresql.insert(table).from_select(
+        [*COLUMNS, "details"],
+        select(
+            literal(account_id),
+            cast(null(), BigInteger()),
+            literal("digest"),
+            literal("flood"),
+            func.left(literal(f"flood:{now.isoformat()}:") + flood.c.user_id, 120),
+            cast(null(), String()),
+            flood.c.user_id,
+            cast(null(), BigInteger()),
+            literal("pending"),
+            literal(0),
+            at,
+            at,
+            details,
+        ).order_by(flood.c.user_id),
+    )
+    digests = digest.on_conflict_do_nothing().returning(o.id, o.user_id).cte("digests")
+    d = digests.c
+    grouped = and_(d.id.is_not(None), n.kind.in_(_FLOODING))
+    rows = select(
+        *(n[name] for name in COLUMNS if name not in ("ref_id", "status")),
+        case((grouped, d.id), else_=n.ref_id),
+        case((grouped, literal("grouped")), else_=n.status),
+        case((grouped, literal(_GROUPED)), else_=cast(null(), String())),
+    ).select_from(new.outerjoin(digests, d.user_id == n.user_id))
+    order = [name for name in COLUMNS if name not in ("ref_id", "status")] + ["ref_id", "status", "last_error"]
+    inserted = (
+        postgresql.insert(table).from_select(order, rows).on_conflict_do_nothing().returning(o.status).cte("inserted")
+    )
+    stmt = select(
+        select(func.count()).select_from(inserted).where(inserted.c.status != "grouped").scalar_subquery(),
+        select(func.count()).select_from(digests).scalar_subquery(),
+    )
+    for i, cancel in enumerate(cancels):
+        stmt = stmt.add_cte(cancel.cte(f"cancelled_{i}"))
+    sent, digested = (await s.execute(stmt)).one()
+    return (sent or 0) + (digested or 0)
 
 
 # A finding on a manager, not on a deal (plan_behind_pace): its task goes to the manager on no card.

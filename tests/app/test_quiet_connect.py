@@ -11,6 +11,7 @@ from datetime import timedelta
 from sqlalchemy import func, select, update
 
 from app.accounts.models import Account
+from app.findings import evaluation as rules_engine
 from app.findings.models import Finding
 from app.findings.scheduler import sweep_account
 from app.outbox import delivery
@@ -20,6 +21,7 @@ from integrations.amocrm.demo_data import HEAD, seed_demo
 from tests.app.bitrix24.support import HOUR as B24_HOUR
 from tests.app.bitrix24.support import NOW as B24_NOW
 from tests.app.bitrix24.support import seed as b24_seed
+from tests.app.outbox.outbox_support import HEAD as HEAD_OF_SALES
 from tests.app.outbox.outbox_support import (
     MANAGER,
     OTHER_MANAGER,
@@ -247,6 +249,72 @@ async def test_flood_guard_folds_each_flooded_person_under_their_own_task(rt, am
         mine = [r for r in rows if r.kind != "digest" and r.user_id == user]
         assert mine and {(r.status, r.ref_id) for r in mine} == {("grouped", digest.id)}
     assert result.enqueued == 2
+
+
+async def evaluate_deals(rt, account_id: int, deal_ids: list[str], now):
+    """An evaluation of a few deals, as a tick or an event makes (on PostgreSQL the outbox rows
+    and the flood guard are then one statement)."""
+    async with rt.sessions() as s, s.begin():
+        return await rules_engine.evaluate(s, account_id, deal_ids=deal_ids, now=now, actor="tick")
+
+
+async def test_flood_guard_folds_a_burst_in_an_evaluation_of_a_few_deals(rt, amo):
+    aid = await new_account(
+        rt, amo=amo, rules=rules_doc("deal_without_task", notify={"escalate_after_hours": None}, flood_limit=20)
+    )
+    mine = await add_deals(rt, aid, range(33000001, 33000016), amo=amo)  # 15 findings: 30 actions
+    other = await add_deals(rt, aid, range(33000101, 33000106), manager=OTHER_MANAGER, amo=amo)  # 10
+    result = await evaluate_deals(rt, aid, [*mine, *other], T0)
+    rows = await outbox(rt)
+    [digest] = [r for r in rows if r.kind == "digest"]
+    assert digest.user_id == MANAGER and digest.purpose == "flood" and digest.status == "pending"
+    assert digest.details == {"rules": {"deal_without_task": 15}, "actions": 30, "escalations": 0}
+    grouped = [r for r in rows if r.status == "grouped"]
+    assert len(grouped) == 30 and {(r.ref_id, r.user_id) for r in grouped} == {(digest.id, MANAGER)}
+    assert {r.last_error for r in grouped} == {"grouped into one task (flood_limit)"}
+    assert len([r for r in rows if r.user_id == OTHER_MANAGER and r.status == "pending"]) == 10
+    assert result.enqueued == 11
+    # The same evaluation again (a second process, a retried tick) adds nothing.
+    again = await evaluate_deals(rt, aid, [*mine, *other], T0)
+    assert again.enqueued == 0 and len(await outbox(rt)) == len(rows)
+    # Later, nothing new: the grouped rows' dedup keys hold, no digest is made for nothing.
+    later = await evaluate_deals(rt, aid, [*mine, *other], T0 + timedelta(minutes=5))
+    assert later.enqueued == 0 and len(await outbox(rt)) == len(rows)
+
+
+async def test_flood_guard_folds_a_ticks_reminders_and_counts_escalations(rt, amo):
+    # A day later in working hours, the reminders and escalations of one evaluation of a few deals
+    # flood the manager and the head of sales: each gets one task, the rows go grouped under it.
+    aid = await new_account(
+        rt,
+        amo=amo,
+        rules=rules_doc(
+            "deal_without_task",
+            notify={"escalate_after_hours": 4, "repeat_hours": 8},
+            flood_limit=5,
+            supervisor_user_id=HEAD_OF_SALES,
+        ),
+    )
+    mine = await add_deals(rt, aid, range(33000001, 33000007), amo=amo)  # 6 findings
+    await evaluate_deals(rt, aid, mine, T0)
+    first = {r.id for r in await outbox(rt)}
+    # (A tick asks the outbox only when something changed on its deals: here a new one, elsewhere.)
+    new = await add_deals(rt, aid, [33000101], manager=OTHER_MANAGER, amo=amo)
+    result = await evaluate_deals(rt, aid, [*mine, *new], T0 + timedelta(days=1))
+    rows = [r for r in await outbox(rt) if r.id not in first]
+    digests = {r.user_id: r for r in rows if r.kind == "digest"}
+    assert set(digests) == {MANAGER, HEAD_OF_SALES}
+    assert digests[MANAGER].details == {"rules": {"deal_without_task": 6}, "actions": 6, "escalations": 0}
+    assert digests[HEAD_OF_SALES].details == {"rules": {"deal_without_task": 6}, "actions": 6, "escalations": 6}
+    reminders = [r for r in rows if r.purpose == "repeat"]
+    escalations = [r for r in rows if r.purpose == "escalate"]
+    assert len(reminders) == 6 and {(r.status, r.ref_id) for r in reminders} == {("grouped", digests[MANAGER].id)}
+    assert len(escalations) == 6 and {(r.status, r.ref_id) for r in escalations} == {
+        ("grouped", digests[HEAD_OF_SALES].id)
+    }
+    fresh = [r for r in rows if r.user_id == OTHER_MANAGER]
+    assert len(fresh) == 2 and {(r.purpose, r.status) for r in fresh} == {("open", "pending")}
+    assert result.enqueued == 4
 
 
 async def test_a_lost_answer_to_a_digest_is_read_back_not_sent_twice(rt, amo):
