@@ -320,14 +320,16 @@ async def _insert_guarded(
         .group_by(n.user_id, Finding.rule)
         .cte("flooded_rules")
     )
-    rules = (
-        select(func.json_object_agg(per_rule.c.rule, per_rule.c.findings))
-        .where(per_rule.c.user_id == flood.c.user_id)
-        .scalar_subquery()
+    # Each person's findings by rule, as one object, joined with the people flooded (as a
+    # correlated subquery, the rows were read again for every person).
+    by_person = (
+        select(per_rule.c.user_id, func.json_object_agg(per_rule.c.rule, per_rule.c.findings).label("rules"))
+        .group_by(per_rule.c.user_id)
+        .subquery("flooded_by_rule")
     )
     details = func.json_build_object(
         "rules",
-        func.coalesce(rules, text("'{}'::json")),
+        func.coalesce(by_person.c.rules, text("'{}'::json")),
         "actions",
         flood.c.actions,
         "escalations",
@@ -349,7 +351,9 @@ async def _insert_guarded(
             at,
             at,
             details,
-        ).order_by(flood.c.user_id),
+        )
+        .select_from(flood.outerjoin(by_person, by_person.c.user_id == flood.c.user_id))
+        .order_by(flood.c.user_id),
     )
     digests = digest.on_conflict_do_nothing().returning(o.id, o.user_id).cte("digests")
     d = digests.c
