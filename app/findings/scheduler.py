@@ -121,14 +121,18 @@ async def tick_account(rt: Runtime, account_id: int, now: datetime, batch: int =
     done = 0
     for _ in range(TICK_ROUNDS):
         async with rt.sessions() as s, s.begin():
-            deal_ids = await due.due_deals(s, account_id, now, batch)
+            # One deal more than the batch says whether another round has work: without it, a
+            # tick with exactly a batch due opened a transaction more to find nothing.
+            deal_ids = await due.due_deals(s, account_id, now, batch + 1)
+            more = len(deal_ids) > batch
+            deal_ids = deal_ids[:batch]
             if not deal_ids:
                 break
             result = await evaluation.evaluate(s, account_id, deal_ids=deal_ids, now=now, actor="tick")
         done += len(deal_ids)
         if result.enqueued:
             rt.outbox_wakeup.set()
-        if len(deal_ids) < batch:
+        if not more:
             break
     return done
 
