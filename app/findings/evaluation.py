@@ -101,8 +101,11 @@ async def evaluate(
         total.changed += await lifecycle.suppress(s, account_id, doc.suppress, None, now)
         lifecycle.remember_on_commit(s, account_id, doc)
     elif total.changed:
-        changed, emptied = await lifecycle.drain_changed_deals(s, differences)
-        total.changed += await lifecycle.suppress(s, account_id, doc.suppress, changed, now)
+        # Only the deals where a target or an inhibitor changed: a tick's thousand overdue tasks
+        # cannot change a stuck deal's voice (and re-reading every finding of its deals cost 15 ms).
+        changed, emptied = await lifecycle.drain_changed_deals(s, differences, lifecycle.inhibition_rules(doc.suppress))
+        if not isinstance(changed, list) or changed:
+            total.changed += await lifecycle.suppress(s, account_id, doc.suppress, changed, now)
     if differences and not emptied:
         await lifecycle.empty_differences(s, differences)
     # Until the sweep after the backfill, whatever opens was there before crmwatch came: the

@@ -401,26 +401,39 @@ async def _past_window(s: AsyncSession, account_id: int, template: Template, now
     return expiring
 
 
-async def changed_deals(s: AsyncSession, differences: int) -> Any:
-    """The deals this evaluation's differences name, before and after: as a list when there are
-    a few (the planner then looks them up by index; handed the subquery instead, it cannot know
-    how few rows a temporary table holds and scans a big account's findings), else as a SELECT."""
+def inhibition_rules(suppress: dict[str, list[str]]) -> list[str]:
+    """The rules whose findings' changes can change a voice: the targets that have inhibitors,
+    and those inhibitors. (A change of settings is applied by the next sweep, everywhere.)"""
+    return sorted({rule for target, inhibitors in suppress.items() if inhibitors for rule in (target, *inhibitors)})
+
+
+async def changed_deals(s: AsyncSession, differences: int, rules: list[str] | None = None) -> Any:
+    """The deals this evaluation's differences name, before and after (only the differences of
+    `rules`, when given): as a list when there are a few (the planner then looks them up by
+    index; handed the subquery instead, it cannot know how few rows a temporary table holds and
+    scans a big account's findings), else as a SELECT."""
+    of_rules = [] if rules is None else [one_of(_d.rule, rules)]
     deals = union(
-        select(_d.deal_id).where(_d.deal_id.is_not(None)), select(_d.old_deal_id).where(_d.old_deal_id.is_not(None))
+        select(_d.deal_id).where(_d.deal_id.is_not(None), *of_rules),
+        select(_d.old_deal_id).where(_d.old_deal_id.is_not(None), *of_rules),
     )
     if differences > _MANY:
         return deals
     return sorted(await s.scalars(deals))
 
 
-async def drain_changed_deals(s: AsyncSession, differences: int) -> tuple[Any, bool]:
+async def drain_changed_deals(s: AsyncSession, differences: int, rules: list[str] | None = None) -> tuple[Any, bool]:
     """changed_deals(), and whether the differences are emptied already: on PostgreSQL a few are
     read and deleted in one statement (an event's re-evaluation saves a round trip)."""
     if not is_postgres(s) or differences > _MANY:
-        return await changed_deals(s, differences), False
+        return await changed_deals(s, differences, rules), False
+    wanted = None if rules is None else set(rules)
     deals: set[str] = set()
-    for deal_id, old_deal_id in await s.execute(delete(diff_table).returning(_d.deal_id, _d.old_deal_id)):
-        deals.update(d for d in (deal_id, old_deal_id) if d is not None)
+    for deal_id, old_deal_id, rule in await s.execute(
+        delete(diff_table).returning(_d.deal_id, _d.old_deal_id, _d.rule)
+    ):
+        if wanted is None or rule in wanted:
+            deals.update(d for d in (deal_id, old_deal_id) if d is not None)
     return sorted(deals), True
 
 
