@@ -131,9 +131,6 @@ _MANY = 10_000
 _ANALYZE_ABOVE = 200
 # connection.info: how many differences the connection's table held when last analyzed.
 _ANALYZED_ROWS = "crmwatch_diff_analyzed_rows"
-# connection.info: evaluations since, planned with those statistics; at most _ANALYZE_EVERY.
-_ANALYZE_SKIPPED = "crmwatch_diff_analyze_skipped"
-_ANALYZE_EVERY = 8
 # Entities per re-check of findings past their window (an IN-list each).
 _RECHECK_CHUNK = 1000
 
@@ -456,22 +453,9 @@ async def apply_differences(
         info = (await s.connection()).info
         analyzed = info.get(_ANALYZED_ROWS)
         stale = analyzed is None or analyzed > 10 * differences + _ANALYZE_ABOVE
-        # Statistics of about as many rows still hold: a tick after a tick of a thousand deals
-        # is planned right without analyzing again (5-10 ms each). Every few evaluations they
-        # are taken afresh all the same (the table's dead rows change its size in pages).
-        skipped = info.get(_ANALYZE_SKIPPED, 0)
-        similar = (
-            analyzed is not None
-            and analyzed <= 2 * differences
-            and differences <= 2 * analyzed
-            and skipped < _ANALYZE_EVERY
-        )
-        if (differences > _ANALYZE_ABOVE and not similar) or template.whole or stale:
+        if differences > _ANALYZE_ABOVE or template.whole or stale:
             await s.execute(text(f"ANALYZE {diff_table.name}"))
             info[_ANALYZED_ROWS] = differences
-            info[_ANALYZE_SKIPPED] = 0
-        elif differences > _ANALYZE_ABOVE:
-            info[_ANALYZE_SKIPPED] = skipped + 1
     now = literal(now_, UtcDateTime())
     names, disabled = [rule.name for rule in template.rules], template.disabled
     # What kinds of difference there are says which steps can change anything.
