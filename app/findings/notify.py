@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import wording
 from app.accounts.models import Account
 from app.calendar.business import BusinessCalendar
-from app.db import UtcDateTime, among, dialect_insert, is_postgres
+from app.db import MANY_DEALS, UtcDateTime, among, dialect_insert, is_postgres
 from app.mirror.models import User
 from app.outbox.models import OutboxAction
 from app.outbox.senders import Batch, Outcome, marker, page_marker, register
@@ -123,6 +123,15 @@ async def enqueue(
     def speaking(names: list[str], on_card: bool = True) -> list[Any]:
         return [*mine(names, on_card), Finding.status == "open", Finding.suppressed.is_(False), NOT_BACKLOG]
 
+    # On PostgreSQL, an evaluation of a few deals (an event's, a tick's) writes all its rows in one
+    # INSERT (with the cancellation of unsent tasks as a CTE) instead of one per kind and group:
+    # every statement is a round trip, and an event's re-evaluation is made of round trips.
+    merge = deal_ids is not None and is_postgres(s)
+    # Many deals (a tick's): the flood guard is decided inside that INSERT (_insert_guarded). An
+    # event's few deals keep the plain INSERT, which plans faster: the guard then runs only
+    # when more rows than the limit were added, nearly never.
+    guarded = merge and deal_ids is not None and len(deal_ids) > MANY_DEALS
+
     def row(kind: str, purpose: str, key: Any, user: Any = Finding.manager_id, ref: Any = None) -> Any:
         return select(
             literal(account_id),
@@ -138,12 +147,10 @@ async def enqueue(
             literal(0),
             at,
             at,
+            # Guarded, each row says its finding's rule: the flood guard's digest counts by rule.
+            *([Finding.rule] if guarded else []),
         )
 
-    # On PostgreSQL, an evaluation of a few deals (an event's, a tick's) writes all its rows in one
-    # INSERT (with the cancellation of unsent tasks as a CTE) instead of one per kind and group:
-    # every statement is a round trip, and an event's re-evaluation is made of round trips.
-    merge = deal_ids is not None and is_postgres(s)
     sources: list[Any] = []
     cancels: list[Any] = []
 
@@ -184,7 +191,7 @@ async def enqueue(
                 ).where(*speaking(names, on_card=False), *in_scope, Finding.opened_at <= late, supervisor.is_not(None)),
             )
 
-    def reminders() -> list[tuple[Any, list[str], Any]]:
+    def reminders() -> list[Any]:
         # Reminder on the card, only in working hours, spaced by the repeat interval. (After the
         # openings: a note written for an opening just now counts as recent.)
         if not calendar.is_working_time(now):
@@ -218,6 +225,8 @@ async def enqueue(
 
     for names in _rules_where(doc, lambda n: n.close_on_resolve).values():
         cancel, close = _close_tasks(account_id, resolved(names, on_card=False), at)
+        if guarded:
+            close = close.add_columns(cast(null(), String()))  # (closures are never grouped)
         if merge:
             cancels.append(cancel)
         else:
@@ -229,8 +238,20 @@ async def enqueue(
                 *resolved(names), NOT_BACKLOG
             ),
         )
-    if merge:
+    if guarded:
         return await _insert_guarded(s, account_id, now, doc.flood_limit, sources, cancels, reminders())
+    if sources:
+        stmt = (
+            postgresql.insert(OutboxAction.__table__)
+            .from_select(COLUMNS, union_all(*sources) if len(sources) > 1 else sources[0])
+            .on_conflict_do_nothing()
+        )
+        for i, cancel in enumerate(cancels):
+            stmt = stmt.add_cte(cancel.cte(f"cancelled_{i}"))
+        added += (await s.execute(stmt)).rowcount or 0
+    if merge:
+        for source in reminders():
+            added += await _insert(s, source)
     # Nobody can get more than the limit from an evaluation that added no more rows than that in
     # all (an event's, nearly always): the guard's grouped count would be a round trip for nothing.
     if added > doc.flood_limit:
@@ -269,7 +290,7 @@ async def _insert_guarded(
         # Only the rows whose dedup key is new (ON CONFLICT still settles a race with another
         # process), named as the outbox's columns (the sources' are positional).
         rows = query.subquery(f"{name}_all")
-        named = [column.label(label) for column, label in zip(rows.c, COLUMNS, strict=True)]
+        named = [column.label(label) for column, label in zip(rows.c, [*COLUMNS, "rule"], strict=True)]
         taken = (
             select(literal(1))
             .select_from(table)
@@ -314,14 +335,14 @@ async def _insert_guarded(
         .cte("flooded")
     )
     per_rule = (
-        select(n.user_id, Finding.rule, func.count(func.distinct(n.finding_id)).label("findings"))
-        .select_from(new.join(flood, flood.c.user_id == n.user_id).join(Finding, Finding.id == n.finding_id))
-        .where(flooding)
-        .group_by(n.user_id, Finding.rule)
+        select(n.user_id, n.rule, func.count(func.distinct(n.finding_id)).label("findings"))
+        .where(flooding, n.rule.is_not(None))
+        .group_by(n.user_id, n.rule)
         .cte("flooded_rules")
     )
     # Each person's findings by rule, as one object, joined with the people flooded (as a
-    # correlated subquery, the rows were read again for every person).
+    # correlated subquery, the rows were read again for every person; joined with them before
+    # grouping, the rows were read again for every person too: the planner expects one).
     by_person = (
         select(per_rule.c.user_id, func.json_object_agg(per_rule.c.rule, per_rule.c.findings).label("rules"))
         .group_by(per_rule.c.user_id)
