@@ -136,6 +136,9 @@ def _run_background(*, workers: bool) -> int:
             await scheduler.stop()
             await rt.dispose()
 
+    # As in _serve: what is imported lives as long as the process; out of the cyclic collector,
+    # whose full passes would otherwise walk it again and again while a batch allocates.
+    gc.freeze()
     asyncio.run(main())
     return 0
 
