@@ -136,6 +136,14 @@ def _run_background(*, workers: bool) -> int:
             await scheduler.stop()
             await rt.dispose()
 
+    # As in _serve: what is imported lives as long as the process; out of the cyclic collector,
+    # whose full passes would otherwise walk it again and again while a batch allocates. And a
+    # batch of thousands of rows makes hundreds of thousands of objects that live until it
+    # commits: with the default thresholds the collector walked them every 700 allocations, a
+    # fifth of the worker's time (bench/apply.py); every 10,000 it is a few percent. Cyclic
+    # garbage still goes, a little later.
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
     asyncio.run(main())
     return 0
 

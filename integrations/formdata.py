@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_left
 from typing import Any
-from urllib.parse import parse_qsl, unquote, unquote_plus
+from urllib.parse import parse_qsl, unquote_plus
 
 _KEY = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
 _PART = re.compile(r"\[([^\[\]]*)\]")
@@ -34,17 +34,47 @@ def parse_bracket_form(body: bytes) -> dict[str, Any]:
     if text.count("&") >= MAX_FIELDS:
         raise FormError("not a form-encoded body: Max number of fields exceeded")
     root: dict[str, Any] = {}
+    # The container each name prefix ("leads[update][0]") leads to: the fields of one record
+    # share it, so the walk from the root is done once per record, not once per field. A
+    # container, once in the tree, stays there (a value put over it is refused), so what the
+    # cache says is what the walk would find; a prefix's depth is checked on its first walk.
+    parents: dict[str, dict[str, Any]] = {"": root}
     for field in norm.split("&"):
         key, _, value = field.partition("=")
         if "+" in value:
             value = value.replace("+", " ")
         if "%" in value:
-            value = unquote(value, errors="strict")
-        name, bracket, rest = key.partition("[")
-        # The plain pattern admits only "name[part][part]…": the parts are what lies between.
-        path = [name, *rest[:-1].split("][")] if bracket else [name]
-        _put(root, key, path, value)
+            # _check_escapes has found every run of escapes to be UTF-8.
+            value = _ESCAPES.sub(_unescape, value)
+        prefix, bracket, last = key.rpartition("[")
+        node = parents.get(prefix)
+        if node is None:
+            # The plain pattern admits only "name[part][part]…": the parts are what lies between.
+            name, _, rest = key.partition("[")
+            path = [name, *rest[:-1].split("][")]
+            if len(path) > MAX_DEPTH:
+                raise FormError("field nested too deep")
+            node = root
+            for part in path[:-1]:
+                child = node.setdefault(part, {})
+                if not isinstance(child, dict):
+                    raise FormError(f"field {key[:80]!r} clashes with a scalar")
+                node = child
+            parents[prefix] = node
+        if bracket:
+            last = last[:-1]
+        if isinstance(node.get(last), dict):
+            raise FormError(f"field {key[:80]!r} clashes with a nested field")
+        node[last] = value
     return root
+
+
+# A run of percent escapes (decoded as one: a multi-byte character is written as one run).
+_ESCAPES = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
+
+
+def _unescape(run: re.Match[str]) -> str:
+    return bytes.fromhex(run.group().replace("%", "")).decode("utf-8")
 
 
 def _put(root: dict[str, Any], key: str, path: list[str], value: str) -> None:

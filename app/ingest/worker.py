@@ -66,13 +66,14 @@ EVALUATION_FALLBACK = timedelta(minutes=2)
 # -- claiming ---------------------------------------------------------------------------------
 
 
-async def claim(s: AsyncSession, limit: int, now: datetime) -> list[InboxEvent]:
+async def claim(s: AsyncSession, limit: int, now: datetime) -> list[inbox.Claimed]:
     """Up to `limit` due rows of accounts no other worker holds, in arrival order per account.
 
     Accounts are taken fewest waiting rows first, until their rows fill the batch (and at least
     MIN_ACCOUNTS_PER_BATCH accounts when there are); the rows are then taken round-robin across
     them (each account's 1st row, then each one's 2nd, …), so a burst of 20,000 events of one
-    account leaves room in the very next batch for the 10 of another."""
+    account leaves room in the very next batch for the 10 of another. The rows come as plain
+    values (inbox.Claimed); inbox.write_back stores what the batch changed in them."""
     due = and_(InboxEvent.status == "pending", InboxEvent.next_attempt_at <= now)
     waiting = (
         await s.execute(select(InboxEvent.account_id, func.count()).where(due).group_by(InboxEvent.account_id))
@@ -92,11 +93,11 @@ async def claim(s: AsyncSession, limit: int, now: datetime) -> list[InboxEvent]:
     turn = func.row_number().over(partition_by=InboxEvent.account_id, order_by=InboxEvent.id).label("turn")
     ranked = select(InboxEvent.id, turn).where(due, InboxEvent.account_id.in_(chosen)).subquery()
     ids = select(ranked.c.id).where(ranked.c.turn <= limit).order_by(ranked.c.turn, ranked.c.id).limit(limit)
-    query = select(InboxEvent).where(InboxEvent.id.in_(ids.scalar_subquery())).order_by(InboxEvent.id)
+    query = select(*inbox.Claimed.COLUMNS).where(InboxEvent.id.in_(ids.scalar_subquery())).order_by(InboxEvent.id)
     if postgres:
         # Rows a follow-up holds (apply_named) are left alone.
         query = query.with_for_update(skip_locked=True)
-    return list(await s.scalars(query))
+    return [inbox.Claimed(row) for row in await s.execute(query)]
 
 
 # -- applying ---------------------------------------------------------------------------------
@@ -106,18 +107,18 @@ async def claim(s: AsyncSession, limit: int, now: datetime) -> list[InboxEvent]:
 class _Batch:
     """A claimed batch: its rows parsed, and what applying them left to do."""
 
-    rows: list[InboxEvent]
+    rows: list[inbox.Claimed]
     accounts: dict[int, Account | None]
     events: dict[int, list[DomainEvent]] = field(default_factory=dict)  # row id → events (parsed)
-    done: list[tuple[InboxEvent, int]] = field(default_factory=list)  # (row, ignored events)
+    done: list[tuple[inbox.Claimed, int]] = field(default_factory=list)  # (row, ignored events)
 
-    def region(self, row: InboxEvent) -> str:
+    def region(self, row: inbox.Claimed) -> str:
         account = self.accounts.get(row.account_id)
         return account.region if account is not None else "RU"
 
 
 async def _defer_or_learn(
-    rt: Runtime, s: AsyncSession, batch: _Batch, row: InboxEvent, touched: pipeline.Touched, now: datetime
+    rt: Runtime, s: AsyncSession, batch: _Batch, row: inbox.Claimed, touched: pipeline.Touched, now: datetime
 ) -> bool:
     """A CRM row's part before the mirror: True when its events only name records (it waits for
     the named-records step under a lease); otherwise what it teaches about its account."""
@@ -150,14 +151,14 @@ def _collect(touched: pipeline.Touched, account_id: int, result) -> None:
 async def _apply_set(rt: Runtime, s: AsyncSession, batch: _Batch, now: datetime) -> pipeline.Touched:
     """Every parsed row at once: per account, one writer over all its events in row order."""
     touched = pipeline.Touched()
-    by_account: dict[int, list[InboxEvent]] = defaultdict(list)
+    by_account: dict[int, list[inbox.Claimed]] = defaultdict(list)
     for row in batch.rows:
         if row.id in batch.events:
             by_account[row.account_id].append(row)
     for account_id, rows in by_account.items():
         writer = mirror_writer(s, account_id)
         events: list[DomainEvent] = []
-        applied: list[InboxEvent] = []
+        applied: list[inbox.Claimed] = []
         for row in rows:
             if not await _defer_or_learn(rt, s, batch, row, touched, now):
                 events.extend(batch.events[row.id])
@@ -235,6 +236,7 @@ async def process_batch(
             await due.schedule(s, account_id, deal_ids, now + EVALUATION_FALLBACK)
         for row, ignored in batch.done:
             inbox.done(row, batch.events[row.id], ignored)
+        await inbox.write_back(s, rows)
     INBOX_APPLY_SECONDS.observe(time.perf_counter() - started)
     # The batch's own deals are evaluated at once; what needs the CRM comes after.
     if evaluations is None:

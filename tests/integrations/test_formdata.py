@@ -204,3 +204,31 @@ def test_the_fast_parse_gives_the_tree_and_refusals_of_the_general_parser():
             fast += got is not FormError
             total += 1
     assert fast > total // 10  # many mangled bodies still parse: trees are compared, not only refusals
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # Fields of several records sharing their containers, in wire order and interleaved.
+        b"leads[update][0][id]=1&leads[update][1][id]=2&leads[update][0][name]=%D0%97%D0%B0+1"
+        b"&leads[update][1][custom_fields][0][values][0][value]=a%2Bb&leads[update][0][price]=5",
+        # A container already walked, then a value put over it, or a field under a value.
+        b"a[b][c]=1&a[b][d]=2&a[b]=3",
+        b"a[b][c]=1&a[b]=3&a[b][d]=2",
+        b"a[b]=1&a[c]=2&a[b][c]=3",
+        b"a[b][c]=1&a=2",
+        b"a[]=1&a[]=2&a[x][]=3&a[x][]=4",
+        # Escapes: a run mixing ASCII and multi-byte characters, a lone "%", "+" in a value.
+        b"a[b]=%41%D0%96%42&a[c]=100%25&a[d]=x+y%20z&a[e]=50%",
+    ],
+)
+def test_shared_containers_and_escapes_give_the_general_parsers_tree(body: bytes) -> None:
+    from integrations.formdata import _parse_general
+
+    def outcome(parse):
+        try:
+            return parse(body)
+        except FormError:
+            return FormError
+
+    assert outcome(parse_bracket_form) == outcome(_parse_general)
