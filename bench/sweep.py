@@ -2,7 +2,7 @@
 
     python bench/sweep.py [--deals 1000000] [--tasks-per-deal 3] [--notes-per-deal 1]
                           [--database-url postgresql+asyncpg://postgres@127.0.0.1:5432/test]
-                          [--incremental 200] [--changed 100] [--profile]
+                          [--incremental 200] [--changed 100] [--profile] [--keep-database NAME]
 
 One run:
 
@@ -34,6 +34,12 @@ One run:
    by the tick interval (15 s) or by the tick's own duration when it took longer; each finding's
    opened_at is compared with its deadline (in working time: the next working minute).
 
+--keep-database NAME (for iterating on the sweep's statements): the database NAME, beside the one
+in --database-url, is created and filled the first time and then kept; a later run with the same
+NAME migrates it and reuses its accounts (the newest is the big one; with ticks, the one before it
+the small one) instead of generating them again. The findings of earlier runs are still there, so
+its "first sweep" is a steady one. Drop it yourself when done (DROP DATABASE NAME).
+
 --profile also prints the slowest statements of the steady-state sweep (time per statement
 as seen by the client), to show where the time goes. The exit code is 0 whatever the
 figures: this is a measurement, not a test. See bench/README.md.
@@ -43,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import resource
 import secrets
@@ -50,12 +57,13 @@ import statistics
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import app.models_all  # noqa: F401  (registers every table)
 from app.accounts.models import Account
@@ -290,9 +298,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latency-span", type=float, default=1200.0, help="seconds the simulated deadlines spread over")
     p.add_argument("--no-ticks", action="store_true", help="skip the tick measurements")
     p.add_argument("--seed", type=int, default=42, help="seed of the generated data and the sampled deals")
+    p.add_argument(
+        "--keep-database",
+        metavar="NAME",
+        help="create and fill this database once, keep it, and reuse it on later runs (see the docstring)",
+    )
     args = p.parse_args(argv)
     if args.deals < 10 or args.tasks_per_deal < 1 or args.notes_per_deal < 0:
         p.error("need --deals >= 10, --tasks-per-deal >= 1, --notes-per-deal >= 0")
+    if args.keep_database is not None and not args.keep_database.replace("_", "").isalnum():
+        p.error("--keep-database: letters, digits and underscores only")
     return args
 
 
@@ -736,11 +751,23 @@ class StatementProfile:
             print(f"  {sum(times):7.3f} s  x{len(times):<3} {flat[:220]}{'…' if len(flat) > 220 else ''}")
 
 
+async def kept_accounts(engine: AsyncEngine) -> list[int]:
+    """The benchmark accounts of a kept database (--keep-database), oldest first."""
+    async with engine.connect() as conn:
+        return list(
+            (await conn.execute(text("SELECT id FROM accounts WHERE name = 'sweep benchmark' ORDER BY id"))).scalars()
+        )
+
+
 async def run(url: URL, args: argparse.Namespace) -> None:
     engine = make_engine(url_text(url))
     try:
         small_id = None
-        if not args.no_ticks:
+        kept = await kept_accounts(engine) if args.keep_database else []
+        if kept:
+            print(f"reusing the accounts of database {url.database}: {kept}")
+            small_id = kept[-2] if len(kept) > 1 and not args.no_ticks else None
+        elif not args.no_ticks:
             # The account the tick is compared with, built first (the big one rebuilds the indexes).
             started = time.perf_counter()
             small_id, _ = await generate(engine, argparse.Namespace(**{**vars(args), "deals": args.small_deals}))
@@ -750,11 +777,17 @@ async def run(url: URL, args: argparse.Namespace) -> None:
                 f"small account: {args.small_deals:,} deals, generated and swept in "
                 f"{time.perf_counter() - started:.1f} s"
             )
-        started = time.perf_counter()
-        account_id, timings = await generate(engine, args)
-        total = time.perf_counter() - started
-        steps = ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())
-        print(f"generated in {total:.1f} s ({steps})")
+        if kept:
+            account_id = kept[-1]
+            async with engine.connect() as conn:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                await conn.execute(text("VACUUM ANALYZE"))
+        else:
+            started = time.perf_counter()
+            account_id, timings = await generate(engine, args)
+            total = time.perf_counter() - started
+            steps = ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())
+            print(f"generated in {total:.1f} s ({steps})")
         for label, value in (await data_profile(engine, account_id)).items():
             print(f"  {label:<30} {value:>12,}")
 
@@ -913,7 +946,8 @@ def main(argv: list[str] | None = None) -> int:
     pin_clock(args.clock)
     print(f"simulated clock: {sim_now():%a %H:%M} UTC ({args.clock})")
     base = async_url(args.database_url)
-    with scratch_database(url_text(base), "crmwatch_bench") as scratch:
+    database = kept_database(base, args.keep_database) if args.keep_database else None
+    with database or scratch_database(url_text(base), "crmwatch_bench") as scratch:
         url = make_url(scratch)
         print(
             f"database {url.database}: {args.deals:,} deals, {args.tasks_per_deal} tasks and "
@@ -923,8 +957,26 @@ def main(argv: list[str] | None = None) -> int:
         upgrade(scratch)  # outside any event loop: Alembic's env.py runs its own
         print(f"migrated in {time.perf_counter() - started:.1f} s")
         asyncio.run(run(url, args))
-    print(f"dropped database {url.database}")
+    print(f"kept database {url.database}" if args.keep_database else f"dropped database {url.database}")
     return 0
+
+
+@contextlib.contextmanager
+def kept_database(base: URL, name: str) -> Iterator[str]:
+    """--keep-database: the database `name` beside `base`, created when missing, never dropped."""
+
+    async def ensure() -> None:
+        engine = create_async_engine(url_text(base), isolation_level="AUTOCOMMIT")
+        try:
+            async with engine.connect() as conn:
+                found = await conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
+                if not found:
+                    await conn.execute(text(f'CREATE DATABASE "{name}"'))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(ensure())
+    yield url_text(base.set(database=name))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, BigId, UtcDateTime, utcnow
@@ -12,6 +12,11 @@ from app.db import Base, BigId, UtcDateTime, utcnow
 ACTIVE = ("pending", "open", "acknowledged", "snoozed")
 # States a finding ends in: fixed (or made moot), or past its rule's look-back window unfixed.
 ENDED = ("resolved", "expired")
+# A finding that can speak (escalate, remind): open, not suppressed, not part of a connection's
+# backlog. The partial index ix_findings_speaking holds exactly these; a query uses it when its
+# WHERE repeats these terms with 'open' written inline (notify.SPEAKS).
+SPEAKING_PG = "status = 'open' AND suppressed IS false AND backlog_opening IS DISTINCT FROM times_opened"
+SPEAKING_SQLITE = "status = 'open' AND suppressed IS 0 AND backlog_opening IS NOT times_opened"
 # Why a finding stopped being open (Finding.resolution, FindingEvent.resolution).
 RESOLUTIONS = (
     "condition_cleared",  # the rule no longer sees the problem: someone fixed it
@@ -40,6 +45,15 @@ class Finding(Base):
         # What one evaluation changed carries its timestamp: the outbox step finds it by this.
         Index("ix_findings_changed", "account_id", "rule", "updated_at"),
         Index("ix_findings_resolved", "status", "resolved_at"),  # the retention purge
+        # The findings that can escalate or remind (app/findings/notify.SPEAKS): every sweep looks
+        # for those that came due, and after a quiet connection nearly none of the account's is one.
+        Index(
+            "ix_findings_speaking",
+            "account_id",
+            "opened_at",
+            postgresql_where=text(SPEAKING_PG),
+            sqlite_where=text(SPEAKING_SQLITE),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
