@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     # worker.SQLITE_BATCH, and while webhooks are arriving a few rows at a time: intake waits
     # for the write lock.)
     inbox_batch_size: int = 4000
+    # Batches one worker process applies at once on PostgreSQL, each on other accounts (SQLite:
+    # one). A batch mostly waits for the database, so a second one fills that wait.
+    inbox_loops: int = Field(default=2, ge=1)
     inbox_max_attempts: int = 10
     # How often the scheduler looks for accounts due a sweep (each account's own interval is
     # in its rules document, 5 minutes by default).

@@ -358,15 +358,25 @@ async def pending_count(rt: Runtime) -> int:
         return await s.scalar(select(func.count()).select_from(InboxEvent).where(InboxEvent.status == "pending")) or 0
 
 
-async def drain(rt: Runtime, max_batches: int = 1000) -> int:
-    """Processes until nothing is due (tests, demo, shutdown)."""
-    total = 0
-    for _ in range(max_batches):
-        n = await process_batch(rt)
-        total += n
-        if n == 0:
-            break
-    return total
+async def drain(rt: Runtime, max_batches: int = 1000, loops: int = 1) -> int:
+    """Processes until nothing is due (tests, demo, shutdown); with `loops` batches at once."""
+
+    async def one_loop() -> int:
+        total = 0
+        for _ in range(max_batches):
+            n = await process_batch(rt)
+            total += n
+            if n == 0:
+                break
+        return total
+
+    return sum(await asyncio.gather(*(one_loop() for _ in range(loops))))
+
+
+def apply_loops(rt: Runtime) -> int:
+    """How many batches one worker process applies at once: on PostgreSQL settings.inbox_loops,
+    each on accounts the others do not hold (claim's advisory locks); SQLite has one writer."""
+    return rt.settings.inbox_loops if rt.engine.dialect.name == "postgresql" else 1
 
 
 # A burst of webhooks must be answered fast (amoCRM gives up on a hook that answers slowly),
@@ -392,25 +402,31 @@ async def run_forever(rt: Runtime, stop: asyncio.Event) -> None:
     evaluations = Evaluations(rt)
     followups = FollowUps(rt, evaluations)
     try:
-        while not stop.is_set():
-            busy = rt.intake_busy()
-            if busy and await _oldest_pending_age(rt) < MAX_DEFER_S:
-                await asyncio.sleep(BUSY_WINDOW_S)
-                continue
-            started = time.monotonic()
-            try:
-                n = await process_batch(rt, BUSY_BATCH if busy else None, followups, evaluations)
-                if n == 0:
-                    INBOX_PENDING.set(await pending_count(rt))
-            except Exception:
-                log.exception("inbox.worker_error")
-                n = 0
-            if n and busy:
-                await asyncio.sleep((time.monotonic() - started) * BUSY_REST_FACTOR)
-            if n == 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(rt.inbox_wakeup.wait(), rt.settings.inbox_poll_seconds)
-                rt.inbox_wakeup.clear()
+        # A batch spends most of its time waiting for the database: while one loop waits, another
+        # applies other accounts' rows (the evaluations and follow-ups are shared, per account).
+        await asyncio.gather(*(_apply_loop(rt, stop, followups, evaluations) for _ in range(apply_loops(rt))))
     finally:
         await followups.close(FOLLOWUP_STOP_S)
         await evaluations.close(EVALUATION_STOP_S)
+
+
+async def _apply_loop(rt: Runtime, stop: asyncio.Event, followups: FollowUps, evaluations: Evaluations) -> None:
+    while not stop.is_set():
+        busy = rt.intake_busy()
+        if busy and await _oldest_pending_age(rt) < MAX_DEFER_S:
+            await asyncio.sleep(BUSY_WINDOW_S)
+            continue
+        started = time.monotonic()
+        try:
+            n = await process_batch(rt, BUSY_BATCH if busy else None, followups, evaluations)
+            if n == 0:
+                INBOX_PENDING.set(await pending_count(rt))
+        except Exception:
+            log.exception("inbox.worker_error")
+            n = 0
+        if n and busy:
+            await asyncio.sleep((time.monotonic() - started) * BUSY_REST_FACTOR)
+        if n == 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(rt.inbox_wakeup.wait(), rt.settings.inbox_poll_seconds)
+            rt.inbox_wakeup.clear()

@@ -3,6 +3,7 @@ on PostgreSQL two workers never hold rows of the same account (hence of the same
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from sqlalchemy import func, insert, select
@@ -99,6 +100,45 @@ async def test_two_workers_never_hold_the_same_account(client, rt):
     # Once the first committed, its accounts are free again.
     async with rt.sessions() as s, s.begin():
         assert {r.account_id for r in await worker.claim(s, 200, utcnow())} == set(ids)
+
+
+async def test_one_worker_applies_other_accounts_batches_at_once(client, rt, monkeypatch):
+    ids = [(await create_account(client, name=f"L{n}"))["id"] for n in range(8)]
+    for n, account_id in enumerate(ids):
+        await _receive(rt, account_id, range(10_000 * (n + 1), 10_000 * (n + 1) + 30))
+    monkeypatch.setattr(rt.settings, "inbox_batch_size", 40)
+    held: list[set[int]] = []  # the accounts of each batch being applied right now
+    most, overlaps = 0, []
+    apply_set = worker._apply_set
+
+    async def watched(rt_, s, batch, now):
+        nonlocal most
+        mine = {row.account_id for row in batch.rows}
+        overlaps.extend(mine & other for other in held if mine & other)
+        held.append(mine)
+        most = max(most, len(held))
+        try:
+            await asyncio.sleep(0.05)  # a batch at the database: the other loop claims meanwhile
+            return await apply_set(rt_, s, batch, now)
+        finally:
+            held.remove(mine)
+
+    monkeypatch.setattr(worker, "_apply_set", watched)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run_forever(rt, stop))
+    for _ in range(400):
+        if await worker.pending_count(rt) == 0:
+            break
+        await asyncio.sleep(0.05)
+    stop.set()
+    rt.inbox_wakeup.set()
+    await running
+    assert await worker.pending_count(rt) == 0
+    async with rt.sessions() as s:
+        assert await s.scalar(select(func.count()).select_from(Task)) == 8 * 30
+    # Two batches at once on PostgreSQL (one on SQLite), and never two holding the same account.
+    assert most == worker.apply_loops(rt) == (2 if rt.engine.dialect.name == "postgresql" else 1)
+    assert overlaps == []
 
 
 async def test_metrics_and_the_account_show_the_lag(client, rt):

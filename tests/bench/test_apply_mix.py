@@ -31,7 +31,9 @@ from app.settings import Settings
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import applymix
 
-ACCOUNTS, DEALS, EVENTS = 2, 40, 200
+ACCOUNTS, DEALS, EVENTS = 8, 40, 200
+# Batches small enough that two loops of one worker (PostgreSQL) hold different accounts at once.
+BATCH = 60
 
 
 @pytest.fixture
@@ -48,7 +50,7 @@ def reference_url(db_url: str, request: pytest.FixtureRequest, tmp_path: Path) -
 
 
 async def _runtime(settings: Settings, url: str) -> Runtime:
-    rt = Runtime.build(settings.model_copy(update={"database_url": url}))
+    rt = Runtime.build(settings.model_copy(update={"database_url": url, "inbox_batch_size": BATCH}))
     if rt.engine.dialect.name == "postgresql":
         async with rt.engine.begin() as conn:
             tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
@@ -89,9 +91,10 @@ async def test_batches_apply_what_one_by_one_applies(
     assert len({h.body for h in mix}) == EVENTS
     await _receive(batch, mix)
 
-    # The worker's own path: batches of inbox_batch_size, one re-evaluation per account and batch.
+    # The worker's own path: batches of inbox_batch_size, one re-evaluation per account and batch,
+    # as many batches at once as one worker process applies (two on PostgreSQL).
     with caplog.at_level(logging.WARNING, logger="app.ingest.worker"):
-        assert await inbox_worker.drain(batch) == EVENTS
+        assert await inbox_worker.drain(batch, loops=inbox_worker.apply_loops(batch)) == EVENTS
     # Set-based all the way: no batch fell back to row by row.
     assert not [r for r in caplog.records if r.getMessage() == "inbox.batch_fallback"]
     assert await applymix.replay_one_by_one(batch, one_by_one) == EVENTS
