@@ -145,16 +145,19 @@ async def test_rules_document_round_trip_and_validation(client, rt, amo):
                 "exclude": {"users": ["8100004"]},
             }
         },
-        "calendar": {"work_start": "10:00", "work_end": "19:00"},
+        # Every day a working day, no public holidays: the demo's stage ages are counted from the
+        # real clock, and a weekend or the New Year holidays must not decide what this test sees.
+        "calendar": {"work_start": "10:00", "work_end": "19:00", "country": None, "work_days": [1, 2, 3, 4, 5, 6, 7]},
     }
     saved = await client.put(url, json=doc)
     assert saved.status_code == 200, saved.text
     assert saved.json()["rules"]["stuck_stage"]["stages"] == {"4100000/41000004": {"limit_days": 2}}
+    assert saved.json()["calendar"]["work_days"] == [1, 2, 3, 4, 5, 6, 7]
     await client.post(f"/api/accounts/{acc['id']}/sweep")
     stuck = {i["deal_id"] for i in (await open_findings(client, acc, rule="stuck_stage"))["items"]}
     # "Принимают решение" has 2 working days now, every other stage 10, and Лебедев's deals are excluded.
     assert {"31000004", "31000010"} <= stuck  # 6 and 3 calendar days in "Принимают решение"
-    assert "31000001" not in stuck  # 9 calendar days in "КП отправлено": under 10 working days
+    assert "31000001" not in stuck  # 9 calendar days in "КП отправлено": 9 working days, under 10
     assert not stuck & {"31000003", "31000009", "31000014"}  # Лебедев's
 
     for bad, where in [
