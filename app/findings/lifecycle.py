@@ -38,6 +38,8 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    any_,
+    bindparam,
     case,
     cast,
     delete,
@@ -55,13 +57,24 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.schema import CreateTable
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import ClauseElement
 
-from app.db import CONNECTION_SETUP, CONNECTION_SETUP_DONE, BigId, UtcDateTime, among, dialect_insert, is_postgres
+from app.db import (
+    CONNECTION_SETUP,
+    CONNECTION_SETUP_DONE,
+    MANY_DEALS,
+    BigId,
+    UtcDateTime,
+    among,
+    dialect_insert,
+    dialect_of,
+    is_postgres,
+)
 from app.mirror.models import Deal
 from app.rules.base import RuleContext, one_of
 from app.rules.engine import Template
@@ -779,7 +792,7 @@ async def suppress(s: AsyncSession, account_id: int, suppress: dict[str, list[st
         scope.append(among(s, Finding.deal_id, deals) if listed else Finding.deal_id.in_(deals))
     targets = {target: inhibitors for target, inhibitors in suppress.items() if inhibitors}
     if listed:
-        return await _suppress_deals(s, account_id, targets, deals, at)
+        return await _suppress_deals(s, account_id, targets, deals, now)
     changed = 0
     for target, inhibitors in targets.items():
         inhibitor = Finding.__table__.alias("inhibitor")
@@ -825,13 +838,33 @@ async def suppress(s: AsyncSession, account_id: int, suppress: dict[str, list[st
     return changed
 
 
-async def _suppress_deals(
-    s: AsyncSession, account_id: int, targets: dict[str, list[str]], deals: list[str], at: Any
-) -> int:
-    """suppress() on a few deals (an event's, a tick's) in one statement: each finding's voice is
-    what the settings and the inhibiting findings on its deal say it should be, and only those
-    that differ are written. (Whether a deal is loud depends on the inhibitors' states, never on
-    their `suppressed`, so computing every target at once gives what target by target does.)"""
+_suppressions: dict[tuple[int, str, str], tuple[dict[str, list[str]], Any]] = {}
+
+
+def _suppress_statement(account_id: int, dialect: str, targets: dict[str, list[str]], scope: str) -> Any:
+    """_suppress_deals()'s UPDATE, built once per account, inhibition settings and kind of scope
+    (the moment and the deals are parameters): built afresh it cost an event's re-evaluation
+    more in Python than its execution."""
+    key = (account_id, dialect, scope)
+    cached = _suppressions.get(key)
+    if cached is not None and cached[0] == targets:
+        return cached[1]
+    if scope == "array":
+        deals = bindparam("sp_deals", type_=postgresql.ARRAY(String()))
+
+        def among_deals(column: Any) -> Any:
+            return column == any_(deals)
+    elif scope == "one":
+        deal = bindparam("sp_deal", type_=String())
+
+        def among_deals(column: Any) -> Any:
+            return column == deal
+    else:
+        listed = bindparam("sp_deals", expanding=True, type_=String())
+
+        def among_deals(column: Any) -> Any:
+            return column.in_(listed)
+
     inhibitor = Finding.__table__.alias("inhibitor")
     whens = []
     for target, inhibitors in sorted(targets.items()):
@@ -840,19 +873,39 @@ async def _suppress_deals(
             one_of(inhibitor.c.rule, inhibitors),
             one_of(inhibitor.c.status, INHIBITING),
             inhibitor.c.deal_id.is_not(None),
-            among(s, inhibitor.c.deal_id, deals),
+            among_deals(inhibitor.c.deal_id),
         )
         whens.append((Finding.rule == target, and_(Finding.deal_id.is_not(None), Finding.deal_id.in_(loud_deals))))
     quiet = case(*whens, else_=false()) if whens else false()
-    return (
-        await s.execute(
-            update(Finding)
-            .where(
-                Finding.account_id == account_id,
-                one_of(Finding.status, ACTIVE),
-                among(s, Finding.deal_id, deals),
-                Finding.suppressed != quiet,
-            )
-            .values(suppressed=quiet, updated_at=at)
+    statement = (
+        update(Finding)
+        .where(
+            Finding.account_id == account_id,
+            one_of(Finding.status, ACTIVE),
+            among_deals(Finding.deal_id),
+            Finding.suppressed != quiet,
         )
-    ).rowcount or 0
+        .values(suppressed=quiet, updated_at=bindparam("sp_at", type_=UtcDateTime()))
+    )
+    if len(_suppressions) > 10_000:
+        _suppressions.clear()
+    _suppressions[key] = (targets, statement)
+    return statement
+
+
+async def _suppress_deals(
+    s: AsyncSession, account_id: int, targets: dict[str, list[str]], deals: list[str], now: datetime
+) -> int:
+    """suppress() on a few deals (an event's, a tick's) in one statement: each finding's voice is
+    what the settings and the inhibiting findings on its deal say it should be, and only those
+    that differ are written. (Whether a deal is loud depends on the inhibitors' states, never on
+    their `suppressed`, so computing every target at once gives what target by target does.)"""
+    dialect = dialect_of(s)
+    if dialect == "postgresql" and len(deals) > MANY_DEALS:
+        scope, params = "array", {"sp_deals": list(deals)}
+    elif len(deals) == 1:
+        scope, params = "one", {"sp_deal": deals[0]}
+    else:
+        scope, params = "list", {"sp_deals": list(deals)}
+    statement = _suppress_statement(account_id, dialect, targets, scope)
+    return (await s.execute(statement, {**params, "sp_at": now})).rowcount or 0
