@@ -87,12 +87,16 @@ async def evaluate(
     statement = template.statement(account_id, now, deal_ids)
     await lifecycle.prepare(s, whole, many)
     total = EvaluationResult()
+    kinds = None
     if is_postgres(s) and whole:
         differences = await lifecycle.compare_whole(s, statement, params)
+    elif is_postgres(s) and template.one:
+        kinds = lifecycle.kinds_of(await s.execute(statement, params))  # (RETURNING their kinds)
+        differences = sum(kinds.values())
     else:
         differences = (await s.execute(statement, params)).rowcount or 0
     if differences:
-        await lifecycle.apply_differences(s, account_id, template, differences, now, actor, total)
+        await lifecycle.apply_differences(s, account_id, template, differences, now, actor, total, kinds)
     doc = settings.document
     # Inhibition follows the findings' states and deals, so it can only change on the deals
     # whose findings changed, or anywhere when the settings did (seen by the next sweep).

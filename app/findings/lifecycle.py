@@ -268,7 +268,25 @@ def compare(t: Template, account_id: int, queries: list[Any]) -> Any:
         )
         .where(changes)
     )
-    return insert(diff_table).from_select(_DIFF_COLUMNS, compared)
+    statement = insert(diff_table).from_select(_DIFF_COLUMNS, compared)
+    if t.one and t.dialect == "postgresql":
+        # An event's deal: the few differences say what kinds they are as they are written, which
+        # spares apply_differences() a round trip to count them by kind (kinds_of()).
+        statement = statement.returning(_d.finding_status, _d.present, _d.opens)
+    return statement
+
+
+Kinds = dict[tuple[str | None, bool, bool], int]
+
+
+def kinds_of(rows: Any) -> Kinds:
+    """The differences counted by kind (finding status, present, opens) from the rows the
+    comparison returned (see compare())."""
+    kinds: Kinds = {}
+    for status, present, opens in rows:
+        key = (status, bool(present), bool(opens))
+        kinds[key] = kinds.get(key, 0) + 1
+    return kinds
 
 
 async def prepare(s: AsyncSession, whole_account: bool, many_deals: bool = False) -> None:
@@ -462,8 +480,10 @@ async def apply_differences(
     now_: datetime,
     actor: str,
     result: EvaluationResult,
+    kinds: Kinds | None = None,
 ) -> None:
-    """Moves the findings the differences name, step by step, each step for all rules at once."""
+    """Moves the findings the differences name, step by step, each step for all rules at once.
+    `kinds`: the differences counted by kind, when the comparison returned them (kinds_of())."""
     if is_postgres(s):
         # Temporary tables get no autovacuum, and a sweep's table is new: without statistics the
         # planner guesses its size and may join a handful of differences with a million findings
@@ -509,16 +529,17 @@ async def apply_differences(
 
     names, disabled = [rule.name for rule in template.rules], template.disabled
     # What kinds of difference there are says which steps can change anything.
-    kinds: dict[tuple[str | None, bool, bool], int] = {}
-    for status, present, opens, count in (
-        await run(
-            "kinds",
-            lambda: select(_d.finding_status, _d.present, _d.opens, func.count()).group_by(
-                _d.finding_status, _d.present, _d.opens
-            ),
-        )
-    ).all():
-        kinds[(status, bool(present), bool(opens))] = count
+    if kinds is None:
+        kinds = {}
+        for status, present, opens, count in (
+            await run(
+                "kinds",
+                lambda: select(_d.finding_status, _d.present, _d.opens, func.count()).group_by(
+                    _d.finding_status, _d.present, _d.opens
+                ),
+            )
+        ).all():
+            kinds[(status, bool(present), bool(opens))] = count
 
     def have(status: str | None, present: bool = True) -> int:
         return sum(n for (st, pr, _), n in kinds.items() if st == status and pr == present)
