@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account
@@ -42,6 +42,15 @@ async def remind(s: AsyncSession, account_id: int, now: datetime) -> tuple[int, 
     return added, doc.sweep_interval_minutes
 
 
+# The account's state and rules document, built once: every evaluation starts with it, and
+# building it cost an event's re-evaluation a good part of what executing it does.
+_ACCOUNT = (
+    select(Account.timezone, Account.paused, Account.backlog_since, Account.sync_state, RuleConfig.document)
+    .outerjoin(RuleConfig, RuleConfig.account_id == Account.id)
+    .where(Account.id == bindparam("evaluated_account"))
+)
+
+
 async def evaluate(
     s: AsyncSession,
     account_id: int,
@@ -62,13 +71,7 @@ async def evaluate(
     whole = deal_ids is None
     if not whole and not deal_ids:
         return EvaluationResult()
-    row = (
-        await s.execute(
-            select(Account.timezone, Account.paused, Account.backlog_since, Account.sync_state, RuleConfig.document)
-            .outerjoin(RuleConfig, RuleConfig.account_id == Account.id)
-            .where(Account.id == account_id)
-        )
-    ).first()
+    row = (await s.execute(_ACCOUNT, {"evaluated_account": account_id})).first()
     if row is None or row.paused:
         return EvaluationResult()  # a paused account is left as it is until resumed
     settings = rules_engine.account_rules(account_id, row.document)

@@ -457,6 +457,9 @@ async def changed_deals(s: AsyncSession, differences: int, rules: list[str] | No
     return sorted(await s.scalars(deals))
 
 
+_DRAIN = delete(diff_table).returning(_d.deal_id, _d.old_deal_id, _d.rule)
+
+
 async def drain_changed_deals(s: AsyncSession, differences: int, rules: list[str] | None = None) -> tuple[Any, bool]:
     """changed_deals(), and whether the differences are emptied already: on PostgreSQL a few are
     read and deleted in one statement (an event's re-evaluation saves a round trip)."""
@@ -464,9 +467,7 @@ async def drain_changed_deals(s: AsyncSession, differences: int, rules: list[str
         return await changed_deals(s, differences, rules), False
     wanted = None if rules is None else set(rules)
     deals: set[str] = set()
-    for deal_id, old_deal_id, rule in await s.execute(
-        delete(diff_table).returning(_d.deal_id, _d.old_deal_id, _d.rule)
-    ):
+    for deal_id, old_deal_id, rule in await s.execute(_DRAIN):
         if wanted is None or rule in wanted:
             deals.update(d for d in (deal_id, old_deal_id) if d is not None)
     return sorted(deals), True
