@@ -167,7 +167,10 @@ async def refresh(
                 and 0 < stamp - bound <= _EARLY_SECONDS + _ROUNDING
             )
         ]
-    if gone:
+    if len(gone) == 1:
+        # An event's deal whose last moment passed: a statement built once, the deal a parameter.
+        await s.execute(_DROP_ONE, {"due_account": account_id, "due_deal": gone[0]})
+    elif gone:
         await s.execute(
             delete(DueMoment.__table__).where(
                 DueMoment.account_id == account_id, among(s, DueMoment.__table__.c.deal_id, gone)
@@ -180,6 +183,10 @@ async def refresh(
     return len(kept)
 
 
+_DROP_ONE = delete(DueMoment.__table__).where(
+    DueMoment.__table__.c.account_id == bindparam("due_account"),
+    DueMoment.__table__.c.deal_id == bindparam("due_deal", type_=String()),
+)
 _upserts: dict[str, Any] = {}
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account
@@ -42,6 +42,15 @@ async def remind(s: AsyncSession, account_id: int, now: datetime) -> tuple[int, 
     return added, doc.sweep_interval_minutes
 
 
+# The account's state and rules document, built once: every evaluation starts with it, and
+# building it cost an event's re-evaluation a good part of what executing it does.
+_ACCOUNT = (
+    select(Account.timezone, Account.paused, Account.backlog_since, Account.sync_state, RuleConfig.document)
+    .outerjoin(RuleConfig, RuleConfig.account_id == Account.id)
+    .where(Account.id == bindparam("evaluated_account"))
+)
+
+
 async def evaluate(
     s: AsyncSession,
     account_id: int,
@@ -62,13 +71,7 @@ async def evaluate(
     whole = deal_ids is None
     if not whole and not deal_ids:
         return EvaluationResult()
-    row = (
-        await s.execute(
-            select(Account.timezone, Account.paused, Account.backlog_since, Account.sync_state, RuleConfig.document)
-            .outerjoin(RuleConfig, RuleConfig.account_id == Account.id)
-            .where(Account.id == account_id)
-        )
-    ).first()
+    row = (await s.execute(_ACCOUNT, {"evaluated_account": account_id})).first()
     if row is None or row.paused:
         return EvaluationResult()  # a paused account is left as it is until resumed
     settings = rules_engine.account_rules(account_id, row.document)
@@ -87,12 +90,16 @@ async def evaluate(
     statement = template.statement(account_id, now, deal_ids)
     await lifecycle.prepare(s, whole, many)
     total = EvaluationResult()
+    kinds = None
     if is_postgres(s) and whole:
         differences = await lifecycle.compare_whole(s, statement, params)
+    elif is_postgres(s) and template.one:
+        kinds = lifecycle.kinds_of(await s.execute(statement, params))  # (RETURNING their kinds)
+        differences = sum(kinds.values())
     else:
         differences = (await s.execute(statement, params)).rowcount or 0
     if differences:
-        await lifecycle.apply_differences(s, account_id, template, differences, now, actor, total)
+        await lifecycle.apply_differences(s, account_id, template, differences, now, actor, total, kinds)
     doc = settings.document
     # Inhibition follows the findings' states and deals, so it can only change on the deals
     # whose findings changed, or anywhere when the settings did (seen by the next sweep).

@@ -26,6 +26,7 @@ re-checks the state it expects.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -38,6 +39,8 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    any_,
+    bindparam,
     case,
     cast,
     delete,
@@ -55,13 +58,24 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.schema import CreateTable
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import ClauseElement
 
-from app.db import CONNECTION_SETUP, CONNECTION_SETUP_DONE, BigId, UtcDateTime, among, dialect_insert, is_postgres
+from app.db import (
+    CONNECTION_SETUP,
+    CONNECTION_SETUP_DONE,
+    MANY_DEALS,
+    BigId,
+    UtcDateTime,
+    among,
+    dialect_insert,
+    dialect_of,
+    is_postgres,
+)
 from app.mirror.models import Deal
 from app.rules.base import RuleContext, one_of
 from app.rules.engine import Template
@@ -254,7 +268,25 @@ def compare(t: Template, account_id: int, queries: list[Any]) -> Any:
         )
         .where(changes)
     )
-    return insert(diff_table).from_select(_DIFF_COLUMNS, compared)
+    statement = insert(diff_table).from_select(_DIFF_COLUMNS, compared)
+    if t.one and t.dialect == "postgresql":
+        # An event's deal: the few differences say what kinds they are as they are written, which
+        # spares apply_differences() a round trip to count them by kind (kinds_of()).
+        statement = statement.returning(_d.finding_status, _d.present, _d.opens)
+    return statement
+
+
+Kinds = dict[tuple[str | None, bool, bool], int]
+
+
+def kinds_of(rows: Any) -> Kinds:
+    """The differences counted by kind (finding status, present, opens) from the rows the
+    comparison returned (see compare())."""
+    kinds: Kinds = {}
+    for status, present, opens in rows:
+        key = (status, bool(present), bool(opens))
+        kinds[key] = kinds.get(key, 0) + 1
+    return kinds
 
 
 async def prepare(s: AsyncSession, whole_account: bool, many_deals: bool = False) -> None:
@@ -349,11 +381,17 @@ async def count_open(s: AsyncSession, account_id: int) -> int:
 _HISTORY_COLUMNS = ["finding_id", "at", "from_status", "to_status", "actor", "reason"]
 
 
-async def _history(s: AsyncSession, source: Any) -> None:
-    """Writes one finding_events row per finding that `source` selects: (id, at, from_status,
-    to_status, actor, reason[, resolution])."""
+def _history_insert(source: Any) -> Any:
+    """The INSERT of one finding_events row per finding that `source` selects: (id, at,
+    from_status, to_status, actor, reason[, resolution])."""
     columns = _HISTORY_COLUMNS + ["resolution"] * (len(source.selected_columns) > len(_HISTORY_COLUMNS))
-    await s.execute(insert(FindingEvent).from_select(columns, source))
+    return insert(FindingEvent.__table__).from_select(columns, source)
+
+
+# apply_differences()'s statements, per template and dialect (the template is kept to tell a new
+# one that reuses a freed object's id).
+_built_steps: dict[tuple[int, str], tuple[Template, dict[str, Any]]] = {}
+_UNSYNCHRONIZED = {"synchronize_session": False}
 
 
 async def _past_window(s: AsyncSession, account_id: int, template: Template, now: datetime) -> int:
@@ -419,6 +457,9 @@ async def changed_deals(s: AsyncSession, differences: int, rules: list[str] | No
     return sorted(await s.scalars(deals))
 
 
+_DRAIN = delete(diff_table).returning(_d.deal_id, _d.old_deal_id, _d.rule)
+
+
 async def drain_changed_deals(s: AsyncSession, differences: int, rules: list[str] | None = None) -> tuple[Any, bool]:
     """changed_deals(), and whether the differences are emptied already: on PostgreSQL a few are
     read and deleted in one statement (an event's re-evaluation saves a round trip)."""
@@ -426,9 +467,7 @@ async def drain_changed_deals(s: AsyncSession, differences: int, rules: list[str
         return await changed_deals(s, differences, rules), False
     wanted = None if rules is None else set(rules)
     deals: set[str] = set()
-    for deal_id, old_deal_id, rule in await s.execute(
-        delete(diff_table).returning(_d.deal_id, _d.old_deal_id, _d.rule)
-    ):
+    for deal_id, old_deal_id, rule in await s.execute(_DRAIN):
         if wanted is None or rule in wanted:
             deals.update(d for d in (deal_id, old_deal_id) if d is not None)
     return sorted(deals), True
@@ -442,8 +481,10 @@ async def apply_differences(
     now_: datetime,
     actor: str,
     result: EvaluationResult,
+    kinds: Kinds | None = None,
 ) -> None:
-    """Moves the findings the differences name, step by step, each step for all rules at once."""
+    """Moves the findings the differences name, step by step, each step for all rules at once.
+    `kinds`: the differences counted by kind, when the comparison returned them (kinds_of())."""
     if is_postgres(s):
         # Temporary tables get no autovacuum, and a sweep's table is new: without statistics the
         # planner guesses its size and may join a handful of differences with a million findings
@@ -456,18 +497,50 @@ async def apply_differences(
         if differences > _ANALYZE_ABOVE or template.whole or stale:
             await s.execute(text(f"ANALYZE {diff_table.name}"))
             info[_ANALYZED_ROWS] = differences
-    now = literal(now_, UtcDateTime())
+    # The statements are built once per template (account, settings, scope kind) and re-executed
+    # with the moment and the actor as parameters: built afresh at every evaluation, they cost an
+    # event's re-evaluation more in Python than the database spent executing them.
+    now = bindparam("lc_now", type_=UtcDateTime())
+    actor_ = bindparam("lc_actor", type_=String())
+    params = {"lc_now": now_, "lc_actor": actor}
+    key = (id(template), dialect_of(s))
+    built = _built_steps.get(key)
+    if built is None or built[0] is not template:
+        if len(_built_steps) > 10_000:
+            _built_steps.clear()
+        built = _built_steps[key] = (template, {})
+    statements = built[1]
+
+    def cached(name: str, build: Callable[[], Any]) -> Any:
+        statement = statements.get(name)
+        if statement is None:
+            statement = statements[name] = build()
+        return statement
+
+    async def run(name: str, build: Callable[[], Any]) -> Any:
+        # (Only Core INSERTs and UPDATEs here: given parameters, the ORM's would be bulk ones. The
+        # session holds no findings to synchronize with what they change.)
+        return await s.execute(cached(name, build), params, execution_options=_UNSYNCHRONIZED)
+
+    async def run_scalar(name: str, build: Callable[[], Any]) -> Any:
+        return await s.scalar(cached(name, build), params)
+
+    async def history(name: str, build: Callable[[], Any]) -> None:
+        await run(name, lambda: _history_insert(build()))
+
     names, disabled = [rule.name for rule in template.rules], template.disabled
     # What kinds of difference there are says which steps can change anything.
-    kinds: dict[tuple[str | None, bool, bool], int] = {}
-    for status, present, opens, count in (
-        await s.execute(
-            select(_d.finding_status, _d.present, _d.opens, func.count()).group_by(
-                _d.finding_status, _d.present, _d.opens
+    if kinds is None:
+        kinds = {}
+        for status, present, opens, count in (
+            await run(
+                "kinds",
+                lambda: select(_d.finding_status, _d.present, _d.opens, func.count()).group_by(
+                    _d.finding_status, _d.present, _d.opens
+                ),
             )
-        )
-    ).all():
-        kinds[(status, bool(present), bool(opens))] = count
+        ).all():
+            kinds[(status, bool(present), bool(opens))] = count
 
     def have(status: str | None, present: bool = True) -> int:
         return sum(n for (st, pr, _), n in kinds.items() if st == status and pr == present)
@@ -476,7 +549,7 @@ async def apply_differences(
     by_id = Finding.id == _d.finding_id
 
     # 1. Findings seen for the first time.
-    if have(None):
+    def build_adding() -> Any:
         fresh = select(
             literal(account_id),
             _d.rule,
@@ -511,26 +584,25 @@ async def apply_differences(
             "created_at",
             "updated_at",
         ]
-        adding = dialect_insert(s, Finding.__table__).from_select(columns, fresh).on_conflict_do_nothing()
-        if is_postgres(s):
-            # One statement: the rows inserted (not those another process inserted first) go
-            # straight to their history, and come back only as two counts.
-            added = adding.returning(Finding.id, Finding.status).cte("added")
-            began = (
-                insert(FindingEvent)
-                .from_select(
-                    _HISTORY_COLUMNS,
-                    select(added.c.id, now, literal(None), added.c.status, literal(actor), literal("condition began")),
-                )
-                .cte("began")
+        return dialect_insert(s, Finding.__table__).from_select(columns, fresh).on_conflict_do_nothing()
+
+    def build_added() -> Any:
+        # One statement: the rows inserted (not those another process inserted first) go
+        # straight to their history, and come back only as two counts.
+        added = build_adding().returning(Finding.id, Finding.status).cte("added")
+        began = (
+            insert(FindingEvent.__table__)
+            .from_select(
+                _HISTORY_COLUMNS,
+                select(added.c.id, now, literal(None), added.c.status, actor_, literal("condition began")),
             )
-            count, opened = (
-                await s.execute(
-                    select(func.count(), func.count().filter(added.c.status == "open"))
-                    .select_from(added)
-                    .add_cte(began)
-                )
-            ).one()
+            .cte("began")
+        )
+        return select(func.count(), func.count().filter(added.c.status == "open")).select_from(added).add_cte(began)
+
+    if have(None):
+        if is_postgres(s):
+            count, opened = (await run("added", build_added)).one()
             result.changed += count
             result.opened += opened
             if count > _MANY:
@@ -538,7 +610,7 @@ async def apply_differences(
                 # without fresh statistics the next statements are planned for an empty table.
                 await s.execute(text("ANALYZE findings"))
         else:
-            count = (await s.execute(adding)).rowcount or 0
+            count = (await run("adding", build_adding)).rowcount or 0
             result.changed += count
             if count:
                 # The rows just inserted: created at this moment by this statement (a conflicting
@@ -553,71 +625,89 @@ async def apply_differences(
                     Finding.updated_at == now,
                 )
                 result.opened += (
-                    await s.scalar(
-                        select(func.count()).select_from(Finding).join(diff_table, and_(new, Finding.status == "open"))
+                    await run_scalar(
+                        "s1",
+                        lambda: (
+                            select(func.count())
+                            .select_from(Finding)
+                            .join(diff_table, and_(new, Finding.status == "open"))
+                        ),
                     )
                     or 0
                 )
-                await _history(
-                    s,
-                    select(Finding.id, now, literal(None), Finding.status, literal(actor), literal("condition began"))
-                    .select_from(Finding)
-                    .join(diff_table, new),
+                await history(
+                    "h11",
+                    lambda: (
+                        select(Finding.id, now, literal(None), Finding.status, actor_, literal("condition began"))
+                        .select_from(Finding)
+                        .join(diff_table, new)
+                    ),
                 )
 
     # 2. Regressions: a resolved or expired finding whose condition is back opens again, history kept.
     if sum(have(status) for status in ENDED):
         regressed = and_(by_id, one_of(_d.finding_status, ENDED), _d.present == true(), one_of(Finding.status, ENDED))
         result.opened += (
-            await s.scalar(
-                select(func.count()).select_from(Finding).join(diff_table, and_(regressed, _d.opens == true()))
+            await run_scalar(
+                "s2",
+                lambda: select(func.count()).select_from(Finding).join(diff_table, and_(regressed, _d.opens == true())),
             )
             or 0
         )
-        await _history(
-            s,
-            select(Finding.id, now, Finding.status, new_status, literal(actor), literal("regression"))
-            .select_from(Finding)
-            .join(diff_table, regressed),
+        await history(
+            "h12",
+            lambda: (
+                select(Finding.id, now, Finding.status, new_status, actor_, literal("regression"))
+                .select_from(Finding)
+                .join(diff_table, regressed)
+            ),
         )
         result.changed += (
-            await s.execute(
-                update(Finding)
-                .where(regressed)
-                .values(
-                    status=new_status,
-                    opened_at=case((_d.opens == true(), now), else_=None),
-                    resolved_at=None,
-                    resolution=None,
-                    acknowledged_at=None,
-                    acknowledged_by=None,
-                    snoozed_until=None,
-                    snoozed_by=None,
-                    snooze_reason=None,
-                    times_opened=Finding.times_opened + case((_d.opens == true(), 1), else_=0),
-                    started_at=_d.started_at,
-                    deal_id=_d.deal_id,
-                    manager_id=_d.manager_id,
-                    rule_version=_d.rule_version,
-                    updated_at=now,
-                )
+            await run(
+                "e5",
+                lambda: (
+                    update(Finding.__table__)
+                    .where(regressed)
+                    .values(
+                        status=new_status,
+                        opened_at=case((_d.opens == true(), now), else_=None),
+                        resolved_at=None,
+                        resolution=None,
+                        acknowledged_at=None,
+                        acknowledged_by=None,
+                        snoozed_until=None,
+                        snoozed_by=None,
+                        snooze_reason=None,
+                        times_opened=Finding.times_opened + case((_d.opens == true(), 1), else_=0),
+                        started_at=_d.started_at,
+                        deal_id=_d.deal_id,
+                        manager_id=_d.manager_id,
+                        rule_version=_d.rule_version,
+                        updated_at=now,
+                    )
+                ),
             )
         ).rowcount or 0
 
     # 3. The grace period has passed.
     if kinds.get(("pending", True, True)):
         due = and_(by_id, _d.present == true(), _d.opens == true(), Finding.status == "pending")
-        await _history(
-            s,
-            select(Finding.id, now, Finding.status, literal("open"), literal(actor), literal("grace period over"))
-            .select_from(Finding)
-            .join(diff_table, due),
+        await history(
+            "h13",
+            lambda: (
+                select(Finding.id, now, Finding.status, literal("open"), actor_, literal("grace period over"))
+                .select_from(Finding)
+                .join(diff_table, due)
+            ),
         )
         promoted = (
-            await s.execute(
-                update(Finding)
-                .where(due)
-                .values(status="open", opened_at=now, times_opened=Finding.times_opened + 1, updated_at=now)
+            await run(
+                "e6",
+                lambda: (
+                    update(Finding.__table__)
+                    .where(due)
+                    .values(status="open", opened_at=now, times_opened=Finding.times_opened + 1, updated_at=now)
+                ),
             )
         ).rowcount or 0
         result.opened += promoted
@@ -629,27 +719,34 @@ async def apply_differences(
         woke = and_(by_id, _d.present == true(), Finding.status == "snoozed", Finding.snoozed_until <= now)
         first_open = and_(_d.opens == true(), Finding.opened_at.is_(None))
         result.opened += (
-            await s.scalar(select(func.count()).select_from(Finding).join(diff_table, and_(woke, _d.opens == true())))
+            await run_scalar(
+                "s3", lambda: select(func.count()).select_from(Finding).join(diff_table, and_(woke, _d.opens == true()))
+            )
             or 0
         )
-        await _history(
-            s,
-            select(Finding.id, now, Finding.status, new_status, literal(actor), literal("snooze ended"))
-            .select_from(Finding)
-            .join(diff_table, woke),
+        await history(
+            "h14",
+            lambda: (
+                select(Finding.id, now, Finding.status, new_status, actor_, literal("snooze ended"))
+                .select_from(Finding)
+                .join(diff_table, woke)
+            ),
         )
         result.changed += (
-            await s.execute(
-                update(Finding)
-                .where(woke)
-                .values(
-                    status=new_status,
-                    snoozed_until=None,
-                    resolution=None,
-                    updated_at=now,
-                    opened_at=case((first_open, now), else_=Finding.opened_at),
-                    times_opened=Finding.times_opened + case((first_open, 1), else_=0),
-                )
+            await run(
+                "e7",
+                lambda: (
+                    update(Finding.__table__)
+                    .where(woke)
+                    .values(
+                        status=new_status,
+                        snoozed_until=None,
+                        resolution=None,
+                        updated_at=now,
+                        opened_at=case((first_open, now), else_=Finding.opened_at),
+                        times_opened=Finding.times_opened + case((first_open, 1), else_=0),
+                    )
+                ),
             )
         ).rowcount or 0
 
@@ -662,16 +759,19 @@ async def apply_differences(
             Finding.rule_version != _d.rule_version,
         )
         result.changed += (
-            await s.execute(
-                update(Finding)
-                .where(by_id, _d.present == true(), Finding.status.in_(ACTIVE), facts_differ)
-                .values(
-                    manager_id=_d.manager_id,
-                    deal_id=_d.deal_id,
-                    started_at=_d.started_at,
-                    rule_version=_d.rule_version,
-                    updated_at=now,
-                )
+            await run(
+                "e8",
+                lambda: (
+                    update(Finding.__table__)
+                    .where(by_id, _d.present == true(), Finding.status.in_(ACTIVE), facts_differ)
+                    .values(
+                        manager_id=_d.manager_id,
+                        deal_id=_d.deal_id,
+                        started_at=_d.started_at,
+                        rule_version=_d.rule_version,
+                        updated_at=now,
+                    )
+                ),
             )
         ).rowcount or 0
 
@@ -679,55 +779,67 @@ async def apply_differences(
     # look-back window expires (or, for a rule that keeps such findings, stays as it is).
     if sum(have(status, present=False) for status in ACTIVE):
         marked = await _past_window(s, account_id, template, now_)
-        gone = [
-            Finding.id.in_(
-                select(_d.finding_id).where(
-                    _d.present == false(), or_(_d.past_window.is_(None), _d.past_window != "keep")
-                )
-            ),
-            Finding.account_id == account_id,
-            Finding.rule.in_(names),
-            Finding.status.in_(ACTIVE),
-        ]
-        expired = Finding.id.in_(select(_d.finding_id).where(_d.present == false(), _d.past_window == "expire"))
+
+        def parts() -> tuple[list[Any], Any, Any, Any]:
+            # (Built only when a statement of this step is, once per template.)
+            gone = [
+                Finding.id.in_(
+                    select(_d.finding_id).where(
+                        _d.present == false(), or_(_d.past_window.is_(None), _d.past_window != "keep")
+                    )
+                ),
+                Finding.account_id == account_id,
+                Finding.rule.in_(names),
+                Finding.status.in_(ACTIVE),
+            ]
+            expired = Finding.id.in_(select(_d.finding_id).where(_d.present == false(), _d.past_window == "expire"))
+            deal = select(Deal).where(Deal.account_id == Finding.account_id, Deal.id == Finding.deal_id)
+            # The first that applies: a rule switched off, the rule still seeing the problem past
+            # its window, the deal gone or finished, and only then a fix.
+            code = case(
+                *([(Finding.rule.in_(disabled), literal("rule_disabled"))] if disabled else []),
+                (expired, literal("expired")),
+                (deal.where(Deal.is_deleted == true()).exists(), literal("deal_deleted")),
+                (deal.where(Deal.is_closed == true()).exists(), literal("deal_closed")),
+                else_=literal("condition_cleared"),
+            )
+            to_status = case((expired, literal("expired")), else_=literal("resolved"))
+            return gone, expired, code, to_status
+
         expiring = 0
         if marked:
-            expiring = await s.scalar(select(func.count()).select_from(Finding).where(*gone, expired)) or 0
-        deal = select(Deal).where(Deal.account_id == Finding.account_id, Deal.id == Finding.deal_id)
-        # The first that applies: a rule switched off, the rule still seeing the problem past
-        # its window, the deal gone or finished, and only then a fix.
-        code = case(
-            *([(Finding.rule.in_(disabled), literal("rule_disabled"))] if disabled else []),
-            (expired, literal("expired")),
-            (deal.where(Deal.is_deleted == true()).exists(), literal("deal_deleted")),
-            (deal.where(Deal.is_closed == true()).exists(), literal("deal_closed")),
-            else_=literal("condition_cleared"),
-        )
-        to_status = case((expired, literal("expired")), else_=literal("resolved"))
+
+            def expiring_count() -> Any:
+                gone, expired, _, _ = parts()
+                return select(func.count()).select_from(Finding).where(*gone, expired)
+
+            expiring = await run_scalar("s4", expiring_count) or 0
         if is_postgres(s):
-            # One pass instead of two: the UPDATE hands the rows it moved, with their previous
-            # state, straight to the history INSERT.
-            old = (
-                select(Finding.id, Finding.status, code.label("code"), to_status.label("to_status"))
-                .where(*gone)
-                .cte("gone")
-            )
-            moved = (
-                update(Finding)
-                .where(Finding.id == old.c.id)
-                .values(
-                    status=old.c.to_status,
-                    resolution=old.c.code,
-                    resolved_at=now,
-                    snoozed_until=None,
-                    updated_at=now,
+
+            def resolving() -> Any:
+                # One pass instead of two: the UPDATE hands the rows it moved, with their previous
+                # state, straight to the history INSERT.
+                gone, _, code, to_status = parts()
+                old = (
+                    select(Finding.id, Finding.status, code.label("code"), to_status.label("to_status"))
+                    .where(*gone)
+                    .cte("gone")
                 )
-                .returning(Finding.id, old.c.status, old.c.to_status, old.c.code)
-                .cte("moved")
-            )
-            count = (
-                await s.execute(
-                    insert(FindingEvent)
+                moved = (
+                    update(Finding.__table__)
+                    .where(Finding.id == old.c.id)
+                    .values(
+                        status=old.c.to_status,
+                        resolution=old.c.code,
+                        resolved_at=now,
+                        snoozed_until=None,
+                        updated_at=now,
+                    )
+                    .returning(Finding.id, old.c.status, old.c.to_status, old.c.code)
+                    .cte("moved")
+                )
+                return (
+                    insert(FindingEvent.__table__)
                     .from_select(
                         [*_HISTORY_COLUMNS, "resolution"],
                         select(
@@ -735,34 +847,33 @@ async def apply_differences(
                             now,
                             moved.c.status,
                             moved.c.to_status,
-                            literal(actor),
+                            actor_,
                             func.replace(moved.c.code, "_", " "),
                             moved.c.code,
                         ),
                     )
                     .add_cte(moved)
                 )
-            ).rowcount or 0
+
+            count = (await run("resolving", resolving)).rowcount or 0
         else:
-            await _history(
-                s,
-                select(
-                    Finding.id,
-                    now,
-                    Finding.status,
-                    to_status,
-                    literal(actor),
-                    func.replace(code, "_", " "),
-                    code,
-                ).where(*gone),
-            )
-            count = (
-                await s.execute(
-                    update(Finding)
+
+            def resolved_history() -> Any:
+                gone, _, code, to_status = parts()
+                return select(
+                    Finding.id, now, Finding.status, to_status, actor_, func.replace(code, "_", " "), code
+                ).where(*gone)
+
+            def resolve() -> Any:
+                gone, _, code, to_status = parts()
+                return (
+                    update(Finding.__table__)
                     .where(*gone)
                     .values(status=to_status, resolution=code, resolved_at=now, snoozed_until=None, updated_at=now)
                 )
-            ).rowcount or 0
+
+            await history("resolved_history", resolved_history)
+            count = (await run("resolve", resolve)).rowcount or 0
         result.changed += count
         result.resolved += count - expiring
         result.expired += expiring
@@ -779,7 +890,7 @@ async def suppress(s: AsyncSession, account_id: int, suppress: dict[str, list[st
         scope.append(among(s, Finding.deal_id, deals) if listed else Finding.deal_id.in_(deals))
     targets = {target: inhibitors for target, inhibitors in suppress.items() if inhibitors}
     if listed:
-        return await _suppress_deals(s, account_id, targets, deals, at)
+        return await _suppress_deals(s, account_id, targets, deals, now)
     changed = 0
     for target, inhibitors in targets.items():
         inhibitor = Finding.__table__.alias("inhibitor")
@@ -825,13 +936,33 @@ async def suppress(s: AsyncSession, account_id: int, suppress: dict[str, list[st
     return changed
 
 
-async def _suppress_deals(
-    s: AsyncSession, account_id: int, targets: dict[str, list[str]], deals: list[str], at: Any
-) -> int:
-    """suppress() on a few deals (an event's, a tick's) in one statement: each finding's voice is
-    what the settings and the inhibiting findings on its deal say it should be, and only those
-    that differ are written. (Whether a deal is loud depends on the inhibitors' states, never on
-    their `suppressed`, so computing every target at once gives what target by target does.)"""
+_suppressions: dict[tuple[int, str, str], tuple[dict[str, list[str]], Any]] = {}
+
+
+def _suppress_statement(account_id: int, dialect: str, targets: dict[str, list[str]], scope: str) -> Any:
+    """_suppress_deals()'s UPDATE, built once per account, inhibition settings and kind of scope
+    (the moment and the deals are parameters): built afresh it cost an event's re-evaluation
+    more in Python than its execution."""
+    key = (account_id, dialect, scope)
+    cached = _suppressions.get(key)
+    if cached is not None and cached[0] == targets:
+        return cached[1]
+    if scope == "array":
+        deals = bindparam("sp_deals", type_=postgresql.ARRAY(String()))
+
+        def among_deals(column: Any) -> Any:
+            return column == any_(deals)
+    elif scope == "one":
+        deal = bindparam("sp_deal", type_=String())
+
+        def among_deals(column: Any) -> Any:
+            return column == deal
+    else:
+        listed = bindparam("sp_deals", expanding=True, type_=String())
+
+        def among_deals(column: Any) -> Any:
+            return column.in_(listed)
+
     inhibitor = Finding.__table__.alias("inhibitor")
     whens = []
     for target, inhibitors in sorted(targets.items()):
@@ -840,19 +971,42 @@ async def _suppress_deals(
             one_of(inhibitor.c.rule, inhibitors),
             one_of(inhibitor.c.status, INHIBITING),
             inhibitor.c.deal_id.is_not(None),
-            among(s, inhibitor.c.deal_id, deals),
+            among_deals(inhibitor.c.deal_id),
         )
         whens.append((Finding.rule == target, and_(Finding.deal_id.is_not(None), Finding.deal_id.in_(loud_deals))))
     quiet = case(*whens, else_=false()) if whens else false()
-    return (
-        await s.execute(
-            update(Finding)
-            .where(
-                Finding.account_id == account_id,
-                one_of(Finding.status, ACTIVE),
-                among(s, Finding.deal_id, deals),
-                Finding.suppressed != quiet,
-            )
-            .values(suppressed=quiet, updated_at=at)
+    statement = (
+        update(Finding.__table__)
+        .where(
+            Finding.account_id == account_id,
+            one_of(Finding.status, ACTIVE),
+            among_deals(Finding.deal_id),
+            Finding.suppressed != quiet,
         )
-    ).rowcount or 0
+        .values(suppressed=quiet, updated_at=bindparam("sp_at", type_=UtcDateTime()))
+    )
+    if len(_suppressions) > 10_000:
+        _suppressions.clear()
+    _suppressions[key] = (targets, statement)
+    return statement
+
+
+async def _suppress_deals(
+    s: AsyncSession, account_id: int, targets: dict[str, list[str]], deals: list[str], now: datetime
+) -> int:
+    """suppress() on a few deals (an event's, a tick's) in one statement: each finding's voice is
+    what the settings and the inhibiting findings on its deal say it should be, and only those
+    that differ are written. (Whether a deal is loud depends on the inhibitors' states, never on
+    their `suppressed`, so computing every target at once gives what target by target does.)"""
+    dialect = dialect_of(s)
+    if dialect == "postgresql" and len(deals) > MANY_DEALS:
+        scope, params = "array", {"sp_deals": list(deals)}
+    elif len(deals) == 1:
+        scope, params = "one", {"sp_deal": deals[0]}
+    else:
+        scope, params = "list", {"sp_deals": list(deals)}
+    statement = _suppress_statement(account_id, dialect, targets, scope)
+    # The session holds no findings: synchronizing it with the UPDATE (evaluating its criteria in
+    # Python) cost more than the UPDATE.
+    result = await s.execute(statement, {**params, "sp_at": now}, execution_options=_UNSYNCHRONIZED)
+    return result.rowcount or 0

@@ -19,6 +19,8 @@ from sqlalchemy import (
     BigInteger,
     String,
     and_,
+    any_,
+    bindparam,
     case,
     cast,
     exists,
@@ -32,13 +34,13 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import wording
 from app.accounts.models import Account
 from app.calendar.business import BusinessCalendar
-from app.db import MANY_DEALS, UtcDateTime, among, dialect_insert, is_postgres
+from app.db import MANY_DEALS, UtcDateTime, dialect_insert, dialect_of
 from app.mirror.models import User
 from app.outbox.models import OutboxAction
 from app.outbox.senders import Batch, Outcome, marker, page_marker, register
@@ -76,11 +78,6 @@ def _key(*parts: Any) -> Any:
     return out
 
 
-async def _insert(s: AsyncSession, source: Any) -> int:
-    stmt = dialect_insert(s, OutboxAction.__table__).from_select(COLUMNS, source).on_conflict_do_nothing()
-    return (await s.execute(stmt)).rowcount or 0
-
-
 def _rules_where(doc: RulesDocument, wants: Any) -> dict[Any, list[str]]:
     """The rules grouped by what `wants(notify settings)` gives, leaving out those it gives a
     falsy value: one statement per group serves every rule in it."""
@@ -92,28 +89,57 @@ def _rules_where(doc: RulesDocument, wants: Any) -> dict[Any, list[str]]:
     return groups
 
 
-async def enqueue(
-    s: AsyncSession,
-    account_id: int,
-    now: datetime,
-    doc: RulesDocument,
-    calendar: BusinessCalendar,
-    deal_ids: Sequence[str] | None = None,
-) -> int:
-    """Outbox rows for what this evaluation changed; returns how many were added.
+@dataclass(frozen=True)
+class _Plan:
+    """enqueue()'s statements for one account, rules document and kind of scope, built once: each
+    evaluation only computes their parameters (the moment, the cutoffs, the deals). Built afresh,
+    the expressions, their cache keys and the column collections of their subqueries cost an
+    event's re-evaluation more in Python than the database spent on all of its statements."""
 
-    Each kind of action is one statement for all the rules that ask for it (grouped by their
-    setting where it has a value, such as the escalation delay): an evaluation that changed a
-    finding runs a handful of statements, not a handful per rule.
+    doc: RulesDocument
+    # In order: ("insert", rows added by it), ("exec", its count ignored), ("guarded", two counts).
+    steps: list[tuple[str, Any]]
+    escalations: list[int]  # the hours of the cutoffs `late_<hours>`
+    repeats: list[int]  # the hours of the cutoffs `since_<hours>`
 
-    `deal_ids` is the scope of an incremental evaluation. Escalations and reminders come due
-    with time alone, so a sweep finds them for the whole account; an evaluation of a few deals
-    looks only at those deals' findings. Scanning every open finding of the account there made
-    the re-evaluation right after a change cost 10x more in working hours, when reminders run
-    (bench/sweep.py `--changed`: 200 ms against 20 ms at 1M deals)."""
-    at = literal(now, UtcDateTime())
-    added = 0
-    in_scope = [] if deal_ids is None else [among(s, Finding.deal_id, deal_ids)]
+
+_plans: dict[tuple[int, str, str, bool], _Plan] = {}
+
+
+def _scope_kind(dialect: str, deal_ids: Sequence[str] | None) -> str:
+    if deal_ids is None:
+        return "all"
+    if dialect == "postgresql" and len(deal_ids) > MANY_DEALS:
+        return "array"
+    return "one" if len(deal_ids) == 1 else "list"
+
+
+def _plan(account_id: int, dialect: str, doc: RulesDocument, scope: str, working: bool) -> _Plan:
+    key = (account_id, dialect, scope, working)
+    cached = _plans.get(key)
+    if cached is not None and cached.doc is doc:
+        return cached
+    plan = _build(account_id, dialect, doc, scope, working)
+    if len(_plans) > 10_000:
+        _plans.clear()
+    _plans[key] = plan
+    return plan
+
+
+def _build(account_id: int, dialect: str, doc: RulesDocument, scope: str, working: bool) -> _Plan:
+    at = bindparam("nq_at", type_=UtcDateTime())
+    if scope == "all":
+        in_scope: list[Any] = []
+    elif scope == "array":
+        in_scope = [Finding.deal_id == any_(bindparam("nq_deals", type_=postgresql.ARRAY(String())))]
+    elif scope == "one":
+        # A plain parameter: an IN-list is rendered into the statement's text at every execution.
+        in_scope = [Finding.deal_id == bindparam("nq_deal", type_=String())]
+    else:
+        in_scope = [Finding.deal_id.in_(bindparam("nq_deals", expanding=True, type_=String()))]
+    steps: list[tuple[str, Any]] = []
+    escalations: list[int] = []
+    repeats: list[int] = []
 
     def mine(names: list[str], on_card: bool = True) -> list[Any]:
         # Notes live on a deal's card; a task may also go to a manager on no card, for a finding on
@@ -127,11 +153,11 @@ async def enqueue(
     # On PostgreSQL, an evaluation of a few deals (an event's, a tick's) writes all its rows in one
     # INSERT (with the cancellation of unsent tasks as a CTE) instead of one per kind and group:
     # every statement is a round trip, and an event's re-evaluation is made of round trips.
-    merge = deal_ids is not None and is_postgres(s)
+    merge = scope != "all" and dialect == "postgresql"
     # Many deals (a tick's): the flood guard is decided inside that INSERT (_insert_guarded). An
     # event's few deals keep the plain INSERT, which plans faster: the guard then runs only
     # when more rows than the limit were added, nearly never.
-    guarded = merge and deal_ids is not None and len(deal_ids) > MANY_DEALS
+    guarded = scope == "array"
 
     def row(kind: str, purpose: str, key: Any, user: Any = Finding.manager_id, ref: Any = None) -> Any:
         return select(
@@ -155,24 +181,23 @@ async def enqueue(
     sources: list[Any] = []
     cancels: list[Any] = []
 
-    async def add(source: Any) -> None:
-        nonlocal added
+    def add(source: Any) -> None:
         if merge:
             sources.append(source)
         else:
-            added += await _insert(s, source)
+            steps.append(("insert", _insert_statement(dialect, source)))
 
     # Opened in this evaluation (first time, after the grace period, after a regression), or
     # allowed to speak again in it (its suppression lifted). The dedup key keeps it to once.
     # (Every such change stamps updated_at with this evaluation's time, which an index finds.)
     for names in _rules_where(doc, lambda n: n.task).values():
-        await add(
+        add(
             row("create_task", "open", _key("f", Finding.id, ":open:", Finding.times_opened, ":task")).where(
                 *speaking(names, on_card=False), Finding.updated_at == at
             ),
         )
     for names in _rules_where(doc, lambda n: n.note).values():
-        await add(
+        add(
             row("add_note", "open", _key("f", Finding.id, ":open:", Finding.times_opened, ":note")).where(
                 *speaking(names), Finding.updated_at == at
             ),
@@ -182,8 +207,9 @@ async def enqueue(
     supervisor = _supervisor(doc)
     if supervisor is not None:
         for hours, names in _rules_where(doc, lambda n: n.escalate_after_hours).items():
-            late = literal(calendar.cutoff(now, hours * 3600), UtcDateTime())
-            await add(
+            escalations.append(hours)
+            late = bindparam(f"nq_late_{hours}", type_=UtcDateTime())
+            add(
                 row(
                     "create_task",
                     "escalate",
@@ -195,17 +221,19 @@ async def enqueue(
     def reminders() -> list[Any]:
         # Reminder on the card, only in working hours, spaced by the repeat interval. (After the
         # openings: a note written for an opening just now counts as recent.)
-        if not calendar.is_working_time(now):
+        if not working:
             return []
         out = []
         for hours, names in _rules_where(doc, lambda n: n.repeat_hours).items():
-            since = literal(calendar.cutoff(now, hours * 3600), UtcDateTime())
+            repeats.append(hours)
+            since = bindparam(f"nq_since_{hours}", type_=UtcDateTime())
             recent = exists().where(
                 OutboxAction.finding_id == Finding.id,
                 OutboxAction.created_at > since,
                 OutboxAction.purpose.in_(("open", "repeat")),
             )
-            source = row("add_note", "repeat", _key("f", Finding.id, ":repeat:", literal(now.isoformat()))).where(
+            stamp = bindparam("nq_stamp", type_=String())
+            source = row("add_note", "repeat", _key("f", Finding.id, ":repeat:", stamp)).where(
                 *speaking(names), *in_scope, Finding.opened_at <= since, ~recent
             )
             out.append(source)
@@ -213,7 +241,7 @@ async def enqueue(
 
     if not merge:
         for source in reminders():
-            added += await _insert(s, source)
+            steps.append(("insert", _insert_statement(dialect, source)))
 
     # Resolved in this evaluation: close what was opened for it.
     def resolved(names: list[str], on_card: bool = True) -> list[Any]:
@@ -231,28 +259,81 @@ async def enqueue(
         if merge:
             cancels.append(cancel)
         else:
-            await s.execute(cancel)
-        await add(close)
+            steps.append(("exec", cancel))
+        add(close)
     for names in _rules_where(doc, lambda n: n.note_on_resolve).values():
-        await add(
+        add(
             row("add_note", "resolve", _key("f", Finding.id, ":resolve:", Finding.times_opened)).where(
                 *resolved(names), NOT_BACKLOG
             ),
         )
     if guarded:
-        return await _insert_guarded(s, account_id, now, doc.flood_limit, sources, cancels, reminders())
+        stmt = _insert_guarded(account_id, doc.flood_limit, sources, cancels, reminders())
+        if stmt is not None:
+            steps.append(("guarded", stmt))
+        return _Plan(doc, steps, escalations, repeats)
     if sources:
-        stmt = (
+        merged = (
             postgresql.insert(OutboxAction.__table__)
             .from_select(COLUMNS, union_all(*sources) if len(sources) > 1 else sources[0])
             .on_conflict_do_nothing()
         )
         for i, cancel in enumerate(cancels):
-            stmt = stmt.add_cte(cancel.cte(f"cancelled_{i}"))
-        added += (await s.execute(stmt)).rowcount or 0
+            merged = merged.add_cte(cancel.cte(f"cancelled_{i}"))
+        steps.append(("insert", merged))
     if merge:
         for source in reminders():
-            added += await _insert(s, source)
+            steps.append(("insert", _insert_statement(dialect, source)))
+    return _Plan(doc, steps, escalations, repeats)
+
+
+def _insert_statement(dialect: str, source: Any) -> Any:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(OutboxAction.__table__).from_select(COLUMNS, source).on_conflict_do_nothing()
+
+
+async def enqueue(
+    s: AsyncSession,
+    account_id: int,
+    now: datetime,
+    doc: RulesDocument,
+    calendar: BusinessCalendar,
+    deal_ids: Sequence[str] | None = None,
+) -> int:
+    """Outbox rows for what this evaluation changed; returns how many were added.
+
+    Each kind of action is one statement for all the rules that ask for it (grouped by their
+    setting where it has a value, such as the escalation delay): an evaluation that changed a
+    finding runs a handful of statements, not a handful per rule.
+
+    `deal_ids` is the scope of an incremental evaluation. Escalations and reminders come due
+    with time alone, so a sweep finds them for the whole account; an evaluation of a few deals
+    looks only at those deals' findings. Scanning every open finding of the account there made
+    the re-evaluation right after a change cost 10x more in working hours, when reminders run
+    (bench/sweep.py `--changed`: 200 ms against 20 ms at 1M deals)."""
+    dialect = dialect_of(s)
+    scope = _scope_kind(dialect, deal_ids)
+    plan = _plan(account_id, dialect, doc, scope, calendar.is_working_time(now))
+    params: dict[str, Any] = {"nq_at": now}
+    for hours in plan.escalations:
+        params[f"nq_late_{hours}"] = calendar.cutoff(now, hours * 3600)
+    for hours in plan.repeats:
+        params[f"nq_since_{hours}"] = calendar.cutoff(now, hours * 3600)
+    if plan.repeats:
+        params["nq_stamp"] = now.isoformat()
+    if scope == "one":
+        params["nq_deal"] = deal_ids[0]  # type: ignore[index]
+    elif scope != "all":
+        params["nq_deals"] = list(deal_ids or [])
+    added = 0
+    for kind, stmt in plan.steps:
+        if kind == "guarded":
+            params["nq_flood"] = f"flood:{now.isoformat()}:"
+            sent, digested = (await s.execute(stmt, params)).one()
+            return (sent or 0) + (digested or 0)
+        result = await s.execute(stmt, params)
+        if kind == "insert":
+            added += result.rowcount or 0
     # Nobody can get more than the limit from an evaluation that added no more rows than that in
     # all (an event's, nearly always): the guard's grouped count would be a round trip for nothing.
     if added > doc.flood_limit:
@@ -265,27 +346,20 @@ _FLOODING = ("create_task", "add_note")
 _GROUPED = "grouped into one task (flood_limit)"
 
 
-async def _insert_guarded(
-    s: AsyncSession,
-    account_id: int,
-    now: datetime,
-    limit: int,
-    sources: list[Any],
-    cancels: list[Any],
-    repeats: list[Any],
-) -> int:
+def _insert_guarded(account_id: int, limit: int, sources: list[Any], cancels: list[Any], repeats: list[Any]) -> Any:
     """An evaluation of a few deals on PostgreSQL: every outbox row in one statement, the flood
     guard decided before anything is written. The rows not sent before (their dedup key is new)
     are counted per person; whoever would get more than `limit` tasks and notes gets a digest,
     inserted by the same statement, and their rows go in `grouped` under it at once (inserting
     them pending and then updating a thousand of them cost as much as the insert). The
     reminders come last, as before: a note for an opening written by this statement counts as
-    recent. Returns the change in rows to send, as enqueue() then _flood_guard() did."""
+    recent. The statement's two counts are the change in rows to send, as enqueue() then
+    _flood_guard() gave; None when there is nothing to insert."""
     if not sources and not repeats:
-        return 0
+        return None
     table = OutboxAction.__table__
     o = table.c
-    at = literal(now, UtcDateTime())
+    at = bindparam("nq_at", type_=UtcDateTime())
 
     def unsent(query: Any, name: str) -> Any:
         # Only the rows whose dedup key is new (ON CONFLICT still settles a race with another
@@ -364,7 +438,7 @@ async def _insert_guarded(
             cast(null(), BigInteger()),
             literal("digest"),
             literal("flood"),
-            func.left(literal(f"flood:{now.isoformat()}:") + flood.c.user_id, 120),
+            func.left(bindparam("nq_flood", type_=String()) + flood.c.user_id, 120),
             cast(null(), String()),
             flood.c.user_id,
             cast(null(), BigInteger()),
@@ -396,8 +470,7 @@ async def _insert_guarded(
     )
     for i, cancel in enumerate(cancels):
         stmt = stmt.add_cte(cancel.cte(f"cancelled_{i}"))
-    sent, digested = (await s.execute(stmt)).one()
-    return (sent or 0) + (digested or 0)
+    return stmt
 
 
 # A finding on a manager, not on a deal (plan_behind_pace): its task goes to the manager on no card.
