@@ -31,6 +31,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Integer,
@@ -38,6 +39,8 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    any_,
+    bindparam,
     case,
     cast,
     delete,
@@ -55,6 +58,7 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.schema import CreateTable
@@ -434,6 +438,13 @@ async def drain_changed_deals(s: AsyncSession, differences: int, rules: list[str
     return sorted(deals), True
 
 
+def _finding_ids(s: AsyncSession, ids: list[int]) -> Any:
+    """`Finding.id` among `ids`: one array parameter on PostgreSQL, whatever their number."""
+    if is_postgres(s):
+        return Finding.id == any_(bindparam(None, ids, type_=postgresql.ARRAY(BigInteger())))
+    return Finding.id.in_(ids)
+
+
 async def apply_differences(
     s: AsyncSession,
     account_id: int,
@@ -474,6 +485,21 @@ async def apply_differences(
 
     new_status = case((_d.opens == true(), literal("open")), else_=literal("pending"))
     by_id = Finding.id == _d.finding_id
+    # Steps 2 to 4 start from the findings the differences name, by id. Joined on the id alone
+    # with a test of the finding's status, the planner starts from that status instead (the
+    # index on status and resolved_at, every account's) and reads the whole differences table
+    # for each finding: 57 ms per statement for five regressions among a tick's thousand
+    # differences, three statements in a row, growing with every finding ever resolved.
+    named: list[Any] = []
+    if sum(have(status) for status in (*ENDED, "pending", "snoozed")):
+        ids = sorted(
+            await s.scalars(
+                select(_d.finding_id).where(
+                    _d.present == true(), one_of(_d.finding_status, (*ENDED, "pending", "snoozed"))
+                )
+            )
+        )
+        named = [_finding_ids(s, ids)]
 
     # 1. Findings seen for the first time.
     if have(None):
@@ -567,7 +593,9 @@ async def apply_differences(
 
     # 2. Regressions: a resolved or expired finding whose condition is back opens again, history kept.
     if sum(have(status) for status in ENDED):
-        regressed = and_(by_id, one_of(_d.finding_status, ENDED), _d.present == true(), one_of(Finding.status, ENDED))
+        regressed = and_(
+            *named, by_id, one_of(_d.finding_status, ENDED), _d.present == true(), one_of(Finding.status, ENDED)
+        )
         result.opened += (
             await s.scalar(
                 select(func.count()).select_from(Finding).join(diff_table, and_(regressed, _d.opens == true()))
@@ -606,7 +634,7 @@ async def apply_differences(
 
     # 3. The grace period has passed.
     if kinds.get(("pending", True, True)):
-        due = and_(by_id, _d.present == true(), _d.opens == true(), Finding.status == "pending")
+        due = and_(*named, by_id, _d.present == true(), _d.opens == true(), Finding.status == "pending")
         await _history(
             s,
             select(Finding.id, now, Finding.status, literal("open"), literal(actor), literal("grace period over"))
@@ -626,7 +654,7 @@ async def apply_differences(
     # 4. A snooze ended and the problem is still there.
     if have("snoozed"):
         # Back to where it would be without the snooze: open, or still pending if snoozed in its grace.
-        woke = and_(by_id, _d.present == true(), Finding.status == "snoozed", Finding.snoozed_until <= now)
+        woke = and_(*named, by_id, _d.present == true(), Finding.status == "snoozed", Finding.snoozed_until <= now)
         first_open = and_(_d.opens == true(), Finding.opened_at.is_(None))
         result.opened += (
             await s.scalar(select(func.count()).select_from(Finding).join(diff_table, and_(woke, _d.opens == true())))
