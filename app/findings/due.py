@@ -140,7 +140,10 @@ def with_moments(
     for ctx in timing.contexts:
         ctx.now, ctx.deal_ids = now, deal_ids
         params.update(ctx.values())
-    cached = _combined.get(id(template))
+    # Kept only for a template's own statement: one rebuilt at each evaluation (a rule whose
+    # query is not parametrized, see rules.engine.Template) is combined afresh.
+    reusable = statement is template.insert
+    cached = _combined.get(id(template)) if reusable else None
     if cached is not None and cached[0] is template and cached[1] is timing:
         return cached[2], params
     written = statement.returning(literal(1).label("one")).cte("written_differences")
@@ -155,9 +158,10 @@ def with_moments(
             cast(func.count(), Integer()),
         ).select_from(written),
     )
-    if len(_combined) > 10_000:
-        _combined.clear()
-    _combined[id(template)] = (template, timing, combined)
+    if reusable:
+        if len(_combined) > 10_000:
+            _combined.clear()
+        _combined[id(template)] = (template, timing, combined)
     return combined, params
 
 
