@@ -27,8 +27,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Column,
     Float,
+    Integer,
     MetaData,
     Select,
     String,
@@ -37,6 +39,7 @@ from sqlalchemy import (
     any_,
     bindparam,
     case,
+    cast,
     delete,
     func,
     insert,
@@ -44,15 +47,17 @@ from sqlalchemy import (
     null,
     select,
     text,
+    type_coerce,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import MANY_DEALS, among, dialect_insert, dialect_of, float_epoch, is_postgres
+from app.db import MANY_DEALS, UtcDateTime, among, dialect_insert, dialect_of, float_epoch, is_postgres
 from app.rules import engine as rules_engine
 from app.rules.base import RuleContext, moment, one_of
-from app.rules.engine import AccountRules
+from app.rules.engine import AccountRules, Template
 
 from .lifecycle import CreateTempTableAs
 from .models import ACTIVE, DueMoment, Finding
@@ -102,6 +107,64 @@ def _active(account_id: int) -> Any:
     return active
 
 
+# The comparison and the moments in one statement, per template (see with_moments).
+_combined: dict[int, tuple[Template, rules_engine.Timing, Any]] = {}
+
+
+def with_moments(
+    template: Template, statement: Any, account_id: int, timezone: str, now: datetime, deal_ids: list[str]
+) -> tuple[Any, dict[str, Any]]:
+    """A tick's comparison (`statement`, the INSERT of the differences) and its moments' query as
+    one statement on PostgreSQL, reading the deals in scope once: the INSERT becomes a
+    data-modifying CTE, the moments are the rows returned, and one more row (its `differences`
+    column set) says how many differences were written. Returns it and the moments' parameters.
+
+    The moments are read before the lifecycle moves any finding: the mirror does not change in
+    the meantime, and the only findings they read (snoozes still running) can only end in this
+    evaluation, never begin, so at worst a deal is looked at again early, and then changes
+    nothing and stores its exact moment. (Run apart, the moments' query read the thousand deals
+    again and cost a round trip.)"""
+    timing = rules_engine.timing(
+        account_id,
+        template.settings,
+        timezone,
+        False,
+        template.dialect,
+        _findings_moments,
+        True,
+        False,
+        None,
+        template.own.scope,
+    )
+    params: dict[str, Any] = {}
+    for ctx in timing.contexts:
+        ctx.now, ctx.deal_ids = now, deal_ids
+        params.update(ctx.values())
+    # Kept only for a template's own statement: one rebuilt at each evaluation (a rule whose
+    # query is not parametrized, see rules.engine.Template) is combined afresh.
+    reusable = statement is template.insert
+    cached = _combined.get(id(template)) if reusable else None
+    if cached is not None and cached[0] is template and cached[1] is timing:
+        return cached[2], params
+    written = statement.returning(literal(1).label("one")).cte("written_differences")
+    moments = timing.statement.subquery("moments")
+    combined = union_all(
+        select(*moments.c, cast(null(), Integer()).label("differences")),
+        select(
+            cast(null(), String(64)),
+            type_coerce(null(), UtcDateTime()),
+            cast(null(), Float()),
+            cast(null(), Boolean()),
+            cast(func.count(), Integer()),
+        ).select_from(written),
+    )
+    if reusable:
+        if len(_combined) > 10_000:
+            _combined.clear()
+        _combined[id(template)] = (template, timing, combined)
+    return combined, params
+
+
 async def refresh(
     s: AsyncSession,
     account_id: int,
@@ -109,33 +172,38 @@ async def refresh(
     timezone: str,
     now: datetime,
     deal_ids: list[str] | None,
+    rows: Any = None,
 ) -> int:
     """Recomputes the moments of the deals evaluated (None: the whole account); returns how many
-    deals have one (a sweep: how many moments it wrote or deleted)."""
+    deals have one (a sweep: how many moments it wrote or deleted). `rows`: the moments' rows,
+    read already with the comparison (with_moments)."""
     many = deal_ids is not None and len(deal_ids) > MANY_DEALS
     one = deal_ids is not None and len(deal_ids) == 1
-    timing = rules_engine.timing(
-        account_id,
-        settings,
-        timezone,
-        deal_ids is None,
-        dialect_of(s),
-        _findings_moments,
-        many,
-        one,
-        # A sweep runs after the lifecycle brought the findings in line with the violations.
-        _active(account_id) if deal_ids is None else None,
-    )
-    params: dict[str, Any] = {}
-    for ctx in timing.contexts:
-        ctx.now, ctx.deal_ids = now, deal_ids
-        params.update(ctx.values())
-    if deal_ids is None:
-        return await _refresh_whole(s, account_id, timing.statement, params)
+    if rows is None:
+        timing = rules_engine.timing(
+            account_id,
+            settings,
+            timezone,
+            deal_ids is None,
+            dialect_of(s),
+            _findings_moments,
+            many,
+            one,
+            # A sweep runs after the lifecycle brought the findings in line with the violations.
+            _active(account_id) if deal_ids is None else None,
+        )
+        params: dict[str, Any] = {}
+        for ctx in timing.contexts:
+            ctx.now, ctx.deal_ids = now, deal_ids
+            params.update(ctx.values())
+        if deal_ids is None:
+            return await _refresh_whole(s, account_id, timing.statement, params)
+        rows = await s.execute(timing.statement, params)
+    assert deal_ids is not None
     calendar = settings.calendar(timezone)
     due: dict[str, float] = {}
     stored: dict[str, float] = {}
-    for deal_id, at, seconds, working in await s.execute(timing.statement, params):
+    for deal_id, at, seconds, working in rows:
         key = deal_id or ""
         if at is None:  # the moment stored so far (_findings_moments)
             stored[key] = seconds

@@ -91,11 +91,21 @@ async def evaluate(
     await lifecycle.prepare(s, whole, many)
     total = EvaluationResult()
     kinds = None
+    moments: list[Any] | None = None
     if is_postgres(s) and whole:
         differences = await lifecycle.compare_whole(s, statement, params)
     elif is_postgres(s) and template.one:
         kinds = lifecycle.kinds_of(await s.execute(statement, params))  # (RETURNING their kinds)
         differences = sum(kinds.values())
+    elif template.arrays and deal_ids is not None:
+        # A tick's many deals: the moments come with the comparison (due.with_moments).
+        combined, more = due.with_moments(template, statement, account_id, row.timezone, now, deal_ids)
+        moments, differences = [], 0
+        for *moment, written in await s.execute(combined, {**params, **more}):
+            if written is None:
+                moments.append(moment)
+            else:
+                differences = written
     else:
         differences = (await s.execute(statement, params)).rowcount or 0
     if differences:
@@ -136,7 +146,7 @@ async def evaluate(
             .values(backlog_since=None)
         )
     # When the verdict on what was evaluated can next change with no event: the tick's index.
-    await due.refresh(s, account_id, settings, row.timezone, now, deal_ids)
+    await due.refresh(s, account_id, settings, row.timezone, now, deal_ids, moments)
     if whole:
         total.open = await lifecycle.count_open(s, account_id)
     return total

@@ -32,6 +32,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Integer,
@@ -473,6 +474,13 @@ async def drain_changed_deals(s: AsyncSession, differences: int, rules: list[str
     return sorted(deals), True
 
 
+def _finding_ids(s: AsyncSession) -> Any:
+    """`Finding.id` among the parameter lc_ids: one array on PostgreSQL, whatever their number."""
+    if is_postgres(s):
+        return Finding.id == any_(bindparam("lc_ids", type_=postgresql.ARRAY(BigInteger())))
+    return Finding.id.in_(bindparam("lc_ids", expanding=True))
+
+
 async def apply_differences(
     s: AsyncSession,
     account_id: int,
@@ -525,6 +533,9 @@ async def apply_differences(
     async def run_scalar(name: str, build: Callable[[], Any]) -> Any:
         return await s.scalar(cached(name, build), params)
 
+    async def run_scalars(name: str, build: Callable[[], Any]) -> Any:
+        return await s.scalars(cached(name, build), params)
+
     async def history(name: str, build: Callable[[], Any]) -> None:
         await run(name, lambda: _history_insert(build()))
 
@@ -547,6 +558,23 @@ async def apply_differences(
 
     new_status = case((_d.opens == true(), literal("open")), else_=literal("pending"))
     by_id = Finding.id == _d.finding_id
+    # Steps 2 to 4 start from the findings the differences name, by id. Joined on the id alone
+    # with a test of the finding's status, the planner starts from that status instead (the
+    # index on status and resolved_at, every account's) and reads the whole differences table
+    # for each finding: 57 ms per statement for five regressions among a tick's thousand
+    # differences, three statements in a row, growing with every finding ever resolved. (The
+    # ids are a parameter, lc_ids: the statements are built once per template.)
+    named: list[Any] = []
+    if sum(have(status) for status in (*ENDED, "pending", "snoozed")):
+        params["lc_ids"] = sorted(
+            await run_scalars(
+                "ids",
+                lambda: select(_d.finding_id).where(
+                    _d.present == true(), one_of(_d.finding_status, (*ENDED, "pending", "snoozed"))
+                ),
+            )
+        )
+        named = [_finding_ids(s)]
 
     # 1. Findings seen for the first time.
     def build_adding() -> Any:
@@ -646,7 +674,9 @@ async def apply_differences(
 
     # 2. Regressions: a resolved or expired finding whose condition is back opens again, history kept.
     if sum(have(status) for status in ENDED):
-        regressed = and_(by_id, one_of(_d.finding_status, ENDED), _d.present == true(), one_of(Finding.status, ENDED))
+        regressed = and_(
+            *named, by_id, one_of(_d.finding_status, ENDED), _d.present == true(), one_of(Finding.status, ENDED)
+        )
         result.opened += (
             await run_scalar(
                 "s2",
@@ -691,7 +721,7 @@ async def apply_differences(
 
     # 3. The grace period has passed.
     if kinds.get(("pending", True, True)):
-        due = and_(by_id, _d.present == true(), _d.opens == true(), Finding.status == "pending")
+        due = and_(*named, by_id, _d.present == true(), _d.opens == true(), Finding.status == "pending")
         await history(
             "h13",
             lambda: (
@@ -716,7 +746,7 @@ async def apply_differences(
     # 4. A snooze ended and the problem is still there.
     if have("snoozed"):
         # Back to where it would be without the snooze: open, or still pending if snoozed in its grace.
-        woke = and_(by_id, _d.present == true(), Finding.status == "snoozed", Finding.snoozed_until <= now)
+        woke = and_(*named, by_id, _d.present == true(), Finding.status == "snoozed", Finding.snoozed_until <= now)
         first_open = and_(_d.opens == true(), Finding.opened_at.is_(None))
         result.opened += (
             await run_scalar(

@@ -204,9 +204,10 @@ class Timing:
     settings: AccountRules
     contexts: list[RuleContext]
     statement: Any
+    scope: Any = None  # a Template's deals in scope, when shared with it
 
 
-_timings: dict[tuple[int, str, bool, str, bool, bool], Timing] = {}
+_timings: dict[tuple[int, str, bool, str, bool, bool, int | None], Timing] = {}
 
 
 def timing(
@@ -219,21 +220,25 @@ def timing(
     many: bool = False,
     one: bool = False,
     active: Callable[[str], Any] | None = None,
+    scope: Any = None,
 ) -> Timing:
     """The account's timing statement; `extra(ctx)` adds the findings' own moments (a snooze ending).
     `active(rule)`: a rule's active findings, which a sweep's statement reads instead of the
-    rule's violations where the rule has a `sweep_timing` (the findings agree with them by then)."""
+    rule's violations where the rule has a `sweep_timing` (the findings agree with them by then).
+    `scope`: the deals in scope as a Template's (its `own.scope`), for a statement that reads
+    them once for both the violations and the moments (many deals on PostgreSQL)."""
     arrays = many and not whole and dialect == "postgresql"
     one = one and not whole and not arrays
-    key = (account_id, timezone, whole, dialect, arrays, one)
+    shared = scope if arrays else None
+    key = (account_id, timezone, whole, dialect, arrays, one, id(shared) if shared is not None else None)
     cached = _timings.get(key)
-    if cached is not None and cached.settings is settings:
+    if cached is not None and cached.settings is settings and cached.scope is shared:
         return cached
     now = utcnow()
     contexts: list[RuleContext] = []
     queries: list[Any] = []
     rules = [rule for rule in RULES.values() if settings.resolved[rule.name].enabled and rule.timing is not None]
-    scope = None
+    scope = shared
     for i, rule in enumerate([None, *rules]):
         ctx = RuleContext(
             account_id=account_id,
@@ -257,7 +262,7 @@ def timing(
         elif rule.timing is not None:
             queries.extend(on_scope(query, ctx) for query in rule.timing(ctx))
     statement = union_all(*queries) if len(queries) > 1 else queries[0]
-    built = Timing(settings, contexts, statement)
+    built = Timing(settings, contexts, statement, shared)
     if len(_timings) > 10_000:
         _timings.clear()
     _timings[key] = built
