@@ -388,9 +388,6 @@ def apply_loops(rt: Runtime) -> int:
 MAX_DEFER_S = 30.0
 BUSY_BATCH = 5
 BUSY_REST_FACTOR = 3.0
-# A loop's first batch after start-up: while it is applied nothing is evaluated yet, so a
-# backlog found at start-up gets its first rows applied, and their evaluation under way, sooner.
-FIRST_BATCH = 1000
 # After stop, how long the follow-up running may take to end its step.
 FOLLOWUP_STOP_S = 1.0
 # After stop, how long the re-evaluations waiting may take (database work only, no CRM wait).
@@ -416,17 +413,14 @@ async def run_forever(rt: Runtime, stop: asyncio.Event) -> None:
 
 
 async def _apply_loop(rt: Runtime, stop: asyncio.Event, followups: FollowUps, evaluations: Evaluations) -> None:
-    first = True
     while not stop.is_set():
         busy = rt.intake_busy()
         if busy and await _oldest_pending_age(rt) < MAX_DEFER_S:
             await asyncio.sleep(BUSY_WINDOW_S)
             continue
         started = time.monotonic()
-        size = BUSY_BATCH if busy else min(FIRST_BATCH, rt.settings.inbox_batch_size) if first else None
         try:
-            n = await process_batch(rt, size, followups, evaluations)
-            first = first and n == 0
+            n = await process_batch(rt, BUSY_BATCH if busy else None, followups, evaluations)
             if n == 0:
                 INBOX_PENDING.set(await pending_count(rt))
         except Exception:
