@@ -15,7 +15,12 @@ from typing import Any
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from fastapi import HTTPException, Request, status
+
+# Starlette's, not FastAPI's (a subclass, handled alike by app/errors.py): `crmwatch worker`
+# imports this module for CredentialBox, and importing fastapi cost it a third of its start-up.
+from starlette import status
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
 
 from app.settings import Settings
 

@@ -214,10 +214,22 @@ async def watch(url: str, pid: int, limit_s: float) -> dict[str, Any]:
                 await asyncio.sleep(POLL_S)
             else:
                 drained_at = current_at = None
+        async with engine.connect() as conn:
+            backends = (
+                await conn.execute(
+                    text(
+                        "SELECT pid FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                )
+            ).scalars()
+            database_cpu = sum(proc_cpu_seconds(p) or 0.0 for p in backends)
     finally:
         await engine.dispose()
     cpu1, stat1, elapsed = proc_cpu_seconds(pid), machine_cpu(), time.monotonic() - started
     return {
+        "database_cpu_s": database_cpu,
+        "worker_cpu_s": cpu1,
         "drained_at": drained_at,
         "current_at": current_at,
         "worker_cpu": (cpu1 - cpu0) / elapsed if cpu0 is not None and cpu1 is not None else None,
@@ -405,6 +417,10 @@ def report(r: dict[str, Any]) -> None:
     print(
         f"    CPU while applying            worker {fmt(r['watch']['worker_cpu'], '.0%')} of a core, "
         f"machine {fmt(r['watch']['machine_cpu'], '.0%')} of one core's worth ({os.cpu_count()} cores)"
+    )
+    print(
+        f"    CPU seconds until current     worker {fmt(r['watch']['worker_cpu_s'], '.1f', ' s')} (start-up included), "
+        f"its PostgreSQL backends {fmt(r['watch']['database_cpu_s'], '.1f', ' s')}"
     )
     print(f"  last acceptance → mirror current      {fmt(f['drained_s'], '.1f', ' s')} (no row pending)")
     print(

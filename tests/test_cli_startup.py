@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -149,3 +150,11 @@ def test_help_describes_every_command_its_defaults_and_environment(tmp_path):
     assert "(default: 8000)" in serve and "CRMWATCH_DATABASE_URL" in serve and "CRMWATCH_ADMIN_TOKEN" in serve
     demo = " ".join(run(["demo", "--help"], {}, tmp_path).stdout.split())
     assert "--bitrix24-port" in demo and "--emulator-port + 1" in demo and "--lang" in demo
+
+
+def test_the_worker_starts_without_the_web_framework():
+    """`crmwatch worker` imports what its loops need, not FastAPI: that import was a third of its
+    start-up, and a burst waits for the worker's first batch (bench/apply.py)."""
+    code = "import sys, app.cli, app.workers; print(sorted(m for m in sys.modules if m.split('.')[0] == 'fastapi'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

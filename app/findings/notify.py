@@ -51,7 +51,7 @@ from app.runtime import Runtime
 from app.security import load_secret
 from integrations.base import NewNote, NewTask, TaskClosure
 
-from . import page
+from . import pagelink
 from . import service as findings_service
 from .models import Finding
 
@@ -730,7 +730,7 @@ async def _words(rt: Runtime, account: Account, rows: Sequence[OutboxAction], no
         who = (item.details.get("manager_name") or item.manager_id) if item else None
         template = words.CRM_TEXTS.get((row.kind, row.purpose))
         text = template.format(message=message, who=who, since=since) if template else message
-        link = words.PAGE_LINK.format(url=page.url(rt.settings.public_url, secret, row.id))
+        link = words.PAGE_LINK.format(url=pagelink.url(rt.settings.public_url, secret, row.id))
         notify = doc.notify(finding.rule) if finding else rules_config.NotifyIn()
         due = calendar.add_working(now, notify.task_due_hours * 3600)
         if row.kind != "close_task":
@@ -882,7 +882,7 @@ async def _digest_texts(rt: Runtime, account: Account, rows: Sequence[OutboxActi
                 words.DIGEST_BY_MANAGER.format(managers=", ".join(f"{names.get(m) or m} — {n}" for m, n in ranked))
             )
         lines.append(words.DIGEST_WHERE)
-        lines.append(words.PAGE_LINK.format(url=page.url(rt.settings.public_url, secret, row.id)))
+        lines.append(words.PAGE_LINK.format(url=pagelink.url(rt.settings.public_url, secret, row.id)))
         out[row.id] = "\n".join(lines)
     return out
 

@@ -11,8 +11,6 @@ the person sees a link, not a code.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import re
 from html import escape
@@ -29,31 +27,19 @@ from app.accounts.models import Account
 from app.deps import runtime
 from app.mirror.models import Deal
 from app.outbox.models import OutboxAction
-from app.outbox.senders import page_marker
 from app.rules import config as rules_config
 from app.runtime import Runtime
-from app.security import derived_key, load_secret
+from app.security import load_secret
 
 from . import service
 from .models import Finding
+from .pagelink import signature
 from .schemas import FindingOut
 
 router = APIRouter(tags=["findings"])
 
 _REF = re.compile(r"^(\d{1,18})-([A-Za-z0-9_-]{16})$")
 MAX_LISTED = 300
-
-
-def signature(server_secret: str, row_id: int) -> str:
-    mac = hmac.new(derived_key(server_secret, b"finding-page-v1"), str(row_id).encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(mac).decode()[:16]
-
-
-def url(public_url: str, server_secret: str, row_id: int) -> str:
-    """The page of this outbox row; it contains page_marker(row_id)."""
-    link = f"{public_url.rstrip('/')}{page_marker(row_id)}{signature(server_secret, row_id)}"
-    assert page_marker(row_id) in link
-    return link
 
 
 def _page(words: Any, title: str, body: str, status: int = 200) -> HTMLResponse:

@@ -13,8 +13,11 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import Request, status
-from fastapi.responses import JSONResponse
+# Starlette's own names (what fastapi re-exports): the worker imports this module through
+# catchup.py, and importing fastapi was a third of its start-up.
+from starlette import status
+from starlette.requests import Request
+from starlette.responses import JSONResponse
 
 from app.db import utcnow
 from app.metrics import WEBHOOKS

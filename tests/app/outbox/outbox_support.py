@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 from app.accounts.models import Account
 from app.db import utcnow
 from app.findings import evaluation as engine
-from app.findings import page as finding_page
+from app.findings import pagelink as finding_page
 from app.findings.models import Finding
 from app.mirror.models import Deal, Pipeline, Stage, Task, User
 from app.outbox.models import OutboxAction
