@@ -18,7 +18,7 @@ One run:
    and times the comparison floor: the findings matched with themselves on their dedup key,
    what any full sweep pays on top of reading the mirror;
 5. times incremental evaluation of one touched deal, for random deals, each in its own
-   transaction (median and p95): first where nothing changed (the goal), then right after an
+   transaction (median and p95): first where nothing changed, then right after an
    event changed the deal (its first task completed or reopened, so findings open, resolve,
    change their voice and enqueue CRM writes);
 6. prints the figures, the findings by rule and status, and whether each goal holds;
@@ -76,7 +76,6 @@ from app.rules import engine as engine_rules
 
 DEFAULT_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 GOAL_SWEEP_S = 10.0
-GOAL_RATIO = 3.0
 GOAL_RSS_MB = 300.0
 GOAL_INCREMENTAL_MS = 5.0
 GOAL_CHANGED_MS = 20.0
@@ -891,7 +890,7 @@ async def run(url: URL, args: argparse.Namespace) -> None:
             print(
                 f"  … right after a change    {statistics.median(changed_times):8.2f} ms median, "
                 f"{pct(changed_times, 0.95):.2f} ms p95 ({len(changed_times)} deals, {changed_count} "
-                f"with a finding changed; no goal)"
+                f"with a finding changed)"
             )
         goals_ticks: list[tuple[str, bool]] = []
         if ticks:
@@ -928,7 +927,6 @@ async def run(url: URL, args: argparse.Namespace) -> None:
         for label, ok in (
             *goals_ticks,
             (f"steady sweep <= {GOAL_SWEEP_S:g} s", steady <= GOAL_SWEEP_S),
-            (f"steady sweep <= {GOAL_RATIO:g} x bare scan", ratio <= GOAL_RATIO),
             (f"peak RSS <= {GOAL_RSS_MB:g} MB", peak <= GOAL_RSS_MB),
             ("connecting: <= 1 outbox action per manager + 1 for the head", connect_actions <= connect_people + 1),
             (f"incremental median <= {GOAL_INCREMENTAL_MS:g} ms", median <= GOAL_INCREMENTAL_MS),
