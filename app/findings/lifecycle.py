@@ -196,7 +196,7 @@ def compare(t: Template, account_id: int, queries: list[Any]) -> Any:
         # The findings on the touched deals (to see what is gone), and those the violations
         # name wherever the findings say they are (a task moved to another deal keeps its finding).
         named = and_(Finding.rule == v.rule, Finding.entity_type == v.entity_type, Finding.entity_id == v.entity_id)
-        in_scope = select(*columns).where(*found, *t.own.in_deal_scope(Finding.deal_id))
+        in_scope = t.own.where_in_deal_scope(select(*columns).where(*found), Finding.deal_id)
         if t.dialect == "postgresql":
             # One probe of the dedup key per violation. As a plain join, a tick's two thousand
             # violations were hashed against a scan of every finding of the account (170 ms at

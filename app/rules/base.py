@@ -57,6 +57,7 @@ from sqlalchemy import (
     or_,
     select,
     type_coerce,
+    union_all,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql import util as sql_util
@@ -194,6 +195,16 @@ class RuleContext:
         if self.deal_ids is None:
             return []
         return [or_(self.in_deals(column), and_(column.is_(None), self.dealless()))]
+
+    def where_in_deal_scope(self, query: Select[Any], column: Any) -> Any:
+        """`query` kept to the incremental scope (in_deal_scope) on `column`. With `arrays`, as
+        two queries UNION ALL-ed rather than one OR: PostgreSQL cannot drop the OR's dealless
+        branch from a generic plan, so it re-tests every row read against the whole array, a
+        linear search (a tick's 2,000 findings against its 1,000 deals: 10-20 ms). Apart, the
+        array is the index condition only, and the dealless branch is a one-time filter."""
+        if not self.arrays or self.deal_ids is None:
+            return query.where(*self.in_deal_scope(column))
+        return union_all(query.where(self.in_deals(column)), query.where(column.is_(None), self.dealless()))
 
     def deal_scope(self) -> list[ColumnElement[bool]]:
         """The account, the incremental scope, and the rule's exclusions, as WHERE clauses on Deal."""

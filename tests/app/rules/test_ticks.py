@@ -453,6 +453,28 @@ async def test_a_tick_of_many_deals_is_the_same_as_of_a_few(rt):
     assert len(moments) == MANY_DEALS + 10 and min(moments.values()) > (start + timedelta(days=1)).timestamp()
 
 
+async def test_a_call_without_a_deal_resolves_in_an_evaluation_of_many_deals(rt):
+    """Past MANY_DEALS the findings on the deals in scope and those without a deal ("" asked
+    about) are read apart on PostgreSQL (RuleContext.where_in_deal_scope): a missed call nobody
+    matched to a deal, returned since, must still resolve there, not wait for the sweep."""
+    aid = await new_account(rt)
+    now = msk(2025, 12, 8, 10, 0)
+    number = "+79990000002"
+    deals = [f"D{i}" for i in range(MANY_DEALS + 10)]
+    async with rt.sessions() as s, s.begin():
+        for deal_id in deals:
+            add_deal(s, aid, deal_id, created_at=now - timedelta(days=1))
+        s.add(_call(aid, 1, now - timedelta(hours=2), "missed", "in", number, None))
+    await evaluate(rt, aid, now, deal_ids=["", *deals], actor="incremental")
+    (missed,) = await findings(rt, aid, "missed_call_not_returned")
+    assert missed.deal_id is None and missed.status == "open"
+
+    async with rt.sessions() as s, s.begin():
+        s.add(_call(aid, 2, now + timedelta(minutes=1), "answered", "out", number, None))
+    await evaluate(rt, aid, now + timedelta(minutes=2), deal_ids=["", *deals], actor="incremental")
+    assert (await finding(rt, aid, "missed_call_not_returned", missed.entity_id)).status == "resolved"
+
+
 @settings(
     max_examples=int(os.environ.get("CRMWATCH_TICK_EXAMPLES", "15")),
     deadline=None,
