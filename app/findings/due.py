@@ -44,6 +44,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
     null,
     select,
     text,
@@ -79,7 +80,8 @@ def _findings_moments(ctx: RuleContext) -> list[Select[Any]]:
     moments = [
         select(*moment(Finding.deal_id, Finding.snoozed_until, 0.0, False)).where(
             Finding.account_id == ctx.account_id,
-            Finding.status == "snoozed",
+            # Inline, not a parameter, so that a generic plan can use the partial index.
+            Finding.status == literal_column("'snoozed'"),
             Finding.snoozed_until > ctx.now_param(),
             *ctx.in_deal_scope(Finding.deal_id),
         )

@@ -17,6 +17,7 @@ ENDED = ("resolved", "expired")
 # WHERE repeats these terms with 'open' written inline (notify.SPEAKS).
 SPEAKING_PG = "status = 'open' AND suppressed IS false AND backlog_opening IS DISTINCT FROM times_opened"
 SPEAKING_SQLITE = "status = 'open' AND suppressed IS 0 AND backlog_opening IS NOT times_opened"
+SNOOZED_WHERE = "status = 'snoozed'"
 # Why a finding stopped being open (Finding.resolution, FindingEvent.resolution).
 RESOLUTIONS = (
     "condition_cleared",  # the rule no longer sees the problem: someone fixed it
@@ -53,6 +54,16 @@ class Finding(Base):
             "opened_at",
             postgresql_where=text(SPEAKING_PG),
             sqlite_where=text(SPEAKING_SQLITE),
+        ),
+        # The snoozed findings, whose snooze's end is a deal's moment (app/findings/due.py): few,
+        # but every evaluation asks for those on its deals. Without it a tick of 1,000 deals read
+        # their 3,000 findings to find none snoozed. A query uses it when it writes 'snoozed' inline.
+        Index(
+            "ix_findings_snoozed",
+            "account_id",
+            "deal_id",
+            postgresql_where=text(SNOOZED_WHERE),
+            sqlite_where=text(SNOOZED_WHERE),
         ),
     )
 
