@@ -6,9 +6,10 @@ Create Date: 2026-12-06
 
 Every evaluation stores when its deals' verdict can next change (app/findings/due.py); a snoozed
 finding's end of snooze is one such moment, so each evaluation asks for the snoozed findings on
-its deals. Few findings are snoozed, but the only index by deal holds them all: a tick of 1,000
-deals at 1M read their 3,000-odd findings to find none snoozed (about 10 ms of the tick). A partial
-index of the snoozed ones, by account and deal, makes it a lookup in a nearly empty index.
+its deals. Few findings are snoozed, but the planner read them through the index by deal, which
+holds them all: a tick of 1,000 deals at 1M read 3,254 findings to find none snoozed (11.5 ms in
+an instrumented plan). A partial index of the snoozed ones, by account and deal, makes it a
+lookup in a nearly empty index.
 """
 
 from __future__ import annotations
