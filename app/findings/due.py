@@ -55,7 +55,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import MANY_DEALS, UtcDateTime, among, dialect_insert, dialect_of, float_epoch, is_postgres
+from app.db import MANY_DEALS, UtcDateTime, among, dialect_insert, dialect_of, execute_kept, float_epoch, is_postgres
 from app.rules import engine as rules_engine
 from app.rules.base import RuleContext, moment, one_of
 from app.rules.engine import AccountRules, Template
@@ -200,7 +200,9 @@ async def refresh(
             params.update(ctx.values())
         if deal_ids is None:
             return await _refresh_whole(s, account_id, timing.statement, params)
-        rows = await s.execute(timing.statement, params)
+        # Kept with the timing: on PostgreSQL compiled once (db.Prepared; `at` comes back as the
+        # driver's aware datetime).
+        rows = await execute_kept(s, timing.statement, params)
     assert deal_ids is not None
     calendar = settings.calendar(timezone)
     due: dict[str, float] = {}

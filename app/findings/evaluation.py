@@ -14,7 +14,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account
-from app.db import MANY_DEALS, is_postgres, utcnow
+from app.db import MANY_DEALS, execute_kept, is_postgres, utcnow
 from app.rules import engine as rules_engine
 from app.rules.models import RuleConfig
 
@@ -95,7 +95,13 @@ async def evaluate(
     if is_postgres(s) and whole:
         differences = await lifecycle.compare_whole(s, statement, params)
     elif is_postgres(s) and template.one:
-        kinds = lifecycle.kinds_of(await s.execute(statement, params))  # (RETURNING their kinds)
+        # An event's deal: the template's statement is compiled once (db.Prepared); one rebuilt at
+        # each evaluation goes the usual way. The differences come back as their kinds (RETURNING).
+        if statement is template.insert:
+            rows = await execute_kept(s, statement, params)
+        else:
+            rows = await s.execute(statement, params)
+        kinds = lifecycle.kinds_of(rows)
         differences = sum(kinds.values())
     elif template.arrays and deal_ids is not None:
         # A tick's many deals: the moments come with the comparison (due.with_moments).

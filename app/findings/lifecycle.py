@@ -75,6 +75,7 @@ from app.db import (
     among,
     dialect_insert,
     dialect_of,
+    execute_kept,
     is_postgres,
 )
 from app.mirror.models import Deal
@@ -527,14 +528,15 @@ async def apply_differences(
 
     async def run(name: str, build: Callable[[], Any]) -> Any:
         # (Only Core INSERTs and UPDATEs here: given parameters, the ORM's would be bulk ones. The
-        # session holds no findings to synchronize with what they change.)
-        return await s.execute(cached(name, build), params, execution_options=_UNSYNCHRONIZED)
+        # session holds no findings to synchronize with what they change.) Kept per template, so
+        # compiled once on PostgreSQL (db.Prepared): they return only counts and ids.
+        return await execute_kept(s, cached(name, build), params, execution_options=_UNSYNCHRONIZED)
 
     async def run_scalar(name: str, build: Callable[[], Any]) -> Any:
-        return await s.scalar(cached(name, build), params)
+        return (await run(name, build)).scalar()
 
     async def run_scalars(name: str, build: Callable[[], Any]) -> Any:
-        return await s.scalars(cached(name, build), params)
+        return (await run(name, build)).scalars()
 
     async def history(name: str, build: Callable[[], Any]) -> None:
         await run(name, lambda: _history_insert(build()))
