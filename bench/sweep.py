@@ -32,7 +32,10 @@ One run:
    the account; then the detection latency on a simulated clock: --due tasks fall due over the
    next --latency-span seconds, each an event re-evaluated as the inbox does, and the clock moves
    by the tick interval (15 s) or by the tick's own duration when it took longer; each finding's
-   opened_at is compared with its deadline (in working time: the next working minute).
+   opened_at is compared with its deadline (in working time: the next working minute); last, the
+   tick's write floor on each account: one open finding on each of --due deals rewritten with its
+   history, two outbox actions and its deal's moment, and the commit, with no rule run (what
+   storing a tick's verdicts costs by itself; the tick is printed as a multiple of it).
 
 --keep-database NAME (for iterating on the sweep's statements): the database NAME, beside the one
 in --database-url, is created and filled the first time and then kept; a later run with the same
@@ -636,6 +639,61 @@ async def timed_tick(
     return (time.perf_counter() - started) * 1000, count
 
 
+# The write floor of a tick (--floor): what storing a tick's verdicts costs with no rule run at all.
+# One open finding on each of the due deals is rewritten as the lifecycle rewrites a finding that
+# changed (its row, with this evaluation's updated_at), gets a line of history and two outbox
+# actions (a task and a note), and its deal's moment is upserted; then the commit. The rows are
+# picked first and the additions deleted afterwards, both untimed; the findings keep their facts.
+SQL_FLOOR_PICK = """
+CREATE TEMPORARY TABLE bench_floor AS
+SELECT DISTINCT ON (deal_id) id, deal_id, manager_id FROM findings
+WHERE account_id = :account AND status = 'open' AND deal_id = ANY(:deals)
+ORDER BY deal_id, id
+"""
+SQL_FLOOR_WRITES = (
+    "UPDATE findings f SET updated_at = :at FROM bench_floor p WHERE f.id = p.id",
+    """INSERT INTO finding_events (finding_id, at, from_status, to_status, actor)
+    SELECT id, :at, 'open', 'open', 'bench-floor' FROM bench_floor""",
+    """INSERT INTO outbox (account_id, finding_id, kind, purpose, dedup_key, deal_id, user_id, status, attempts,
+                        next_attempt_at, created_at)
+    SELECT :account, p.id, k.kind, 'open', 'bench-floor:' || k.kind || ':' || p.id, p.deal_id, p.manager_id,
+           'cancelled', 0, :at, :at
+    FROM bench_floor p CROSS JOIN (VALUES ('create_task'), ('add_note')) AS k(kind)""",
+    """INSERT INTO rule_due (account_id, deal_id, due_epoch)
+    SELECT :account, p.deal_id, coalesce(d.due_epoch, :epoch) FROM bench_floor p
+    LEFT JOIN rule_due d ON d.account_id = :account AND d.deal_id = p.deal_id
+    ON CONFLICT (account_id, deal_id) DO UPDATE SET due_epoch = excluded.due_epoch""",
+)
+SQL_FLOOR_CLEANUP = (
+    "DELETE FROM outbox WHERE account_id = :account AND dedup_key LIKE 'bench-floor:%'",
+    "DELETE FROM finding_events WHERE actor = 'bench-floor'",
+    "DROP TABLE bench_floor",
+)
+
+
+async def write_floor(
+    engine: AsyncEngine, account_id: int, total: int, due: int, rng: random.Random
+) -> tuple[float, int]:
+    """The writes of a tick whose `due` deals each changed one finding, and the commit, with no
+    rule evaluated: the storage's share of a tick's cost. Returns its ms and the findings written."""
+    deals = deals_with_open_tasks(total, min(due, total * 9 // 10), rng)
+    at = sim_now()
+    params = {"account": account_id, "at": at, "epoch": at.timestamp()}
+    async with engine.connect() as conn:
+        await conn.execute(text(SQL_FLOOR_PICK), {"account": account_id, "deals": deals})
+        count = (await conn.execute(text("SELECT count(*) FROM bench_floor"))).scalar_one()
+        await conn.commit()
+        started = time.perf_counter()
+        for statement in SQL_FLOOR_WRITES:
+            await conn.execute(text(statement), params)
+        await conn.commit()
+        took = (time.perf_counter() - started) * 1000
+        for statement in SQL_FLOOR_CLEANUP:
+            await conn.execute(text(statement), params)
+        await conn.commit()
+    return took, count
+
+
 async def detection_latency(
     engine: AsyncEngine, account_id: int, total: int, count: int, span: float, rng: random.Random
 ) -> tuple[list[float], int, float]:
@@ -857,6 +915,7 @@ async def run(url: URL, args: argparse.Namespace) -> None:
             )
 
         ticks: dict[str, Any] = {}
+        floors: dict[str, list[tuple[float, int]]] = {}
         if not args.no_ticks and small_id is not None:
             rng = random.Random(args.seed + 2)
             for label, acc, total in (("small", small_id, args.small_deals), ("large", account_id, args.deals)):
@@ -874,6 +933,13 @@ async def run(url: URL, args: argparse.Namespace) -> None:
                 engine, account_id, args.deals, args.due, args.latency_span, rng
             )
             ticks["latency"] = (delays, sim_ticks, longest)
+            # Last, so that its rewrites do not weigh on the ticks timed above.
+            for label, acc, total in (("small", small_id, args.small_deals), ("large", account_id, args.deals)):
+                floors[label] = [
+                    (await write_floor(engine, acc, total, args.due, rng)) for _ in range(args.tick_rounds)
+                ]
+                for ms, count in floors[label]:
+                    print(f"  write floor, {label} account: {ms:8.1f} ms for {count:,} findings")
         peak = max(peak, rss_mb())
 
         ratio = steady / bare if bare > 0 else float("inf")
@@ -907,6 +973,14 @@ async def run(url: URL, args: argparse.Namespace) -> None:
                 f"  tick, {args.due:,} due deals   {large_ms:8.1f} ms median at {args.deals:,} deals, "
                 f"{small_ms:.1f} ms at {args.small_deals:,} (ratio {large_ms / small_ms:.2f})"
             )
+            if floors:
+                small_floor = statistics.median(ms for ms, _ in floors["small"])
+                large_floor = statistics.median(ms for ms, _ in floors["large"])
+                print(
+                    f"  its write floor           {large_floor:8.1f} ms median at {args.deals:,} deals, "
+                    f"{small_floor:.1f} ms at {args.small_deals:,} (the tick: {large_ms / large_floor:.2f} x "
+                    f"and {small_ms / small_floor:.2f} x its floor)"
+                )
             if delays:
                 print(
                     f"  detection latency         {pct(delays, 0.99):8.1f} s p99, "
