@@ -20,7 +20,9 @@ One run:
 5. times incremental evaluation of one touched deal, for random deals, each in its own
    transaction (median and p95): first where nothing changed, then right after an
    event changed the deal (its first task completed or reopened, so findings open, resolve,
-   change their voice and enqueue CRM writes);
+   change their voice and enqueue CRM writes); and the same deals again, alternately with the
+   statements compiled once (app.db.Prepared, as in production) and in SQLAlchemy's usual way,
+   for the ratio of the two in CPU per evaluation;
 6. prints the figures, the findings by rule and status, and whether each goal holds;
 7. drops the database, whatever happened.
 
@@ -70,6 +72,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import app.models_all  # noqa: F401  (registers every table)
+from app import db
 from app.accounts.models import Account
 from app.db import make_engine, make_sessionmaker, scratch_database, utcnow
 from app.findings import evaluation as rules_engine
@@ -519,6 +522,32 @@ async def incremental(engine: AsyncEngine, account_id: int, deal_ids: list[str],
     return times
 
 
+async def compiled_once_ab(
+    engine: AsyncEngine, account_id: int, deal_ids: list[str]
+) -> dict[bool, tuple[float, float]]:
+    """One deal's re-evaluation with its kept statements compiled once (app.db.Prepared, as in
+    production) and SQLAlchemy's usual execution, interleaved deal by deal so that both see the
+    same machine: a drift of the machine's speed over the run weighs on both alike. Returns, per
+    mode, the median ms and the CPU ms per evaluation."""
+    maker = make_sessionmaker(engine)
+    real = db.prepared
+    times: dict[bool, list[float]] = {True: [], False: []}
+    cpu = {True: 0.0, False: 0.0}
+    try:
+        for i, deal_id in enumerate([deal_ids[0], deal_ids[0], *deal_ids]):
+            compiled = i % 2 == 0
+            db.prepared = real if compiled else (lambda statement, dialect: None)  # type: ignore[assignment]
+            started, cpu_started = time.perf_counter(), time.process_time()
+            async with maker() as s, s.begin():
+                await rules_engine.evaluate(s, account_id, deal_ids=[deal_id], now=sim_now(), actor="incremental")
+            if i >= 2:  # the first of each: statement caches
+                times[compiled].append((time.perf_counter() - started) * 1000)
+                cpu[compiled] += time.process_time() - cpu_started
+    finally:
+        db.prepared = real
+    return {mode: (statistics.median(t), cpu[mode] * 1000 / len(t)) for mode, t in times.items()}
+
+
 # The deal's first task flips: completed now, or open again. Either way some finding changes
 # (overdue resolves or comes back, the deal gains or loses its open task), as after a real event.
 SQL_FLIP_TASK = """
@@ -904,6 +933,7 @@ async def run(url: URL, args: argparse.Namespace) -> None:
             with StatementProfile(engine) as incremental_profile:
                 await incremental(engine, account_id, deal_ids[:50], args.incremental_budget)
         median, p95 = statistics.median(times), pct(times, 0.95)
+        compiled_ab = await compiled_once_ab(engine, account_id, deal_ids)
         changed_times, changed_count = [], 0
         if args.changed:
             flipped = [
@@ -958,6 +988,12 @@ async def run(url: URL, args: argparse.Namespace) -> None:
         )
         print(f"  peak RSS after sweeps     {peak:8.1f} MB")
         print(f"  incremental, one deal     {median:8.2f} ms median, {p95:.2f} ms p95 ({len(times)} deals)")
+        (kept_ms, kept_cpu), (usual_ms, usual_cpu) = compiled_ab[True], compiled_ab[False]
+        print(
+            f"  … compiled once / usual   {kept_ms:8.2f} ms / {usual_ms:.2f} ms median, CPU {kept_cpu:.2f} / "
+            f"{usual_cpu:.2f} ms per evaluation ({kept_cpu / usual_cpu:.2f} x; interleaved, "
+            f"{len(deal_ids)} deals each)"
+        )
         if changed_times:
             print(
                 f"  … right after a change    {statistics.median(changed_times):8.2f} ms median, "
