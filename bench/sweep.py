@@ -668,7 +668,7 @@ async def timed_tick(
     return (time.perf_counter() - started) * 1000, count
 
 
-# The write floor of a tick (--floor): what storing a tick's verdicts costs with no rule run at all.
+# The write floor of a tick: what storing a tick's verdicts costs with no rule run at all.
 # One open finding on each of the due deals is rewritten as the lifecycle rewrites a finding that
 # changed (its row, with this evaluation's updated_at), gets a line of history and two outbox
 # actions (a task and a note), and its deal's moment is upserted; then the commit. The rows are
@@ -992,7 +992,7 @@ async def run(url: URL, args: argparse.Namespace) -> None:
         print(
             f"  … compiled once / usual   {kept_ms:8.2f} ms / {usual_ms:.2f} ms median, CPU {kept_cpu:.2f} / "
             f"{usual_cpu:.2f} ms per evaluation ({kept_cpu / usual_cpu:.2f} x; interleaved, "
-            f"{len(deal_ids)} deals each)"
+            f"{len(deal_ids)} deals taken alternately)"
         )
         if changed_times:
             print(
