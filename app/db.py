@@ -243,7 +243,7 @@ def prepared(statement: Any, dialect: Any) -> Prepared | None:
 async def execute_kept(s: AsyncSession, statement: Any, params: dict[str, Any], **options: Any) -> Any:
     """Executes a statement built once and kept: on PostgreSQL in its Prepared form where it has
     one (its rows then unprocessed: see Prepared), else as usual."""
-    if s.bind.dialect.name == "postgresql":
+    if is_postgres(s):
         made = prepared(statement, s.bind.dialect)
         if made is not None:
             return await made.execute(s, params)
